@@ -1,0 +1,277 @@
+"""Integer-only kernels: the numeric contract shared by the golden model, the RTL and the head.
+
+Every kernel takes and returns int64 torch tensors that hold the values of the narrower
+types named below. Nothing here uses floating point on activations; float appears only in
+the ``*_params`` helpers that turn real scales into integer constants at quantization time.
+
+The contract, stated once:
+
+* **GEMM**: int8 x int8 products summed in an int32 accumulator (plus an int32 bias).
+  An accumulator outside int32 *saturates* to the int32 range and is counted in
+  ``OverflowCounter`` (the RTL saturates the same way; it never wraps silently).
+* **Requantize** (``requantize``): ``y = sat8((acc * M + 2**(s-1)) >> s)`` with ``M`` an
+  int32 in [0, 2**31) and ``s`` in [1, 62]; ``>>`` is an arithmetic shift (floor), so the
+  rounding rule is *round half up* (towards +inf), applied exactly once. ``sat8`` clamps
+  to [-128, 127] and counts the clamped values.
+* **Softmax**: I-BERT's i-exp (polynomial on [-ln2, 0] and a shift), then a per-row
+  reciprocal ``floor(2**RECIP_BITS / sum)`` and ``(e * r) >> (RECIP_BITS - 7)`` rounded
+  half up: probabilities are int8 at scale 2**-7 (0..127; 128 saturates to 127).
+* **GELU**: I-BERT's i-GELU (second-order polynomial for erf) on an int8 input, with the
+  result requantized to int8.
+* **LayerNorm**: integer mean and variance, a Newton integer square root (exact floor),
+  one reciprocal per row, then gamma/beta folded into integer constants.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from model.errors import QexitError
+
+INT8_MIN, INT8_MAX = -128, 127
+INT32_MIN, INT32_MAX = -(2 ** 31), 2 ** 31 - 1
+MULT_BITS = 31          # requantization multiplier M lies in [0, 2**31)
+SHIFT_MIN, SHIFT_MAX = 1, 62
+PROB_BITS = 7           # softmax output: int8 at scale 2**-PROB_BITS
+RECIP_BITS = 32         # per-row reciprocal precision of softmax and LayerNorm
+LN_FRAC_BITS = 12       # fixed-point fraction of the normalised LayerNorm value
+GAMMA_BITS = 15         # LayerNorm gamma/s_out multipliers are kept to 15 bits plus sign
+
+
+@dataclass
+class OverflowCounter:
+    """Counts values that left their declared range (and were saturated) at each named point."""
+    counts: dict[str, int] = field(default_factory=dict)
+    totals: dict[str, int] = field(default_factory=dict)
+
+    def add(self, name: str, n_over: int, n_total: int) -> None:
+        self.counts[name] = self.counts.get(name, 0) + int(n_over)
+        self.totals[name] = self.totals.get(name, 0) + int(n_total)
+
+    @property
+    def total_overflows(self) -> int:
+        return sum(self.counts.values())
+
+    def summary(self) -> dict[str, float]:
+        """Fraction saturated per point."""
+        return {k: self.counts[k] / max(1, self.totals[k]) for k in self.counts}
+
+
+def _check_int(x: torch.Tensor, name: str) -> None:
+    if x.dtype != torch.int64:
+        raise QexitError(f"{name} must be an int64 tensor of integer values, got {x.dtype}")
+
+
+def saturate(x: torch.Tensor, lo: int, hi: int, counter: OverflowCounter | None = None,
+             name: str = "") -> torch.Tensor:
+    if counter is not None:
+        counter.add(name, ((x < lo) | (x > hi)).sum().item(), x.numel())
+    return x.clamp(lo, hi)
+
+
+def check_int8(x: torch.Tensor, name: str) -> None:
+    """Raise if ``x`` is not an int64 tensor holding int8 values."""
+    _check_int(x, name)
+    if x.numel() and (x.min() < INT8_MIN or x.max() > INT8_MAX):
+        raise QexitError(f"{name} holds values outside int8 [{INT8_MIN}, {INT8_MAX}] "
+                         f"(min {x.min().item()}, max {x.max().item()})")
+
+
+def gemm(a: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None,
+         counter: OverflowCounter | None = None, name: str = "gemm") -> torch.Tensor:
+    """int8 a (..., K) times int8 w (N, K) transposed, plus int32 bias (N,): int32 (..., N)."""
+    if a.shape[-1] != w.shape[-1]:
+        raise QexitError(f"{name}: inner dimensions differ ({a.shape[-1]} vs {w.shape[-1]})")
+    acc = a @ w.t()
+    if bias is not None:
+        acc = acc + bias
+    return saturate(acc, INT32_MIN, INT32_MAX, counter, name + ".acc")
+
+
+def matmul(a: torch.Tensor, b: torch.Tensor, counter: OverflowCounter | None = None,
+           name: str = "matmul") -> torch.Tensor:
+    """int8 a (..., M, K) times int8 b (..., K, N): int32 (..., M, N) (activation x activation)."""
+    return saturate(a @ b, INT32_MIN, INT32_MAX, counter, name + ".acc")
+
+
+# --------------------------------------------------------------------------- requantize
+
+def quantize_multiplier(real: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Real positive scale(s) r → (M, s) with r ≈ M / 2**s, M in [2**30, 2**31), s in range.
+
+    Raises when r is too large or too small for the shift range (the IntModel would be wrong).
+    """
+    r = torch.as_tensor(real, dtype=torch.float64).reshape(-1)
+    if (r <= 0).any() or not torch.isfinite(r).all():
+        raise QexitError(f"requantization scale must be positive and finite, got {r.min().item()}")
+    mant, exp = torch.frexp(r)                       # r = mant * 2**exp, mant in [0.5, 1)
+    m = torch.round(mant * 2.0 ** MULT_BITS).to(torch.int64)
+    shift = (MULT_BITS - exp).to(torch.int64)
+    carry = m == 2 ** MULT_BITS                      # rounding up to 2**31: halve
+    m = torch.where(carry, m // 2, m)
+    shift = torch.where(carry, shift - 1, shift)
+    if (shift < SHIFT_MIN).any() or (shift > SHIFT_MAX).any():
+        bad = r[(shift < SHIFT_MIN) | (shift > SHIFT_MAX)][0].item()
+        raise QexitError(f"requantization scale {bad:.3g} is outside the representable range "
+                         f"2**-{SHIFT_MAX - MULT_BITS}..2**{MULT_BITS - SHIFT_MIN}; check calibration")
+    return m, shift
+
+
+def check_multiplier(m: torch.Tensor, shift: torch.Tensor, name: str) -> None:
+    """Raise if a stored (M, s) pair breaks the contract (used when loading an IntModel)."""
+    if m.dtype != torch.int64 or shift.dtype != torch.int64:
+        raise QexitError(f"{name}: multiplier and shift must be int64 tensors")
+    if (m < 0).any() or (m >= 2 ** MULT_BITS).any():
+        raise QexitError(f"{name}: multiplier outside [0, 2**{MULT_BITS}); the IntModel is corrupt")
+    if (shift < SHIFT_MIN).any() or (shift > SHIFT_MAX).any():
+        raise QexitError(f"{name}: shift outside [{SHIFT_MIN}, {SHIFT_MAX}]; the IntModel is corrupt")
+
+
+def round_shift(x: torch.Tensor, shift: torch.Tensor | int) -> torch.Tensor:
+    """``(x + 2**(s-1)) >> s``: divide by 2**s rounding half up. The one rounding rule."""
+    shift = torch.as_tensor(shift, dtype=torch.int64)
+    return (x + (1 << (shift - 1))) >> shift
+
+
+def requantize(acc: torch.Tensor, m: torch.Tensor, shift: torch.Tensor,
+               counter: OverflowCounter | None = None, name: str = "requant",
+               lo: int = INT8_MIN, hi: int = INT8_MAX) -> torch.Tensor:
+    """int32 accumulator → int8: ``sat8((acc * M + 2**(s-1)) >> s)``; M, s per last-dim channel or scalar."""
+    return saturate(round_shift(acc * m, shift), lo, hi, counter, name)
+
+
+def quantize_real(x: torch.Tensor, scale: float | torch.Tensor, bits: int = 8) -> torch.Tensor:
+    """Float → integer at ``scale`` (round half away from zero, then saturate). Calibration-time only."""
+    hi = 2 ** (bits - 1) - 1
+    q = torch.round(x.double() / torch.as_tensor(scale, dtype=torch.float64))
+    return q.clamp(-hi - 1, hi).to(torch.int64)
+
+
+# --------------------------------------------------------------------------- residual add
+
+def add_params(s_a: float, s_b: float, s_out: float) -> dict[str, torch.Tensor]:
+    """Constants for ``add``: both inputs scaled to s_out with one shared shift."""
+    ma, sa = quantize_multiplier(s_a / s_out)
+    mb, sb = quantize_multiplier(s_b / s_out)
+    shift = torch.minimum(sa, sb)                   # bring both to the smaller shift
+    ma = torch.round(ma.double() / 2.0 ** (sa - shift)).to(torch.int64)
+    mb = torch.round(mb.double() / 2.0 ** (sb - shift)).to(torch.int64)
+    return {"m_a": ma, "m_b": mb, "shift": shift}
+
+
+def add(a: torch.Tensor, b: torch.Tensor, m_a: torch.Tensor, m_b: torch.Tensor, shift: torch.Tensor,
+        counter: OverflowCounter | None = None, name: str = "add") -> torch.Tensor:
+    """Residual add of two int8 tensors at different scales: ``sat8((a*Ma + b*Mb + half) >> s)``."""
+    return saturate(round_shift(a * m_a + b * m_b, shift), INT8_MIN, INT8_MAX, counter, name)
+
+
+# --------------------------------------------------------------------------- integer square root
+
+def isqrt(n: torch.Tensor) -> torch.Tensor:
+    """Exact floor(sqrt(n)) of non-negative int64 values by Newton's iteration (no float).
+
+    Starts above the root (2**ceil(bits/2)) so the iterates decrease monotonically to it.
+    """
+    _check_int(n, "isqrt input")
+    if (n < 0).any():
+        raise QexitError("isqrt of a negative value")
+    v = n.clone()
+    bits = torch.zeros_like(n)                       # bit length of n, by comparison (integer only)
+    for k in range(63):
+        bits = torch.where(n >= (1 << k), torch.full_like(n, k + 1), bits)
+    x = torch.where(n > 0, torch.ones_like(n) << ((bits + 1) // 2), torch.zeros_like(n))
+    while True:
+        safe = torch.where(x > 0, x, torch.ones_like(x))
+        y = torch.where(x > 0, (x + v // safe) // 2, x)
+        done = y >= x
+        if done.all():
+            return x
+        x = torch.where(done, x, y)
+
+
+# --------------------------------------------------------------------------- LayerNorm
+
+def layernorm_params(gamma: torch.Tensor, beta: torch.Tensor, s_out: float) -> dict[str, torch.Tensor]:
+    """Constants for ``layernorm``: out = round((gamma*y + beta)/s_out) with y = (x-mu)/sigma.
+
+    y arrives as a fixed-point value with LN_FRAC_BITS fraction bits; gamma/s_out is kept as
+    a per-channel multiplier with ``shift`` extra bits, beta/s_out at the combined scale.
+    """
+    g = gamma.double() / s_out
+    gmax = g.abs().max().item()
+    shift = max(1, min(40, GAMMA_BITS - math.ceil(math.log2(max(gmax, 2.0 ** -24)))))
+    g_q = torch.round(g * 2.0 ** shift).to(torch.int64)
+    b_q = torch.round(beta.double() / s_out * 2.0 ** (shift + LN_FRAC_BITS)).to(torch.int64)
+    return {"g": g_q, "b": b_q, "shift": torch.tensor(shift + LN_FRAC_BITS, dtype=torch.int64)}
+
+
+def layernorm(x: torch.Tensor, g: torch.Tensor, b: torch.Tensor, shift: torch.Tensor,
+              counter: OverflowCounter | None = None, name: str = "layernorm") -> torch.Tensor:
+    """Integer LayerNorm over the last dim of an int8 tensor, output int8.
+
+    c_i = D*x_i - sum(x) (= D*(x_i - mean), exact); den = isqrt(sum(c^2) // D) (= D*sigma);
+    r = floor(2**RECIP_BITS / den), once per row; y_i = round_shift(c_i * r, RECIP_BITS - LN_FRAC_BITS)
+    (= (x_i - mean)/sigma with LN_FRAC_BITS fraction bits); out = sat8(round_shift(g*y + b, shift)).
+    A row with zero variance has y = 0, so its output is the quantized beta.
+    """
+    d = x.shape[-1]
+    c = d * x - x.sum(-1, keepdim=True)
+    den = isqrt((c * c).sum(-1, keepdim=True) // d)
+    r = (1 << RECIP_BITS) // den.clamp(min=1)
+    y = round_shift(c * r, RECIP_BITS - LN_FRAC_BITS)
+    return saturate(round_shift(g * y + b, shift), INT8_MIN, INT8_MAX, counter, name)
+
+
+# --------------------------------------------------------------------------- softmax (I-BERT i-exp)
+
+EXP_A, EXP_B, EXP_C = 0.3585, 1.353, 0.344     # exp(p) ≈ A (p + B)**2 + C on p in [-ln2, 0]
+EXP_MAX_SHIFT = 30
+
+
+def softmax_params(s_in: float) -> dict[str, torch.Tensor]:
+    """Integer constants of i-exp for an input scale ``s_in`` (score units per integer step)."""
+    x0 = math.floor(math.log(2) / s_in)
+    if x0 < 1:
+        raise QexitError(f"softmax input scale {s_in:.3g} is too coarse for i-exp (needs < ln 2)")
+    return {"x0": torch.tensor(x0), "qb": torch.tensor(math.floor(EXP_B / s_in)),
+            "qc": torch.tensor(math.floor(EXP_C / (EXP_A * s_in ** 2)))}
+
+
+def i_exp(x: torch.Tensor, x0: torch.Tensor, qb: torch.Tensor, qc: torch.Tensor) -> torch.Tensor:
+    """exp of x <= 0 (integer at scale s_in), up to a constant scale: ((p + qb)**2 + qc) >> z."""
+    z = torch.clamp((-x) // x0, max=EXP_MAX_SHIFT)
+    p = x + z * x0                                    # p in (-x0, 0]
+    return ((p + qb) ** 2 + qc) >> z
+
+
+def softmax(scores: torch.Tensor, x0: torch.Tensor, qb: torch.Tensor, qc: torch.Tensor,
+            counter: OverflowCounter | None = None, name: str = "softmax") -> torch.Tensor:
+    """Integer softmax over the last dim: int32 scores → int8 probabilities at scale 2**-7."""
+    e = i_exp(scores - scores.max(-1, keepdim=True).values, x0, qb, qc)
+    r = (1 << RECIP_BITS) // e.sum(-1, keepdim=True)
+    return saturate(round_shift(e * r, RECIP_BITS - PROB_BITS), 0, INT8_MAX, counter, name)
+
+
+# --------------------------------------------------------------------------- GELU (I-BERT i-GELU)
+
+ERF_A, ERF_B = -0.2888, -1.769                 # erf(x) ≈ sgn(x) [A (min(|x|, -B) + B)**2 + 1]
+
+
+def gelu_params(s_in: float, s_out: float) -> dict[str, torch.Tensor]:
+    """Constants of i-GELU on an int8 input at scale ``s_in``, output int8 at ``s_out``."""
+    s_erf = s_in / math.sqrt(2.0)
+    qb = math.floor(ERF_B / s_erf)
+    qc = math.floor(-1.0 / ERF_A / s_erf ** 2)   # the "+1" at the polynomial's scale (A*s_erf**2 < 0)
+    s_poly = -ERF_A * s_erf ** 2                  # erf ≈ sgn * (-(t + qb)**2 + qc) * s_poly
+    m, shift = quantize_multiplier(s_in * s_poly / 2.0 / s_out)
+    return {"qb": torch.tensor(qb), "qc": torch.tensor(qc), "m": m[0], "shift": shift[0]}
+
+
+def gelu(x: torch.Tensor, qb: torch.Tensor, qc: torch.Tensor, m: torch.Tensor, shift: torch.Tensor,
+         counter: OverflowCounter | None = None, name: str = "gelu") -> torch.Tensor:
+    """i-GELU: x * (erf_int(x) + one) requantized to int8. x is int8 at scale s_in."""
+    t = torch.minimum(x.abs(), -qb)
+    erf = torch.sign(x) * (qc - (t + qb) ** 2)       # erf(x/sqrt2) / s_poly
+    return requantize(x * (erf + qc), m, shift, counter, name)

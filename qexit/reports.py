@@ -1,0 +1,44 @@
+"""Writing a step's report folder atomically: reports/<step>/{summary.json, README.md, *.png}."""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+REPORTS_DIR = Path("reports")
+
+
+@contextmanager
+def report_dir(step: str, root: Path | str = REPORTS_DIR):
+    """Yield a temporary folder; on success it replaces ``root/step`` in one move."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / step
+    tmp = Path(tempfile.mkdtemp(prefix=f".{step}.", dir=root))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if final.exists():
+        old = root / f".{step}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(final)
+
+
+def write_summary(folder: Path, summary: dict) -> None:
+    (Path(folder) / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+
+
+def markdown_table(headers: list[str], rows: list[list]) -> str:
+    def fmt(v):
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
