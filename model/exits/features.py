@@ -1,0 +1,137 @@
+"""Per-layer features for the exit heads and the gate, extracted once and cached on disk.
+
+Full token tensors are too big to keep (10k images × 12 layers × 50 tokens × 64), so for every
+layer ``l`` (1-based, after block ``l``) we keep only what the heads and the gate read:
+
+* ``ssa[:, l-1]``: Spatio-Semantic Aggregation (Eq. 3), the mean of the patch tokens
+  ``h̄_l = (1/P) Σ_i h_{l,i}`` ([CLS] left out);
+* ``cls[:, l-1]``: the [CLS] token ``h_{l,0}``;
+* ``sav[:, l-1]``: the spatial-activation variance ``SAV_l = (1/(P·D)) Σ_i ‖h_{l,i} − h̄_l‖²``,
+  the spread of the patch tokens around their mean (the paper's definition was lost in
+  extraction; this is the plain variance over the spatial positions, averaged over channels);
+
+plus the backbone's own full-depth embedding. When a reference FP32 model is given, the
+noise-to-signal ratio per layer (Eq. 1) is accumulated over the split too:
+``NSR_l = ‖H^q_l − H_l‖ / ‖H_l − H_{l−1}‖`` (Frobenius norms over all images, tokens and
+channels; ``H_0`` is the FP32 embedding output), with ``mse_l = ‖H^q_l − H_l‖² / numel``,
+the same keys as ``model.qirc``'s per-layer dict.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from model.exits.backbones import Backbone
+from model.vit import CLIPViT
+
+FEATURE_VERSION = 1
+CACHE_DIR = Path(".cache/qexit/exits")
+
+
+@dataclass
+class Features:
+    ssa: torch.Tensor              # (N, depth, width)
+    cls: torch.Tensor              # (N, depth, width)
+    sav: torch.Tensor              # (N, depth)
+    final_embedding: torch.Tensor  # (N, embed_dim)
+    labels: torch.Tensor           # (N,)
+    nsr: torch.Tensor | None = None  # (depth,), when extracted against a reference
+    mse: torch.Tensor | None = None  # (depth,)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def depth(self) -> int:
+        return self.ssa.shape[1]
+
+    def take(self, idx: torch.Tensor) -> "Features":
+        """The rows ``idx`` (per-layer noise statistics are kept as they are)."""
+        per_row = {f.name: getattr(self, f.name)[idx] for f in fields(self) if f.name not in ("nsr", "mse")}
+        return Features(**per_row, nsr=self.nsr, mse=self.mse)
+
+    def noise(self) -> dict[str, list[float]] | None:
+        """The per-layer noise profile as a ``model.qirc``-style dict, or None."""
+        if self.nsr is None:
+            return None
+        return {"nsr": self.nsr.tolist(), "mse": self.mse.tolist()}
+
+
+def layer_features(hidden: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Hidden states (depth × (N, T, D)) → (ssa (N, depth, D), cls (N, depth, D), sav (N, depth))."""
+    h = torch.stack(hidden, dim=1).float()  # (N, L, T, D)
+    patches = h[:, :, 1:]
+    ssa = patches.mean(dim=2)
+    sav = ((patches - ssa.unsqueeze(2)) ** 2).mean(dim=(2, 3))
+    return ssa, h[:, :, 0], sav
+
+
+@torch.no_grad()
+def extract_features(backbone: Backbone, images: torch.Tensor, labels: torch.Tensor,
+                     reference: CLIPViT | None = None, batch_size: int = 250,
+                     progress: bool = False, desc: str = "features") -> Features:
+    """Run the backbone over ``images`` in batches and keep the per-layer features."""
+    parts: dict[str, list[torch.Tensor]] = {"ssa": [], "cls": [], "sav": [], "emb": []}
+    noise = signal = None
+    count = 0
+    for i in tqdm(range(0, len(images), batch_size), desc=desc, disable=not progress, leave=False):
+        x = images[i:i + batch_size]
+        hs = backbone.hidden_states(x)
+        ssa, cls, sav = layer_features(hs)
+        parts["ssa"].append(ssa)
+        parts["cls"].append(cls)
+        parts["sav"].append(sav)
+        parts["emb"].append(backbone.final_embedding(hs[-1]).float())
+        if reference is not None:
+            ref = reference.hidden_states(x)
+            prev = reference.embed(x)
+            if noise is None:
+                noise = torch.zeros(len(hs), dtype=torch.float64)
+                signal = torch.zeros(len(hs), dtype=torch.float64)
+            for layer, (hq, hf) in enumerate(zip(hs, ref)):
+                noise[layer] += ((hq.double() - hf.double()) ** 2).sum()
+                signal[layer] += ((hf.double() - prev.double()) ** 2).sum()
+                prev = hf
+            count += hs[0].numel()
+    feats = Features(torch.cat(parts["ssa"]), torch.cat(parts["cls"]), torch.cat(parts["sav"]),
+                     torch.cat(parts["emb"]), labels.clone())
+    if noise is not None:
+        feats.nsr = (noise / signal.clamp_min(1e-30)).sqrt().float()
+        feats.mse = (noise / count).float()
+    return feats
+
+
+def cache_key(backbone: Backbone, split: str, images: torch.Tensor, labels: torch.Tensor,
+              with_noise: bool) -> str:
+    h = hashlib.sha256()
+    for part in (backbone.key, split, str(with_noise), str(FEATURE_VERSION), str(tuple(images.shape))):
+        h.update(part.encode())
+    h.update(images.contiguous().numpy().tobytes())
+    h.update(labels.contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def cached_features(backbone: Backbone, split: str, images: torch.Tensor, labels: torch.Tensor,
+                    reference: CLIPViT | None = None, cache_dir: Path | str | None = CACHE_DIR,
+                    batch_size: int = 250, progress: bool = False) -> tuple[Features, bool]:
+    """(features, whether they came from the cache). ``cache_dir`` None turns the cache off."""
+    if cache_dir is None:
+        return extract_features(backbone, images, labels, reference, batch_size, progress,
+                                f"{backbone.mode} {split}"), False
+    path = Path(cache_dir) / f"{backbone.mode}-{split}-{cache_key(backbone, split, images, labels, reference is not None)}.pt"
+    if path.is_file():
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+            return Features(**blob), True
+        except Exception:  # a corrupt or stale cache file is rebuilt, never trusted
+            path.unlink(missing_ok=True)
+    feats = extract_features(backbone, images, labels, reference, batch_size, progress, f"{backbone.mode} {split}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({f.name: getattr(feats, f.name) for f in fields(feats)}, tmp)
+    tmp.replace(path)
+    return feats, False
