@@ -3,7 +3,7 @@
 The pieces, in the order the evaluation uses them:
 
 * ``backbones``: a ``Backbone`` per mode ("fp32", "dynamic" INT8, "int8" integer golden model):
-  a ``hidden_states`` callable and the backbone's own final head.
+  a ``forward`` giving the hidden states and the backbone's own final embedding and logits.
 * ``features``: per-layer features the heads and gate need (SSA patch mean, [CLS] token,
   spatial-activation variance), cached on disk, plus the per-layer noise-to-signal ratio.
 * ``heads``: the SSA / [CLS] exit heads (LN → MLP → cosine against the class embeddings),

@@ -1,12 +1,14 @@
 """The backbones the exits run on: one ``Backbone`` per mode.
 
-A backbone is two callables and a cache key, so any implementation plugs in:
+A backbone is one callable and a cache key, so any implementation plugs in:
 
-* ``hidden_states(images) -> list[Tensor (N, T, width)]``: the tokens after every block
-  (float; dequantized for the integer model), like ``CLIPViT.hidden_states``;
-* ``final_embedding(tokens) -> Tensor (N, embed_dim)``: the backbone's own head on the last
-  block's tokens ([CLS] → ln_post → proj); its cosine against the class embeddings is the
-  "full depth" prediction of that mode;
+* ``forward(images) -> BackboneOutput``:
+  - ``hidden_states``: list of ``depth`` tensors (N, T, width), the tokens after every block
+    (float; dequantized for the integer model), as ``CLIPViT.hidden_states`` gives;
+  - ``embedding`` (N, embed_dim): the backbone's own head on the last block ([CLS] → ln_post
+    → proj), in any scale;
+  - ``logits`` (N, classes): its class scores; their arg-max is the mode's "full depth"
+    prediction;
 * ``key``: a string that changes whenever the weights or the mode change (feature cache key).
 
 Modes: "fp32" (the FP32 model), "dynamic" (the paper's INT8: ``quantize_dynamic`` on every
@@ -18,7 +20,7 @@ import copy
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 from torch import nn
@@ -29,12 +31,26 @@ from model.vit import CLIPViT
 MODES = ("fp32", "dynamic", "int8")
 
 
+class BackboneOutput(NamedTuple):
+    hidden_states: list[torch.Tensor]
+    embedding: torch.Tensor
+    logits: torch.Tensor
+
+
 @dataclass(frozen=True)
 class Backbone:
     mode: str
-    hidden_states: Callable[[torch.Tensor], list[torch.Tensor]]
-    final_embedding: Callable[[torch.Tensor], torch.Tensor]
+    forward: Callable[[torch.Tensor], BackboneOutput]
     key: str
+
+
+def clip_backbone(mode: str, model: CLIPViT, key: str) -> Backbone:
+    """A backbone from any module with CLIPViT's ``hidden_states``/``image_embedding``/``cosine_logits``."""
+    def forward(images: torch.Tensor) -> BackboneOutput:
+        hs = model.hidden_states(images)
+        emb = model.image_embedding(hs[-1])
+        return BackboneOutput(hs, emb, model.cosine_logits(emb))
+    return Backbone(mode, forward, key)
 
 
 def model_digest(model: nn.Module) -> str:
@@ -58,8 +74,7 @@ def file_digest(path: Path | str) -> str:
 
 
 def fp32_backbone(model: CLIPViT) -> Backbone:
-    model = model.eval()
-    return Backbone("fp32", model.hidden_states, model.image_embedding, f"fp32-{model_digest(model)}")
+    return clip_backbone("fp32", model.eval(), f"fp32-{model_digest(model)}")
 
 
 def dynamic_int8(model: CLIPViT) -> CLIPViT:
@@ -74,8 +89,7 @@ def dynamic_int8(model: CLIPViT) -> CLIPViT:
 
 
 def dynamic_backbone(model: CLIPViT) -> Backbone:
-    q = dynamic_int8(model)
-    return Backbone("dynamic", q.hidden_states, q.image_embedding, f"dynamic-{model_digest(model)}")
+    return clip_backbone("dynamic", dynamic_int8(model), f"dynamic-{model_digest(model)}")
 
 
 def int8_available() -> bool:
@@ -84,23 +98,20 @@ def int8_available() -> bool:
         from model import golden, quantize
     except ImportError:
         return False
-    return all(hasattr(m, a) for m, a in [(golden, "hidden_states"), (quantize, "load_intmodel"),
-                                          (quantize, "quantize")])
+    return hasattr(golden, "Golden") and hasattr(quantize, "load_intmodel") and hasattr(quantize, "quantize")
 
 
 def int8_backbone(model: CLIPViT, intmodel_path: Path | str | None = None,
                   calib_images: torch.Tensor | None = None) -> Backbone:
-    """The integer-only golden model as a backbone.
+    """The integer-only golden model as a backbone: dequantized block outputs, and its own
+    integer head (int8 embedding, int32 logits) for the full-depth prediction.
 
-    ---- WIRING POINT (lead): the golden model's API, ``model.golden.hidden_states(intmodel, images)``,
-    ``model.quantize.load_intmodel(path)`` and ``model.quantize.quantize(model, calib_images)``. ----
-    The final head here is the FP32 ``image_embedding`` on the dequantized last tokens; swap in the
-    golden model's integer ln_post/proj if it has one.
+    ---- WIRING POINT (lead): uses ``model.golden.Golden(im).forward`` / ``.dequantize_blocks`` and
+    ``model.quantize.load_intmodel(path)`` / ``model.quantize.quantize(model, calib_images)``. ----
     """
     if not int8_available():
-        raise QexitError("the int8 mode needs the integer golden model (model.golden.hidden_states, "
-                         "model.quantize.load_intmodel/quantize), which is not built yet; "
-                         "run with --modes dynamic")
+        raise QexitError("the int8 mode needs the integer golden model (model.golden.Golden, "
+                         "model.quantize.load_intmodel/quantize), which is not built yet; run with --modes dynamic")
     from model import golden, quantize
 
     if intmodel_path is not None:
@@ -112,4 +123,9 @@ def int8_backbone(model: CLIPViT, intmodel_path: Path | str | None = None,
         intmodel = quantize.quantize(model, calib_images)
         h = hashlib.sha256(calib_images.contiguous().numpy().tobytes()).hexdigest()[:8]
         key = f"int8-{model_digest(model)}-calib{len(calib_images)}-{h}"
-    return Backbone("int8", lambda images: golden.hidden_states(intmodel, images), model.image_embedding, key)
+    g = golden.Golden(intmodel)
+
+    def forward(images: torch.Tensor) -> BackboneOutput:
+        out = g.forward(images)
+        return BackboneOutput(g.dequantize_blocks(out), out.embedding.float(), out.logits.float())
+    return Backbone("int8", forward, key)

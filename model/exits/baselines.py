@@ -1,7 +1,7 @@
 """Baseline exit policies, chosen on the gating split under the same FLOPs budget as LRA-EE.
 
 * **Confidence-only heuristic** (§6.3): exit at the first candidate whose head confidence
-  (max softmax) reaches one global threshold τ, swept over ``thresholds.GRID``.
+  (max softmax) reaches one global threshold τ, swept over ``thresholds.GRID`` (and ALWAYS/NEVER).
 * **CLS-EE** (BranchyNet/DeeBERT style): the same confidence rule on [CLS]-token heads.
 * **PABEE** (patience-based, Zhou et al. 2020): every layer 1..depth−1 has a head; a sample
   exits at layer k once the heads' predictions have stayed unchanged for ``patience``
@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from model.exits.thresholds import GRID, NEVER, ExitCosts, best_under_budget, outcome, route
+from model.exits.thresholds import ALWAYS, GRID, NEVER, ExitCosts, best_under_budget, outcome, route
 
 
 def choose_global_threshold(confidence: np.ndarray, head_correct: np.ndarray, full_correct: np.ndarray,
                             costs: ExitCosts, budget: float, grid: tuple[float, ...] = GRID) -> float:
     """The one threshold (shared by all candidates) chosen by the budget rule."""
-    options = list(grid) + [NEVER]
+    options = [ALWAYS] + list(grid) + [NEVER]
     k = confidence.shape[1]
     points = []
     for t in options:

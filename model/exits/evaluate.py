@@ -150,7 +150,7 @@ def run_seed(cfg: ViTConfig, class_embeddings: torch.Tensor, train: Features, ga
     gate_s = gate.take(torch.randint(0, len(gate), (len(gate),), generator=g))
 
     def full_correct(f: Features) -> np.ndarray:
-        return ((f.final_embedding @ ce.t()).argmax(-1) == f.labels).numpy()
+        return (f.final_logits.argmax(-1) == f.labels).numpy()
 
     fc_gate, fc_test = full_correct(gate_s), full_correct(test)
     logits, correct = {}, {}

@@ -10,7 +10,7 @@ layer ``l`` (1-based, after block ``l``) we keep only what the heads and the gat
   the spread of the patch tokens around their mean (the paper's definition was lost in
   extraction; this is the plain variance over the spatial positions, averaged over channels);
 
-plus the backbone's own full-depth embedding. When a reference FP32 model is given, the
+plus the backbone's own full-depth embedding and logits. When a reference FP32 model is given, the
 noise-to-signal ratio per layer (Eq. 1) is accumulated over the split too:
 ``NSR_l = ‖H^q_l − H_l‖ / ‖H_l − H_{l−1}‖`` (Frobenius norms over all images, tokens and
 channels; ``H_0`` is the FP32 embedding output), with ``mse_l = ‖H^q_l − H_l‖² / numel``,
@@ -28,7 +28,7 @@ from tqdm import tqdm
 from model.exits.backbones import Backbone
 from model.vit import CLIPViT
 
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2
 CACHE_DIR = Path(".cache/qexit/exits")
 
 
@@ -37,7 +37,8 @@ class Features:
     ssa: torch.Tensor              # (N, depth, width)
     cls: torch.Tensor              # (N, depth, width)
     sav: torch.Tensor              # (N, depth)
-    final_embedding: torch.Tensor  # (N, embed_dim)
+    final_embedding: torch.Tensor  # (N, embed_dim), the backbone's own head
+    final_logits: torch.Tensor     # (N, classes); arg-max = the full-depth prediction
     labels: torch.Tensor           # (N,)
     nsr: torch.Tensor | None = None  # (depth,), when extracted against a reference
     mse: torch.Tensor | None = None  # (depth,)
@@ -75,17 +76,18 @@ def extract_features(backbone: Backbone, images: torch.Tensor, labels: torch.Ten
                      reference: CLIPViT | None = None, batch_size: int = 250,
                      progress: bool = False, desc: str = "features") -> Features:
     """Run the backbone over ``images`` in batches and keep the per-layer features."""
-    parts: dict[str, list[torch.Tensor]] = {"ssa": [], "cls": [], "sav": [], "emb": []}
+    parts: dict[str, list[torch.Tensor]] = {"ssa": [], "cls": [], "sav": [], "emb": [], "logits": []}
     noise = signal = None
     count = 0
     for i in tqdm(range(0, len(images), batch_size), desc=desc, disable=not progress, leave=False):
         x = images[i:i + batch_size]
-        hs = backbone.hidden_states(x)
+        hs, emb, logits = backbone.forward(x)
         ssa, cls, sav = layer_features(hs)
         parts["ssa"].append(ssa)
         parts["cls"].append(cls)
         parts["sav"].append(sav)
-        parts["emb"].append(backbone.final_embedding(hs[-1]).float())
+        parts["emb"].append(emb.float())
+        parts["logits"].append(logits.float())
         if reference is not None:
             ref = reference.hidden_states(x)
             prev = reference.embed(x)
@@ -98,7 +100,7 @@ def extract_features(backbone: Backbone, images: torch.Tensor, labels: torch.Ten
                 prev = hf
             count += hs[0].numel()
     feats = Features(torch.cat(parts["ssa"]), torch.cat(parts["cls"]), torch.cat(parts["sav"]),
-                     torch.cat(parts["emb"]), labels.clone())
+                     torch.cat(parts["emb"]), torch.cat(parts["logits"]), labels.clone())
     if noise is not None:
         feats.nsr = (noise / signal.clamp_min(1e-30)).sqrt().float()
         feats.mse = (noise / count).float()

@@ -3,14 +3,16 @@
 Routing: a sample visits the candidate layers ``c_1 < … < c_K`` in order and exits at the
 first one whose score (gate probability, or confidence for the heuristics) reaches that
 layer's threshold; a sample that never exits runs to full depth and takes the backbone's own
-prediction. A threshold of ``NEVER`` (+inf) switches a candidate off: its head is not run.
+prediction. A threshold of ``NEVER`` (+inf) switches a candidate off: its head is not run;
+``ALWAYS`` (0) sends every sample that reaches it out there.
 
 Selection rule (used for every policy, on the gating split only): among settings whose mean
 FLOPs fraction is within the budget, the highest accuracy wins, ties go to fewer FLOPs; if
 no setting fits, the one with the fewest FLOPs wins (and ``budget_met`` says so).
 
-LCT gives each candidate its own threshold ``τ_l`` from the grid ``GRID`` (25 points, as in
-the paper, plus ``NEVER``), in two stages:
+LCT gives each candidate its own threshold ``τ_l`` from the grid ``GRID`` (25 points over
+[0.5, 0.99], as in the paper, plus ``ALWAYS`` and ``NEVER`` so that any budget down to the
+first candidate's cost can be met), in two stages:
 
 1. INR calibration: ``τ_l = τ_0 + β·(1 − r_l)``, snapped to the grid, where ``r_l`` ∈ [0, 1]
    is the candidate's log-INR rescaled over the candidates (1 = highest INR). High-INR layers
@@ -18,7 +20,7 @@ the paper, plus ``NEVER``), in two stages:
 2. Per-layer refinement: coordinate ascent over the grid, one layer at a time (shallow to
    deep) with the others held, until a pass changes nothing (at most ``passes``).
 
-A full joint grid (26^K settings) is out of reach for K ≈ 10 candidates; the two stages keep
+A full joint grid (27^K settings) is out of reach for K ≈ 10 candidates; the two stages keep
 the sweep to a few hundred evaluations, each a vectorised pass over the gating split.
 """
 from __future__ import annotations
@@ -29,6 +31,7 @@ import numpy as np
 
 GRID = tuple(float(x) for x in np.round(np.linspace(0.5, 0.99, 25), 4))
 NEVER = float("inf")
+ALWAYS = 0.0
 BETAS = (0.0, 0.1, 0.2, 0.3)
 
 
@@ -101,10 +104,10 @@ def lct_thresholds(scores: np.ndarray, head_correct: np.ndarray, full_correct: n
     spread = log_inr.max() - log_inr.min()
     r = (log_inr - log_inr.min()) / spread if spread > 0 else np.ones_like(log_inr)
     starts = [_snap(np.clip(t0 + beta * (1 - r), grid[0], grid[-1]), grid) for t0 in grid for beta in BETAS]
-    starts.append(np.full(len(r), NEVER))
+    starts += [np.full(len(r), NEVER), np.full(len(r), ALWAYS)]
     best = max(starts, key=rank)
     best_rank = rank(best)
-    options = list(grid) + [NEVER]
+    options = [ALWAYS] + list(grid) + [NEVER]
     for _ in range(passes):
         changed = False
         for k in range(len(best)):

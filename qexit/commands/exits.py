@@ -153,7 +153,7 @@ def run(args) -> int:
     seconds_features = time.time() - t_feat
 
     ce = model.class_embeddings
-    top1_fp32 = float(((fp32_test.final_embedding @ ce.t()).argmax(-1) == fp32_test.labels).float().mean())
+    top1_fp32 = float((fp32_test.final_logits.argmax(-1) == fp32_test.labels).float().mean())
     results = {}
     for m in modes:
         f = per_mode[m]

@@ -1,0 +1,117 @@
+"""model/exits/evaluate.py: quadrants, selectivity, input checks and one seed end to end."""
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from model.errors import QexitError
+from model.exits.evaluate import ExitConfig, check_budget, check_disjoint, quadrants, run_seed, selectivity
+from model.exits.features import Features
+from model.vit import ViTConfig
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_quadrants_by_hand():
+    ee = np.array([1, 1, 0, 0, 1, 1], bool)
+    full = np.array([1, 0, 1, 0, 0, 1], bool)
+    q = quadrants(ee, full)
+    assert (q["both_correct"], q["rescue"], q["loss"], q["both_wrong"]) == (2 / 6, 2 / 6, 1 / 6, 1 / 6)
+    assert q["net_rescue"] == pytest.approx(1 / 6) and q["images"] == 6
+
+
+def test_selectivity_by_hand():
+    s = selectivity(np.array([0, 1, 2, 2]), np.array([True, False, True, True]), k=2)
+    assert s["exited_fraction"] == 0.5 and s["top1_exited"] == 0.5 and s["top1_full_depth_group"] == 1.0
+    assert math.isnan(selectivity(np.array([2, 2]), np.array([True, False]), k=2)["top1_exited"])
+
+
+@pytest.mark.parametrize("budget", [0, -0.1, 1.01, 2, float("nan")])
+def test_budget_outside_unit_interval(budget):
+    with pytest.raises(QexitError) as err:
+        check_budget(budget)
+    assert "\n" not in str(err.value) and "(0, 1]" in str(err.value)
+    with pytest.raises(QexitError):
+        ExitConfig(budget=budget)
+
+
+def test_config_checks():
+    check_budget(1.0)
+    assert ExitConfig().resolve_candidates(12) == list(range(1, 12))
+    assert ExitConfig(candidates=(8, 4, 8)).resolve_candidates(12) == [4, 8]
+    for bad in ((12,), (0, 3), ()):
+        with pytest.raises(QexitError):
+            ExitConfig(candidates=bad).resolve_candidates(12)
+    with pytest.raises(QexitError):
+        ExitConfig(seeds=0)
+
+
+def test_overlapping_splits_are_refused():
+    check_disjoint([1, 2, 3], [4, 5])
+    with pytest.raises(QexitError) as err:
+        check_disjoint(np.arange(10), np.arange(5, 20))
+    assert "\n" not in str(err.value) and "overlaps" in str(err.value) and "5 images" in str(err.value)
+
+
+def synthetic(n, cfg, seed, noise_levels):
+    """Features whose SSA gets more informative with depth; full depth errs on 25% of images."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, cfg.num_classes, (n,), generator=g)
+    protos = torch.randn(cfg.num_classes, cfg.width, generator=torch.Generator().manual_seed(99))
+    signal = torch.tensor(noise_levels)[None, :, None]
+    ssa = signal * protos[labels][:, None] + torch.randn(n, cfg.depth, cfg.width, generator=g)
+    cls = 0.3 * signal * protos[labels][:, None] + torch.randn(n, cfg.depth, cfg.width, generator=g)
+    wrong = torch.rand(n, generator=g) < 0.25
+    pred = torch.where(wrong, (labels + 1) % cfg.num_classes, labels)
+    logits = F.one_hot(pred, cfg.num_classes).float()
+    return Features(ssa, cls, torch.rand(n, cfg.depth, generator=g), torch.randn(n, cfg.embed_dim, generator=g),
+                    logits, labels)
+
+
+@pytest.fixture(scope="module")
+def one_seed():
+    cfg = ViTConfig(width=8, depth=4, heads=2, embed_dim=12, num_classes=4)
+    levels = [1.0, 2.0, 3.0, 4.0]
+    train, gate, test = (synthetic(n, cfg, s, levels) for n, s in ((600, 0), (400, 1), (400, 2)))
+    ce = F.normalize(torch.randn(cfg.num_classes, cfg.embed_dim, generator=torch.Generator().manual_seed(5)), dim=-1)
+    target = ce[train.labels] + 0.1 * torch.randn(len(train), cfg.embed_dim)
+    noise = {"nsr": [0.01, 0.5, 0.02, 0.03]}  # a spike at layer 2
+    torch.manual_seed(0)
+    xcfg = ExitConfig(budget=0.9, seeds=1, head_epochs=3, head_hidden=16, pareto_budgets=(0.6, 1.0))
+    return cfg, run_seed(cfg, ce, train, gate, test, target, noise, xcfg, seed=0)
+
+
+def test_run_seed_accounting(one_seed):
+    cfg, r = one_seed
+    q = r["quadrants"]
+    assert q["both_correct"] + q["rescue"] + q["loss"] + q["both_wrong"] == pytest.approx(1.0)
+    assert r["top1_lraee"] == pytest.approx(q["both_correct"] + q["rescue"])
+    assert r["top1_full"] == pytest.approx(q["both_correct"] + q["loss"]) == pytest.approx(0.75, abs=0.06)
+    d = r["exit_distribution"]
+    assert sum(d["fraction"]) == pytest.approx(1.0) and d["layers"][-1] == cfg.depth
+    mean_flops = sum(f * fl for f, fl in zip(d["fraction"], d["flops"]))
+    assert r["flops_saving"] == pytest.approx(1 - mean_flops / d["full_depth_flops"])
+    s = r["selectivity"]
+    assert s["exited_fraction"] == pytest.approx(1 - d["fraction"][-1])
+
+
+def test_run_seed_prunes_the_spike_and_reports_everything(one_seed):
+    cfg, r = one_seed
+    assert r["candidates_initial"] == [1, 2, 3]
+    assert [d["layer"] for d in r["pruned"]] == [2] and 2 not in r["candidates"]
+    assert set(r["ablation"]) == {"i", "ii", "iii", "iv", "v"}
+    assert r["ablation"]["v"]["top1"] == r["top1_lraee"] and r["ablation"]["i"]["top1"] == r["top1_full"]
+    assert set(r["baselines"]) == {"confidence_only", "cls_ee", "pabee"}
+    assert len(r["pareto"]["lraee"]) == 2 and all(len(p) == 2 for p in r["pareto"]["confidence_only"])
+    assert len(r["per_layer_top1"]["cls_dist"]) == cfg.depth
+    # informative SSA heads at shallow layers, full depth wrong on a quarter: exits should pay off
+    assert r["top1_lraee"] > r["top1_full"]
+    assert len(r["gate"]["weight"]) == len(r["candidates"])
