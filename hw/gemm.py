@@ -1,0 +1,431 @@
+"""The GEMM engine: the systolic array with its buffers, controller and requantize unit.
+
+It computes ``requantize(gemm(a, w, bias), mult, shift)`` of ``model.intops`` for any
+M x K x N that fits its buffers: int8 a (M, K), int8 w (N, K), int32 bias (N,), and a
+multiplier in [0, 2**31) and a shift in [1, 62] per output channel, giving int8 (M, N).
+
+Host protocol (cocotb now, a DMA later). While the engine is idle:
+
+1. write each buffer through its load stream, one word per beat, in address order from 0
+   (the address counters restart at every ``start``; the layouts are below);
+2. set the descriptor ``m``, ``k``, ``n`` and pulse ``start``; the engine latches them;
+3. wait for ``done`` (``cycles`` then holds the edges from ``start`` to ``done``);
+4. read M * ceil(N/C) words from the ``out`` stream (it honours back-pressure).
+
+Buffers (Amaranth ``Memory``; word layouts, element 0 in the low bits):
+
+* ``a``: word ``m * KT + i`` = a[m, i*R : i*R+R], R int8 (row-major A, K padded to KT*R);
+* ``w``: word ``u * R + r`` = w[j*C : j*C+C, i*R+r], C int8, for tile u = (i, j) in the
+  schedule's tile order: the engine reads it sequentially, so a DMA could stream it too;
+* ``p``: word ``j`` = C lanes of (bias int32, mult uint31, shift uint6), 69 bits per lane;
+* ``acc``: word ``m`` = C int32 partial sums of the current n tile (internal);
+* ``out``: word ``m * NT + j`` = out[m, j*C : j*C+C], C int8 (row-major, N padded to NT*C).
+
+Overflow: partial sums are exact in int32 (K <= ``schedule.MAX_K``); ``acc + bias`` is
+formed in 33 bits and saturated to int32, then requantized with one rounding rule (round half
+up) and saturated to int8, exactly as ``model.intops.gemm`` and ``requantize`` do.
+"""
+
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.back import rtlil, verilog
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from model import intops
+from model.errors import QexitError
+from hw import schedule
+from hw.pe import PSUM
+from hw.systolic import SystolicArray, delay
+
+PARAM = data.StructLayout({"bias": signed(32), "mult": unsigned(31), "shift": unsigned(6)})
+PARAM_BITS = PARAM.size     # 69
+
+
+@dataclass(frozen=True)
+class GemmConfig:
+    """Array size and buffer capacities (largest M, K, N) of one generated engine."""
+    rows: int
+    cols: int
+    max_m: int = 256
+    max_k: int = 3072
+    max_n: int = 3072
+
+    def __post_init__(self):
+        schedule.check_array(self.rows, self.cols)
+        for name in ("max_m", "max_k", "max_n"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise QexitError(f"buffer capacity {name} = {v} must be an integer >= 1")
+        if self.max_k > schedule.MAX_K:
+            raise QexitError(f"max_k = {self.max_k} exceeds {schedule.MAX_K}, where int32 partial "
+                             f"sums could overflow; use a smaller --max-k")
+
+    @property
+    def name(self) -> str:
+        return f"qexit_gemm_{self.rows}x{self.cols}"
+
+    @property
+    def kt_max(self) -> int:
+        return math.ceil(self.max_k / self.rows)
+
+    @property
+    def nt_max(self) -> int:
+        return math.ceil(self.max_n / self.cols)
+
+    @property
+    def a_words(self) -> int:
+        return self.max_m * self.kt_max
+
+    @property
+    def w_words(self) -> int:
+        return self.kt_max * self.nt_max * self.rows
+
+    @property
+    def out_words(self) -> int:
+        return self.max_m * self.nt_max
+
+    def check_shape(self, m: int, k: int, n: int) -> None:
+        """Raise (before any simulation) if the shape is invalid or exceeds the buffers."""
+        schedule.check_shape(m, k, n)
+        if m > self.max_m or k > self.max_k or n > self.max_n:
+            raise QexitError(f"GEMM shape {m}x{k}x{n} exceeds the {self.rows}x{self.cols} engine's "
+                             f"buffers (at most {self.max_m}x{self.max_k}x{self.max_n}); "
+                             f"rebuild with larger --max-m/--max-k/--max-n")
+
+
+def _clamp(value, lo: int, hi: int):
+    return Mux(value > hi, hi, Mux(value < lo, lo, value))
+
+
+class Requantizer(wiring.Component):
+    """``sat8((sat32(acc + bias) * mult + 2**(shift-1)) >> shift)`` in three pipeline stages.
+
+    Stage 1 adds the bias in 33 bits and saturates to int32; stage 2 multiplies (63-bit
+    product); stage 3 adds the rounding half, shifts arithmetically (floor) and saturates to
+    int8. All inputs are sampled in the same cycle; ``y`` is valid ``LATENCY`` cycles later.
+    """
+    LATENCY = 3
+
+    acc: In(signed(32))
+    bias: In(signed(32))
+    mult: In(unsigned(intops.MULT_BITS))
+    shift: In(unsigned(6))
+    y: Out(signed(8))
+
+    def elaborate(self, platform):
+        m = Module()
+        total = Signal(signed(32))
+        mult = Signal(unsigned(intops.MULT_BITS))
+        shift1 = Signal(6)
+        m.d.sync += [total.eq(_clamp(self.acc + self.bias, intops.INT32_MIN, intops.INT32_MAX)),
+                     mult.eq(self.mult), shift1.eq(self.shift)]
+        product = Signal(signed(63))
+        shift2 = Signal(6)
+        m.d.sync += [product.eq(total * mult), shift2.eq(shift1)]
+        half = (Const(1, 62) << (shift2 - 1)[:6])[:62]
+        rounded = (product + half) >> shift2
+        m.d.sync += self.y.eq(_clamp(rounded, intops.INT8_MIN, intops.INT8_MAX))
+        return m
+
+
+def _token_layout(cfg: GemmConfig) -> data.StructLayout:
+    """What travels beside an activation row: where its results go and what to do with them."""
+    return data.StructLayout({
+        "valid": 1,
+        "m": range(cfg.max_m),             # accumulator word
+        "out": range(cfg.out_words),       # output word
+        "j": range(cfg.nt_max),            # n tile (parameter word)
+        "first": 1,                        # first k tile: start from zero
+        "last": 1,                         # last k tile: bias, requantize, write out
+        "final": 1,                        # last row of the GEMM
+    })
+
+
+class GemmEngine(wiring.Component):
+    def __init__(self, cfg: GemmConfig):
+        self.cfg = cfg
+        rows, cols = cfg.rows, cfg.cols
+        super().__init__({
+            "a_in": In(stream.Signature(unsigned(8 * rows))),
+            "w_in": In(stream.Signature(unsigned(8 * cols))),
+            "p_in": In(stream.Signature(unsigned(PARAM_BITS * cols))),
+            "out": Out(stream.Signature(unsigned(8 * cols))),
+            "m": In(range(cfg.max_m + 1)),
+            "k": In(range(cfg.max_k + 1)),
+            "n": In(range(cfg.max_n + 1)),
+            "start": In(1),
+            "busy": Out(1),
+            "done": Out(1),
+            "cycles": Out(32),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.cfg
+        R, C = cfg.rows, cfg.cols
+        m.submodules.array = array = SystolicArray(R, C)
+
+        # ---------------------------------------------------------------- buffers
+        m.submodules.a_buf = a_buf = memory.Memory(shape=unsigned(8 * R), depth=cfg.a_words, init=[])
+        m.submodules.w_buf = w_buf = memory.Memory(shape=unsigned(8 * C), depth=cfg.w_words, init=[])
+        m.submodules.p_buf = p_buf = memory.Memory(shape=unsigned(PARAM_BITS * C), depth=cfg.nt_max, init=[])
+        m.submodules.acc_buf = acc_buf = memory.Memory(shape=unsigned(32 * C), depth=cfg.max_m, init=[])
+        m.submodules.out_buf = out_buf = memory.Memory(shape=unsigned(8 * C), depth=cfg.out_words, init=[])
+        a_wr, a_rd = a_buf.write_port(), a_buf.read_port()
+        w_wr, w_rd = w_buf.write_port(), w_buf.read_port()
+        p_wr, p_rd = p_buf.write_port(), p_buf.read_port()
+        acc_wr = acc_buf.write_port()
+        acc_rd = acc_buf.read_port(transparent_for=(acc_wr,))
+        out_wr, out_rd = out_buf.write_port(), out_buf.read_port()
+
+        # ---------------------------------------------------------------- descriptor
+        m_len = Signal(range(cfg.max_m + 1))
+        kt = Signal(range(cfg.kt_max + 1))
+        nt = Signal(range(cfg.nt_max + 1))
+        per = Signal(range(max(cfg.max_m, R) + 1))        # schedule.period
+        load_off = Signal.like(per)                        # schedule.load_offset
+        unload_total = Signal(range(cfg.out_words + 1))
+        idle = Signal()
+        start = Signal()
+        m.d.comb += start.eq(self.start & idle)
+        final_written = Signal()
+
+        # ---------------------------------------------------------------- load streams
+        for port, wr, depth in ((self.a_in, a_wr, cfg.a_words), (self.w_in, w_wr, cfg.w_words),
+                                (self.p_in, p_wr, cfg.nt_max)):
+            ptr = Signal(range(depth + 1), name=f"{wr.data.name}_ptr")
+            m.d.comb += [port.ready.eq(idle), wr.en.eq(port.valid & idle),
+                         wr.addr.eq(ptr), wr.data.eq(port.payload)]
+            with m.If(port.valid & idle):
+                m.d.sync += ptr.eq(ptr + 1)
+            with m.If(start):
+                m.d.sync += ptr.eq(0)
+
+        # ---------------------------------------------------------------- controller
+        fill_row = Signal(range(R))
+        p = Signal.like(per)                 # position in the current period
+        i = Signal(range(cfg.kt_max))        # k tile
+        j = Signal(range(cfg.nt_max))        # n tile
+        bank = Signal()                      # weight bank of the current tile (u % 2)
+        a_ptr = Signal(range(cfg.a_words))   # m * kt + i
+        out_ptr = Signal(range(cfg.out_words))   # m * nt + j
+        w_ptr = Signal(range(cfg.w_words))   # weights are read in tile order
+        token = Signal(_token_layout(cfg))
+        w_issue = Signal()                   # a weight row is read this cycle ...
+        w_issue_bank = Signal()              # ... for this bank ...
+        w_issue_row = Signal.like(array.load_row)   # ... and this array row
+        last_k = Signal()
+        last_tile = Signal()
+        m.d.comb += [last_k.eq(i == kt - 1), last_tile.eq(last_k & (j == nt - 1))]
+
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += idle.eq(1)
+                with m.If(start):
+                    kt_new = (self.k + R - 1) // R
+                    nt_new = (self.n + C - 1) // C
+                    per_new = Mux(self.m > R, self.m, R)
+                    m.d.sync += [m_len.eq(self.m), kt.eq(kt_new), nt.eq(nt_new), per.eq(per_new),
+                                 load_off.eq(per_new - R), unload_total.eq(self.m * nt_new),
+                                 fill_row.eq(0), w_ptr.eq(0)]
+                    with m.If((self.m == 0) | (self.k == 0) | (self.n == 0)):
+                        m.d.sync += self.done.eq(1)        # nothing to do
+                    with m.Else():
+                        m.d.sync += self.done.eq(0)
+                        m.next = "FILL"
+
+            with m.State("FILL"):                  # tile 0's weight rows into bank 0
+                m.d.comb += [w_issue.eq(1), w_issue_bank.eq(0), w_issue_row.eq(fill_row)]
+                m.d.sync += fill_row.eq(fill_row + 1)
+                with m.If(fill_row == R - 1):
+                    m.d.sync += [p.eq(0), i.eq(0), j.eq(0), bank.eq(0), a_ptr.eq(0), out_ptr.eq(0)]
+                    m.next = "STREAM"
+
+            with m.State("STREAM"):
+                reading = p < m_len
+                m.d.comb += [
+                    token.valid.eq(reading), token.m.eq(p), token.out.eq(out_ptr), token.j.eq(j),
+                    token.first.eq(i == 0), token.last.eq(last_k),
+                    token.final.eq(last_tile & (p == m_len - 1)),
+                    w_issue.eq((p >= load_off) & ~last_tile), w_issue_bank.eq(~bank),
+                    w_issue_row.eq(p - load_off),
+                ]
+                m.d.sync += p.eq(p + 1)
+                with m.If(reading):
+                    m.d.sync += [a_ptr.eq(a_ptr + kt), out_ptr.eq(out_ptr + nt)]
+                with m.If(last_tile & (p == m_len - 1)):
+                    m.next = "DRAIN"
+                with m.Elif(p == per - 1):           # next tile
+                    m.d.sync += [p.eq(0), bank.eq(~bank)]
+                    with m.If(last_k):
+                        m.d.sync += [i.eq(0), j.eq(j + 1), a_ptr.eq(0), out_ptr.eq(j + 1)]
+                    with m.Else():
+                        m.d.sync += [i.eq(i + 1), a_ptr.eq(i + 1), out_ptr.eq(j)]
+
+            with m.State("DRAIN"):
+                with m.If(final_written):
+                    m.d.sync += self.done.eq(1)
+                    m.next = "IDLE"
+
+        m.d.comb += self.busy.eq(~idle)
+        with m.If(~idle):
+            m.d.sync += self.cycles.eq(self.cycles + 1)
+        with m.If(start):
+            m.d.sync += self.cycles.eq(0)
+
+        # ---------------------------------------------------------------- buffers -> array
+        m.d.comb += [a_rd.addr.eq(a_ptr), w_rd.addr.eq(w_ptr), w_rd.en.eq(w_issue)]
+        with m.If(w_issue):
+            m.d.sync += w_ptr.eq(w_ptr + 1)
+        m.d.comb += [
+            array.a.eq(a_rd.data),
+            array.sel.eq(delay(m, bank, schedule.BUFFER_READ_LATENCY, "sel")),
+            array.load.eq(delay(m, w_issue, schedule.BUFFER_READ_LATENCY, "load")),
+            array.load_bank.eq(delay(m, w_issue_bank, schedule.BUFFER_READ_LATENCY, "load_bank")),
+            array.load_row.eq(delay(m, w_issue_row, schedule.BUFFER_READ_LATENCY, "load_row")),
+            array.load_weights.eq(w_rd.data),
+        ]
+
+        # ---------------------------------------------------------------- row unit
+        # The token reaches the row unit one cycle before the array's sums, to read the
+        # accumulator and the parameters (synchronous read ports).
+        tok_rd = delay(m, token, schedule.BUFFER_READ_LATENCY + array.latency - 1, "tok")
+        m.d.comb += [acc_rd.addr.eq(tok_rd.m), p_rd.addr.eq(tok_rd.j)]
+        tok0 = delay(m, tok_rd, 1, "tok_sum")
+        acc_old = data.View(data.ArrayLayout(PSUM, C), acc_rd.data)
+        params = data.View(data.ArrayLayout(PARAM, C), p_rd.data)
+        acc_new = Signal(data.ArrayLayout(PSUM, C))
+        ys = []
+        for c in range(C):
+            m.d.comb += acc_new[c].eq(Mux(tok0.first, 0, acc_old[c]) + array.psum[c])
+            rq = Requantizer()
+            m.submodules[f"requant_{c}"] = rq
+            m.d.comb += [rq.acc.eq(acc_new[c]), rq.bias.eq(params[c].bias),
+                         rq.mult.eq(params[c].mult), rq.shift.eq(params[c].shift)]
+            ys.append(rq.y)
+        m.d.comb += [acc_wr.en.eq(tok0.valid & ~tok0.last), acc_wr.addr.eq(tok0.m),
+                     acc_wr.data.eq(acc_new)]
+        tok_out = delay(m, tok0, Requantizer.LATENCY, "tok_out")
+        m.d.comb += [out_wr.en.eq(tok_out.valid & tok_out.last), out_wr.addr.eq(tok_out.out),
+                     out_wr.data.eq(Cat(*ys)),
+                     final_written.eq(tok_out.valid & tok_out.final)]
+
+        # ---------------------------------------------------------------- unload stream
+        unload_ptr = Signal(range(cfg.out_words + 1))
+        out_valid = Signal()
+        advance = ~out_valid | self.out.ready
+        m.d.comb += [out_rd.addr.eq(unload_ptr), out_rd.en.eq(advance),
+                     self.out.valid.eq(out_valid), self.out.payload.eq(out_rd.data)]
+        with m.If(advance):
+            with m.If(self.done & idle & (unload_ptr < unload_total)):
+                m.d.sync += [unload_ptr.eq(unload_ptr + 1), out_valid.eq(1)]
+            with m.Else():
+                m.d.sync += out_valid.eq(0)
+        with m.If(start):
+            m.d.sync += [unload_ptr.eq(0), out_valid.eq(0)]
+        return m
+
+
+# --------------------------------------------------------------------------- Verilog
+
+@contextmanager
+def _skip_zero_memory_init():
+    """Amaranth writes every word of a memory's initial value into the Verilog (an 18 Mbit
+    weight buffer becomes a 600k-line ``initial`` block that takes minutes to convert and to
+    compile). The engine never reads a word it has not written, so all-zero initial values
+    are left out and the simulator's power-on value is used."""
+    original = rtlil.ModuleEmitter.emit_memory
+
+    def emit_memory(self, cell_idx, cell):
+        if any(cell.init):
+            original(self, cell_idx, cell)
+    rtlil.ModuleEmitter.emit_memory = emit_memory
+    try:
+        yield
+    finally:
+        rtlil.ModuleEmitter.emit_memory = original
+
+
+def to_verilog(cfg: GemmConfig) -> str:
+    """The engine as one Verilog file, top module ``cfg.name``."""
+    with _skip_zero_memory_init():
+        return verilog.convert(GemmEngine(cfg), name=cfg.name, emit_src=False)
+
+
+# --------------------------------------------------------------------------- host side
+
+def _bytes_words(values: torch.Tensor) -> list[int]:
+    """Rows of int8 lanes → ints (fast path through bytes, little endian)."""
+    raw = values.to(torch.int8).contiguous().numpy().view("uint8")
+    raw = raw.reshape(-1, values.shape[-1])
+    return [int.from_bytes(row.tobytes(), "little") for row in raw]
+
+
+def _pad(x: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    out = torch.zeros(rows, cols, dtype=torch.int64)
+    out[:x.shape[0], :x.shape[1]] = x
+    return out
+
+
+def pack_activations(a: torch.Tensor, rows: int) -> list[int]:
+    """A (M, K) → a-buffer words: word m*KT + i holds a[m, i*R : i*R+R]."""
+    m, k = a.shape
+    kt = math.ceil(k / rows)
+    return _bytes_words(_pad(a, m, kt * rows).reshape(m * kt, rows))
+
+
+def pack_weights(w: torch.Tensor, rows: int, cols: int) -> list[int]:
+    """W (N, K) → w-buffer words in tile order: word u*R + r holds w[j*C : j*C+C, i*R + r]."""
+    n, k = w.shape
+    kt, nt = math.ceil(k / rows), math.ceil(n / cols)
+    wt = _pad(w, nt * cols, kt * rows).t()                       # (K_pad, N_pad)
+    tiles = wt.reshape(kt, rows, nt, cols).permute(2, 0, 1, 3)    # (j, i, r, c): n outer, k inner
+    return _bytes_words(tiles.reshape(-1, cols))
+
+
+def pack_params(bias: torch.Tensor, mult: torch.Tensor, shift: torch.Tensor, cols: int) -> list[int]:
+    """Per-channel bias, multiplier and shift → p-buffer words, one per n tile."""
+    n = bias.shape[0]
+    nt = math.ceil(n / cols)
+    lanes = [(b & 0xFFFFFFFF) | (mu << 32) | (s << 63)
+             for b, mu, s in zip(bias.tolist(), mult.tolist(), shift.tolist())]
+    lanes += [0] * (nt * cols - n)
+    return [sum(lanes[j * cols + c] << (PARAM_BITS * c) for c in range(cols)) for j in range(nt)]
+
+
+def unpack_outputs(words: list[int], m: int, n: int, cols: int) -> torch.Tensor:
+    """out-buffer words (row-major, M * NT of them) → int8 values (M, N) as int64."""
+    nt = math.ceil(n / cols)
+    if len(words) != m * nt:
+        raise QexitError(f"expected {m * nt} output words, got {len(words)}")
+    raw = b"".join(w.to_bytes(cols, "little") for w in words)
+    vals = torch.frombuffer(bytearray(raw), dtype=torch.int8).to(torch.int64)
+    return vals.reshape(m, nt * cols)[:, :n]
+
+
+def check_operands(a: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, mult: torch.Tensor,
+                   shift: torch.Tensor) -> None:
+    """Raise if the operands break the numeric contract (checked before any simulation)."""
+    intops.check_int8(a, "activations")
+    intops.check_int8(w, "weights")
+    if a.dim() != 2 or w.dim() != 2 or a.shape[1] != w.shape[1]:
+        raise QexitError(f"activations {tuple(a.shape)} and weights {tuple(w.shape)} must be "
+                         f"(M, K) and (N, K) with the same K")
+    n = w.shape[0]
+    for name, v in (("bias", bias), ("multiplier", mult), ("shift", shift)):
+        if v.dtype != torch.int64 or tuple(v.shape) != (n,):
+            raise QexitError(f"{name} must be an int64 tensor of shape ({n},), one per output "
+                             f"channel, got {v.dtype} {tuple(v.shape)}")
+    if bias.numel() and (bias.min() < intops.INT32_MIN or bias.max() > intops.INT32_MAX):
+        raise QexitError("bias holds values outside int32; requantize the model again")
+    intops.check_multiplier(mult, shift, "requantization")
+
+
+def reference(a, w, bias, mult, shift) -> torch.Tensor:
+    """What the engine must output, from ``model.intops`` (the numeric contract)."""
+    return intops.requantize(intops.gemm(a, w, bias), mult, shift)

@@ -1,0 +1,86 @@
+"""The R x C weight-stationary systolic array (see ``hw.schedule`` for the dataflow and timing).
+
+Interface, all unskewed (the array skews and deskews internally):
+
+* ``a``, ``sel``: one activation row (R int8 values, element r for array row r) and the weight
+  bank it uses, entering together. Row r is delayed r cycles, so the row meets the PEs as a
+  diagonal wavefront; activations move one column right per cycle.
+* ``load``, ``load_bank``, ``load_row``, ``load_weights``: one weight row (C int8 values)
+  for array row ``load_row``. Column c sees it c cycles later, following the wavefront, so a
+  bank is free again as soon as the last token of the tile that used it has passed.
+* ``psum``: the C int32 column sums of one activation row, ``LATENCY = R + C - 1`` cycles after
+  it entered. Column c's sum leaves the bottom PE at cycle R + c and is delayed C - 1 - c
+  cycles, so all C sums of a row leave together.
+
+Nothing inside has a valid bit: rows that carry no data compute garbage that the GEMM
+controller ignores (its tokens travel beside the data).
+"""
+from __future__ import annotations
+
+from amaranth import Module, Signal, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from hw.pe import ACT, PSUM, WEIGHT, PE
+from hw.schedule import array_latency, check_array
+
+
+def delay(m: Module, value, cycles: int, name: str):
+    """``value`` delayed by ``cycles`` register stages (``value`` itself when 0)."""
+    for n in range(cycles):
+        reg = Signal.like(value, name=f"{name}_d{n + 1}")
+        m.d.sync += reg.eq(value)
+        value = reg
+    return value
+
+
+class SystolicArray(wiring.Component):
+    def __init__(self, rows: int, cols: int):
+        check_array(rows, cols)
+        self.rows, self.cols = rows, cols
+        self.latency = array_latency(rows, cols)
+        super().__init__({
+            "a": In(data.ArrayLayout(ACT, rows)),
+            "sel": In(1),
+            "load": In(1),
+            "load_bank": In(1),
+            "load_row": In(unsigned(max(1, ceil_log2(rows)))),
+            "load_weights": In(data.ArrayLayout(WEIGHT, cols)),
+            "psum": Out(data.ArrayLayout(PSUM, cols)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        rows, cols = self.rows, self.cols
+        pe = [[PE() for _ in range(cols)] for _ in range(rows)]
+        for r in range(rows):
+            for c in range(cols):
+                m.submodules[f"pe_{r}_{c}"] = pe[r][c]
+
+        # Activations: skew row r by r cycles, then pass them right along the row.
+        for r in range(rows):
+            m.d.comb += [pe[r][0].a_in.eq(delay(m, self.a[r], r, f"a{r}")),
+                         pe[r][0].sel_in.eq(delay(m, self.sel, r, f"sel{r}"))]
+            for c in range(1, cols):
+                m.d.comb += [pe[r][c].a_in.eq(pe[r][c - 1].a_out),
+                             pe[r][c].sel_in.eq(pe[r][c - 1].sel_out)]
+
+        # Weight loads: column c sees the bus c cycles late; the row address picks the PE.
+        for c in range(cols):
+            load = delay(m, self.load, c, f"load{c}")
+            bank = delay(m, self.load_bank, c, f"bank{c}")
+            row = delay(m, self.load_row, c, f"row{c}")
+            weight = delay(m, self.load_weights[c], c, f"w{c}")
+            for r in range(rows):
+                m.d.comb += [pe[r][c].load.eq(load & (row == r)),
+                             pe[r][c].load_bank.eq(bank),
+                             pe[r][c].load_weight.eq(weight)]
+
+        # Partial sums flow down each column; deskew the bottom row's outputs.
+        for c in range(cols):
+            m.d.comb += pe[0][c].psum_in.eq(0)
+            for r in range(1, rows):
+                m.d.comb += pe[r][c].psum_in.eq(pe[r - 1][c].psum_out)
+            m.d.comb += self.psum[c].eq(delay(m, pe[rows - 1][c].psum_out, cols - 1 - c, f"out{c}"))
+        return m
