@@ -35,7 +35,7 @@ def parse(*argv):
 
 
 def tiny_args(tmp_path, ckpt, *extra):
-    return parse("--checkpoint", str(ckpt), "--modes", "dynamic", "--seeds", "2", "--train-images", "300",
+    return parse("--checkpoint", str(ckpt), "--modes", "dynamic,fp32", "--seeds", "2", "--train-images", "300",
                  "--gate-images", "200", "--test-images", "200", "--head-epochs", "2", "--out", str(tmp_path / "rep"),
                  "--cache-dir", str(tmp_path / "cache"), "--quiet", *extra)
 
@@ -62,12 +62,15 @@ def test_runs_writes_reports_and_reuses_the_cache(env):
                 "top1_lraee_dynamic", "top1_lraee_std", "top1_fp32", "seconds_total"):
         assert key in s, key
     assert len(s["exit_distribution"]) == 4 and sum(s["exit_distribution"]) == pytest.approx(1.0)
-    assert s["mode"] == "dynamic" and s["features_cached"] is False and s["seeds"] == 2
+    assert s["mode"] == "dynamic" and s["modes"] == ["dynamic", "fp32"]
+    assert s["features_cached"] is False and s["seeds"] == 2
     d = json.loads((out / "exit_distribution.json").read_text())
     assert d["modes"]["dynamic"]["fraction"] == pytest.approx(s["exit_distribution"])
     assert len(d["modes"]["dynamic"]["seeds"]) == 2
     readme = (out / "README.md").read_text()
     assert "Rescue" in readme and "Ablation" in readme and "PABEE" in readme
+    assert "attributable to quantization" in readme and "net_rescue_beyond_fp32_dynamic" in s
+    assert s["quantization_errors_dynamic"] >= s["rescue_of_quantization_errors_dynamic"] >= 0
     assert exits.run(tiny_args(tmp_path, ckpt, "--candidates", "1,3")) == 0
     s2 = json.loads((out / "summary.json").read_text())
     assert s2["features_cached"] is True
@@ -96,7 +99,9 @@ def test_empty_candidates_after_pruning(env, monkeypatch):
     import numpy as np
     from model.exits import evaluate
     # plant a noise spike at layer 2 so that Eq. 6 drops the only candidate
-    monkeypatch.setattr(evaluate, "information_to_noise", lambda acc, noise: np.array([10.0, 1.0, 10.0, 10.0]))
+    real = evaluate.prune_layers
+    monkeypatch.setattr(evaluate, "prune_layers", lambda cands, inr, noise, kappa: real(
+        cands, np.array([10.0, 1.0, 10.0, 10.0]), {"nsr": [0.1, 1.0, 0.1, 0.1]}, kappa))
     with pytest.raises(QexitError) as err:
         exits.run(tiny_args(tmp_path, ckpt, "--candidates", "2"))
     assert "no candidate layer is left" in str(err.value) and "\n" not in str(err.value)

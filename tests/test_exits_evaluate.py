@@ -26,6 +26,10 @@ def test_quadrants_by_hand():
     q = quadrants(ee, full)
     assert (q["both_correct"], q["rescue"], q["loss"], q["both_wrong"]) == (2 / 6, 2 / 6, 1 / 6, 1 / 6)
     assert q["net_rescue"] == pytest.approx(1 / 6) and q["images"] == 6
+    fp32 = np.array([1, 1, 1, 1, 0, 0], bool)
+    q = quadrants(ee, full, fp32)
+    assert q["quantization_errors"] == 2 / 6  # images 1 and 3: full depth wrong, FP32 right
+    assert q["rescue_of_quantization_errors"] == 1 / 6  # image 1: and the exit gets it right
 
 
 def test_selectivity_by_hand():

@@ -23,7 +23,7 @@ def test_inr_bad_noise_profile(noise):
 def test_smooth_exponential_noise_drops_nothing():
     acc = np.full(12, 0.8)
     nsr = 0.01 * 1.6 ** np.arange(12)  # super-linear, but smooth
-    kept, dropped = prune_layers(range(1, 12), information_to_noise(acc, {"nsr": nsr}))
+    kept, dropped = prune_layers(range(1, 12), information_to_noise(acc, {"nsr": nsr}), {"nsr": nsr})
     assert kept == list(range(1, 12)) and dropped == []
 
 
@@ -31,22 +31,31 @@ def test_planted_spike_is_dropped_with_a_reason():
     acc = np.linspace(0.6, 0.9, 12)
     nsr = 0.01 * 1.3 ** np.arange(12)
     nsr[8] *= 2.5  # layer 9 spikes, although its head is more accurate than layer 8's
-    kept, dropped = prune_layers([6, 7, 8, 9, 10, 11], information_to_noise(acc, {"nsr": nsr}))
+    kept, dropped = prune_layers([6, 7, 8, 9, 10, 11], information_to_noise(acc, {"nsr": nsr}), {"nsr": nsr})
     assert kept == [6, 7, 8, 10, 11]
     assert [d["layer"] for d in dropped] == [9]
     assert dropped[0]["ratio"] < 1 / 1.5 and "noise spike" in dropped[0]["reason"]
 
 
 def test_spike_at_the_edges():
-    inr = np.array([1.0, 10.0, 10.0, 10.0])
-    kept, dropped = prune_layers([1, 2, 3], inr)
+    nsr = {"nsr": [1.0, 0.1, 0.1, 0.1]}
+    kept, dropped = prune_layers([1, 2, 3], information_to_noise([0.8] * 4, nsr), nsr)
     assert kept == [2, 3] and dropped[0]["layer"] == 1
 
 
+def test_accuracy_dip_without_noise_spike_is_kept():
+    """FP32 has no noise: a weak head is not a noise spike."""
+    acc = np.array([0.8, 0.2, 0.8, 0.8])
+    for nsr in ([0.0] * 4, [0.1, 0.1, 0.1, 0.1]):
+        kept, dropped = prune_layers([1, 2, 3], information_to_noise(acc, {"nsr": nsr}), {"nsr": nsr})
+        assert kept == [1, 2, 3] and dropped == []
+
+
 def test_empty_after_pruning_and_bad_kappa_are_clear_errors():
-    inr = np.array([10.0, 1.0, 10.0, 10.0])
+    nsr = {"nsr": [0.1, 1.0, 0.1, 0.1]}
+    inr = information_to_noise([0.8] * 4, nsr)
     with pytest.raises(QexitError) as err:
-        prune_layers([2], inr)
+        prune_layers([2], inr, nsr)
     assert "\n" not in str(err.value) and "--candidates" in str(err.value)
     with pytest.raises(QexitError):
-        prune_layers([2], inr, kappa=1.0)
+        prune_layers([2], inr, nsr, kappa=1.0)

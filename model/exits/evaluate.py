@@ -83,14 +83,23 @@ class ExitConfig:
         return cands
 
 
-def quadrants(ee_correct: np.ndarray, full_correct: np.ndarray) -> dict:
-    """The four-quadrant decomposition (§7.1), as fractions of N, plus the net rescue margin."""
+def quadrants(ee_correct: np.ndarray, full_correct: np.ndarray, fp32_correct: np.ndarray | None = None) -> dict:
+    """The four-quadrant decomposition (§7.1), as fractions of N, plus the net rescue margin.
+
+    With ``fp32_correct`` (the FP32 model's full-depth correctness on the same images) it also
+    separates what quantization did: ``quantization_errors`` = full depth wrong where FP32 is
+    right, and ``rescue_of_quantization_errors`` = those that the early exit gets right.
+    """
     ee, full = np.asarray(ee_correct, bool), np.asarray(full_correct, bool)
     n = len(ee)
     q = {"both_correct": float((ee & full).sum() / n), "rescue": float((ee & ~full).sum() / n),
          "loss": float((~ee & full).sum() / n), "both_wrong": float((~ee & ~full).sum() / n)}
     q["net_rescue"] = q["rescue"] - q["loss"]
     q["images"] = n
+    if fp32_correct is not None:
+        ref = np.asarray(fp32_correct, bool)
+        q["quantization_errors"] = float((~full & ref).sum() / n)
+        q["rescue_of_quantization_errors"] = float((ee & ~full & ref).sum() / n)
     return q
 
 
@@ -132,8 +141,9 @@ def _policy(cfg: ViTConfig, layers: list[int], exit_idx: np.ndarray, head_correc
 
 def run_seed(cfg: ViTConfig, class_embeddings: torch.Tensor, train: Features, gate: Features, test: Features,
              distill_target: torch.Tensor, noise: dict, xcfg: ExitConfig, seed: int,
-             progress: bool = False) -> dict:
-    """One seed of the whole evaluation on one mode. ``noise``: per-layer dict with "nsr"."""
+             progress: bool = False, fp32_correct: np.ndarray | None = None) -> dict:
+    """One seed of the whole evaluation on one mode. ``noise``: per-layer dict with "nsr";
+    ``fp32_correct``: the FP32 model's full-depth correctness on the test images, if known."""
     depth = cfg.depth
     cands0 = xcfg.resolve_candidates(depth)
     ce = class_embeddings.float()
@@ -162,7 +172,7 @@ def run_seed(cfg: ViTConfig, class_embeddings: torch.Tensor, train: Features, ga
 
     gate_acc = correct["ssa_dist", "gate"].mean(0)
     inr = information_to_noise(gate_acc, noise)
-    cands, dropped = prune_layers(cands0, inr, xcfg.prune_kappa)
+    cands, dropped = prune_layers(cands0, inr, noise, xcfg.prune_kappa)
     ci = np.asarray(cands) - 1
     costs = exit_costs(cfg, cands, xcfg.head_hidden)
 
@@ -242,7 +252,7 @@ def run_seed(cfg: ViTConfig, class_embeddings: torch.Tensor, train: Features, ga
         "top1_full": top1_full,
         "top1_lraee": main["top1"],
         "flops_saving": main["flops_saving"],
-        "quadrants": quadrants(main["correct"], fc_test),
+        "quadrants": quadrants(main["correct"], fc_test, fp32_correct),
         "selectivity": selectivity(main["exit_idx"], main["correct"], len(cands)),
         "candidates_initial": cands0,
         "candidates": cands,
@@ -268,7 +278,7 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 def run_mode(cfg: ViTConfig, class_embeddings: torch.Tensor, train: Features, gate: Features, test: Features,
              distill_target: torch.Tensor, noise: dict, xcfg: ExitConfig, progress: bool = False,
-             desc: str = "seeds") -> list[dict]:
+             desc: str = "seeds", fp32_correct: np.ndarray | None = None) -> list[dict]:
     """``run_seed`` for seeds 0..xcfg.seeds−1."""
-    return [run_seed(cfg, class_embeddings, train, gate, test, distill_target, noise, xcfg, s, progress)
+    return [run_seed(cfg, class_embeddings, train, gate, test, distill_target, noise, xcfg, s, progress, fp32_correct)
             for s in tqdm(range(xcfg.seeds), desc=desc, disable=not progress)]

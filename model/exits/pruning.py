@@ -8,15 +8,18 @@ carries (``NSR_l``, Eq. 1: ‖H^q_l − H_l‖ / ‖H_l − H_{l−1}‖). An FP
 ``NSR`` is floored at ``NSR_FLOOR`` so INR stays finite and then just follows the accuracy.
 
 **Eq. 6.** A layer is *pathological* when its INR falls well below the trend of its
-neighbours, i.e. a local noise spike (the paper's Layer 9, whose MSE is about twice Layer 8's
-while its accuracy is higher):
+neighbours because of a local noise spike (the paper's Layer 9, whose MSE is about twice
+Layer 8's while its accuracy is higher):
 
-    drop l  iff  INR_l < ref_l / κ,   ref_l = sqrt(INR_{l−1} · INR_{l+1})
+    drop l  iff  INR_l < ref(INR)_l / κ   and   NSR_l > ref(NSR)_l,
+    ref(x)_l = sqrt(x_{l−1} · x_{l+1})
 
 (the geometric mean of the two adjacent layers, which follows a smooth exponential trend
 exactly; at the first and last layer of the backbone the one existing neighbour is used).
-Neighbours are adjacent *backbone* layers, not adjacent candidates, so the rule does not depend
-on the candidate set. κ > 1 sets how anomalous a dip must be (``PRUNE_KAPPA``).
+The second condition keeps the rule about noise: a dip that comes only from a weaker head
+(as in FP32, where NSR is 0 everywhere) is not a noise spike. Neighbours are adjacent
+*backbone* layers, not adjacent candidates, so the rule does not depend on the candidate set.
+κ > 1 sets how anomalous a dip must be (``PRUNE_KAPPA``).
 """
 from __future__ import annotations
 
@@ -43,26 +46,32 @@ def information_to_noise(accuracy: Sequence[float], noise: Mapping[str, Sequence
     return acc / np.maximum(nsr, NSR_FLOOR)
 
 
-def prune_layers(candidates: Sequence[int], inr: Sequence[float],
+def _neighbour_ref(x: np.ndarray, i: int) -> float:
+    """Geometric mean of x at the layers adjacent to index i (one neighbour at the ends)."""
+    idx = [j for j in (i - 1, i + 1) if 0 <= j < len(x)]
+    return math.exp(np.mean(np.log(np.maximum(x[idx], 1e-300))))
+
+
+def prune_layers(candidates: Sequence[int], inr: Sequence[float], noise: Mapping[str, Sequence[float]],
                  kappa: float = PRUNE_KAPPA) -> tuple[list[int], list[dict]]:
     """(kept candidates, one record per candidate dropped by Eq. 6 with the reason).
 
-    ``candidates`` are 1-based layers; ``inr`` has one entry per backbone layer.
+    ``candidates`` are 1-based layers; ``inr`` and ``noise["nsr"]`` have one entry per backbone layer.
     """
     if not kappa > 1:
         raise QexitError(f"the pruning factor kappa={kappa} must be greater than 1")
     inr = np.asarray(inr, dtype=np.float64)
-    depth = len(inr)
+    nsr = np.maximum(np.asarray(noise["nsr"], dtype=np.float64), NSR_FLOOR)
     kept, dropped = [], []
     for layer in candidates:
         i = layer - 1
-        neighbours = [j for j in (i - 1, i + 1) if 0 <= j < depth]
-        ref = math.exp(np.mean(np.log(np.maximum(inr[neighbours], 1e-300))))
-        if inr[i] < ref / kappa:
+        ref, ref_nsr = _neighbour_ref(inr, i), _neighbour_ref(nsr, i)
+        if inr[i] < ref / kappa and nsr[i] > ref_nsr:
             dropped.append({"layer": layer, "inr": float(inr[i]), "neighbour_ref": ref,
-                            "ratio": float(inr[i] / ref),
+                            "ratio": float(inr[i] / ref), "nsr": float(nsr[i]), "neighbour_nsr": ref_nsr,
                             "reason": f"INR {inr[i]:.3g} is {ref / inr[i]:.2f}x below its neighbours' "
-                                      f"geometric mean {ref:.3g} (limit {kappa:g}x): a noise spike"})
+                                      f"geometric mean {ref:.3g} (limit {kappa:g}x) and its NSR {nsr[i]:.3g} "
+                                      f"exceeds theirs ({ref_nsr:.3g}): a noise spike"})
         else:
             kept.append(layer)
     if not kept:
