@@ -13,7 +13,8 @@ The contract, stated once:
   int32 in [0, 2**31) and ``s`` in [1, 62]; ``>>`` is an arithmetic shift (floor), so the
   rounding rule is *round half up* (towards +inf), applied exactly once. ``sat8`` clamps
   to [-128, 127] and counts the clamped values.
-* **Softmax**: I-BERT's i-exp (polynomial on [-ln2, 0] and a shift), then a per-row
+* **Softmax**: I-BERT's i-exp (polynomial on [-ln2, 0] and a shift) on scores coarsened by a
+  fixed right shift, then a per-row
   reciprocal ``floor(2**RECIP_BITS / sum)`` and ``(e * r) >> (RECIP_BITS - 7)`` rounded
   half up: probabilities are int8 at scale 2**-7 (0..127; 128 saturates to 127).
 * **GELU**: I-BERT's i-GELU (second-order polynomial for erf) on an int8 input, with the
@@ -37,6 +38,8 @@ SHIFT_MIN, SHIFT_MAX = 1, 62
 PROB_BITS = 7           # softmax output: int8 at scale 2**-PROB_BITS
 RECIP_BITS = 32         # per-row reciprocal precision of softmax and LayerNorm
 LN_FRAC_BITS = 12       # fixed-point fraction of the normalised LayerNorm value
+LN_SQRT_BITS = 8        # extra fraction bits of the LayerNorm square root (small variances)
+LN_RECIP_BITS = 40      # LayerNorm per-row reciprocal precision
 GAMMA_BITS = 15         # LayerNorm gamma/s_out multipliers are kept to 15 bits plus sign
 
 
@@ -158,7 +161,7 @@ def add_params(s_a: float, s_b: float, s_out: float) -> dict[str, torch.Tensor]:
     shift = torch.minimum(sa, sb)                   # bring both to the smaller shift
     ma = torch.round(ma.double() / 2.0 ** (sa - shift)).to(torch.int64)
     mb = torch.round(mb.double() / 2.0 ** (sb - shift)).to(torch.int64)
-    return {"m_a": ma, "m_b": mb, "shift": shift}
+    return {"m_a": ma[0], "m_b": mb[0], "shift": shift[0]}
 
 
 def add(a: torch.Tensor, b: torch.Tensor, m_a: torch.Tensor, m_b: torch.Tensor, shift: torch.Tensor,
@@ -193,9 +196,11 @@ def isqrt(n: torch.Tensor) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- LayerNorm
 
-def layernorm_params(gamma: torch.Tensor, beta: torch.Tensor, s_out: float) -> dict[str, torch.Tensor]:
-    """Constants for ``layernorm``: out = round((gamma*y + beta)/s_out) with y = (x-mu)/sigma.
+def layernorm_params(gamma: torch.Tensor, beta: torch.Tensor, s_in: float, s_out: float,
+                     eps: float = 1e-5) -> dict[str, torch.Tensor]:
+    """Constants for ``layernorm``: out = round((gamma*y + beta)/s_out), y = (x-mu)/sqrt(var + eps).
 
+    ``eps`` (in real units, as nn.LayerNorm's) becomes an integer added under the square root.
     y arrives as a fixed-point value with LN_FRAC_BITS fraction bits; gamma/s_out is kept as
     a per-channel multiplier with ``shift`` extra bits, beta/s_out at the combined scale.
     """
@@ -204,23 +209,28 @@ def layernorm_params(gamma: torch.Tensor, beta: torch.Tensor, s_out: float) -> d
     shift = max(1, min(40, GAMMA_BITS - math.ceil(math.log2(max(gmax, 2.0 ** -24)))))
     g_q = torch.round(g * 2.0 ** shift).to(torch.int64)
     b_q = torch.round(beta.double() / s_out * 2.0 ** (shift + LN_FRAC_BITS)).to(torch.int64)
-    return {"g": g_q, "b": b_q, "shift": torch.tensor(shift + LN_FRAC_BITS, dtype=torch.int64)}
+    d = gamma.numel()
+    eps_q = round(d * d * eps / s_in ** 2 * 2.0 ** (2 * LN_SQRT_BITS))
+    return {"g": g_q, "b": b_q, "shift": torch.tensor(shift + LN_FRAC_BITS, dtype=torch.int64),
+            "eps": torch.tensor(eps_q, dtype=torch.int64)}
 
 
-def layernorm(x: torch.Tensor, g: torch.Tensor, b: torch.Tensor, shift: torch.Tensor,
+def layernorm(x: torch.Tensor, g: torch.Tensor, b: torch.Tensor, shift: torch.Tensor, eps: torch.Tensor,
               counter: OverflowCounter | None = None, name: str = "layernorm") -> torch.Tensor:
     """Integer LayerNorm over the last dim of an int8 tensor, output int8.
 
-    c_i = D*x_i - sum(x) (= D*(x_i - mean), exact); den = isqrt(sum(c^2) // D) (= D*sigma);
-    r = floor(2**RECIP_BITS / den), once per row; y_i = round_shift(c_i * r, RECIP_BITS - LN_FRAC_BITS)
+    c_i = D*x_i - sum(x) (= D*(x_i - mean), exact);
+    den = isqrt((sum(c^2) << 2*LN_SQRT_BITS) // D + eps) (= D*sqrt(var + eps)*2**LN_SQRT_BITS);
+    r = floor(2**LN_RECIP_BITS / den), once per row;
+    y_i = round_shift(c_i * r, LN_RECIP_BITS - LN_SQRT_BITS - LN_FRAC_BITS)
     (= (x_i - mean)/sigma with LN_FRAC_BITS fraction bits); out = sat8(round_shift(g*y + b, shift)).
     A row with zero variance has y = 0, so its output is the quantized beta.
     """
     d = x.shape[-1]
     c = d * x - x.sum(-1, keepdim=True)
-    den = isqrt((c * c).sum(-1, keepdim=True) // d)
-    r = (1 << RECIP_BITS) // den.clamp(min=1)
-    y = round_shift(c * r, RECIP_BITS - LN_FRAC_BITS)
+    den = isqrt(((c * c).sum(-1, keepdim=True) << (2 * LN_SQRT_BITS)) // d + eps)
+    r = (1 << LN_RECIP_BITS) // den.clamp(min=1)
+    y = round_shift(c * r, LN_RECIP_BITS - LN_SQRT_BITS - LN_FRAC_BITS)
     return saturate(round_shift(g * y + b, shift), INT8_MIN, INT8_MAX, counter, name)
 
 
@@ -228,28 +238,44 @@ def layernorm(x: torch.Tensor, g: torch.Tensor, b: torch.Tensor, shift: torch.Te
 
 EXP_A, EXP_B, EXP_C = 0.3585, 1.353, 0.344     # exp(p) ≈ A (p + B)**2 + C on p in [-ln2, 0]
 EXP_MAX_SHIFT = 30
+EXP_QB_BITS = 7.5       # target |qb| ≈ 2**7.5: i-exp values stay below 2**16, sums below 2**24
 
 
 def softmax_params(s_in: float) -> dict[str, torch.Tensor]:
-    """Integer constants of i-exp for an input scale ``s_in`` (score units per integer step)."""
-    x0 = math.floor(math.log(2) / s_in)
+    """Integer constants of i-exp for an input scale ``s_in`` (score units per integer step).
+
+    The input is first brought to a fixed resolution by a shift ``pre`` (right when the scale is
+    fine, left when it is coarse), so that the polynomial's constants (and so every
+    intermediate) have a fixed, small width whatever the calibration gave: |qb| ≈ 2**7.5,
+    i-exp < 2**16.
+    """
+    pre = round(math.log2(EXP_B / 2 ** EXP_QB_BITS / s_in))
+    s = s_in * 2 ** pre
+    x0 = math.floor(math.log(2) / s)
     if x0 < 1:
         raise QexitError(f"softmax input scale {s_in:.3g} is too coarse for i-exp (needs < ln 2)")
-    return {"x0": torch.tensor(x0), "qb": torch.tensor(math.floor(EXP_B / s_in)),
-            "qc": torch.tensor(math.floor(EXP_C / (EXP_A * s_in ** 2)))}
+    return {"pre": torch.tensor(pre), "x0": torch.tensor(x0), "qb": torch.tensor(math.floor(EXP_B / s)),
+            "qc": torch.tensor(math.floor(EXP_C / (EXP_A * s ** 2)))}
 
 
 def i_exp(x: torch.Tensor, x0: torch.Tensor, qb: torch.Tensor, qc: torch.Tensor) -> torch.Tensor:
-    """exp of x <= 0 (integer at scale s_in), up to a constant scale: ((p + qb)**2 + qc) >> z."""
+    """exp of x <= 0 (integer at scale s), up to a constant scale: ((p + qb)**2 + qc) >> z."""
     z = torch.clamp((-x) // x0, max=EXP_MAX_SHIFT)
     p = x + z * x0                                    # p in (-x0, 0]
     return ((p + qb) ** 2 + qc) >> z
 
 
-def softmax(scores: torch.Tensor, x0: torch.Tensor, qb: torch.Tensor, qc: torch.Tensor,
+def softmax(scores: torch.Tensor, pre: torch.Tensor, x0: torch.Tensor, qb: torch.Tensor, qc: torch.Tensor,
             counter: OverflowCounter | None = None, name: str = "softmax") -> torch.Tensor:
-    """Integer softmax over the last dim: int32 scores → int8 probabilities at scale 2**-7."""
-    e = i_exp(scores - scores.max(-1, keepdim=True).values, x0, qb, qc)
+    """Integer softmax over the last dim: int32 scores → int8 probabilities at scale 2**-7.
+
+    x = (scores - rowmax) >> pre (a left shift when pre < 0); e = i_exp(x);
+    r = floor(2**RECIP_BITS / sum(e)) per row;
+    p = round_shift(e * r, RECIP_BITS - PROB_BITS), saturated to [0, 127].
+    """
+    x = scores - scores.max(-1, keepdim=True).values
+    x = x >> pre if pre >= 0 else x << -pre
+    e = i_exp(x, x0, qb, qc)
     r = (1 << RECIP_BITS) // e.sum(-1, keepdim=True)
     return saturate(round_shift(e * r, RECIP_BITS - PROB_BITS), 0, INT8_MAX, counter, name)
 

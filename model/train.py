@@ -20,7 +20,7 @@ MAX_LOGIT_SCALE = math.log(100.0)
 
 @dataclass
 class TrainConfig:
-    epochs: int = 15
+    epochs: int = 12
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 0.05

@@ -55,7 +55,7 @@ def test_runs_writes_reports_and_reuses_the_cache(env):
     assert exits.run(tiny_args(tmp_path, ckpt)) == 0
     out = tmp_path / "rep" / "exits"
     for name in ("README.md", "summary.json", "exit_distribution.json", "exit_distribution.png", "pareto.png",
-                 "cls_vs_ssa.png", "noise.png"):
+                 "cls_vs_ssa.png", "noise.png"):  # noise.png: the dynamic mode has quantization noise
         assert (out / name).is_file(), name
     s = json.loads((out / "summary.json").read_text())
     for key in ("top1_int8_full", "top1_lraee", "flops_saving", "rescue", "loss", "exit_distribution",

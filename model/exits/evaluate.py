@@ -32,7 +32,7 @@ from model.flops import (block_flops, early_exit_flops, exit_head_flops, full_de
                          patch_embed_flops)
 from model.vit import ViTConfig
 
-PARETO_BUDGETS = tuple(round(b, 2) for b in np.arange(0.5, 1.001, 0.05))
+PARETO_BUDGETS = tuple(round(b, 1) for b in np.arange(0.1, 1.001, 0.1))
 
 
 def check_budget(budget: float) -> None:
@@ -215,16 +215,18 @@ def run_seed(cfg: ViTConfig, class_embeddings: torch.Tensor, train: Features, ga
                 fc_test, None, xcfg.head_hidden)
     baselines["pabee"] = {"top1": r["top1"], "flops_saving": r["flops_saving"], "setting": f"patience={patience}"}
 
-    # Pareto frontier across threshold settings (LCT per budget; the heuristics per setting)
-    pareto = {"lraee": [], "confidence_only": [], "pabee": []}
+    # Pareto frontier across threshold settings: LCT per budget; the learned gate and the
+    # confidence heuristic with one threshold for every layer; PABEE per patience
+    pareto = {"lraee": [], "gate_uniform": [], "confidence_only": [], "pabee": []}
     for b in xcfg.pareto_budgets:
         p = lraee("ssa_dist", b, s_gate, s_test)
         pareto["lraee"].append([p["flops_saving"], p["top1"]])
-    for t in GRID:
-        thr = np.full(len(cands), t)
-        p = _policy(cfg, cands, route(conf("ssa_dist", "test")[:, ci], thr), correct["ssa_dist", "test"][:, ci],
-                    fc_test, thr, xcfg.head_hidden)
-        pareto["confidence_only"].append([p["flops_saving"], p["top1"]])
+    for key, scores in (("gate_uniform", s_test), ("confidence_only", conf("ssa_dist", "test")[:, ci])):
+        for t in GRID:
+            thr = np.full(len(cands), t)
+            p = _policy(cfg, cands, route(scores, thr), correct["ssa_dist", "test"][:, ci], fc_test, thr,
+                        xcfg.head_hidden)
+            pareto[key].append([p["flops_saving"], p["top1"]])
     for pat in range(1, depth - 1):
         p = _policy(cfg, all_layers, patience_route(preds["test"], pat), correct["ssa_dist", "test"][:, :depth - 1],
                     fc_test, None, xcfg.head_hidden)

@@ -268,10 +268,14 @@ def plot_all(out: Path, cfg, modes, results, noise, top1_fp32) -> None:
     fig.savefig(out / "exit_distribution.png", dpi=120)
     plt.close(fig)
 
-    # Pareto frontier, [CLS] vs SSA, noise: one panel per mode
-    for name, draw in (("pareto", _draw_pareto), ("cls_vs_ssa", _draw_cls_ssa), ("noise", _draw_noise)):
-        fig, axes = plt.subplots(1, len(modes), figsize=(5.5 * len(modes), 4), squeeze=False)
-        for ax, m in zip(axes[0], modes):
+    # Pareto frontier, [CLS] vs SSA, noise (quantized modes only): one panel per mode
+    noisy = [m for m in modes if max(noise[m]["nsr"]) > 0]
+    for name, draw, panels in (("pareto", _draw_pareto, modes), ("cls_vs_ssa", _draw_cls_ssa, modes),
+                               ("noise", _draw_noise, noisy)):
+        if not panels:
+            continue
+        fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+        for ax, m in zip(axes[0], panels):
             draw(ax, cfg, m, results[m], noise[m], top1_fp32)
             ax.set_title(f"{MODE_NAMES[m]}")
         fig.tight_layout()
@@ -281,8 +285,9 @@ def plot_all(out: Path, cfg, modes, results, noise, top1_fp32) -> None:
 
 def _draw_pareto(ax, cfg, m, runs, noise, top1_fp32):
     r = runs[0]
-    for key, style, label in (("lraee", "o-", "LRA-EE (LCT per budget)"), ("confidence_only", "s--", "confidence only"),
-                              ("pabee", "^:", "PABEE (patience)")):
+    for key, style, label in (("lraee", "o-", "LRA-EE (LCT per budget)"),
+                              ("gate_uniform", "d-.", "learned gate, one threshold"),
+                              ("confidence_only", "s--", "confidence only"), ("pabee", "^:", "PABEE (patience)")):
         pts = np.asarray(r["pareto"][key])
         pts = pts[np.argsort(pts[:, 0])]
         ax.plot(100 * pts[:, 0], 100 * pts[:, 1], style, ms=4, label=label)
@@ -307,7 +312,7 @@ def _draw_cls_ssa(ax, cfg, m, runs, noise, top1_fp32):
 
 def _draw_noise(ax, cfg, m, runs, noise, top1_fp32):
     layers = np.arange(1, cfg.depth + 1)
-    ax.semilogy(layers, np.maximum(noise["nsr"], 1e-9), "o-", label="NSR (Eq. 1)")
+    ax.semilogy(layers, noise["nsr"], "o-", label="NSR (Eq. 1)")
     ax.set_xlabel("layer")
     ax.set_ylabel("NSR")
     ax2 = ax.twinx()
@@ -387,7 +392,8 @@ def readme(cfg, modes, results, noise, top1_fp32, xcfg, args, s) -> str:
 
     lines += ["## FLOPs–accuracy Pareto frontier (seed 0)", "", "![Pareto](pareto.png)", "",
               f"LRA-EE points re-run LCT on the gating split for budgets {', '.join(f'{b:g}' for b in xcfg.pareto_budgets)}; "
-              "the confidence-only and PABEE curves sweep their threshold / patience.", ""]
+              "the learned-gate and confidence-only curves use one threshold for every layer, swept over the grid; "
+              "PABEE sweeps its patience. All points are test-split results.", ""]
 
     lines += ["## [CLS] vs SSA exit heads per layer (test top-1, %)", "", "![CLS vs SSA](cls_vs_ssa.png)", ""]
     for m in modes:
@@ -420,7 +426,9 @@ def readme(cfg, modes, results, noise, top1_fp32, xcfg, args, s) -> str:
         rows.append([m, "LRA-EE", pm("flops_saving", m), pm("top1_lraee", m), "per-layer LCT"])
     lines += [markdown_table(["Mode", "Method", "FLOPs saving (%)", "Top-1 (%)", "Setting"], rows), ""]
 
-    lines += ["## Pathological layer pruning (Eq. 6) and noise", "", "![noise](noise.png)", ""]
+    lines += ["## Pathological layer pruning (Eq. 6) and noise", ""]
+    if any(max(noise[m]["nsr"]) > 0 for m in modes):
+        lines += ["![noise](noise.png)", ""]
     for m in modes:
         rows = [[l + 1, f"{noise[m]['nsr'][l]:.4g}", f"{noise[m]['mse'][l]:.4g}", f"{results[m][0]['inr'][l]:.4g}",
                  f"{100 * results[m][0]['gate_accuracy_per_layer'][l]:.1f}"] for l in range(cfg.depth)]

@@ -1,0 +1,38 @@
+"""Options and loaders shared by several subcommands."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from model.checkpoint import SHIPPED_WEIGHTS, load_checkpoint
+from model.data import Dataset, load_dataset
+
+INTMODEL_DEFAULT = Path("reports") / "quantize" / "intmodel.pt"
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", type=Path, default=SHIPPED_WEIGHTS,
+                   help="FP32 checkpoint written by `qexit train` (default: the shipped weights)")
+    add_data_args(p)
+
+
+def add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", type=Path, default=None,
+                   help="a folder with train/, gate/ and test/ sub-folders, each one sub-folder per class "
+                        "(default: the embedded Fashion-MNIST)")
+
+
+def positive(value: str) -> int:
+    n = int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return n
+
+
+def load_model(args):
+    return load_checkpoint(args.checkpoint)
+
+
+def load_split(args, split: str, n: int | None = None, cfg=None) -> Dataset:
+    size, ch = (cfg.image_size, cfg.channels) if cfg is not None else (28, 1)
+    return load_dataset(split, args.data, size, ch).subset(n)

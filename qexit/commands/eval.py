@@ -1,0 +1,31 @@
+"""Top-1 accuracy of an FP32 checkpoint on the test split; writes reports/eval/."""
+from __future__ import annotations
+
+from model.train import evaluate
+from qexit.commands.common import add_model_args, load_model, load_split, positive
+from qexit.reports import markdown_table, report_dir, write_summary
+
+HELP = "top-1 of the FP32 model on the test split"
+
+
+def add_arguments(p):
+    add_model_args(p)
+    p.add_argument("--images", type=positive, default=None, help="evaluate only the first N test images")
+
+
+def run(args) -> int:
+    model, blob = load_model(args)
+    test = load_split(args, "test", args.images, model.cfg)
+    top1 = evaluate(model, test, progress=True)
+    summary = {"top1": top1, "images": len(test), "params": model.num_params(),
+               "checkpoint": str(args.checkpoint)}
+    trained = blob.get("metrics", {})
+    with report_dir("eval") as d:
+        write_summary(d, summary)
+        rows = [["top-1 (test)", f"{top1:.4f}"], ["images", len(test)], ["parameters", model.num_params()]]
+        if "train_time_s" in trained:
+            rows += [["training time (s)", trained["train_time_s"]], ["trained on", trained.get("machine", "?")]]
+        (d / "README.md").write_text("# FP32 evaluation\n\n" + markdown_table(["", "value"], rows) +
+                                     f"\n\nCheckpoint: `{args.checkpoint}`; config: `{model.cfg.to_dict()}`\n")
+    print(f"top-1 {top1:.4f} on {len(test)} test images ({model.num_params()} parameters)")
+    return 0

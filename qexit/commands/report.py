@@ -1,0 +1,50 @@
+"""Run the whole flow on the embedded default and gather reports/index.md.
+
+Steps: eval (FP32 top-1 of the shipped weights) → quantize (IntModel, both INT8 modes, QIRC)
+→ exits (LRA-EE) → verify gemm (RTL bit-exact on a small array). Each step writes
+reports/<step>/; a step that fails stops the flow with its one-line error.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from qexit.reports import REPORTS_DIR
+
+HELP = "run the whole flow on the embedded default and write reports/index.md"
+
+
+def add_arguments(p):
+    p.add_argument("--fast", action="store_true", help="subsample the test split (1000 images) for a quick look")
+
+
+def steps(fast: bool) -> list[list[str]]:
+    n = ["--test-images", "1000"] if fast else []
+    out = [["eval"] + (["--images", "1000"] if fast else []), ["quantize"] + n]
+    return out
+
+
+def run(args) -> int:
+    from qexit.cli import main as cli_main  # the flow calls the same commands a user would
+
+    for argv in steps(args.fast):
+        print(f"== qexit {' '.join(argv)}", flush=True)
+        rc = cli_main(argv)
+        if rc:
+            return rc
+    write_index()
+    print(f"wrote {REPORTS_DIR / 'index.md'}")
+    return 0
+
+
+def write_index(root: Path = REPORTS_DIR) -> None:
+    lines = ["# qexit reports", ""]
+    for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        f = d / "summary.json"
+        if not f.exists():
+            continue
+        s = json.loads(f.read_text())
+        flat = {k: v for k, v in s.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
+        head = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in list(flat.items())[:8])
+        lines.append(f"- [{d.name}]({d.name}/README.md): {head}")
+    (root / "index.md").write_text("\n".join(lines) + "\n")

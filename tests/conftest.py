@@ -1,0 +1,43 @@
+"""Shared fixtures: a tiny ViT (2 blocks, width 16) trained briefly, and its IntModel."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from model.data import load_fashion_mnist
+from model.quantize import quantize
+from model.train import TrainConfig, train
+from model.vit import ViTConfig
+
+TINY = ViTConfig(width=16, depth=2, heads=2, mlp_ratio=2)
+
+
+@pytest.fixture(scope="session")
+def fmnist_train():
+    return load_fashion_mnist("train").subset(2000)
+
+
+@pytest.fixture(scope="session")
+def fmnist_test():
+    return load_fashion_mnist("test").subset(300)
+
+
+@pytest.fixture(scope="session")
+def fmnist_gate():
+    return load_fashion_mnist("gate").subset(300)
+
+
+@pytest.fixture(scope="session")
+def tiny_trained(tmp_path_factory, fmnist_train):
+    """(model, checkpoint path): TINY trained for 2 epochs on 2,000 images (a few seconds)."""
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("tiny") / "tiny.pt"
+    model, _ = train(TINY, TrainConfig(epochs=2, batch_size=64, lr=3e-3), fmnist_train, out, progress=False)
+    model.eval()
+    return model, out
+
+
+@pytest.fixture(scope="session")
+def tiny_intmodel(tiny_trained, fmnist_gate):
+    model, _ = tiny_trained
+    return quantize(model, fmnist_gate.images[:128])

@@ -1,0 +1,164 @@
+"""Integer kernels: exactness where exact, error bounds against float, extremes via hypothesis."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from model import intops
+from model.errors import QexitError
+
+int8s = st.integers(-128, 127)
+FAST = settings(max_examples=60, deadline=None)
+
+
+def rows(min_size=2, max_size=64):
+    return st.lists(int8s, min_size=min_size, max_size=max_size).map(lambda v: torch.tensor([v]))
+
+
+# ---------------------------------------------------------------- gemm and requantize
+
+def test_gemm_matches_exact_sum_and_saturates():
+    a = torch.full((2, 4), -128)
+    w = torch.full((3, 4), -128)
+    acc = intops.gemm(a, w, torch.tensor([1, 2, 3]))
+    assert acc.tolist() == [[65537, 65538, 65539]] * 2
+    c = intops.OverflowCounter()
+    big = intops.gemm(torch.full((1, 200_000), 127), torch.full((1, 200_000), 127), counter=c)
+    assert big.item() == intops.INT32_MAX and c.total_overflows == 1
+
+
+@FAST
+@given(st.integers(intops.INT32_MIN, intops.INT32_MAX), st.floats(1e-6, 100.0))
+def test_requantize_rounds_half_up_once(acc, real):
+    m, s = intops.quantize_multiplier(real)
+    got = intops.requantize(torch.tensor([acc]), m, s).item()
+    exact = acc * m.item() / 2 ** s.item()          # the rational value the hardware sees
+    want = max(-128, min(127, math.floor(exact + 0.5)))
+    assert got == want
+
+
+def test_requantize_half_cases_go_up():
+    m, s = torch.tensor([1 << 30]), torch.tensor([31])  # multiply by 0.5
+    out = intops.requantize(torch.tensor([1, 3, -1, -3, 255, 256, 300]), m, s)
+    assert out.tolist() == [1, 2, 0, -1, 127, 127, 127]
+
+
+def test_quantize_multiplier_accuracy_and_range():
+    r = torch.logspace(-8, 4, 200, dtype=torch.float64)
+    m, s = intops.quantize_multiplier(r)
+    assert ((m >= 2 ** 30) & (m < 2 ** 31)).all()
+    assert ((m.double() / 2.0 ** s - r).abs() / r).max() < 2 ** -30
+    with pytest.raises(QexitError, match="outside the representable range"):
+        intops.quantize_multiplier(1e-15)
+    with pytest.raises(QexitError, match="positive"):
+        intops.quantize_multiplier(-1.0)
+
+
+def test_check_multiplier_rejects_out_of_range():
+    with pytest.raises(QexitError, match="multiplier outside"):
+        intops.check_multiplier(torch.tensor([2 ** 31]), torch.tensor([5]), "x")
+    with pytest.raises(QexitError, match="shift outside"):
+        intops.check_multiplier(torch.tensor([5]), torch.tensor([63]), "x")
+
+
+def test_add_aligns_scales():
+    p = intops.add_params(0.1, 0.02, 0.05)
+    a = torch.arange(-128, 128)
+    b = torch.flip(a, [0])
+    got = intops.add(a, b, **p)
+    want = torch.round((a * 0.1 + b * 0.02) / 0.05).clamp(-128, 127)
+    assert (got - want).abs().max() <= 1
+
+
+# ---------------------------------------------------------------- isqrt
+
+@FAST
+@given(st.lists(st.integers(0, 2 ** 62), min_size=1, max_size=50))
+def test_isqrt_is_exact_floor(values):
+    got = intops.isqrt(torch.tensor(values))
+    assert got.tolist() == [math.isqrt(v) for v in values]
+
+
+def test_isqrt_edges():
+    v = [0, 1, 2, 3, 4, 15, 16, 17, 2 ** 62, 2 ** 63 - 1, (2 ** 31 - 1) ** 2, (2 ** 31 - 1) ** 2 - 1]
+    assert intops.isqrt(torch.tensor(v)).tolist() == [math.isqrt(x) for x in v]
+
+
+# ---------------------------------------------------------------- LayerNorm
+
+def _ln_case(x_q, s_in, gamma, beta):
+    ref = F.layer_norm(x_q.double() * s_in, (x_q.shape[-1],), gamma.double(), beta.double())
+    s_out = max(ref.abs().max().item(), 1e-3) / 127
+    out = intops.layernorm(x_q, **intops.layernorm_params(gamma, beta, s_in, s_out))
+    return out, ref / s_out
+
+
+def test_layernorm_error_bound_against_float():
+    torch.manual_seed(0)
+    x = torch.randint(-128, 128, (64, 50, 64))
+    out, ref = _ln_case(x, 0.05, torch.rand(64) + 0.5, torch.randn(64) * 0.2)
+    assert (out.double() - ref).abs().max() <= 1.0  # within one output LSB
+
+
+@FAST
+@given(rows(), st.floats(0.1, 4.0), st.floats(-1.0, 1.0))
+def test_layernorm_extremes(x, gamma, beta):
+    d = x.shape[-1]
+    out, ref = _ln_case(x, 0.02, torch.full((d,), gamma), torch.full((d,), beta))
+    assert out.min() >= -128 and out.max() <= 127
+    assert (out.double() - ref.clamp(-128, 127)).abs().max() <= 1.0
+
+
+def test_layernorm_zero_variance_gives_beta():
+    d = 32
+    beta = torch.linspace(-1, 1, d)
+    p = intops.layernorm_params(torch.ones(d), beta, 0.05, 1 / 127)
+    for v in (-128, 0, 127):
+        out = intops.layernorm(torch.full((3, d), v), **p)
+        assert torch.equal(out[0], torch.round(beta * 127).to(torch.int64))
+
+
+# ---------------------------------------------------------------- softmax
+
+@pytest.mark.parametrize("s_in", [1e-5, 3e-4, 0.01, 0.2])
+def test_softmax_error_bound_against_float(s_in):
+    torch.manual_seed(1)
+    scores = torch.round(torch.randn(200, 50) * 3 / s_in).to(torch.int64)
+    p = intops.softmax(scores, **intops.softmax_params(s_in))
+    ref = torch.softmax(scores.double() * s_in, -1)
+    assert (p.double() / 128 - ref).abs().max() < 0.012  # 1.5 LSB of 2**-7
+    assert (p.sum(-1) - 128).abs().max() <= 26            # rows sum to ~1
+
+
+@FAST
+@given(st.lists(st.integers(-(2 ** 24), 2 ** 24), min_size=1, max_size=64))
+def test_softmax_extremes(v):
+    scores = torch.tensor([v])
+    p = intops.softmax(scores, **intops.softmax_params(1e-3))
+    assert p.min() >= 0 and p.max() <= 127
+    assert p[0, scores.argmax()].item() == p.max().item()
+
+
+def test_softmax_all_equal_row_is_uniform():
+    p = intops.softmax(torch.full((1, 16), 12345), **intops.softmax_params(1e-3))
+    assert (p == 8).all()
+
+
+# ---------------------------------------------------------------- GELU
+
+@pytest.mark.parametrize("s_in,s_out", [(0.05, 0.05), (0.01, 0.005), (0.2, 0.1)])
+def test_gelu_error_bound_against_float(s_in, s_out):
+    x = torch.arange(-128, 128)
+    got = intops.gelu(x, **intops.gelu_params(s_in, s_out))
+    ref = (F.gelu(x.double() * s_in) / s_out).clamp(-128, 127)
+    # i-GELU's polynomial erf is good to about 0.02 in real units, plus one output LSB of rounding
+    assert ((got.double() - ref).abs() * s_out).max() <= 0.025 + s_out
+
+
+def test_gelu_extremes_and_sign():
+    p = intops.gelu_params(0.05, 0.05)
+    out = intops.gelu(torch.tensor([-128, 0, 127]), **p)
+    assert out[1] == 0 and out[0] <= 0 and out[2] == 127

@@ -1,0 +1,95 @@
+import pytest
+import torch
+
+from model.errors import QexitError
+from model.quantize import (IntModel, calibrate, dynamic_int8, expected_shapes, load_intmodel, quantize,
+                            trace_fp32, validate)
+from model.train import evaluate
+from tests.conftest import TINY
+
+
+def test_trace_mirrors_forward(tiny_trained, fmnist_test):
+    model, _ = tiny_trained
+    x = fmnist_test.images[:16]
+    with torch.no_grad():
+        assert torch.allclose(trace_fp32(model, x)["logits"], model(x), atol=1e-5)
+
+
+def test_intmodel_is_complete_typed_and_in_range(tiny_intmodel):
+    im = tiny_intmodel
+    assert set(expected_shapes(TINY)) <= set(im.params)
+    validate(im)
+    for name, t in im.params.items():
+        assert t.dtype == torch.int64, name
+        if name.endswith(".w"):
+            assert t.min() >= -128 and t.max() <= 127
+            assert (t.abs().amax(dim=1) == 127).all(), f"{name}: per-channel scale should reach 127"
+
+
+def test_save_load_roundtrip(tiny_intmodel, tmp_path):
+    p = tmp_path / "im.pt"
+    tiny_intmodel.save(p)
+    im = load_intmodel(p, TINY)
+    assert all(torch.equal(im.params[k], v) for k, v in tiny_intmodel.params.items())
+
+
+def test_truncated_file(tiny_intmodel, tmp_path):
+    p = tmp_path / "im.pt"
+    tiny_intmodel.save(p)
+    p.write_bytes(p.read_bytes()[:1000])
+    with pytest.raises(QexitError, match="truncated or corrupt"):
+        load_intmodel(p)
+
+
+def test_other_version(tiny_intmodel, tmp_path):
+    p = tmp_path / "im.pt"
+    tiny_intmodel.save(p)
+    blob = torch.load(p, weights_only=True)
+    blob["version"] = 99
+    torch.save(blob, p)
+    with pytest.raises(QexitError, match="version 99"):
+        load_intmodel(p)
+
+
+def test_mismatched_config(tiny_intmodel, tmp_path):
+    p = tmp_path / "im.pt"
+    tiny_intmodel.save(p)
+    with pytest.raises(QexitError, match="another model config"):
+        load_intmodel(p, TINY.__class__(width=32, depth=2, heads=2))
+
+
+def test_missing_and_bad_parameters(tiny_intmodel):
+    params = dict(tiny_intmodel.params)
+    del params["b1.fc2.w"]
+    with pytest.raises(QexitError, match="lacks 1 parameters"):
+        validate(IntModel(TINY, params, tiny_intmodel.scales))
+    params = dict(tiny_intmodel.params)
+    params["b0.qkv.m"] = params["b0.qkv.m"].clone()
+    params["b0.qkv.m"][0] = 2 ** 31
+    with pytest.raises(QexitError, match="multiplier outside"):
+        validate(IntModel(TINY, params, tiny_intmodel.scales))
+    params = dict(tiny_intmodel.params)
+    params["b0.fc1.w"] = params["b0.fc1.w"] * 2
+    with pytest.raises(QexitError, match="outside int8"):
+        validate(IntModel(TINY, params, tiny_intmodel.scales))
+
+
+def test_too_few_calibration_images(tiny_trained, fmnist_gate):
+    model, _ = tiny_trained
+    with pytest.raises(QexitError, match="at least 32"):
+        quantize(model, fmnist_gate.images[:8])
+
+
+def test_max_calibration_is_at_least_percentile(tiny_trained, fmnist_gate):
+    model, _ = tiny_trained
+    p = calibrate(model, fmnist_gate.images[:64], 99.0)
+    m = calibrate(model, fmnist_gate.images[:64], 100.0)
+    assert all(m[k] >= p[k] for k in p)
+
+
+def test_dynamic_int8_is_close_to_fp32(tiny_trained, fmnist_test):
+    model, _ = tiny_trained
+    dyn = dynamic_int8(model)
+    assert "quantized" in type(dyn.blocks[0].fc1).__module__
+    with torch.no_grad():
+        assert abs(evaluate(dyn, fmnist_test) - evaluate(model, fmnist_test)) < 0.05
