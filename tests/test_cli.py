@@ -1,0 +1,75 @@
+"""The `qexit` command: help texts, one-line errors, and the FP32 steps end to end on tiny inputs."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from qexit.cli import COMMANDS, main
+
+
+def run_cli(*argv, cwd=None):
+    return subprocess.run([sys.executable, "-m", "qexit.cli", *argv], capture_output=True, text=True, cwd=cwd)
+
+
+def test_help_lists_every_command():
+    r = run_cli("--help")
+    assert r.returncode == 0
+    for name in COMMANDS:
+        assert name in r.stdout
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_each_command_has_help(name, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([name, "--help"])
+    assert e.value.code == 0
+    assert "usage: qexit " + name in capsys.readouterr().out
+
+
+def test_missing_checkpoint_is_one_line(tmp_path):
+    r = run_cli("eval", "--checkpoint", str(tmp_path / "nope.pt"), cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "does not exist" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_wrong_data_folder_is_one_line(tiny_trained, tmp_path):
+    _, ckpt = tiny_trained
+    r = run_cli("eval", "--checkpoint", str(ckpt), "--data", str(tmp_path / "nothere"), cwd=tmp_path)
+    assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_mismatched_checkpoint_is_one_line(tiny_trained, tmp_path):
+    import torch
+    _, ckpt = tiny_trained
+    blob = torch.load(ckpt, weights_only=False)
+    blob["config"]["width"] = 32
+    torch.save(blob, tmp_path / "bad.pt")
+    r = run_cli("eval", "--checkpoint", str(tmp_path / "bad.pt"), cwd=tmp_path)
+    assert r.returncode == 2 and "does not match" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_train_then_eval_writes_report(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--width", "16", "--depth", "1", "--heads", "2", "--epochs", "1",
+                 "--train-images", "256", "--out", "m.pt"]) == 0
+    info = json.loads((tmp_path / "m.json").read_text())
+    assert info["params"] > 0 and 0 <= info["top1_test"] <= 1
+    assert main(["eval", "--checkpoint", "m.pt", "--images", "200"]) == 0
+    s = json.loads((tmp_path / "reports" / "eval" / "summary.json").read_text())
+    assert s["images"] == 200 and s["top1"] == pytest.approx(s["top1"]) and "params" in s
+    assert (tmp_path / "reports" / "eval" / "README.md").exists()
+
+
+def test_quantize_step_writes_intmodel_and_qirc(tiny_trained, tmp_path, monkeypatch):
+    _, ckpt = tiny_trained
+    monkeypatch.chdir(tmp_path)
+    assert main(["quantize", "--checkpoint", str(ckpt), "--calib-images", "64", "--test-images", "100",
+                 "--qirc-images", "32"]) == 0
+    d = tmp_path / "reports" / "quantize"
+    s = json.loads((d / "summary.json").read_text())
+    for key in ("top1_fp32", "top1_int8", "top1_dynamic_int8", "nsr_per_layer", "cos_per_layer"):
+        assert key in s
+    assert len(s["nsr_per_layer"]) == 2
+    assert (d / "intmodel.pt").stat().st_size > 0 and (d / "qirc.png").exists()
