@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from model.checkpoint import SHIPPED_WEIGHTS
 from qexit.reports import REPORTS_DIR
 
 HELP = "run the whole flow on the embedded default and write reports/index.md"
@@ -21,6 +22,8 @@ def add_arguments(p):
 def steps(fast: bool) -> list[list[str]]:
     n = ["--test-images", "1000"] if fast else []
     out = [["eval"] + (["--images", "1000"] if fast else []), ["quantize"] + n]
+    if not SHIPPED_WEIGHTS.exists():  # train-or-load: the shipped weights are normally there
+        out.insert(0, ["train", "--out", str(SHIPPED_WEIGHTS)])
     return out
 
 
