@@ -1,0 +1,1 @@
+"""Simulation: cocotb testbenches run on Verilator (or Icarus) against the integer golden model."""

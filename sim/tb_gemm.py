@@ -1,0 +1,217 @@
+"""cocotb testbench of the GEMM engine (``hw.gemm``), driven by ``sim.verify``.
+
+The host process writes the cases (operand tensors) to ``$QEXIT_TB_CASES`` and reads the
+per-case results from ``$QEXIT_TB_RESULTS``. For every case the testbench loads the buffers
+through the load streams, writes the descriptor, pulses ``start``, waits for ``done`` (no
+Python runs while the engine computes), unloads the outputs and compares every one with
+``model.intops`` run on the same operands. Measured cycles are the clock edges from the one
+that samples ``start`` to the one that raises ``done`` (from simulation time), checked
+against the RTL's own counter and against ``hw.schedule``.
+
+Tests:
+* ``gemm_cases``: all cases back to back; a case with ``backpressure`` inserts random
+  gaps in the load streams and drops ``ready`` at random while unloading.
+* ``reset_mid_gemm``: starts the first case, resets the engine halfway through, checks that
+  it is idle, then runs the case again from a fresh load and checks it.
+A failure message names the case and its seed.
+"""
+import json
+import os
+import random
+import time
+
+import cocotb
+import torch
+from cocotb.clock import Clock
+from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
+from cocotb.utils import get_sim_time
+
+from hw import gemm, schedule
+
+CLOCK_NS = 10
+TIMEOUT_CYCLES = 1000      # an unload or load stalled this long is a failure
+
+
+class Engine:
+    """Drives one GEMM engine instance: reset, loads, start/done, unload."""
+
+    def __init__(self, dut):
+        self.dut = dut
+        self.rows = len(dut.a_in__payload) // 8
+        self.cols = len(dut.out__payload) // 8
+        self.edge = RisingEdge(dut.clk)
+
+    async def start_clock(self):
+        Clock(self.dut.clk, CLOCK_NS, unit="ns").start()
+        await self.reset()
+
+    async def reset(self, cycles: int = 2):
+        d = self.dut
+        for name in ("a_in__valid", "w_in__valid", "p_in__valid", "out__ready", "start"):
+            getattr(d, name).value = 0
+        d.rst.value = 1
+        await ClockCycles(d.clk, cycles)
+        d.rst.value = 0
+        await self.edge
+
+    async def load(self, name: str, words: list[int], rng: random.Random | None = None,
+                   gap: float = 0.0):
+        """One word per cycle into stream ``name``; ``rng`` inserts gaps with probability ``gap``.
+
+        ``ready`` equals the engine being idle, which only ``start`` or a reset changes, so it
+        is checked once rather than on every beat (that keeps Python off the per-beat path).
+        """
+        valid = getattr(self.dut, f"{name}__valid")
+        payload = getattr(self.dut, f"{name}__payload")
+        await ReadOnly()
+        assert int(getattr(self.dut, f"{name}__ready").value), f"{name} is not ready (engine busy)"
+        await self.edge
+        edge = self.edge
+        for word in words:
+            if rng is not None and rng.random() < gap:
+                valid.value = 0
+                await edge
+            payload.value = word
+            valid.value = 1
+            await edge
+        valid.value = 0
+
+    async def start(self, m: int, k: int, n: int):
+        d = self.dut
+        d.m.value, d.k.value, d.n.value = m, k, n
+        d.start.value = 1
+        await self.edge                                  # this edge samples start
+        d.start.value = 0
+
+    async def run(self, m: int, k: int, n: int) -> tuple[int, int, float]:
+        """Start, wait for done: (cycles from simulation time, RTL counter, wall seconds)."""
+        await self.start(m, k, n)
+        t0, w0 = get_sim_time("ns"), time.perf_counter()
+        await RisingEdge(self.dut.done)
+        seconds = time.perf_counter() - w0
+        cycles = round((get_sim_time("ns") - t0) / CLOCK_NS)
+        await ReadOnly()
+        return cycles, int(self.dut.cycles.value), seconds
+
+    async def unload(self, count: int, rng: random.Random | None = None,
+                     ready_prob: float = 1.0) -> list[int]:
+        d = self.dut
+        await self.edge
+        words, idle = [], 0
+        while len(words) < count:
+            ready = 1 if rng is None or rng.random() < ready_prob else 0
+            d.out__ready.value = ready
+            await ReadOnly()
+            if ready and int(d.out__valid.value):
+                words.append(int(d.out__payload.value))
+                idle = 0
+            else:
+                idle += 1
+                assert idle < TIMEOUT_CYCLES, f"out stream stalled after {len(words)}/{count} words"
+            await self.edge
+        d.out__ready.value = 0
+        return words
+
+    async def gemm(self, case: dict, rng: random.Random | None = None) -> dict:
+        """Load, run and unload one case; returns its outputs and timing."""
+        a, w = case["a"], case["w"]
+        m, k, n = a.shape[0], a.shape[1], w.shape[0]
+        gap = 0.3 if rng is not None else 0.0
+        t0 = time.perf_counter()
+        await self.load("a_in", gemm.pack_activations(a, self.rows), rng, gap)
+        await self.load("w_in", gemm.pack_weights(w, self.rows, self.cols), rng, gap)
+        await self.load("p_in", gemm.pack_params(case["bias"], case["mult"], case["shift"], self.cols),
+                        rng, gap)
+        load_s = time.perf_counter() - t0
+        cycles, counter, run_s = await self.run(m, k, n)
+        t1 = time.perf_counter()
+        nt = -(-n // self.cols)
+        words = await self.unload(m * nt, rng, 0.5 if rng is not None else 1.0)
+        out = gemm.unpack_outputs(words, m, n, self.cols)
+        return {"out": out, "cycles": cycles, "counter": counter, "load_s": load_s,
+                "run_s": run_s, "unload_s": time.perf_counter() - t1}
+
+
+def _cases() -> list[dict]:
+    return torch.load(os.environ["QEXIT_TB_CASES"], weights_only=False)
+
+
+def _write_results(results: list[dict]) -> None:
+    path = os.environ.get("QEXIT_TB_RESULTS")
+    if path:
+        with open(path, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+def _check(case: dict, got: dict, rows: int, cols: int) -> dict:
+    """Compare one case with the numeric contract; the record written for the host."""
+    a, w = case["a"], case["w"]
+    m, k, n = a.shape[0], a.shape[1], w.shape[0]
+    expected = gemm.reference(a, w, case["bias"], case["mult"], case["shift"])
+    wrong = (got["out"] != expected).nonzero().tolist()
+    predicted = schedule.predict_cycles(rows, cols, m, k, n)
+    return {"name": case["name"], "shape": f"{m}x{k}x{n}", "seed": case["seed"],
+            "matched": expected.numel() - len(wrong), "total": expected.numel(),
+            "mismatches": [{"row": r, "col": c, "got": int(got["out"][r, c]),
+                            "expected": int(expected[r, c])} for r, c in wrong[:10]],
+            "cycles_measured": got["cycles"], "cycles_counter": got["counter"],
+            "cycles_predicted": predicted, "run_seconds": got["run_s"],
+            "load_seconds": got["load_s"], "unload_seconds": got["unload_s"]}
+
+
+def _failures(record: dict) -> list[str]:
+    tag = f"case {record['name']} ({record['shape']}, seed {record['seed']})"
+    out = []
+    if record["matched"] != record["total"]:
+        out.append(f"{tag}: {record['total'] - record['matched']} of {record['total']} outputs "
+                   f"differ from model.intops, first {record['mismatches'][:3]}")
+    if not record["cycles_measured"] == record["cycles_counter"] == record["cycles_predicted"]:
+        out.append(f"{tag}: cycles measured {record['cycles_measured']}, RTL counter "
+                   f"{record['cycles_counter']}, schedule {record['cycles_predicted']}")
+    return out
+
+
+@cocotb.test()
+async def gemm_cases(dut):
+    engine = Engine(dut)
+    await engine.start_clock()
+    results, failures = [], []
+    for case in _cases():
+        rng = random.Random(case["seed"]) if case.get("backpressure") else None
+        got = await engine.gemm(case, rng)
+        record = _check(case, got, engine.rows, engine.cols)
+        results.append(record)
+        failures += _failures(record)
+        dut._log.info("%s %s: %d/%d bit-exact, %d cycles (schedule %d), %.2f s",
+                      record["name"], record["shape"], record["matched"], record["total"],
+                      record["cycles_measured"], record["cycles_predicted"], record["run_seconds"])
+    _write_results(results)
+    assert not failures, "\n".join(failures)
+
+
+@cocotb.test()
+async def reset_mid_gemm(dut):
+    engine = Engine(dut)
+    await engine.start_clock()
+    case = _cases()[0]
+    a, w = case["a"], case["w"]
+    m, k, n = a.shape[0], a.shape[1], w.shape[0]
+    predicted = schedule.predict_cycles(engine.rows, engine.cols, m, k, n)
+    await engine.load("a_in", gemm.pack_activations(a, engine.rows))
+    await engine.load("w_in", gemm.pack_weights(w, engine.rows, engine.cols))
+    await engine.load("p_in", gemm.pack_params(case["bias"], case["mult"], case["shift"], engine.cols))
+    await engine.start(m, k, n)
+    await ClockCycles(dut.clk, max(1, predicted // 2))
+    await ReadOnly()
+    assert int(dut.busy.value) == 1, "engine should be busy halfway through the GEMM"
+    await engine.edge
+    await engine.reset()
+    await ReadOnly()
+    assert int(dut.busy.value) == 0 and int(dut.done.value) == 0, "reset must leave the engine idle"
+    assert int(dut.out__valid.value) == 0, "reset must empty the out stream"
+    await engine.edge
+    got = await engine.gemm(case)
+    record = _check(case, got, engine.rows, engine.cols)
+    _write_results([record])
+    failures = _failures(record)
+    assert not failures, "after a reset mid-GEMM: " + "\n".join(failures)
