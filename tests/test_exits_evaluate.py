@@ -47,6 +47,13 @@ def test_budget_outside_unit_interval(budget):
         ExitConfig(budget=budget)
 
 
+def test_mean_std_skips_nan():
+    from model.exits.evaluate import mean_std
+    assert mean_std([0.5, float("nan"), 0.7]) == (pytest.approx(0.6), pytest.approx(0.1414, abs=1e-4))
+    assert mean_std([0.3]) == (0.3, 0.0)
+    assert all(math.isnan(x) for x in mean_std([float("nan")]))
+
+
 def test_config_checks():
     check_budget(1.0)
     assert ExitConfig().resolve_candidates(12) == list(range(1, 12))

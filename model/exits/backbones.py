@@ -65,6 +65,14 @@ def model_digest(model: nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
+def code_digest(*modules) -> str:
+    """A hash of the source files of modules (a changed forward pass must not reuse cached features)."""
+    h = hashlib.sha256(torch.__version__.encode())
+    for m in modules:
+        h.update(Path(m.__file__).read_bytes())
+    return h.hexdigest()[:12]
+
+
 def file_digest(path: Path | str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -74,7 +82,8 @@ def file_digest(path: Path | str) -> str:
 
 
 def fp32_backbone(model: CLIPViT) -> Backbone:
-    return clip_backbone("fp32", model.eval(), f"fp32-{model_digest(model)}")
+    from model import vit
+    return clip_backbone("fp32", model.eval(), f"fp32-{model_digest(model)}-{code_digest(vit)}")
 
 
 def dynamic_int8(model: CLIPViT) -> CLIPViT:
@@ -89,7 +98,8 @@ def dynamic_int8(model: CLIPViT) -> CLIPViT:
 
 
 def dynamic_backbone(model: CLIPViT) -> Backbone:
-    return clip_backbone("dynamic", dynamic_int8(model), f"dynamic-{model_digest(model)}")
+    from model import vit
+    return clip_backbone("dynamic", dynamic_int8(model), f"dynamic-{model_digest(model)}-{code_digest(vit)}")
 
 
 def int8_available() -> bool:
@@ -112,17 +122,18 @@ def int8_backbone(model: CLIPViT, intmodel_path: Path | str | None = None,
     if not int8_available():
         raise QexitError("the int8 mode needs the integer golden model (model.golden.Golden, "
                          "model.quantize.load_intmodel/quantize), which is not built yet; run with --modes dynamic")
-    from model import golden, quantize
+    from model import golden, intops, quantize
 
+    code = code_digest(golden, intops, quantize)
     if intmodel_path is not None:
         intmodel = quantize.load_intmodel(intmodel_path)
-        key = f"int8-{file_digest(intmodel_path)}"
+        key = f"int8-{file_digest(intmodel_path)}-{code}"
     else:
         if calib_images is None:
             raise QexitError("the int8 mode needs --intmodel or calibration images")
         intmodel = quantize.quantize(model, calib_images)
         h = hashlib.sha256(calib_images.contiguous().numpy().tobytes()).hexdigest()[:8]
-        key = f"int8-{model_digest(model)}-calib{len(calib_images)}-{h}"
+        key = f"int8-{model_digest(model)}-calib{len(calib_images)}-{h}-{code}"
     g = golden.Golden(intmodel)
 
     def forward(images: torch.Tensor) -> BackboneOutput:

@@ -273,8 +273,12 @@ def run_seed(cfg: ViTConfig, class_embeddings: torch.Tensor, train: Features, ga
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
+    """Mean and sample standard deviation over the values that are not NaN (a seed with no
+    early exits has no "exited" accuracy); NaN when none is, std 0 for a single value."""
     v = np.asarray(values, dtype=np.float64)
+    v = v[~np.isnan(v)]
+    if not len(v):
+        return float("nan"), float("nan")
     return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
 
 
