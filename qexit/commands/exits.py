@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from model.checkpoint import SHIPPED_WEIGHTS, load_checkpoint
-from model.data import SPLITS, load_fashion_mnist, split_indices
+from model.data import GATE_SIZE, SPLITS, load_fashion_mnist, split_indices
 from model.errors import QexitError
 from model.exits.backbones import MODES, dynamic_backbone, fp32_backbone, int8_available, int8_backbone
 from model.exits.evaluate import ExitConfig, check_disjoint, mean_std, run_mode
@@ -41,13 +41,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", type=Path, default=SHIPPED_WEIGHTS,
                    help="FP32 checkpoint: the backbone to quantize and the distillation teacher")
     p.add_argument("--intmodel", type=Path, default=None,
-                   help="IntModel file for the int8 mode (default: quantize the checkpoint, calibrated on "
-                        "--calib-images training images)")
+                   help="IntModel file for the int8 mode; when none is given, the checkpoint is quantized, "
+                        "calibrated on --calib-images training images")
     p.add_argument("--calib-images", type=int, default=512, help="calibration images when quantizing for int8")
-    p.add_argument("--modes", default=None,
+    p.add_argument("--modes", default=default_modes(),
                    help=f"comma-separated backbone modes from {', '.join(MODES)}; the first is the headline, fp32 "
-                        f"is the no-quantization control (default: int8,dynamic,fp32 when the golden model is "
-                        f"built, else dynamic,fp32)")
+                        f"is the no-quantization control (int8 needs the integer golden model)")
     p.add_argument("--budget", type=float, default=0.85,
                    help="FLOPs budget in (0, 1]: the largest mean FLOPs, as a fraction of full depth, that the "
                         "thresholds may use on the gating split (0.85 = save at least 15%%)")
@@ -55,13 +54,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--candidates", default="all",
                    help="candidate exit layers before pruning, e.g. 4,6,8,10 (1-based); 'all' = 1..depth-1")
     p.add_argument("--prune-kappa", type=float, default=1.5,
-                   help="pathological-layer rule: drop a layer whose INR is this many times below its "
-                        "neighbours' geometric mean")
+                   help="pathological-layer rule (Eq. 6): drop a layer whose INR is this many times below its "
+                        "neighbours' geometric mean while its NSR spikes above theirs")
     p.add_argument("--train-images", type=int, default=10000, help="train-split images the heads learn from")
-    p.add_argument("--gate-images", type=int, default=None,
-                   help="gating-split images for the gate and the thresholds (default: all 5000)")
-    p.add_argument("--test-images", type=int, default=None,
-                   help="test images to evaluate on, a prefix of the test split (default: all 10000)")
+    p.add_argument("--gate-images", type=int, default=GATE_SIZE,
+                   help="gating-split images for the gate and the thresholds (a prefix of the split)")
+    p.add_argument("--test-images", type=int, default=10000,
+                   help="test images to evaluate on (a prefix of the test split, 10000 = all)")
     p.add_argument("--gate-split", choices=SPLITS, default="gate",
                    help="split that trains the gate and picks thresholds; must not overlap the test split "
                         "or the head-training images")
@@ -107,7 +106,7 @@ def run(args) -> int:
     t_start = time.time()
     xcfg = ExitConfig(budget=args.budget, candidates=parse_candidates(args.candidates), seeds=args.seeds,
                       head_epochs=args.head_epochs, prune_kappa=args.prune_kappa)
-    modes = parse_modes(args.modes or default_modes())
+    modes = parse_modes(args.modes)
     for name, v in (("--train-images", args.train_images), ("--gate-images", args.gate_images),
                     ("--test-images", args.test_images), ("--threads", args.threads)):
         if v is not None and v < 1:
