@@ -71,7 +71,7 @@ def test_runs_writes_reports_and_reuses_the_cache(env):
     assert "Rescue" in readme and "Ablation" in readme and "PABEE" in readme
     assert "attributable to quantization" in readme and "net_rescue_beyond_fp32_dynamic" in s
     assert s["quantization_errors_dynamic"] >= s["rescue_of_quantization_errors_dynamic"] >= 0
-    assert exits.run(tiny_args(tmp_path, ckpt, "--candidates", "1,3")) == 0
+    assert exits.run(tiny_args(tmp_path, ckpt, "--candidates", "1,3", "--grid", "0.6:0.9:7")) == 0
     s2 = json.loads((out / "summary.json").read_text())
     assert s2["features_cached"] is True
     assert s2["top1_int8_full"] == s["top1_int8_full"]  # same backbone, same full-depth predictions
@@ -85,6 +85,8 @@ def test_runs_writes_reports_and_reuses_the_cache(env):
     (("--candidates", "4"), "within 1..3"),
     (("--candidates", "a,b"), "--candidates"),
     (("--modes", "int4"), "--modes"),
+    (("--grid", "0.5:1.2:5"), "--grid"),
+    (("--grid", "0.5"), "LO:HI:N"),
 ])
 def test_bad_input_is_one_line(env, argv, words):
     tmp_path, ckpt = env

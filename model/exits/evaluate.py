@@ -62,9 +62,12 @@ class ExitConfig:
     distill_weight: float = 1.0
     prune_kappa: float = PRUNE_KAPPA
     pareto_budgets: tuple[float, ...] = PARETO_BUDGETS
+    grid: tuple[float, ...] = GRID  # threshold grid of the sweeps
 
     def __post_init__(self):
         check_budget(self.budget)
+        if not self.grid or any(not 0 < t < 1 for t in self.grid):
+            raise QexitError(f"threshold grid {self.grid} must be non-empty, with values in (0, 1)")
         for b in self.pareto_budgets:
             check_budget(b)
         if self.seeds < 1:
@@ -183,7 +186,7 @@ def run_seed(cfg: ViTConfig, class_embeddings: torch.Tensor, train: Features, ga
         return gm, gm.prob(f_gate).numpy(), s_test
 
     def lraee(name: str, budget: float, s_gate, s_test) -> dict:
-        thr = lct_thresholds(s_gate, correct[name, "gate"][:, ci], fc_gate, costs, budget, inr[ci])
+        thr = lct_thresholds(s_gate, correct[name, "gate"][:, ci], fc_gate, costs, budget, inr[ci], xcfg.grid)
         res = _policy(cfg, cands, route(s_test, thr), correct[name, "test"][:, ci], fc_test, thr, xcfg.head_hidden)
         res["thresholds"] = thr.tolist()
         return res
@@ -201,7 +204,7 @@ def run_seed(cfg: ViTConfig, class_embeddings: torch.Tensor, train: Features, ga
     for label, name, pooled in (("confidence_only", "ssa_dist", True), ("cls_ee", "cls_dist", False)):
         cst = exit_costs(cfg, cands, xcfg.head_hidden, pooled)
         tau = choose_global_threshold(conf(name, "gate")[:, ci], correct[name, "gate"][:, ci], fc_gate, cst,
-                                      xcfg.budget)
+                                      xcfg.budget, xcfg.grid)
         thr = np.full(len(cands), tau)
         r = _policy(cfg, cands, route(conf(name, "test")[:, ci], thr), correct[name, "test"][:, ci], fc_test, thr,
                     xcfg.head_hidden, pooled)
@@ -222,7 +225,7 @@ def run_seed(cfg: ViTConfig, class_embeddings: torch.Tensor, train: Features, ga
         p = lraee("ssa_dist", b, s_gate, s_test)
         pareto["lraee"].append([p["flops_saving"], p["top1"]])
     for key, scores in (("gate_uniform", s_test), ("confidence_only", conf("ssa_dist", "test")[:, ci])):
-        for t in GRID:
+        for t in xcfg.grid:
             thr = np.full(len(cands), t)
             p = _policy(cfg, cands, route(scores, thr), correct["ssa_dist", "test"][:, ci], fc_test, thr,
                         xcfg.head_hidden)

@@ -124,7 +124,8 @@ def cached_features(backbone: Backbone, split: str, images: torch.Tensor, labels
     if cache_dir is None:
         return extract_features(backbone, images, labels, reference, batch_size, progress,
                                 f"{backbone.mode} {split}"), False
-    path = Path(cache_dir) / f"{backbone.mode}-{split}-{cache_key(backbone, split, images, labels, reference is not None)}.pt"
+    key = cache_key(backbone, split, images, labels, reference is not None)
+    path = Path(cache_dir) / f"{backbone.mode}-{split}-{key}.pt"
     if path.is_file():
         try:
             blob = torch.load(path, map_location="cpu", weights_only=True)

@@ -50,6 +50,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", type=float, default=0.85,
                    help="FLOPs budget in (0, 1]: the largest mean FLOPs, as a fraction of full depth, that the "
                         "thresholds may use on the gating split (0.85 = save at least 15%%)")
+    p.add_argument("--grid", default="0.5:0.99:25",
+                   help="threshold grid LO:HI:N of the LCT sweep (N evenly spaced values in [LO, HI]; "
+                        "'always' and 'off' are added to it)")
     p.add_argument("--seeds", type=int, default=3, help="independent runs (heads, gate, gating resample)")
     p.add_argument("--candidates", default="all",
                    help="candidate exit layers before pruning, e.g. 4,6,8,10 (1-based); 'all' = 1..depth-1")
@@ -81,6 +84,17 @@ def parse_modes(text: str) -> list[str]:
     return list(dict.fromkeys(modes))
 
 
+def parse_grid(text: str) -> tuple[float, ...]:
+    try:
+        lo, hi, n = text.split(":")
+        lo, hi, n = float(lo), float(hi), int(n)
+    except ValueError:
+        raise QexitError(f"--grid {text!r} must be LO:HI:N, e.g. 0.5:0.99:25") from None
+    if not (0 < lo <= hi < 1 and n >= 1):
+        raise QexitError(f"--grid {text!r} needs 0 < LO <= HI < 1 and N >= 1")
+    return tuple(float(x) for x in np.round(np.linspace(lo, hi, n), 4))
+
+
 def parse_candidates(text: str) -> tuple[int, ...] | None:
     if text.strip().lower() == "all":
         return None
@@ -105,7 +119,7 @@ def _pct(ms: tuple[float, float], nseeds: int) -> str:
 def run(args) -> int:
     t_start = time.time()
     xcfg = ExitConfig(budget=args.budget, candidates=parse_candidates(args.candidates), seeds=args.seeds,
-                      head_epochs=args.head_epochs, prune_kappa=args.prune_kappa)
+                      head_epochs=args.head_epochs, prune_kappa=args.prune_kappa, grid=parse_grid(args.grid))
     modes = parse_modes(args.modes)
     for name, v in (("--train-images", args.train_images), ("--gate-images", args.gate_images),
                     ("--test-images", args.test_images), ("--threads", args.threads)):
@@ -235,7 +249,8 @@ def build_summary(cfg, modes, results, noise, top1_fp32, xcfg, args, n_test) -> 
             summary["exit_distribution"] = fr.mean(0).tolist()
             summary["rescue_effect"] = summary[f"rescue_effect_{m}"]
         dist["modes"][m] = {
-            "layers": list(range(1, cfg.depth + 1)), "fraction": fr.mean(0).tolist(), "fraction_std": fr.std(0).tolist(),
+            "layers": list(range(1, cfg.depth + 1)), "fraction": fr.mean(0).tolist(),
+            "fraction_std": fr.std(0).tolist(),
             "top1": summary[f"top1_lraee_{m}"], "flops_saving": summary[f"flops_saving_{m}"],
             "top1_full_depth": summary[f"top1_int8_full_{m}"],
             "seeds": [{"seed": r["seed"], **r["exit_distribution"],
@@ -390,7 +405,8 @@ def readme(cfg, modes, results, noise, top1_fp32, xcfg, args, s) -> str:
               "`exit_distribution.json`.", ""]
 
     lines += ["## FLOPs–accuracy Pareto frontier (seed 0)", "", "![Pareto](pareto.png)", "",
-              f"LRA-EE points re-run LCT on the gating split for budgets {', '.join(f'{b:g}' for b in xcfg.pareto_budgets)}; "
+              "LRA-EE points re-run LCT on the gating split for budgets "
+              f"{', '.join(f'{b:g}' for b in xcfg.pareto_budgets)}; "
               "the learned-gate and confidence-only curves use one threshold for every layer, swept over the grid; "
               "PABEE sweeps its patience. All points are test-split results.", ""]
 
@@ -444,7 +460,8 @@ def readme(cfg, modes, results, noise, top1_fp32, xcfg, args, s) -> str:
         r = results[m][0]
         rows = [[layer, "off" if not np.isfinite(t) else f"{t:g}", *[f"{w:.4g}" for w in r["gate"]["weight"][i]],
                  f"{r['gate']['bias'][i]:.4g}"] for i, (layer, t) in enumerate(r["thresholds"].items())]
-        lines += [f"**{MODE_NAMES[m]}**", "", markdown_table(["Layer", "τ", "w_conf", "w_margin", "w_sav", "b"], rows), ""]
+        lines += [f"**{MODE_NAMES[m]}**", "",
+                  markdown_table(["Layer", "τ", "w_conf", "w_margin", "w_sav", "b"], rows), ""]
 
     lines += ["## Definitions", "",
               "- SSA: mean of the patch tokens; SAV: mean squared deviation of the patch tokens from that mean.",
@@ -454,8 +471,9 @@ def readme(cfg, modes, results, noise, top1_fp32, xcfg, args, s) -> str:
               "- NSR_l = ‖H^q_l − H_l‖ / ‖H_l − H_{l−1}‖ over the gating split; INR_l = (SSA head top-1 on the gating "
               "split) / NSR_l (Eq. 5); Eq. 6 drops layer l if INR_l < sqrt(INR_{l−1}·INR_{l+1}) / κ and "
               f"NSR_l > sqrt(NSR_{{l−1}}·NSR_{{l+1}}) (a noise spike), κ = {xcfg.prune_kappa:g}.",
-              "- LCT: τ_l = τ_0 + β(1 − r_l) from the rescaled log-INR r_l, swept over a 25-point grid, then refined "
-              "one layer at a time; accuracy is maximised with mean FLOPs ≤ budget on the gating split.",
+              f"- LCT: τ_l = τ_0 + β(1 − r_l) from the rescaled log-INR r_l, swept over the grid {args.grid} "
+              "(LO:HI:N), then refined one layer at a time; accuracy is maximised with mean FLOPs ≤ budget on the "
+              "gating split.",
               "- FLOPs of an exit at layer l: patch embedding + blocks 1..l + every exit head (and gate) run so far; "
               "full depth: the whole backbone + its final head (+ the exit heads run). Saving = 1 − mean/full-depth.",
               ""]
