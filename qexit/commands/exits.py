@@ -465,8 +465,8 @@ def readme(cfg, modes, results, noise, top1_fp32, xcfg, args, s) -> str:
 
     lines += ["## Definitions", "",
               "- SSA: mean of the patch tokens; SAV: mean squared deviation of the patch tokens from that mean.",
-              "- Heads: LN → Linear(width→128) → ReLU → Linear(→384) → cosine with the class embeddings × learned "
-              "scale. Distilled = CE + (1 − cos) to the FP32 model's full-depth embedding.",
+              f"- Heads: LN → Linear({cfg.width}→{xcfg.head_hidden}) → ReLU → Linear(→{cfg.embed_dim}) → cosine with "
+              "the class embeddings × learned scale. Distilled = CE + (1 − cos) to the FP32 model's full-depth embedding.",
               "- Gate: σ(w·[confidence, top-2 margin, SAV] + b) per layer, BCE on the gating split.",
               "- NSR_l = ‖H^q_l − H_l‖ / ‖H_l − H_{l−1}‖ over the gating split; INR_l = (SSA head top-1 on the gating "
               "split) / NSR_l (Eq. 5); Eq. 6 drops layer l if INR_l < sqrt(INR_{l−1}·INR_{l+1}) / κ and "
