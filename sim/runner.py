@@ -125,13 +125,18 @@ def _build_verilator(source: Path, top: str, folder: Path, waves: bool) -> None:
                 raise QexitError(f"Verilator build of {top} failed; see {folder / 'build.log'}")
 
 
+def build_folder(verilog: str, top: str, simulator: str, waves: bool, root: Path = BUILD_ROOT) -> Path:
+    """Where a build lives: keyed by the Verilog text, the simulator, waves and the recipe."""
+    recipe = f"{simulator}\n{waves}\n{top}\n{VERILATOR_ARGS}\npublic-top\n"
+    key = hashlib.sha256((recipe + verilog).encode()).hexdigest()[:16]
+    return Path(root) / f"{simulator}-{top}-{key}"
+
+
 def build(verilog: str, top: str, simulator: str | None = None, waves: bool = False,
           root: Path = BUILD_ROOT) -> Build:
     """Compile ``verilog`` (top module ``top``) unless the same text was compiled before."""
     simulator = pick(simulator)
-    recipe = f"{simulator}\n{waves}\n{top}\n{VERILATOR_ARGS}\npublic-top\n"
-    key = hashlib.sha256((recipe + verilog).encode()).hexdigest()[:16]
-    folder = Path(root) / f"{simulator}-{top}-{key}"
+    folder = build_folder(verilog, top, simulator, waves, root)
     stamp = folder / "built.ok"
     if stamp.exists():
         return Build(simulator, top, folder, waves, 0.0)
@@ -171,7 +176,7 @@ def run(b: Build, module: str, testcase: str | None = None, settings: dict[str, 
         folder: Path | None = None, seed: int | None = None) -> Result:
     """Run the cocotb tests of ``module`` (e.g. ``sim.tb_gemm``) on a build."""
     from cocotb_tools.runner import get_results, get_runner
-    folder = Path(folder) if folder is not None else b.folder / "run"
+    folder = Path(folder).resolve() if folder is not None else b.folder / "run"
     folder.mkdir(parents=True, exist_ok=True)
     results = folder / "results.xml"
     results.unlink(missing_ok=True)

@@ -240,3 +240,10 @@ def free_running(cfg: gemm.GemmConfig, m: int, k: int, n: int) -> dict:
     out = json.loads(done.stdout.strip().splitlines()[-1])
     out["cycles_per_second"] = out["cycles"] / max(out["seconds"], 1e-9)
     return out
+
+
+def verify_reset(cfg: gemm.GemmConfig, shape: tuple[int, int, int], seed: int = 0, *,
+                 simulator: str | None = None, folder: Path | None = None) -> VerifyResult:
+    """Reset the engine halfway through a GEMM, then check a full GEMM run after it."""
+    return run_cases(cfg, [make_case(*shape, seed=seed)], test="reset_mid_gemm",
+                     simulator=simulator, folder=folder)

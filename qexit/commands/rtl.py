@@ -1,0 +1,76 @@
+"""Generate Verilog for the hardware blocks.
+
+`qexit rtl gemm --rows R --cols C` writes the INT8 GEMM engine (an R x C weight-stationary
+systolic array with its activation, weight, parameter, accumulator and output buffers, the
+tile controller and the requantize unit) as one Verilog file, reports/rtl-gemm/gemm_RxC.v
+(and a copy at --out), with summary.json (array, buffers, ports) and a README.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from hw import gemm, schedule
+from qexit.commands.common import positive
+from qexit.reports import markdown_table, report_dir, write_summary
+
+HELP = "generate Verilog: `rtl gemm` writes the systolic INT8 GEMM engine"
+
+
+def add_buffer_args(p) -> None:
+    p.add_argument("--max-m", type=positive, default=gemm.GemmConfig.max_m,
+                   help="largest M (tokens) the buffers hold")
+    p.add_argument("--max-k", type=positive, default=gemm.GemmConfig.max_k,
+                   help="largest K (inner dimension) the buffers hold")
+    p.add_argument("--max-n", type=positive, default=gemm.GemmConfig.max_n,
+                   help="largest N (output channels) the buffers hold")
+
+
+def add_arguments(p):
+    sub = p.add_subparsers(dest="block", metavar="<block>", required=True)
+    g = sub.add_parser("gemm", help="the systolic INT8 GEMM engine", description=__doc__)
+    g.add_argument("--rows", type=int, default=16, help="array rows R (K per tile)")
+    g.add_argument("--cols", type=int, default=16, help="array columns C (N per tile)")
+    add_buffer_args(g)
+    g.add_argument("--out", type=Path, default=None, help="also write the Verilog here")
+    g.set_defaults(_block=run_gemm)
+
+
+def run(args) -> int:
+    return args._block(args)
+
+
+def run_gemm(args) -> int:
+    cfg = gemm.GemmConfig(args.rows, args.cols, max_m=args.max_m, max_k=args.max_k, max_n=args.max_n)
+    text = gemm.to_verilog(cfg)
+    name = f"gemm_{cfg.rows}x{cfg.cols}.v"
+    buffers = {
+        "a": (cfg.a_words, 8 * cfg.rows), "w": (cfg.w_words, 8 * cfg.cols),
+        "p": (cfg.nt_max, gemm.PARAM_BITS * cfg.cols), "acc": (cfg.max_m, 32 * cfg.cols),
+        "out": (cfg.out_words, 8 * cfg.cols),
+    }
+    summary = {
+        "rows": cfg.rows, "cols": cfg.cols, "top": cfg.name, "verilog": name,
+        "max_m": cfg.max_m, "max_k": cfg.max_k, "max_n": cfg.max_n,
+        "macs_per_cycle": cfg.rows * cfg.cols,
+        "array_latency_cycles": schedule.array_latency(cfg.rows, cfg.cols),
+        "buffer_bits": sum(depth * width for depth, width in buffers.values()),
+        "buffers": {k: {"words": d, "bits_per_word": w} for k, (d, w) in buffers.items()},
+        "verilog_lines": text.count("\n"),
+    }
+    with report_dir("rtl-gemm") as folder:
+        (folder / name).write_text(text)
+        write_summary(folder, summary)
+        rows = [[k, d, w, d * w // 8192] for k, (d, w) in buffers.items()]
+        (folder / "README.md").write_text(
+            f"# RTL: INT8 GEMM engine {cfg.rows}x{cfg.cols}\n\n"
+            f"`{name}`, top module `{cfg.name}` ({summary['verilog_lines']} lines): "
+            f"{cfg.rows * cfg.cols} int8 MACs, buffers for up to "
+            f"{cfg.max_m}x{cfg.max_k}x{cfg.max_n} (MxKxN).\n\n"
+            + markdown_table(["buffer", "words", "bits/word", "KiB"], rows) + "\n\n"
+            "Dataflow, schedule and host protocol: see `hw/schedule.py` and `hw/gemm.py`.\n")
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+    print(f"wrote reports/rtl-gemm/{name}" + (f" and {args.out}" if args.out else "")
+          + f" ({summary['verilog_lines']} lines, top module {cfg.name})")
+    return 0

