@@ -133,6 +133,10 @@ class Requantizer(wiring.Component):
         return m
 
 
+# The row unit is the requantizer plus the output-buffer write; the cycle model relies on it.
+assert Requantizer.LATENCY + 1 == schedule.ROW_UNIT_LATENCY
+
+
 def _token_layout(cfg: GemmConfig) -> data.StructLayout:
     """What travels beside an activation row: where its results go and what to do with them."""
     return data.StructLayout({
@@ -223,15 +227,15 @@ class GemmEngine(wiring.Component):
         last_tile = Signal()
         m.d.comb += [last_k.eq(i == kt - 1), last_tile.eq(last_k & (j == nt - 1))]
 
-        with m.FSM():
+        with m.FSM() as fsm:
             with m.State("IDLE"):
-                m.d.comb += idle.eq(1)
                 with m.If(start):
                     kt_new = (self.k + R - 1) // R
                     nt_new = (self.n + C - 1) // C
-                    per_new = Mux(self.m > R, self.m, R)
+                    per_new = Mux(self.m > R, self.m, R)          # schedule.period
                     m.d.sync += [m_len.eq(self.m), kt.eq(kt_new), nt.eq(nt_new), per.eq(per_new),
-                                 load_off.eq(per_new - R), unload_total.eq(self.m * nt_new),
+                                 load_off.eq(per_new - R),            # schedule.load_offset
+                                 unload_total.eq(self.m * nt_new),
                                  fill_row.eq(0), w_ptr.eq(0)]
                     with m.If((self.m == 0) | (self.k == 0) | (self.n == 0)):
                         m.d.sync += self.done.eq(1)        # nothing to do
@@ -242,7 +246,7 @@ class GemmEngine(wiring.Component):
             with m.State("FILL"):                  # tile 0's weight rows into bank 0
                 m.d.comb += [w_issue.eq(1), w_issue_bank.eq(0), w_issue_row.eq(fill_row)]
                 m.d.sync += fill_row.eq(fill_row + 1)
-                with m.If(fill_row == R - 1):
+                with m.If(fill_row == schedule.fill_cycles(R) - 1):
                     m.d.sync += [p.eq(0), i.eq(0), j.eq(0), bank.eq(0), a_ptr.eq(0), out_ptr.eq(0)]
                     m.next = "STREAM"
 
@@ -260,7 +264,7 @@ class GemmEngine(wiring.Component):
                     m.d.sync += [a_ptr.eq(a_ptr + kt), out_ptr.eq(out_ptr + nt)]
                 with m.If(last_tile & (p == m_len - 1)):
                     m.next = "DRAIN"
-                with m.Elif(p == per - 1):           # next tile
+                with m.Elif(p == per - 1):           # next tile: k inner, n outer (schedule.tile_order)
                     m.d.sync += [p.eq(0), bank.eq(~bank)]
                     with m.If(last_k):
                         m.d.sync += [i.eq(0), j.eq(j + 1), a_ptr.eq(0), out_ptr.eq(j + 1)]
@@ -272,7 +276,9 @@ class GemmEngine(wiring.Component):
                     m.d.sync += self.done.eq(1)
                     m.next = "IDLE"
 
-        m.d.comb += self.busy.eq(~idle)
+        # Outside the FSM so that it is a continuous assignment: Icarus never evaluates an
+        # `always @*` block whose inputs do not change, and the state stays IDLE through reset.
+        m.d.comb += [idle.eq(fsm.ongoing("IDLE")), self.busy.eq(~idle)]
         with m.If(~idle):
             m.d.sync += self.cycles.eq(self.cycles + 1)
         with m.If(start):

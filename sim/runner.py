@@ -16,12 +16,13 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import shutil
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -183,9 +184,11 @@ def run(b: Build, module: str, testcase: str | None = None, settings: dict[str, 
     t0 = time.time()
     with _environment(b.simulator, settings or {}):
         runner = get_runner(b.simulator)
-        if b.simulator == "icarus":
-            runner.build(sources=[b.folder / f"{b.top}.v"], hdl_toplevel=b.top, build_dir=b.folder,
-                         waves=b.waves, timescale=("1ns", "1ps"), log_file=b.folder / "build.log")
+        if b.simulator == "icarus":                # sets the runner up; compiles nothing new
+            with redirect_stdout(io.StringIO()):
+                runner.build(sources=[b.folder / f"{b.top}.v"], hdl_toplevel=b.top,
+                             build_dir=b.folder, waves=b.waves, timescale=("1ns", "1ps"),
+                             log_file=b.folder / "build.log")
         try:
             runner.test(test_module=module, hdl_toplevel=b.top, hdl_toplevel_lang="verilog",
                         build_dir=b.folder, test_dir=folder,

@@ -206,6 +206,12 @@ def test_reset_mid_gemm_runner():
     assert res.passed, _report(res)
 
 
+@pytest.mark.skipif("icarus" not in runner.available(), reason="Icarus is not installed")
+def test_icarus_fallback_runner():
+    res = verify.verify_gemm(4, 4, [(9, 20, 11)], seed=6, simulator="icarus")
+    assert res.passed and res.simulator == "icarus", _report(res)
+
+
 @needs_simulator
 def test_smoke_8x8_runner():
     res = verify.verify_gemm(8, 8, [(50, 96, 40)], seed=4)
