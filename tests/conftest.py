@@ -29,10 +29,10 @@ def fmnist_gate():
 
 @pytest.fixture(scope="session")
 def tiny_trained(tmp_path_factory, fmnist_train):
-    """(model, checkpoint path): TINY trained for 2 epochs on 2,000 images (a few seconds)."""
+    """(model, checkpoint path): TINY trained for 3 epochs on 2,000 images (a few seconds)."""
     torch.manual_seed(0)
     out = tmp_path_factory.mktemp("tiny") / "tiny.pt"
-    model, _ = train(TINY, TrainConfig(epochs=2, batch_size=64, lr=3e-3), fmnist_train, out, progress=False)
+    model, _ = train(TINY, TrainConfig(epochs=3, batch_size=64, lr=3e-3, warmup_epochs=0.3), fmnist_train, out, progress=False)
     model.eval()
     return model, out
 

