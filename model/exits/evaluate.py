@@ -240,7 +240,7 @@ def run_seed(cfg: ViTConfig, class_embeddings: torch.Tensor, train: Features, ga
                        + exit_head_flops(cfg, xcfg.head_hidden)) / full
     top1_full = float(fc_test.mean())
     ablation = {
-        "i": {"config": "INT8 baseline", "head": "[CLS]", "supervision": "-", "routing": "full depth",
+        "i": {"config": "Baseline (full depth)", "head": "[CLS]", "supervision": "-", "routing": "full depth",
               "flops_saving": 0.0, "top1": top1_full},
         "ii": {"config": "SSA-Last (hard)", "head": "SSA", "supervision": "hard label", "routing": "full depth",
                "flops_saving": last_saving, "top1": float(correct["ssa_hard", "test"][:, -1].mean())},

@@ -433,7 +433,7 @@ def readme(cfg, modes, results, noise, top1_fp32, xcfg, args, s) -> str:
     lines += ["## Baselines (same budget, chosen on the gating split)", ""]
     rows = []
     for m in modes:
-        rows.append([m, "INT8 full depth", "0.00", pm("top1_int8_full", m), "-"])
+        rows.append([m, "full depth (own head)", "0.00", pm("top1_int8_full", m), "-"])
         for b, label in (("cls_ee", "CLS-EE ([CLS] heads, confidence)"), ("confidence_only", "confidence only (SSA)"),
                          ("pabee", "PABEE (patience)")):
             settings = ", ".join(sorted({r["baselines"][b]["setting"] for r in results[m]}))
