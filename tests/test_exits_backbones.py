@@ -21,14 +21,14 @@ def one_thread():
 def tiny():
     torch.manual_seed(0)
     model = CLIPViT(ViTConfig(width=16, depth=3, heads=2, embed_dim=24)).eval()
-    images = torch.randint(0, 256, (20, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    images = torch.randint(0, 256, (40, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
     return model, images
 
 
 def test_fp32_backbone_is_the_model(tiny):
     model, images = tiny
     out = fp32_backbone(model).forward(images)
-    assert len(out.hidden_states) == 3 and out.hidden_states[0].shape == (20, 50, 16)
+    assert len(out.hidden_states) == 3 and out.hidden_states[0].shape == (40, 50, 16)
     with torch.no_grad():
         assert torch.allclose(out.logits, model(images), atol=1e-5)
 
@@ -61,3 +61,24 @@ def test_int8_without_golden_is_a_clear_error(tiny, monkeypatch):
     with pytest.raises(QexitError) as err:
         backbones.int8_backbone(tiny[0])
     assert "\n" not in str(err.value) and "--modes dynamic" in str(err.value)
+
+
+@pytest.mark.skipif(not backbones.int8_available(), reason="the integer golden model is not built")
+def test_int8_backbone_follows_fp32(tiny):
+    model, images = tiny
+    bb = backbones.int8_backbone(model, calib_images=images)
+    assert bb.key.startswith("int8-") and bb.key != fp32_backbone(model).key
+    out = bb.forward(images[:8])
+    with torch.no_grad():
+        ref = model.hidden_states(images[:8])
+    assert len(out.hidden_states) == len(ref) and out.logits.shape == (8, model.cfg.num_classes)
+    cos = torch.cosine_similarity(out.hidden_states[0].flatten(1), ref[0].flatten(1), dim=-1)
+    assert cos.min() > 0.9
+
+
+def test_int8_missing_intmodel_file(tiny, tmp_path):
+    if not backbones.int8_available():
+        pytest.skip("the integer golden model is not built")
+    with pytest.raises(QexitError) as err:
+        backbones.int8_backbone(tiny[0], tmp_path / "nope.qint")
+    assert "does not exist" in str(err.value)

@@ -125,18 +125,24 @@ def int8_backbone(model: CLIPViT, intmodel_path: Path | str | None = None,
     from model import golden, intops, quantize
 
     code = code_digest(golden, intops, quantize)
+    if intmodel_path is not None and not Path(intmodel_path).is_file():
+        raise QexitError(f"--intmodel {intmodel_path} does not exist; write one with `qexit quantize` or leave "
+                         "--intmodel out to quantize the checkpoint")
     if intmodel_path is not None:
-        intmodel = quantize.load_intmodel(intmodel_path)
         key = f"int8-{file_digest(intmodel_path)}-{code}"
-    else:
-        if calib_images is None:
-            raise QexitError("the int8 mode needs --intmodel or calibration images")
-        intmodel = quantize.quantize(model, calib_images)
+    elif calib_images is not None:
         h = hashlib.sha256(calib_images.contiguous().numpy().tobytes()).hexdigest()[:8]
         key = f"int8-{model_digest(model)}-calib{len(calib_images)}-{h}-{code}"
-    g = golden.Golden(intmodel)
+    else:
+        raise QexitError("the int8 mode needs --intmodel or calibration images")
+    runner: list = []  # quantized on first use, so a run with cached features skips it
 
     def forward(images: torch.Tensor) -> BackboneOutput:
+        if not runner:
+            im = quantize.load_intmodel(intmodel_path) if intmodel_path is not None else \
+                quantize.quantize(model, calib_images)
+            runner.append(golden.Golden(im))
+        g = runner[0]
         out = g.forward(images)
         return BackboneOutput(g.dequantize_blocks(out), out.embedding.float(), out.logits.float())
     return Backbone("int8", forward, key)
