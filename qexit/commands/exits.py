@@ -305,7 +305,7 @@ def _draw_pareto(ax, cfg, m, runs, noise, top1_fp32):
         pts = np.asarray(r["pareto"][key])
         pts = pts[np.argsort(pts[:, 0])]
         ax.plot(100 * pts[:, 0], 100 * pts[:, 1], style, ms=4, label=label)
-    ax.plot([0], [100 * r["top1_full"]], "k*", ms=12, label="INT8 full depth")
+    ax.plot([0], [100 * r["top1_full"]], "k*", ms=12, label="full depth (this mode)")
     ax.axhline(100 * top1_fp32, color="grey", lw=0.8, ls="--", label="FP32 full depth")
     ax.set_xlabel("FLOPs saving (%)")
     ax.set_ylabel("test top-1 (%)")
@@ -317,7 +317,7 @@ def _draw_cls_ssa(ax, cfg, m, runs, noise, top1_fp32):
     for key, label in (("ssa_dist", "SSA (distilled)"), ("ssa_hard", "SSA (hard)"), ("cls_dist", "[CLS] (distilled)")):
         v = 100 * np.asarray([r["per_layer_top1"][key] for r in runs])
         ax.errorbar(layers, v.mean(0), yerr=v.std(0), marker="o", ms=3, capsize=2, label=label)
-    ax.axhline(100 * runs[0]["top1_full"], color="k", lw=0.8, label="INT8 full depth")
+    ax.axhline(100 * runs[0]["top1_full"], color="k", lw=0.8, label="full depth (this mode)")
     ax.set_xlabel("layer")
     ax.set_ylabel("exit-head test top-1 (%)")
     ax.set_xticks(layers)
