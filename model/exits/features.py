@@ -11,10 +11,8 @@ layer ``l`` (1-based, after block ``l``) we keep only what the heads and the gat
   extraction; this is the plain variance over the spatial positions, averaged over channels);
 
 plus the backbone's own full-depth embedding and logits. When a reference FP32 model is given, the
-noise-to-signal ratio per layer (Eq. 1) is accumulated over the split too:
-``NSR_l = ‖H^q_l − H_l‖ / ‖H_l − H_{l−1}‖`` (Frobenius norms over all images, tokens and
-channels; ``H_0`` is the FP32 embedding output), with ``mse_l = ‖H^q_l − H_l‖² / numel``,
-the same keys as ``model.qirc``'s per-layer dict.
+noise-to-signal ratio and MSE per layer (Eq. 1) are accumulated over the split too, by
+``model.qirc.NoiseAccumulator`` (the one implementation of the QIRC metrics).
 """
 from __future__ import annotations
 
@@ -26,9 +24,10 @@ import torch
 from tqdm import tqdm
 
 from model.exits.backbones import Backbone
+from model.qirc import NoiseAccumulator, reference_states
 from model.vit import CLIPViT
 
-FEATURE_VERSION = 2
+FEATURE_VERSION = 3
 CACHE_DIR = Path(".cache/qexit/exits")
 
 
@@ -77,8 +76,7 @@ def extract_features(backbone: Backbone, images: torch.Tensor, labels: torch.Ten
                      progress: bool = False, desc: str = "features") -> Features:
     """Run the backbone over ``images`` in batches and keep the per-layer features."""
     parts: dict[str, list[torch.Tensor]] = {"ssa": [], "cls": [], "sav": [], "emb": [], "logits": []}
-    noise = signal = None
-    count = 0
+    noise = NoiseAccumulator(len(reference.blocks)) if reference is not None else None
     for i in tqdm(range(0, len(images), batch_size), desc=desc, disable=not progress, leave=False):
         x = images[i:i + batch_size]
         hs, emb, logits = backbone.forward(x)
@@ -88,22 +86,14 @@ def extract_features(backbone: Backbone, images: torch.Tensor, labels: torch.Ten
         parts["sav"].append(sav)
         parts["emb"].append(emb.float())
         parts["logits"].append(logits.float())
-        if reference is not None:
-            ref = reference.hidden_states(x)
-            prev = reference.embed(x)
-            if noise is None:
-                noise = torch.zeros(len(hs), dtype=torch.float64)
-                signal = torch.zeros(len(hs), dtype=torch.float64)
-            for layer, (hq, hf) in enumerate(zip(hs, ref)):
-                noise[layer] += ((hq.double() - hf.double()) ** 2).sum()
-                signal[layer] += ((hf.double() - prev.double()) ** 2).sum()
-                prev = hf
-            count += hs[0].numel()
+        if noise is not None:
+            noise.update(reference_states(reference, x), hs)
     feats = Features(torch.cat(parts["ssa"]), torch.cat(parts["cls"]), torch.cat(parts["sav"]),
                      torch.cat(parts["emb"]), torch.cat(parts["logits"]), labels.clone())
     if noise is not None:
-        feats.nsr = (noise / signal.clamp_min(1e-30)).sqrt().float()
-        feats.mse = (noise / count).float()
+        q = noise.result()
+        feats.nsr = torch.tensor(q["nsr"], dtype=torch.float32)
+        feats.mse = torch.tensor(q["mse"], dtype=torch.float32)
     return feats
 
 
