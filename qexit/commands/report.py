@@ -1,7 +1,8 @@
 """Run the whole flow on the embedded default and gather reports/index.md.
 
 Steps: eval (FP32 top-1 of the shipped weights) → quantize (IntModel, both INT8 modes, QIRC)
-→ exits (LRA-EE) → verify gemm (RTL bit-exact on a small array). Each step writes
+→ exits (LRA-EE on that IntModel) → verify gemm (the model's GEMM shapes on an 8x8 array,
+RTL bit-exact and cycle-exact). Each step writes
 reports/<step>/; a step that fails stops the flow with its one-line error.
 """
 from __future__ import annotations
@@ -10,6 +11,7 @@ import json
 from pathlib import Path
 
 from model.checkpoint import SHIPPED_WEIGHTS
+from qexit.commands.common import INTMODEL_DEFAULT
 from qexit.reports import REPORTS_DIR
 
 HELP = "run the whole flow on the embedded default and write reports/index.md"
@@ -20,8 +22,15 @@ def add_arguments(p):
 
 
 def steps(fast: bool) -> list[list[str]]:
+    """The flow as the `qexit` command lines a user would type."""
     n = ["--test-images", "1000"] if fast else []
-    out = [["eval"] + (["--images", "1000"] if fast else []), ["quantize"] + n]
+    out = [
+        ["eval"] + (["--images", "1000"] if fast else []),
+        ["quantize"] + n,
+        ["exits", "--intmodel", str(INTMODEL_DEFAULT)] + n,
+        # the shipped model's own GEMM shapes (QKV, proj, fc1, fc2 at 50 tokens) on an 8x8 array
+        ["verify", "gemm", "--rows", "8", "--cols", "8", "--shapes", "50x64x192,50x64x64,50x64x256,50x256x64"],
+    ]
     if not SHIPPED_WEIGHTS.exists():  # train-or-load: the shipped weights are normally there
         out.insert(0, ["train", "--out", str(SHIPPED_WEIGHTS)])
     return out
