@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from model.errors import QexitError
+from model.errors import QexitError, load_artifact
 from model.text import load_class_embeddings
 from model.vit import CLIPViT, ViTConfig
 
@@ -29,21 +29,9 @@ def save_checkpoint(path: Path | str, model: CLIPViT, train_config: dict | None 
 
 def read_checkpoint(path: Path | str) -> dict:
     """The raw checkpoint dict, checked for format and version."""
-    path = Path(path)
-    if not path.is_file():
-        raise QexitError(f"checkpoint {path} does not exist; train one with `qexit train --out {path}` "
-                         f"or use the shipped {SHIPPED_WEIGHTS.name}")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # torch raises many types for a corrupt file
-        raise QexitError(f"checkpoint {path} is corrupt or not a torch file ({type(err).__name__}); "
-                         "retrain it with `qexit train`") from None
-    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        raise QexitError(f"{path} is not a qexit ViT checkpoint; pass a file written by `qexit train`")
-    if blob.get("version") != VERSION:
-        raise QexitError(f"checkpoint {path} has version {blob.get('version')}, this qexit reads "
-                         f"version {VERSION}; retrain it with `qexit train`")
-    return blob
+    return load_artifact(path, "checkpoint", FORMAT, VERSION,
+                         f"train one with `qexit train --out {path}` or use the shipped {SHIPPED_WEIGHTS.name}",
+                         weights_only=False)
 
 
 def load_checkpoint(path: Path | str = SHIPPED_WEIGHTS, config: ViTConfig | None = None) -> tuple[CLIPViT, dict]:

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from model import intops
-from model.errors import QexitError
+from model.errors import QexitError, load_artifact
 from model.vit import PIXEL_MEAN, PIXEL_STD, CLIPViT, ViTConfig, patchify
 
 FORMAT = "qexit-intmodel"
@@ -273,19 +273,7 @@ def validate(im: IntModel) -> None:
 
 def load_intmodel(path: Path | str, config: ViTConfig | None = None) -> IntModel:
     """Load and validate an IntModel file; ``config``, when given, must match."""
-    path = Path(path)
-    if not path.is_file():
-        raise QexitError(f"IntModel {path} does not exist; make it with `qexit quantize`")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated/corrupt files raise many types inside torch
-        raise QexitError(f"IntModel {path} is truncated or corrupt ({type(err).__name__}); "
-                         "re-run `qexit quantize`") from None
-    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        raise QexitError(f"{path} is not a qexit IntModel; make one with `qexit quantize`")
-    if blob.get("version") != VERSION:
-        raise QexitError(f"IntModel {path} has version {blob.get('version')}, this qexit reads version "
-                         f"{VERSION}; re-run `qexit quantize`")
+    blob = load_artifact(path, "IntModel", FORMAT, VERSION, "make it with `qexit quantize`")
     cfg = ViTConfig.from_dict(blob["config"])
     if config is not None and cfg != config:
         raise QexitError(f"IntModel {path} was made for another model config; re-run `qexit quantize` "

@@ -12,6 +12,15 @@ from model.vit import ViTConfig
 TINY = ViTConfig(width=16, depth=2, heads=2, mlp_ratio=2)
 
 
+@pytest.fixture
+def one_thread():
+    """Run a test on one torch thread (small ops are much faster so on a busy 2-core machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def fmnist_train():
     return load_fashion_mnist("train").subset(2000)

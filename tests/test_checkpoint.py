@@ -16,14 +16,14 @@ def test_missing_checkpoint(tmp_path):
 def test_corrupt_checkpoint(tmp_path):
     p = tmp_path / "bad.pt"
     p.write_bytes(b"\x00garbage")
-    with pytest.raises(QexitError, match="corrupt"):
+    with pytest.raises(QexitError, match="truncated or corrupt"):
         load_checkpoint(p)
 
 
 def test_checkpoint_of_other_kind(tmp_path):
     p = tmp_path / "other.pt"
     torch.save({"weights": 1}, p)
-    with pytest.raises(QexitError, match="not a qexit ViT checkpoint"):
+    with pytest.raises(QexitError, match="is not a qexit checkpoint"):
         load_checkpoint(p)
 
 

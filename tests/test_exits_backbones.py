@@ -9,12 +9,7 @@ from model.exits.backbones import dynamic_backbone, fp32_backbone, model_digest
 from model.vit import CLIPViT, ViTConfig
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -6,12 +6,7 @@ import torch.nn.functional as F
 from model.exits.heads import ExitHeads, head_logits, train_heads
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def toy(n=600, width=8, classes=4, embed=6, seed=0):

@@ -276,8 +276,9 @@ SWEEP = {4: [], 8: [], 16: [(50, 768, 768), (50, 768, 3072)]}
 def test_sweep_runner(size):
     """>= 20 random shapes (>= 10,000 outputs) per array size, 50x17x13 among them, the corner
     operands, and at 16x16 the ViT-B/32 shapes; every output and every cycle count exact."""
-    shapes = [(50, 17, 13)] + verify.random_shapes(21, seed=size) + SWEEP[size]
-    res = verify.verify_gemm(size, size, shapes, seed=100 * size, corners=True, backpressure=True)
+    seed = 100 * size       # = qexit verify gemm --rows S --cols S --random-shapes 21 --seed 100S
+    shapes = [(50, 17, 13)] + SWEEP[size] + verify.random_shapes(21, seed)
+    res = verify.verify_gemm(size, size, shapes, seed=seed, corners=True, backpressure=True)
     assert res.passed, _report(res)
     assert len([c for c in res.cases if c["name"].startswith("random")]) >= 20
     assert res.total >= 10_000 and res.mismatches == 0 and res.cycle_errors == 0
