@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -235,7 +236,7 @@ def free_running(cfg: gemm.GemmConfig, m: int, k: int, n: int) -> dict:
     on the data)."""
     cfg.check_shape(m, k, n)
     exe = runner.build_free_running(gemm.to_verilog(cfg), cfg.name, FREE_RUNNING_MAIN)
-    done = runner.subprocess.run([str(exe), str(m), str(k), str(n)], capture_output=True,
+    done = subprocess.run([str(exe), str(m), str(k), str(n)], capture_output=True,
                                  text=True, check=True)
     out = json.loads(done.stdout.strip().splitlines()[-1])
     out["cycles_per_second"] = out["cycles"] / max(out["seconds"], 1e-9)

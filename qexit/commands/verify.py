@@ -28,7 +28,10 @@ def add_arguments(p):
     g.add_argument("--cols", type=int, default=4, help="array columns C")
     g.add_argument("--shapes", default="50x17x13,16x40x9",
                    help="comma-separated MxKxN shapes, e.g. 50x768x768,50x17x13")
-    g.add_argument("--seed", type=int, default=0, help="seed of the random operands (shape i uses seed+i)")
+    g.add_argument("--random-shapes", type=int, default=0, metavar="N",
+                   help="also N random shapes up to 64x96x48 (mostly not multiples of R or C)")
+    g.add_argument("--seed", type=int, default=0,
+                   help="seed of the random shapes and operands (shape i uses seed+i)")
     g.add_argument("--simulator", choices=runner.SIMULATORS, default=None,
                    help="default: Verilator if installed, else Icarus")
     g.add_argument("--waves", action="store_true", help="record a VCD of the run")
@@ -48,7 +51,7 @@ def _utilization(case: dict, rows: int, cols: int) -> float:
 
 
 def run_gemm(args) -> int:
-    shapes = verify.parse_shapes(args.shapes)
+    shapes = verify.parse_shapes(args.shapes) + verify.random_shapes(args.random_shapes, args.seed)
     cfg = gemm.GemmConfig(args.rows, args.cols, max_m=args.max_m, max_k=args.max_k, max_n=args.max_n)
     for shape in shapes:
         cfg.check_shape(*shape)
