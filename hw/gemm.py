@@ -151,6 +151,16 @@ def _token_layout(cfg: GemmConfig) -> data.StructLayout:
 
 
 class GemmEngine(wiring.Component):
+    """Buffers -> controller -> systolic array -> row unit -> output buffer (see the module
+    docstring for the host protocol and ``hw.schedule`` for the timeline).
+
+    The controller walks the schedule: FILL loads tile 0's weights, STREAM issues one
+    activation row per cycle (with a token saying where its sums go) and the next tile's
+    weight rows in the last R cycles of each period, DRAIN waits for the last row's outputs.
+    The row unit adds each row of C column sums to the accumulator buffer (first k tile:
+    to zero) or, on the last k tile, requantizes it and writes the output buffer.
+    """
+
     def __init__(self, cfg: GemmConfig):
         self.cfg = cfg
         rows, cols = cfg.rows, cfg.cols
