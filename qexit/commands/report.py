@@ -49,6 +49,14 @@ def run(args) -> int:
     return 0
 
 
+HEADLINES = {  # the headline keys of each step (DESIGN.md); other steps show their first keys
+    "eval": ["top1", "images", "params"],
+    "quantize": ["top1_fp32", "top1_int8", "top1_dynamic_int8", "saturated_values"],
+    "exits": ["top1_int8_full", "top1_lraee", "flops_saving", "rescue", "loss"],
+    "verify-gemm": ["matched", "total", "mismatches", "cycles_measured", "cycles_predicted", "utilization"],
+}
+
+
 def write_index(root: Path = REPORTS_DIR) -> None:
     lines = ["# qexit reports", ""]
     for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
@@ -57,6 +65,7 @@ def write_index(root: Path = REPORTS_DIR) -> None:
             continue
         s = json.loads(f.read_text())
         flat = {k: v for k, v in s.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
-        head = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in list(flat.items())[:8])
+        keys = [k for k in HEADLINES.get(d.name, []) if k in flat] or list(flat)[:8]
+        head = ", ".join(f"{k}={flat[k]:.4g}" if isinstance(flat[k], float) else f"{k}={flat[k]}" for k in keys)
         lines.append(f"- [{d.name}]({d.name}/README.md): {head}")
     (root / "index.md").write_text("\n".join(lines) + "\n")
