@@ -51,14 +51,6 @@ def test_digest_follows_the_weights(tiny):
     assert model_digest(other) != a
 
 
-def test_int8_without_golden_is_a_clear_error(tiny, monkeypatch):
-    monkeypatch.setattr(backbones, "int8_available", lambda: False)
-    with pytest.raises(QexitError) as err:
-        backbones.int8_backbone(tiny[0])
-    assert "\n" not in str(err.value) and "--modes dynamic" in str(err.value)
-
-
-@pytest.mark.skipif(not backbones.int8_available(), reason="the integer golden model is not built")
 def test_int8_backbone_follows_fp32(tiny):
     model, images = tiny
     bb = backbones.int8_backbone(model, calib_images=images)
@@ -72,8 +64,13 @@ def test_int8_backbone_follows_fp32(tiny):
 
 
 def test_int8_missing_intmodel_file(tiny, tmp_path):
-    if not backbones.int8_available():
-        pytest.skip("the integer golden model is not built")
     with pytest.raises(QexitError) as err:
         backbones.int8_backbone(tiny[0], tmp_path / "nope.qint")
     assert "does not exist" in str(err.value)
+
+
+def test_int8_corrupt_intmodel_fails_at_once(tiny, tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(QexitError, match="truncated or corrupt"):
+        backbones.int8_backbone(tiny[0], bad)

@@ -102,26 +102,14 @@ def dynamic_backbone(model: CLIPViT) -> Backbone:
     return clip_backbone("dynamic", dynamic_int8(model), f"dynamic-{model_digest(model)}-{code_digest(vit)}")
 
 
-def int8_available() -> bool:
-    """Whether the integer golden model exposes what the "int8" mode needs."""
-    try:
-        from model import golden, quantize
-    except Exception:  # not built yet, or broken mid-edit: the other modes still work
-        return False
-    return hasattr(golden, "Golden") and hasattr(quantize, "load_intmodel") and hasattr(quantize, "quantize")
-
-
 def int8_backbone(model: CLIPViT, intmodel_path: Path | str | None = None,
                   calib_images: torch.Tensor | None = None) -> Backbone:
     """The integer-only golden model as a backbone: dequantized block outputs, and its own
     integer head (int8 embedding, int32 logits) for the full-depth prediction.
 
-    ---- WIRING POINT (lead): uses ``model.golden.Golden(im).forward`` / ``.dequantize_blocks`` and
-    ``model.quantize.load_intmodel(path)`` / ``model.quantize.quantize(model, calib_images)``. ----
+    An ``intmodel_path`` is loaded and validated at once (a bad file fails before any work);
+    without one, the checkpoint is quantized on first use, so a run with cached features skips it.
     """
-    if not int8_available():
-        raise QexitError("the int8 mode needs the integer golden model (model.golden.Golden, "
-                         "model.quantize.load_intmodel/quantize), which is not built yet; run with --modes dynamic")
     from model import golden, intops, quantize
 
     code = code_digest(golden, intops, quantize)
@@ -135,13 +123,13 @@ def int8_backbone(model: CLIPViT, intmodel_path: Path | str | None = None,
         key = f"int8-{model_digest(model)}-calib{len(calib_images)}-{h}-{code}"
     else:
         raise QexitError("the int8 mode needs --intmodel or calibration images")
-    runner: list = []  # quantized on first use, so a run with cached features skips it
+    runner: list = []
+    if intmodel_path is not None:
+        runner.append(golden.Golden(quantize.load_intmodel(intmodel_path, model.cfg)))
 
     def forward(images: torch.Tensor) -> BackboneOutput:
         if not runner:
-            im = quantize.load_intmodel(intmodel_path) if intmodel_path is not None else \
-                quantize.quantize(model, calib_images)
-            runner.append(golden.Golden(im))
+            runner.append(golden.Golden(quantize.quantize(model, calib_images)))
         g = runner[0]
         out = g.forward(images)
         return BackboneOutput(g.dequantize_blocks(out), out.embedding.float(), out.logits.float())

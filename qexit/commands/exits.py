@@ -23,7 +23,7 @@ import torch
 from model.checkpoint import SHIPPED_WEIGHTS, load_checkpoint
 from model.data import GATE_SIZE, SPLITS, load_fashion_mnist, split_indices
 from model.errors import QexitError
-from model.exits.backbones import MODES, dynamic_backbone, fp32_backbone, int8_available, int8_backbone
+from model.exits.backbones import MODES, dynamic_backbone, fp32_backbone, int8_backbone
 from model.exits.evaluate import ExitConfig, check_disjoint, mean_std, run_mode
 from model.exits.features import CACHE_DIR, cached_features
 from model.flops import block_flops, exit_head_flops, full_depth_flops, patch_embed_flops
@@ -33,10 +33,6 @@ HELP = "LRA-EE early exits: heads, gate, LCT thresholds, layer pruning, Rescue-E
 MODE_NAMES = {"fp32": "FP32", "dynamic": "dynamic INT8 (quantize_dynamic)", "int8": "integer-only INT8 (golden)"}
 
 
-def default_modes() -> str:
-    return "int8,dynamic,fp32" if int8_available() else "dynamic,fp32"
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", type=Path, default=SHIPPED_WEIGHTS,
                    help="FP32 checkpoint: the backbone to quantize and the distillation teacher")
@@ -44,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="IntModel file for the int8 mode; when none is given, the checkpoint is quantized, "
                         "calibrated on --calib-images training images")
     p.add_argument("--calib-images", type=int, default=512, help="calibration images when quantizing for int8")
-    p.add_argument("--modes", default=default_modes(),
+    p.add_argument("--modes", default="int8,dynamic,fp32",
                    help=f"comma-separated backbone modes from {', '.join(MODES)}; the first is the headline, fp32 "
                         f"is the no-quantization control (int8 needs the integer golden model)")
     p.add_argument("--budget", type=float, default=0.85,
