@@ -151,7 +151,7 @@ def run_batched(im: IntModel, images: torch.Tensor, batch_size: int = 250, progr
     g = Golden(im, float_kernels)
     c = intops.OverflowCounter()
     blocks, embs, logits = [], [], []
-    for i in tqdm(range(0, len(images), batch_size), desc="golden int8", disable=not progress, leave=False):
+    for i in tqdm(range(0, len(images), batch_size), desc="golden int8", disable=None if progress else True, leave=False):
         out = g.forward(images[i:i + batch_size], c)
         embs.append(out.embedding)
         logits.append(out.logits)

@@ -62,7 +62,7 @@ def evaluate(model: CLIPViT, data: Dataset, batch_size: int = 500, progress: boo
     """Top-1 accuracy (fraction) of the FP32 model."""
     model.eval()
     correct = 0
-    for i in tqdm(range(0, len(data), batch_size), desc="eval", disable=not progress, leave=False):
+    for i in tqdm(range(0, len(data), batch_size), desc="eval", disable=None if progress else True, leave=False):
         logits = model(data.images[i:i + batch_size])
         correct += (logits.argmax(-1) == data.labels[i:i + batch_size]).sum().item()
     return correct / len(data)
@@ -100,7 +100,7 @@ def train(cfg: ViTConfig, tcfg: TrainConfig, train_data: Dataset, out: Path | st
         gen.manual_seed(tcfg.seed * 1000 + epoch)
         perm = torch.randperm(len(train_data), generator=gen)
         model.train()
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{tcfg.epochs}", disable=not progress)
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{tcfg.epochs}", disable=None if progress else True)
         loss_sum = correct = 0.0
         for s in bar:
             step = epoch * steps_per_epoch + s

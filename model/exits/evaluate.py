@@ -290,4 +290,4 @@ def run_mode(cfg: ViTConfig, class_embeddings: torch.Tensor, train: Features, ga
              desc: str = "seeds", fp32_correct: np.ndarray | None = None) -> list[dict]:
     """``run_seed`` for seeds 0..xcfg.seeds−1."""
     return [run_seed(cfg, class_embeddings, train, gate, test, distill_target, noise, xcfg, s, progress, fp32_correct)
-            for s in tqdm(range(xcfg.seeds), desc=desc, disable=not progress)]
+            for s in tqdm(range(xcfg.seeds), desc=desc, disable=None if progress else True)]

@@ -77,7 +77,7 @@ def extract_features(backbone: Backbone, images: torch.Tensor, labels: torch.Ten
     """Run the backbone over ``images`` in batches and keep the per-layer features."""
     parts: dict[str, list[torch.Tensor]] = {"ssa": [], "cls": [], "sav": [], "emb": [], "logits": []}
     noise = NoiseAccumulator(len(reference.blocks)) if reference is not None else None
-    for i in tqdm(range(0, len(images), batch_size), desc=desc, disable=not progress, leave=False):
+    for i in tqdm(range(0, len(images), batch_size), desc=desc, disable=None if progress else True, leave=False):
         x = images[i:i + batch_size]
         hs, emb, logits = backbone.forward(x)
         ssa, cls, sav = layer_features(hs)

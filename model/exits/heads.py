@@ -72,7 +72,7 @@ def train_heads(z: torch.Tensor, labels: torch.Tensor, class_embeddings: torch.T
     opt = torch.optim.Adam(heads.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
     steps = math.ceil(n / batch_size)
-    for _ in tqdm(range(epochs), desc=desc, disable=not progress, leave=False):
+    for _ in tqdm(range(epochs), desc=desc, disable=None if progress else True, leave=False):
         perm = torch.randperm(n, generator=gen)
         for s in range(steps):
             idx = perm[s * batch_size:(s + 1) * batch_size]
