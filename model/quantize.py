@@ -138,7 +138,7 @@ def _weight(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return intops.quantize_real(w.detach().double(), s[:, None]), s
 
 
-def _linear(params: dict, name: str, lin: nn.Linear | None, w: torch.Tensor, b: torch.Tensor | None,
+def _linear(params: dict, name: str, w: torch.Tensor, b: torch.Tensor | None,
             s_in: float, s_out: torch.Tensor | float) -> None:
     """int8 weights, int32 bias and requantization (M, shift) of a Linear: s_in → s_out (per channel ok)."""
     wq, sw = _weight(w)
@@ -185,24 +185,24 @@ def quantize(model: CLIPViT, calib_images: torch.Tensor, percentile: float = 99.
         _layernorm(params, f"{p}.ln1", blk.ln1, sx, s[f"{p}.ln1"])
         s_qkv = torch.tensor([s[f"{p}.q"]] * cfg.width + [s[f"{p}.k"]] * cfg.width + [s[f"{p}.v"]] * cfg.width,
                              dtype=torch.float64)
-        _linear(params, f"{p}.qkv", blk.attn.qkv, blk.attn.qkv.weight, blk.attn.qkv.bias, s[f"{p}.ln1"], s_qkv)
+        _linear(params, f"{p}.qkv", blk.attn.qkv.weight, blk.attn.qkv.bias, s[f"{p}.ln1"], s_qkv)
         _put(params, f"{p}.softmax", intops.softmax_params(s[f"{p}.q"] * s[f"{p}.k"] / math.sqrt(cfg.head_dim)))
         m, sh = intops.quantize_multiplier(s[f"{p}.v"] * 2.0 ** -intops.PROB_BITS / s[f"{p}.ctx"])
         params[f"{p}.ctx.m"], params[f"{p}.ctx.shift"] = m[0], sh[0]
-        _linear(params, f"{p}.proj", blk.attn.proj, blk.attn.proj.weight, blk.attn.proj.bias,
+        _linear(params, f"{p}.proj", blk.attn.proj.weight, blk.attn.proj.bias,
                 s[f"{p}.ctx"], s[f"{p}.attn"])
         _put(params, f"{p}.add1", intops.add_params(sx, s[f"{p}.attn"], s[f"{p}.x_mid"]))
         _layernorm(params, f"{p}.ln2", blk.ln2, s[f"{p}.x_mid"], s[f"{p}.ln2"])
-        _linear(params, f"{p}.fc1", blk.fc1, blk.fc1.weight, blk.fc1.bias, s[f"{p}.ln2"], s[f"{p}.h"])
+        _linear(params, f"{p}.fc1", blk.fc1.weight, blk.fc1.bias, s[f"{p}.ln2"], s[f"{p}.h"])
         _put(params, f"{p}.gelu", intops.gelu_params(s[f"{p}.h"], s[f"{p}.g"]))
-        _linear(params, f"{p}.fc2", blk.fc2, blk.fc2.weight, blk.fc2.bias, s[f"{p}.g"], s[f"{p}.mlp"])
+        _linear(params, f"{p}.fc2", blk.fc2.weight, blk.fc2.bias, s[f"{p}.g"], s[f"{p}.mlp"])
         # x_out of block i is x_in of block i+1: one scale for both (the last block keeps its own).
         s_next = s[f"b{i + 1}.x_in"] if i + 1 < cfg.depth else s[f"{p}.x_out"]
         s[f"{p}.x_out"] = s_next
         _put(params, f"{p}.add2", intops.add_params(s[f"{p}.x_mid"], s[f"{p}.mlp"], s_next))
 
     _layernorm(params, "head.ln", model.ln_post, s[f"b{cfg.depth - 1}.x_out"], s["lnp"])
-    _linear(params, "head.proj", model.proj, model.proj.weight, None, s["lnp"], s["emb"])
+    _linear(params, "head.proj", model.proj.weight, None, s["lnp"], s["emb"])
     cls_emb = model.class_embeddings.double()
     s["class_emb"] = cls_emb.abs().max().item() / 127.0
     params["head.class_emb"] = intops.quantize_real(cls_emb, s["class_emb"])

@@ -78,8 +78,10 @@ def train(cfg: ViTConfig, tcfg: TrainConfig, train_data: Dataset, out: Path | st
     if train_data.images.shape[1:] != (cfg.channels, cfg.image_size, cfg.image_size):
         raise QexitError(f"training images have shape {tuple(train_data.images.shape[1:])}, the config needs "
                          f"({cfg.channels}, {cfg.image_size}, {cfg.image_size})")
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n and "token" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embed" not in n and "token" not in n)]
+    # weight decay on weight matrices only: not on biases, norms, positions or the [CLS] token
+    decays = {n: p.dim() >= 2 and "embed" not in n and "token" not in n for n, p in model.named_parameters()}
+    decay = [p for n, p in model.named_parameters() if decays[n]]
+    no_decay = [p for n, p in model.named_parameters() if not decays[n]]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": tcfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=tcfg.lr)
     steps_per_epoch = math.ceil(len(train_data) / tcfg.batch_size)

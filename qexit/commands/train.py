@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from model.checkpoint import save_checkpoint
 from model.train import TrainConfig, evaluate, train
 from model.vit import ViTConfig
 from qexit.commands.common import add_data_args, load_split, positive
@@ -52,10 +53,8 @@ def run(args) -> int:
     info = {"top1_test": top1, "params": model.num_params(), "train_time_s": metrics["train_time_s"],
             "machine": f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads".strip(),
             "config": cfg.to_dict(), "train_config": asdict(tcfg)}
-    from model.checkpoint import read_checkpoint, save_checkpoint
-    blob = read_checkpoint(args.out)
-    save_checkpoint(args.out, model, asdict(tcfg), {**blob["metrics"], **info})
-    args.out.with_suffix(".json").write_text(json.dumps({k: v for k, v in info.items()}, indent=2) + "\n")
+    save_checkpoint(args.out, model, asdict(tcfg), {**metrics, **info})
+    args.out.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
     print(f"test top-1 {top1:.4f}, {info['params']} parameters, trained in {metrics['train_time_s']:.0f} s; "
           f"wrote {args.out}")
     return 0
