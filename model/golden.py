@@ -99,8 +99,7 @@ class Golden:
         if images.dtype != torch.uint8:
             raise QexitError(f"images must be uint8 pixels, got {images.dtype}")
         a = pixels_to_patches(images, cfg.patch)                       # int8 (N, P, patch_dim)
-        acc = intops.gemm(a, p["embed.w"], None, c, "embed") + p["embed.b"]
-        acc = intops.saturate(acc, intops.INT32_MIN, intops.INT32_MAX, c, "embed.acc_bias")
+        acc = intops.gemm(a, p["embed.w"], p["embed.b"], c, "embed")  # bias (P, width): per token
         tok = intops.requantize(acc, p["embed.m"], p["embed.shift"], c, "embed")
         cls = p["embed.cls"].expand(len(images), 1, -1)
         return torch.cat([cls, tok], dim=1)
@@ -151,7 +150,8 @@ def run_batched(im: IntModel, images: torch.Tensor, batch_size: int = 250, progr
     g = Golden(im, float_kernels)
     c = intops.OverflowCounter()
     blocks, embs, logits = [], [], []
-    for i in tqdm(range(0, len(images), batch_size), desc="golden int8", disable=None if progress else True, leave=False):
+    bar = tqdm(range(0, len(images), batch_size), desc="golden int8", disable=None if progress else True, leave=False)
+    for i in bar:
         out = g.forward(images[i:i + batch_size], c)
         embs.append(out.embedding)
         logits.append(out.logits)

@@ -84,7 +84,7 @@ def check_int8(x: torch.Tensor, name: str) -> None:
 
 def gemm(a: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None,
          counter: OverflowCounter | None = None, name: str = "gemm") -> torch.Tensor:
-    """int8 a (..., K) times int8 w (N, K) transposed, plus int32 bias (N,): int32 (..., N)."""
+    """int8 a (..., K) times int8 w (N, K) transposed, plus an int32 bias broadcast over (..., N): int32 (..., N)."""
     if a.shape[-1] != w.shape[-1]:
         raise QexitError(f"{name}: inner dimensions differ ({a.shape[-1]} vs {w.shape[-1]})")
     acc = a @ w.t()
@@ -180,14 +180,13 @@ def isqrt(n: torch.Tensor) -> torch.Tensor:
     _check_int(n, "isqrt input")
     if (n < 0).any():
         raise QexitError("isqrt of a negative value")
-    v = n.clone()
     bits = torch.zeros_like(n)                       # bit length of n, by comparison (integer only)
     for k in range(63):
         bits = torch.where(n >= (1 << k), torch.full_like(n, k + 1), bits)
     x = torch.where(n > 0, torch.ones_like(n) << ((bits + 1) // 2), torch.zeros_like(n))
     while True:
         safe = torch.where(x > 0, x, torch.ones_like(x))
-        y = torch.where(x > 0, (x + v // safe) // 2, x)
+        y = torch.where(x > 0, (x + n // safe) // 2, x)
         done = y >= x
         if done.all():
             return x
@@ -251,9 +250,7 @@ def softmax_params(s_in: float) -> dict[str, torch.Tensor]:
     """
     pre = round(math.log2(EXP_B / 2 ** EXP_QB_BITS / s_in))
     s = s_in * 2 ** pre
-    x0 = math.floor(math.log(2) / s)
-    if x0 < 1:
-        raise QexitError(f"softmax input scale {s_in:.3g} is too coarse for i-exp (needs < ln 2)")
+    x0 = math.floor(math.log(2) / s)  # about 92: ``pre`` fixes s near 2**-7.2 whatever s_in is
     return {"pre": torch.tensor(pre), "x0": torch.tensor(x0), "qb": torch.tensor(math.floor(EXP_B / s)),
             "qc": torch.tensor(math.floor(EXP_C / (EXP_A * s ** 2)))}
 
