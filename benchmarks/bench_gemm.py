@@ -1,9 +1,11 @@
-"""Benchmark of the GEMM engine: RTL-measured cycles against SCALE-Sim v2, and simulation speed.
+"""Benchmark of the GEMM engine: RTL-measured cycles against SCALE-Sim v2's formulas, and simulation speed.
 
 For each array size and shape it runs the engine under cocotb on Verilator (every output is
 checked bit-exact against model.intops, every cycle count against hw/schedule.py) and prints
-the measured cycles (start to done), the utilization MACs / (R * C * cycles), the cycles of
-SCALE-Sim v2's output-stationary and weight-stationary formulas, and their ratio to ours.
+the measured cycles (start to done), the utilization two ways (``hw.schedule.utilization``:
+compute only, start to done; and with io, adding the load and unload beats the engine waits
+for while idle, ``Schedule.io_cycles``), the cycles of SCALE-Sim v2's output-stationary and
+weight-stationary *formulas* (not the scalesim package), and their ratio to ours, both ways.
 Then the simulation speed of the largest shape: Verilator under cocotb with the buffers
 preloaded (cycles/s of the start-to-done phase, where no Python runs), against the same
 design free-running in Verilator (a C++ main, no cocotb, no VPI).
@@ -44,17 +46,22 @@ def main(argv=None) -> int:
               f"{time.time() - t0:.0f} s (build {res.build_seconds:.0f} s)", flush=True)
         for c in res.cases:
             m, k, n = (int(d) for d in c["shape"].split("x"))
-            os_c = schedule.scalesim_os_cycles(size, size, m, k, n)
-            ws_c = schedule.scalesim_ws_cycles(size, size, m, k, n)
+            os_c = schedule.scalesim_v2_os_formula(size, size, m, k, n)
+            ws_c = schedule.scalesim_v2_ws_formula(size, size, m, k, n)
             cyc = c["cycles_measured"]
+            plan = schedule.plan(size, size, m, k, n)
+            with_io = cyc + plan.io_cycles
             rows.append({"array": f"{size}x{size}", "shape": c["shape"], "cycles": cyc,
                          "predicted": c["cycles_predicted"], "bit_exact": f"{c['matched']}/{c['total']}",
-                         "utilization": m * k * n / (size * size * cyc),
-                         "scalesim_os": os_c, "scalesim_ws": ws_c,
-                         "os_over_ours": os_c / cyc, "ws_over_ours": ws_c / cyc,
-                         "cocotb_cycles_per_s": cyc / c["run_seconds"],
-                         "load_beats": sum(schedule.plan(size, size, m, k, n).load_beats.values()),
-                         "load_seconds": c["load_seconds"]})
+                         "io_cycles": plan.io_cycles, "load_beats": plan.load_beats,
+                         "unload_beats": plan.unload_beats,
+                         "utilization": schedule.utilization(plan.macs, size, size, cyc),
+                         "utilization_with_io": schedule.utilization(plan.macs, size, size, with_io),
+                         "scalesim_v2_os_formula": os_c, "scalesim_v2_ws_formula": ws_c,
+                         "os_formula_over_ours": os_c / cyc, "ws_formula_over_ours": ws_c / cyc,
+                         "os_formula_over_ours_with_io": os_c / with_io,
+                         "ws_formula_over_ours_with_io": ws_c / with_io,
+                         "cocotb_cycles_per_s": cyc / c["run_seconds"]})
         big = max(res.cases, key=lambda c: c["cycles_measured"])
         m, k, n = (int(d) for d in big["shape"].split("x"))
         free = verify.free_running(gemm.GemmConfig(size, size), m, k, n)
@@ -63,13 +70,16 @@ def main(argv=None) -> int:
                       "cocotb_cycles_per_s": big["cycles_measured"] / big["run_seconds"],
                       "free_running_cycles_per_s": free["cycles_per_second"]})
 
-    head = ["array", "shape", "RTL cycles", "= schedule", "utilization", "SCALE-Sim OS",
-            "SCALE-Sim WS", "OS/ours", "WS/ours"]
+    head = ["array", "shape", "RTL cycles", "= schedule", "io cycles", "utilization (compute)",
+            "utilization (with io)", "SCALE-Sim v2 OS formula", "WS formula", "OS/ours", "WS/ours",
+            "OS/ours with io", "WS/ours with io"]
     print("\n| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     for r in rows:
         print(f"| {r['array']} | {r['shape']} | {r['cycles']} | {r['cycles'] == r['predicted']} | "
-              f"{r['utilization']:.2%} | {r['scalesim_os']} | {r['scalesim_ws']} | "
-              f"{r['os_over_ours']:.2f}x | {r['ws_over_ours']:.2f}x |")
+              f"{r['io_cycles']} | {r['utilization']:.2%} | {r['utilization_with_io']:.2%} | "
+              f"{r['scalesim_v2_os_formula']} | {r['scalesim_v2_ws_formula']} | "
+              f"{r['os_formula_over_ours']:.2f}x | {r['ws_formula_over_ours']:.2f}x | "
+              f"{r['os_formula_over_ours_with_io']:.2f}x | {r['ws_formula_over_ours_with_io']:.2f}x |")
     print("\n| array | shape | cycles | cocotb (preloaded) cycles/s | free-running cycles/s | ratio |")
     print("|---|---|---|---|---|---|")
     for s in speed:

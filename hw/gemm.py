@@ -4,7 +4,8 @@ It computes ``requantize(gemm(a, w, bias), mult, shift)`` of ``model.intops`` fo
 M x K x N that fits its buffers: int8 a (M, K), int8 w (N, K), int32 bias (N,), and a
 multiplier in [0, 2**31) and a shift in [1, 62] per output channel, giving int8 (M, N).
 
-Host protocol (cocotb now, a DMA later). While the engine is idle:
+Host protocol (written once, host side, in ``sim/host.py``; cocotb now, a DMA later).
+While the engine is idle:
 
 1. write each buffer through its load stream, one word per beat, in address order from 0
    (the address counters restart at every ``start``; the layouts are below);
@@ -26,19 +27,15 @@ formed in 33 bits and saturated to int32, then requantized with one rounding rul
 up) and saturated to int8, exactly as ``model.intops.gemm`` and ``requantize`` do.
 """
 
-import math
-from contextlib import contextmanager
 from dataclasses import dataclass
 
-import torch
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.back import rtlil, verilog
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from model import intops
 from model.errors import QexitError
-from hw import schedule
+from hw import emit, schedule
 from hw.pe import PSUM
 from hw.systolic import SystolicArray, delay
 
@@ -71,11 +68,11 @@ class GemmConfig:
 
     @property
     def kt_max(self) -> int:
-        return math.ceil(self.max_k / self.rows)
+        return schedule.tile_counts(self.max_k, self.max_n, self.rows, self.cols)[0]
 
     @property
     def nt_max(self) -> int:
-        return math.ceil(self.max_n / self.cols)
+        return schedule.tile_counts(self.max_k, self.max_n, self.rows, self.cols)[1]
 
     @property
     def a_words(self) -> int:
@@ -88,6 +85,13 @@ class GemmConfig:
     @property
     def out_words(self) -> int:
         return self.max_m * self.nt_max
+
+    @property
+    def buffers(self) -> dict[str, tuple[int, int]]:
+        """Each on-chip buffer as (words, bits per word)."""
+        return {"a": (self.a_words, 8 * self.rows), "w": (self.w_words, 8 * self.cols),
+                "p": (self.nt_max, PARAM_BITS * self.cols), "acc": (self.max_m, 32 * self.cols),
+                "out": (self.out_words, 8 * self.cols)}
 
     def check_shape(self, m: int, k: int, n: int) -> None:
         """Raise (before any simulation) if the shape is invalid or exceeds the buffers."""
@@ -349,99 +353,6 @@ class GemmEngine(wiring.Component):
 
 # --------------------------------------------------------------------------- Verilog
 
-@contextmanager
-def _skip_zero_memory_init():
-    """Amaranth writes every word of a memory's initial value into the Verilog (an 18 Mbit
-    weight buffer becomes a 600k-line ``initial`` block that takes minutes to convert and to
-    compile). The engine never reads a word it has not written, so all-zero initial values
-    are left out and the simulator's power-on value is used."""
-    original = rtlil.ModuleEmitter.emit_memory
-
-    def emit_memory(self, cell_idx, cell):
-        if any(cell.init):
-            original(self, cell_idx, cell)
-    rtlil.ModuleEmitter.emit_memory = emit_memory
-    try:
-        yield
-    finally:
-        rtlil.ModuleEmitter.emit_memory = original
-
-
 def to_verilog(cfg: GemmConfig) -> str:
     """The engine as one Verilog file, top module ``cfg.name``."""
-    with _skip_zero_memory_init():
-        return verilog.convert(GemmEngine(cfg), name=cfg.name, emit_src=False)
-
-
-# --------------------------------------------------------------------------- host side
-
-def _bytes_words(values: torch.Tensor) -> list[int]:
-    """Rows of int8 lanes → ints (fast path through bytes, little endian)."""
-    raw = values.to(torch.int8).contiguous().numpy().view("uint8")
-    raw = raw.reshape(-1, values.shape[-1])
-    return [int.from_bytes(row.tobytes(), "little") for row in raw]
-
-
-def _pad(x: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
-    out = torch.zeros(rows, cols, dtype=torch.int64)
-    out[:x.shape[0], :x.shape[1]] = x
-    return out
-
-
-def pack_activations(a: torch.Tensor, rows: int) -> list[int]:
-    """A (M, K) → a-buffer words: word m*KT + i holds a[m, i*R : i*R+R]."""
-    m, k = a.shape
-    kt = math.ceil(k / rows)
-    return _bytes_words(_pad(a, m, kt * rows).reshape(m * kt, rows))
-
-
-def pack_weights(w: torch.Tensor, rows: int, cols: int) -> list[int]:
-    """W (N, K) → w-buffer words in tile order: word u*R + r holds w[j*C : j*C+C, i*R + r]."""
-    n, k = w.shape
-    kt, nt = math.ceil(k / rows), math.ceil(n / cols)
-    wt = _pad(w, nt * cols, kt * rows).t()                       # (K_pad, N_pad)
-    tiles = wt.reshape(kt, rows, nt, cols).permute(2, 0, 1, 3)    # (j, i, r, c): n outer, k inner
-    return _bytes_words(tiles.reshape(-1, cols))
-
-
-def pack_params(bias: torch.Tensor, mult: torch.Tensor, shift: torch.Tensor, cols: int) -> list[int]:
-    """Per-channel bias, multiplier and shift → p-buffer words, one per n tile."""
-    n = bias.shape[0]
-    nt = math.ceil(n / cols)
-    lanes = [(b & 0xFFFFFFFF) | (mu << 32) | (s << 63)
-             for b, mu, s in zip(bias.tolist(), mult.tolist(), shift.tolist())]
-    lanes += [0] * (nt * cols - n)
-    return [sum(lanes[j * cols + c] << (PARAM_BITS * c) for c in range(cols)) for j in range(nt)]
-
-
-def unpack_outputs(words: list[int], m: int, n: int, cols: int) -> torch.Tensor:
-    """out-buffer words (row-major, M * NT of them) → int8 values (M, N) as int64."""
-    nt = math.ceil(n / cols)
-    if len(words) != m * nt:
-        raise QexitError(f"expected {m * nt} output words, got {len(words)}")
-    raw = b"".join(w.to_bytes(cols, "little") for w in words)
-    vals = torch.frombuffer(bytearray(raw), dtype=torch.int8).to(torch.int64)
-    return vals.reshape(m, nt * cols)[:, :n]
-
-
-def check_operands(a: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, mult: torch.Tensor,
-                   shift: torch.Tensor) -> None:
-    """Raise if the operands break the numeric contract (checked before any simulation)."""
-    intops.check_int8(a, "activations")
-    intops.check_int8(w, "weights")
-    if a.dim() != 2 or w.dim() != 2 or a.shape[1] != w.shape[1]:
-        raise QexitError(f"activations {tuple(a.shape)} and weights {tuple(w.shape)} must be "
-                         f"(M, K) and (N, K) with the same K")
-    n = w.shape[0]
-    for name, v in (("bias", bias), ("multiplier", mult), ("shift", shift)):
-        if v.dtype != torch.int64 or tuple(v.shape) != (n,):
-            raise QexitError(f"{name} must be an int64 tensor of shape ({n},), one per output "
-                             f"channel, got {v.dtype} {tuple(v.shape)}")
-    if bias.numel() and (bias.min() < intops.INT32_MIN or bias.max() > intops.INT32_MAX):
-        raise QexitError("bias holds values outside int32; requantize the model again")
-    intops.check_multiplier(mult, shift, "requantization")
-
-
-def reference(a, w, bias, mult, shift) -> torch.Tensor:
-    """What the engine must output, from ``model.intops`` (the numeric contract)."""
-    return intops.requantize(intops.gemm(a, w, bias), mult, shift)
+    return emit.to_verilog(GemmEngine(cfg), cfg.name)

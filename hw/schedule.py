@@ -16,7 +16,8 @@ with each activation, so each PE switches bank exactly when the first token of t
 reaches it, and the next tile's R weight rows load into the idle bank while the current
 tile streams. Tiles therefore follow each other with no fill or drain in between: the array
 fills once and drains once per GEMM. SCALE-Sim's formulas charge fill and drain to every
-fold (WS: 2R + C + M - 2 cycles per fold), which is what this schedule beats.
+fold (SCALE-Sim v2's WS formula: 2R + C + M - 2 cycles per fold), which is what this
+schedule avoids.
 
 Timeline (engine cycle 0 is the first cycle after ``start`` is sampled high)
 -----------------------------------------------------------------------------
@@ -35,11 +36,14 @@ Timeline (engine cycle 0 is the first cycle after ``start`` is sampled high)
 Measured cycles = clock edges from the one that samples ``start`` to the one that raises
 ``done`` (the RTL's ``cycles`` counter counts the same). Loading the buffers before ``start``
 and unloading the outputs after ``done`` are not included; they take one cycle per stream
-beat (``load_beats``, ``unload_beats``) when the host keeps up.
+beat (``load_beats``, ``unload_beats``) when the host keeps up. The engine accepts loads only
+while idle, so those beats are cycles the array waits: ``io_cycles`` counts them (the three
+load streams are independent ports, so a host that feeds them together waits for the
+longest), and every utilization is stated two ways, ``utilization`` (start to done) and
+``utilization_with_io`` (start to done plus the loads and the unload).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from model.errors import QexitError
@@ -47,6 +51,16 @@ from model.errors import QexitError
 BUFFER_READ_LATENCY = 1    # Amaranth Memory read ports are synchronous
 ROW_UNIT_LATENCY = 4       # accumulate + bias + saturate | multiply | round, shift, saturate | write
 MAX_K = 2 ** 17 - 1        # K * 128 * 128 must fit an int32 partial sum (no overflow before the bias)
+
+
+def tile_counts(k: int, n: int, rows: int, cols: int) -> tuple[int, int]:
+    """(KT, NT) = (ceil(K / R), ceil(N / C)): the k tiles and n tiles of a GEMM."""
+    return -(-k // rows), -(-n // cols)
+
+
+def utilization(macs: int, rows: int, cols: int, cycles: int) -> float:
+    """Useful MACs over what an R x C array could do in ``cycles``: the one definition."""
+    return macs / (rows * cols * max(1, cycles))
 
 
 def array_latency(rows: int, cols: int) -> int:
@@ -136,11 +150,6 @@ class Schedule:
         return self.m * self.k * self.n
 
     @property
-    def utilization(self) -> float:
-        """Useful MACs over the array's capacity during ``cycles``."""
-        return self.macs / (self.rows * self.cols * self.cycles)
-
-    @property
     def load_beats(self) -> dict[str, int]:
         """Stream beats (one cycle each) to fill the buffers before ``start``."""
         return {"a": self.m * self.kt, "w": len(self.tiles) * self.rows, "p": self.nt}
@@ -148,6 +157,22 @@ class Schedule:
     @property
     def unload_beats(self) -> int:
         return self.m * self.nt
+
+    @property
+    def io_cycles(self) -> int:
+        """Cycles the engine waits, idle, for its buffers: the longest load stream (the three
+        load ports run in parallel) plus the unload."""
+        return max(self.load_beats.values()) + self.unload_beats
+
+    @property
+    def utilization(self) -> float:
+        """Compute only: useful MACs over the array's capacity from ``start`` to ``done``."""
+        return utilization(self.macs, self.rows, self.cols, self.cycles)
+
+    @property
+    def utilization_with_io(self) -> float:
+        """Counting every cycle the engine waits for loads and the unload as well."""
+        return utilization(self.macs, self.rows, self.cols, self.cycles + self.io_cycles)
 
     def phases(self) -> list[tuple[str, int, int]]:
         """(name, first cycle, cycles) of every phase in time order, for reports and tests."""
@@ -165,7 +190,7 @@ def plan(rows: int, cols: int, m: int, k: int, n: int) -> Schedule:
     """The engine's schedule for an M x K x N GEMM on an R x C array."""
     check_array(rows, cols)
     check_shape(m, k, n)
-    kt, nt = math.ceil(k / rows), math.ceil(n / cols)
+    kt, nt = tile_counts(k, n, rows, cols)
     p, fill = period(m, rows), fill_cycles(rows)
     tiles = []
     for u, (i, j) in enumerate(tile_order(kt, nt)):
@@ -180,17 +205,21 @@ def predict_cycles(rows: int, cols: int, m: int, k: int, n: int) -> int:
     """Closed form of ``plan(...).cycles``: R + (T - 1) P + M + drain, T = ceil(K/R) ceil(N/C)."""
     check_array(rows, cols)
     check_shape(m, k, n)
-    t = math.ceil(k / rows) * math.ceil(n / cols)
+    kt, nt = tile_counts(k, n, rows, cols)
+    t = kt * nt
     return fill_cycles(rows) + (t - 1) * period(m, rows) + m + drain_cycles(rows, cols)
 
 
-# --------------------------------------------------------------------------- peers
+# --------------------------------------------------------------------------- peers' formulas
+# These are the cycle formulas of SCALE-Sim v2's paper, not the SCALE-Sim package: the real
+# package (scalesim 3.0.0) is run side by side in issue G.
 
-def scalesim_os_cycles(rows: int, cols: int, m: int, k: int, n: int) -> int:
-    """SCALE-Sim v2 output stationary: ceil(M/R) ceil(N/C) (R + C + K - 2), no overlap of folds."""
-    return math.ceil(m / rows) * math.ceil(n / cols) * (rows + cols + k - 2)
+def scalesim_v2_os_formula(rows: int, cols: int, m: int, k: int, n: int) -> int:
+    """SCALE-Sim v2's output-stationary formula: ceil(M/R) ceil(N/C) (R + C + K - 2), no overlap of folds."""
+    return -(-m // rows) * -(-n // cols) * (rows + cols + k - 2)
 
 
-def scalesim_ws_cycles(rows: int, cols: int, m: int, k: int, n: int) -> int:
-    """SCALE-Sim v2 weight stationary: ceil(K/R) ceil(N/C) (2R + C + M - 2), no overlap of folds."""
-    return math.ceil(k / rows) * math.ceil(n / cols) * (2 * rows + cols + m - 2)
+def scalesim_v2_ws_formula(rows: int, cols: int, m: int, k: int, n: int) -> int:
+    """SCALE-Sim v2's weight-stationary formula: ceil(K/R) ceil(N/C) (2R + C + M - 2), no overlap of folds."""
+    kt, nt = tile_counts(k, n, rows, cols)
+    return kt * nt * (2 * rows + cols + m - 2)

@@ -76,6 +76,14 @@ def split_indices(n_train_total: int = 60000, gate_size: int = GATE_SIZE,
     return perm[: n_train_total - gate_size], perm[n_train_total - gate_size:]
 
 
+def split_ids(split: str, n: int) -> np.ndarray:
+    """Global image ids (0..59999 official train, 60000.. test) of the first ``n`` images of a split."""
+    if split == "test":
+        return 60000 + np.arange(n)
+    train_idx, gate_idx = split_indices()
+    return (train_idx if split == "train" else gate_idx).numpy()[:n]
+
+
 def load_fashion_mnist(split: str, root: Path | str = FASHION_MNIST_DIR) -> Dataset:
     """One split of Fashion-MNIST: 'train' (55k), 'gate' (5k, held out from train) or 'test' (10k)."""
     if split not in SPLITS:

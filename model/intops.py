@@ -13,8 +13,8 @@ The contract, stated once:
   int32 in [0, 2**31) and ``s`` in [1, 62]; ``>>`` is an arithmetic shift (floor), so the
   rounding rule is *round half up* (towards +inf), applied exactly once. ``sat8`` clamps
   to [-128, 127] and counts the clamped values.
-* **Softmax**: I-BERT's i-exp (polynomial on [-ln2, 0] and a shift) on scores coarsened by a
-  fixed right shift, then a per-row
+* **Softmax**: I-BERT's i-exp (polynomial on [-ln2, 0] and a shift) on max-subtracted scores
+  brought to a fixed resolution by a shift and clamped where exp is 0, then a per-row
   reciprocal ``floor(2**RECIP_BITS / sum)`` and ``(e * r) >> (RECIP_BITS - 7)`` rounded
   half up: probabilities are int8 at scale 2**-7 (0..127; 128 saturates to 127).
 * **GELU**: I-BERT's i-GELU (second-order polynomial for erf) on an int8 input, with the
@@ -146,7 +146,10 @@ def requantize(acc: torch.Tensor, m: torch.Tensor, shift: torch.Tensor,
 
 
 def quantize_real(x: torch.Tensor, scale: float | torch.Tensor, bits: int = 8) -> torch.Tensor:
-    """Float → integer at ``scale`` (round half away from zero, then saturate). Calibration-time only."""
+    """Float → integer at ``scale`` (``torch.round``: round half to even, then saturate).
+
+    Calibration-time only: weights and biases are rounded here once, so the tie rule never
+    reaches the RTL, which sees the stored integers."""
     hi = 2 ** (bits - 1) - 1
     q = torch.round(x.double() / torch.as_tensor(scale, dtype=torch.float64))
     return q.clamp(-hi - 1, hi).to(torch.int64)
@@ -236,29 +239,69 @@ def layernorm(x: torch.Tensor, g: torch.Tensor, b: torch.Tensor, shift: torch.Te
 # --------------------------------------------------------------------------- softmax (I-BERT i-exp)
 
 EXP_A, EXP_B, EXP_C = 0.3585, 1.353, 0.344     # exp(p) ≈ A (p + B)**2 + C on p in [-ln2, 0]
-EXP_MAX_SHIFT = 30
-EXP_QB_BITS = 7.5       # target |qb| ≈ 2**7.5: i-exp values stay below 2**16, sums below 2**24
+EXP_MAX_SHIFT = 30      # z = (-x) // x0 stops here: x is clamped to [-30*x0, 0], where e = 0
+EXP_QB_BITS = 7.5       # ``pre`` brings the score scale s to EXP_B / 2**7.5 within a factor sqrt(2)
+# Ranges of the i-exp constants (what ``softmax_params`` can give for any s_in, and what an
+# IntModel is checked against). With s in [EXP_B/2**8, EXP_B/2**7]: x0 = floor(ln2/s) in
+# [65, 131], qb = floor(EXP_B/s) in [128, 256], qc = floor(EXP_C/(EXP_A s**2)) in [8587, 34345].
+SOFTMAX_PRE = (-31, 31)             # the pre-shift of the scores (right when >= 0)
+SOFTMAX_X0 = (64, 132)
+SOFTMAX_QB = (128, 256)
+SOFTMAX_QC = (8192, 2 ** 16 - 1)
+EXP_BITS = 17           # 0 <= e <= qb**2 + qc < 2**16 + 2**16 = 2**17
+SOFTMAX_MAX_ROW = 2 ** 14           # row length: sum(e) < 2**14 * 2**17 = 2**31
 
 
 def softmax_params(s_in: float) -> dict[str, torch.Tensor]:
     """Integer constants of i-exp for an input scale ``s_in`` (score units per integer step).
 
     The input is first brought to a fixed resolution by a shift ``pre`` (right when the scale is
-    fine, left when it is coarse), so that the polynomial's constants (and so every
-    intermediate) have a fixed, small width whatever the calibration gave: |qb| ≈ 2**7.5,
-    i-exp < 2**16.
+    fine, left when it is coarse), so the constants have fixed ranges whatever the calibration
+    gave (``SOFTMAX_X0``, ``SOFTMAX_QB``, ``SOFTMAX_QC``) and so does every intermediate.
     """
+    if not (s_in > 0 and math.isfinite(s_in)):
+        raise QexitError(f"softmax input scale must be positive and finite, got {s_in}")
     pre = round(math.log2(EXP_B / 2 ** EXP_QB_BITS / s_in))
+    if not SOFTMAX_PRE[0] <= pre <= SOFTMAX_PRE[1]:
+        raise QexitError(f"softmax input scale {s_in:.3g} needs a pre-shift of {pre}, outside "
+                         f"{list(SOFTMAX_PRE)}; check calibration")
     s = s_in * 2 ** pre
-    x0 = math.floor(math.log(2) / s)  # about 92: ``pre`` fixes s near 2**-7.2 whatever s_in is
-    return {"pre": torch.tensor(pre), "x0": torch.tensor(x0), "qb": torch.tensor(math.floor(EXP_B / s)),
-            "qc": torch.tensor(math.floor(EXP_C / (EXP_A * s ** 2)))}
+    prm = {"pre": pre, "x0": math.floor(math.log(2) / s), "qb": math.floor(EXP_B / s),
+           "qc": math.floor(EXP_C / (EXP_A * s ** 2))}
+    check_softmax_params(**prm)
+    return {k: torch.tensor(v, dtype=torch.int64) for k, v in prm.items()}
+
+
+def check_softmax_params(pre, x0, qb, qc, name: str = "softmax") -> None:
+    """Raise if i-exp constants leave the ranges the widths below are derived from."""
+    for key, v, (lo, hi) in (("pre", pre, SOFTMAX_PRE), ("x0", x0, SOFTMAX_X0), ("qb", qb, SOFTMAX_QB),
+                             ("qc", qc, SOFTMAX_QC)):
+        v = int(v)
+        if not lo <= v <= hi:
+            raise QexitError(f"{name}: {key} = {v} is outside [{lo}, {hi}]; the IntModel is corrupt")
+    if int(qb) <= int(x0):
+        raise QexitError(f"{name}: qb = {int(qb)} must exceed x0 = {int(x0)}; the IntModel is corrupt")
+
+
+def exp_floor(pre: int, x0: int) -> tuple[int, int]:
+    """(d_min, x_min): the clamp of the max-subtracted score d before the pre-shift, and of x after.
+
+    x = max(shift(max(d, d_min), pre), x_min) with x_min = -EXP_MAX_SHIFT*x0 equals the unbounded
+    max(shift(d, pre), x_min): d_min only keeps the shifter's input narrow (|d_min| < 2**43).
+    """
+    x_min = -EXP_MAX_SHIFT * x0
+    d_min = x_min << pre if pre >= 0 else -((-x_min) >> -pre) - 1
+    return d_min, x_min
 
 
 def i_exp(x: torch.Tensor, x0: torch.Tensor, qb: torch.Tensor, qc: torch.Tensor) -> torch.Tensor:
-    """exp of x <= 0 (integer at scale s), up to a constant scale: ((p + qb)**2 + qc) >> z."""
-    z = torch.clamp((-x) // x0, max=EXP_MAX_SHIFT)
-    p = x + z * x0                                    # p in (-x0, 0]
+    """exp of x in [-30*x0, 0] (integer at scale s), up to a constant scale: ((p + qb)**2 + qc) >> z.
+
+    z = (-x) // x0 in [0, 30], p = x + z*x0 in (-x0, 0], p + qb in [1, 256]:
+    0 <= e <= qb**2 + qc < 2**EXP_BITS (17 bits); e = 0 at x = -30*x0 since qb**2 + qc < 2**30.
+    """
+    z = (-x) // x0
+    p = x + z * x0
     return ((p + qb) ** 2 + qc) >> z
 
 
@@ -266,12 +309,20 @@ def softmax(scores: torch.Tensor, pre: torch.Tensor, x0: torch.Tensor, qb: torch
             counter: OverflowCounter | None = None, name: str = "softmax") -> torch.Tensor:
     """Integer softmax over the last dim: int32 scores → int8 probabilities at scale 2**-7.
 
-    x = (scores - rowmax) >> pre (a left shift when pre < 0); e = i_exp(x);
-    r = floor(2**RECIP_BITS / sum(e)) per row;
-    p = round_shift(e * r, RECIP_BITS - PROB_BITS), saturated to [0, 127].
+    Widths: d = scores - rowmax in [-(2**32 - 1), 0] (33 bits);
+    x = max(shift(max(d, d_min), pre), -30*x0) in [-3960, 0] (13 bits; ``exp_floor``),
+    shift = ``>> pre`` (floor), or ``<< -pre`` when pre < 0;
+    e = i_exp(x) in [0, 2**17); sum(e) in [qb**2 + qc, 2**31) for rows up to 2**14
+    (the row maximum contributes e >= 128**2 + 8192 > 2**14);
+    r = floor(2**RECIP_BITS / sum) <= 2**18; e * r <= 2**32;
+    p = round_shift(e * r, RECIP_BITS - PROB_BITS) in [0, 128], saturated to [0, 127].
     """
-    x = scores - scores.max(-1, keepdim=True).values
-    x = x >> pre if pre >= 0 else x << -pre
+    if scores.shape[-1] > SOFTMAX_MAX_ROW:
+        raise QexitError(f"{name}: rows of {scores.shape[-1]} scores exceed {SOFTMAX_MAX_ROW}")
+    pre, x0 = int(pre), int(x0)
+    d_min, x_min = exp_floor(pre, x0)
+    d = (scores - scores.max(-1, keepdim=True).values).clamp(min=d_min)
+    x = (d >> pre if pre >= 0 else d << -pre).clamp(min=x_min)
     e = i_exp(x, x0, qb, qc)
     r = (1 << RECIP_BITS) // e.sum(-1, keepdim=True)
     return saturate(round_shift(e * r, RECIP_BITS - PROB_BITS), 0, INT8_MAX, counter, name)

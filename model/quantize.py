@@ -1,6 +1,6 @@
 """FP32 model + calibration images → IntModel (the one quantized artifact), and the paper's dynamic INT8.
 
-Quantization scheme (see "The numeric contract" in DESIGN.md and model/intops.py):
+Quantization scheme (see "The numeric contract" in docs/architecture.md and model/intops.py):
 
 * weights: int8, symmetric, per output channel (scale = max|w| / 127);
 * biases: int32 at scale s_x * s_w;
@@ -269,6 +269,10 @@ def validate(im: IntModel) -> None:
             base = name[:-4]
             intops.check_multiplier(im.params[name], im.params[base + ".shift"], f"IntModel {base}")
             intops.check_multiplier(im.params[base + ".m_b"], im.params[base + ".shift"], f"IntModel {base}")
+        if name.endswith(".softmax.pre"):
+            base = name[:-4]
+            intops.check_softmax_params(**{k: im.params[f"{base}.{k}"] for k in ("pre", "x0", "qb", "qc")},
+                                        name=f"IntModel {base}")
 
 
 def load_intmodel(path: Path | str, config: ViTConfig | None = None) -> IntModel:

@@ -7,6 +7,10 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from model.markdown import markdown_table
+
+__all__ = ["REPORTS_DIR", "markdown_table", "report_dir", "write_summary"]
+
 REPORTS_DIR = Path("reports")
 
 
@@ -34,11 +38,3 @@ def report_dir(step: str, root: Path | str = REPORTS_DIR):
 
 def write_summary(folder: Path, summary: dict) -> None:
     (Path(folder) / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-
-
-def markdown_table(headers: list[str], rows: list[list]) -> str:
-    def fmt(v):
-        return f"{v:.4g}" if isinstance(v, float) else str(v)
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)

@@ -7,7 +7,7 @@
   with one change: cocotb_tools passes ``--public-flat-rw``, which makes every signal of every
   module public and runs a 16x16 array 5x slower and compiles it 3x slower; here a Verilator
   control file makes only the top module's signals public (all the testbench touches).
-* A build is cached under ``sim_build/<simulator>-<hash>/``, keyed by a hash of the Verilog
+* A build is cached under ``sim_build/<simulator>-<top>-<hash>/``, keyed by a hash of the Verilog
   text, the simulator and the waves flag: the same design is never compiled twice.
 * ``waves=True`` records a VCD (``dump.vcd`` in the run folder for Verilator).
 * Settings reach a testbench as environment variables; cocotb_tools copies ``os.environ``

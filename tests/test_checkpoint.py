@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from model.checkpoint import SHIPPED_WEIGHTS, load_checkpoint, save_checkpoint
+from model.checkpoint import SHIPPED_WEIGHTS, load_checkpoint
 from model.data import load_fashion_mnist
 from model.errors import QexitError
 from model.train import evaluate

@@ -76,3 +76,13 @@ def test_image_folder_missing_or_empty(tmp_path):
 def test_load_dataset_uses_split_subfolder(tmp_path):
     _write_folder(tmp_path / "test")
     assert len(data.load_dataset("test", tmp_path)) == 6
+
+
+def test_split_ids_are_global_and_disjoint():
+    test_ids = data.split_ids("test", 100)
+    assert test_ids.tolist() == list(range(60000, 60100))
+    tr, gate = data.split_ids("train", 55000), data.split_ids("gate", data.GATE_SIZE)
+    assert len(tr) == 55000 and len(gate) == data.GATE_SIZE
+    assert not set(tr.tolist()) & set(gate.tolist())
+    assert tr.max() < 60000 and gate.max() < 60000
+    assert data.split_ids("gate", 7).tolist() == data.split_indices()[1][:7].tolist()

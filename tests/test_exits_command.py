@@ -58,14 +58,18 @@ def test_runs_writes_reports_and_reuses_the_cache(env):
                  "cls_vs_ssa.png", "noise.png"):  # noise.png: the dynamic mode has quantization noise
         assert (out / name).is_file(), name
     s = json.loads((out / "summary.json").read_text())
-    for key in ("top1_int8_full", "top1_lraee", "flops_saving", "rescue", "loss", "exit_distribution",
-                "top1_lraee_dynamic", "top1_lraee_std", "top1_fp32", "seconds_total"):
+    for key in ("top1_full", "top1_full_std", "top1_full_dynamic", "top1_full_fp32", "top1_lraee", "flops_saving",
+                "rescue", "loss", "exit_distribution", "top1_lraee_dynamic", "top1_lraee_std", "top1_fp32",
+                "seconds_total"):
         assert key in s, key
+    assert s["top1_full"] == s["top1_full_dynamic"]
+    assert not any("int8" in k for k in s), "no int8 keys when int8 is not a mode"
     assert len(s["exit_distribution"]) == 4 and sum(s["exit_distribution"]) == pytest.approx(1.0)
     assert s["mode"] == "dynamic" and s["modes"] == ["dynamic", "fp32"]
     assert s["features_cached"] is False and s["seeds"] == 2
     d = json.loads((out / "exit_distribution.json").read_text())
     assert d["modes"]["dynamic"]["fraction"] == pytest.approx(s["exit_distribution"])
+    assert d["modes"]["dynamic"]["top1_full_depth"] == s["top1_full_dynamic"]
     assert len(d["modes"]["dynamic"]["seeds"]) == 2
     readme = (out / "README.md").read_text()
     assert "Rescue" in readme and "Ablation" in readme and "PABEE" in readme
@@ -74,7 +78,7 @@ def test_runs_writes_reports_and_reuses_the_cache(env):
     assert exits.run(tiny_args(tmp_path, ckpt, "--candidates", "1,3", "--grid", "0.6:0.9:7")) == 0
     s2 = json.loads((out / "summary.json").read_text())
     assert s2["features_cached"] is True
-    assert s2["top1_int8_full"] == s["top1_int8_full"]  # same backbone, same full-depth predictions
+    assert s2["top1_full"] == s["top1_full"]  # same backbone, same full-depth predictions
 
 
 @pytest.mark.parametrize("argv, words", [

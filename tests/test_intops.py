@@ -147,6 +147,79 @@ def test_softmax_all_equal_row_is_uniform():
     assert (p == 8).all()
 
 
+SCALES = [10.0 ** e for e in torch.linspace(-9, 4, 61).tolist()]
+
+
+def _softmax_spec(row: list[int], pre: int, x0: int, qb: int, qc: int) -> list[int]:
+    """The softmax contract on Python integers (no width limits, no clamp before the shift)."""
+    top = max(row)
+    xs = [max((v - top) >> pre if pre >= 0 else (v - top) << -pre, -intops.EXP_MAX_SHIFT * x0) for v in row]
+    es = []
+    for x in xs:
+        z = (-x) // x0
+        es.append(((x + z * x0 + qb) ** 2 + qc) >> z)
+    r = (1 << intops.RECIP_BITS) // sum(es)
+    return [min(127, (e * r + (1 << 24)) >> 25) for e in es]
+
+
+def test_softmax_params_stay_in_their_stated_ranges():
+    for s_in in SCALES + [1.0 / 2 ** 37, 2.0 ** 20]:
+        p = intops.softmax_params(s_in)                   # raises if outside the ranges
+        assert p["qb"] ** 2 + p["qc"] < 2 ** intops.EXP_BITS
+    with pytest.raises(QexitError, match="pre-shift"):
+        intops.softmax_params(1e-12)
+    with pytest.raises(QexitError, match="x0"):
+        intops.check_softmax_params(pre=0, x0=500, qb=169, qc=14993)
+
+
+@pytest.mark.parametrize("s_in", SCALES[::4])
+def test_i_exp_bounds_over_its_whole_domain(s_in):
+    p = intops.softmax_params(s_in)
+    x0 = int(p["x0"])
+    x = torch.arange(-intops.EXP_MAX_SHIFT * x0, 1)        # every x the clamp lets through
+    e = intops.i_exp(x, p["x0"], p["qb"], p["qc"])
+    assert e.min() >= 0 and e.max() < 2 ** intops.EXP_BITS
+    assert e[0] == 0 and e[-1] == p["qb"] ** 2 + p["qc"]
+    assert (e[1:] >= e[:-1]).all()                          # monotone in x
+
+
+@pytest.mark.parametrize("s_in", [1e-9, 1e-4, 1e-3, 1e-2, 0.3, 50.0])
+def test_softmax_over_the_full_int32_range(s_in):
+    g = torch.Generator().manual_seed(7)
+    rows = torch.randint(intops.INT32_MIN, intops.INT32_MAX + 1, (200, 50), generator=g)
+    rows[:, :3] = torch.tensor([intops.INT32_MAX, intops.INT32_MIN, 0])
+    near = rows[100:] // (2 ** torch.randint(8, 31, (100, 1), generator=g))   # narrower gaps too
+    rows = torch.cat([rows[:100], near, torch.tensor([[intops.INT32_MIN] * 49 + [intops.INT32_MAX]]),
+                      torch.full((1, 50), intops.INT32_MIN)])
+    p = intops.softmax_params(s_in)
+    got = intops.softmax(rows, **p)
+    prm = {k: int(v) for k, v in p.items()}
+    assert got.tolist() == [_softmax_spec(r, **prm) for r in rows.tolist()]
+    assert got.min() >= 0 and got.max() <= 127
+    ref = torch.softmax(rows.double() * s_in, -1)
+    assert (got.double() / 128 - ref).abs().max() < 0.012
+
+
+def test_softmax_issue_examples():
+    # An int32-extreme row at s_in = 1e-2 used to overflow int64 and give all zeros.
+    p = intops.softmax(torch.tensor([[2 ** 31 - 1, -2 ** 31, 0]]), **intops.softmax_params(1e-2))
+    assert p.tolist() == [[127, 0, 0]]
+    # A gap of 5,000,000 at s_in = 1e-3 (exp(-5000)) used to give i-exp 360 and probability 1.
+    p = intops.softmax(torch.tensor([[0, -5_000_000]]), **intops.softmax_params(1e-3))
+    assert p.tolist() == [[127, 0]]
+
+
+def test_softmax_rejects_overlong_rows():
+    with pytest.raises(QexitError, match="exceed"):
+        intops.softmax(torch.zeros(1, intops.SOFTMAX_MAX_ROW + 1, dtype=torch.int64),
+                       **intops.softmax_params(1e-3))
+
+
+def test_quantize_real_rounds_half_to_even():
+    x = torch.tensor([0.5, 1.5, 2.5, -0.5, -1.5, 126.5, 127.5, -128.5, -300.0])
+    assert intops.quantize_real(x, 1.0).tolist() == [0, 2, 2, 0, -2, 126, 127, -128, -128]
+
+
 # ---------------------------------------------------------------- GELU
 
 @pytest.mark.parametrize("s_in,s_out", [(0.05, 0.05), (0.01, 0.005), (0.2, 0.1)])

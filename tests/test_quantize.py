@@ -72,6 +72,10 @@ def test_missing_and_bad_parameters(tiny_intmodel):
     params["b0.fc1.w"] = params["b0.fc1.w"] * 2
     with pytest.raises(QexitError, match="outside int8"):
         validate(IntModel(TINY, params, tiny_intmodel.scales))
+    params = dict(tiny_intmodel.params)
+    params["b1.softmax.qc"] = torch.tensor(2 ** 20)     # would break the 17-bit i-exp bound
+    with pytest.raises(QexitError, match="b1.softmax: qc"):
+        validate(IntModel(TINY, params, tiny_intmodel.scales))
 
 
 def test_too_few_calibration_images(tiny_trained, fmnist_gate):

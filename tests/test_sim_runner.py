@@ -34,8 +34,7 @@ TB = textwrap.dedent("""\
         assert False, "deliberate failure"
     """)
 
-needs = {sim: pytest.mark.skipif(sim not in runner.available(), reason=f"{sim} is not installed")
-         for sim in runner.SIMULATORS}
+needs = {sim: pytest.mark.simulator(sim) for sim in runner.SIMULATORS}
 
 
 @pytest.fixture

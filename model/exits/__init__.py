@@ -13,4 +13,6 @@ The pieces, in the order the evaluation uses them:
 * ``thresholds``: routing, FLOPs accounting and Layer-adaptive Confidence Thresholding (LCT).
 * ``baselines``: CLS-EE, confidence-only and PABEE (patience) exits.
 * ``evaluate``: one seed of the whole evaluation on one mode, and the mean ± std over seeds.
+* ``summary``: the cross-seed aggregates (summary.json, exit_distribution.json) and the Rescue verdict.
+* ``report``: the README text and plots of the exits step.
 """

@@ -16,7 +16,6 @@ Modes: "fp32" (the FP32 model), "dynamic" (the paper's INT8: ``quantize_dynamic`
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,20 +85,9 @@ def fp32_backbone(model: CLIPViT) -> Backbone:
     return clip_backbone("fp32", model.eval(), f"fp32-{model_digest(model)}-{code_digest(vit)}")
 
 
-def dynamic_int8(model: CLIPViT) -> CLIPViT:
-    # ---- LOCAL STAND-IN: to be replaced by `model.quantize.dynamic_int8(model)` (lead's module). ----
-    # The paper's INT8 mode: dynamic post-training quantization of every Linear's weights (int8,
-    # per tensor), activations quantized on the fly; a copy, so the FP32 model is untouched.
-    try:
-        from model.quantize import dynamic_int8 as shared
-    except ImportError:
-        return torch.ao.quantization.quantize_dynamic(copy.deepcopy(model).eval(), {nn.Linear}, dtype=torch.qint8)
-    return shared(model)
-
-
 def dynamic_backbone(model: CLIPViT) -> Backbone:
-    from model import vit
-    return clip_backbone("dynamic", dynamic_int8(model), f"dynamic-{model_digest(model)}-{code_digest(vit)}")
+    from model import quantize, vit
+    return clip_backbone("dynamic", quantize.dynamic_int8(model), f"dynamic-{model_digest(model)}-{code_digest(vit)}")
 
 
 def int8_backbone(model: CLIPViT, intmodel_path: Path | str | None = None,

@@ -10,7 +10,7 @@ The gate is ``g_l = σ(w_l · [c_l, m_l, SAV_l] + b_l)``, trained with BCE on th
 with label 1 iff the layer-``l`` exit is correct. Training standardises the features (per layer,
 on the training rows) and folds the standardisation back into ``w_l`` and ``b_l``, so the
 stored gate is a plain dot product on the raw features: the hardware comparator can test
-``w·f + b ≥ logit(τ)`` (DESIGN.md) with no extra arithmetic.
+``w·f + b ≥ logit(τ)`` (docs/architecture.md) with no extra arithmetic.
 """
 from __future__ import annotations
 

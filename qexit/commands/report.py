@@ -49,11 +49,12 @@ def run(args) -> int:
     return 0
 
 
-HEADLINES = {  # the headline keys of each step (DESIGN.md); other steps show their first keys
+HEADLINES = {  # the headline keys of each step (docs/architecture.md); other steps show their first keys
     "eval": ["top1", "images", "params"],
     "quantize": ["top1_fp32", "top1_int8", "top1_dynamic_int8", "saturated_values"],
-    "exits": ["top1_int8_full", "top1_lraee", "flops_saving", "rescue", "loss"],
-    "verify-gemm": ["matched", "total", "mismatches", "cycles_measured", "cycles_predicted", "utilization"],
+    "exits": ["mode", "top1_full", "top1_lraee", "flops_saving", "rescue", "loss"],
+    "verify-gemm": ["matched", "total", "mismatches", "cycles_measured", "cycles_predicted", "utilization",
+                    "utilization_with_io"],
 }
 
 

@@ -3,7 +3,7 @@
 `qexit rtl gemm --rows R --cols C` writes the INT8 GEMM engine (an R x C weight-stationary
 systolic array with its activation, weight, parameter, accumulator and output buffers, the
 tile controller and the requantize unit) as one Verilog file, reports/rtl-gemm/gemm_RxC.v
-(and a copy at --out), with summary.json (array, buffers, ports) and a README.
+(and a copy at --out), with summary.json (array size, buffer sizes, Verilog lines) and a README.
 """
 from __future__ import annotations
 
@@ -43,11 +43,7 @@ def run_gemm(args) -> int:
     cfg = gemm.GemmConfig(args.rows, args.cols, max_m=args.max_m, max_k=args.max_k, max_n=args.max_n)
     text = gemm.to_verilog(cfg)
     name = f"gemm_{cfg.rows}x{cfg.cols}.v"
-    buffers = {
-        "a": (cfg.a_words, 8 * cfg.rows), "w": (cfg.w_words, 8 * cfg.cols),
-        "p": (cfg.nt_max, gemm.PARAM_BITS * cfg.cols), "acc": (cfg.max_m, 32 * cfg.cols),
-        "out": (cfg.out_words, 8 * cfg.cols),
-    }
+    buffers = cfg.buffers
     summary = {
         "rows": cfg.rows, "cols": cfg.cols, "top": cfg.name, "verilog": name,
         "max_m": cfg.max_m, "max_k": cfg.max_k, "max_n": cfg.max_n,

@@ -1,0 +1,180 @@
+"""The host side of the GEMM engine, shared by every driver: operand checks, the buffer
+layouts (packing), the reference it must equal, and the one engine-driving protocol.
+
+The protocol (``hw/gemm.py`` states it from the engine's side), written once in ``drive``:
+
+1. while the engine is idle, write each buffer through its load stream, one word per beat,
+   in address order from 0 (``GemmJob.loads``: a, w, p);
+2. set the descriptor ``m``, ``k``, ``n`` and pulse ``start``;
+3. wait for ``done``; the cycles from the edge that samples ``start`` to the one that raises
+   ``done`` are what ``hw.schedule`` predicts;
+4. read ``GemmJob.unload_words`` words from the ``out`` stream and unpack them.
+
+A driver supplies the four steps for its simulator (``load``, ``start``, ``wait_done``,
+``unload``): ``AmaranthDriver`` below for Amaranth's own simulator, ``sim.tb_gemm.Engine`` for
+cocotb. (The free-running Verilator harness in ``sim.verify`` only times start → done on
+whatever the buffers hold; it checks no data.)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from hw.gemm import PARAM_BITS
+from hw.schedule import tile_counts
+from model import intops
+from model.errors import QexitError
+
+
+# --------------------------------------------------------------------------- operands
+
+def check_operands(a: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, mult: torch.Tensor,
+                   shift: torch.Tensor) -> None:
+    """Raise if the operands break the numeric contract (checked before any simulation)."""
+    intops.check_int8(a, "activations")
+    intops.check_int8(w, "weights")
+    if a.dim() != 2 or w.dim() != 2 or a.shape[1] != w.shape[1]:
+        raise QexitError(f"activations {tuple(a.shape)} and weights {tuple(w.shape)} must be "
+                         f"(M, K) and (N, K) with the same K")
+    n = w.shape[0]
+    for name, v in (("bias", bias), ("multiplier", mult), ("shift", shift)):
+        if v.dtype != torch.int64 or tuple(v.shape) != (n,):
+            raise QexitError(f"{name} must be an int64 tensor of shape ({n},), one per output "
+                             f"channel, got {v.dtype} {tuple(v.shape)}")
+    if bias.numel() and (bias.min() < intops.INT32_MIN or bias.max() > intops.INT32_MAX):
+        raise QexitError("bias holds values outside int32; requantize the model again")
+    intops.check_multiplier(mult, shift, "requantization")
+
+
+def reference(a, w, bias, mult, shift) -> torch.Tensor:
+    """What the engine must output, from ``model.intops`` (the numeric contract)."""
+    return intops.requantize(intops.gemm(a, w, bias), mult, shift)
+
+
+# --------------------------------------------------------------------------- buffer layouts
+
+def _bytes_words(values: torch.Tensor) -> list[int]:
+    """Rows of int8 lanes → ints (fast path through bytes, little endian)."""
+    raw = values.to(torch.int8).contiguous().numpy().view("uint8")
+    raw = raw.reshape(-1, values.shape[-1])
+    return [int.from_bytes(row.tobytes(), "little") for row in raw]
+
+
+def _pad(x: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    out = torch.zeros(rows, cols, dtype=torch.int64)
+    out[:x.shape[0], :x.shape[1]] = x
+    return out
+
+
+def pack_activations(a: torch.Tensor, rows: int) -> list[int]:
+    """A (M, K) → a-buffer words: word m*KT + i holds a[m, i*R : i*R+R]."""
+    m, k = a.shape
+    kt, _ = tile_counts(k, 1, rows, 1)
+    return _bytes_words(_pad(a, m, kt * rows).reshape(m * kt, rows))
+
+
+def pack_weights(w: torch.Tensor, rows: int, cols: int) -> list[int]:
+    """W (N, K) → w-buffer words in tile order: word u*R + r holds w[j*C : j*C+C, i*R + r]."""
+    n, k = w.shape
+    kt, nt = tile_counts(k, n, rows, cols)
+    wt = _pad(w, nt * cols, kt * rows).t()                       # (K_pad, N_pad)
+    tiles = wt.reshape(kt, rows, nt, cols).permute(2, 0, 1, 3)    # (j, i, r, c): n outer, k inner
+    return _bytes_words(tiles.reshape(-1, cols))
+
+
+def pack_params(bias: torch.Tensor, mult: torch.Tensor, shift: torch.Tensor, cols: int) -> list[int]:
+    """Per-channel bias, multiplier and shift → p-buffer words, one per n tile."""
+    n = bias.shape[0]
+    _, nt = tile_counts(1, n, 1, cols)
+    lanes = [(b & 0xFFFFFFFF) | (mu << 32) | (s << 63)
+             for b, mu, s in zip(bias.tolist(), mult.tolist(), shift.tolist())]
+    lanes += [0] * (nt * cols - n)
+    return [sum(lanes[j * cols + c] << (PARAM_BITS * c) for c in range(cols)) for j in range(nt)]
+
+
+def unpack_outputs(words: list[int], m: int, n: int, cols: int) -> torch.Tensor:
+    """out-buffer words (row-major, M * NT of them) → int8 values (M, N) as int64."""
+    _, nt = tile_counts(1, n, 1, cols)
+    if len(words) != m * nt:
+        raise QexitError(f"expected {m * nt} output words, got {len(words)}")
+    raw = b"".join(w.to_bytes(cols, "little") for w in words)
+    vals = torch.frombuffer(bytearray(raw), dtype=torch.int8).to(torch.int64)
+    return vals.reshape(m, nt * cols)[:, :n]
+
+
+# --------------------------------------------------------------------------- the protocol
+
+@dataclass(frozen=True)
+class GemmJob:
+    """One GEMM as the engine sees it: the stream words to load, the descriptor, the unload."""
+    m: int
+    k: int
+    n: int
+    cols: int
+    loads: tuple[tuple[str, list[int]], ...]     # (stream port, words) in load order
+    unload_words: int
+
+    def outputs(self, words: list[int]) -> torch.Tensor:
+        return unpack_outputs(words, self.m, self.n, self.cols)
+
+
+def gemm_job(case: dict, rows: int, cols: int) -> GemmJob:
+    """Pack one case (``a``, ``w``, ``bias``, ``mult``, ``shift``) for an R x C engine."""
+    a, w = case["a"], case["w"]
+    m, k, n = a.shape[0], a.shape[1], w.shape[0]
+    _, nt = tile_counts(k, n, rows, cols)
+    loads = (("a_in", pack_activations(a, rows)), ("w_in", pack_weights(w, rows, cols)),
+             ("p_in", pack_params(case["bias"], case["mult"], case["shift"], cols)))
+    return GemmJob(m, k, n, cols, loads, m * nt)
+
+
+async def drive(driver, job: GemmJob, **stall) -> dict:
+    """Run ``job`` through a driver's four steps; returns outputs and the start → done cycles.
+
+    ``stall`` goes to the driver's ``load`` and ``unload`` (e.g. a random generator for gaps).
+    """
+    for port, words in job.loads:
+        await driver.load(port, words, **stall)
+    await driver.start(job.m, job.k, job.n)
+    timing = await driver.wait_done()
+    words = await driver.unload(job.unload_words, **stall)
+    return {"out": job.outputs(words), **timing}
+
+
+class AmaranthDriver:
+    """The four steps in Amaranth's simulator (a testbench ``ctx`` and a ``GemmEngine``)."""
+
+    def __init__(self, ctx, dut):
+        self.ctx, self.dut = ctx, dut
+
+    async def load(self, port: str, words: list[int]) -> None:
+        stream = getattr(self.dut, port)
+        self.ctx.set(stream.valid, 1)
+        for word in words:
+            self.ctx.set(stream.payload, word)
+            await self.ctx.tick()
+        self.ctx.set(stream.valid, 0)
+
+    async def start(self, m: int, k: int, n: int) -> None:
+        for name, v in (("m", m), ("k", k), ("n", n), ("start", 1)):
+            self.ctx.set(getattr(self.dut, name), v)
+        await self.ctx.tick()                      # this edge samples start
+        self.ctx.set(self.dut.start, 0)
+
+    async def wait_done(self) -> dict:
+        cycles = 0                                 # edges after the one that sampled start
+        while not self.ctx.get(self.dut.done):
+            await self.ctx.tick()
+            cycles += 1
+        return {"cycles": cycles, "counter": self.ctx.get(self.dut.cycles)}
+
+    async def unload(self, count: int) -> list[int]:
+        words = []
+        self.ctx.set(self.dut.out.ready, 1)
+        while len(words) < count:
+            valid, payload = self.ctx.get(self.dut.out.valid), self.ctx.get(self.dut.out.payload)
+            await self.ctx.tick()
+            if valid:
+                words.append(payload)
+        return words

@@ -1,0 +1,51 @@
+"""hw/emit.py: the confined patch of amaranth's memory emitter still does exactly its job."""
+import pytest
+from amaranth import Module
+from amaranth.back import rtlil, verilog
+from amaranth.lib import memory, wiring
+from amaranth.lib.wiring import In, Out
+
+from hw import emit
+from model.errors import QexitError
+
+
+class TwoMemories(wiring.Component):
+    addr: In(4)
+    zero_out: Out(8)
+    table_out: Out(8)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.zeros = zeros = memory.Memory(shape=8, depth=16, init=[])
+        m.submodules.table = table = memory.Memory(shape=8, depth=16, init=[3, 1, 4, 1, 5, 9, 2, 6])
+        wr = zeros.write_port()
+        rd_z, rd_t = zeros.read_port(), table.read_port()
+        m.d.comb += [wr.addr.eq(self.addr), wr.data.eq(self.addr), wr.en.eq(1),
+                     rd_z.addr.eq(self.addr), rd_t.addr.eq(self.addr),
+                     self.zero_out.eq(rd_z.data), self.table_out.eq(rd_t.data)]
+        return m
+
+
+def test_patch_applies_to_the_pinned_amaranth():
+    emit.check_patch()      # raises when amaranth is not the version the patch was checked on
+
+
+def test_zero_init_is_dropped_and_other_init_kept():
+    plain = verilog.convert(TwoMemories(), name="two", emit_src=False)
+    assert "zeros[0] = 8'h00;" in plain             # amaranth itself initialises both memories
+    text = emit.to_verilog(TwoMemories(), "two")
+    assert "reg [7:0] zeros [15:0];" in text and "zeros[addr] <=" in text
+    assert "zeros[0] =" not in text                 # no initial block for the all-zero memory
+    assert "\\table [5] = 8'h09;" in text            # the table keeps its values
+
+
+def test_emitter_is_restored_after_conversion():
+    before = rtlil.ModuleEmitter.emit_memory
+    assert "module two" in emit.to_verilog(TwoMemories(), "two")
+    assert rtlil.ModuleEmitter.emit_memory is before
+
+
+def test_other_amaranth_version_is_refused(monkeypatch):
+    monkeypatch.setattr(emit.amaranth, "__version__", "0.5.99")
+    with pytest.raises(QexitError, match="make setup"):
+        emit.check_patch()
