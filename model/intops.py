@@ -175,28 +175,33 @@ def add(a: torch.Tensor, b: torch.Tensor, m_a: torch.Tensor, m_b: torch.Tensor, 
 
 # --------------------------------------------------------------------------- integer square root
 
-def isqrt(n: torch.Tensor) -> torch.Tensor:
-    """Exact floor(sqrt(n)) of non-negative int64 values by Newton's iteration (no float).
+ISQRT_BITS = 56         # isqrt takes n < 2**56 and gives a root < 2**28, one bit per step
 
-    Starts above the root (2**ceil(bits/2)) so the iterates decrease monotonically to it.
+
+def isqrt(n: torch.Tensor) -> torch.Tensor:
+    """Exact floor(sqrt(n)) of int64 values in [0, 2**ISQRT_BITS), as a digit recurrence.
+
+    One root bit per step, from the top: set bit b of the root if (root | 2**b)**2 <= n. After
+    ISQRT_BITS/2 fixed steps the root is the exact floor, so an RTL unit that runs the same
+    steps (one a cycle) gives the same integer.
     """
     _check_int(n, "isqrt input")
-    if (n < 0).any():
-        raise QexitError("isqrt of a negative value")
-    bits = torch.zeros_like(n)                       # bit length of n, by comparison (integer only)
-    for k in range(63):
-        bits = torch.where(n >= (1 << k), torch.full_like(n, k + 1), bits)
-    x = torch.where(n > 0, torch.ones_like(n) << ((bits + 1) // 2), torch.zeros_like(n))
-    while True:
-        safe = torch.where(x > 0, x, torch.ones_like(x))
-        y = torch.where(x > 0, (x + n // safe) // 2, x)
-        done = y >= x
-        if done.all():
-            return x
-        x = torch.where(done, x, y)
+    if n.numel() and (n.min() < 0 or n.max() >= 2 ** ISQRT_BITS):
+        raise QexitError(f"isqrt input outside [0, 2**{ISQRT_BITS})")
+    root = torch.zeros_like(n)
+    for bit in range(ISQRT_BITS // 2 - 1, -1, -1):
+        trial = root | (1 << bit)
+        root = torch.where(trial * trial <= n, trial, root)
+    return root
 
 
 # --------------------------------------------------------------------------- LayerNorm
+
+LN_MAX_D = 2 ** 12      # row length: |sum x| <= 2**19, sum x**2 <= 2**26, var_num < 2**38
+LN_EPS_BITS = 54        # eps < 2**54, so (var_num << 2*LN_SQRT_BITS) + eps < 2**55 < 2**ISQRT_BITS
+LN_SHIFT = (1, 40 + LN_FRAC_BITS)   # the output shift of gamma*y + beta (|g| <= 2**15 up to gamma/s_out = 2**26)
+LN_B_BITS = 47          # |b| < 2**47 (and |g*y| < 2**15 * 2**20), so g*y + b fits 49 bits
+
 
 def layernorm_params(gamma: torch.Tensor, beta: torch.Tensor, s_in: float, s_out: float,
                      eps: float = 1e-5) -> dict[str, torch.Tensor]:
@@ -208,31 +213,54 @@ def layernorm_params(gamma: torch.Tensor, beta: torch.Tensor, s_in: float, s_out
     """
     g = gamma.double() / s_out
     gmax = g.abs().max().item()
-    shift = max(1, min(40, GAMMA_BITS - math.ceil(math.log2(max(gmax, 2.0 ** -24)))))
+    shift = max(LN_SHIFT[0] - LN_FRAC_BITS,
+                min(LN_SHIFT[1] - LN_FRAC_BITS, GAMMA_BITS - math.ceil(math.log2(max(gmax, 2.0 ** -24)))))
     g_q = torch.round(g * 2.0 ** shift).to(torch.int64)
     b_q = torch.round(beta.double() / s_out * 2.0 ** (shift + LN_FRAC_BITS)).to(torch.int64)
     d = gamma.numel()
     eps_q = round(d * d * eps / s_in ** 2 * 2.0 ** (2 * LN_SQRT_BITS))
-    return {"g": g_q, "b": b_q, "shift": torch.tensor(shift + LN_FRAC_BITS, dtype=torch.int64),
-            "eps": torch.tensor(eps_q, dtype=torch.int64)}
+    prm = {"g": g_q, "b": b_q, "shift": torch.tensor(shift + LN_FRAC_BITS, dtype=torch.int64),
+           "eps": torch.tensor(eps_q, dtype=torch.int64)}
+    check_layernorm_params(**prm)
+    return prm
+
+
+def check_layernorm_params(g, b, shift, eps, name: str = "layernorm") -> None:
+    """Raise if LayerNorm constants leave the ranges the widths of ``layernorm`` rely on."""
+    g, b = torch.as_tensor(g), torch.as_tensor(b)
+    checks = (("row length", g.numel(), 1, LN_MAX_D), ("shift", int(shift), *LN_SHIFT),
+              ("eps", int(eps), 0, 2 ** LN_EPS_BITS - 1),
+              ("g", int(g.abs().max()) if g.numel() else 0, 0, 2 ** GAMMA_BITS),
+              ("|b|", int(b.abs().max()) if b.numel() else 0, 0, 2 ** LN_B_BITS - 1))
+    for key, v, lo, hi in checks:
+        if not lo <= v <= hi:
+            raise QexitError(f"{name}: {key} = {v} is outside [{lo}, {hi}]; the IntModel is corrupt "
+                             f"or the LayerNorm scales are extreme (re-run `qexit quantize`)")
 
 
 def layernorm(x: torch.Tensor, g: torch.Tensor, b: torch.Tensor, shift: torch.Tensor, eps: torch.Tensor,
               counter: OverflowCounter | None = None, name: str = "layernorm") -> torch.Tensor:
-    """Integer LayerNorm over the last dim of an int8 tensor, output int8.
+    """Integer LayerNorm over the last dim (D <= LN_MAX_D) of an int8 tensor, output int8.
 
-    c_i = D*x_i - sum(x) (= D*(x_i - mean), exact);
-    den = isqrt((sum(c^2) << 2*LN_SQRT_BITS) // D + eps) (= D*sqrt(var + eps)*2**LN_SQRT_BITS);
-    r = floor(2**LN_RECIP_BITS / den), once per row;
-    y_i = round_shift(c_i * r, LN_RECIP_BITS - LN_SQRT_BITS - LN_FRAC_BITS)
-    (= (x_i - mean)/sigma with LN_FRAC_BITS fraction bits); out = sat8(round_shift(g*y + b, shift)).
+    One pass over the row gives S = sum(x) in [-2**19, 2**19) (20 bits signed) and
+    Q = sum(x**2) <= 2**26 (27 bits);
+    var_num = D*Q - S**2 in [0, 2**38) (= sum(c**2) / D exactly, c_i = D*x_i - S);
+    den = isqrt((var_num << 2*LN_SQRT_BITS) + eps) < 2**28 (= D*sqrt(var + eps)*2**LN_SQRT_BITS);
+    r = floor(2**LN_RECIP_BITS / max(den, 1)) <= 2**40, once per row;
+    c_i = D*x_i - S, |c_i| < 2**20;
+    y_i = round_shift(c_i * r, LN_RECIP_BITS - LN_SQRT_BITS - LN_FRAC_BITS), |y_i| < 2**20
+    (= (x_i - mean)/sigma with LN_FRAC_BITS fraction bits, and |z-score| <= sqrt(D));
+    out = sat8(round_shift(g*y + b, shift)), |g| <= 2**15, |b| < 2**47, g*y + b < 2**49.
     A row with zero variance has y = 0, so its output is the quantized beta.
     """
     d = x.shape[-1]
-    c = d * x - x.sum(-1, keepdim=True)
-    den = isqrt(((c * c).sum(-1, keepdim=True) << (2 * LN_SQRT_BITS)) // d + eps)
+    if d > LN_MAX_D:
+        raise QexitError(f"{name}: rows of {d} values exceed {LN_MAX_D}")
+    s = x.sum(-1, keepdim=True)
+    var_num = d * (x * x).sum(-1, keepdim=True) - s * s
+    den = isqrt((var_num << (2 * LN_SQRT_BITS)) + eps)
     r = (1 << LN_RECIP_BITS) // den.clamp(min=1)
-    y = round_shift(c * r, LN_RECIP_BITS - LN_SQRT_BITS - LN_FRAC_BITS)
+    y = round_shift((d * x - s) * r, LN_RECIP_BITS - LN_SQRT_BITS - LN_FRAC_BITS)
     return saturate(round_shift(g * y + b, shift), INT8_MIN, INT8_MAX, counter, name)
 
 
@@ -333,19 +361,41 @@ def softmax(scores: torch.Tensor, pre: torch.Tensor, x0: torch.Tensor, qb: torch
 ERF_A, ERF_B = -0.2888, -1.769                 # erf(x) ≈ sgn(x) [A (min(|x|, -B) + B)**2 + 1]
 
 
+GELU_QB = (-2 ** 12, -1)       # qb = floor(ERF_B / s_erf): the erf polynomial's clip point
+GELU_QC = (0, 2 ** 23 - 1)      # qc: the "+1" at the polynomial's scale; 256 * qc < 2**31
+
+
 def gelu_params(s_in: float, s_out: float) -> dict[str, torch.Tensor]:
     """Constants of i-GELU on an int8 input at scale ``s_in``, output int8 at ``s_out``."""
     s_erf = s_in / math.sqrt(2.0)
     qb = math.floor(ERF_B / s_erf)
     qc = math.floor(-1.0 / ERF_A / s_erf ** 2)   # the "+1" at the polynomial's scale (A*s_erf**2 < 0)
     s_poly = -ERF_A * s_erf ** 2                  # erf ≈ sgn * (-(t + qb)**2 + qc) * s_poly
+    if qc > GELU_QC[1]:
+        raise QexitError(f"GELU input scale {s_in:.3g} is too fine for i-GELU's int32 product "
+                         f"(qc = {qc} > 2**23 - 1; needs s_in > ~1e-3); check calibration")
     m, shift = quantize_multiplier(s_in * s_poly / 2.0 / s_out)
-    return {"qb": torch.tensor(qb), "qc": torch.tensor(qc), "m": m[0], "shift": shift[0]}
+    prm = {"qb": torch.tensor(qb), "qc": torch.tensor(qc), "m": m[0], "shift": shift[0]}
+    check_gelu_params(**prm)
+    return prm
+
+
+def check_gelu_params(qb, qc, m, shift, name: str = "gelu") -> None:
+    """Raise if i-GELU constants leave the ranges the widths of ``gelu`` rely on."""
+    for key, v, (lo, hi) in (("qb", int(qb), GELU_QB), ("qc", int(qc), GELU_QC)):
+        if not lo <= v <= hi:
+            raise QexitError(f"{name}: {key} = {v} is outside [{lo}, {hi}]; the IntModel is corrupt")
+    check_multiplier(torch.as_tensor(m).reshape(1), torch.as_tensor(shift).reshape(1), name)
 
 
 def gelu(x: torch.Tensor, qb: torch.Tensor, qc: torch.Tensor, m: torch.Tensor, shift: torch.Tensor,
          counter: OverflowCounter | None = None, name: str = "gelu") -> torch.Tensor:
-    """i-GELU: x * (erf_int(x) + one) requantized to int8. x is int8 at scale s_in."""
+    """i-GELU: x * (erf_int(x) + one) requantized to int8. x is int8 at scale s_in.
+
+    t = min(|x|, -qb) in [0, 128]; (t + qb)**2 <= qb**2 < 2**24; erf in [-qc, qc];
+    x * (erf + qc) in (-2**31, 2**31) (an int32, as every requantize input), then
+    ``requantize`` (62-bit product). Int8 in, int8 out: the RTL may hold it as a 256-entry table.
+    """
     t = torch.minimum(x.abs(), -qb)
     erf = torch.sign(x) * (qc - (t + qb) ** 2)       # erf(x/sqrt2) / s_poly
     return requantize(x * (erf + qc), m, shift, counter, name)

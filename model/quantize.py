@@ -249,7 +249,9 @@ def expected_shapes(cfg: ViTConfig) -> dict[str, tuple[int, ...]]:
 
 
 def validate(im: IntModel) -> None:
-    """Raise QexitError unless every parameter is present, shaped, typed and in range."""
+    """Raise QexitError unless every parameter is present, shaped, typed and in range: int8
+    weights, int32 biases, every (multiplier, shift) pair, and the LayerNorm, softmax and GELU
+    constants within the ranges ``model.intops`` derives its bit widths from."""
     shapes = expected_shapes(im.config)
     missing = sorted(set(shapes) - set(im.params))
     if missing:
@@ -273,6 +275,18 @@ def validate(im: IntModel) -> None:
             base = name[:-4]
             intops.check_softmax_params(**{k: im.params[f"{base}.{k}"] for k in ("pre", "x0", "qb", "qc")},
                                         name=f"IntModel {base}")
+        elif name.endswith(".gelu.qb"):
+            base = name[:-3]
+            intops.check_gelu_params(**{k: im.params[f"{base}.{k}"] for k in ("qb", "qc", "m", "shift")},
+                                     name=f"IntModel {base}")
+        elif name.endswith(".eps"):
+            base = name[:-4]
+            intops.check_layernorm_params(**{k: im.params[f"{base}.{k}"] for k in ("g", "b", "shift", "eps")},
+                                          name=f"IntModel {base}")
+        elif name.endswith(".b") and f"{name[:-2]}.w" in shapes:      # a linear layer's int32 bias
+            b = im.params[name]
+            if b.numel() and (b.min() < intops.INT32_MIN or b.max() > intops.INT32_MAX):
+                raise QexitError(f"IntModel parameter {name} holds values outside int32; the IntModel is corrupt")
 
 
 def load_intmodel(path: Path | str, config: ViTConfig | None = None) -> IntModel:

@@ -76,15 +76,63 @@ def test_add_aligns_scales():
 # ---------------------------------------------------------------- isqrt
 
 @FAST
-@given(st.lists(st.integers(0, 2 ** 62), min_size=1, max_size=50))
+@given(st.lists(st.integers(0, 2 ** intops.ISQRT_BITS - 1), min_size=1, max_size=50))
 def test_isqrt_is_exact_floor(values):
     got = intops.isqrt(torch.tensor(values))
     assert got.tolist() == [math.isqrt(v) for v in values]
 
 
 def test_isqrt_edges():
-    v = [0, 1, 2, 3, 4, 15, 16, 17, 2 ** 62, 2 ** 63 - 1, (2 ** 31 - 1) ** 2, (2 ** 31 - 1) ** 2 - 1]
+    top = 2 ** intops.ISQRT_BITS - 1
+    v = [0, 1, 2, 3, 4, 15, 16, 17, top, top - 1, (2 ** 28 - 1) ** 2, (2 ** 28 - 1) ** 2 - 1, (2 ** 27) ** 2]
     assert intops.isqrt(torch.tensor(v)).tolist() == [math.isqrt(x) for x in v]
+    for bad in (-1, top + 1):
+        with pytest.raises(QexitError, match="isqrt input"):
+            intops.isqrt(torch.tensor([bad]))
+
+
+def _layernorm_two_pass(x, g, b, shift, eps):
+    """The earlier two-pass definition: sum(c**2) over D, with c_i = D*x_i - sum(x)."""
+    d = x.shape[-1]
+    c = d * x - x.sum(-1, keepdim=True)
+    den = torch.tensor([[math.isqrt(((int(v) << 16) // d) + int(eps))] for v in (c * c).sum(-1)])
+    r = (1 << intops.LN_RECIP_BITS) // den.clamp(min=1)
+    y = intops.round_shift(c * r, intops.LN_RECIP_BITS - intops.LN_SQRT_BITS - intops.LN_FRAC_BITS)
+    return intops.round_shift(g * y + b, shift).clamp(-128, 127)
+
+
+def test_layernorm_one_pass_equals_two_pass_and_stays_in_its_widths():
+    g = torch.Generator().manual_seed(3)
+    for d in (2, 7, 64, 768, intops.LN_MAX_D):
+        x = torch.randint(-128, 128, (40, d), generator=g)
+        x[0], x[1], x[2] = -128, 127, 0                               # zero variance
+        x[3] = torch.where(torch.arange(d) % 2 == 0, -128, 127)       # the largest variance
+        x[4] = 0
+        x[4, 0] = 127                                                 # the largest |z-score|
+        gamma, beta = torch.rand(d, generator=g) + 0.5, torch.randn(d, generator=g)
+        p = intops.layernorm_params(gamma, beta, 0.05, 0.02)
+        assert torch.equal(intops.layernorm(x, **p), _layernorm_two_pass(x, **p))
+        s, q = x.sum(-1), (x * x).sum(-1)
+        var_num = d * q - s * s
+        assert -2 ** 19 <= s.min() and s.max() < 2 ** 19 and q.max() <= 2 ** 26 and var_num.min() >= 0 and var_num.max() < 2 ** 38
+        den = intops.isqrt((var_num << 16) + p["eps"]).clamp(min=1)
+        y = intops.round_shift((d * x - s[:, None]) * ((1 << 40) // den[:, None]), 20)
+        assert y.abs().max() < 2 ** 20 and (p["g"][None] * y + p["b"]).abs().max() < 2 ** 49
+    with pytest.raises(QexitError, match="exceed"):
+        intops.layernorm(torch.zeros(1, intops.LN_MAX_D + 1, dtype=torch.int64), **p)
+
+
+def test_layernorm_and_gelu_constants_are_range_checked():
+    p = intops.layernorm_params(torch.ones(8), torch.zeros(8), 0.05, 0.02)
+    with pytest.raises(QexitError, match="eps"):
+        intops.check_layernorm_params(**dict(p, eps=torch.tensor(2 ** 60)))
+    with pytest.raises(QexitError, match="g ="):
+        intops.check_layernorm_params(**dict(p, g=p["g"] * 2 ** 10))
+    with pytest.raises(QexitError, match="too fine"):
+        intops.gelu_params(1e-5, 0.01)
+    q = intops.gelu_params(0.05, 0.02)
+    with pytest.raises(QexitError, match="qb"):
+        intops.check_gelu_params(**dict(q, qb=torch.tensor(5)))
 
 
 # ---------------------------------------------------------------- LayerNorm
@@ -229,6 +277,15 @@ def test_gelu_error_bound_against_float(s_in, s_out):
     ref = (F.gelu(x.double() * s_in) / s_out).clamp(-128, 127)
     # i-GELU's polynomial erf is good to about 0.02 in real units, plus one output LSB of rounding
     assert ((got.double() - ref).abs() * s_out).max() <= 0.025 + s_out
+
+
+@pytest.mark.parametrize("s_in", [1e-3, 0.01, 0.05, 0.5, 4.0])
+def test_gelu_product_stays_in_int32(s_in):
+    p = intops.gelu_params(s_in, 0.02)
+    x = torch.arange(-128, 128)
+    t = torch.minimum(x.abs(), -p["qb"])
+    prod = x * (torch.sign(x) * (p["qc"] - (t + p["qb"]) ** 2) + p["qc"])
+    assert prod.abs().max() < 2 ** 31 and p["qb"] ** 2 < 2 ** 24
 
 
 def test_gelu_extremes_and_sign():

@@ -76,6 +76,13 @@ def test_missing_and_bad_parameters(tiny_intmodel):
     params["b1.softmax.qc"] = torch.tensor(2 ** 20)     # would break the 17-bit i-exp bound
     with pytest.raises(QexitError, match="b1.softmax: qc"):
         validate(IntModel(TINY, params, tiny_intmodel.scales))
+    for name, value, message in (("b0.ln2.eps", torch.tensor(2 ** 60), "b0.ln2: eps"),
+                                 ("b1.gelu.qc", torch.tensor(2 ** 24), "b1.gelu: qc"),
+                                 ("b0.fc1.b", torch.full((TINY.hidden,), 2 ** 31), "b0.fc1.b holds values outside int32")):
+        params = dict(tiny_intmodel.params)
+        params[name] = value
+        with pytest.raises(QexitError, match=message):
+            validate(IntModel(TINY, params, tiny_intmodel.scales))
 
 
 def test_too_few_calibration_images(tiny_trained, fmnist_gate):
