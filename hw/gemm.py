@@ -102,7 +102,7 @@ class GemmConfig:
                              f"rebuild with larger --max-m/--max-k/--max-n")
 
 
-def _clamp(value, lo: int, hi: int):
+def clamp(value, lo: int, hi: int):
     return Mux(value > hi, hi, Mux(value < lo, lo, value))
 
 
@@ -119,6 +119,7 @@ class Requantizer(wiring.Component):
     bias: In(signed(32))
     mult: In(unsigned(intops.MULT_BITS))
     shift: In(unsigned(6))
+    en: In(1, init=1)         # all three stages advance when high (a stalled stream holds them)
     y: Out(signed(8))
 
     def elaborate(self, platform):
@@ -126,14 +127,15 @@ class Requantizer(wiring.Component):
         total = Signal(signed(32))
         mult = Signal(unsigned(intops.MULT_BITS))
         shift1 = Signal(6)
-        m.d.sync += [total.eq(_clamp(self.acc + self.bias, intops.INT32_MIN, intops.INT32_MAX)),
-                     mult.eq(self.mult), shift1.eq(self.shift)]
         product = Signal(signed(63))
         shift2 = Signal(6)
-        m.d.sync += [product.eq(total * mult), shift2.eq(shift1)]
         half = (Const(1, 62) << (shift2 - 1)[:6])[:62]
         rounded = (product + half) >> shift2
-        m.d.sync += self.y.eq(_clamp(rounded, intops.INT8_MIN, intops.INT8_MAX))
+        with m.If(self.en):
+            m.d.sync += [total.eq(clamp(self.acc + self.bias, intops.INT32_MIN, intops.INT32_MAX)),
+                         mult.eq(self.mult), shift1.eq(self.shift)]
+            m.d.sync += [product.eq(total * mult), shift2.eq(shift1)]
+            m.d.sync += self.y.eq(clamp(rounded, intops.INT8_MIN, intops.INT8_MAX))
         return m
 
 

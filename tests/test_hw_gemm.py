@@ -193,7 +193,7 @@ def test_smoke_8x8_runner():
 def test_runner_catches_a_broken_requantizer(monkeypatch):
     """The checks can fail: an engine whose int8 saturation wraps instead is caught, with the
     case and its seed named (model.intops is computed independently of the RTL)."""
-    monkeypatch.setattr(gemm, "_clamp", lambda value, lo, hi: value)
+    monkeypatch.setattr(gemm, "clamp", lambda value, lo, hi: value)
     res = verify.verify_gemm(4, 4, [(6, 9, 7)], seed=5)
     assert not res.passed and res.mismatches > 0
     assert "seed 5" in res.log
