@@ -36,7 +36,7 @@ INT32_MIN, INT32_MAX = -(2 ** 31), 2 ** 31 - 1
 MULT_BITS = 31          # requantization multiplier M lies in [0, 2**31)
 SHIFT_MIN, SHIFT_MAX = 1, 62
 PROB_BITS = 7           # softmax output: int8 at scale 2**-PROB_BITS
-RECIP_BITS = 32         # per-row reciprocal precision of softmax and LayerNorm
+RECIP_BITS = 32         # per-row reciprocal precision of softmax (LayerNorm: LN_RECIP_BITS)
 LN_FRAC_BITS = 12       # fixed-point fraction of the normalised LayerNorm value
 LN_SQRT_BITS = 8        # extra fraction bits of the LayerNorm square root (small variances)
 LN_RECIP_BITS = 40      # LayerNorm per-row reciprocal precision
@@ -271,7 +271,7 @@ EXP_MAX_SHIFT = 30      # z = (-x) // x0 stops here: x is clamped to [-30*x0, 0]
 EXP_QB_BITS = 7.5       # ``pre`` brings the score scale s to EXP_B / 2**7.5 within a factor sqrt(2)
 # Ranges of the i-exp constants (what ``softmax_params`` can give for any s_in, and what an
 # IntModel is checked against). With s in [EXP_B/2**8, EXP_B/2**7]: x0 = floor(ln2/s) in
-# [65, 131], qb = floor(EXP_B/s) in [128, 256], qc = floor(EXP_C/(EXP_A s**2)) in [8587, 34345].
+# [65, 131], qb = floor(EXP_B/s) in [128, 256], qc = floor(EXP_C/(EXP_A s**2)) in [8588, 34352].
 SOFTMAX_PRE = (-31, 31)             # the pre-shift of the scores (right when >= 0)
 SOFTMAX_X0 = (64, 132)
 SOFTMAX_QB = (128, 256)

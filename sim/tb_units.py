@@ -1,7 +1,8 @@
 """cocotb testbench of the streaming units (``hw.units``, ``hw.layernorm``, ``hw.softmax``),
 driven by ``sim.units``.
 
-The host writes the cases to ``$QEXIT_TB_CASES``: per case the unit's constant ports, the
+The host writes the cases to ``$QEXIT_TB_CASES``: per case the unit's constant ports, words
+for its always-ready load streams (``loads``, e.g. LayerNorm's per-channel parameters), the
 input beats (packed payload integers) and the number of output beats to expect. For every
 case the testbench sets the constants, feeds the input stream and drains the output stream
 at the same time (with random valid gaps and random ready drops when the case asks for
@@ -69,6 +70,12 @@ async def unit_cases(dut):
         for name, value in case["ports"].items():
             getattr(dut, name).value = value
         await RisingEdge(dut.clk)
+        for port, words in case.get("loads", {}).items():      # e.g. per-channel parameters
+            for word in words:
+                getattr(dut, f"{port}__payload").value = word
+                getattr(dut, f"{port}__valid").value = 1
+                await RisingEdge(dut.clk)
+            getattr(dut, f"{port}__valid").value = 0
         rng = random.Random(case["seed"]) if case.get("stall") else None
         feeder = cocotb.start_soon(_feed(dut, case["beats"], rng))
         out = await _drain(dut, case["count"], random.Random(case["seed"] + 1) if rng else None)

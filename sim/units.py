@@ -20,7 +20,7 @@ from typing import Callable
 
 import torch
 
-from hw import emit, units
+from hw import emit, layernorm, softmax, units
 from model import intops
 from model.errors import QexitError
 from sim import runner
@@ -75,6 +75,17 @@ def _int8(g: torch.Generator, shape) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- the element-wise units
 
+def _exactly(cases: list[dict], rows: int) -> list[dict]:
+    """Trim the last cases so that exactly ``rows`` rows remain."""
+    out, left = [], rows
+    for c in cases:
+        if left <= 0:
+            break
+        out.append(dict(c, inputs=c["inputs"][:left], expected=c["expected"][:left]))
+        left -= c["inputs"].shape[0]
+    return out
+
+
 def requant_cases(rows: int, seed: int) -> list[dict]:
     g = torch.Generator().manual_seed(seed)
     cases = []
@@ -90,7 +101,7 @@ def requant_cases(rows: int, seed: int) -> list[dict]:
             mult, shift = 0, 62
         cases.append({"ports": {"mult": mult, "shift": shift}, "inputs": acc,
                       "expected": intops.requantize(acc, torch.tensor(mult), torch.tensor(shift))})
-    return cases
+    return _exactly(cases, rows)
 
 
 def add_cases(rows: int, seed: int) -> list[dict]:
@@ -109,6 +120,56 @@ def add_cases(rows: int, seed: int) -> list[dict]:
         expected = intops.add(a, b, torch.tensor(m_a), torch.tensor(m_b), torch.tensor(shift))
         cases.append({"ports": {"m_a": m_a, "m_b": m_b, "shift": shift},
                       "inputs": torch.stack([a, b], -1), "expected": expected})
+    return _exactly(cases, rows)
+
+
+LN_MAX_D = 768              # the LayerNorm unit under test holds rows up to ViT-B/32's width
+
+
+def _ln_rows(g: torch.Generator, n: int, d: int) -> torch.Tensor:
+    """Random int8 rows with the corner rows first: constant (zero variance), -128/127
+    extremes, alternating extremes, one spike."""
+    x = _int8(g, (n, d))
+    spread = torch.randint(1, 129, (n, 1), generator=g)               # narrow rows too
+    x = (x * spread // 128).clamp(-128, 127)
+    corners = [torch.full((d,), -128), torch.full((d,), 127), torch.full((d,), 5),
+               torch.where(torch.arange(d) % 2 == 0, -128, 127), torch.zeros(d, dtype=torch.int64)]
+    corners[-1][0] = 127
+    for i, row in enumerate(corners[:n]):
+        x[i] = row
+    return x
+
+
+def layernorm_case(x: torch.Tensor, p: dict) -> dict:
+    """Rows ``x`` (n, D) with LayerNorm constants ``p``: ports, the parameter words (g in the
+    low 17 bits, b in the next 48, as ``hw.layernorm.LN_PARAM``), inputs and expected outputs."""
+    words = [(gi & (2 ** 17 - 1)) | ((bi & (2 ** 48 - 1)) << 17) for gi, bi in zip(p["g"].tolist(), p["b"].tolist())]
+    return {"ports": {"d": x.shape[-1], "shift": int(p["shift"]), "eps": int(p["eps"])}, "loads": {"p_in": words},
+            "inputs": x.reshape(-1, 1), "expected": intops.layernorm(x, **p).reshape(-1, 1)}
+
+
+def layernorm_cases(rows: int, seed: int) -> list[dict]:
+    g = torch.Generator().manual_seed(seed)
+    per_case, cases, done, c = 100, [], 0, 0
+    widths = [1, 2, 3, 7, 16, 64, 100, 192, 256, LN_MAX_D]
+    while done < rows:
+        d = widths[c % len(widths)] if c < len(widths) else int(torch.randint(1, 257, (1,), generator=g))
+        n = min(per_case, rows - done)
+        x = _ln_rows(g, n, d)
+        if c % 2 == 0:
+            s_in, s_out = _log_uniform(g, 1e-3, 0.5), _log_uniform(g, 1e-3, 0.5)
+            p = intops.layernorm_params(torch.rand(d, generator=g) * 2 - 0.5, torch.randn(d, generator=g),
+                                        s_in, s_out, eps=_log_uniform(g, 1e-8, 1e-2))
+        else:   # any constants the IntModel check accepts
+            bits = int(torch.randint(1, intops.LN_B_BITS + 1, (1,), generator=g))
+            p = {"g": torch.randint(-2 ** intops.GAMMA_BITS, 2 ** intops.GAMMA_BITS + 1, (d,), generator=g),
+                 "b": torch.randint(-2 ** bits + 1, 2 ** bits, (d,), generator=g),
+                 "shift": torch.randint(intops.LN_SHIFT[0], intops.LN_SHIFT[1] + 1, (1,), generator=g)[0],
+                 "eps": torch.randint(0, 2 ** int(torch.randint(1, intops.LN_EPS_BITS + 1, (1,), generator=g)),
+                                      (1,), generator=g)[0]}
+        intops.check_layernorm_params(**p)
+        cases.append({**layernorm_case(x, p), "rows": n})
+        done, c = done + n, c + 1
     return cases
 
 
@@ -129,6 +190,55 @@ def gelu_cases(rows: int, seed: int) -> list[dict]:
         expected = intops.gelu(x, *(torch.tensor(prm[k]) for k in ("qb", "qc", "m", "shift")))
         cases.append({"ports": {"qb": prm["qb"], "qc": prm["qc"], "mult": prm["m"], "shift": prm["shift"]},
                       "inputs": x, "expected": expected})
+    return _exactly(cases, rows)
+
+
+SM_MAX_ROW = 64             # the softmax unit under test holds attention rows up to 64 scores
+SM_ROWS_PER_CASE = 50       # attention rows that share one set of constants and one length
+
+
+def softmax_cases(rows: int, seed: int) -> list[dict]:
+    """Cases of up to SM_ROWS_PER_CASE attention rows, each with one length T (64, 1, 2, 3, then
+    random in 1..64) and one set of constants (even cases: ``softmax_params`` of a log-uniform
+    scale; odd: any constants the IntModel check accepts). Scores, by case % 3: the full int32
+    range; +-2**k around a random centre (k in 4..31); the same with k near the band where i-exp
+    is not 0 for this ``pre`` (30 x0 2**pre ~ 2**(12 + pre)). Each case starts with the corner
+    rows: constant, one INT32_MAX among INT32_MIN, all INT32_MIN, alternating extremes, all
+    INT32_MAX. Inputs and expected are (rows * T, 1): one score (probability) per beat."""
+    g = torch.Generator().manual_seed(seed)
+    lo, hi = intops.INT32_MIN, intops.INT32_MAX
+    cases, done, c = [], 0, 0
+    lengths = [SM_MAX_ROW, 1, 2, 3]
+    while done < rows:
+        t = lengths[c] if c < len(lengths) else int(torch.randint(1, SM_MAX_ROW + 1, (1,), generator=g))
+        n = min(SM_ROWS_PER_CASE, rows - done)
+        if c % 2 == 0:
+            prm = {k: int(v) for k, v in intops.softmax_params(_log_uniform(g, 1e-6, 10.0)).items()}
+        else:   # any constants the IntModel check accepts
+            x0 = int(torch.randint(intops.SOFTMAX_X0[0], intops.SOFTMAX_X0[1] + 1, (1,), generator=g))
+            prm = {"pre": int(torch.randint(intops.SOFTMAX_PRE[0], intops.SOFTMAX_PRE[1] + 1, (1,), generator=g)),
+                   "x0": x0,
+                   "qb": int(torch.randint(max(intops.SOFTMAX_QB[0], x0 + 1), intops.SOFTMAX_QB[1] + 1, (1,),
+                                           generator=g)),
+                   "qc": int(torch.randint(intops.SOFTMAX_QC[0], intops.SOFTMAX_QC[1] + 1, (1,), generator=g))}
+        intops.check_softmax_params(**prm)
+        if c % 3 == 0:
+            x = torch.randint(lo, hi + 1, (n, t), generator=g)
+        else:
+            k = int(torch.randint(4, 32, (1,), generator=g)) if c % 3 == 1 else \
+                min(31, max(4, 12 + prm["pre"] + int(torch.randint(-5, 3, (1,), generator=g))))
+            centre = int(torch.randint(lo, hi + 1, (1,), generator=g))
+            x = (centre + torch.randint(-2 ** k, 2 ** k + 1, (n, t), generator=g)).clamp(lo, hi)
+        corners = [torch.full((t,), int(torch.randint(lo, hi + 1, (1,), generator=g))),
+                   torch.full((t,), lo), torch.full((t,), lo),
+                   torch.where(torch.arange(t) % 2 == 0, hi, lo), torch.full((t,), hi)]
+        corners[1][0] = hi
+        for i, row in enumerate(corners[:n]):
+            x[i] = row
+        expected = intops.softmax(x, *(torch.tensor(prm[k]) for k in ("pre", "x0", "qb", "qc")))
+        cases.append({"ports": {"length": t, **prm}, "rows": n,
+                      "inputs": x.reshape(-1, 1), "expected": expected.reshape(-1, 1)})
+        done, c = done + n, c + 1
     return cases
 
 
@@ -157,6 +267,10 @@ UNITS: dict[str, Unit] = {
                 lambda x: pack_lanes(x.reshape(x.shape[0], -1), 8), LANES, 8),
     "gelu": Unit("gelu", lambda: units.GeluUnit(LANES), gelu_cases,
                  lambda x: pack_lanes(x, 8), LANES, 8),
+    "layernorm": Unit("layernorm", lambda: layernorm.LayerNormUnit(LN_MAX_D), layernorm_cases,
+                      lambda x: pack_lanes(x, 8), 1, 8),
+    "softmax": Unit("softmax", lambda: softmax.SoftmaxUnit(SM_MAX_ROW), softmax_cases,
+                    lambda x: pack_lanes(x, 32), 1, 8),
 }
 
 
@@ -177,6 +291,57 @@ class UnitResult:
                 "passed": self.passed, "sim_seconds": round(self.seconds, 2)}
 
 
+def run_in_amaranth(unit: Unit, case: dict, timing: dict | None = None) -> torch.Tensor:
+    """One case through the unit in Amaranth's own simulator (the same steps as ``sim.tb_units``,
+    without back-pressure): the output values, shaped like ``case["expected"]``. ``timing``,
+    when given, receives the cycles from the first input beat taken to the last output beat
+    (``cycles``), both counted."""
+    from amaranth.sim import Simulator
+
+    dut = unit.make_rtl()
+
+    def raw(port):       # layout-typed payloads are read and written as plain integers
+        return port.as_value() if hasattr(port, "as_value") else port
+
+    beats, count = unit.pack(case["inputs"]), case["expected"].numel() // unit.out_lanes
+    words: list[int] = []
+
+    async def bench(ctx):
+        for name, value in case["ports"].items():
+            ctx.set(getattr(dut, name), value)
+        for port, load in case.get("loads", {}).items():
+            stream_port = getattr(dut, port)
+            for word in load:
+                ctx.set(stream_port.valid, 1)
+                ctx.set(raw(stream_port.payload), word)
+                await ctx.tick()
+            ctx.set(stream_port.valid, 0)
+        ctx.set(dut.out.ready, 1)
+        pending, cycle, first = list(beats), 0, None
+        while len(words) < count:
+            ctx.set(dut.inp.valid, 1 if pending else 0)
+            if pending:
+                ctx.set(raw(dut.inp.payload), pending[0])
+            took = pending and ctx.get(dut.inp.ready)
+            got = ctx.get(dut.out.valid)
+            payload = ctx.get(raw(dut.out.payload))
+            await ctx.tick()
+            if took:
+                pending.pop(0)
+                first = cycle if first is None else first
+            if got:
+                words.append(payload)
+                if timing is not None and len(words) == count:
+                    timing["cycles"] = cycle - first + 1
+            cycle += 1
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    return unpack_lanes(words, unit.out_lanes, unit.out_bits, unit.out_signed).reshape(case["expected"].shape)
+
+
 def verify_unit(name: str, rows: int, seed: int, *, simulator: str | None = None,
                 stall: bool = True, folder: Path | None = None) -> UnitResult:
     """Build (cached) and run one unit on ``rows`` random rows plus its corners."""
@@ -187,7 +352,7 @@ def verify_unit(name: str, rows: int, seed: int, *, simulator: str | None = None
     unit = UNITS[name]
     cases = unit.cases(rows, seed)
     b = runner.build(emit.to_verilog(unit.make_rtl(), unit.top), unit.top, simulator=simulator)
-    tb = [{"ports": c["ports"], "beats": unit.pack(c["inputs"]), "count": c["expected"].numel() // unit.out_lanes,
+    tb = [{"ports": c["ports"], "loads": c.get("loads", {}), "beats": unit.pack(c["inputs"]), "count": c["expected"].numel() // unit.out_lanes,
            "seed": seed * 1000 + i, "stall": stall and i % 2 == 1} for i, c in enumerate(cases)]
     with tempfile.TemporaryDirectory(prefix="qexit-units-") as tmp:
         cases_path, results_path = Path(tmp) / "cases.pt", Path(tmp) / "results.json"
@@ -195,7 +360,7 @@ def verify_unit(name: str, rows: int, seed: int, *, simulator: str | None = None
         res = runner.run(b, "sim.tb_units", folder=folder,
                          settings={"QEXIT_TB_CASES": str(cases_path), "QEXIT_TB_RESULTS": str(results_path)})
         outputs = json.loads(results_path.read_text()) if results_path.exists() else None
-    out = UnitResult(name, sum(c["inputs"].shape[0] for c in cases), seconds=res.seconds)
+    out = UnitResult(name, sum(c.get("rows", c["inputs"].shape[0]) for c in cases), seconds=res.seconds)
     out.total = sum(c["expected"].numel() for c in cases)
     if outputs is None or len(outputs) != len(cases):
         out.log = runner.log_tail(res)

@@ -1,0 +1,185 @@
+"""The streaming softmax unit: ``model.intops.softmax`` over one attention row at a time.
+
+``SoftmaxUnit`` takes one int32 score per ``inp`` beat and gives one int8 probability
+(0..127, at scale 2**-7) per ``out`` beat, in input order. Its constants are input ports that
+the host (or the layer controller) holds steady while a row is in flight: the row length
+``length`` (T, 1..max_row) and the i-exp constants ``pre``, ``x0``, ``qb``, ``qc`` (within
+``intops.SOFTMAX_PRE``/``X0``/``QB``/``QC`` with qb > x0, as ``intops.check_softmax_params``
+accepts). Out-of-range constants or a length outside 1..max_row give unspecified results.
+
+A row goes through four phases, one after the other (the unit then takes the next row):
+
+* LOAD (T cycles): accept T scores, write them to the row buffer (an Amaranth ``Memory`` of
+  max_row 32-bit words) and keep the running row maximum (int32).
+* EXP (T + 3 cycles): read the scores back (one per cycle, synchronous read) through a
+  three-stage pipeline and write each e over its score, adding it to the row sum:
+
+  - stage 1, the read: score s (int32);
+  - stage 2: d = s - max in [-(2**32 - 1), 0] (33 bits); d = max(d, d_min); x = d >> pre (floor)
+    or d << -pre (64 bits); nx = -max(x, x_min) = min(-x, 30 x0) in [0, 3960] (12 bits), with
+    (d_min, x_min) = ``intops.exp_floor(pre, x0)``, formed here from the ports: x_min = -30 x0,
+    d_min = x_min << pre (pre >= 0, 45 bits) or -((30 x0) >> -pre) - 1 (pre < 0);
+  - stage 3: z = nx // x0 in [0, 30] (5 bits) by a five-step restoring division whose
+    remainder is -p = nx - z x0 in [0, x0) (8 bits); u = p + qb = qb - (-p) in [1, 256] (9 bits);
+  - then e = (u**2 + qc) >> z in [0, 2**17) (``intops.EXP_BITS``), written to the buffer, and
+    sum += e (sum < max_row * 2**17 <= 2**31: 31 bits for max_row = 2**14).
+
+* DIV (``DIV_STEPS`` = 19 cycles): r = floor(2**32 / sum) by a sequential restoring division
+  (one quotient bit per cycle, remainder < sum: 31 bits, shifted 32). sum >= qb**2 + qc >=
+  2**14 + 2**13 (the row maximum's e), so 2**32 >> 19 = 2**13 < sum: the division starts from
+  remainder 2**13 and needs only the 19 low quotient bits, r <= 2**18 (19 bits).
+* OUT (T + 2 cycles without back-pressure): read each e back; p = min(127, (e * r + 2**24) >> 25)
+  (e * r <= 2**32: 36-bit product; ``intops.round_shift`` by RECIP_BITS - PROB_BITS = 25, then
+  saturated at 127), streamed with the stall rule of ``hw.units.Pipeline``: the read port and
+  the output register advance together when ``~out.valid | out.ready``.
+
+A row therefore takes 3T + 24 cycles when the input never waits and the output is never
+stalled (``row_cycles``). ``inp.ready`` is high only in LOAD.
+"""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from hw.gemm import clamp
+from hw.units import Pipeline
+from model import intops
+from model.errors import QexitError
+
+PROB_SHIFT = intops.RECIP_BITS - intops.PROB_BITS     # 25: the final round_shift
+DIV_STEPS = 19                                          # quotient bits of floor(2**32 / sum)
+X_BITS = (intops.EXP_MAX_SHIFT * intops.SOFTMAX_X0[1]).bit_length()     # 12: nx = -x in [0, 3960]
+
+# sum >= SOFTMAX_QB[0]**2 + SOFTMAX_QC[0] must exceed the division's starting remainder.
+assert intops.RECIP_BITS - DIV_STEPS < (intops.SOFTMAX_QB[0] ** 2 + intops.SOFTMAX_QC[0]).bit_length()
+
+
+def row_cycles(length: int) -> int:
+    """Clock cycles of one row of ``length`` scores with no input gaps and no output stalls."""
+    return length + (length + 3) + DIV_STEPS + (length + 2)
+
+
+class SoftmaxUnit(wiring.Component):
+    """int32 scores (one per beat) → int8 probabilities 0..127 (one per beat), row by row.
+
+    Ports: ``inp`` (int32 stream), ``out`` (int8 stream), ``length`` (1..max_row),
+    ``pre`` signed(6), ``x0`` unsigned(8), ``qb`` unsigned(9), ``qc`` unsigned(16).
+    """
+
+    def __init__(self, max_row: int = 256):
+        if not isinstance(max_row, int) or not 1 <= max_row <= intops.SOFTMAX_MAX_ROW:
+            raise QexitError(f"softmax max_row = {max_row} must be an integer in "
+                             f"[1, {intops.SOFTMAX_MAX_ROW}]")
+        self.max_row = max_row
+        super().__init__({
+            "inp": In(stream.Signature(signed(32))),
+            "out": Out(stream.Signature(signed(8))),
+            "length": In(unsigned(max_row.bit_length())),
+            "pre": In(signed(max(-intops.SOFTMAX_PRE[0], intops.SOFTMAX_PRE[1]).bit_length() + 1)),
+            "x0": In(unsigned(intops.SOFTMAX_X0[1].bit_length())),
+            "qb": In(unsigned(intops.SOFTMAX_QB[1].bit_length())),
+            "qc": In(unsigned(intops.SOFTMAX_QC[1].bit_length())),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        count_shape = unsigned(self.max_row.bit_length())
+        sum_bits = (self.max_row * (2 ** intops.EXP_BITS - 1)).bit_length()   # <= 31
+
+        # the row buffer: scores (LOAD), overwritten by their e (EXP), read out (OUT)
+        m.submodules.buf = buf = memory.Memory(shape=unsigned(32), depth=self.max_row, init=[])
+        wr, rd = buf.write_port(), buf.read_port()
+
+        cnt = Signal(count_shape)       # buffer writes so far in this phase (LOAD, EXP)
+        idx = Signal(count_shape)       # buffer reads issued so far in this phase (EXP, OUT)
+        last = self.length - 1
+        row_max = Signal(signed(32))
+        total = Signal(unsigned(sum_bits))
+        recip = Signal(unsigned(DIV_STEPS))
+        rem = Signal(unsigned(sum_bits))
+        step = Signal(range(DIV_STEPS))
+
+        # ---- constants from the ports: exp_floor(pre, x0) and the shift amounts
+        neg = self.pre < 0
+        rshift = self.pre.as_unsigned()[:5]          # pre when pre >= 0
+        lshift = (-self.pre)[:5]                      # -pre when pre < 0
+        x30 = Signal(X_BITS)                          # -x_min = 30 x0 <= 3960
+        d_min = Signal(signed(X_BITS + 32 + 1))       # x_min << pre or -((-x_min) >> -pre) - 1
+        m.d.comb += [x30.eq(self.x0 * intops.EXP_MAX_SHIFT),
+                     d_min.eq(Mux(neg, -(x30 >> lshift) - 1, -(x30 << rshift)))]
+
+        # ---- OUT: read port (stage 1) and output register (stage 2) under one stall rule
+        issue = SimpleNamespace(valid=Signal(), ready=Signal())
+        pipe = Pipeline(m, issue, self.out, 2)
+        last1 = pipe.stage(idx == last, name="last1")
+        e_out = rd.data[:intops.EXP_BITS]
+        prob = (e_out * recip + (1 << (PROB_SHIFT - 1))) >> PROB_SHIFT
+        m.d.comb += self.out.payload.eq(pipe.stage(clamp(prob, 0, intops.INT8_MAX), signed(8), "prob"))
+        last2 = pipe.stage(last1, name="last2")
+
+        # ---- EXP pipeline: v1 (score on rd.data), v2 (nx), v3 (z, u)
+        v1, v2, v3 = Signal(), Signal(), Signal()
+        d = Signal(signed(33))
+        dc = Signal(signed(33))                       # max(d, d_min) >= d: fits in 33 bits
+        x = Signal(signed(64))
+        nx2 = Signal(X_BITS)
+        m.d.comb += [d.eq(rd.data.as_signed() - row_max),
+                     dc.eq(Mux(d < d_min, d_min, d)),
+                     x.eq(Mux(neg, dc << lshift, dc >> rshift))]
+        r = nx2                                       # restoring division nx // x0, 5 steps
+        z_bits = []
+        for i in reversed(range(5)):
+            t = self.x0 << i
+            ge = r >= t
+            z_bits.append(ge)
+            r = Mux(ge, r - t, r)
+        z3 = Signal(5)
+        u3 = Signal(9)                                # p + qb = qb - (nx - z x0) in [1, 256]
+        e = Signal(intops.EXP_BITS)
+        m.d.comb += e.eq((u3 * u3 + self.qc) >> z3)
+
+        m.d.comb += [rd.addr.eq(idx), rd.en.eq(pipe.advance), wr.addr.eq(cnt)]
+        m.d.sync += [v1.eq(0), v2.eq(v1), v3.eq(v2),
+                     nx2.eq(Mux(x < -x30, x30, -x)),
+                     z3.eq(Cat(*reversed(z_bits))), u3.eq(self.qb - r)]
+
+        with m.FSM():
+            with m.State("LOAD"):
+                m.d.comb += [self.inp.ready.eq(1), wr.data.eq(self.inp.payload),
+                             wr.en.eq(self.inp.valid)]
+                with m.If(self.inp.valid):
+                    s = self.inp.payload
+                    m.d.sync += [row_max.eq(Mux((cnt == 0) | (s > row_max), s, row_max)),
+                                 cnt.eq(cnt + 1)]
+                    with m.If(cnt == last):
+                        m.d.sync += [cnt.eq(0), idx.eq(0), total.eq(0)]
+                        m.next = "EXP"
+            with m.State("EXP"):
+                m.d.comb += rd.en.eq(1)
+                with m.If(idx != self.length):
+                    m.d.sync += [v1.eq(1), idx.eq(idx + 1)]
+                m.d.comb += [wr.data.eq(e), wr.en.eq(v3)]
+                with m.If(v3):
+                    m.d.sync += [total.eq(total + e), cnt.eq(cnt + 1)]
+                    with m.If(cnt == last):
+                        m.d.sync += [cnt.eq(0), idx.eq(0), step.eq(0),
+                                     rem.eq(1 << (intops.RECIP_BITS - DIV_STEPS)), recip.eq(0)]
+                        m.next = "DIV"
+            with m.State("DIV"):
+                shifted = Cat(Const(0, 1), rem)                 # rem * 2 < 2 * sum
+                ge = shifted >= total
+                m.d.sync += [rem.eq(Mux(ge, shifted - total, shifted)),
+                             recip.eq(Cat(ge, recip)), step.eq(step + 1)]
+                with m.If(step == DIV_STEPS - 1):
+                    m.next = "OUT"
+            with m.State("OUT"):
+                m.d.comb += issue.valid.eq(idx != self.length)
+                with m.If(issue.valid & pipe.advance):
+                    m.d.sync += idx.eq(idx + 1)
+                with m.If(self.out.valid & self.out.ready & last2):
+                    m.d.sync += idx.eq(0)
+                    m.next = "LOAD"
+        return m
