@@ -19,8 +19,8 @@ The contract, stated once:
   half up: probabilities are int8 at scale 2**-7 (0..127; 128 saturates to 127).
 * **GELU**: I-BERT's i-GELU (second-order polynomial for erf) on an int8 input, with the
   result requantized to int8.
-* **LayerNorm**: integer mean and variance, a Newton integer square root (exact floor),
-  one reciprocal per row, then gamma/beta folded into integer constants.
+* **LayerNorm**: integer mean and variance in one pass, a digit-recurrence integer square
+  root (exact floor), one reciprocal per row, then gamma/beta folded into integer constants.
 """
 from __future__ import annotations
 
