@@ -3,8 +3,9 @@
 For each array size and shape it runs the engine under cocotb on Verilator (every output is
 checked bit-exact against model.intops, every cycle count against hw/schedule.py) and prints
 the measured cycles (start to done), the utilization two ways (``hw.schedule.utilization``:
-compute only, start to done; and with io, adding the load and unload beats the engine waits
-for while idle, ``Schedule.io_cycles``), the cycles of SCALE-Sim v2's output-stationary and
+start to done with the weights streamed from an ideal source; and with io, adding the
+activation/parameter load and unload beats the engine waits for while idle,
+``Schedule.io_cycles``), the cycles of SCALE-Sim v2's output-stationary and
 weight-stationary *formulas* (not the scalesim package), and their ratio to ours, both ways.
 Then the simulation speed of the largest shape: Verilator under cocotb with the buffers
 preloaded (cycles/s of the start-to-done phase, where no Python runs), against the same
@@ -54,6 +55,7 @@ def main(argv=None) -> int:
             rows.append({"array": f"{size}x{size}", "shape": c["shape"], "cycles": cyc,
                          "predicted": c["cycles_predicted"], "bit_exact": f"{c['matched']}/{c['total']}",
                          "io_cycles": plan.io_cycles, "load_beats": plan.load_beats,
+                         "weight_beats": plan.weight_beats,
                          "unload_beats": plan.unload_beats,
                          "utilization": schedule.utilization(plan.macs, size, size, cyc),
                          "utilization_with_io": schedule.utilization(plan.macs, size, size, with_io),
@@ -70,7 +72,7 @@ def main(argv=None) -> int:
                       "cocotb_cycles_per_s": big["cycles_measured"] / big["run_seconds"],
                       "free_running_cycles_per_s": free["cycles_per_second"]})
 
-    head = ["array", "shape", "RTL cycles", "= schedule", "io cycles", "utilization (compute)",
+    head = ["array", "shape", "RTL cycles", "= schedule", "io cycles", "utilization (start to done)",
             "utilization (with io)", "SCALE-Sim v2 OS formula", "WS formula", "OS/ours", "WS/ours",
             "OS/ours with io", "WS/ours with io"]
     print("\n| " + " | ".join(head) + " |\n|" + "---|" * len(head))

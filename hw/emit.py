@@ -1,10 +1,10 @@
 """Amaranth components to Verilog, without the all-zero memory initialisation.
 
 ``amaranth.back.verilog.convert`` writes every word of a memory's initial value into the
-Verilog: the default 16x16 engine's 75 Mbit weight buffer becomes a 590k-line ``initial``
-block that takes minutes to convert and to compile. The engines here never read a word they
-have not written, so their all-zero initial values are left out and the simulator's power-on
-value is used.
+Verilog: the default 16x16 engine's 6 Mbit activation and output buffers become ``initial``
+blocks of 50k lines each that take minutes to convert and to compile. The engines here never
+read a word they have not written, so their all-zero initial values are left out and the
+simulator's power-on value is used.
 
 Amaranth has no option for that, and the supported route (convert to RTLIL, drop the
 ``$meminit_v2`` cells, run yosys) spends minutes building the 88 MB RTLIL text first. So the

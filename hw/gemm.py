@@ -4,20 +4,24 @@ It computes ``requantize(gemm(a, w, bias), mult, shift)`` of ``model.intops`` fo
 M x K x N that fits its buffers: int8 a (M, K), int8 w (N, K), int32 bias (N,), and a
 multiplier in [0, 2**31) and a shift in [1, 62] per output channel, giving int8 (M, N).
 
-Host protocol (written once, host side, in ``sim/host.py``; cocotb now, a DMA later).
-While the engine is idle:
+Host protocol (written once, host side, in ``sim/host.py``; cocotb now, a DMA later):
 
-1. write each buffer through its load stream, one word per beat, in address order from 0
-   (the address counters restart at every ``start``; the layouts are below);
+1. while the engine is idle, write the ``a`` and ``p`` buffers through their load streams,
+   one word per beat, in address order from 0 (the address counters restart at every
+   ``start``; the layouts are below);
 2. set the descriptor ``m``, ``k``, ``n`` and pulse ``start``; the engine latches them;
-3. wait for ``done`` (``cycles`` then holds the edges from ``start`` to ``done``);
-4. read M * ceil(N/C) words from the ``out`` stream (it honours back-pressure).
+3. while it runs, stream the weights into ``w_in``: word ``u * R + r`` = w[j*C : j*C+C, i*R+r],
+   C int8, for tile u = (i, j) in the schedule's tile order (n outer, k inner). Weights are
+   never stored: each word goes straight into the PEs' idle weight bank, so ``w_in`` is
+   ready only when the controller wants the next row (the first tile's R rows at once, the
+   next tile's in the last R cycles of each period); a late word delays the next tile
+   (``hw.schedule`` predicts those stalls exactly for a deterministic source);
+4. wait for ``done`` (``cycles`` then holds the edges from ``start`` to ``done``);
+5. read M * ceil(N/C) words from the ``out`` stream (it honours back-pressure).
 
 Buffers (Amaranth ``Memory``; word layouts, element 0 in the low bits):
 
 * ``a``: word ``m * KT + i`` = a[m, i*R : i*R+R], R int8 (row-major A, K padded to KT*R);
-* ``w``: word ``u * R + r`` = w[j*C : j*C+C, i*R+r], C int8, for tile u = (i, j) in the
-  schedule's tile order: the engine reads it sequentially, so a DMA could stream it too;
 * ``p``: word ``j`` = C lanes of (bias int32, mult uint31, shift uint6), 69 bits per lane;
 * ``acc``: word ``m`` = C int32 partial sums of the current n tile (internal);
 * ``out``: word ``m * NT + j`` = out[m, j*C : j*C+C], C int8 (row-major, N padded to NT*C).
@@ -79,18 +83,13 @@ class GemmConfig:
         return self.max_m * self.kt_max
 
     @property
-    def w_words(self) -> int:
-        return self.kt_max * self.nt_max * self.rows
-
-    @property
     def out_words(self) -> int:
         return self.max_m * self.nt_max
 
     @property
     def buffers(self) -> dict[str, tuple[int, int]]:
         """Each on-chip buffer as (words, bits per word)."""
-        return {"a": (self.a_words, 8 * self.rows), "w": (self.w_words, 8 * self.cols),
-                "p": (self.nt_max, PARAM_BITS * self.cols), "acc": (self.max_m, 32 * self.cols),
+        return {"a": (self.a_words, 8 * self.rows), "p": (self.nt_max, PARAM_BITS * self.cols), "acc": (self.max_m, 32 * self.cols),
                 "out": (self.out_words, 8 * self.cols)}
 
     def check_shape(self, m: int, k: int, n: int) -> None:
@@ -160,9 +159,10 @@ class GemmEngine(wiring.Component):
     """Buffers -> controller -> systolic array -> row unit -> output buffer (see the module
     docstring for the host protocol and ``hw.schedule`` for the timeline).
 
-    The controller walks the schedule: FILL loads tile 0's weights, STREAM issues one
-    activation row per cycle (with a token saying where its sums go) and the next tile's
-    weight rows in the last R cycles of each period, DRAIN waits for the last row's outputs.
+    The controller walks the schedule: FILL loads tile 0's weights as they arrive, STREAM
+    issues one activation row per cycle (with a token saying where its sums go) and takes the
+    next tile's weight rows from ``w_in`` from the last R cycles of each period on, WAIT holds
+    the next tile back while its weights are late, DRAIN waits for the last row's outputs.
     The row unit adds each row of C column sums to the accumulator buffer (first k tile:
     to zero) or, on the last k tile, requantizes it and writes the output buffer.
     """
@@ -192,12 +192,10 @@ class GemmEngine(wiring.Component):
 
         # ---------------------------------------------------------------- buffers
         m.submodules.a_buf = a_buf = memory.Memory(shape=unsigned(8 * R), depth=cfg.a_words, init=[])
-        m.submodules.w_buf = w_buf = memory.Memory(shape=unsigned(8 * C), depth=cfg.w_words, init=[])
         m.submodules.p_buf = p_buf = memory.Memory(shape=unsigned(PARAM_BITS * C), depth=cfg.nt_max, init=[])
         m.submodules.acc_buf = acc_buf = memory.Memory(shape=unsigned(32 * C), depth=cfg.max_m, init=[])
         m.submodules.out_buf = out_buf = memory.Memory(shape=unsigned(8 * C), depth=cfg.out_words, init=[])
         a_wr, a_rd = a_buf.write_port(), a_buf.read_port()
-        w_wr, w_rd = w_buf.write_port(), w_buf.read_port()
         p_wr, p_rd = p_buf.write_port(), p_buf.read_port()
         acc_wr = acc_buf.write_port()
         acc_rd = acc_buf.read_port(transparent_for=(acc_wr,))
@@ -216,8 +214,7 @@ class GemmEngine(wiring.Component):
         final_written = Signal()
 
         # ---------------------------------------------------------------- load streams
-        for port, wr, depth in ((self.a_in, a_wr, cfg.a_words), (self.w_in, w_wr, cfg.w_words),
-                                (self.p_in, p_wr, cfg.nt_max)):
+        for port, wr, depth in ((self.a_in, a_wr, cfg.a_words), (self.p_in, p_wr, cfg.nt_max)):
             ptr = Signal(range(depth + 1), name=f"{wr.data.name}_ptr")
             m.d.comb += [port.ready.eq(idle), wr.en.eq(port.valid & idle),
                          wr.addr.eq(ptr), wr.data.eq(port.payload)]
@@ -227,18 +224,24 @@ class GemmEngine(wiring.Component):
                 m.d.sync += ptr.eq(0)
 
         # ---------------------------------------------------------------- controller
-        fill_row = Signal(range(R))
+        wrow = Signal(range(R + 1))          # weight rows of the tile being loaded, so far
         p = Signal.like(per)                 # position in the current period
         i = Signal(range(cfg.kt_max))        # k tile
         j = Signal(range(cfg.nt_max))        # n tile
         bank = Signal()                      # weight bank of the current tile (u % 2)
         a_ptr = Signal(range(cfg.a_words))   # m * kt + i
         out_ptr = Signal(range(cfg.out_words))   # m * nt + j
-        w_ptr = Signal(range(cfg.w_words))   # weights are read in tile order
         token = Signal(_token_layout(cfg))
-        w_issue = Signal()                   # a weight row is read this cycle ...
+        w_want = Signal()                    # the controller takes a weight row this cycle if one is there
+        w_issue = Signal()                   # a weight row arrives from w_in this cycle ...
         w_issue_bank = Signal()              # ... for this bank ...
         w_issue_row = Signal.like(array.load_row)   # ... and this array row
+        m.d.comb += [self.w_in.ready.eq(w_want), w_issue.eq(w_want & self.w_in.valid),
+                     w_issue_row.eq(wrow)]
+        with m.If(w_issue):
+            m.d.sync += wrow.eq(wrow + 1)
+        rows_done = Signal()                 # the tile being loaded has all R rows (this cycle's included)
+        m.d.comb += rows_done.eq((wrow == R) | (w_issue & (wrow == R - 1)))
         last_k = Signal()
         last_tile = Signal()
         m.d.comb += [last_k.eq(i == kt - 1), last_tile.eq(last_k & (j == nt - 1))]
@@ -251,19 +254,25 @@ class GemmEngine(wiring.Component):
                     per_new = Mux(self.m > R, self.m, R)          # schedule.period
                     m.d.sync += [m_len.eq(self.m), kt.eq(kt_new), nt.eq(nt_new), per.eq(per_new),
                                  load_off.eq(per_new - R),            # schedule.load_offset
-                                 unload_total.eq(self.m * nt_new),
-                                 fill_row.eq(0), w_ptr.eq(0)]
+                                 unload_total.eq(self.m * nt_new), wrow.eq(0)]
                     with m.If((self.m == 0) | (self.k == 0) | (self.n == 0)):
                         m.d.sync += self.done.eq(1)        # nothing to do
                     with m.Else():
                         m.d.sync += self.done.eq(0)
                         m.next = "FILL"
 
-            with m.State("FILL"):                  # tile 0's weight rows into bank 0
-                m.d.comb += [w_issue.eq(1), w_issue_bank.eq(0), w_issue_row.eq(fill_row)]
-                m.d.sync += fill_row.eq(fill_row + 1)
-                with m.If(fill_row == schedule.fill_cycles(R) - 1):
-                    m.d.sync += [p.eq(0), i.eq(0), j.eq(0), bank.eq(0), a_ptr.eq(0), out_ptr.eq(0)]
+            def next_tile():                       # k inner, n outer (schedule.tile_order)
+                m.d.sync += [p.eq(0), bank.eq(~bank), wrow.eq(0)]
+                with m.If(last_k):
+                    m.d.sync += [i.eq(0), j.eq(j + 1), a_ptr.eq(0), out_ptr.eq(j + 1)]
+                with m.Else():
+                    m.d.sync += [i.eq(i + 1), a_ptr.eq(i + 1), out_ptr.eq(j)]
+
+            with m.State("FILL"):                  # tile 0's weight rows into bank 0, as they arrive
+                m.d.comb += [w_want.eq(1), w_issue_bank.eq(0)]
+                with m.If(rows_done):
+                    m.d.sync += [p.eq(0), i.eq(0), j.eq(0), bank.eq(0), a_ptr.eq(0), out_ptr.eq(0),
+                                 wrow.eq(0)]
                     m.next = "STREAM"
 
             with m.State("STREAM"):
@@ -272,20 +281,24 @@ class GemmEngine(wiring.Component):
                     token.valid.eq(reading), token.m.eq(p), token.out.eq(out_ptr), token.j.eq(j),
                     token.first.eq(i == 0), token.last.eq(last_k),
                     token.final.eq(last_tile & (p == m_len - 1)),
-                    w_issue.eq((p >= load_off) & ~last_tile), w_issue_bank.eq(~bank),
-                    w_issue_row.eq(p - load_off),
+                    w_want.eq((p >= load_off) & ~last_tile & (wrow < R)), w_issue_bank.eq(~bank),
                 ]
                 m.d.sync += p.eq(p + 1)
                 with m.If(reading):
                     m.d.sync += [a_ptr.eq(a_ptr + kt), out_ptr.eq(out_ptr + nt)]
                 with m.If(last_tile & (p == m_len - 1)):
                     m.next = "DRAIN"
-                with m.Elif(p == per - 1):           # next tile: k inner, n outer (schedule.tile_order)
-                    m.d.sync += [p.eq(0), bank.eq(~bank)]
-                    with m.If(last_k):
-                        m.d.sync += [i.eq(0), j.eq(j + 1), a_ptr.eq(0), out_ptr.eq(j + 1)]
+                with m.Elif(p == per - 1):
+                    with m.If(rows_done):
+                        next_tile()
                     with m.Else():
-                        m.d.sync += [i.eq(i + 1), a_ptr.eq(i + 1), out_ptr.eq(j)]
+                        m.next = "WAIT"              # the next tile's weights are late: stall
+
+            with m.State("WAIT"):                  # no activation rows until the weights are in
+                m.d.comb += [w_want.eq(wrow < R), w_issue_bank.eq(~bank)]
+                with m.If(rows_done):
+                    next_tile()
+                    m.next = "STREAM"
 
             with m.State("DRAIN"):
                 with m.If(final_written):
@@ -301,16 +314,16 @@ class GemmEngine(wiring.Component):
             m.d.sync += self.cycles.eq(0)
 
         # ---------------------------------------------------------------- buffers -> array
-        m.d.comb += [a_rd.addr.eq(a_ptr), w_rd.addr.eq(w_ptr), w_rd.en.eq(w_issue)]
-        with m.If(w_issue):
-            m.d.sync += w_ptr.eq(w_ptr + 1)
+        m.d.comb += a_rd.addr.eq(a_ptr)
+        w_data = Signal(8 * C)               # registered like a buffer read (BUFFER_READ_LATENCY)
+        m.d.sync += w_data.eq(self.w_in.payload)
         m.d.comb += [
             array.a.eq(a_rd.data),
             array.sel.eq(delay(m, bank, schedule.BUFFER_READ_LATENCY, "sel")),
             array.load.eq(delay(m, w_issue, schedule.BUFFER_READ_LATENCY, "load")),
             array.load_bank.eq(delay(m, w_issue_bank, schedule.BUFFER_READ_LATENCY, "load_bank")),
             array.load_row.eq(delay(m, w_issue_row, schedule.BUFFER_READ_LATENCY, "load_row")),
-            array.load_weights.eq(w_rd.data),
+            array.load_weights.eq(w_data),
         ]
 
         # ---------------------------------------------------------------- row unit

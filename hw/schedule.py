@@ -23,28 +23,37 @@ Timeline (engine cycle 0 is the first cycle after ``start`` is sampled high)
 -----------------------------------------------------------------------------
 * tile order: n tiles outer, k tiles inner (u = j * KT + i), so the K reduction of one
   block of C outputs finishes before the next block starts;
-* period ``P = max(M, R)``: tile u starts at ``T_u = R + u * P``;
+* period ``P = max(M, R)``: with a weight source that keeps up, tile u starts at
+  ``T_u = R + u * P``;
 * **fill**, cycles [0, R): tile 0's R weight rows load into bank 0, one row per cycle;
 * **stream**, cycles [T_u, T_u + M): one activation row of tile u is read per cycle;
 * **load**, cycles [T_u + P - R, T_u + P): tile u+1's weight rows load into the other bank
   (P >= R fits them in a period; 2P >= M + R keeps them clear of tile u-1's last use);
+* the weights are not stored: they stream from external memory (``WeightSource``: a
+  bandwidth in bytes/cycle and a first-word latency) straight into the idle bank. A row that
+  is late is taken when it arrives, and tile u+1 then starts the cycle after its last row
+  (never earlier than ``T_u + P``), so loads only ever move later, which the double buffer
+  allows; ``plan`` replays this word by word, so the stalls are predicted exactly;
 * **drain**: the last row read (cycle T_{T-1} + M - 1) leaves the buffer after
   ``BUFFER_READ_LATENCY``, crosses the array in ``R + C - 1`` cycles and the row unit in
   ``ROW_UNIT_LATENCY`` (accumulate + bias + saturate, multiply, round-shift + saturate,
   write); ``done`` is high in the next cycle.
 
 Measured cycles = clock edges from the one that samples ``start`` to the one that raises
-``done`` (the RTL's ``cycles`` counter counts the same). Loading the buffers before ``start``
-and unloading the outputs after ``done`` are not included; they take one cycle per stream
-beat (``load_beats``, ``unload_beats``) when the host keeps up. The engine accepts loads only
-while idle, so those beats are cycles the array waits: ``io_cycles`` counts them (the three
-load streams are independent ports, so a host that feeds them together waits for the
-longest), and every utilization is stated two ways, ``utilization`` (start to done) and
-``utilization_with_io`` (start to done plus the loads and the unload).
+``done`` (the RTL's ``cycles`` counter counts the same), weight stalls included. Loading the
+activation and parameter buffers before ``start`` and unloading the outputs after ``done``
+are not included; they take one cycle per stream beat (``load_beats``, ``unload_beats``)
+when the host keeps up. The engine accepts those loads only while idle, so they are cycles
+the array waits: ``io_cycles`` counts them (the two load streams are independent ports, so a
+host that feeds them together waits for the longer), and every utilization is stated two
+ways, ``utilization`` (start to done) and ``utilization_with_io`` (plus the loads and the
+unload). In the layer engine (issue D) activations stay on chip and these loads go away.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from fractions import Fraction
 
 from model.errors import QexitError
 
@@ -112,6 +121,35 @@ def check_array(rows: int, cols: int) -> None:
 
 
 @dataclass(frozen=True)
+class WeightSource:
+    """The external memory that streams the weights: a deterministic model, shared by the
+    testbench's DRAM model and the cycle model (so stalls are predicted exactly).
+
+    Word ``w`` (one weight row, C bytes) can be taken from cycle ``available(w)`` on, cycles
+    counted from the one after ``start`` is sampled: the first word after ``latency`` cycles,
+    then ``bandwidth`` bytes per cycle (data that arrives while the engine is not taking it
+    waits in the source). ``bandwidth=None`` is a source that always has the next word.
+    """
+    bandwidth: float | None = None
+    latency: int = 0
+
+    def __post_init__(self):
+        if self.bandwidth is not None and not (isinstance(self.bandwidth, (int, float)) and self.bandwidth > 0):
+            raise QexitError(f"bandwidth {self.bandwidth} must be > 0 bytes/cycle, e.g. --bandwidth 8")
+        if not isinstance(self.latency, int) or self.latency < 0:
+            raise QexitError(f"latency {self.latency} must be an integer >= 0 cycles")
+
+    def available(self, word: int, word_bytes: int) -> int:
+        if self.bandwidth is None:
+            return self.latency
+        bw = Fraction(str(self.bandwidth))
+        return self.latency + math.ceil(Fraction((word + 1) * word_bytes) / bw) - 1
+
+
+IDEAL = WeightSource()
+
+
+@dataclass(frozen=True)
 class Tile:
     """One tile of the schedule: which weights it holds and when its phases run."""
     index: int          # u, position in the tile order
@@ -120,9 +158,18 @@ class Tile:
     bank: int           # weight register bank of the PEs (u % 2)
     start: int          # T_u: cycle of its first activation row
     stream: int         # cycles of its stream phase (M)
-    load_start: int     # cycle its weights start loading (R rows, one per cycle)
+    loads: tuple[int, ...]  # the cycle each of its R weight rows is taken from the stream
     first: bool         # first k tile: the accumulator starts from zero
     last: bool          # last k tile: add bias, requantize, write the outputs
+
+    @property
+    def load_start(self) -> int:
+        return self.loads[0]
+
+    @property
+    def load_end(self) -> int:
+        """The cycle after its last weight row is taken."""
+        return self.loads[-1] + 1
 
 
 @dataclass(frozen=True)
@@ -135,9 +182,10 @@ class Schedule:
     kt: int             # ceil(K / R)
     nt: int             # ceil(N / C)
     period: int
-    fill: int
+    fill: int           # cycles before tile 0's first activation row (R with an ideal source)
     drain: int
     tiles: tuple[Tile, ...]
+    source: WeightSource = IDEAL
 
     @property
     def cycles(self) -> int:
@@ -146,13 +194,23 @@ class Schedule:
         return last.start + last.stream + self.drain
 
     @property
+    def stall_cycles(self) -> int:
+        """Cycles the weight stream added to the ideal schedule."""
+        return self.cycles - ideal_cycles(self.rows, self.cols, self.m, self.k, self.n)
+
+    @property
     def macs(self) -> int:
         return self.m * self.k * self.n
 
     @property
     def load_beats(self) -> dict[str, int]:
         """Stream beats (one cycle each) to fill the buffers before ``start``."""
-        return {"a": self.m * self.kt, "w": len(self.tiles) * self.rows, "p": self.nt}
+        return {"a": self.m * self.kt, "p": self.nt}
+
+    @property
+    def weight_beats(self) -> int:
+        """Weight rows streamed during the run (one C-byte word each)."""
+        return len(self.tiles) * self.rows
 
     @property
     def unload_beats(self) -> int:
@@ -160,13 +218,14 @@ class Schedule:
 
     @property
     def io_cycles(self) -> int:
-        """Cycles the engine waits, idle, for its buffers: the longest load stream (the three
-        load ports run in parallel) plus the unload."""
+        """Cycles the engine waits, idle, for its buffers: the longer load stream (the two
+        load ports run in parallel) plus the unload. The weights stream during the run; their
+        stalls are in ``cycles``."""
         return max(self.load_beats.values()) + self.unload_beats
 
     @property
     def utilization(self) -> float:
-        """Compute only: useful MACs over the array's capacity from ``start`` to ``done``."""
+        """Useful MACs over the array's capacity from ``start`` to ``done`` (weight stalls included)."""
         return utilization(self.macs, self.rows, self.cols, self.cycles)
 
     @property
@@ -178,36 +237,61 @@ class Schedule:
         """(name, first cycle, cycles) of every phase in time order, for reports and tests."""
         out = [("fill", 0, self.fill)]
         for t in self.tiles:
+            if t.index:
+                out.append((f"load t{t.index}", t.load_start, t.load_end - t.load_start))
             out.append((f"stream t{t.index}", t.start, t.stream))
-            if t.index + 1 < len(self.tiles):
-                out.append((f"load t{t.index + 1}", t.start + self.period - self.rows, self.rows))
         last = self.tiles[-1]
         out.append(("drain", last.start + last.stream, self.drain))
-        return out
+        return sorted(out, key=lambda ph: ph[1])
 
 
-def plan(rows: int, cols: int, m: int, k: int, n: int) -> Schedule:
-    """The engine's schedule for an M x K x N GEMM on an R x C array."""
+def plan(rows: int, cols: int, m: int, k: int, n: int, source: WeightSource = IDEAL) -> Schedule:
+    """The engine's schedule for an M x K x N GEMM on an R x C array, its weights streamed
+    from ``source``: each weight row is taken at the first cycle that both the controller
+    (FILL, then from ``load_offset`` in each period on) and the source allow; a tile starts
+    one period after the previous one, or the cycle after its last weight row if that is later.
+    """
     check_array(rows, cols)
     check_shape(m, k, n)
     kt, nt = tile_counts(k, n, rows, cols)
-    p, fill = period(m, rows), fill_cycles(rows)
-    tiles = []
-    for u, (i, j) in enumerate(tile_order(kt, nt)):
-        start = fill + u * p
-        tiles.append(Tile(index=u, i=i, j=j, bank=u % 2, start=start, stream=m,
-                          load_start=start - rows, first=i == 0, last=i == kt - 1))
-    return Schedule(rows=rows, cols=cols, m=m, k=k, n=n, kt=kt, nt=nt, period=p, fill=fill,
-                    drain=drain_cycles(rows, cols), tiles=tuple(tiles))
+    p = period(m, rows)
+    word = 0
+
+    def load(earliest: int) -> tuple[int, ...]:         # the cycles its R rows are taken
+        nonlocal word
+        cycles = []
+        for _ in range(rows):
+            earliest = max(earliest, source.available(word, cols))
+            cycles.append(earliest)
+            earliest, word = earliest + 1, word + 1
+        return tuple(cycles)
+
+    order = tile_order(kt, nt)
+    tiles, loads = [], load(0)
+    start = loads[-1] + 1
+    for u, (i, j) in enumerate(order):
+        tiles.append(Tile(index=u, i=i, j=j, bank=u % 2, start=start, stream=m, loads=loads,
+                          first=i == 0, last=i == kt - 1))
+        if u + 1 < len(order):
+            loads = load(start + load_offset(m, rows))
+            start = max(start + p, loads[-1] + 1)
+    return Schedule(rows=rows, cols=cols, m=m, k=k, n=n, kt=kt, nt=nt, period=p, fill=tiles[0].start,
+                    drain=drain_cycles(rows, cols), tiles=tuple(tiles), source=source)
 
 
-def predict_cycles(rows: int, cols: int, m: int, k: int, n: int) -> int:
-    """Closed form of ``plan(...).cycles``: R + (T - 1) P + M + drain, T = ceil(K/R) ceil(N/C)."""
+def ideal_cycles(rows: int, cols: int, m: int, k: int, n: int) -> int:
+    """Cycles with a source that always has the next weight row: R + (T - 1) P + M + drain."""
     check_array(rows, cols)
     check_shape(m, k, n)
     kt, nt = tile_counts(k, n, rows, cols)
-    t = kt * nt
-    return fill_cycles(rows) + (t - 1) * period(m, rows) + m + drain_cycles(rows, cols)
+    return fill_cycles(rows) + (kt * nt - 1) * period(m, rows) + m + drain_cycles(rows, cols)
+
+
+def predict_cycles(rows: int, cols: int, m: int, k: int, n: int, source: WeightSource = IDEAL) -> int:
+    """``plan(...).cycles``; the closed form ``ideal_cycles`` when the source never stalls."""
+    if source == IDEAL:
+        return ideal_cycles(rows, cols, m, k, n)
+    return plan(rows, cols, m, k, n, source).cycles
 
 
 # --------------------------------------------------------------------------- peers' formulas

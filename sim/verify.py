@@ -123,21 +123,26 @@ class VerifyResult:
     def mismatches(self) -> int:
         return self.total - self.matched
 
+    def _timed(self) -> list[dict]:
+        """The cases with a cycle prediction (all but those with random stream stalls)."""
+        return [c for c in self.cases if c["cycles_predicted"] is not None]
+
     @property
     def cycles_measured(self) -> int:
-        return sum(c["cycles_measured"] for c in self.cases)
+        """Start-to-done cycles of the cases with a prediction."""
+        return sum(c["cycles_measured"] for c in self._timed())
 
     @property
     def cycles_predicted(self) -> int:
-        return sum(c["cycles_predicted"] for c in self.cases)
+        return sum(c["cycles_predicted"] for c in self._timed())
 
     @property
     def cycle_errors(self) -> int:
         """Cases whose measured cycles differ from the schedule's prediction."""
-        return sum(c["cycles_measured"] != c["cycles_predicted"] for c in self.cases)
+        return sum(c["cycles_measured"] != c["cycles_predicted"] for c in self._timed())
 
     def _macs(self) -> int:
-        return sum(math.prod(case_shape(c)) for c in self.cases)
+        return sum(math.prod(case_shape(c)) for c in self._timed())
 
     @property
     def utilization(self) -> float:
@@ -147,7 +152,7 @@ class VerifyResult:
     @property
     def io_cycles(self) -> int:
         """Cycles the engine waits, idle, for loads and unloads (``Schedule.io_cycles``)."""
-        return sum(schedule.plan(self.rows, self.cols, *case_shape(c)).io_cycles for c in self.cases)
+        return sum(schedule.plan(self.rows, self.cols, *case_shape(c)).io_cycles for c in self._timed())
 
     @property
     def utilization_with_io(self) -> float:
@@ -201,11 +206,14 @@ def run_cases(cfg: gemm.GemmConfig, cases: list[dict], *, test: str = "gemm_case
 
 def verify_gemm(rows: int, cols: int, shapes: list[tuple[int, int, int]], seed: int = 0, *,
                 corners: bool = False, backpressure: bool = False, max_m: int = 256,
-                max_k: int = 3072, max_n: int = 3072, simulator: str | None = None,
-                waves: bool = False, folder: Path | None = None) -> VerifyResult:
+                max_k: int = 3072, max_n: int = 3072, bandwidth: float | None = None, latency: int = 0,
+                simulator: str | None = None, waves: bool = False,
+                folder: Path | None = None) -> VerifyResult:
     """Random operands for every shape (seed ``seed + index``), plus the corner patterns on
-    the first shape when ``corners``; ``backpressure`` applies random stream stalls to every
-    other case."""
+    the first shape when ``corners``; the weights stream from a memory model of ``bandwidth``
+    bytes/cycle (None: whenever wanted) and ``latency`` cycles; ``backpressure`` applies random
+    stream stalls to every other case (those cases check values, not cycles)."""
+    schedule.WeightSource(bandwidth, latency)            # bad values fail before any work
     cfg = gemm.GemmConfig(rows, cols, max_m=max_m, max_k=max_k, max_n=max_n)
     for shape in shapes:
         cfg.check_shape(*shape)
@@ -214,6 +222,8 @@ def verify_gemm(rows: int, cols: int, shapes: list[tuple[int, int, int]], seed: 
         cases += [make_case(*shapes[0], seed=seed, kind=kind) for kind in CORNERS]
         if all(cap >= d for cap, d in zip((cfg.max_m, cfg.max_k, cfg.max_n), SATURATE_SHAPE)):
             cases.append(make_case(*SATURATE_SHAPE, seed=seed, kind="saturate"))
+    for case in cases:
+        case["bandwidth"], case["latency"] = bandwidth, latency
     if backpressure:
         for case in cases[::2]:
             case["backpressure"] = True
@@ -244,6 +254,7 @@ int main(int argc, char** argv) {
     const int m = atoi(argv[1]), k = atoi(argv[2]), n = atoi(argv[3]);
     auto tick = [&]() { top->clk = 0; top->eval(); top->clk = 1; top->eval(); ctx->timeInc(1); };
     top->rst = 1; tick(); tick(); top->rst = 0; tick();
+    top->w_in__valid = 1;                       // an ideal weight source (the data do not matter)
     top->m = m; top->k = k; top->n = n; top->start = 1;
     tick();                                     // this edge samples start
     top->start = 0;

@@ -56,13 +56,16 @@ def test_requantizer_matches_intops():
 
 # --------------------------------------------------------------------------- engine in Amaranth's simulator
 
-def simulate_engine(cfg: gemm.GemmConfig, case: dict) -> tuple[torch.Tensor, int, int]:
+def simulate_engine(cfg: gemm.GemmConfig, case: dict,
+                    source: schedule.WeightSource = schedule.IDEAL) -> tuple[torch.Tensor, int, int]:
     """``sim.host.drive`` in Amaranth's simulator: (outputs, cycles from start to done, RTL counter)."""
     dut = gemm.GemmEngine(cfg)
     got = {}
 
     async def bench(ctx):
-        got.update(await host.drive(host.AmaranthDriver(ctx, dut), host.gemm_job(case, cfg.rows, cfg.cols)))
+        job = host.gemm_job(case, cfg.rows, cfg.cols)
+        got.update(await host.drive(host.AmaranthDriver(ctx, dut), job, source))
+        assert got["weights_taken"] == len(job.weights)
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
@@ -82,6 +85,21 @@ def test_engine_bit_exact_and_cycle_exact_in_amaranth_sim(rows, cols, shape):
     expected = host.reference(case["a"], case["w"], case["bias"], case["mult"], case["shift"])
     assert torch.equal(out, expected)
     assert cycles == counter == schedule.predict_cycles(rows, cols, *shape)
+
+
+@pytest.mark.parametrize("rows,cols,shape,bandwidth,latency", [
+    (2, 2, (3, 5, 3), 0.5, 0), (3, 2, (5, 7, 5), 1, 7), (4, 4, (2, 9, 7), 3, 2),
+    (2, 3, (1, 5, 4), 100, 30), (3, 3, (9, 8, 7), 2.5, 1),
+])
+def test_streamed_weights_stall_exactly_as_predicted_in_amaranth_sim(rows, cols, shape, bandwidth, latency):
+    """A slow or late weight source: outputs still exact, and the stalls exactly as hw/schedule.py says."""
+    cfg = gemm.GemmConfig(rows, cols, max_m=16, max_k=16, max_n=16)
+    case = verify.make_case(*shape, seed=sum(shape))
+    source = schedule.WeightSource(bandwidth, latency)
+    out, cycles, counter = simulate_engine(cfg, case, source)
+    assert torch.equal(out, host.reference(case["a"], case["w"], case["bias"], case["mult"], case["shift"]))
+    assert cycles == counter == schedule.predict_cycles(rows, cols, *shape, source)
+    assert cycles > schedule.ideal_cycles(rows, cols, *shape)
 
 
 def test_engine_runs_back_to_back_gemms_in_amaranth_sim():
@@ -169,6 +187,17 @@ def test_gemm_runner():
     assert len(res.cases) == len(shapes) + len(verify.CORNERS) + 1
     assert res.cycles_measured == res.cycles_predicted
     assert all(c["cycles_counter"] == c["cycles_measured"] for c in res.cases)
+
+
+@needs_simulator
+@pytest.mark.parametrize("bandwidth,latency", [(2, 10), (16, 0), (0.7, 3)])
+def test_streamed_weights_runner(bandwidth, latency):
+    """The weights from a memory model of a given bandwidth and first-word latency: every
+    output exact, and the stalls as hw/schedule.py predicts them, cycle for cycle."""
+    shapes = [(50, 40, 13), (3, 17, 9)]
+    res = verify.verify_gemm(4, 4, shapes, seed=12, bandwidth=bandwidth, latency=latency)
+    assert res.passed and res.cycle_errors == 0, _report(res)
+    assert all(c["cycles_predicted"] is not None for c in res.cases)
 
 
 @needs_simulator

@@ -28,28 +28,34 @@ def test_tile_order_is_n_outer_k_inner():
     assert [t.bank for t in s.tiles[:4]] == [0, 1, 0, 1]
 
 
+sources = st.one_of(st.just(schedule.IDEAL),
+                    st.builds(schedule.WeightSource, st.sampled_from([0.3, 1, 2.5, 4, 8, 1000]),
+                              st.integers(0, 40)))
+
+
 @settings(max_examples=200)
-@given(arrays, arrays, dims, st.integers(1, 60), st.integers(1, 30))
-def test_double_buffer_is_safe_at_every_pe(r, c, m, k, n):
+@given(arrays, arrays, dims, st.integers(1, 60), st.integers(1, 30), sources)
+def test_double_buffer_is_safe_at_every_pe(r, c, m, k, n, source):
     """Replays the RTL timing at each PE: a weight row read at cycle z reaches PE (row, col)
     at the end of cycle z + 1 + col; tile u's activation row mm is read at T_u + mm and is
     used by PE (row, col) at cycle T_u + mm + 1 + row + col. Each bank write must land after
     the last use of the tile that used the bank before and before the first use of its own."""
-    s = schedule.plan(r, c, m, k, n)
+    s = schedule.plan(r, c, m, k, n, source)
     tiles = s.tiles
     for u, t in enumerate(tiles):
         for row in range(r):
-            z = t.load_start + row
+            z = t.loads[row]
             for col in (0, c - 1):
                 write = z + 1 + col
                 assert write < t.start + 1 + row + col            # before its first use
                 if u >= 2:
                     prev = tiles[u - 2]
                     assert write >= prev.start + m + row + col     # after the last use
-    # the weight read port loads one row per cycle: windows never overlap
-    windows = sorted((t.load_start, t.load_start + r) for t in tiles)
+    # the weight stream delivers one row per cycle, in order: load windows never overlap
+    windows = [(t.load_start, t.load_end) for t in tiles]
     assert all(a[1] <= b[0] for a, b in zip(windows, windows[1:]))
-    assert windows[0][0] == 0
+    assert windows[0][0] == source.available(0, c)
+    assert s.cycles >= schedule.ideal_cycles(r, c, m, k, n)
 
 
 def test_phases_cover_the_run():
@@ -72,16 +78,39 @@ def test_vit_b32_compute_beats_the_scalesim_v2_formulas_and_reaches_95_percent()
 
 
 def test_utilization_two_ways_on_the_vit_b32_mlp():
-    """50x768x3072 on 16x16: start to done, and with the serial weight load and the unload."""
+    """50x768x3072 on 16x16: start to done (weight stalls included), and with the activation
+    and parameter loads and the unload the engine waits for while idle."""
     s = schedule.plan(16, 16, 50, 768, 3072)
     kt, nt = 768 // 16, 3072 // 16
     assert s.cycles == 16 + (kt * nt - 1) * 50 + 50 + (1 + 31 + 4 - 1) == 460_851
-    assert s.load_beats == {"a": 50 * kt, "w": kt * nt * 16, "p": nt} and s.load_beats["w"] == 147_456
-    assert s.io_cycles == 147_456 + 50 * nt
+    assert s.load_beats == {"a": 50 * kt, "p": nt} and s.weight_beats == kt * nt * 16 == 147_456
+    assert s.io_cycles == 2_400 + 50 * nt == 12_000
     macs = 50 * 768 * 3072
     assert s.utilization == macs / (256 * 460_851)
-    assert s.utilization_with_io == macs / (256 * (460_851 + 147_456 + 9_600))
-    assert round(s.utilization, 4) == 0.9999 and round(s.utilization_with_io, 4) == 0.7457
+    assert s.utilization_with_io == macs / (256 * (460_851 + 12_000))
+    assert round(s.utilization, 4) == 0.9999 and round(s.utilization_with_io, 4) == 0.9745
+
+
+@pytest.mark.parametrize("bandwidth,stalls", [(1, 1_898_550), (2, 718_902), (4, 129_078), (5.12, 54), (8, 36), (16, 20)])
+def test_weight_stream_stalls_on_the_vit_b32_mlp(bandwidth, stalls):
+    """256 weight bytes per 50-cycle period: 5.12 B/cycle hides the stream (after the first tile
+    and the 20-cycle latency); below it every period waits for its weights."""
+    s = schedule.plan(16, 16, 50, 768, 3072, schedule.WeightSource(bandwidth, 20))
+    assert s.stall_cycles == stalls
+    if bandwidth < 5.12:    # stream-bound: the tile rate is 256 / bandwidth cycles
+        assert s.cycles == pytest.approx(147_456 * 16 / bandwidth, rel=1e-3)
+
+
+def test_weight_source_model_and_bad_values():
+    src = schedule.WeightSource(8, 3)
+    assert [src.available(w, 16) for w in range(3)] == [3 + 1, 3 + 3, 3 + 5]       # 2 cycles a word
+    assert [schedule.WeightSource(32, 0).available(w, 16) for w in range(3)] == [0, 0, 1]
+    assert schedule.IDEAL.available(10 ** 6, 16) == 0
+    for bad in (0, -1, "8"):
+        with pytest.raises(QexitError, match="bandwidth"):
+            schedule.WeightSource(bad)
+    with pytest.raises(QexitError, match="latency"):
+        schedule.WeightSource(8, -1)
 
 
 def test_scalesim_v2_formulas():
@@ -94,9 +123,9 @@ def test_scalesim_v2_formulas():
 
 def test_load_and_unload_beats():
     s = schedule.plan(4, 4, 5, 9, 10)
-    assert s.load_beats == {"a": 5 * 3, "w": 9 * 4, "p": 3}
+    assert s.load_beats == {"a": 5 * 3, "p": 3} and s.weight_beats == 9 * 4
     assert s.unload_beats == 5 * 3
-    assert s.io_cycles == 9 * 4 + 5 * 3          # the longest load stream, then the unload
+    assert s.io_cycles == 5 * 3 + 5 * 3          # the longer load stream, then the unload
 
 
 def test_tile_counts():
