@@ -61,23 +61,23 @@ class Pipeline:
         return rq.y
 
 
-def _lanes(shape, lanes: int):
-    return data.ArrayLayout(shape, lanes)
+class ElementwiseUnit(wiring.Component):
+    """``lanes`` values of ``inp_shape`` in, ``lanes`` int8 out, plus the unit's constant ports."""
+
+    def __init__(self, lanes: int, inp_shape, constants: dict):
+        check_lanes(lanes)
+        self.lanes = lanes
+        super().__init__({"inp": In(stream.Signature(data.ArrayLayout(inp_shape, lanes))),
+                          "out": Out(stream.Signature(data.ArrayLayout(signed(8), lanes))),
+                          **{name: In(shape) for name, shape in constants.items()}})
 
 
-class RequantUnit(wiring.Component):
+class RequantUnit(ElementwiseUnit):
     """int32 lanes → int8 lanes: ``intops.requantize`` with one (mult, shift) for all lanes."""
     LATENCY = Requantizer.LATENCY
 
     def __init__(self, lanes: int = 1):
-        check_lanes(lanes)
-        self.lanes = lanes
-        super().__init__({
-            "inp": In(stream.Signature(_lanes(signed(32), lanes))),
-            "out": Out(stream.Signature(_lanes(signed(8), lanes))),
-            "mult": In(unsigned(intops.MULT_BITS)),
-            "shift": In(unsigned(6)),
-        })
+        super().__init__(lanes, signed(32), {"mult": unsigned(intops.MULT_BITS), "shift": unsigned(6)})
 
     def elaborate(self, platform):
         m = Module()
@@ -88,7 +88,7 @@ class RequantUnit(wiring.Component):
         return m
 
 
-class AddUnit(wiring.Component):
+class AddUnit(ElementwiseUnit):
     """Two int8 lanes → int8 lanes: ``intops.add``: ``sat8((a*m_a + b*m_b + half) >> shift)``.
 
     Widths: a*m_a and b*m_b are 8 x 31 bits (39-bit products), their sum 40 bits; stage 1
@@ -97,16 +97,9 @@ class AddUnit(wiring.Component):
     LATENCY = 2
 
     def __init__(self, lanes: int = 1):
-        check_lanes(lanes)
-        self.lanes = lanes
-        pair = data.StructLayout({"a": signed(8), "b": signed(8)})
-        super().__init__({
-            "inp": In(stream.Signature(_lanes(pair, lanes))),
-            "out": Out(stream.Signature(_lanes(signed(8), lanes))),
-            "m_a": In(unsigned(intops.MULT_BITS)),
-            "m_b": In(unsigned(intops.MULT_BITS)),
-            "shift": In(unsigned(6)),
-        })
+        super().__init__(lanes, data.StructLayout({"a": signed(8), "b": signed(8)}),
+                         {"m_a": unsigned(intops.MULT_BITS), "m_b": unsigned(intops.MULT_BITS),
+                          "shift": unsigned(6)})
 
     def elaborate(self, platform):
         m = Module()
@@ -123,7 +116,7 @@ class AddUnit(wiring.Component):
         return m
 
 
-class GeluUnit(wiring.Component):
+class GeluUnit(ElementwiseUnit):
     """int8 lanes → int8 lanes: ``intops.gelu`` (I-BERT i-GELU), computed per lane.
 
     Stage 1: t = min(|x|, -qb) in [0, 128], u = t + qb in [-4096, 0] (13 bits signed);
@@ -133,16 +126,10 @@ class GeluUnit(wiring.Component):
     LATENCY = 3 + Requantizer.LATENCY
 
     def __init__(self, lanes: int = 1):
-        check_lanes(lanes)
-        self.lanes = lanes
-        super().__init__({
-            "inp": In(stream.Signature(_lanes(signed(8), lanes))),
-            "out": Out(stream.Signature(_lanes(signed(8), lanes))),
-            "qb": In(signed(13)),                      # intops.GELU_QB: [-2**12, -1]
-            "qc": In(unsigned(23)),                    # intops.GELU_QC: [0, 2**23)
-            "mult": In(unsigned(intops.MULT_BITS)),
-            "shift": In(unsigned(6)),
-        })
+        super().__init__(lanes, signed(8), {
+            "qb": signed(13),                          # intops.GELU_QB: [-2**12, -1]
+            "qc": unsigned(23),                        # intops.GELU_QC: [0, 2**23)
+            "mult": unsigned(intops.MULT_BITS), "shift": unsigned(6)})
 
     def elaborate(self, platform):
         m = Module()

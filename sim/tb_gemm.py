@@ -30,9 +30,9 @@ from cocotb.utils import get_sim_time
 
 from hw import schedule
 from sim import host
+from sim.tb_units import drain
 
 CLOCK_NS = 10
-TIMEOUT_CYCLES = 1000      # an unload or load stalled this long is a failure
 LOAD_GAP = 0.3             # back-pressure cases: chance of an idle beat before each load word
 READY_PROB = 0.5           # back-pressure cases: chance that out ready is high in a cycle
 
@@ -119,22 +119,8 @@ class Engine:
 
     async def unload(self, count: int, rng: random.Random | None = None) -> list[int]:
         """``count`` words from the out stream; ``rng`` drops ``ready`` (probability 1 - READY_PROB)."""
-        d = self.dut
         await self.edge
-        words, idle = [], 0
-        while len(words) < count:
-            ready = 1 if rng is None or rng.random() < READY_PROB else 0
-            d.out__ready.value = ready
-            await ReadOnly()
-            if ready and int(d.out__valid.value):
-                words.append(int(d.out__payload.value))
-                idle = 0
-            else:
-                idle += 1
-                assert idle < TIMEOUT_CYCLES, f"out stream stalled after {len(words)}/{count} words"
-            await self.edge
-        d.out__ready.value = 0
-        return words
+        return await drain(self.dut, count, rng, READY_PROB)
 
     async def gemm(self, case: dict, rng: random.Random | None = None) -> dict:
         """Load, run and unload one case (``sim.host.drive``); returns outputs and timing."""

@@ -38,11 +38,13 @@ async def _feed(dut, beats: list[int], rng: random.Random | None):
     dut.inp__valid.value = 0
 
 
-async def _drain(dut, count: int, rng: random.Random | None) -> list[int]:
+async def drain(dut, count: int, rng: random.Random | None = None, ready_prob: float = 0.6) -> list[int]:
+    """``count`` beats from ``dut.out``; with ``rng``, ``ready`` is high with probability
+    ``ready_prob`` in each cycle. Shared by every testbench that reads an ``out`` stream."""
     edge = RisingEdge(dut.clk)
     words, idle = [], 0
     while len(words) < count:
-        ready = 1 if rng is None or rng.random() < 0.6 else 0
+        ready = 1 if rng is None or rng.random() < ready_prob else 0
         dut.out__ready.value = ready
         await ReadOnly()
         if ready and int(dut.out__valid.value):
@@ -78,7 +80,7 @@ async def unit_cases(dut):
             getattr(dut, f"{port}__valid").value = 0
         rng = random.Random(case["seed"]) if case.get("stall") else None
         feeder = cocotb.start_soon(_feed(dut, case["beats"], rng))
-        out = await _drain(dut, case["count"], random.Random(case["seed"] + 1) if rng else None)
+        out = await drain(dut, case["count"], random.Random(case["seed"] + 1) if rng else None)
         await feeder
         results.append(out)
     with open(os.environ["QEXIT_TB_RESULTS"], "w") as f:

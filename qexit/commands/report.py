@@ -1,8 +1,9 @@
 """Run the whole flow on the embedded default and gather reports/index.md.
 
 Steps: eval (FP32 top-1 of the shipped weights) → quantize (IntModel, both INT8 modes, QIRC)
-→ exits (LRA-EE on that IntModel) → verify gemm (the model's GEMM shapes on an 8x8 array,
-RTL bit-exact and cycle-exact). Each step writes
+→ exits (LRA-EE on that IntModel) → verify gemm (the model's GEMM shapes on an 8x8 array with
+the weights streamed, RTL bit-exact and cycle-exact) → verify units (the streaming units on
+random rows, bit-exact). Each step writes
 reports/<step>/; a step that fails stops the flow with its one-line error.
 """
 from __future__ import annotations
@@ -28,8 +29,11 @@ def steps(fast: bool) -> list[list[str]]:
         ["eval"] + (["--images", "1000"] if fast else []),
         ["quantize"] + n,
         ["exits", "--intmodel", str(INTMODEL_DEFAULT)] + n,
-        # the shipped model's own GEMM shapes (QKV, proj, fc1, fc2 at 50 tokens) on an 8x8 array
-        ["verify", "gemm", "--rows", "8", "--cols", "8", "--shapes", "50x64x192,50x64x64,50x64x256,50x256x64"],
+        # the shipped model's own GEMM shapes (QKV, proj, fc1, fc2 at 50 tokens) on an 8x8 array,
+        # weights streamed at 4 B/cycle after 20 cycles (an 8x8 tile needs 64 B per 50-cycle period)
+        ["verify", "gemm", "--rows", "8", "--cols", "8", "--shapes", "50x64x192,50x64x64,50x64x256,50x256x64",
+         "--bandwidth", "4", "--latency", "20"],
+        ["verify", "units", "--vectors", "200" if fast else "2000"],
     ]
     if not SHIPPED_WEIGHTS.exists():  # train-or-load: the shipped weights are normally there
         out.insert(0, ["train", "--out", str(SHIPPED_WEIGHTS)])
@@ -55,6 +59,7 @@ HEADLINES = {  # the headline keys of each step (docs/architecture.md); other st
     "exits": ["mode", "top1_full", "top1_lraee", "flops_saving", "rescue", "loss"],
     "verify-gemm": ["matched", "total", "mismatches", "cycles_measured", "cycles_predicted", "utilization",
                     "utilization_with_io"],
+    "verify-units": ["matched", "total", "mismatches"],
 }
 
 

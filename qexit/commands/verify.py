@@ -96,8 +96,8 @@ def run_gemm(args) -> int:
                          c["cycles_predicted"] if timed else "random stalls", err, plan.io_cycles,
                          f"{util:.3f}", f"{util_io:.3f}"])
             print(f"  {c['name']:<28} bit-exact {c['matched']}/{c['total']}  cycles measured "
-                  f"{c['cycles_measured']} predicted {c['cycles_predicted']} (error {err})  "
-                  f"utilization {util:.3f} compute, {util_io:.3f} with loads/unload")
+                  f"{c['cycles_measured']} predicted {c['cycles_predicted'] if timed else '- (random stalls)'} "
+                  f"(error {err})  utilization {util:.3f} start to done, {util_io:.3f} with loads/unload")
         kinds = ", ".join(f"{v} {k}" for k, v in res.outputs_by_kind().items())
         print(f"bit-exact: {res.matched}/{res.total} ({kinds}; synthetic operands)")
         source = "ideal" if args.bandwidth is None else f"{args.bandwidth:g} B/cycle, latency {args.latency}"
