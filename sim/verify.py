@@ -254,7 +254,7 @@ int main(int argc, char** argv) {
     const int m = atoi(argv[1]), k = atoi(argv[2]), n = atoi(argv[3]);
     auto tick = [&]() { top->clk = 0; top->eval(); top->clk = 1; top->eval(); ctx->timeInc(1); };
     top->rst = 1; tick(); tick(); top->rst = 0; tick();
-    top->w_in__valid = 1;                       // an ideal weight source (the data do not matter)
+    top->w_in___05Fvalid = 1;                   // w_in__valid: an ideal weight source (data do not matter)
     top->m = m; top->k = k; top->n = n; top->start = 1;
     tick();                                     // this edge samples start
     top->start = 0;

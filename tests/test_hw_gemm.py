@@ -200,6 +200,12 @@ def test_streamed_weights_runner(bandwidth, latency):
     assert all(c["cycles_predicted"] is not None for c in res.cases)
 
 
+@pytest.mark.simulator("verilator")
+def test_free_running_harness_counts_the_ideal_cycles():
+    out = verify.free_running(gemm.GemmConfig(4, 4, max_m=64, max_k=64, max_n=64), 50, 40, 13)
+    assert out["cycles"] == out["counter"] == schedule.ideal_cycles(4, 4, 50, 40, 13)
+
+
 @needs_simulator
 def test_reset_mid_gemm_runner():
     res = verify.verify_reset(gemm.GemmConfig(4, 4), (50, 40, 13), seed=2)
