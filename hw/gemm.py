@@ -155,6 +155,24 @@ def _token_layout(cfg: GemmConfig) -> data.StructLayout:
     })
 
 
+def engine_ports(cfg: GemmConfig) -> dict:
+    """The engine's ports (its ``wiring`` signature members)."""
+    rows, cols = cfg.rows, cfg.cols
+    return {
+        "a_in": In(stream.Signature(unsigned(8 * rows))),
+        "w_in": In(stream.Signature(unsigned(8 * cols))),
+        "p_in": In(stream.Signature(unsigned(PARAM_BITS * cols))),
+        "out": Out(stream.Signature(unsigned(8 * cols))),
+        "m": In(range(cfg.max_m + 1)),
+        "k": In(range(cfg.max_k + 1)),
+        "n": In(range(cfg.max_n + 1)),
+        "start": In(1),
+        "busy": Out(1),
+        "done": Out(1),
+        "cycles": Out(32),
+    }
+
+
 class GemmEngine(wiring.Component):
     """Buffers -> controller -> systolic array -> row unit -> output buffer (see the module
     docstring for the host protocol and ``hw.schedule`` for the timeline).
@@ -169,20 +187,7 @@ class GemmEngine(wiring.Component):
 
     def __init__(self, cfg: GemmConfig):
         self.cfg = cfg
-        rows, cols = cfg.rows, cfg.cols
-        super().__init__({
-            "a_in": In(stream.Signature(unsigned(8 * rows))),
-            "w_in": In(stream.Signature(unsigned(8 * cols))),
-            "p_in": In(stream.Signature(unsigned(PARAM_BITS * cols))),
-            "out": Out(stream.Signature(unsigned(8 * cols))),
-            "m": In(range(cfg.max_m + 1)),
-            "k": In(range(cfg.max_k + 1)),
-            "n": In(range(cfg.max_n + 1)),
-            "start": In(1),
-            "busy": Out(1),
-            "done": Out(1),
-            "cycles": Out(32),
-        })
+        super().__init__(engine_ports(cfg))
 
     def elaborate(self, platform):
         m = Module()

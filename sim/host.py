@@ -1,20 +1,23 @@
 """The host side of the GEMM engine, shared by every driver: operand checks, the buffer
 layouts (packing), the reference it must equal, and the one engine-driving protocol.
 
-The protocol (``hw/gemm.py`` states it from the engine's side), written once in ``drive``:
+The protocol (``hw/gemm.py`` states it from the engine's side), written once in ``drive``.
+The testbenches run ``sim.harness.GemmHarness``: the engine plus an HDL model of the external
+memory that streams the weights into ``w_in`` (``hw.schedule.WeightSource`` timing), so no
+Python runs while the engine computes.
 
-1. while the engine is idle, write the a and p buffers through their load streams, one word
-   per beat, in address order from 0 (``GemmJob.loads``);
-2. set the descriptor ``m``, ``k``, ``n`` and pulse ``start``;
-3. stream the weight rows (``GemmJob.weights``) into ``w_in`` as the external-memory model
-   (``hw.schedule.WeightSource``) delivers them, until ``done``; the cycles from the edge that
-   samples ``start`` to the one that raises ``done`` are what ``hw.schedule`` predicts;
+1. while the engine is idle, write the a and p buffers and the memory model's weight rows
+   through their load streams, one word per beat, in address order from 0 (``GemmJob.loads``);
+2. set the memory model (``harness.source_ports``) and the descriptor ``m``, ``k``, ``n``, and
+   pulse ``start``;
+3. wait for ``done``; the cycles from the edge that samples ``start`` to the one that raises
+   ``done`` are what ``hw.schedule`` predicts for that source;
 4. read ``GemmJob.unload_words`` words from the ``out`` stream and unpack them.
 
-A driver supplies the four steps for its simulator (``load``, ``start``, ``run``,
+A driver supplies the four steps for its simulator (``load``, ``start``, ``wait_done``,
 ``unload``): ``AmaranthDriver`` below for Amaranth's own simulator, ``sim.tb_gemm.Engine`` for
-cocotb. (The free-running Verilator harness in ``sim.verify`` only times start → done with an
-always-valid weight stream; it checks no data.)
+cocotb. (The free-running Verilator harness in ``sim.verify`` times start → done of the same
+harness with an ideal memory model, without cocotb.)
 """
 from __future__ import annotations
 
@@ -114,7 +117,6 @@ class GemmJob:
     n: int
     cols: int
     loads: tuple[tuple[str, list[int]], ...]     # (stream port, words) loaded while idle
-    weights: list[int]                            # w_in words, streamed while the engine runs
     unload_words: int
 
     def outputs(self, words: list[int]) -> torch.Tensor:
@@ -126,21 +128,24 @@ def gemm_job(case: dict, rows: int, cols: int) -> GemmJob:
     a, w = case["a"], case["w"]
     m, k, n = a.shape[0], a.shape[1], w.shape[0]
     _, nt = tile_counts(k, n, rows, cols)
-    loads = (("a_in", pack_activations(a, rows)),
+    loads = (("a_in", pack_activations(a, rows)), ("w_load", pack_weights(w, rows, cols)),
              ("p_in", pack_params(case["bias"], case["mult"], case["shift"], cols)))
-    return GemmJob(m, k, n, cols, loads, pack_weights(w, rows, cols), m * nt)
+    return GemmJob(m, k, n, cols, loads, m * nt)
 
 
-async def drive(driver, job: GemmJob, source: WeightSource = IDEAL, **stall) -> dict:
+async def drive(driver, job: GemmJob, source: WeightSource = IDEAL, stall_seed: int = 0, **stall) -> dict:
     """Run ``job`` through a driver's four steps; returns outputs and the start → done cycles.
 
-    ``source`` times the weight stream; ``stall`` goes to the driver's ``load``, ``run`` and
-    ``unload`` (e.g. a random generator for gaps and dropped valid/ready).
+    ``source`` times the weight stream (``stall_seed`` != 0 adds random stalls to it);
+    ``stall`` goes to the driver's ``load`` and ``unload`` (e.g. a random generator for gaps
+    and dropped ready).
     """
+    from sim.harness import source_ports
+
     for port, words in job.loads:
         await driver.load(port, words, **stall)
-    await driver.start(job.m, job.k, job.n)
-    timing = await driver.run(job.weights, job.cols, source, **stall)
+    await driver.start(job.m, job.k, job.n, source_ports(source, stall_seed))
+    timing = await driver.wait_done()
     words = await driver.unload(job.unload_words, **stall)
     return {"out": job.outputs(words), **timing}
 
@@ -159,26 +164,18 @@ class AmaranthDriver:
             await self.ctx.tick()
         self.ctx.set(stream.valid, 0)
 
-    async def start(self, m: int, k: int, n: int) -> None:
-        for name, v in (("m", m), ("k", k), ("n", n), ("start", 1)):
+    async def start(self, m: int, k: int, n: int, ports: dict[str, int]) -> None:
+        for name, v in (*ports.items(), ("m", m), ("k", k), ("n", n), ("start", 1)):
             self.ctx.set(getattr(self.dut, name), v)
         await self.ctx.tick()                      # this edge samples start
         self.ctx.set(self.dut.start, 0)
 
-    async def run(self, weights: list[int], word_bytes: int, source: WeightSource) -> dict:
-        """Offer weight word k from cycle ``source.available(k)`` on until it is taken; stop at done."""
-        w_in, cycles, k = self.dut.w_in, 0, 0      # cycles: edges after the one that sampled start
+    async def wait_done(self) -> dict:
+        cycles = 0                                 # edges after the one that sampled start
         while not self.ctx.get(self.dut.done):
-            offer = k < len(weights) and cycles >= source.available(k, word_bytes)
-            self.ctx.set(w_in.valid, int(offer))
-            if offer:
-                self.ctx.set(w_in.payload, weights[k])
-            taken = offer and self.ctx.get(w_in.ready)
             await self.ctx.tick()
-            k += bool(taken)
             cycles += 1
-        self.ctx.set(w_in.valid, 0)
-        return {"cycles": cycles, "counter": self.ctx.get(self.dut.cycles), "weights_taken": k}
+        return {"cycles": cycles, "counter": self.ctx.get(self.dut.cycles)}
 
     async def unload(self, count: int) -> list[int]:
         words = []

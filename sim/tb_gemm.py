@@ -9,10 +9,11 @@ that samples ``start`` to the one that raises ``done`` (from simulation time), c
 against the RTL's own counter and against ``hw.schedule``.
 
 Tests:
-* ``gemm_cases``: all cases back to back, the weights streamed from the case's memory model
-  (``bandwidth``, ``latency``); a case with ``backpressure`` inserts random gaps in the load
-  and weight streams and drops ``ready`` at random while unloading (its cycles are then not
-  predicted, only its values checked).
+* ``gemm_cases``: all cases back to back, the weights streamed by the harness's memory model
+  (``sim.harness``: the case's ``bandwidth`` and ``latency``); a case with ``backpressure``
+  inserts random gaps in the load streams, random stalls in the weight stream and drops
+  ``ready`` at random while unloading (its cycles are then not predicted, only its values
+  checked).
 * ``reset_mid_gemm``: starts the first case, resets the engine halfway through, checks that
   it is idle, then runs the case again from a fresh load and checks it.
 A failure message names the case and its seed.
@@ -29,7 +30,7 @@ from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 from cocotb.utils import get_sim_time
 
 from hw import schedule
-from sim import host
+from sim import harness, host
 from sim.tb_units import drain
 
 CLOCK_NS = 10
@@ -52,7 +53,7 @@ class Engine:
 
     async def reset(self, cycles: int = 2):
         d = self.dut
-        for name in ("a_in__valid", "w_in__valid", "p_in__valid", "out__ready", "start"):
+        for name in ("a_in__valid", "w_load__valid", "p_in__valid", "out__ready", "start"):
             getattr(d, name).value = 0
         d.rst.value = 1
         await ClockCycles(d.clk, cycles)
@@ -80,42 +81,23 @@ class Engine:
             await edge
         valid.value = 0
 
-    async def start(self, m: int, k: int, n: int):
+    async def start(self, m: int, k: int, n: int, ports: dict[str, int]):
         d = self.dut
+        for name, value in ports.items():                # the memory model's settings
+            getattr(d, name).value = value
         d.m.value, d.k.value, d.n.value = m, k, n
         d.start.value = 1
         await self.edge                                  # this edge samples start
         d.start.value = 0
         self._t0, self._w0 = get_sim_time("ns"), time.perf_counter()
 
-    async def _weights(self, words: list[int], word_bytes: int, source, rng):
-        """The external memory: word k on ``w_in`` from cycle ``source.available(k)`` on (and,
-        with ``rng``, valid dropped at random) until it is taken."""
-        d, edge, cycle = self.dut, self.edge, 0
-        for k, word in enumerate(words):
-            while True:
-                offer = cycle >= source.available(k, word_bytes) and (rng is None or rng.random() >= LOAD_GAP)
-                d.w_in__valid.value = int(offer)
-                d.w_in__payload.value = word
-                await ReadOnly()
-                taken = offer and int(d.w_in__ready.value)
-                await edge
-                cycle += 1
-                if taken:
-                    break
-        d.w_in__valid.value = 0
-
-    async def run(self, words: list[int], word_bytes: int, source, rng: random.Random | None = None) -> dict:
-        """Stream the weights until done: cycles from the edge that sampled start (simulation
-        time), the RTL counter, wall seconds."""
-        feeder = cocotb.start_soon(self._weights(words, word_bytes, source, rng))
+    async def wait_done(self) -> dict:
+        """Cycles from the edge that sampled start (simulation time), the RTL counter, wall seconds."""
         await RisingEdge(self.dut.done)
         seconds = time.perf_counter() - self._w0
         cycles = round((get_sim_time("ns") - self._t0) / CLOCK_NS)
         await ReadOnly()
-        counter = int(self.dut.cycles.value)
-        assert feeder.done(), "done was raised before every weight word was taken"
-        return {"cycles": cycles, "counter": counter, "run_s": seconds}
+        return {"cycles": cycles, "counter": int(self.dut.cycles.value), "run_s": seconds}
 
     async def unload(self, count: int, rng: random.Random | None = None) -> list[int]:
         """``count`` words from the out stream; ``rng`` drops ``ready`` (probability 1 - READY_PROB)."""
@@ -125,7 +107,9 @@ class Engine:
     async def gemm(self, case: dict, rng: random.Random | None = None) -> dict:
         """Load, run and unload one case (``sim.host.drive``); returns outputs and timing."""
         t0 = time.perf_counter()
-        got = await host.drive(self, host.gemm_job(case, self.rows, self.cols), source_of(case), rng=rng)
+        stall_seed = case["seed"] + 1 if rng is not None else 0
+        got = await host.drive(self, host.gemm_job(case, self.rows, self.cols), source_of(case), stall_seed,
+                               rng=rng)
         got["host_s"] = time.perf_counter() - t0 - got["run_s"]
         return got
 
@@ -205,7 +189,7 @@ async def reset_mid_gemm(dut):
     job = host.gemm_job(case, engine.rows, engine.cols)
     for port, words in job.loads:
         await engine.load(port, words)
-    await engine.start(m, k, n)
+    await engine.start(m, k, n, harness.source_ports(source_of(case)))
     await ClockCycles(dut.clk, max(1, predicted // 2))
     await ReadOnly()
     assert int(dut.busy.value) == 1, "engine should be busy halfway through the GEMM"

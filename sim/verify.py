@@ -20,7 +20,7 @@ import torch
 from hw import gemm, schedule
 from model import intops
 from model.errors import QexitError
-from sim import host, runner
+from sim import harness, host, runner
 
 CORNERS = ("min", "max", "mixed", "alternating", "zero")
 SATURATE_SHAPE = (2, 2048, 8)     # |acc| = 2**25: int32 saturation shows in the int8 output
@@ -187,7 +187,7 @@ def run_cases(cfg: gemm.GemmConfig, cases: list[dict], *, test: str = "gemm_case
         cfg.check_shape(case["a"].shape[0], case["a"].shape[1], case["w"].shape[0])
     if not cases:
         raise QexitError("no GEMM cases to verify")
-    b = runner.build(gemm.to_verilog(cfg), cfg.name, simulator=simulator, waves=waves)
+    b = runner.build(harness.to_verilog(cfg), harness.top_name(cfg), simulator=simulator, waves=waves)
     with tempfile.TemporaryDirectory(prefix="qexit-tb-") as tmp:
         cases_path, results_path = Path(tmp) / "cases.pt", Path(tmp) / "results.json"
         torch.save(cases, cases_path)
@@ -241,7 +241,7 @@ def random_shapes(count: int, seed: int, max_m: int = 64, max_k: int = 96,
 # --------------------------------------------------------------------------- free-running speed
 
 FREE_RUNNING_MAIN = r"""
-// The GEMM engine alone in Verilator: no cocotb, no VPI. Runs M x K x N once and prints JSON.
+// The GEMM harness (engine + ideal memory model) alone in Verilator: no cocotb, no VPI. Runs M x K x N once.
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -254,7 +254,7 @@ int main(int argc, char** argv) {
     const int m = atoi(argv[1]), k = atoi(argv[2]), n = atoi(argv[3]);
     auto tick = [&]() { top->clk = 0; top->eval(); top->clk = 1; top->eval(); ctx->timeInc(1); };
     top->rst = 1; tick(); tick(); top->rst = 0; tick();
-    top->w_in___05Fvalid = 1;                   // w_in__valid: an ideal weight source (data do not matter)
+    top->ideal = 1; top->latency = 0;           // an ideal memory model (the data do not matter)
     top->m = m; top->k = k; top->n = n; top->start = 1;
     tick();                                     // this edge samples start
     top->start = 0;
@@ -272,11 +272,11 @@ int main(int argc, char** argv) {
 
 
 def free_running(cfg: gemm.GemmConfig, m: int, k: int, n: int) -> dict:
-    """Cycles and wall seconds of one GEMM with the engine free-running in Verilator (the
-    buffers hold whatever they power up with: the schedule, and so the speed, do not depend
-    on the data)."""
+    """Cycles and wall seconds of one GEMM on the harness free-running in Verilator with an
+    ideal memory model (the buffers hold whatever they power up with: the schedule, and so the
+    speed, do not depend on the data)."""
     cfg.check_shape(m, k, n)
-    exe = runner.build_free_running(gemm.to_verilog(cfg), cfg.name, FREE_RUNNING_MAIN)
+    exe = runner.build_free_running(harness.to_verilog(cfg), harness.top_name(cfg), FREE_RUNNING_MAIN)
     done = subprocess.run([str(exe), str(m), str(k), str(n)], capture_output=True,
                                  text=True, check=True)
     out = json.loads(done.stdout.strip().splitlines()[-1])

@@ -12,7 +12,7 @@ from hw import gemm, schedule
 from model import intops
 from model.errors import QexitError
 from qexit.cli import main as cli_main
-from sim import host, runner, verify
+from sim import harness, host, runner, verify
 
 needs_simulator = pytest.mark.simulator()
 
@@ -58,14 +58,13 @@ def test_requantizer_matches_intops():
 
 def simulate_engine(cfg: gemm.GemmConfig, case: dict,
                     source: schedule.WeightSource = schedule.IDEAL) -> tuple[torch.Tensor, int, int]:
-    """``sim.host.drive`` in Amaranth's simulator: (outputs, cycles from start to done, RTL counter)."""
-    dut = gemm.GemmEngine(cfg)
+    """``sim.host.drive`` on the harness (engine + memory model) in Amaranth's simulator:
+    (outputs, cycles from start to done, RTL counter)."""
+    dut = harness.GemmHarness(cfg)
     got = {}
 
     async def bench(ctx):
-        job = host.gemm_job(case, cfg.rows, cfg.cols)
-        got.update(await host.drive(host.AmaranthDriver(ctx, dut), job, source))
-        assert got["weights_taken"] == len(job.weights)
+        got.update(await host.drive(host.AmaranthDriver(ctx, dut), host.gemm_job(case, cfg.rows, cfg.cols), source))
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
