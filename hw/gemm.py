@@ -25,6 +25,8 @@ Buffers (Amaranth ``Memory``; word layouts, element 0 in the low bits):
 * ``p``: word ``j`` = C lanes of (bias int32, mult uint31, shift uint6), 69 bits per lane;
 * ``acc``: word ``m`` = C int32 partial sums of the current n tile (internal);
 * ``out``: word ``m * NT + j`` = out[m, j*C : j*C+C], C int8 (row-major, N padded to NT*C).
+* ``raw``: word ``m * NT + j`` = C int32 outputs, when ``raw`` was high at ``start``: the
+  accumulators ``sat32(acc + bias)``, not requantized (attention scores), read from ``raw_out``.
 
 Overflow: partial sums are exact in int32 (K <= ``schedule.MAX_K``); ``acc + bias`` is
 formed in 33 bits and saturated to int32, then requantized with one rounding rule (round half
@@ -55,10 +57,11 @@ class GemmConfig:
     max_m: int = 256
     max_k: int = 3072
     max_n: int = 3072
+    max_raw_n: int = 256      # largest N of an int32-output GEMM (attention scores: N = tokens)
 
     def __post_init__(self):
         schedule.check_array(self.rows, self.cols)
-        for name in ("max_m", "max_k", "max_n"):
+        for name in ("max_m", "max_k", "max_n", "max_raw_n"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise QexitError(f"buffer capacity {name} = {v} must be an integer >= 1")
@@ -83,6 +86,10 @@ class GemmConfig:
         return self.max_m * self.kt_max
 
     @property
+    def raw_words(self) -> int:
+        return self.max_m * schedule.tile_counts(1, self.max_raw_n, 1, self.cols)[1]
+
+    @property
     def out_words(self) -> int:
         return self.max_m * self.nt_max
 
@@ -90,15 +97,18 @@ class GemmConfig:
     def buffers(self) -> dict[str, tuple[int, int]]:
         """Each on-chip buffer as (words, bits per word)."""
         return {"a": (self.a_words, 8 * self.rows), "p": (self.nt_max, PARAM_BITS * self.cols), "acc": (self.max_m, 32 * self.cols),
-                "out": (self.out_words, 8 * self.cols)}
+                "out": (self.out_words, 8 * self.cols), "raw": (self.raw_words, 32 * self.cols)}
 
-    def check_shape(self, m: int, k: int, n: int) -> None:
+    def check_shape(self, m: int, k: int, n: int, raw: bool = False) -> None:
         """Raise (before any simulation) if the shape is invalid or exceeds the buffers."""
         schedule.check_shape(m, k, n)
         if m > self.max_m or k > self.max_k or n > self.max_n:
             raise QexitError(f"GEMM shape {m}x{k}x{n} exceeds the {self.rows}x{self.cols} engine's "
                              f"buffers (at most {self.max_m}x{self.max_k}x{self.max_n}); "
                              f"rebuild with larger --max-m/--max-k/--max-n")
+        if raw and n > self.max_raw_n:
+            raise QexitError(f"int32-output GEMM {m}x{k}x{n}: N = {n} exceeds the int32 output buffer "
+                             f"(at most {self.max_raw_n}); rebuild with a larger --max-raw-n")
 
 
 def clamp(value, lo: int, hi: int):
@@ -120,10 +130,11 @@ class Requantizer(wiring.Component):
     shift: In(unsigned(6))
     en: In(1, init=1)         # all three stages advance when high (a stalled stream holds them)
     y: Out(signed(8))
+    total: Out(signed(32))    # stage 1: sat32(acc + bias), one cycle after the inputs
 
     def elaborate(self, platform):
         m = Module()
-        total = Signal(signed(32))
+        total = self.total
         mult = Signal(unsigned(intops.MULT_BITS))
         shift1 = Signal(6)
         product = Signal(signed(63))
@@ -163,9 +174,11 @@ def engine_ports(cfg: GemmConfig) -> dict:
         "w_in": In(stream.Signature(unsigned(8 * cols))),
         "p_in": In(stream.Signature(unsigned(PARAM_BITS * cols))),
         "out": Out(stream.Signature(unsigned(8 * cols))),
+        "raw_out": Out(stream.Signature(unsigned(32 * cols))),
         "m": In(range(cfg.max_m + 1)),
         "k": In(range(cfg.max_k + 1)),
         "n": In(range(cfg.max_n + 1)),
+        "raw": In(1),             # int32 output: sat32(acc + bias) on raw_out, no requantization
         "start": In(1),
         "busy": Out(1),
         "done": Out(1),
@@ -205,6 +218,8 @@ class GemmEngine(wiring.Component):
         acc_wr = acc_buf.write_port()
         acc_rd = acc_buf.read_port(transparent_for=(acc_wr,))
         out_wr, out_rd = out_buf.write_port(), out_buf.read_port()
+        m.submodules.raw_buf = raw_buf = memory.Memory(shape=unsigned(32 * C), depth=cfg.raw_words, init=[])
+        raw_wr, raw_rd = raw_buf.write_port(), raw_buf.read_port()
 
         # ---------------------------------------------------------------- descriptor
         m_len = Signal(range(cfg.max_m + 1))
@@ -213,6 +228,7 @@ class GemmEngine(wiring.Component):
         per = Signal(range(max(cfg.max_m, R) + 1))        # schedule.period
         load_off = Signal.like(per)                        # schedule.load_offset
         unload_total = Signal(range(cfg.out_words + 1))
+        raw = Signal()                                     # this GEMM writes int32 outputs
         idle = Signal()
         start = Signal()
         m.d.comb += start.eq(self.start & idle)
@@ -259,7 +275,7 @@ class GemmEngine(wiring.Component):
                     per_new = Mux(self.m > R, self.m, R)          # schedule.period
                     m.d.sync += [m_len.eq(self.m), kt.eq(kt_new), nt.eq(nt_new), per.eq(per_new),
                                  load_off.eq(per_new - R),            # schedule.load_offset
-                                 unload_total.eq(self.m * nt_new), wrow.eq(0)]
+                                 unload_total.eq(self.m * nt_new), wrow.eq(0), raw.eq(self.raw)]
                     with m.If((self.m == 0) | (self.k == 0) | (self.n == 0)):
                         m.d.sync += self.done.eq(1)        # nothing to do
                     with m.Else():
@@ -340,7 +356,7 @@ class GemmEngine(wiring.Component):
         acc_old = data.View(data.ArrayLayout(PSUM, C), acc_rd.data)
         params = data.View(data.ArrayLayout(PARAM, C), p_rd.data)
         acc_new = Signal(data.ArrayLayout(PSUM, C))
-        ys = []
+        ys, totals = [], []
         for c in range(C):
             m.d.comb += acc_new[c].eq(Mux(tok0.first, 0, acc_old[c]) + array.psum[c])
             rq = Requantizer()
@@ -348,19 +364,28 @@ class GemmEngine(wiring.Component):
             m.d.comb += [rq.acc.eq(acc_new[c]), rq.bias.eq(params[c].bias),
                          rq.mult.eq(params[c].mult), rq.shift.eq(params[c].shift)]
             ys.append(rq.y)
+            totals.append(rq.total)
         m.d.comb += [acc_wr.en.eq(tok0.valid & ~tok0.last), acc_wr.addr.eq(tok0.m),
                      acc_wr.data.eq(acc_new)]
+        # int32 mode: the Requantizer's first stage, sat32(acc + bias), goes to the raw buffer a
+        # cycle later; ``done`` still follows the int8 path, so both modes take the same cycles.
+        tok_raw = delay(m, tok0, 1, "tok_raw")
+        m.d.comb += [raw_wr.en.eq(tok_raw.valid & tok_raw.last & raw), raw_wr.addr.eq(tok_raw.out),
+                     raw_wr.data.eq(Cat(*totals))]
         tok_out = delay(m, tok0, Requantizer.LATENCY, "tok_out")
-        m.d.comb += [out_wr.en.eq(tok_out.valid & tok_out.last), out_wr.addr.eq(tok_out.out),
+        m.d.comb += [out_wr.en.eq(tok_out.valid & tok_out.last & ~raw), out_wr.addr.eq(tok_out.out),
                      out_wr.data.eq(Cat(*ys)),
                      final_written.eq(tok_out.valid & tok_out.final)]
 
         # ---------------------------------------------------------------- unload stream
+        # M * NT words from ``out`` (int8) or, after an int32 GEMM, from ``raw_out``.
         unload_ptr = Signal(range(cfg.out_words + 1))
         out_valid = Signal()
-        advance = ~out_valid | self.out.ready
+        advance = ~out_valid | Mux(raw, self.raw_out.ready, self.out.ready)
         m.d.comb += [out_rd.addr.eq(unload_ptr), out_rd.en.eq(advance),
-                     self.out.valid.eq(out_valid), self.out.payload.eq(out_rd.data)]
+                     raw_rd.addr.eq(unload_ptr), raw_rd.en.eq(advance),
+                     self.out.valid.eq(out_valid & ~raw), self.out.payload.eq(out_rd.data),
+                     self.raw_out.valid.eq(out_valid & raw), self.raw_out.payload.eq(raw_rd.data)]
         with m.If(advance):
             with m.If(self.done & idle & (unload_ptr < unload_total)):
                 m.d.sync += [unload_ptr.eq(unload_ptr + 1), out_valid.eq(1)]

@@ -63,8 +63,10 @@ class GemmHarness(wiring.Component):
         m.submodules.engine = eng = GemmEngine(cfg)
         for port in ("a_in", "p_in"):
             wiring.connect(m, wiring.flipped(getattr(self, port)), getattr(eng, port))
-        wiring.connect(m, eng.out, wiring.flipped(self.out))
-        m.d.comb += [eng.m.eq(self.m), eng.k.eq(self.k), eng.n.eq(self.n), eng.start.eq(self.start),
+        for port in ("out", "raw_out"):
+            wiring.connect(m, getattr(eng, port), wiring.flipped(getattr(self, port)))
+        m.d.comb += [eng.m.eq(self.m), eng.k.eq(self.k), eng.n.eq(self.n), eng.raw.eq(self.raw),
+                     eng.start.eq(self.start),
                      self.busy.eq(eng.busy), self.done.eq(eng.done), self.cycles.eq(eng.cycles)]
 
         m.submodules.weights = mem = memory.Memory(shape=unsigned(8 * cfg.cols), depth=self.words, init=[])

@@ -51,9 +51,11 @@ def check_operands(a: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, mult: t
     intops.check_multiplier(mult, shift, "requantization")
 
 
-def reference(a, w, bias, mult, shift) -> torch.Tensor:
-    """What the engine must output, from ``model.intops`` (the numeric contract)."""
-    return intops.requantize(intops.gemm(a, w, bias), mult, shift)
+def reference(a, w, bias, mult, shift, raw: bool = False) -> torch.Tensor:
+    """What the engine must output, from ``model.intops`` (the numeric contract): int8, or with
+    ``raw`` the int32 accumulators ``sat32(a @ w.T + bias)``."""
+    acc = intops.gemm(a, w, bias)
+    return acc if raw else intops.requantize(acc, mult, shift)
 
 
 # --------------------------------------------------------------------------- buffer layouts
@@ -97,13 +99,15 @@ def pack_params(bias: torch.Tensor, mult: torch.Tensor, shift: torch.Tensor, col
     return [sum(lanes[j * cols + c] << (PARAM_BITS * c) for c in range(cols)) for j in range(nt)]
 
 
-def unpack_outputs(words: list[int], m: int, n: int, cols: int) -> torch.Tensor:
-    """out-buffer words (row-major, M * NT of them) → int8 values (M, N) as int64."""
+def unpack_outputs(words: list[int], m: int, n: int, cols: int, raw: bool = False) -> torch.Tensor:
+    """out-buffer words (row-major, M * NT of them) → int8 values (M, N) as int64; with ``raw``
+    the raw_out words (C int32 lanes each) → int32 values."""
     _, nt = tile_counts(1, n, 1, cols)
     if len(words) != m * nt:
         raise QexitError(f"expected {m * nt} output words, got {len(words)}")
-    raw = b"".join(w.to_bytes(cols, "little") for w in words)
-    vals = torch.frombuffer(bytearray(raw), dtype=torch.int8).to(torch.int64)
+    size, dtype = (4, torch.int32) if raw else (1, torch.int8)
+    data = b"".join(w.to_bytes(cols * size, "little") for w in words)
+    vals = torch.frombuffer(bytearray(data), dtype=dtype).to(torch.int64)
     return vals.reshape(m, nt * cols)[:, :n]
 
 
@@ -118,9 +122,14 @@ class GemmJob:
     cols: int
     loads: tuple[tuple[str, list[int]], ...]     # (stream port, words) loaded while idle
     unload_words: int
+    raw: bool = False                             # int32 outputs on raw_out
+
+    @property
+    def unload_port(self) -> str:
+        return "raw_out" if self.raw else "out"
 
     def outputs(self, words: list[int]) -> torch.Tensor:
-        return unpack_outputs(words, self.m, self.n, self.cols)
+        return unpack_outputs(words, self.m, self.n, self.cols, self.raw)
 
 
 def gemm_job(case: dict, rows: int, cols: int) -> GemmJob:
@@ -130,7 +139,7 @@ def gemm_job(case: dict, rows: int, cols: int) -> GemmJob:
     _, nt = tile_counts(k, n, rows, cols)
     loads = (("a_in", pack_activations(a, rows)), ("w_load", pack_weights(w, rows, cols)),
              ("p_in", pack_params(case["bias"], case["mult"], case["shift"], cols)))
-    return GemmJob(m, k, n, cols, loads, m * nt)
+    return GemmJob(m, k, n, cols, loads, m * nt, bool(case.get("raw")))
 
 
 async def drive(driver, job: GemmJob, source: WeightSource = IDEAL, stall_seed: int = 0, **stall) -> dict:
@@ -144,9 +153,9 @@ async def drive(driver, job: GemmJob, source: WeightSource = IDEAL, stall_seed: 
 
     for port, words in job.loads:
         await driver.load(port, words, **stall)
-    await driver.start(job.m, job.k, job.n, source_ports(source, stall_seed))
+    await driver.start(job.m, job.k, job.n, {"raw": int(job.raw), **source_ports(source, stall_seed)})
     timing = await driver.wait_done()
-    words = await driver.unload(job.unload_words, **stall)
+    words = await driver.unload(job.unload_words, job.unload_port, **stall)
     return {"out": job.outputs(words), **timing}
 
 
@@ -177,11 +186,11 @@ class AmaranthDriver:
             cycles += 1
         return {"cycles": cycles, "counter": self.ctx.get(self.dut.cycles)}
 
-    async def unload(self, count: int) -> list[int]:
-        words = []
-        self.ctx.set(self.dut.out.ready, 1)
+    async def unload(self, count: int, port: str = "out") -> list[int]:
+        words, out = [], getattr(self.dut, port)
+        self.ctx.set(out.ready, 1)
         while len(words) < count:
-            valid, payload = self.ctx.get(self.dut.out.valid), self.ctx.get(self.dut.out.payload)
+            valid, payload = self.ctx.get(out.valid), self.ctx.get(out.payload)
             await self.ctx.tick()
             if valid:
                 words.append(payload)

@@ -53,7 +53,7 @@ class Engine:
 
     async def reset(self, cycles: int = 2):
         d = self.dut
-        for name in ("a_in__valid", "w_load__valid", "p_in__valid", "out__ready", "start"):
+        for name in ("a_in__valid", "w_load__valid", "p_in__valid", "out__ready", "raw_out__ready", "start"):
             getattr(d, name).value = 0
         d.rst.value = 1
         await ClockCycles(d.clk, cycles)
@@ -99,10 +99,10 @@ class Engine:
         await ReadOnly()
         return {"cycles": cycles, "counter": int(self.dut.cycles.value), "run_s": seconds}
 
-    async def unload(self, count: int, rng: random.Random | None = None) -> list[int]:
-        """``count`` words from the out stream; ``rng`` drops ``ready`` (probability 1 - READY_PROB)."""
+    async def unload(self, count: int, port: str = "out", rng: random.Random | None = None) -> list[int]:
+        """``count`` words from ``port``; ``rng`` drops ``ready`` (probability 1 - READY_PROB)."""
         await self.edge
-        return await drain(self.dut, count, rng, READY_PROB)
+        return await drain(self.dut, count, rng, READY_PROB, port)
 
     async def gemm(self, case: dict, rng: random.Random | None = None) -> dict:
         """Load, run and unload one case (``sim.host.drive``); returns outputs and timing."""
@@ -134,7 +134,7 @@ def _check(case: dict, got: dict, rows: int, cols: int) -> dict:
     """Compare one case with the numeric contract; the record written for the host."""
     a, w = case["a"], case["w"]
     m, k, n = a.shape[0], a.shape[1], w.shape[0]
-    expected = host.reference(a, w, case["bias"], case["mult"], case["shift"])
+    expected = host.reference(a, w, case["bias"], case["mult"], case["shift"], bool(case.get("raw")))
     wrong = (got["out"] != expected).nonzero().tolist()
     # random stalls in the weight stream (back-pressure cases) check values, not cycles
     predicted = None if case.get("backpressure") else schedule.predict_cycles(rows, cols, m, k, n, source_of(case))
@@ -189,7 +189,7 @@ async def reset_mid_gemm(dut):
     job = host.gemm_job(case, engine.rows, engine.cols)
     for port, words in job.loads:
         await engine.load(port, words)
-    await engine.start(m, k, n, harness.source_ports(source_of(case)))
+    await engine.start(m, k, n, {"raw": 0, **harness.source_ports(source_of(case))})
     await ClockCycles(dut.clk, max(1, predicted // 2))
     await ReadOnly()
     assert int(dut.busy.value) == 1, "engine should be busy halfway through the GEMM"

@@ -38,23 +38,26 @@ async def _feed(dut, beats: list[int], rng: random.Random | None):
     dut.inp__valid.value = 0
 
 
-async def drain(dut, count: int, rng: random.Random | None = None, ready_prob: float = 0.6) -> list[int]:
-    """``count`` beats from ``dut.out``; with ``rng``, ``ready`` is high with probability
-    ``ready_prob`` in each cycle. Shared by every testbench that reads an ``out`` stream."""
+async def drain(dut, count: int, rng: random.Random | None = None, ready_prob: float = 0.6,
+                port: str = "out") -> list[int]:
+    """``count`` beats from the stream ``port``; with ``rng``, ``ready`` is high with probability
+    ``ready_prob`` in each cycle. Shared by every testbench that reads an output stream."""
     edge = RisingEdge(dut.clk)
+    ready_sig, valid_sig = getattr(dut, f"{port}__ready"), getattr(dut, f"{port}__valid")
+    payload = getattr(dut, f"{port}__payload")
     words, idle = [], 0
     while len(words) < count:
         ready = 1 if rng is None or rng.random() < ready_prob else 0
-        dut.out__ready.value = ready
+        ready_sig.value = ready
         await ReadOnly()
-        if ready and int(dut.out__valid.value):
-            words.append(int(dut.out__payload.value))
+        if ready and int(valid_sig.value):
+            words.append(int(payload.value))
             idle = 0
         else:
             idle += 1
-            assert idle < TIMEOUT_CYCLES, f"out stream stalled after {len(words)}/{count} beats"
+            assert idle < TIMEOUT_CYCLES, f"{port} stream stalled after {len(words)}/{count} beats"
         await edge
-    dut.out__ready.value = 0
+    ready_sig.value = 0
     return words
 
 

@@ -101,6 +101,29 @@ def test_streamed_weights_stall_exactly_as_predicted_in_amaranth_sim(rows, cols,
     assert cycles > schedule.ideal_cycles(rows, cols, *shape)
 
 
+@pytest.mark.parametrize("rows,cols,shape,kind", [
+    (2, 2, (3, 5, 3), "random"), (3, 2, (5, 7, 5), "random"), (2, 3, (4, 5, 7), "max"),
+    (2, 2, (2, 2048, 4), "saturate"),
+])
+def test_int32_output_path_in_amaranth_sim(rows, cols, shape, kind):
+    """raw mode: sat32(a @ w.T + bias) on raw_out, the same cycles as the int8 path."""
+    cfg = gemm.GemmConfig(rows, cols, max_m=8, max_k=2048, max_n=16, max_raw_n=8)
+    case = dict(verify.make_case(*shape, seed=sum(shape), kind=kind), raw=True)
+    out, cycles, counter = simulate_engine(cfg, case)
+    expected = host.reference(case["a"], case["w"], case["bias"], case["mult"], case["shift"], raw=True)
+    assert torch.equal(out, expected) and torch.equal(expected, intops.gemm(case["a"], case["w"], case["bias"]))
+    assert cycles == counter == schedule.predict_cycles(rows, cols, *shape)
+    if kind == "saturate":
+        assert set(out.unique().tolist()) <= {intops.INT32_MIN, intops.INT32_MAX}
+
+
+def test_int32_output_needs_the_raw_buffer():
+    cfg = gemm.GemmConfig(4, 4, max_m=8, max_k=16, max_n=64, max_raw_n=8)
+    cfg.check_shape(4, 16, 64)
+    with pytest.raises(QexitError, match="max-raw-n"):
+        cfg.check_shape(4, 16, 9, raw=True)
+
+
 def test_engine_runs_back_to_back_gemms_in_amaranth_sim():
     cfg = gemm.GemmConfig(2, 2, max_m=8, max_k=8, max_n=8)
     for kind in ("min", "alternating", "random"):
@@ -203,6 +226,13 @@ def test_streamed_weights_runner(bandwidth, latency):
 def test_free_running_harness_counts_the_ideal_cycles():
     out = verify.free_running(gemm.GemmConfig(4, 4, max_m=64, max_k=64, max_n=64), 50, 40, 13)
     assert out["cycles"] == out["counter"] == schedule.ideal_cycles(4, 4, 50, 40, 13)
+
+
+@needs_simulator
+def test_int32_output_runner():
+    res = verify.verify_gemm(4, 4, [(50, 40, 13), (7, 9, 50)], seed=13, corners=True, backpressure=True,
+                             raw=True, bandwidth=3, latency=5)
+    assert res.passed and res.cycle_errors == 0, _report(res)
 
 
 @needs_simulator
