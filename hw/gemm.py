@@ -26,7 +26,10 @@ Buffers (Amaranth ``Memory``; word layouts, element 0 in the low bits):
 * ``acc``: word ``m`` = C int32 partial sums of the current n tile (internal);
 * ``out``: word ``m * NT + j`` = out[m, j*C : j*C+C], C int8 (row-major, N padded to NT*C).
 * ``raw``: word ``m * NT + j`` = C int32 outputs, when ``raw`` was high at ``start``: the
-  accumulators ``sat32(acc + bias)``, not requantized (attention scores), read from ``raw_out``.
+  accumulators ``sat32(acc + bias)``, not requantized (attention scores), read from ``raw_out``;
+* ``tbias``: word ``m * NT + j`` = C int32 biases of outputs (m, j*C .. j*C+C), used instead of
+  ``p``'s per-channel bias when ``token_bias`` was high at ``start`` (the patch embedding,
+  whose bias holds the position embedding, one per token), loaded through ``tb_in``.
 
 Overflow: partial sums are exact in int32 (K <= ``schedule.MAX_K``); ``acc + bias`` is
 formed in 33 bits and saturated to int32, then requantized with one rounding rule (round half
@@ -58,10 +61,11 @@ class GemmConfig:
     max_k: int = 3072
     max_n: int = 3072
     max_raw_n: int = 256      # largest N of an int32-output GEMM (attention scores: N = tokens)
+    max_bias_n: int = 768     # largest N of a GEMM with a per-token bias (the patch embedding: width)
 
     def __post_init__(self):
         schedule.check_array(self.rows, self.cols)
-        for name in ("max_m", "max_k", "max_n", "max_raw_n"):
+        for name in ("max_m", "max_k", "max_n", "max_raw_n", "max_bias_n"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise QexitError(f"buffer capacity {name} = {v} must be an integer >= 1")
@@ -90,6 +94,10 @@ class GemmConfig:
         return self.max_m * schedule.tile_counts(1, self.max_raw_n, 1, self.cols)[1]
 
     @property
+    def bias_words(self) -> int:
+        return self.max_m * schedule.tile_counts(1, self.max_bias_n, 1, self.cols)[1]
+
+    @property
     def out_words(self) -> int:
         return self.max_m * self.nt_max
 
@@ -97,9 +105,10 @@ class GemmConfig:
     def buffers(self) -> dict[str, tuple[int, int]]:
         """Each on-chip buffer as (words, bits per word)."""
         return {"a": (self.a_words, 8 * self.rows), "p": (self.nt_max, PARAM_BITS * self.cols), "acc": (self.max_m, 32 * self.cols),
-                "out": (self.out_words, 8 * self.cols), "raw": (self.raw_words, 32 * self.cols)}
+                "out": (self.out_words, 8 * self.cols), "raw": (self.raw_words, 32 * self.cols),
+                "tbias": (self.bias_words, 32 * self.cols)}
 
-    def check_shape(self, m: int, k: int, n: int, raw: bool = False) -> None:
+    def check_shape(self, m: int, k: int, n: int, raw: bool = False, token_bias: bool = False) -> None:
         """Raise (before any simulation) if the shape is invalid or exceeds the buffers."""
         schedule.check_shape(m, k, n)
         if m > self.max_m or k > self.max_k or n > self.max_n:
@@ -109,6 +118,9 @@ class GemmConfig:
         if raw and n > self.max_raw_n:
             raise QexitError(f"int32-output GEMM {m}x{k}x{n}: N = {n} exceeds the int32 output buffer "
                              f"(at most {self.max_raw_n}); rebuild with a larger --max-raw-n")
+        if token_bias and n > self.max_bias_n:
+            raise QexitError(f"per-token-bias GEMM {m}x{k}x{n}: N = {n} exceeds the bias buffer "
+                             f"(at most {self.max_bias_n}); rebuild with a larger --max-bias-n")
 
 
 def clamp(value, lo: int, hi: int):
@@ -173,12 +185,14 @@ def engine_ports(cfg: GemmConfig) -> dict:
         "a_in": In(stream.Signature(unsigned(8 * rows))),
         "w_in": In(stream.Signature(unsigned(8 * cols))),
         "p_in": In(stream.Signature(unsigned(PARAM_BITS * cols))),
+        "tb_in": In(stream.Signature(unsigned(32 * cols))),
         "out": Out(stream.Signature(unsigned(8 * cols))),
         "raw_out": Out(stream.Signature(unsigned(32 * cols))),
         "m": In(range(cfg.max_m + 1)),
         "k": In(range(cfg.max_k + 1)),
         "n": In(range(cfg.max_n + 1)),
         "raw": In(1),             # int32 output: sat32(acc + bias) on raw_out, no requantization
+        "token_bias": In(1),      # the bias of output (m, n) comes from the tbias buffer, not p
         "start": In(1),
         "busy": Out(1),
         "done": Out(1),
@@ -215,6 +229,8 @@ class GemmEngine(wiring.Component):
         m.submodules.out_buf = out_buf = memory.Memory(shape=unsigned(8 * C), depth=cfg.out_words, init=[])
         a_wr, a_rd = a_buf.write_port(), a_buf.read_port()
         p_wr, p_rd = p_buf.write_port(), p_buf.read_port()
+        m.submodules.tb_buf = tb_buf = memory.Memory(shape=unsigned(32 * C), depth=cfg.bias_words, init=[])
+        tb_wr, tb_rd = tb_buf.write_port(), tb_buf.read_port()
         acc_wr = acc_buf.write_port()
         acc_rd = acc_buf.read_port(transparent_for=(acc_wr,))
         out_wr, out_rd = out_buf.write_port(), out_buf.read_port()
@@ -229,13 +245,15 @@ class GemmEngine(wiring.Component):
         load_off = Signal.like(per)                        # schedule.load_offset
         unload_total = Signal(range(cfg.out_words + 1))
         raw = Signal()                                     # this GEMM writes int32 outputs
+        token_bias = Signal()                              # ... and takes a per-token bias
         idle = Signal()
         start = Signal()
         m.d.comb += start.eq(self.start & idle)
         final_written = Signal()
 
         # ---------------------------------------------------------------- load streams
-        for port, wr, depth in ((self.a_in, a_wr, cfg.a_words), (self.p_in, p_wr, cfg.nt_max)):
+        for port, wr, depth in ((self.a_in, a_wr, cfg.a_words), (self.p_in, p_wr, cfg.nt_max),
+                                (self.tb_in, tb_wr, cfg.bias_words)):
             ptr = Signal(range(depth + 1), name=f"{wr.data.name}_ptr")
             m.d.comb += [port.ready.eq(idle), wr.en.eq(port.valid & idle),
                          wr.addr.eq(ptr), wr.data.eq(port.payload)]
@@ -275,7 +293,8 @@ class GemmEngine(wiring.Component):
                     per_new = Mux(self.m > R, self.m, R)          # schedule.period
                     m.d.sync += [m_len.eq(self.m), kt.eq(kt_new), nt.eq(nt_new), per.eq(per_new),
                                  load_off.eq(per_new - R),            # schedule.load_offset
-                                 unload_total.eq(self.m * nt_new), wrow.eq(0), raw.eq(self.raw)]
+                                 unload_total.eq(self.m * nt_new), wrow.eq(0), raw.eq(self.raw),
+                                 token_bias.eq(self.token_bias)]
                     with m.If((self.m == 0) | (self.k == 0) | (self.n == 0)):
                         m.d.sync += self.done.eq(1)        # nothing to do
                     with m.Else():
@@ -351,17 +370,18 @@ class GemmEngine(wiring.Component):
         # The token reaches the row unit one cycle before the array's sums, to read the
         # accumulator and the parameters (synchronous read ports).
         tok_rd = delay(m, token, schedule.BUFFER_READ_LATENCY + array.latency - 1, "tok")
-        m.d.comb += [acc_rd.addr.eq(tok_rd.m), p_rd.addr.eq(tok_rd.j)]
+        m.d.comb += [acc_rd.addr.eq(tok_rd.m), p_rd.addr.eq(tok_rd.j), tb_rd.addr.eq(tok_rd.out)]
         tok0 = delay(m, tok_rd, 1, "tok_sum")
         acc_old = data.View(data.ArrayLayout(PSUM, C), acc_rd.data)
         params = data.View(data.ArrayLayout(PARAM, C), p_rd.data)
+        tbias = data.View(data.ArrayLayout(signed(32), C), tb_rd.data)
         acc_new = Signal(data.ArrayLayout(PSUM, C))
         ys, totals = [], []
         for c in range(C):
             m.d.comb += acc_new[c].eq(Mux(tok0.first, 0, acc_old[c]) + array.psum[c])
             rq = Requantizer()
             m.submodules[f"requant_{c}"] = rq
-            m.d.comb += [rq.acc.eq(acc_new[c]), rq.bias.eq(params[c].bias),
+            m.d.comb += [rq.acc.eq(acc_new[c]), rq.bias.eq(Mux(token_bias, tbias[c], params[c].bias)),
                          rq.mult.eq(params[c].mult), rq.shift.eq(params[c].shift)]
             ys.append(rq.y)
             totals.append(rq.total)

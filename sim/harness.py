@@ -61,11 +61,11 @@ class GemmHarness(wiring.Component):
         m = Module()
         cfg = self.cfg
         m.submodules.engine = eng = GemmEngine(cfg)
-        for port in ("a_in", "p_in"):
+        for port in ("a_in", "p_in", "tb_in"):
             wiring.connect(m, wiring.flipped(getattr(self, port)), getattr(eng, port))
         for port in ("out", "raw_out"):
             wiring.connect(m, getattr(eng, port), wiring.flipped(getattr(self, port)))
-        m.d.comb += [eng.m.eq(self.m), eng.k.eq(self.k), eng.n.eq(self.n), eng.raw.eq(self.raw),
+        m.d.comb += [eng.m.eq(self.m), eng.k.eq(self.k), eng.n.eq(self.n), eng.raw.eq(self.raw), eng.token_bias.eq(self.token_bias),
                      eng.start.eq(self.start),
                      self.busy.eq(eng.busy), self.done.eq(eng.done), self.cycles.eq(eng.cycles)]
 

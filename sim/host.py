@@ -41,8 +41,11 @@ def check_operands(a: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, mult: t
     if a.dim() != 2 or w.dim() != 2 or a.shape[1] != w.shape[1]:
         raise QexitError(f"activations {tuple(a.shape)} and weights {tuple(w.shape)} must be "
                          f"(M, K) and (N, K) with the same K")
-    n = w.shape[0]
-    for name, v in (("bias", bias), ("multiplier", mult), ("shift", shift)):
+    m, n = a.shape[0], w.shape[0]
+    if bias.dtype != torch.int64 or tuple(bias.shape) not in ((n,), (m, n)):
+        raise QexitError(f"bias must be an int64 tensor of shape ({n},) (one per output channel) or "
+                         f"({m}, {n}) (one per token and channel), got {bias.dtype} {tuple(bias.shape)}")
+    for name, v in (("multiplier", mult), ("shift", shift)):
         if v.dtype != torch.int64 or tuple(v.shape) != (n,):
             raise QexitError(f"{name} must be an int64 tensor of shape ({n},), one per output "
                              f"channel, got {v.dtype} {tuple(v.shape)}")
@@ -99,6 +102,14 @@ def pack_params(bias: torch.Tensor, mult: torch.Tensor, shift: torch.Tensor, col
     return [sum(lanes[j * cols + c] << (PARAM_BITS * c) for c in range(cols)) for j in range(nt)]
 
 
+def pack_token_bias(bias: torch.Tensor, cols: int) -> list[int]:
+    """A per-token bias (M, N) → tbias-buffer words: word m*NT + j holds bias[m, j*C : j*C+C], int32."""
+    m, n = bias.shape
+    _, nt = tile_counts(1, n, 1, cols)
+    padded = _pad(bias, m, nt * cols).to(torch.int32).contiguous().numpy().view("uint8")
+    return [int.from_bytes(row.tobytes(), "little") for row in padded.reshape(m * nt, 4 * cols)]
+
+
 def unpack_outputs(words: list[int], m: int, n: int, cols: int, raw: bool = False) -> torch.Tensor:
     """out-buffer words (row-major, M * NT of them) → int8 values (M, N) as int64; with ``raw``
     the raw_out words (C int32 lanes each) → int32 values."""
@@ -123,6 +134,7 @@ class GemmJob:
     loads: tuple[tuple[str, list[int]], ...]     # (stream port, words) loaded while idle
     unload_words: int
     raw: bool = False                             # int32 outputs on raw_out
+    token_bias: bool = False                      # the bias is per token, in the tbias buffer
 
     @property
     def unload_port(self) -> str:
@@ -137,9 +149,14 @@ def gemm_job(case: dict, rows: int, cols: int) -> GemmJob:
     a, w = case["a"], case["w"]
     m, k, n = a.shape[0], a.shape[1], w.shape[0]
     _, nt = tile_counts(k, n, rows, cols)
+    bias = case["bias"]
+    token_bias = bias.dim() == 2
+    channel_bias = torch.zeros(n, dtype=torch.int64) if token_bias else bias
     loads = (("a_in", pack_activations(a, rows)), ("w_load", pack_weights(w, rows, cols)),
-             ("p_in", pack_params(case["bias"], case["mult"], case["shift"], cols)))
-    return GemmJob(m, k, n, cols, loads, m * nt, bool(case.get("raw")))
+             ("p_in", pack_params(channel_bias, case["mult"], case["shift"], cols)))
+    if token_bias:
+        loads += (("tb_in", pack_token_bias(bias, cols)),)
+    return GemmJob(m, k, n, cols, loads, m * nt, bool(case.get("raw")), token_bias)
 
 
 async def drive(driver, job: GemmJob, source: WeightSource = IDEAL, stall_seed: int = 0, **stall) -> dict:
@@ -153,7 +170,8 @@ async def drive(driver, job: GemmJob, source: WeightSource = IDEAL, stall_seed: 
 
     for port, words in job.loads:
         await driver.load(port, words, **stall)
-    await driver.start(job.m, job.k, job.n, {"raw": int(job.raw), **source_ports(source, stall_seed)})
+    modes = {"raw": int(job.raw), "token_bias": int(job.token_bias)}
+    await driver.start(job.m, job.k, job.n, {**modes, **source_ports(source, stall_seed)})
     timing = await driver.wait_done()
     words = await driver.unload(job.unload_words, job.unload_port, **stall)
     return {"out": job.outputs(words), **timing}

@@ -53,7 +53,8 @@ class Engine:
 
     async def reset(self, cycles: int = 2):
         d = self.dut
-        for name in ("a_in__valid", "w_load__valid", "p_in__valid", "out__ready", "raw_out__ready", "start"):
+        for name in ("a_in__valid", "w_load__valid", "p_in__valid", "tb_in__valid", "out__ready",
+                     "raw_out__ready", "start"):
             getattr(d, name).value = 0
         d.rst.value = 1
         await ClockCycles(d.clk, cycles)
@@ -189,7 +190,7 @@ async def reset_mid_gemm(dut):
     job = host.gemm_job(case, engine.rows, engine.cols)
     for port, words in job.loads:
         await engine.load(port, words)
-    await engine.start(m, k, n, {"raw": 0, **harness.source_ports(source_of(case))})
+    await engine.start(m, k, n, {"raw": 0, "token_bias": 0, **harness.source_ports(source_of(case))})
     await ClockCycles(dut.clk, max(1, predicted // 2))
     await ReadOnly()
     assert int(dut.busy.value) == 1, "engine should be busy halfway through the GEMM"

@@ -184,7 +184,8 @@ def run_cases(cfg: gemm.GemmConfig, cases: list[dict], *, test: str = "gemm_case
     """Check, build (cached) and simulate ``cases`` on the engine ``cfg``."""
     for case in cases:
         host.check_operands(case["a"], case["w"], case["bias"], case["mult"], case["shift"])
-        cfg.check_shape(case["a"].shape[0], case["a"].shape[1], case["w"].shape[0], bool(case.get("raw")))
+        cfg.check_shape(case["a"].shape[0], case["a"].shape[1], case["w"].shape[0], bool(case.get("raw")),
+                        case["bias"].dim() == 2)
     if not cases:
         raise QexitError("no GEMM cases to verify")
     b = runner.build(harness.to_verilog(cfg), harness.top_name(cfg), simulator=simulator, waves=waves)
@@ -207,18 +208,21 @@ def run_cases(cfg: gemm.GemmConfig, cases: list[dict], *, test: str = "gemm_case
 def verify_gemm(rows: int, cols: int, shapes: list[tuple[int, int, int]], seed: int = 0, *,
                 corners: bool = False, backpressure: bool = False, max_m: int = 256,
                 max_k: int = 3072, max_n: int = 3072, bandwidth: float | None = None, latency: int = 0,
-                raw: bool = False, max_raw_n: int = 256, simulator: str | None = None, waves: bool = False,
+                raw: bool = False, max_raw_n: int = 256, token_bias: bool = False, max_bias_n: int = 768,
+                simulator: str | None = None, waves: bool = False,
                 folder: Path | None = None) -> VerifyResult:
     """Random operands for every shape (seed ``seed + index``), plus the corner patterns on
     the first shape when ``corners``; the weights stream from a memory model of ``bandwidth``
     bytes/cycle (None: whenever wanted) and ``latency`` cycles; ``raw`` checks the int32 output
     path (``sat32(a @ w.T + bias)`` on ``raw_out``) instead of the requantized int8 one;
+    ``token_bias`` gives every case a per-token bias (M, N) in place of the per-channel one;
     ``backpressure`` applies random stream stalls to every other case (those cases check
     values, not cycles)."""
     schedule.WeightSource(bandwidth, latency)            # bad values fail before any work
-    cfg = gemm.GemmConfig(rows, cols, max_m=max_m, max_k=max_k, max_n=max_n, max_raw_n=max_raw_n)
+    cfg = gemm.GemmConfig(rows, cols, max_m=max_m, max_k=max_k, max_n=max_n, max_raw_n=max_raw_n,
+                          max_bias_n=max_bias_n)
     for shape in shapes:
-        cfg.check_shape(*shape, raw=raw)
+        cfg.check_shape(*shape, raw=raw, token_bias=token_bias)
     cases = [make_case(*shape, seed=seed + i) for i, shape in enumerate(shapes)]
     if corners:
         cases += [make_case(*shapes[0], seed=seed, kind=kind) for kind in CORNERS]
@@ -226,10 +230,22 @@ def verify_gemm(rows: int, cols: int, shapes: list[tuple[int, int, int]], seed: 
             cases.append(make_case(*SATURATE_SHAPE, seed=seed, kind="saturate"))
     for case in cases:
         case["bandwidth"], case["latency"], case["raw"] = bandwidth, latency, raw
+        if token_bias:
+            case["bias"] = per_token_bias(case["a"].shape[0], case["w"].shape[0], case["a"].shape[1], case["seed"])
     if backpressure:
         for case in cases[::2]:
             case["backpressure"] = True
     return run_cases(cfg, cases, simulator=simulator, waves=waves, folder=folder)
+
+
+def per_token_bias(m: int, n: int, k: int, seed: int) -> torch.Tensor:
+    """A random int32 bias per output (M, N), a sum's typical size, with int32 extremes mixed in."""
+    g = torch.Generator().manual_seed(seed + 7)
+    bound = int(3 * 74 * 74 * math.sqrt(k))
+    bias = torch.randint(-bound, bound + 1, (m, n), generator=g)
+    bias.view(-1)[3::17] = intops.INT32_MAX
+    bias.view(-1)[11::17] = intops.INT32_MIN
+    return bias
 
 
 def random_shapes(count: int, seed: int, max_m: int = 64, max_k: int = 96,

@@ -117,6 +117,19 @@ def test_int32_output_path_in_amaranth_sim(rows, cols, shape, kind):
         assert set(out.unique().tolist()) <= {intops.INT32_MIN, intops.INT32_MAX}
 
 
+@pytest.mark.parametrize("raw", [False, True])
+def test_per_token_bias_in_amaranth_sim(raw):
+    """token_bias: output (m, n) adds bias[m, n] from the tbias buffer (the patch embedding)."""
+    cfg = gemm.GemmConfig(3, 2, max_m=8, max_k=16, max_n=16, max_raw_n=16, max_bias_n=8)
+    case = verify.make_case(6, 7, 5, seed=3)
+    case["bias"], case["raw"] = verify.per_token_bias(6, 5, 7, seed=3), raw
+    out, cycles, counter = simulate_engine(cfg, case)
+    assert torch.equal(out, host.reference(case["a"], case["w"], case["bias"], case["mult"], case["shift"], raw))
+    assert cycles == counter == schedule.predict_cycles(3, 2, 6, 7, 5)
+    with pytest.raises(QexitError, match="max-bias-n"):
+        cfg.check_shape(6, 7, 9, token_bias=True)
+
+
 def test_int32_output_needs_the_raw_buffer():
     cfg = gemm.GemmConfig(4, 4, max_m=8, max_k=16, max_n=64, max_raw_n=8)
     cfg.check_shape(4, 16, 64)
@@ -232,6 +245,13 @@ def test_free_running_harness_counts_the_ideal_cycles():
 def test_int32_output_runner():
     res = verify.verify_gemm(4, 4, [(50, 40, 13), (7, 9, 50)], seed=13, corners=True, backpressure=True,
                              raw=True, bandwidth=3, latency=5)
+    assert res.passed and res.cycle_errors == 0, _report(res)
+
+
+@needs_simulator
+def test_per_token_bias_runner():
+    res = verify.verify_gemm(4, 4, [(49, 17, 64), (5, 9, 6)], seed=14, corners=True, backpressure=True,
+                             token_bias=True, bandwidth=4, latency=2)
     assert res.passed and res.cycle_errors == 0, _report(res)
 
 

@@ -25,6 +25,8 @@ def add_buffer_args(p) -> None:
                    help="largest N (output channels) the buffers hold")
     p.add_argument("--max-raw-n", type=positive, default=gemm.GemmConfig.max_raw_n,
                    help="largest N of an int32-output GEMM (the attention scores' token count)")
+    p.add_argument("--max-bias-n", type=positive, default=gemm.GemmConfig.max_bias_n,
+                   help="largest N of a GEMM with a per-token bias (the patch embedding's width)")
 
 
 def add_arguments(p):
@@ -43,7 +45,7 @@ def run(args) -> int:
 
 def run_gemm(args) -> int:
     cfg = gemm.GemmConfig(args.rows, args.cols, max_m=args.max_m, max_k=args.max_k, max_n=args.max_n,
-                          max_raw_n=args.max_raw_n)
+                          max_raw_n=args.max_raw_n, max_bias_n=args.max_bias_n)
     text = gemm.to_verilog(cfg)
     name = f"gemm_{cfg.rows}x{cfg.cols}.v"
     buffers = cfg.buffers

@@ -49,6 +49,9 @@ def add_arguments(p):
     g.add_argument("--int32", action="store_true",
                    help="check the int32 output path (sat32(A W^T + bias) on raw_out, as attention "
                         "scores need) instead of the requantized int8 one")
+    g.add_argument("--token-bias", action="store_true",
+                   help="a bias per token and channel (M, N) from the tbias buffer, as the patch "
+                        "embedding's position embedding needs, instead of one per channel")
     g.add_argument("--no-extras", action="store_true",
                    help="only the random shapes: no corner operands, back-pressure or reset test")
     add_buffer_args(g)
@@ -74,9 +77,9 @@ def run(args) -> int:
 def run_gemm(args) -> int:
     shapes = verify.parse_shapes(args.shapes) + verify.random_shapes(args.random_shapes, args.seed)
     cfg = gemm.GemmConfig(args.rows, args.cols, max_m=args.max_m, max_k=args.max_k, max_n=args.max_n,
-                          max_raw_n=args.max_raw_n)
+                          max_raw_n=args.max_raw_n, max_bias_n=args.max_bias_n)
     for shape in shapes:
-        cfg.check_shape(*shape, raw=args.int32)
+        cfg.check_shape(*shape, raw=args.int32, token_bias=args.token_bias)
     extras = not args.no_extras
     print(f"verifying the {cfg.rows}x{cfg.cols} GEMM engine on {len(shapes)} shape(s), seed {args.seed}",
           flush=True)
@@ -84,7 +87,8 @@ def run_gemm(args) -> int:
         res = verify.verify_gemm(cfg.rows, cfg.cols, shapes, args.seed, corners=extras,
                                  backpressure=extras, max_m=cfg.max_m, max_k=cfg.max_k,
                                  max_n=cfg.max_n, bandwidth=args.bandwidth, latency=args.latency,
-                                 raw=args.int32, max_raw_n=cfg.max_raw_n, simulator=args.simulator,
+                                 raw=args.int32, max_raw_n=cfg.max_raw_n, token_bias=args.token_bias,
+                                 max_bias_n=cfg.max_bias_n, simulator=args.simulator,
                                  waves=args.waves,
                                  folder=folder / "sim")
         reset = None
