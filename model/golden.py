@@ -42,19 +42,28 @@ class GoldenOutput:
 class Golden:
     """Runs an IntModel. ``Golden(im).forward(images)`` → GoldenOutput."""
 
-    def __init__(self, im: IntModel, float_kernels: tuple[str, ...] = ()):
+    def __init__(self, im: IntModel, float_kernels: tuple[str, ...] = (), record=None):
+        """``record``, when given, is called as ``record(kind, name, inputs, output)`` for every
+        operation (kinds: gemm, layernorm, softmax, gelu, add); the RTL checks use it to run
+        each operation of the model on the same integers."""
         unknown = set(float_kernels) - set(FLOAT_KERNELS)
         if unknown:
             raise QexitError(f"unknown float kernels {sorted(unknown)}; choose from {FLOAT_KERNELS}")
         self.im = im
         self.cfg = im.config
         self.float_kernels = set(float_kernels)
+        self.record = record
+
+    def _rec(self, kind: str, name: str, inputs: dict, output: torch.Tensor) -> torch.Tensor:
+        if self.record is not None:
+            self.record(kind, name, inputs, output)
+        return output
 
     # ---- kernels (integer unless ablated)
     def _layernorm(self, x, name, c):
         prm = self.im.prefix(name)
         if "layernorm" not in self.float_kernels:
-            return intops.layernorm(x, **prm, counter=c, name=name)
+            return self._rec("layernorm", name, {"x": x}, intops.layernorm(x, **prm, counter=c, name=name))
         # ablation: float LN with the same affine, quantized to the same output scale
         s_in, s_out = self._ln_scales(name)
         g = prm["g"].double() / 2.0 ** (prm["shift"].item() - intops.LN_FRAC_BITS) * s_out
@@ -72,7 +81,8 @@ class Golden:
     def _softmax(self, scores, blk, c):
         prm = self.im.prefix(f"{blk}.softmax")
         if "softmax" not in self.float_kernels:
-            return intops.softmax(scores, **prm, counter=c, name=f"{blk}.softmax")
+            return self._rec("softmax", f"{blk}.softmax", {"scores": scores},
+                             intops.softmax(scores, **prm, counter=c, name=f"{blk}.softmax"))
         s = self.im.scales
         s_in = s[f"{blk}.q"] * s[f"{blk}.k"] / math.sqrt(self.cfg.head_dim)
         p = torch.softmax(scores.double() * s_in, -1)
@@ -80,7 +90,8 @@ class Golden:
 
     def _gelu(self, h, blk, c):
         if "gelu" not in self.float_kernels:
-            return intops.gelu(h, **self.im.prefix(f"{blk}.gelu"), counter=c, name=f"{blk}.gelu")
+            return self._rec("gelu", f"{blk}.gelu", {"x": h},
+                             intops.gelu(h, **self.im.prefix(f"{blk}.gelu"), counter=c, name=f"{blk}.gelu"))
         s = self.im.scales
         y = F.gelu(h.double() * s[f"{blk}.h"]) / s[f"{blk}.g"]
         return intops.saturate(torch.round(y).to(torch.int64), -128, 127, c, f"{blk}.gelu")
@@ -88,7 +99,10 @@ class Golden:
     def _linear(self, x, name, c):
         prm = self.im.prefix(name)
         acc = intops.gemm(x, prm["w"], prm.get("b"), c, name)
-        return intops.requantize(acc, prm["m"], prm["shift"], c, name)
+        out = intops.requantize(acc, prm["m"], prm["shift"], c, name)
+        bias = prm["b"] if "b" in prm else torch.zeros(prm["w"].shape[0], dtype=torch.int64)
+        return self._rec("gemm", name, {"a": x, "w": prm["w"], "bias": bias, "mult": prm["m"],
+                                        "shift": prm["shift"]}, out)
 
     # ---- the network
     def embed(self, images: torch.Tensor, c: intops.OverflowCounter) -> torch.Tensor:
@@ -100,7 +114,9 @@ class Golden:
             raise QexitError(f"images must be uint8 pixels, got {images.dtype}")
         a = pixels_to_patches(images, cfg.patch)                       # int8 (N, P, patch_dim)
         acc = intops.gemm(a, p["embed.w"], p["embed.b"], c, "embed")  # bias (P, width): per token
-        tok = intops.requantize(acc, p["embed.m"], p["embed.shift"], c, "embed")
+        tok = self._rec("gemm", "embed", {"a": a, "w": p["embed.w"], "bias": p["embed.b"], "mult": p["embed.m"],
+                                          "shift": p["embed.shift"]},
+                        intops.requantize(acc, p["embed.m"], p["embed.shift"], c, "embed"))
         cls = p["embed.cls"].expand(len(images), 1, -1)
         return torch.cat([cls, tok], dim=1)
 
@@ -110,22 +126,28 @@ class Golden:
         a = self._layernorm(x, f"{blk}.ln1", c)
         qkv = self._linear(a, f"{blk}.qkv", c)
         q, k, v = qkv.reshape(n, t, 3, cfg.heads, cfg.head_dim).permute(2, 0, 3, 1, 4)
-        scores = intops.matmul(q, k.transpose(-2, -1), c, f"{blk}.scores")
+        scores = self._rec("matmul", f"{blk}.scores", {"a": q, "b": k.transpose(-2, -1)},
+                           intops.matmul(q, k.transpose(-2, -1), c, f"{blk}.scores"))
         probs = self._softmax(scores, blk, c)
         ctx = intops.matmul(probs, v, c, f"{blk}.ctx")
-        ctx = intops.requantize(ctx, self.im.p(f"{blk}.ctx.m"), self.im.p(f"{blk}.ctx.shift"), c, f"{blk}.ctx")
+        m_ctx, s_ctx = self.im.p(f"{blk}.ctx.m"), self.im.p(f"{blk}.ctx.shift")
+        ctx = self._rec("matmul", f"{blk}.ctx", {"a": probs, "b": v, "mult": m_ctx, "shift": s_ctx},
+                        intops.requantize(ctx, m_ctx, s_ctx, c, f"{blk}.ctx"))
         ctx = ctx.transpose(1, 2).reshape(n, t, d)
         attn = self._linear(ctx, f"{blk}.proj", c)
-        x = intops.add(x, attn, **self.im.prefix(f"{blk}.add1"), counter=c, name=f"{blk}.add1")
+        x = self._rec("add", f"{blk}.add1", {"a": x, "b": attn},
+                      intops.add(x, attn, **self.im.prefix(f"{blk}.add1"), counter=c, name=f"{blk}.add1"))
         h = self._linear(self._layernorm(x, f"{blk}.ln2", c), f"{blk}.fc1", c)
         mlp = self._linear(self._gelu(h, blk, c), f"{blk}.fc2", c)
-        return intops.add(x, mlp, **self.im.prefix(f"{blk}.add2"), counter=c, name=f"{blk}.add2")
+        return self._rec("add", f"{blk}.add2", {"a": x, "b": mlp},
+                         intops.add(x, mlp, **self.im.prefix(f"{blk}.add2"), counter=c, name=f"{blk}.add2"))
 
     def head(self, x: torch.Tensor, c: intops.OverflowCounter) -> tuple[torch.Tensor, torch.Tensor]:
         """Final tokens → (int8 embedding, int32 logits)."""
         cls = self._layernorm(x[:, 0], "head.ln", c)
         emb = self._linear(cls, "head.proj", c)
-        logits = intops.matmul(emb, self.im.p("head.class_emb").t(), c, "head.logits")
+        logits = self._rec("matmul", "head.logits", {"a": emb, "b": self.im.p("head.class_emb").t()},
+                           intops.matmul(emb, self.im.p("head.class_emb").t(), c, "head.logits"))
         return emb, logits
 
     def forward(self, images: torch.Tensor, counter: intops.OverflowCounter | None = None) -> GoldenOutput:

@@ -281,6 +281,7 @@ class UnitResult:
     matched: int = 0
     total: int = 0
     mismatches: list[dict] = field(default_factory=list)
+    case_matched: list[int] = field(default_factory=list)    # matched outputs per case
     passed: bool = False
     seconds: float = 0.0
     log: str = ""
@@ -349,11 +350,18 @@ def verify_unit(name: str, rows: int, seed: int, *, simulator: str | None = None
         raise QexitError(f"unknown unit {name!r}; choose from {', '.join(UNITS)}")
     if rows < 1:
         raise QexitError(f"--vectors {rows} must be at least 1")
+    return run_unit(name, UNITS[name].cases(rows, seed), seed, simulator=simulator, stall=stall, folder=folder)
+
+
+def run_unit(name: str, cases: list[dict], seed: int = 0, *, simulator: str | None = None,
+             stall: bool = True, folder: Path | None = None) -> UnitResult:
+    """Build (cached) and run one unit on the given cases (``ports``, ``loads``, ``inputs``,
+    ``expected``); random back-pressure on every other case when ``stall``."""
     unit = UNITS[name]
-    cases = unit.cases(rows, seed)
     b = runner.build(emit.to_verilog(unit.make_rtl(), unit.top), unit.top, simulator=simulator)
-    tb = [{"ports": c["ports"], "loads": c.get("loads", {}), "beats": unit.pack(c["inputs"]), "count": c["expected"].numel() // unit.out_lanes,
-           "seed": seed * 1000 + i, "stall": stall and i % 2 == 1} for i, c in enumerate(cases)]
+    tb = [{"ports": c["ports"], "loads": c.get("loads", {}), "beats": unit.pack(c["inputs"]),
+           "count": c["expected"].numel() // unit.out_lanes, "seed": seed * 1000 + i,
+           "stall": stall and i % 2 == 1} for i, c in enumerate(cases)]
     with tempfile.TemporaryDirectory(prefix="qexit-units-") as tmp:
         cases_path, results_path = Path(tmp) / "cases.pt", Path(tmp) / "results.json"
         torch.save(tb, cases_path)
@@ -368,7 +376,8 @@ def verify_unit(name: str, rows: int, seed: int, *, simulator: str | None = None
     for i, (case, words) in enumerate(zip(cases, outputs)):
         got = unpack_lanes(words, unit.out_lanes, unit.out_bits, unit.out_signed).reshape(case["expected"].shape)
         wrong = (got != case["expected"]).nonzero().tolist()
-        out.matched += case["expected"].numel() - len(wrong)
+        out.case_matched.append(case["expected"].numel() - len(wrong))
+        out.matched += out.case_matched[-1]
         out.mismatches += [{"case": i, "ports": case["ports"], "index": w, "got": int(got[tuple(w)]),
                             "expected": int(case["expected"][tuple(w)])} for w in wrong[:3]]
     out.passed = res.passed and out.matched == out.total
