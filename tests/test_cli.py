@@ -82,3 +82,23 @@ def test_quantize_step_writes_intmodel_and_qirc(tiny_trained, tmp_path, monkeypa
         assert key in s
     assert len(s["nsr_per_layer"]) == 2
     assert (d / "intmodel.pt").stat().st_size > 0 and (d / "qirc.png").exists()
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["verify", "gemm", "--rows", "0"], "rows = 0"),
+    (["verify", "gemm", "--shapes", "50x0x13"], "K = 0"),
+    (["verify", "gemm", "--shapes", "300x768x768"], "exceeds"),
+    (["verify", "gemm", "--shapes", "50by7"], "MxKxN"),
+    (["verify", "gemm", "--bandwidth", "0"], "bandwidth"),
+    (["verify", "gemm", "--shapes", "4x4x300", "--int32"], "max-raw-n"),
+    (["verify", "units", "--units", "relu"], "unknown --units"),
+    (["verify", "units", "--vectors", "0"], "at least 1"),
+    (["verify", "model", "--bandwidth", "-1"], "bandwidth"),
+])
+def test_verify_bad_input_is_one_line_before_any_simulation(argv, message, tmp_path, monkeypatch, capsys):
+    from sim import runner
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(runner, "build", lambda *a, **k: pytest.fail("simulation started"))
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and err.count("\n") == 0

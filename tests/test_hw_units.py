@@ -60,15 +60,3 @@ def test_verify_units_command(tmp_path, monkeypatch, capsys):
     assert "bit-exact: 1600/1600" in capsys.readouterr().out
     s = json.loads((tmp_path / "reports" / "verify-units" / "summary.json").read_text())
     assert s["matched"] == s["total"] == 1600 and s["mismatches"] == 0 and set(s["units"]) == {"requant", "add"}
-
-
-@pytest.mark.parametrize("argv,message", [(["--units", "relu"], "unknown --units"),
-                                          (["--vectors", "0"], "at least 1")])
-def test_verify_units_bad_input_is_one_line(argv, message, tmp_path, monkeypatch, capsys):
-    from qexit.cli import main as cli_main
-    from sim import runner
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(runner, "build", lambda *a, **k: pytest.fail("simulation started"))
-    assert cli_main(["verify", "units", *argv]) == 2
-    err = capsys.readouterr().err.strip()
-    assert message in err and err.count("\n") == 0
