@@ -3,7 +3,7 @@
 Steps: eval (FP32 top-1 of the shipped weights) → quantize (IntModel, both INT8 modes, QIRC)
 → exits (LRA-EE on that IntModel) → verify gemm (the model's GEMM shapes on an 8x8 array with
 the weights streamed, RTL bit-exact and cycle-exact) → verify units (the streaming units on
-random rows, bit-exact) → verify model (every operation of the IntModel on two test images
+random rows, bit-exact) → verify model (every operation of the IntModel on one test image
 through the RTL, against the golden model). Each step writes
 reports/<step>/; a step that fails stops the flow with its one-line error.
 """
@@ -34,9 +34,9 @@ def steps(fast: bool) -> list[list[str]]:
         # weights streamed at 4 B/cycle after 20 cycles (an 8x8 tile needs 64 B per 50-cycle period)
         ["verify", "gemm", "--rows", "8", "--cols", "8", "--shapes", "50x64x192,50x64x64,50x64x256,50x256x64",
          "--bandwidth", "4", "--latency", "20"],
-        ["verify", "units", "--vectors", "200" if fast else "2000"],
-        # every operation of the model through the RTL on real test images
-        ["verify", "model", "--images", "1" if fast else "2"],
+        ["verify", "units", "--vectors", "200" if fast else "1000"],
+        # every operation of the model through the RTL on a real test image
+        ["verify", "model", "--images", "1"],
     ]
     if not SHIPPED_WEIGHTS.exists():  # train-or-load: the shipped weights are normally there
         out.insert(0, ["train", "--out", str(SHIPPED_WEIGHTS)])
@@ -63,7 +63,7 @@ HEADLINES = {  # the headline keys of each step (docs/architecture.md); other st
     "verify-gemm": ["matched", "total", "mismatches", "cycles_measured", "cycles_predicted", "utilization",
                     "utilization_with_io"],
     "verify-units": ["matched", "total", "mismatches"],
-    "verify-model": ["images", "matched", "total", "decisions_matched", "cycles_measured", "cycles_predicted"],
+    "verify-model": ["images", "matched", "total", "predictions_matched", "cycles_measured", "cycles_predicted"],
 }
 
 

@@ -232,7 +232,7 @@ def run_model(args) -> int:
               f"{g.cycles_predicted} ({g.cycle_errors} case(s) off); predictions equal the golden model's: "
               f"{res.predictions_match}")
         write_summary(folder, {"images": res.images, "matched": res.matched, "total": res.total,
-                               "mismatches": res.total - res.matched, "decisions_matched": res.predictions_match,
+                               "mismatches": res.total - res.matched, "predictions_matched": res.predictions_match,
                                "cycles_measured": g.cycles_measured, "cycles_predicted": g.cycles_predicted,
                                "cycle_errors": g.cycle_errors, "rows": args.rows, "cols": args.cols,
                                "bandwidth": args.bandwidth, "latency": args.latency, "passed": res.passed,
