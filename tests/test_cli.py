@@ -102,3 +102,12 @@ def test_verify_bad_input_is_one_line_before_any_simulation(argv, message, tmp_p
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and err.count("\n") == 0
+
+
+@pytest.mark.parametrize("block", ["gemm", "units", "model"])
+def test_each_verify_block_has_its_own_help(block, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["verify", block, "--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and f"`qexit verify {block}" in out and "(default:" in out
+    assert all(f"`qexit verify {other}" not in out for other in {"gemm", "units", "model"} - {block})

@@ -24,6 +24,8 @@ on-chip layer controller is not built yet).
 """
 from __future__ import annotations
 
+import argparse
+
 from hw import gemm, schedule
 from qexit.commands.rtl import add_buffer_args
 from qexit.reports import markdown_table, report_dir, write_summary
@@ -38,9 +40,16 @@ HELP = ("bit-exact RTL checks under cocotb against model.intops: `verify gemm` (
         "`verify units` (requantizer, add, GELU, LayerNorm, softmax)")
 
 
+def _block_doc(command: str) -> str:
+    """The module docstring's paragraph about ``qexit verify <command>``."""
+    return next(par for par in __doc__.split("\n\n") if par.startswith(f"`qexit verify {command}"))
+
+
 def add_arguments(p):
     sub = p.add_subparsers(dest="block", metavar="<block>", required=True)
-    g = sub.add_parser("gemm", help="the systolic INT8 GEMM engine", description=__doc__)
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    g = sub.add_parser("gemm", help="the systolic INT8 GEMM engine", description=_block_doc("gemm"),
+                       formatter_class=fmt)
     g.add_argument("--rows", type=int, default=4, help="array rows R")
     g.add_argument("--cols", type=int, default=4, help="array columns C")
     g.add_argument("--shapes", default="50x17x13,16x40x9",
@@ -68,7 +77,7 @@ def add_arguments(p):
     g.set_defaults(_block=run_gemm)
 
     mo = sub.add_parser("model", help="every operation of the IntModel on real test images, through the RTL",
-                        description=__doc__)
+                        description=_block_doc("model"), formatter_class=fmt)
     mo.add_argument("--images", type=positive, default=2, help="test images (the first N of the test split)")
     mo.add_argument("--intmodel", type=Path, default=INTMODEL_DEFAULT,
                     help="IntModel file (default: the one `qexit quantize` wrote; quantizes the shipped "
@@ -82,7 +91,7 @@ def add_arguments(p):
     mo.set_defaults(_block=run_model)
 
     u = sub.add_parser("units", help="the streaming units: requantizer, add, GELU, LayerNorm, softmax",
-                       description=__doc__)
+                       description=_block_doc("units"), formatter_class=fmt)
     u.add_argument("--vectors", type=int, default=10_000,
                    help="random rows per unit (a beat of 4 lanes for the element-wise units, a token "
                         "row for LayerNorm, an attention row for softmax)")
