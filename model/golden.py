@@ -44,8 +44,8 @@ class Golden:
 
     def __init__(self, im: IntModel, float_kernels: tuple[str, ...] = (), record=None):
         """``record``, when given, is called as ``record(kind, name, inputs, output)`` for every
-        operation (kinds: gemm, layernorm, softmax, gelu, add); the RTL checks use it to run
-        each operation of the model on the same integers."""
+        operation (kinds: gemm, matmul, layernorm, softmax, gelu, add); the RTL checks use it to
+        run each operation of the model on the same integers."""
         unknown = set(float_kernels) - set(FLOAT_KERNELS)
         if unknown:
             raise QexitError(f"unknown float kernels {sorted(unknown)}; choose from {FLOAT_KERNELS}")
@@ -100,8 +100,7 @@ class Golden:
         prm = self.im.prefix(name)
         acc = intops.gemm(x, prm["w"], prm.get("b"), c, name)
         out = intops.requantize(acc, prm["m"], prm["shift"], c, name)
-        bias = prm["b"] if "b" in prm else torch.zeros(prm["w"].shape[0], dtype=torch.int64)
-        return self._rec("gemm", name, {"a": x, "w": prm["w"], "bias": bias, "mult": prm["m"],
+        return self._rec("gemm", name, {"a": x, "w": prm["w"], "bias": prm.get("b"), "mult": prm["m"],
                                         "shift": prm["shift"]}, out)
 
     # ---- the network
@@ -126,8 +125,8 @@ class Golden:
         a = self._layernorm(x, f"{blk}.ln1", c)
         qkv = self._linear(a, f"{blk}.qkv", c)
         q, k, v = qkv.reshape(n, t, 3, cfg.heads, cfg.head_dim).permute(2, 0, 3, 1, 4)
-        scores = self._rec("matmul", f"{blk}.scores", {"a": q, "b": k.transpose(-2, -1)},
-                           intops.matmul(q, k.transpose(-2, -1), c, f"{blk}.scores"))
+        kt = k.transpose(-2, -1)
+        scores = self._rec("matmul", f"{blk}.scores", {"a": q, "b": kt}, intops.matmul(q, kt, c, f"{blk}.scores"))
         probs = self._softmax(scores, blk, c)
         ctx = intops.matmul(probs, v, c, f"{blk}.ctx")
         m_ctx, s_ctx = self.im.p(f"{blk}.ctx.m"), self.im.p(f"{blk}.ctx.shift")
@@ -146,8 +145,9 @@ class Golden:
         """Final tokens → (int8 embedding, int32 logits)."""
         cls = self._layernorm(x[:, 0], "head.ln", c)
         emb = self._linear(cls, "head.proj", c)
-        logits = self._rec("matmul", "head.logits", {"a": emb, "b": self.im.p("head.class_emb").t()},
-                           intops.matmul(emb, self.im.p("head.class_emb").t(), c, "head.logits"))
+        classes = self.im.p("head.class_emb").t()
+        logits = self._rec("matmul", "head.logits", {"a": emb, "b": classes},
+                           intops.matmul(emb, classes, c, "head.logits"))
         return emb, logits
 
     def forward(self, images: torch.Tensor, counter: intops.OverflowCounter | None = None) -> GoldenOutput:

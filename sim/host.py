@@ -63,11 +63,20 @@ def reference(a, w, bias, mult, shift, raw: bool = False) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- buffer layouts
 
-def _bytes_words(values: torch.Tensor) -> list[int]:
-    """Rows of int8 lanes → ints (fast path through bytes, little endian)."""
-    raw = values.to(torch.int8).contiguous().numpy().view("uint8")
-    raw = raw.reshape(-1, values.shape[-1])
-    return [int.from_bytes(row.tobytes(), "little") for row in raw]
+LANE_TYPES = {8: torch.int8, 32: torch.int32}
+
+
+def lanes_to_words(values: torch.Tensor, bits: int) -> list[int]:
+    """(words, lanes) integers → stream words of ``bits``-bit two's-complement lanes, lane 0 in
+    the low bits (one pass through bytes, little endian). Shared by every testbench."""
+    raw = values.to(LANE_TYPES[bits]).contiguous().numpy().view("uint8")
+    return [int.from_bytes(row.tobytes(), "little") for row in raw.reshape(-1, values.shape[-1] * bits // 8)]
+
+
+def words_to_lanes(words: list[int], lanes: int, bits: int) -> torch.Tensor:
+    """Stream words → (words, lanes) signed integers: the inverse of ``lanes_to_words``."""
+    data = b"".join(w.to_bytes(lanes * bits // 8, "little") for w in words)
+    return torch.frombuffer(bytearray(data), dtype=LANE_TYPES[bits]).to(torch.int64).reshape(len(words), lanes)
 
 
 def _pad(x: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
@@ -80,7 +89,7 @@ def pack_activations(a: torch.Tensor, rows: int) -> list[int]:
     """A (M, K) → a-buffer words: word m*KT + i holds a[m, i*R : i*R+R]."""
     m, k = a.shape
     kt, _ = tile_counts(k, 1, rows, 1)
-    return _bytes_words(_pad(a, m, kt * rows).reshape(m * kt, rows))
+    return lanes_to_words(_pad(a, m, kt * rows).reshape(m * kt, rows), 8)
 
 
 def pack_weights(w: torch.Tensor, rows: int, cols: int) -> list[int]:
@@ -89,7 +98,7 @@ def pack_weights(w: torch.Tensor, rows: int, cols: int) -> list[int]:
     kt, nt = tile_counts(k, n, rows, cols)
     wt = _pad(w, nt * cols, kt * rows).t()                       # (K_pad, N_pad)
     tiles = wt.reshape(kt, rows, nt, cols).permute(2, 0, 1, 3)    # (j, i, r, c): n outer, k inner
-    return _bytes_words(tiles.reshape(-1, cols))
+    return lanes_to_words(tiles.reshape(-1, cols), 8)
 
 
 def pack_params(bias: torch.Tensor, mult: torch.Tensor, shift: torch.Tensor, cols: int) -> list[int]:
@@ -106,8 +115,7 @@ def pack_token_bias(bias: torch.Tensor, cols: int) -> list[int]:
     """A per-token bias (M, N) → tbias-buffer words: word m*NT + j holds bias[m, j*C : j*C+C], int32."""
     m, n = bias.shape
     _, nt = tile_counts(1, n, 1, cols)
-    padded = _pad(bias, m, nt * cols).to(torch.int32).contiguous().numpy().view("uint8")
-    return [int.from_bytes(row.tobytes(), "little") for row in padded.reshape(m * nt, 4 * cols)]
+    return lanes_to_words(_pad(bias, m, nt * cols).reshape(m * nt, cols), 32)
 
 
 def unpack_outputs(words: list[int], m: int, n: int, cols: int, raw: bool = False) -> torch.Tensor:
@@ -116,10 +124,7 @@ def unpack_outputs(words: list[int], m: int, n: int, cols: int, raw: bool = Fals
     _, nt = tile_counts(1, n, 1, cols)
     if len(words) != m * nt:
         raise QexitError(f"expected {m * nt} output words, got {len(words)}")
-    size, dtype = (4, torch.int32) if raw else (1, torch.int8)
-    data = b"".join(w.to_bytes(cols * size, "little") for w in words)
-    vals = torch.frombuffer(bytearray(data), dtype=dtype).to(torch.int64)
-    return vals.reshape(m, nt * cols)[:, :n]
+    return words_to_lanes(words, cols, 32 if raw else 8).reshape(m, nt * cols)[:, :n]
 
 
 # --------------------------------------------------------------------------- the protocol

@@ -49,8 +49,9 @@ def gemm_cases(ops: list[tuple]) -> list[dict]:
         if kind == "gemm":
             a = x["a"] if x["a"].dim() == 3 else x["a"][None]          # head.proj: all images at once
             o = out if out.dim() == 3 else out[None]
+            bias = x["bias"] if x["bias"] is not None else torch.zeros(x["w"].shape[0], dtype=torch.int64)
             for i in range(a.shape[0]):
-                cases.append(_gemm_case(name, a[i], x["w"], x["bias"], x["mult"], x["shift"], o[i], False, i))
+                cases.append(_gemm_case(name, a[i], x["w"], bias, x["mult"], x["shift"], o[i], False, i))
         elif kind == "matmul":
             b = x["b"]
             if name.endswith(".scores") or name.endswith(".ctx"):         # (n, heads, ...) per head
@@ -132,7 +133,7 @@ def _tally(table: dict, key: str, matched: int, total: int) -> None:
     row["total"] += total
 
 
-def verify_model_ops(im: IntModel, images: torch.Tensor, labels: torch.Tensor | None = None, *,
+def verify_model_ops(im: IntModel, images: torch.Tensor, *,
                      rows: int = 8, cols: int = 8, bandwidth: float | None = None, latency: int = 0,
                      simulator: str | None = None, progress=print) -> ModelOpsResult:
     """Run every operation of ``im`` on ``images`` through the RTL; compare with the golden model."""

@@ -24,33 +24,10 @@ from hw import emit, layernorm, softmax, units
 from model import intops
 from model.errors import QexitError
 from sim import runner
+from sim.host import lanes_to_words, words_to_lanes
 
 LANES = 4                   # lanes of the element-wise units under test
 ROWS_PER_CASE = 500         # rows that share one set of constants
-
-
-# --------------------------------------------------------------------------- packing
-
-def pack_lanes(values: torch.Tensor, bits: int) -> list[int]:
-    """(beats, lanes) integers → payload ints, lane 0 in the low bits, two's complement."""
-    mask = (1 << bits) - 1
-    out = []
-    for row in values.tolist():
-        word = 0
-        for i, v in enumerate(row):
-            word |= (v & mask) << (bits * i)
-        out.append(word)
-    return out
-
-
-def unpack_lanes(words: list[int], lanes: int, bits: int, signed: bool = True) -> torch.Tensor:
-    """Payload ints → (beats, lanes) integers."""
-    mask, top = (1 << bits) - 1, 1 << (bits - 1)
-    rows = []
-    for word in words:
-        row = [(word >> (bits * i)) & mask for i in range(lanes)]
-        rows.append([v - (1 << bits) if signed and v & top else v for v in row])
-    return torch.tensor(rows, dtype=torch.int64).reshape(len(words), lanes)
 
 
 # --------------------------------------------------------------------------- random constants
@@ -250,27 +227,25 @@ class Unit:
     name: str
     make_rtl: Callable[[], object]
     cases: Callable[[int, int], list[dict]]
-    pack: Callable[[torch.Tensor], list[int]]
+    in_bits: int            # width of one input value (an add's lane is a pair of them)
     out_lanes: int
     out_bits: int
-    out_signed: bool = True
 
     @property
     def top(self) -> str:
         return f"qexit_unit_{self.name}"
 
+    def pack(self, inputs: torch.Tensor) -> list[int]:
+        """A case's inputs (beats, ...) → input-stream words."""
+        return lanes_to_words(inputs.reshape(inputs.shape[0], -1), self.in_bits)
+
 
 UNITS: dict[str, Unit] = {
-    "requant": Unit("requant", lambda: units.RequantUnit(LANES), requant_cases,
-                    lambda x: pack_lanes(x, 32), LANES, 8),
-    "add": Unit("add", lambda: units.AddUnit(LANES), add_cases,
-                lambda x: pack_lanes(x.reshape(x.shape[0], -1), 8), LANES, 8),
-    "gelu": Unit("gelu", lambda: units.GeluUnit(LANES), gelu_cases,
-                 lambda x: pack_lanes(x, 8), LANES, 8),
-    "layernorm": Unit("layernorm", lambda: layernorm.LayerNormUnit(LN_MAX_D), layernorm_cases,
-                      lambda x: pack_lanes(x, 8), 1, 8),
-    "softmax": Unit("softmax", lambda: softmax.SoftmaxUnit(SM_MAX_ROW), softmax_cases,
-                    lambda x: pack_lanes(x, 32), 1, 8),
+    "requant": Unit("requant", lambda: units.RequantUnit(LANES), requant_cases, 32, LANES, 8),
+    "add": Unit("add", lambda: units.AddUnit(LANES), add_cases, 8, LANES, 8),
+    "gelu": Unit("gelu", lambda: units.GeluUnit(LANES), gelu_cases, 8, LANES, 8),
+    "layernorm": Unit("layernorm", lambda: layernorm.LayerNormUnit(LN_MAX_D), layernorm_cases, 8, 1, 8),
+    "softmax": Unit("softmax", lambda: softmax.SoftmaxUnit(SM_MAX_ROW), softmax_cases, 32, 1, 8),
 }
 
 
@@ -340,7 +315,7 @@ def run_in_amaranth(unit: Unit, case: dict, timing: dict | None = None) -> torch
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
-    return unpack_lanes(words, unit.out_lanes, unit.out_bits, unit.out_signed).reshape(case["expected"].shape)
+    return words_to_lanes(words, unit.out_lanes, unit.out_bits).reshape(case["expected"].shape)
 
 
 def verify_unit(name: str, rows: int, seed: int, *, simulator: str | None = None,
@@ -374,7 +349,7 @@ def run_unit(name: str, cases: list[dict], seed: int = 0, *, simulator: str | No
         out.log = runner.log_tail(res)
         return out
     for i, (case, words) in enumerate(zip(cases, outputs)):
-        got = unpack_lanes(words, unit.out_lanes, unit.out_bits, unit.out_signed).reshape(case["expected"].shape)
+        got = words_to_lanes(words, unit.out_lanes, unit.out_bits).reshape(case["expected"].shape)
         wrong = (got != case["expected"]).nonzero().tolist()
         out.case_matched.append(case["expected"].numel() - len(wrong))
         out.matched += out.case_matched[-1]

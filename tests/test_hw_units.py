@@ -6,6 +6,7 @@ import torch
 
 from hw import gemm, units
 from model.errors import QexitError
+from sim import host
 from sim import units as sim_units
 
 ELEMENTWISE = ("requant", "add", "gelu")
@@ -45,9 +46,9 @@ def test_bad_arguments_are_one_line_errors():
 
 def test_pack_unpack_round_trip():
     x = torch.tensor([[-128, 127, 0, -1], [5, -6, 7, -8]])
-    assert torch.equal(sim_units.unpack_lanes(sim_units.pack_lanes(x, 8), 4, 8), x)
+    assert torch.equal(host.words_to_lanes(host.lanes_to_words(x, 8), 4, 8), x)
     acc = torch.tensor([[-2 ** 31, 2 ** 31 - 1]])
-    assert torch.equal(sim_units.unpack_lanes(sim_units.pack_lanes(acc, 32), 2, 32), acc)
+    assert torch.equal(host.words_to_lanes(host.lanes_to_words(acc, 32), 2, 32), acc)
 
 
 @pytest.mark.simulator()
