@@ -74,8 +74,10 @@ def lanes_to_words(values: torch.Tensor, bits: int) -> list[int]:
 
 
 def words_to_lanes(words: list[int], lanes: int, bits: int) -> torch.Tensor:
-    """Stream words → (words, lanes) signed integers: the inverse of ``lanes_to_words``."""
-    data = b"".join(w.to_bytes(lanes * bits // 8, "little") for w in words)
+    """Stream words → (words, lanes) signed integers: the inverse of ``lanes_to_words``. A word
+    may come as a negative int (a simulator reading a signed payload): its two's complement."""
+    mask = (1 << (lanes * bits)) - 1
+    data = b"".join((w & mask).to_bytes(lanes * bits // 8, "little") for w in words)
     return torch.frombuffer(bytearray(data), dtype=LANE_TYPES[bits]).to(torch.int64).reshape(len(words), lanes)
 
 
