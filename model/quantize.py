@@ -317,3 +317,17 @@ def dynamic_int8(model: CLIPViT) -> CLIPViT:
 def pixels_to_patches(images: torch.Tensor, patch: int) -> torch.Tensor:
     """uint8 images (N, C, H, W) → int8 patches ``pixel - 128`` (N, P, patch*patch*C), int64."""
     return patchify(images.to(torch.int64) - PIXEL_OFFSET, patch)
+
+
+def random_intmodel(cfg: ViTConfig, seed: int = 0, images: int = MIN_CALIBRATION_IMAGES) -> IntModel:
+    """A valid IntModel of any size: a randomly initialised FP32 ViT, calibrated on random
+    images and quantized like a trained one (for RTL checks at sizes no checkpoint has)."""
+    from model.vit import CLIPViT
+
+    torch.manual_seed(seed)
+    model = CLIPViT(cfg).eval()
+    g = torch.Generator().manual_seed(seed)
+    pixels = torch.randint(0, 256, (images, cfg.channels, cfg.image_size, cfg.image_size), dtype=torch.uint8, generator=g)
+    im = quantize(model, pixels)
+    validate(im)
+    return im

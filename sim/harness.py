@@ -26,7 +26,7 @@ from fractions import Fraction
 
 from amaranth import Module, Mux, Signal, unsigned
 from amaranth.lib import memory, stream, wiring
-from amaranth.lib.wiring import In
+from amaranth.lib.wiring import In, Out
 
 from hw import emit
 from hw.gemm import GemmConfig, GemmEngine, engine_ports
@@ -44,6 +44,55 @@ def source_ports(source: WeightSource, stall_seed: int = 0) -> dict[str, int]:
         num, den = frac.numerator, frac.denominator
     return {"ideal": int(source.bandwidth is None), "bw_num": num, "bw_den": den,
             "latency": source.latency, "stall_seed": stall_seed}
+
+
+class WeightMemory(wiring.Component):
+    """The external memory model: ``words`` words of ``width`` bits, written through ``load``
+    (from address 0 after every ``rewind``) and offered on ``out`` in order while ``active``,
+    word k from cycle ``WeightSource.available(k)`` after the last ``restart`` (the timing of
+    the module docstring). ``restart`` starts a burst: the time and the byte credit begin
+    again, and the word pointer goes on (the next GEMM's weights follow the last one's)."""
+
+    def __init__(self, words: int, width: int):
+        self.words = words
+        super().__init__({"load": In(stream.Signature(unsigned(width))), "out": Out(stream.Signature(unsigned(width))),
+                          "active": In(1), "restart": In(1), "rewind": In(1), "word_bytes": In(16),
+                          "ideal": In(1), "bw_num": In(32), "bw_den": In(32), "latency": In(32), "stall_seed": In(32)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.mem = mem = memory.Memory(shape=self.load.payload.shape(), depth=self.words, init=[])
+        wr, rd = mem.write_port(), mem.read_port(domain="comb")
+        load_ptr = Signal(range(self.words + 1))
+        m.d.comb += [self.load.ready.eq(~self.active), wr.en.eq(self.load.valid & ~self.active),
+                     wr.addr.eq(load_ptr), wr.data.eq(self.load.payload)]
+        with m.If(self.load.valid & ~self.active):
+            m.d.sync += load_ptr.eq(load_ptr + 1)
+
+        t = Signal(32)                                   # cycles since restart
+        word = Signal(range(self.words + 1))             # the next word to offer
+        credit = Signal(64)                              # bytes arrived, times bw_den ... times bw_num
+        need = Signal(64)                                # (words offered in this burst + 1) * bytes * bw_den
+        lfsr = Signal(32)
+        step = Signal(64)
+        m.d.comb += step.eq(self.word_bytes * self.bw_den)
+        stall = (self.stall_seed != 0) & (lfsr[:4] < STALL_THRESHOLD)
+        arrived = Mux(self.ideal, t >= self.latency, credit >= need)
+        offer = self.active & (word < self.words) & arrived & ~stall
+        m.d.comb += [self.out.valid.eq(offer), rd.addr.eq(word), self.out.payload.eq(rd.data)]
+        m.d.sync += [t.eq(t + 1), credit.eq(credit + Mux(t + 1 >= self.latency, self.bw_num, 0)),
+                     lfsr.eq(Mux(lfsr[0], (lfsr >> 1) ^ 0x80200003, lfsr >> 1))]
+        with m.If(offer & self.out.ready):
+            m.d.sync += [word.eq(word + 1), need.eq(need + step)]
+        with m.If(self.restart):
+            m.d.sync += [t.eq(0), credit.eq(Mux(self.latency == 0, self.bw_num, 0)),
+                         need.eq(step), lfsr.eq(self.stall_seed)]
+        with m.If(self.rewind):
+            m.d.sync += [word.eq(0), load_ptr.eq(0)]
+        return m
+
+
+MODEL_PORTS = ("ideal", "bw_num", "bw_den", "latency", "stall_seed")
 
 
 class GemmHarness(wiring.Component):
@@ -68,34 +117,12 @@ class GemmHarness(wiring.Component):
         m.d.comb += [eng.m.eq(self.m), eng.k.eq(self.k), eng.n.eq(self.n), eng.raw.eq(self.raw), eng.token_bias.eq(self.token_bias),
                      eng.start.eq(self.start),
                      self.busy.eq(eng.busy), self.done.eq(eng.done), self.cycles.eq(eng.cycles)]
-
-        m.submodules.weights = mem = memory.Memory(shape=unsigned(8 * cfg.cols), depth=self.words, init=[])
-        wr, rd = mem.write_port(), mem.read_port(domain="comb")
+        m.submodules.weights = mem = WeightMemory(self.words, 8 * cfg.cols)
         started = self.start & ~eng.busy                 # the edge the engine samples start on
-        load_ptr = Signal(range(self.words + 1))
-        m.d.comb += [self.w_load.ready.eq(~eng.busy), wr.en.eq(self.w_load.valid & ~eng.busy),
-                     wr.addr.eq(load_ptr), wr.data.eq(self.w_load.payload)]
-        with m.If(self.w_load.valid & ~eng.busy):
-            m.d.sync += load_ptr.eq(load_ptr + 1)
-
-        t = Signal(32)                                   # cycles since start
-        word = Signal(range(self.words + 1))             # the next word to offer
-        credit = Signal(64)                              # bytes arrived, times bw_den ... times bw_num
-        need = Signal(64)                                # (word + 1) * C * bw_den
-        lfsr = Signal(32)
-        step = Signal(64)
-        m.d.comb += step.eq(cfg.cols * self.bw_den)
-        stall = (self.stall_seed != 0) & (lfsr[:4] < STALL_THRESHOLD)
-        arrived = Mux(self.ideal, t >= self.latency, credit >= need)
-        offer = eng.busy & (word < self.words) & arrived & ~stall
-        m.d.comb += [eng.w_in.valid.eq(offer), rd.addr.eq(word), eng.w_in.payload.eq(rd.data)]
-        m.d.sync += [t.eq(t + 1), credit.eq(credit + Mux(t + 1 >= self.latency, self.bw_num, 0)),
-                     lfsr.eq(Mux(lfsr[0], (lfsr >> 1) ^ 0x80200003, lfsr >> 1))]
-        with m.If(offer & eng.w_in.ready):
-            m.d.sync += [word.eq(word + 1), need.eq(need + step)]
-        with m.If(started):
-            m.d.sync += [t.eq(0), credit.eq(Mux(self.latency == 0, self.bw_num, 0)), word.eq(0),
-                         need.eq(step), lfsr.eq(self.stall_seed), load_ptr.eq(0)]
+        wiring.connect(m, wiring.flipped(self.w_load), mem.load)
+        wiring.connect(m, mem.out, eng.w_in)
+        m.d.comb += [mem.active.eq(eng.busy), mem.restart.eq(started), mem.rewind.eq(started),
+                     mem.word_bytes.eq(cfg.cols)] + [getattr(mem, p).eq(getattr(self, p)) for p in MODEL_PORTS]
         return m
 
 
@@ -106,3 +133,63 @@ def top_name(cfg: GemmConfig) -> str:
 def to_verilog(cfg: GemmConfig) -> str:
     """The harness as one Verilog file, top module ``top_name(cfg)``."""
     return emit.to_verilog(GemmHarness(cfg), top_name(cfg))
+
+
+class LayerHarness(wiring.Component):
+    """The layer engine with its external memories: the weight stream (``WeightMemory``, timed
+    by the memory-model ports, restarted at every GEMM), the parameter stream (a second
+    ``WeightMemory`` that always has the next word) and a trace memory that takes every word
+    the program sends to the host (``out``), read back after ``done`` through ``t_addr`` and
+    ``t_data`` (``t_count`` words since ``start``). The memories are loaded while the engine is
+    idle, from address 0 after every ``start``."""
+
+    def __init__(self, cfg, weight_words: int, param_words: int, trace_words: int):
+        from hw.layer import LayerEngine
+        self.cfg = cfg
+        self.engine = LayerEngine(cfg)
+        self.sizes = (weight_words, param_words, trace_words)
+        L = cfg.lanes
+        eng_ports = self.engine.signature.members
+        super().__init__({
+            "prog_in": eng_ports["prog_in"], "s_in": eng_ports["s_in"],
+            "w_load": In(stream.Signature(unsigned(8 * L))), "q_load": In(stream.Signature(unsigned(cfg.bus_bits))),
+            "pc": eng_ports["pc"], "at": eng_ports["at"], "start": In(1), "busy": Out(1), "done": Out(1), "cycles": Out(32),
+            "t_addr": In(range(trace_words)), "t_data": Out(32 * L), "t_count": Out(range(trace_words + 1)),
+            **{p: In(32) for p in MODEL_PORTS},
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.cfg
+        weight_words, param_words, trace_words = self.sizes
+        m.submodules.engine = eng = self.engine
+        for port in ("prog_in", "s_in"):
+            wiring.connect(m, wiring.flipped(getattr(self, port)), getattr(eng, port))
+        started = self.start & ~eng.busy
+        m.d.comb += [eng.pc.eq(self.pc), self.at.eq(eng.at), eng.start.eq(self.start), self.busy.eq(eng.busy),
+                     self.done.eq(eng.done), self.cycles.eq(eng.cycles)]
+        m.submodules.weights = wm = WeightMemory(weight_words, 8 * cfg.lanes)
+        m.submodules.params = pm = WeightMemory(param_words, cfg.bus_bits)
+        wiring.connect(m, wiring.flipped(self.w_load), wm.load)
+        wiring.connect(m, wiring.flipped(self.q_load), pm.load)
+        wiring.connect(m, wm.out, eng.w_in)
+        wiring.connect(m, pm.out, eng.q_in)
+        m.d.comb += [wm.active.eq(eng.busy), wm.restart.eq(eng.gemm_start), wm.rewind.eq(started),
+                     wm.word_bytes.eq(cfg.lanes)] + [getattr(wm, p).eq(getattr(self, p)) for p in MODEL_PORTS]
+        m.d.comb += [pm.active.eq(eng.busy), pm.restart.eq(started), pm.rewind.eq(started),
+                     pm.word_bytes.eq(1), pm.ideal.eq(1), pm.latency.eq(0)]
+
+        m.submodules.trace = tr = memory.Memory(shape=unsigned(32 * cfg.lanes), depth=trace_words, init=[])
+        t_wr, t_rd = tr.write_port(), tr.read_port(domain="comb")
+        ptr = Signal(range(trace_words + 1))
+        m.d.comb += [eng.out.ready.eq(1), t_wr.en.eq(eng.out.valid), t_wr.addr.eq(ptr), t_wr.data.eq(eng.out.payload),
+                     t_rd.addr.eq(self.t_addr), self.t_data.eq(t_rd.data), self.t_count.eq(ptr)]
+        with m.If(eng.out.valid):
+            m.d.sync += ptr.eq(ptr + 1)
+        with m.If(started):
+            m.d.sync += ptr.eq(0)
+        return m
+
+
+def layer_top_name(cfg) -> str:
+    return f"{cfg.name}_harness"

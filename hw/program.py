@@ -1,0 +1,295 @@
+"""The layer engine's program: one list of descriptors, generated here from an IntModel, that
+the controller (``hw.layer``) runs and the cycle model (``predict``) reads. Nothing else
+describes what the engine does, so the two cannot drift apart.
+
+A program is made of **segments**, each one run by one ``start``: the patch embedding, one
+per encoder layer, and the head. Every segment ends with an END descriptor. Segments share
+the scratchpad (its contents persist between starts); the host loads each segment's program,
+weight stream and parameter stream while the engine is idle.
+
+Scratchpad plan (words of L int8; T tokens, D = width, F = MLP width, TG = ceil(T/L)):
+
+* ``x``: the residual stream, T rows of D/L words (row t = token t);
+* ``qkv``: TG*L rows of 3D/L words: Q, K, V of every token, token-major (rows >= T unused);
+* ``kt``: Kᵀ, D rows of TG words (row d holds K[:, d] for L tokens a word), written by a
+  transposing MOVE, so Kᵀ's rows stream as the weights of Q·Kᵀ;
+* ``ctx``: T rows of D/L words, every head's P·V in its columns;
+* ``hid`` (the GELU output), ``img`` (the patches) and ``emb`` (the head's embedding) reuse the
+  space of ``qkv``, ``kt`` and ``ctx``, which are dead when they are written.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from hw import schedule
+from hw.layer import FETCH_CYCLES, Dst, LayerConfig, Op, Src, Unit
+from hw.layernorm import row_cycles as ln_row_cycles
+from hw.softmax import row_cycles as softmax_row_cycles
+from hw.units import AddUnit, GeluUnit
+from model.errors import QexitError
+
+
+@dataclass
+class Desc:
+    """One descriptor: the fields of ``hw.layer.desc_layout`` plus what the host and the
+    reports need (``name``, ``kind`` for the cycle shares, ``data``: what the weight or
+    parameter stream carries for it)."""
+    name: str
+    kind: str                     # gemm | ln | softmax | gelu | add | move | transpose | params | tap | end
+    fields: dict
+    data: tuple = ()              # ("weights", name) | ("gemm_params", name) | ... for the host
+
+    def __getitem__(self, key):
+        return self.fields.get(key, 0)
+
+
+@dataclass
+class Plan:
+    lanes: int
+    tokens: int
+    width: int
+    heads: int
+    hidden: int
+    patch_dim: int
+    embed_dim: int
+    classes: int
+    regions: dict = field(default_factory=dict)
+
+    @property
+    def dw(self) -> int:
+        return self.width // self.lanes
+
+    @property
+    def tg(self) -> int:
+        return -(-self.tokens // self.lanes)
+
+    @property
+    def head_dim(self) -> int:
+        return self.width // self.heads
+
+    @property
+    def scratch_words(self) -> int:
+        return max(base + size for base, size in self.regions.values())
+
+
+def make_plan(cfg, lanes: int) -> Plan:
+    """The scratchpad plan for a ViT config on an L x L array; refuses what the engine cannot hold."""
+    t, d = cfg.tokens, cfg.width
+    need = {"width": d, "head width": d // cfg.heads, "MLP width": cfg.hidden, "patch size": cfg.patch_dim}
+    for what, v in need.items():
+        if v % lanes:
+            raise QexitError(f"{what} {v} is not a multiple of the array's {lanes} lanes; the layer "
+                             f"engine keeps whole words per row (use --rows/--cols that divide it)")
+    p = Plan(lanes, t, d, cfg.heads, cfg.hidden, cfg.patch_dim, cfg.embed_dim, cfg.num_classes)
+    dw, tg = p.dw, p.tg
+    x = t * dw
+    qkv = tg * lanes * 3 * dw
+    kt = d * tg
+    ctx = t * dw
+    hid = t * cfg.hidden // lanes
+    img = (t - 1) * cfg.patch_dim // lanes
+    emb = -(-cfg.embed_dim // lanes)
+    shared = max(qkv + kt + ctx, hid, img, emb)
+    p.regions = {"x": (0, x), "qkv": (x, qkv), "kt": (x + qkv, kt), "ctx": (x + qkv + kt, ctx),
+                 "hid": (x, hid), "img": (x, img), "emb": (x, emb), "shared": (x, shared)}
+    return p
+
+
+def _pat(base=0, ocount=1, ostride=0, icount=1, istride=1) -> dict:
+    return {"base": base, "ocount": ocount, "ostride": ostride, "icount": icount, "istride": istride}
+
+
+def _rows(p: Plan, region: str, rows: int, words: int, stride: int, offset: int = 0, first_row: int = 0) -> dict:
+    return _pat(p.regions[region][0] + first_row * stride + offset, rows, stride, words, 1)
+
+
+def _move(name, kind, src, unit, dst, total, data=(), words=None, **f) -> Desc:
+    f = {"op": Op.MOVE, "src": src, "unit": unit, "dst": dst, "total": total, **f}
+    if src == Src.PARAM:
+        f["words"] = total if words is None else words
+    return Desc(name, kind, f, data)
+
+
+def _gemm(name, m, k, n, data=(), **f) -> Desc:
+    return Desc(name, "gemm", {"op": Op.GEMM, "m": m, "k": k, "n": n, **f}, data)
+
+
+def _ln(p: Plan, name: str, im, rows: int) -> list[Desc]:
+    prm = im.prefix(name)
+    return [_move(f"{name} params", "params", Src.PARAM, Unit.SERIAL, Dst.LN_P, p.width, ("ln_params", name),
+                  words=p.dw, elems=p.width),
+            _move(name, "ln", Src.SCRATCH, Unit.LN, Dst.ENG_A, rows * p.dw, rd=_rows(p, "x", rows, p.dw, p.dw),
+                  elems=p.width, ln_shift=int(prm["shift"]), ln_eps=int(prm["eps"]))]
+
+
+def _params(p: Plan, name: str, n: int, data: tuple) -> Desc:
+    return _move(f"{name} params", "params", Src.PARAM, Unit.NONE, Dst.ENG_P, -(-n // p.lanes), data)
+
+
+def _linear(p: Plan, name: str, m: int, k: int, n: int) -> list[Desc]:
+    return [_params(p, name, n, ("gemm_params", name)), _gemm(name, m, k, n, ("weights", name))]
+
+
+def embed_segment(p: Plan, im) -> list[Desc]:
+    t, dw = p.tokens, p.dw
+    pw = p.patch_dim // p.lanes
+    n_tok = t - 1
+    return [
+        _move("embed patches", "move", Src.SCRATCH, Unit.NONE, Dst.ENG_A, n_tok * pw,
+              rd=_pat(p.regions["img"][0], 1, 0, n_tok * pw, 1)),
+        _move("embed token bias", "params", Src.PARAM, Unit.NONE, Dst.ENG_TB, n_tok * dw, ("token_bias", "embed")),
+        _params(p, "embed", p.width, ("gemm_params", "embed")),
+        _gemm("embed", n_tok, p.patch_dim, p.width, ("weights", "embed"), token_bias=1),
+        _move("embed out", "move", Src.ENG_OUT, Unit.NONE, Dst.SCRATCH, n_tok * dw,
+              wr=_rows(p, "x", n_tok, dw, dw, first_row=1)),
+        _move("embed cls", "params", Src.PARAM, Unit.NONE, Dst.SCRATCH, dw, ("cls", "embed"),
+              wr=_rows(p, "x", 1, dw, dw)),
+        Desc("end", "end", {"op": Op.END}),
+    ]
+
+
+def layer_segment(p: Plan, im, i: int, tap: bool = True) -> list[Desc]:
+    b = f"b{i}"
+    t, d, dw, tg, L = p.tokens, p.width, p.dw, p.tg, p.lanes
+    dh = p.head_dim
+    dhw = dh // L
+    qkv_base, kt_base, ctx_base = p.regions["qkv"][0], p.regions["kt"][0], p.regions["ctx"][0]
+    sm = im.prefix(f"{b}.softmax")
+    prog = _ln(p, f"{b}.ln1", im, t)
+    prog += _linear(p, f"{b}.qkv", t, d, 3 * d)
+    prog += [
+        _move(f"{b}.qkv out", "move", Src.ENG_OUT, Unit.NONE, Dst.SCRATCH, t * 3 * dw,
+              wr=_rows(p, "qkv", t, 3 * dw, 3 * dw)),
+        _move(f"{b}.k transpose", "transpose", Src.SCRATCH, Unit.SERIAL, Dst.TRANSPOSE, t * d,
+              rd=_rows(p, "qkv", t, dw, 3 * dw, offset=dw), wr=_pat(kt_base), elems=d, groups=tg),
+    ]
+    ctx_m, ctx_s = int(im.p(f"{b}.ctx.m")), int(im.p(f"{b}.ctx.shift"))
+    for h in range(p.heads):
+        prog += [
+            _move(f"{b}.h{h} q", "move", Src.SCRATCH, Unit.NONE, Dst.ENG_A, t * dhw,
+                  rd=_rows(p, "qkv", t, dhw, 3 * dw, offset=h * dhw)),
+            _params(p, f"{b}.h{h}.scores", t, ("zero_params", t)),
+            _gemm(f"{b}.h{h}.scores", t, dh, t, raw=1, w_scratch=1,
+                  rd=_pat(kt_base + h * dh * tg, tg, 1, dh, tg)),
+            _move(f"{b}.h{h}.softmax", "softmax", Src.ENG_RAW, Unit.SOFTMAX, Dst.ENG_A, t * tg, elems=t,
+                  pre=int(sm["pre"]), x0=int(sm["x0"]), sqb=int(sm["qb"]), sqc=int(sm["qc"])),
+            _params(p, f"{b}.h{h}.ctx", dh, ("ctx_params", b, dh)),
+            _gemm(f"{b}.h{h}.ctx", t, t, dh, w_scratch=1,
+                  rd=_pat(qkv_base + 2 * dw + h * dhw, dhw, 1, tg * L, 3 * dw)),
+            _move(f"{b}.h{h}.ctx out", "move", Src.ENG_OUT, Unit.NONE, Dst.SCRATCH, t * dhw,
+                  wr=_pat(ctx_base + h * dhw, t, dw, dhw, 1)),
+        ]
+    add1, add2, gelu = (im.prefix(f"{b}.{k}") for k in ("add1", "add2", "gelu"))
+    prog += [_move(f"{b}.ctx", "move", Src.SCRATCH, Unit.NONE, Dst.ENG_A, t * dw, rd=_rows(p, "ctx", t, dw, dw))]
+    prog += _linear(p, f"{b}.proj", t, d, d)
+    prog += [_move(f"{b}.add1", "add", Src.ENG_OUT, Unit.ADD, Dst.SCRATCH, t * dw,
+                   rd=_rows(p, "x", t, dw, dw), wr=_rows(p, "x", t, dw, dw),
+                   m_a=int(add1["m_a"]), m_b=int(add1["m_b"]), shift=int(add1["shift"]))]
+    prog += _ln(p, f"{b}.ln2", im, t)
+    prog += _linear(p, f"{b}.fc1", t, d, p.hidden)
+    hw_ = p.hidden // L
+    prog += [_move(f"{b}.gelu", "gelu", Src.ENG_OUT, Unit.GELU, Dst.SCRATCH, t * hw_,
+                   wr=_rows(p, "hid", t, hw_, hw_),
+                   gqb=int(gelu["qb"]), gqc=int(gelu["qc"]), m_a=int(gelu["m"]), shift=int(gelu["shift"])),
+             _move(f"{b}.hid", "move", Src.SCRATCH, Unit.NONE, Dst.ENG_A, t * hw_, rd=_rows(p, "hid", t, hw_, hw_))]
+    prog += _linear(p, f"{b}.fc2", t, p.hidden, d)
+    prog += [_move(f"{b}.add2", "add", Src.ENG_OUT, Unit.ADD, Dst.SCRATCH, t * dw,
+                   rd=_rows(p, "x", t, dw, dw), wr=_rows(p, "x", t, dw, dw),
+                   m_a=int(add2["m_a"]), m_b=int(add2["m_b"]), shift=int(add2["shift"]))]
+    if tap:
+        prog += [_move(f"{b} tokens", "tap", Src.SCRATCH, Unit.NONE, Dst.HOST, t * dw, rd=_rows(p, "x", t, dw, dw))]
+    return prog + [Desc("end", "end", {"op": Op.END})]
+
+
+def head_segment(p: Plan, im) -> list[Desc]:
+    e, L = p.embed_dim, p.lanes
+    ew = -(-e // L)
+    cw = -(-p.classes // L)
+    prog = _ln(p, "head.ln", im, 1)
+    prog += _linear(p, "head.proj", 1, p.width, e)
+    return prog + [
+        _move("head.proj out", "move", Src.ENG_OUT, Unit.NONE, Dst.SCRATCH, ew, wr=_pat(p.regions["emb"][0], 1, 0, ew, 1)),
+        _move("embedding", "tap", Src.SCRATCH, Unit.NONE, Dst.HOST, ew, rd=_pat(p.regions["emb"][0], 1, 0, ew, 1)),
+        _move("head.emb", "move", Src.SCRATCH, Unit.NONE, Dst.ENG_A, ew, rd=_pat(p.regions["emb"][0], 1, 0, ew, 1)),
+        _params(p, "head.logits", p.classes, ("zero_params", p.classes)),
+        _gemm("head.logits", 1, e, p.classes, ("weights", "head.class_emb"), raw=1),
+        _move("logits", "tap", Src.ENG_RAW, Unit.NONE, Dst.HOST, cw),
+        Desc("end", "end", {"op": Op.END}),
+    ]
+
+
+def model_program(im, lanes: int, layers: int | None = None, tap: bool = True) -> tuple[Plan, list[list[Desc]]]:
+    """(plan, segments) for the whole model: embedding, ``layers`` encoder layers (all by
+    default), and the head when every layer runs."""
+    cfg = im.config
+    p = make_plan(cfg, lanes)
+    depth = cfg.depth if layers is None else layers
+    segs = [embed_segment(p, im)] + [layer_segment(p, im, i, tap) for i in range(depth)]
+    if depth == cfg.depth:
+        segs.append(head_segment(p, im))
+    return p, segs
+
+
+def engine_config(p: Plan, segments: list[list[Desc]], **extra) -> LayerConfig:
+    """The smallest LayerConfig that holds this program (capacities from its descriptors)."""
+    gemms = [d for seg in segments for d in seg if d.kind == "gemm"]
+    raw_n = max([d["n"] for d in gemms if d["raw"]] or [1])
+    bias_n = max([d["n"] for d in gemms if d["token_bias"]] or [1])
+    return LayerConfig(
+        lanes=p.lanes, scratch_words=p.scratch_words, prog_words=max(len(s) for s in segments),
+        max_d=p.width, max_row=max(p.tokens, 1), max_m=max(d["m"] for d in gemms),
+        max_k=max(d["k"] for d in gemms), max_n=max(d["n"] for d in gemms), max_raw_n=raw_n,
+        max_bias_n=bias_n, **extra)
+
+
+# --------------------------------------------------------------------------- the cycle model
+
+READ_LATENCY = 2      # scratch reader: go → first word valid (address, read, FIFO)
+
+
+def desc_cycles(d: Desc, lanes: int, source: schedule.WeightSource = schedule.IDEAL) -> int:
+    """Cycles of one descriptor, from the cycle its fetch starts to the cycle the next fetch starts."""
+    f = d.fields
+    if d.kind == "end":
+        return FETCH_CYCLES
+    if f["op"] == Op.GEMM:
+        src = schedule.WeightSource(None if lanes is None else lanes, READ_LATENCY) if f.get("w_scratch") else source
+        return FETCH_CYCLES + 1 + schedule.predict_cycles(lanes, lanes, f["m"], f["k"], f["n"], src) + 1
+    total = f["total"]
+    lat = READ_LATENCY if f["src"] == Src.SCRATCH or f["unit"] == Unit.ADD else 0
+    unit = f["unit"]
+    if unit == Unit.LN:
+        rows = total // (f["elems"] // lanes)
+        body = rows * ln_row_cycles(f["elems"]) + 2
+    elif unit == Unit.SOFTMAX:
+        rows = total // -(-f["elems"] // lanes)
+        body = rows * softmax_row_cycles(f["elems"]) + 2
+    elif unit == Unit.SERIAL:
+        body = total + 1
+    elif unit == Unit.GELU:
+        body = total + GeluUnit.LATENCY
+    elif unit == Unit.ADD:
+        body = total + AddUnit.LATENCY
+    else:
+        body = total
+    return FETCH_CYCLES + 1 + lat + body
+
+
+def predict(segment: list[Desc], lanes: int, source: schedule.WeightSource = schedule.IDEAL) -> list[int]:
+    """Cycles of every descriptor of a segment; their sum is the segment's start → done count."""
+    return [desc_cycles(d, lanes, source) for d in segment]
+
+
+def segment_macs(segment: list[Desc]) -> int:
+    return sum(d["m"] * d["k"] * d["n"] for d in segment if d.kind == "gemm")
+
+
+def shares(segment: list[Desc], lanes: int, source: schedule.WeightSource = schedule.IDEAL) -> dict[str, int]:
+    """Cycles per descriptor kind (gemm, ln, softmax, gelu, add, move, transpose, params, tap, end)."""
+    out: dict[str, int] = {}
+    for d, c in zip(segment, predict(segment, lanes, source)):
+        out[d.kind] = out.get(d.kind, 0) + c
+    return out
