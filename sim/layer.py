@@ -193,3 +193,140 @@ async def drive_segment(driver, job: SegmentJob, source: WeightSource = IDEAL) -
     await driver.load("s_in", job.scratch)
     cycles = await driver.run(source_ports(source))
     return {"cycles": cycles, "trace": await driver.trace()}
+
+
+# --------------------------------------------------------------------------- verify block
+
+def onchip_bits(cfg, layout_bits: int) -> dict[str, int]:
+    """Bits of every on-chip memory of the layer engine (the weights stream; none are stored)."""
+    from hw.gemm import PARAM_BITS
+    out = {f"gemm.{k}": words * bits for k, (words, bits) in cfg.gemm.buffers.items()}
+    out["scratch"] = cfg.scratch_words * 8 * cfg.lanes
+    out["program"] = cfg.prog_words * layout_bits
+    out["layernorm rows+params"] = cfg.max_d * (8 + 65)
+    out["softmax row"] = cfg.max_row * 32
+    return out
+
+
+@dataclass
+class BlockResult:
+    lanes: int
+    images: int
+    layers: int
+    records: list[dict]                   # per segment run: name, image, cycles, predicted, macs, matched, total
+    onchip: dict[str, int]
+    simulator: str = ""
+    build_seconds: float = 0.0
+    sim_seconds: float = 0.0
+    predictions_matched: bool | None = None
+    log: str = ""
+
+    @property
+    def matched(self) -> int:
+        return sum(r["matched"] for r in self.records)
+
+    @property
+    def total(self) -> int:
+        return sum(r["total"] for r in self.records)
+
+    @property
+    def cycles_measured(self) -> int:
+        return sum(r["cycles"] for r in self.records)
+
+    @property
+    def cycles_predicted(self) -> int:
+        return sum(r["predicted"] for r in self.records)
+
+    @property
+    def utilization(self) -> float:
+        from hw.schedule import utilization
+        return utilization(sum(r["macs"] for r in self.records), self.lanes, self.lanes, self.cycles_measured)
+
+    @property
+    def passed(self) -> bool:
+        return (bool(self.records) and self.matched == self.total and self.cycles_measured == self.cycles_predicted
+                and all(r["cycles"] == r["predicted"] == r["counter"] for r in self.records)
+                and self.predictions_matched is not False)
+
+    def by_segment(self) -> dict[str, dict]:
+        """Per segment name (embed, b0 .. b{L-1}, head), summed over the images."""
+        out: dict[str, dict] = {}
+        for r in self.records:
+            s = out.setdefault(r["name"], {"matched": 0, "total": 0, "cycles_measured": 0, "cycles_predicted": 0,
+                                           "macs": 0, "shares": {}})
+            s["matched"] += r["matched"]
+            s["total"] += r["total"]
+            s["cycles_measured"] += r["cycles"]
+            s["cycles_predicted"] += r["predicted"]
+            s["macs"] += r["macs"]
+            for k, v in r["shares"].items():
+                s["shares"][k] = s["shares"].get(k, 0) + v
+        return out
+
+
+def verify_block(im: IntModel, images: torch.Tensor, lanes: int, layers: int | None = None,
+                 source: WeightSource = IDEAL, simulator: str | None = None, waves: bool = False,
+                 folder=None) -> BlockResult:
+    """Run ``layers`` encoder layers (all, then the head, by default) of every image through the
+    layer engine's RTL, segment by segment, and check every tap against the golden model and
+    every segment's cycles against ``hw.program.predict``."""
+    import tempfile
+    from pathlib import Path
+
+    from hw import emit
+    from hw.layer import desc_layout
+    from sim import runner
+    from sim.harness import LayerHarness, layer_top_name, source_ports
+
+    depth = im.config.depth if layers is None else layers
+    plan, segs = program.model_program(im, lanes, depth)
+    cfg = program.engine_config(plan, segs)
+    layout = desc_layout(cfg)
+    names = ["embed"] + [f"b{i}" for i in range(depth)] + (["head"] if len(segs) > depth + 1 else [])
+    jobs, meta = [], []
+    for n, image in enumerate(images):
+        for name, seg in zip(names, segs):
+            job = segment_job(name, seg, im, plan, layout, source, image if name == "embed" else None)
+            jobs.append(job)
+            meta.append((n, name, seg))
+    sizes = (max(1, max(len(j.weights) for j in jobs)), max(1, max(len(j.params) for j in jobs)),
+             max(1, max(sum(t[1] for t in j.taps) for j in jobs)))
+    top = layer_top_name(cfg)
+    b = runner.build(emit.to_verilog(LayerHarness(cfg, *sizes), top), top, simulator=simulator, waves=waves)
+    ports = source_ports(source)
+    with tempfile.TemporaryDirectory(prefix="qexit-tb-") as tmp:
+        cases, results = Path(tmp) / "jobs.pt", Path(tmp) / "results.pt"
+        torch.save([{"name": f"image {n} {name}", "program": j.program, "weights": j.weights, "params": j.params,
+                     "scratch": j.scratch, "ports": ports, "predicted": j.cycles_predicted}
+                    for j, (n, name, _) in zip(jobs, meta)], cases)
+        res = runner.run(b, "sim.tb_layer", testcase="segments", folder=folder,
+                         settings={"QEXIT_TB_CASES": str(cases), "QEXIT_TB_RESULTS": str(results)})
+        got = torch.load(results, weights_only=False) if results.exists() else []
+    out = BlockResult(lanes, len(images), depth, [], onchip_bits(cfg, layout.size), b.simulator, b.seconds,
+                      res.seconds)
+    preds = []
+    for n, image in enumerate(images):
+        exp = expected_taps(im, image, plan, depth)
+        taps = {}
+        for job, (m, name, seg), g in zip(jobs, meta, got + [None] * len(jobs)):
+            if m != n:
+                continue
+            mine = {k: v for k, v in exp.items() if k in dict((t[0], 0) for t in job.taps)}
+            if g is not None:
+                taps.update(read_taps(job, g["trace"], lanes))
+            cmp = compare(taps, mine, plan)
+            out.records.append({"image": n, "name": name, "cycles": g["cycles"] if g else -1,
+                                "counter": g["counter"] if g else -1, "predicted": job.cycles_predicted,
+                                "macs": program.segment_macs(seg),
+                                "shares": program.shares(seg, lanes, source),
+                                "matched": sum(v[0] for v in cmp.values()), "total": sum(v[1] for v in cmp.values())})
+        if "logits" in taps:
+            preds.append(int(taps["logits"].reshape(-1)[:plan.classes].argmax()) ==
+                         int(exp["logits"].reshape(-1)[:plan.classes].argmax()))
+    out.predictions_matched = all(preds) if preds else None
+    if not res.passed or len(got) != len(jobs):
+        from sim.runner import log_tail
+        out.log = log_tail(res)
+        out.records.append({"image": -1, "name": "simulation", "cycles": -1, "counter": -1, "predicted": 0,
+                            "macs": 0, "shares": {}, "matched": 0, "total": 1})
+    return out
