@@ -330,3 +330,24 @@ def verify_block(im: IntModel, images: torch.Tensor, lanes: int, layers: int | N
         out.records.append({"image": -1, "name": "simulation", "cycles": -1, "counter": -1, "predicted": 0,
                             "macs": 0, "shares": {}, "matched": 0, "total": 1})
     return out
+
+
+def random_block_model(width: int, heads: int, mlp: int, tokens: int, layers: int, seed: int = 0) -> IntModel:
+    """A random, valid IntModel of ``layers`` encoder layers at ViT-B/32's input layout (3
+    channels, patch 32): ``tokens`` - 1 must be a square number of patches."""
+    import math
+
+    from model.errors import QexitError
+    from model.quantize import random_intmodel
+    from model.vit import ViTConfig
+
+    grid = math.isqrt(max(tokens - 1, 0))
+    if tokens < 2 or grid * grid != tokens - 1:
+        raise QexitError(f"--tokens {tokens} must be 1 + a square number of patches (e.g. 50 = 1 + 7x7)")
+    if mlp % width:
+        raise QexitError(f"--mlp {mlp} must be a multiple of --width {width} (the ViT's MLP ratio)")
+    if width % heads:
+        raise QexitError(f"--width {width} is not a multiple of --heads {heads}")
+    cfg = ViTConfig(image_size=32 * grid, patch=32, channels=3, width=width, depth=layers, heads=heads,
+                    mlp_ratio=mlp // width, embed_dim=512, num_classes=10)
+    return random_intmodel(cfg, seed)
