@@ -102,6 +102,13 @@ class LayerConfig:
             if not isinstance(v, int) or v < 1:
                 raise QexitError(f"layer engine {name} = {v} must be an integer >= 1")
         self.gemm                                      # checks the GEMM capacities
+        if not 1 <= self.max_d <= intops.LN_MAX_D:
+            raise QexitError(f"model width {self.max_d} exceeds the LayerNorm unit's {intops.LN_MAX_D}-value rows")
+        if not 1 <= self.max_row <= intops.SOFTMAX_MAX_ROW:
+            raise QexitError(f"{self.max_row} tokens exceed the softmax unit's {intops.SOFTMAX_MAX_ROW}-score rows")
+        if self.scratch_words >= 2 ** COUNT:
+            raise QexitError(f"a scratchpad of {self.scratch_words} words exceeds the descriptors' "
+                             f"{COUNT}-bit addresses; use a wider array (more lanes) or a smaller model")
 
     @property
     def gemm(self) -> GemmConfig:

@@ -41,11 +41,11 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import memory, stream, wiring
+from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.gemm import clamp
-from hw.units import Pipeline
+from hw.units import Pipeline, check_lanes
 from model import intops
 from model.errors import QexitError
 
@@ -57,26 +57,32 @@ X_BITS = (intops.EXP_MAX_SHIFT * intops.SOFTMAX_X0[1]).bit_length()     # 12: nx
 assert intops.RECIP_BITS - DIV_STEPS < (intops.SOFTMAX_QB[0] ** 2 + intops.SOFTMAX_QC[0]).bit_length()
 
 
-def row_cycles(length: int) -> int:
-    """Clock cycles of one row of ``length`` scores with no input gaps and no output stalls."""
-    return length + (length + 3) + DIV_STEPS + (length + 2)
+def row_cycles(length: int, lanes: int = 1) -> int:
+    """Clock cycles of one row of ``length`` scores (W = ceil(length / lanes) beats) with no
+    input gaps and no output stalls."""
+    w = -(-length // lanes)
+    return w + (w + 3) + DIV_STEPS + (w + 2)
 
 
 class SoftmaxUnit(wiring.Component):
-    """int32 scores (one per beat) → int8 probabilities 0..127 (one per beat), row by row.
+    """int32 scores (``lanes`` per beat) → int8 probabilities 0..127 (``lanes`` per beat), row by row.
 
-    Ports: ``inp`` (int32 stream), ``out`` (int8 stream), ``length`` (1..max_row),
+    A row of T scores spans W = ceil(T / lanes) beats; the unused lanes of its last beat are
+    ignored on the way in and are zero on the way out.
+
+    Ports: ``inp`` (int32 lanes), ``out`` (int8 lanes), ``length`` (1..max_row),
     ``pre`` signed(6), ``x0`` unsigned(8), ``qb`` unsigned(9), ``qc`` unsigned(16).
     """
 
-    def __init__(self, max_row: int = 256):
+    def __init__(self, max_row: int = 256, lanes: int = 1):
         if not isinstance(max_row, int) or not 1 <= max_row <= intops.SOFTMAX_MAX_ROW:
             raise QexitError(f"softmax max_row = {max_row} must be an integer in "
                              f"[1, {intops.SOFTMAX_MAX_ROW}]")
-        self.max_row = max_row
+        check_lanes(lanes)
+        self.max_row, self.lanes = max_row, lanes
         super().__init__({
-            "inp": In(stream.Signature(signed(32))),
-            "out": Out(stream.Signature(signed(8))),
+            "inp": In(stream.Signature(data.ArrayLayout(signed(32), lanes))),
+            "out": Out(stream.Signature(data.ArrayLayout(signed(8), lanes))),
             "length": In(unsigned(max_row.bit_length())),
             "pre": In(signed(max(-intops.SOFTMAX_PRE[0], intops.SOFTMAX_PRE[1]).bit_length() + 1)),
             "x0": In(unsigned(intops.SOFTMAX_X0[1].bit_length())),
@@ -86,21 +92,27 @@ class SoftmaxUnit(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        count_shape = unsigned(self.max_row.bit_length())
+        L = self.lanes
+        words = -(-self.max_row // L)
+        pos_shape = unsigned((self.max_row + L).bit_length())
         sum_bits = (self.max_row * (2 ** intops.EXP_BITS - 1)).bit_length()   # <= 31
 
         # the row buffer: scores (LOAD), overwritten by their e (EXP), read out (OUT)
-        m.submodules.buf = buf = memory.Memory(shape=unsigned(32), depth=self.max_row, init=[])
+        m.submodules.buf = buf = memory.Memory(shape=data.ArrayLayout(unsigned(32), L), depth=words, init=[])
         wr, rd = buf.write_port(), buf.read_port()
 
-        cnt = Signal(count_shape)       # buffer writes so far in this phase (LOAD, EXP)
-        idx = Signal(count_shape)       # buffer reads issued so far in this phase (EXP, OUT)
-        last = self.length - 1
+        cnt = Signal(range(words + 1))  # buffer writes so far in this phase (LOAD, EXP)
+        cnt_e = Signal(pos_shape)       # ... times L: the position of the word being written
+        idx = Signal(range(words + 1))  # buffer reads issued so far in this phase (EXP, OUT)
+        idx_e = Signal(pos_shape)
         row_max = Signal(signed(32))
         total = Signal(unsigned(sum_bits))
         recip = Signal(unsigned(DIV_STEPS))
         rem = Signal(unsigned(sum_bits))
         step = Signal(range(DIV_STEPS))
+
+        def lane_valid(pos, c):        # lane c of the word at position pos holds a score of the row
+            return pos + c < self.length
 
         # ---- constants from the ports: exp_floor(pre, x0) and the shift amounts
         neg = self.pre < 0
@@ -114,58 +126,66 @@ class SoftmaxUnit(wiring.Component):
         # ---- OUT: read port (stage 1) and output register (stage 2) under one stall rule
         issue = SimpleNamespace(valid=Signal(), ready=Signal())
         pipe = Pipeline(m, issue, self.out, 2)
-        last1 = pipe.stage(idx == last, name="last1")
-        e_out = rd.data[:intops.EXP_BITS]
-        prob = (e_out * recip + (1 << (PROB_SHIFT - 1))) >> PROB_SHIFT
-        m.d.comb += self.out.payload.eq(pipe.stage(clamp(prob, 0, intops.INT8_MAX), signed(8), "prob"))
+        pos1 = pipe.stage(idx_e, pos_shape, "pos1")
+        last1 = Signal()
+        m.d.comb += last1.eq(pos1 + L >= self.length)
         last2 = pipe.stage(last1, name="last2")
+        for c in range(L):
+            e_out = rd.data[c][:intops.EXP_BITS]
+            prob = (e_out * recip + (1 << (PROB_SHIFT - 1))) >> PROB_SHIFT
+            value = Mux(lane_valid(pos1, c), clamp(prob, 0, intops.INT8_MAX), 0)
+            m.d.comb += self.out.payload[c].eq(pipe.stage(value, signed(8), f"prob{c}"))
 
         # ---- EXP pipeline: v1 (score on rd.data), v2 (nx), v3 (z, u)
         v1, v2, v3 = Signal(), Signal(), Signal()
-        d = Signal(signed(33))
-        dc = Signal(signed(33))                       # max(d, d_min) >= d: fits in 33 bits
-        x = Signal(signed(64))
-        nx2 = Signal(X_BITS)
-        m.d.comb += [d.eq(rd.data.as_signed() - row_max),
-                     dc.eq(Mux(d < d_min, d_min, d)),
-                     x.eq(Mux(neg, dc << lshift, dc >> rshift))]
-        r = nx2                                       # restoring division nx // x0, 5 steps
-        z_bits = []
-        for i in reversed(range(5)):
-            t = self.x0 << i
-            ge = r >= t
-            z_bits.append(ge)
-            r = Mux(ge, r - t, r)
-        z3 = Signal(5)
-        u3 = Signal(9)                                # p + qb = qb - (nx - z x0) in [1, 256]
-        e = Signal(intops.EXP_BITS)
-        m.d.comb += e.eq((u3 * u3 + self.qc) >> z3)
+        e_word = Signal(data.ArrayLayout(unsigned(32), L))
+        e_sum = 0
+        for c in range(L):
+            d = Signal(signed(33), name=f"d{c}")
+            dc = Signal(signed(33), name=f"dc{c}")     # max(d, d_min) >= d: fits in 33 bits
+            x = Signal(signed(64), name=f"x{c}")
+            nx2 = Signal(X_BITS, name=f"nx2_{c}")
+            m.d.comb += [d.eq(rd.data[c].as_signed() - row_max),
+                         dc.eq(Mux(d < d_min, d_min, d)),
+                         x.eq(Mux(neg, dc << lshift, dc >> rshift))]
+            r = nx2                                   # restoring division nx // x0, 5 steps
+            z_bits = []
+            for i in reversed(range(5)):
+                t = self.x0 << i
+                ge = r >= t
+                z_bits.append(ge)
+                r = Mux(ge, r - t, r)
+            z3 = Signal(5, name=f"z3_{c}")
+            u3 = Signal(9, name=f"u3_{c}")            # p + qb = qb - (nx - z x0) in [1, 256]
+            e = Signal(intops.EXP_BITS, name=f"e{c}")
+            m.d.comb += [e.eq((u3 * u3 + self.qc) >> z3), e_word[c].eq(e)]
+            m.d.sync += [nx2.eq(Mux(x < -x30, x30, -x)), z3.eq(Cat(*reversed(z_bits))), u3.eq(self.qb - r)]
+            e_sum = e_sum + Mux(lane_valid(cnt_e, c), e, 0)
 
         m.d.comb += [rd.addr.eq(idx), rd.en.eq(pipe.advance), wr.addr.eq(cnt)]
-        m.d.sync += [v1.eq(0), v2.eq(v1), v3.eq(v2),
-                     nx2.eq(Mux(x < -x30, x30, -x)),
-                     z3.eq(Cat(*reversed(z_bits))), u3.eq(self.qb - r)]
+        m.d.sync += [v1.eq(0), v2.eq(v1), v3.eq(v2)]
 
         with m.FSM():
             with m.State("LOAD"):
-                m.d.comb += [self.inp.ready.eq(1), wr.data.eq(self.inp.payload),
-                             wr.en.eq(self.inp.valid)]
+                m.d.comb += [self.inp.ready.eq(1), wr.data.eq(self.inp.payload), wr.en.eq(self.inp.valid)]
                 with m.If(self.inp.valid):
-                    s = self.inp.payload
-                    m.d.sync += [row_max.eq(Mux((cnt == 0) | (s > row_max), s, row_max)),
-                                 cnt.eq(cnt + 1)]
-                    with m.If(cnt == last):
-                        m.d.sync += [cnt.eq(0), idx.eq(0), total.eq(0)]
+                    best = Mux(cnt == 0, self.inp.payload[0], row_max)
+                    for c in range(L):
+                        s = self.inp.payload[c]
+                        best = Mux(lane_valid(cnt_e, c) & (s > best), s, best)
+                    m.d.sync += [row_max.eq(best), cnt.eq(cnt + 1), cnt_e.eq(cnt_e + L)]
+                    with m.If(cnt_e + L >= self.length):
+                        m.d.sync += [cnt.eq(0), cnt_e.eq(0), idx.eq(0), idx_e.eq(0), total.eq(0)]
                         m.next = "EXP"
             with m.State("EXP"):
                 m.d.comb += rd.en.eq(1)
-                with m.If(idx != self.length):
-                    m.d.sync += [v1.eq(1), idx.eq(idx + 1)]
-                m.d.comb += [wr.data.eq(e), wr.en.eq(v3)]
+                with m.If(idx_e < self.length):
+                    m.d.sync += [v1.eq(1), idx.eq(idx + 1), idx_e.eq(idx_e + L)]
+                m.d.comb += [wr.data.eq(e_word), wr.en.eq(v3)]
                 with m.If(v3):
-                    m.d.sync += [total.eq(total + e), cnt.eq(cnt + 1)]
-                    with m.If(cnt == last):
-                        m.d.sync += [cnt.eq(0), idx.eq(0), step.eq(0),
+                    m.d.sync += [total.eq(total + e_sum), cnt.eq(cnt + 1), cnt_e.eq(cnt_e + L)]
+                    with m.If(cnt_e + L >= self.length):
+                        m.d.sync += [cnt.eq(0), cnt_e.eq(0), idx.eq(0), idx_e.eq(0), step.eq(0),
                                      rem.eq(1 << (intops.RECIP_BITS - DIV_STEPS)), recip.eq(0)]
                         m.next = "DIV"
             with m.State("DIV"):
@@ -176,10 +196,10 @@ class SoftmaxUnit(wiring.Component):
                 with m.If(step == DIV_STEPS - 1):
                     m.next = "OUT"
             with m.State("OUT"):
-                m.d.comb += issue.valid.eq(idx != self.length)
+                m.d.comb += issue.valid.eq(idx_e < self.length)
                 with m.If(issue.valid & pipe.advance):
-                    m.d.sync += idx.eq(idx + 1)
+                    m.d.sync += [idx.eq(idx + 1), idx_e.eq(idx_e + L)]
                 with m.If(self.out.valid & self.out.ready & last2):
-                    m.d.sync += idx.eq(0)
+                    m.d.sync += [idx.eq(0), idx_e.eq(0)]
                     m.next = "LOAD"
         return m

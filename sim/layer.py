@@ -253,7 +253,8 @@ class BlockResult:
         out: dict[str, dict] = {}
         for r in self.records:
             s = out.setdefault(r["name"], {"matched": 0, "total": 0, "cycles_measured": 0, "cycles_predicted": 0,
-                                           "macs": 0, "shares": {}})
+                                           "macs": 0, "run_s": 0.0, "shares": {}})
+            s["run_s"] = round(s["run_s"] + r.get("run_s", 0.0), 3)
             s["matched"] += r["matched"]
             s["total"] += r["total"]
             s["cycles_measured"] += r["cycles"]
@@ -316,6 +317,7 @@ def verify_block(im: IntModel, images: torch.Tensor, lanes: int, layers: int | N
                 taps.update(read_taps(job, g["trace"], lanes))
             cmp = compare(taps, mine, plan)
             out.records.append({"image": n, "name": name, "cycles": g["cycles"] if g else -1,
+                                "run_s": round(g["run_s"], 3) if g else 0.0,
                                 "counter": g["counter"] if g else -1, "predicted": job.cycles_predicted,
                                 "macs": program.segment_macs(seg),
                                 "shares": program.shares(seg, lanes, source),
@@ -351,3 +353,38 @@ def random_block_model(width: int, heads: int, mlp: int, tokens: int, layers: in
     cfg = ViTConfig(image_size=32 * grid, patch=32, channels=3, width=width, depth=layers, heads=heads,
                     mlp_ratio=mlp // width, embed_dim=512, num_classes=10)
     return random_intmodel(cfg, seed)
+
+
+def run_in_amaranth(im: IntModel, images: torch.Tensor, lanes: int, layers: int | None = None,
+                    source: WeightSource = IDEAL) -> list[dict]:
+    """The same segments in Amaranth's own simulator (no HDL simulator needed): per segment
+    run, {image, name, cycles, predicted, taps} with the taps unpacked."""
+    from amaranth.sim import Simulator
+
+    from hw.layer import desc_layout
+    from sim.harness import LayerHarness
+
+    depth = im.config.depth if layers is None else layers
+    plan, segs = program.model_program(im, lanes, depth)
+    cfg = program.engine_config(plan, segs)
+    layout = desc_layout(cfg)
+    names = ["embed"] + [f"b{i}" for i in range(depth)] + (["head"] if len(segs) > depth + 1 else [])
+    jobs = [(n, segment_job(name, seg, im, plan, layout, source, image if name == "embed" else None))
+            for n, image in enumerate(images) for name, seg in zip(names, segs)]
+    sizes = (max(1, max(len(j.weights) for _, j in jobs)), max(1, max(len(j.params) for _, j in jobs)),
+             max(1, max(sum(t[1] for t in j.taps) for _, j in jobs)))
+    dut = LayerHarness(cfg, *sizes)
+    out = []
+
+    async def bench(ctx):
+        drv = AmaranthLayerDriver(ctx, dut, limit=10 * max(j.cycles_predicted for _, j in jobs))
+        for n, job in jobs:
+            r = await drive_segment(drv, job, source)
+            out.append({"image": n, "name": job.name, "cycles": r["cycles"], "predicted": job.cycles_predicted,
+                        "taps": read_taps(job, r["trace"], lanes)})
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    return out

@@ -25,6 +25,7 @@ import torch
 
 from hw import gemm
 from model.golden import Golden
+from model import intops
 from model.quantize import IntModel
 from sim import host, verify
 from sim import units as sim_units
@@ -80,12 +81,13 @@ def unit_cases(im: IntModel, ops: list[tuple]) -> dict[str, list[dict]]:
         if kind == "layernorm":
             rows = x["x"].reshape(-1, x["x"].shape[-1])
             case = sim_units.layernorm_case(rows, im.prefix(name))
-            cases[kind].append({**case, "name": name, "rows": rows.shape[0], "expected": out.reshape(-1, 1)})
+            cases[kind].append({**case, "name": name, "rows": rows.shape[0], "expected": out.reshape(-1, sim_units.LANES)})
         elif kind == "softmax":
             t = x["scores"].shape[-1]
             prm = {k: int(v) for k, v in im.prefix(name).items()}
             cases[kind].append({"name": name, "ports": {"length": t, **prm}, "rows": x["scores"].numel() // t,
-                                "inputs": x["scores"].reshape(-1, 1), "expected": out.reshape(-1, 1)})
+                                "inputs": sim_units.beats(x["scores"].reshape(-1, t), intops.INT32_MAX),
+                                "expected": sim_units.beats(out.reshape(-1, t), 0)})
         elif kind == "gelu":
             prm = {k: int(v) for k, v in im.prefix(name).items()}
             cases[kind].append({"name": name, "ports": {"qb": prm["qb"], "qc": prm["qc"], "mult": prm["m"],

@@ -7,7 +7,10 @@ output beats; ``verify_unit`` compares every output integer with the expectation
 
 A *row* is one input beat of ``lanes`` values for the element-wise units (requantizer, add,
 GELU), and one whole token row (D values) or attention row (T scores) for LayerNorm and
-softmax.
+softmax. Every unit under test has ``LANES`` lanes, as the layer engine's units have the
+array's: a LayerNorm row is D/LANES beats (D a multiple of LANES), an attention row
+ceil(T/LANES) beats, whose unused lanes carry INT32_MAX (the unit must ignore them) and must
+come out zero.
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ from model.errors import QexitError
 from sim import runner
 from sim.host import lanes_to_words, words_to_lanes
 
-LANES = 4                   # lanes of the element-wise units under test
+LANES = 4                   # lanes of every unit under test
 ROWS_PER_CASE = 500         # rows that share one set of constants
 
 
@@ -117,20 +120,28 @@ def _ln_rows(g: torch.Generator, n: int, d: int) -> torch.Tensor:
     return x
 
 
+def layernorm_param_words(g: torch.Tensor, b: torch.Tensor, lanes: int) -> list[int]:
+    """Per-channel g, b → parameter words of ``lanes`` channels (``hw.layernorm.LN_PARAM``: g in
+    a lane's low 17 bits, b in the next 48), ``lane_bits`` apart."""
+    ch = [(gi & (2 ** 17 - 1)) | ((bi & (2 ** 48 - 1)) << 17) for gi, bi in zip(g.tolist(), b.tolist())]
+    size = layernorm.LN_PARAM.size
+    return [sum(ch[j + c] << (size * c) for c in range(lanes)) for j in range(0, len(ch), lanes)]
+
+
 def layernorm_case(x: torch.Tensor, p: dict) -> dict:
-    """Rows ``x`` (n, D) with LayerNorm constants ``p``: ports, the parameter words (g in the
-    low 17 bits, b in the next 48, as ``hw.layernorm.LN_PARAM``), inputs and expected outputs."""
-    words = [(gi & (2 ** 17 - 1)) | ((bi & (2 ** 48 - 1)) << 17) for gi, bi in zip(p["g"].tolist(), p["b"].tolist())]
-    return {"ports": {"d": x.shape[-1], "shift": int(p["shift"]), "eps": int(p["eps"])}, "loads": {"p_in": words},
-            "inputs": x.reshape(-1, 1), "expected": intops.layernorm(x, **p).reshape(-1, 1)}
+    """Rows ``x`` (n, D) with LayerNorm constants ``p``: ports, the parameter words, inputs and
+    expected outputs, LANES values a beat."""
+    return {"ports": {"d": x.shape[-1], "shift": int(p["shift"]), "eps": int(p["eps"])},
+            "loads": {"p_in": layernorm_param_words(p["g"], p["b"], LANES)},
+            "inputs": x.reshape(-1, LANES), "expected": intops.layernorm(x, **p).reshape(-1, LANES)}
 
 
 def layernorm_cases(rows: int, seed: int) -> list[dict]:
     g = torch.Generator().manual_seed(seed)
     per_case, cases, done, c = 100, [], 0, 0
-    widths = [1, 2, 3, 7, 16, 64, 100, 192, 256, LN_MAX_D]
+    widths = [LANES, 2 * LANES, 3 * LANES, 7 * LANES, 64, 100, 192, 256, LN_MAX_D]
     while done < rows:
-        d = widths[c % len(widths)] if c < len(widths) else int(torch.randint(1, 257, (1,), generator=g))
+        d = widths[c % len(widths)] if c < len(widths) else LANES * int(torch.randint(1, 257 // LANES, (1,), generator=g))
         n = min(per_case, rows - done)
         x = _ln_rows(g, n, d)
         if c % 2 == 0:
@@ -214,9 +225,18 @@ def softmax_cases(rows: int, seed: int) -> list[dict]:
             x[i] = row
         expected = intops.softmax(x, *(torch.tensor(prm[k]) for k in ("pre", "x0", "qb", "qc")))
         cases.append({"ports": {"length": t, **prm}, "rows": n,
-                      "inputs": x.reshape(-1, 1), "expected": expected.reshape(-1, 1)})
+                      "inputs": beats(x, hi), "expected": beats(expected, 0)})
         done, c = done + n, c + 1
     return cases
+
+
+def beats(rows: torch.Tensor, pad: int) -> torch.Tensor:
+    """(n, T) rows → (n * ceil(T/LANES), LANES) beats, the last beat of each row padded with ``pad``."""
+    n, t = rows.shape
+    w = -(-t // LANES)
+    out = torch.full((n, w * LANES), pad, dtype=torch.int64)
+    out[:, :t] = rows
+    return out.reshape(-1, LANES)
 
 
 # --------------------------------------------------------------------------- the registry
@@ -244,8 +264,8 @@ UNITS: dict[str, Unit] = {
     "requant": Unit("requant", lambda: units.RequantUnit(LANES), requant_cases, 32, LANES, 8),
     "add": Unit("add", lambda: units.AddUnit(LANES), add_cases, 8, LANES, 8),
     "gelu": Unit("gelu", lambda: units.GeluUnit(LANES), gelu_cases, 8, LANES, 8),
-    "layernorm": Unit("layernorm", lambda: layernorm.LayerNormUnit(LN_MAX_D), layernorm_cases, 8, 1, 8),
-    "softmax": Unit("softmax", lambda: softmax.SoftmaxUnit(SM_MAX_ROW), softmax_cases, 32, 1, 8),
+    "layernorm": Unit("layernorm", lambda: layernorm.LayerNormUnit(LN_MAX_D, LANES), layernorm_cases, 8, LANES, 8),
+    "softmax": Unit("softmax", lambda: softmax.SoftmaxUnit(SM_MAX_ROW, LANES), softmax_cases, 32, LANES, 8),
 }
 
 

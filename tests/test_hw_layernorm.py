@@ -34,13 +34,13 @@ def test_row_cycles_are_measured():
     """One row with no stalls takes row_cycles(d) from its first input beat to its last output."""
     unit = sim_units.UNITS["layernorm"]
     g = torch.Generator().manual_seed(9)
-    for d in (1, 7, 64):
+    for d in (sim_units.LANES, 7 * sim_units.LANES, 64):
         x = torch.randint(-128, 128, (1, d), generator=g)
         p = intops.layernorm_params(torch.rand(d, generator=g) + 0.5, torch.randn(d, generator=g), 0.05, 0.02)
         case = sim_units.layernorm_case(x, p)
         timing = {}
         assert torch.equal(sim_units.run_in_amaranth(unit, case, timing), case["expected"])
-        assert timing["cycles"] == layernorm.row_cycles(d)
+        assert timing["cycles"] == layernorm.row_cycles(d, sim_units.LANES)
 
 
 def test_bad_size():

@@ -19,19 +19,23 @@ needs_simulator = pytest.mark.simulator()
 CONSTANTS = ("pre", "x0", "qb", "qc")
 
 
-def simulate(rows: list[list[int]], prm: dict, max_row: int = 8, stall_seed: int | None = None):
-    """Stream ``rows`` (one length) through a SoftmaxUnit in Amaranth's simulator: (outputs,
-    the cycle at which each output beat was taken). ``stall_seed`` adds random input gaps and
-    output ready drops."""
-    dut = softmax.SoftmaxUnit(max_row)
+def simulate(rows: list[list[int]], prm: dict, max_row: int = 8, stall_seed: int | None = None, lanes: int = 1):
+    """Stream ``rows`` (one length) through a SoftmaxUnit of ``lanes`` lanes in Amaranth's
+    simulator: (outputs, the cycle at which each output beat was taken). The unused lanes of a
+    row's last beat carry INT32_MAX (which must be ignored) and must come out zero.
+    ``stall_seed`` adds random input gaps and output ready drops."""
+    dut = softmax.SoftmaxUnit(max_row, lanes)
     rng = random.Random(stall_seed) if stall_seed is not None else None
     got, stamps = [], []
+    t = len(rows[0])
+    w = -(-t // lanes)
+    beats = [(row + [intops.INT32_MAX] * (w * lanes - t))[i * lanes:(i + 1) * lanes] for row in rows for i in range(w)]
 
     async def feed(ctx):
         ctx.set(dut.length, len(rows[0]))
         for k in CONSTANTS:
             ctx.set(getattr(dut, k), prm[k])
-        for s in (s for row in rows for s in row):
+        for s in beats:
             while rng is not None and rng.random() < 0.3:
                 ctx.set(dut.inp.valid, 0)
                 await ctx.tick()
@@ -42,14 +46,14 @@ def simulate(rows: list[list[int]], prm: dict, max_row: int = 8, stall_seed: int
 
     async def drain(ctx):
         cycle = 0
-        while len(got) < len(rows) * len(rows[0]):
+        while len(got) < len(rows) * w * lanes:
             ready = 1 if rng is None or rng.random() < 0.6 else 0
             ctx.set(dut.out.ready, ready)
             _, _, valid, payload = await ctx.tick().sample(dut.out.valid, dut.out.payload)
             cycle += 1
             assert cycle < 10000, "the softmax unit stalled"
             if ready and valid:
-                got.append(payload)
+                got.extend(payload[c] for c in range(lanes))
                 stamps.append(cycle)
 
     sim = Simulator(dut)
@@ -57,32 +61,37 @@ def simulate(rows: list[list[int]], prm: dict, max_row: int = 8, stall_seed: int
     sim.add_testbench(feed)
     sim.add_testbench(drain)
     sim.run()
-    return got, stamps
+    padded = [got[r * w * lanes:(r + 1) * w * lanes] for r in range(len(rows))]
+    assert all(v == 0 for row in padded for v in row[t:]), "padding lanes must be zero"
+    return [v for row in padded for v in row[:t]], stamps
 
 
 def reference(rows: list[list[int]], prm: dict) -> list[int]:
     return intops.softmax(torch.tensor(rows), *(torch.tensor(prm[k]) for k in CONSTANTS)).flatten().tolist()
 
 
+@pytest.mark.parametrize("lanes", [1, 4])
 @pytest.mark.parametrize("s_in", [1e-3, 0.05])
 @pytest.mark.parametrize("length", [5, 1])
-def test_softmax_unit_matches_intops_in_amaranth_sim(s_in, length):
+def test_softmax_unit_matches_intops_in_amaranth_sim(s_in, length, lanes):
     prm = {k: int(v) for k, v in intops.softmax_params(s_in).items()}
     g = torch.Generator().manual_seed(length)
     rows = torch.randint(-3000, 3001, (3, length), generator=g)
     rows[1] = intops.INT32_MIN                      # int32 extremes: d = -(2**32 - 1)
     rows[1, 0] = intops.INT32_MAX
     rows, expected = rows.tolist(), reference(rows.tolist(), prm)
-    got, stamps = simulate(rows, prm)
+    got, stamps = simulate(rows, prm, lanes=lanes)
     assert got == expected
     # no gaps, no stalls: one row every row_cycles(T), back to back
-    ends = stamps[length - 1::length]
-    assert [b - a for a, b in zip(ends, ends[1:])] == [softmax.row_cycles(length)] * 2
+    w = -(-length // lanes)
+    ends = stamps[w - 1::w]
+    assert [b - a for a, b in zip(ends, ends[1:])] == [softmax.row_cycles(length, lanes)] * 2
     got, _ = simulate(rows, prm, stall_seed=length)
     assert got == expected
 
 
-def test_softmax_unit_random_constants_in_amaranth_sim():
+@pytest.mark.parametrize("lanes", [1, 3])
+def test_softmax_unit_random_constants_in_amaranth_sim(lanes):
     """Constants anywhere in the checked ranges (pre from -31 to 31), full-range scores, a full buffer."""
     rng = random.Random(7)
     for pre in (-31, -3, 0, 4, 31):
@@ -92,7 +101,7 @@ def test_softmax_unit_random_constants_in_amaranth_sim():
         spread = 2 ** max(4, min(31, 12 + pre))
         rows = [[rng.randint(-spread, spread) for _ in range(8)],
                 [rng.randint(intops.INT32_MIN, intops.INT32_MAX) for _ in range(8)]]
-        got, _ = simulate(rows, prm)
+        got, _ = simulate(rows, prm, lanes=lanes)
         assert got == reference(rows, prm), prm
 
 
@@ -113,9 +122,10 @@ def test_softmax_cases_cover_lengths_and_corners():
     for c in cases:
         t = c["ports"]["length"]
         intops.check_softmax_params(*(c["ports"][k] for k in CONSTANTS))
-        assert c["inputs"].shape == c["expected"].shape == (c["rows"] * t, 1)
+        w = -(-t // units.LANES)
+        assert c["inputs"].shape == c["expected"].shape == (c["rows"] * w, units.LANES)
         assert c["expected"].min() >= 0 and c["expected"].max() <= intops.INT8_MAX
-        assert (c["inputs"].reshape(-1, t)[2] == intops.INT32_MIN).all()
+        assert (c["inputs"].reshape(-1, w * units.LANES)[2, :t] == intops.INT32_MIN).all()
 
 
 @needs_simulator

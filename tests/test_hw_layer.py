@@ -1,0 +1,83 @@
+"""The layer engine (hw/layer.py) running hw/program.py's program: bit-exact against the golden
+model and cycle-exact against the program's cycle model, in Amaranth's simulator and under
+cocotb; and the bad inputs it refuses before any simulation."""
+import pytest
+import torch
+
+from hw import program
+from hw.layer import LayerConfig
+from hw.schedule import WeightSource
+from model.errors import QexitError
+from model.quantize import random_intmodel
+from model.vit import ViTConfig
+from sim import layer
+
+TINY = ViTConfig(image_size=8, patch=4, channels=1, width=16, depth=2, heads=2, mlp_ratio=2, embed_dim=8, num_classes=3)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return random_intmodel(TINY, seed=3)
+
+
+def _images(n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, 1, 8, 8), dtype=torch.uint8, generator=g)
+
+
+@pytest.mark.parametrize("source", [WeightSource(), WeightSource(1.5, 7)], ids=["ideal", "slow"])
+def test_pixels_to_logits_in_amaranth(tiny, source):
+    images = _images(2)
+    runs = layer.run_in_amaranth(tiny, images, lanes=4, source=source)
+    plan, _ = program.model_program(tiny, 4)
+    assert [r["cycles"] for r in runs] == [r["predicted"] for r in runs]
+    for n, image in enumerate(images):
+        exp = layer.expected_taps(tiny, image, plan, TINY.depth)
+        got = {k: v for r in runs if r["image"] == n for k, v in r["taps"].items()}
+        assert set(got) == set(exp)
+        for name, (matched, total) in layer.compare(got, exp, plan).items():
+            assert matched == total, name
+
+
+def test_a_wrong_weight_changes_the_tokens(tiny):
+    """The check can fail: the engine run with one changed weight no longer matches."""
+    bad = random_intmodel(TINY, seed=3)
+    w = bad.params["b0.fc2.w"]
+    w[0, 0] = 127 if int(w[0, 0]) != 127 else -128
+    image = _images(1)
+    runs = layer.run_in_amaranth(bad, image, lanes=4, layers=1)
+    plan, _ = program.model_program(tiny, 4, 1)
+    exp = layer.expected_taps(tiny, image[0], plan, 1)
+    got = {k: v for r in runs for k, v in r["taps"].items()}
+    matched, total = layer.compare(got, exp, plan)["b0 tokens"]
+    assert matched < total
+
+
+@pytest.mark.simulator
+def test_verify_block_under_cocotb(tiny, tmp_path):
+    res = layer.verify_block(tiny, _images(1, seed=5), lanes=4, source=WeightSource(3, 5))
+    assert res.passed, res.log
+    assert res.matched == res.total == 2 * 80 + 8 + 3
+    assert res.cycles_measured == res.cycles_predicted
+    assert res.predictions_matched
+
+
+def test_cycle_shares_add_up(tiny):
+    plan, segs = program.model_program(tiny, 4)
+    seg = segs[1]
+    src = WeightSource(2, 20)
+    assert sum(program.shares(seg, 4, src).values()) == sum(program.predict(seg, 4, src))
+    assert sum(program.predict(seg, 4, WeightSource(1, 20))) > sum(program.predict(seg, 4, src))
+
+
+def test_bad_inputs(tiny):
+    with pytest.raises(QexitError, match="not a multiple of the array's 3 lanes"):
+        program.make_plan(TINY, 3)
+    with pytest.raises(QexitError, match="must be > 0"):
+        WeightSource(0, 5)
+    with pytest.raises(QexitError, match="square number"):
+        layer.random_block_model(64, 4, 256, 48, 1)
+    with pytest.raises(QexitError, match="not a multiple of --heads"):
+        layer.random_block_model(64, 5, 256, 50, 1)
+    with pytest.raises(QexitError, match="LayerNorm"):
+        LayerConfig(lanes=4, max_d=8192)
