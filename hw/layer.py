@@ -12,9 +12,9 @@ Datapath of a MOVE descriptor: one source → at most one unit → one destinati
     scratch (2-D reader)  none                                     scratch (2-D writer)
     engine out            GELU (L lanes)                           scratch, transposed (one lane a beat)
     engine raw_out        add (L lanes; the scratch reader gives a) engine a_in, p_in, tb_in
-    param stream          LayerNorm: serializer → unit → packer     LayerNorm parameters
-                          softmax:   serializer → unit → packer     host (the ``out`` port)
-                          serializer only (transpose, LN params)
+    param stream          LayerNorm (L lanes, a token row a time)   LayerNorm parameters (L channels)
+                          softmax (L lanes, an attention row)       host (the ``out`` port)
+                          serializer (one int8 a beat: the K transpose)
 
 A GEMM descriptor starts the engine with its shape and modes; its weights come from the
 external stream (``w_in``) or from the scratch reader (attention: Kᵀ and V). Descriptors run
@@ -218,40 +218,6 @@ class Serializer(wiring.Component):
         return m
 
 
-class Packer(wiring.Component):
-    """int8 values → words of ``lanes``; a row of ``elems`` values ends its last word, whose
-    unused lanes are zero."""
-
-    def __init__(self, lanes: int):
-        self.lanes = lanes
-        super().__init__({"inp": In(stream.Signature(8)), "out": Out(stream.Signature(8 * lanes)),
-                          "elems": In(COUNT)})
-
-    def elaborate(self, platform):
-        m = Module()
-        lanes = [Signal(8, name=f"lane{c}") for c in range(self.lanes)]
-        c = Signal(range(self.lanes))
-        e = Signal(COUNT)
-        full = Signal()
-        word = Signal(8 * self.lanes)
-        advance = ~full | self.out.ready
-        m.d.comb += [self.inp.ready.eq(advance), self.out.valid.eq(full), self.out.payload.eq(word)]
-        with m.If(self.out.ready):
-            m.d.sync += full.eq(0)
-        with m.If(self.inp.valid & advance):
-            row_end = e == self.elems - 1
-            m.d.sync += [c.eq(c + 1), e.eq(e + 1)]
-            for k in range(self.lanes):
-                with m.If(c == k):
-                    m.d.sync += lanes[k].eq(self.inp.payload)
-            with m.If((c == self.lanes - 1) | row_end):
-                value = Cat(*[Mux(c == k, self.inp.payload, Mux(k < c, lanes[k], 0)) for k in range(self.lanes)])
-                m.d.sync += [word.eq(value), full.eq(1), c.eq(0)] + [lane.eq(0) for lane in lanes]
-            with m.If(row_end):
-                m.d.sync += e.eq(0)
-        return m
-
-
 class LayerEngine(wiring.Component):
     def __init__(self, cfg: LayerConfig):
         self.cfg = cfg
@@ -274,14 +240,11 @@ class LayerEngine(wiring.Component):
         m = Module()
         cfg, L = self.cfg, self.cfg.lanes
         m.submodules.eng = eng = GemmEngine(cfg.gemm)
-        m.submodules.ln = ln = LayerNormUnit(cfg.max_d)
-        m.submodules.sm = sm = SoftmaxUnit(cfg.max_row)
+        m.submodules.ln = ln = LayerNormUnit(cfg.max_d, L)
+        m.submodules.sm = sm = SoftmaxUnit(cfg.max_row, L)
         m.submodules.gelu = gelu = GeluUnit(L)
         m.submodules.add = add = AddUnit(L)
         m.submodules.ser8 = ser8 = Serializer(8, L)
-        m.submodules.ser32 = ser32 = Serializer(32, L)
-        m.submodules.serp = serp = Serializer(PARAM_BITS, L)
-        m.submodules.pack = pack = Packer(L)
         m.submodules.reader = rdr = ScratchReader(self.addr_bits, 8 * L)
 
         # ------------------------------------------------------------ memories
@@ -357,7 +320,7 @@ class LayerEngine(wiring.Component):
                      sm.length.eq(d.elems), sm.pre.eq(d.pre), sm.x0.eq(d.x0), sm.qb.eq(d.sqb), sm.qc.eq(d.sqc),
                      gelu.qb.eq(d.gqb), gelu.qc.eq(d.gqc), gelu.mult.eq(d.m_a), gelu.shift.eq(d.shift),
                      add.m_a.eq(d.m_a), add.m_b.eq(d.m_b), add.shift.eq(d.shift),
-                     ser8.elems.eq(d.elems), ser32.elems.eq(d.elems), serp.elems.eq(d.elems), pack.elems.eq(d.elems)]
+                     ser8.elems.eq(d.elems)]
 
         def chain(a, b, width=None):      # stream a → b (payload truncated or extended)
             payload = a.payload if width is None else a.payload[:width]
@@ -378,22 +341,14 @@ class LayerEngine(wiring.Component):
                                  add.inp.payload[c].b.eq(src.payload.word_select(c, 8))]
                 chain(add.out, res)
             with m.Case(Unit.LN):
-                chain(src, ser8.inp, 8 * L)
-                chain(ser8.out, ln.inp)
-                chain(ln.out, pack.inp)
-                chain(pack.out, res)
+                chain(src, ln.inp, 8 * L)
+                chain(ln.out, res)
             with m.Case(Unit.SOFTMAX):
-                chain(src, ser32.inp, 32 * L)
-                chain(ser32.out, sm.inp)
-                chain(sm.out, pack.inp)
-                chain(pack.out, res)
+                chain(src, sm.inp, 32 * L)
+                chain(sm.out, res)
             with m.Case(Unit.SERIAL):
-                with m.If(d.dst == Dst.LN_P):
-                    chain(src, serp.inp)
-                    chain(serp.out, res)
-                with m.Else():
-                    chain(src, ser8.inp, 8 * L)
-                    chain(ser8.out, res)
+                chain(src, ser8.inp, 8 * L)
+                chain(ser8.out, res)
 
         # ------------------------------------------------------------ destination
         taken = Signal(24)
@@ -434,8 +389,10 @@ class LayerEngine(wiring.Component):
                 chain(res, eng.p_in)
             with m.Case(Dst.ENG_TB):
                 chain(res, eng.tb_in, 32 * L)
-            with m.Case(Dst.LN_P):
-                chain(res, ln.p_in, LN_PARAM.size)
+            with m.Case(Dst.LN_P):              # L channels, each in a PARAM_BITS slot of the word
+                m.d.comb += [ln.p_in.valid.eq(res.valid), res.ready.eq(ln.p_in.ready)]
+                for c in range(L):
+                    m.d.comb += ln.p_in.payload[c].as_value().eq(res.payload[PARAM_BITS * c:PARAM_BITS * c + LN_PARAM.size])
             with m.Case(Dst.HOST):
                 chain(res, self.out, 32 * L)
         with m.If(move_go):

@@ -119,8 +119,8 @@ def _gemm(name, m, k, n, data=(), **f) -> Desc:
 
 def _ln(p: Plan, name: str, im, rows: int) -> list[Desc]:
     prm = im.prefix(name)
-    return [_move(f"{name} params", "params", Src.PARAM, Unit.SERIAL, Dst.LN_P, p.width, ("ln_params", name),
-                  words=p.dw, elems=p.width),
+    return [_move(f"{name} params", "params", Src.PARAM, Unit.NONE, Dst.LN_P, p.dw, ("ln_params", name),
+                  elems=p.width),
             _move(name, "ln", Src.SCRATCH, Unit.LN, Dst.ENG_A, rows * p.dw, rd=_rows(p, "x", rows, p.dw, p.dw),
                   elems=p.width, ln_shift=int(prm["shift"]), ln_eps=int(prm["eps"]))]
 
@@ -263,10 +263,10 @@ def desc_cycles(d: Desc, lanes: int, source: schedule.WeightSource = schedule.ID
     unit = f["unit"]
     if unit == Unit.LN:
         rows = total // (f["elems"] // lanes)
-        body = rows * ln_row_cycles(f["elems"]) + 2
+        body = rows * ln_row_cycles(f["elems"], lanes)
     elif unit == Unit.SOFTMAX:
         rows = total // -(-f["elems"] // lanes)
-        body = rows * softmax_row_cycles(f["elems"]) + 2
+        body = rows * softmax_row_cycles(f["elems"], lanes)
     elif unit == Unit.SERIAL:
         body = total + 1
     elif unit == Unit.GELU:
