@@ -62,9 +62,14 @@ class GemmConfig:
     max_n: int = 3072
     max_raw_n: int = 256      # largest N of an int32-output GEMM (attention scores: N = tokens)
     max_bias_n: int = 768     # largest N of a GEMM with a per-token bias (the patch embedding: width)
+    a_external: int = 0       # > 0: no a buffer; the engine reads a from a memory of this many words
+                              # outside it (``a_addr`` → ``a_data``, one cycle later), at
+                              # a_base + m * a_stride + i (the layer engine's scratchpad)
 
     def __post_init__(self):
         schedule.check_array(self.rows, self.cols)
+        if not isinstance(self.a_external, int) or self.a_external < 0:
+            raise QexitError(f"a_external = {self.a_external} must be a word count >= 0")
         for name in ("max_m", "max_k", "max_n", "max_raw_n", "max_bias_n"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
@@ -104,9 +109,14 @@ class GemmConfig:
     @property
     def buffers(self) -> dict[str, tuple[int, int]]:
         """Each on-chip buffer as (words, bits per word)."""
-        return {"a": (self.a_words, 8 * self.rows), "p": (self.nt_max, PARAM_BITS * self.cols), "acc": (self.max_m, 32 * self.cols),
+        own = {} if self.a_external else {"a": (self.a_words, 8 * self.rows)}
+        return {**own, "p": (self.nt_max, PARAM_BITS * self.cols), "acc": (self.max_m, 32 * self.cols),
                 "out": (self.out_words, 8 * self.cols), "raw": (self.raw_words, 32 * self.cols),
                 "tbias": (self.bias_words, 32 * self.cols)}
+
+    @property
+    def a_addr_words(self) -> int:
+        return self.a_external or self.a_words
 
     def check_shape(self, m: int, k: int, n: int, raw: bool = False, token_bias: bool = False) -> None:
         """Raise (before any simulation) if the shape is invalid or exceeds the buffers."""
@@ -181,8 +191,11 @@ def _token_layout(cfg: GemmConfig) -> data.StructLayout:
 def engine_ports(cfg: GemmConfig) -> dict:
     """The engine's ports (its ``wiring`` signature members)."""
     rows, cols = cfg.rows, cfg.cols
+    a_port = {"a_addr": Out(range(cfg.a_external)), "a_data": In(unsigned(8 * rows)),
+              "a_base": In(range(cfg.a_external)), "a_stride": In(range(cfg.a_external + 1))} if cfg.a_external \
+        else {"a_in": In(stream.Signature(unsigned(8 * rows)))}
     return {
-        "a_in": In(stream.Signature(unsigned(8 * rows))),
+        **a_port,
         "w_in": In(stream.Signature(unsigned(8 * cols))),
         "p_in": In(stream.Signature(unsigned(PARAM_BITS * cols))),
         "tb_in": In(stream.Signature(unsigned(32 * cols))),
@@ -223,11 +236,9 @@ class GemmEngine(wiring.Component):
         m.submodules.array = array = SystolicArray(R, C)
 
         # ---------------------------------------------------------------- buffers
-        m.submodules.a_buf = a_buf = memory.Memory(shape=unsigned(8 * R), depth=cfg.a_words, init=[])
         m.submodules.p_buf = p_buf = memory.Memory(shape=unsigned(PARAM_BITS * C), depth=cfg.nt_max, init=[])
         m.submodules.acc_buf = acc_buf = memory.Memory(shape=unsigned(32 * C), depth=cfg.max_m, init=[])
         m.submodules.out_buf = out_buf = memory.Memory(shape=unsigned(8 * C), depth=cfg.out_words, init=[])
-        a_wr, a_rd = a_buf.write_port(), a_buf.read_port()
         p_wr, p_rd = p_buf.write_port(), p_buf.read_port()
         m.submodules.tb_buf = tb_buf = memory.Memory(shape=unsigned(32 * C), depth=cfg.bias_words, init=[])
         tb_wr, tb_rd = tb_buf.write_port(), tb_buf.read_port()
@@ -252,8 +263,12 @@ class GemmEngine(wiring.Component):
         final_written = Signal()
 
         # ---------------------------------------------------------------- load streams
-        for port, wr, depth in ((self.a_in, a_wr, cfg.a_words), (self.p_in, p_wr, cfg.nt_max),
-                                (self.tb_in, tb_wr, cfg.bias_words)):
+        loads = [(self.p_in, p_wr, cfg.nt_max), (self.tb_in, tb_wr, cfg.bias_words)]
+        if not cfg.a_external:
+            m.submodules.a_buf = a_buf = memory.Memory(shape=unsigned(8 * R), depth=cfg.a_words, init=[])
+            a_wr, a_rd = a_buf.write_port(), a_buf.read_port()
+            loads.append((self.a_in, a_wr, cfg.a_words))
+        for port, wr, depth in loads:
             ptr = Signal(range(depth + 1), name=f"{wr.data.name}_ptr")
             m.d.comb += [port.ready.eq(idle), wr.en.eq(port.valid & idle),
                          wr.addr.eq(ptr), wr.data.eq(port.payload)]
@@ -268,7 +283,9 @@ class GemmEngine(wiring.Component):
         i = Signal(range(cfg.kt_max))        # k tile
         j = Signal(range(cfg.nt_max))        # n tile
         bank = Signal()                      # weight bank of the current tile (u % 2)
-        a_ptr = Signal(range(cfg.a_words))   # m * kt + i
+        a_ptr = Signal(range(cfg.a_addr_words))  # a_base + m * a_stride + i
+        a_base = Signal(range(cfg.a_addr_words))
+        a_stride = Signal(range(cfg.a_addr_words + 1))
         out_ptr = Signal(range(cfg.out_words))   # m * nt + j
         token = Signal(_token_layout(cfg))
         w_want = Signal()                    # the controller takes a weight row this cycle if one is there
@@ -294,6 +311,8 @@ class GemmEngine(wiring.Component):
                     m.d.sync += [m_len.eq(self.m), kt.eq(kt_new), nt.eq(nt_new), per.eq(per_new),
                                  load_off.eq(per_new - R),            # schedule.load_offset
                                  unload_total.eq(self.m * nt_new), wrow.eq(0), raw.eq(self.raw),
+                                 a_base.eq(self.a_base if cfg.a_external else 0),
+                                 a_stride.eq(self.a_stride if cfg.a_external else kt_new),
                                  token_bias.eq(self.token_bias)]
                     with m.If((self.m == 0) | (self.k == 0) | (self.n == 0)):
                         m.d.sync += self.done.eq(1)        # nothing to do
@@ -304,14 +323,14 @@ class GemmEngine(wiring.Component):
             def next_tile():                       # k inner, n outer (schedule.tile_order)
                 m.d.sync += [p.eq(0), bank.eq(~bank), wrow.eq(0)]
                 with m.If(last_k):
-                    m.d.sync += [i.eq(0), j.eq(j + 1), a_ptr.eq(0), out_ptr.eq(j + 1)]
+                    m.d.sync += [i.eq(0), j.eq(j + 1), a_ptr.eq(a_base), out_ptr.eq(j + 1)]
                 with m.Else():
-                    m.d.sync += [i.eq(i + 1), a_ptr.eq(i + 1), out_ptr.eq(j)]
+                    m.d.sync += [i.eq(i + 1), a_ptr.eq(a_base + i + 1), out_ptr.eq(j)]
 
             with m.State("FILL"):                  # tile 0's weight rows into bank 0, as they arrive
                 m.d.comb += [w_want.eq(1), w_issue_bank.eq(0)]
                 with m.If(rows_done):
-                    m.d.sync += [p.eq(0), i.eq(0), j.eq(0), bank.eq(0), a_ptr.eq(0), out_ptr.eq(0),
+                    m.d.sync += [p.eq(0), i.eq(0), j.eq(0), bank.eq(0), a_ptr.eq(a_base), out_ptr.eq(0),
                                  wrow.eq(0)]
                     m.next = "STREAM"
 
@@ -325,7 +344,7 @@ class GemmEngine(wiring.Component):
                 ]
                 m.d.sync += p.eq(p + 1)
                 with m.If(reading):
-                    m.d.sync += [a_ptr.eq(a_ptr + kt), out_ptr.eq(out_ptr + nt)]
+                    m.d.sync += [a_ptr.eq(a_ptr + a_stride), out_ptr.eq(out_ptr + nt)]
                 with m.If(last_tile & (p == m_len - 1)):
                     m.next = "DRAIN"
                 with m.Elif(p == per - 1):
@@ -354,11 +373,16 @@ class GemmEngine(wiring.Component):
             m.d.sync += self.cycles.eq(0)
 
         # ---------------------------------------------------------------- buffers -> array
-        m.d.comb += a_rd.addr.eq(a_ptr)
+        if cfg.a_external:
+            m.d.comb += self.a_addr.eq(a_ptr)
+            a_data = self.a_data
+        else:
+            m.d.comb += a_rd.addr.eq(a_ptr)
+            a_data = a_rd.data
         w_data = Signal(8 * C)               # registered like a buffer read (BUFFER_READ_LATENCY)
         m.d.sync += w_data.eq(self.w_in.payload)
         m.d.comb += [
-            array.a.eq(a_rd.data),
+            array.a.eq(a_data),
             array.sel.eq(delay(m, bank, schedule.BUFFER_READ_LATENCY, "sel")),
             array.load.eq(delay(m, w_issue, schedule.BUFFER_READ_LATENCY, "load")),
             array.load_bank.eq(delay(m, w_issue_bank, schedule.BUFFER_READ_LATENCY, "load_bank")),

@@ -11,13 +11,15 @@ Datapath of a MOVE descriptor: one source → at most one unit → one destinati
     source                unit                                     destination
     scratch (2-D reader)  none                                     scratch (2-D writer)
     engine out            GELU (L lanes)                           scratch, transposed (one lane a beat)
-    engine raw_out        add (L lanes; the scratch reader gives a) engine a_in, p_in, tb_in
+    engine raw_out        add (L lanes; the scratch reader gives a) engine p_in, tb_in
     param stream          LayerNorm (L lanes, a token row a time)   LayerNorm parameters (L channels)
                           softmax (L lanes, an attention row)       host (the ``out`` port)
                           serializer (one int8 a beat: the K transpose)
 
-A GEMM descriptor starts the engine with its shape and modes; its weights come from the
-external stream (``w_in``) or from the scratch reader (attention: Kᵀ and V). Descriptors run
+A GEMM descriptor starts the engine with its shape and modes. The engine reads its
+activations straight from the scratchpad (a second read port: word a_base + m*a_stride + i),
+and its weights come from the external stream (``w_in``) or from the scratch reader
+(attention: Kᵀ and V). Descriptors run
 one after the other: the controller fetches one (2 cycles), runs it and waits for its end
 (a MOVE ends when its destination has taken ``total`` beats, a GEMM when the engine is done).
 ``hw.program.predict`` gives the cycles of each descriptor for this timing.
@@ -71,7 +73,6 @@ class Unit(IntEnum):
 class Dst(IntEnum):
     SCRATCH = 0
     TRANSPOSE = 1
-    ENG_A = 2
     ENG_P = 3
     ENG_TB = 4
     LN_P = 5
@@ -112,8 +113,9 @@ class LayerConfig:
 
     @property
     def gemm(self) -> GemmConfig:
+        """The GEMM engine inside: it reads its activations from the scratchpad (no a buffer)."""
         return GemmConfig(self.lanes, self.lanes, self.max_m, self.max_k, self.max_n, self.max_raw_n,
-                          self.max_bias_n)
+                          self.max_bias_n, a_external=self.scratch_words)
 
     @property
     def name(self) -> str:
@@ -136,7 +138,7 @@ def desc_layout(cfg: LayerConfig) -> data.StructLayout:
     return data.StructLayout({
         "op": 2, "src": 2, "unit": 3, "dst": 3,
         "m": range(g.max_m + 1), "k": range(g.max_k + 1), "n": range(g.max_n + 1),
-        "raw": 1, "token_bias": 1, "w_scratch": 1,
+        "raw": 1, "token_bias": 1, "w_scratch": 1, "a_base": addr, "a_stride": COUNT,
         "rd": pattern_layout(addr), "wr": pattern_layout(addr),
         "elems": COUNT,             # serializer/packer row length: LN d, softmax length, transpose row
         "groups": COUNT,            # transposed writer: words per transposed row (token groups)
@@ -253,7 +255,9 @@ class LayerEngine(wiring.Component):
         m.submodules.scratch = scratch = memory.Memory(shape=unsigned(8 * L), depth=cfg.scratch_words, init=[])
         s_wr = scratch.write_port(granularity=8)
         s_rd = scratch.read_port()
-        m.d.comb += [s_rd.addr.eq(rdr.addr), rdr.data.eq(s_rd.data)]
+        s_rd_a = scratch.read_port()          # the GEMM engine's activations
+        m.d.comb += [s_rd.addr.eq(rdr.addr), rdr.data.eq(s_rd.data),
+                     s_rd_a.addr.eq(eng.a_addr), eng.a_data.eq(s_rd_a.data)]
 
         idle = Signal()
         start = Signal()
@@ -277,6 +281,7 @@ class LayerEngine(wiring.Component):
 
         # ------------------------------------------------------------ engine control
         m.d.comb += [eng.m.eq(d.m), eng.k.eq(d.k), eng.n.eq(d.n), eng.raw.eq(d.raw),
+                     eng.a_base.eq(d.a_base), eng.a_stride.eq(d.a_stride),
                      eng.token_bias.eq(d.token_bias), eng.start.eq(gemm_go)]
         gemm_w = Signal()           # a GEMM that takes its weights from the scratch reader is running
         with m.If(gemm_w):
@@ -383,8 +388,6 @@ class LayerEngine(wiring.Component):
                             m.d.sync += [tlane.eq(0), tgroup.eq(tgroup + 1)]
                     with m.Else():
                         m.d.sync += [telem.eq(telem + 1), trow.eq(trow + d.groups)]
-            with m.Case(Dst.ENG_A):
-                chain(res, eng.a_in, 8 * L)
             with m.Case(Dst.ENG_P):
                 chain(res, eng.p_in)
             with m.Case(Dst.ENG_TB):

@@ -10,12 +10,20 @@ weight stream and parameter stream while the engine is idle.
 Scratchpad plan (words of L int8; T tokens, D = width, F = MLP width, TG = ceil(T/L)):
 
 * ``x``: the residual stream, T rows of D/L words (row t = token t);
-* ``qkv``: TG*L rows of 3D/L words: Q, K, V of every token, token-major (rows >= T unused);
+* ``qkv``: T rows of 3D/L words: Q, K, V of every token, token-major;
 * ``kt``: Kᵀ, D rows of TG words (row d holds K[:, d] for L tokens a word), written by a
   transposing MOVE, so Kᵀ's rows stream as the weights of Q·Kᵀ;
-* ``ctx``: T rows of D/L words, every head's P·V in its columns;
+* ``h``: a LayerNorm's output (the next GEMM's activations); the same words later hold
+  ``ctx``, every head's P·V in its columns;
+* ``p``: one head's probabilities, T rows of TG words (zero beyond T), the activations of P·V;
 * ``hid`` (the GELU output), ``img`` (the patches) and ``emb`` (the head's embedding) reuse the
-  space of ``qkv``, ``kt`` and ``ctx``, which are dead when they are written.
+  space of ``qkv`` and ``kt``, which are dead when they are written.
+
+The GEMM engine reads its activations from these regions in place (a_base, a_stride), so
+nothing is copied into it; V's rows stream as the weights of P·V straight from ``qkv`` (rows
+past T are multiplied by P's zero padding). Linear layers wider than D run in output chunks
+of D columns (the patch embedding in chunks of 4L, for its per-token bias buffer), which
+keeps the engine's output and bias buffers small.
 """
 from __future__ import annotations
 
@@ -86,15 +94,14 @@ def make_plan(cfg, lanes: int) -> Plan:
     p = Plan(lanes, t, d, cfg.heads, cfg.hidden, cfg.patch_dim, cfg.embed_dim, cfg.num_classes)
     dw, tg = p.dw, p.tg
     x = t * dw
-    qkv = tg * lanes * 3 * dw
-    kt = d * tg
-    ctx = t * dw
+    qkv, kt = t * 3 * dw, d * tg
     hid = t * cfg.hidden // lanes
     img = (t - 1) * cfg.patch_dim // lanes
     emb = -(-cfg.embed_dim // lanes)
-    shared = max(qkv + kt + ctx, hid, img, emb)
-    p.regions = {"x": (0, x), "qkv": (x, qkv), "kt": (x + qkv, kt), "ctx": (x + qkv + kt, ctx),
-                 "hid": (x, hid), "img": (x, img), "emb": (x, emb), "shared": (x, shared)}
+    low = max(qkv + kt, hid, img, emb)          # what the layer's stages write in turn
+    h, pr = x + low, x + low + t * dw
+    p.regions = {"x": (0, x), "qkv": (x, qkv), "kt": (x + qkv, kt), "hid": (x, hid), "img": (x, img), "emb": (x, emb),
+                 "h": (h, t * dw), "ctx": (h, t * dw), "p": (pr, t * tg)}
     return p
 
 
@@ -113,42 +120,81 @@ def _move(name, kind, src, unit, dst, total, data=(), words=None, **f) -> Desc:
     return Desc(name, kind, f, data)
 
 
-def _gemm(name, m, k, n, data=(), **f) -> Desc:
-    return Desc(name, "gemm", {"op": Op.GEMM, "m": m, "k": k, "n": n, **f}, data)
+def _gemm(name, m, k, n, a_base, a_stride, data=(), **f) -> Desc:
+    return Desc(name, "gemm", {"op": Op.GEMM, "m": m, "k": k, "n": n, "a_base": a_base, "a_stride": a_stride, **f}, data)
 
 
 def _ln(p: Plan, name: str, im, rows: int) -> list[Desc]:
+    """LayerNorm of the first ``rows`` tokens of x into h."""
     prm = im.prefix(name)
     return [_move(f"{name} params", "params", Src.PARAM, Unit.NONE, Dst.LN_P, p.dw, ("ln_params", name),
                   elems=p.width),
-            _move(name, "ln", Src.SCRATCH, Unit.LN, Dst.ENG_A, rows * p.dw, rd=_rows(p, "x", rows, p.dw, p.dw),
-                  elems=p.width, ln_shift=int(prm["shift"]), ln_eps=int(prm["eps"]))]
+            _move(name, "ln", Src.SCRATCH, Unit.LN, Dst.SCRATCH, rows * p.dw, rd=_rows(p, "x", rows, p.dw, p.dw),
+                  wr=_rows(p, "h", rows, p.dw, p.dw), elems=p.width, ln_shift=int(prm["shift"]), ln_eps=int(prm["eps"]))]
 
 
 def _params(p: Plan, name: str, n: int, data: tuple) -> Desc:
     return _move(f"{name} params", "params", Src.PARAM, Unit.NONE, Dst.ENG_P, -(-n // p.lanes), data)
 
 
-def _linear(p: Plan, name: str, m: int, k: int, n: int) -> list[Desc]:
-    return [_params(p, name, n, ("gemm_params", name)), _gemm(name, m, k, n, ("weights", name))]
+def chunks(n: int, size: int) -> list[tuple[int, int]]:
+    return [(c, min(c + size, n)) for c in range(0, n, size)]
+
+
+def _linear(p: Plan, name: str, m: int, k: int, n: int, a: tuple[int, int], out, chunk: int | None = None,
+            **f) -> list[Desc]:
+    """A linear layer in output chunks of ``chunk`` columns (default the model width): for
+    each, its parameters, the GEMM on the streamed weights, and ``out(n0, n1)``: what takes
+    its outputs. Chunks keep the engine's output buffer at one width's worth of columns; the
+    activations are read again from the scratchpad."""
+    prog = []
+    for n0, n1 in chunks(n, chunk or p.width):
+        tag = f"{name}[{n0}:{n1}]" if (n0, n1) != (0, n) else name
+        prog += [_params(p, tag, n1 - n0, ("gemm_params", name, n0, n1)),
+                 _gemm(tag, m, k, n1 - n0, *a, ("weights", name, n0, n1), **f)]
+        prog += out(n0, n1)
+    return prog
+
+
+def _to(p: Plan, name: str, region: str, rows: int, row_words: int, first_row: int = 0, kind="move",
+        unit=Unit.NONE, **f):
+    """An output taker: the engine's out words of columns n0..n1 into ``region``'s rows."""
+    def out(n0, n1):
+        w = (n1 - n0) // p.lanes
+        return [_move(f"{name} out" if (n0, n1) == (0, row_words * p.lanes) else f"{name}[{n0}:{n1}] out", kind,
+                      Src.ENG_OUT, unit, Dst.SCRATCH, rows * w,
+                      wr=_rows(p, region, rows, w, row_words, offset=n0 // p.lanes, first_row=first_row), **f)]
+    return out
 
 
 def embed_segment(p: Plan, im) -> list[Desc]:
-    t, dw = p.tokens, p.dw
-    pw = p.patch_dim // p.lanes
+    """The patch embedding in chunks of ``embed_chunk`` channels (its per-token bias, which
+    holds the position embedding, fills the engine's bias buffer one chunk at a time), then the
+    class token."""
+    t, dw, L = p.tokens, p.dw, p.lanes
     n_tok = t - 1
-    return [
-        _move("embed patches", "move", Src.SCRATCH, Unit.NONE, Dst.ENG_A, n_tok * pw,
-              rd=_pat(p.regions["img"][0], 1, 0, n_tok * pw, 1)),
-        _move("embed token bias", "params", Src.PARAM, Unit.NONE, Dst.ENG_TB, n_tok * dw, ("token_bias", "embed")),
-        _params(p, "embed", p.width, ("gemm_params", "embed")),
-        _gemm("embed", n_tok, p.patch_dim, p.width, ("weights", "embed"), token_bias=1),
-        _move("embed out", "move", Src.ENG_OUT, Unit.NONE, Dst.SCRATCH, n_tok * dw,
-              wr=_rows(p, "x", n_tok, dw, dw, first_row=1)),
+    prog = []
+    for n0, n1 in chunks(p.width, embed_chunk(p)):
+        tag, w = f"embed[{n0}:{n1}]", (n1 - n0) // L
+        prog += [
+            _move(f"{tag} token bias", "params", Src.PARAM, Unit.NONE, Dst.ENG_TB, n_tok * w,
+                  ("token_bias", "embed", n0, n1)),
+            _params(p, tag, n1 - n0, ("gemm_params", "embed", n0, n1)),
+            _gemm(tag, n_tok, p.patch_dim, n1 - n0, p.regions["img"][0], p.patch_dim // L,
+                  ("weights", "embed", n0, n1), token_bias=1),
+            _move(f"{tag} out", "move", Src.ENG_OUT, Unit.NONE, Dst.SCRATCH, n_tok * w,
+                  wr=_rows(p, "x", n_tok, w, dw, offset=n0 // L, first_row=1)),
+        ]
+    return prog + [
         _move("embed cls", "params", Src.PARAM, Unit.NONE, Dst.SCRATCH, dw, ("cls", "embed"),
               wr=_rows(p, "x", 1, dw, dw)),
         Desc("end", "end", {"op": Op.END}),
     ]
+
+
+def embed_chunk(p: Plan) -> int:
+    """Output columns per patch-embedding GEMM: its per-token bias buffer holds this many."""
+    return min(p.width, 4 * p.lanes)
 
 
 def layer_segment(p: Plan, im, i: int, tap: bool = True) -> list[Desc]:
@@ -157,48 +203,40 @@ def layer_segment(p: Plan, im, i: int, tap: bool = True) -> list[Desc]:
     dh = p.head_dim
     dhw = dh // L
     qkv_base, kt_base, ctx_base = p.regions["qkv"][0], p.regions["kt"][0], p.regions["ctx"][0]
+    h_base, p_base = p.regions["h"][0], p.regions["p"][0]
     sm = im.prefix(f"{b}.softmax")
     prog = _ln(p, f"{b}.ln1", im, t)
-    prog += _linear(p, f"{b}.qkv", t, d, 3 * d)
-    prog += [
-        _move(f"{b}.qkv out", "move", Src.ENG_OUT, Unit.NONE, Dst.SCRATCH, t * 3 * dw,
-              wr=_rows(p, "qkv", t, 3 * dw, 3 * dw)),
-        _move(f"{b}.k transpose", "transpose", Src.SCRATCH, Unit.SERIAL, Dst.TRANSPOSE, t * d,
-              rd=_rows(p, "qkv", t, dw, 3 * dw, offset=dw), wr=_pat(kt_base), elems=d, groups=tg),
-    ]
-    ctx_m, ctx_s = int(im.p(f"{b}.ctx.m")), int(im.p(f"{b}.ctx.shift"))
+    prog += _linear(p, f"{b}.qkv", t, d, 3 * d, (h_base, dw), _to(p, f"{b}.qkv", "qkv", t, 3 * dw))
+    prog += [_move(f"{b}.k transpose", "transpose", Src.SCRATCH, Unit.SERIAL, Dst.TRANSPOSE, t * d,
+                   rd=_rows(p, "qkv", t, dw, 3 * dw, offset=dw), wr=_pat(kt_base), elems=d, groups=tg)]
     for h in range(p.heads):
         prog += [
-            _move(f"{b}.h{h} q", "move", Src.SCRATCH, Unit.NONE, Dst.ENG_A, t * dhw,
-                  rd=_rows(p, "qkv", t, dhw, 3 * dw, offset=h * dhw)),
             _params(p, f"{b}.h{h}.scores", t, ("zero_params", t)),
-            _gemm(f"{b}.h{h}.scores", t, dh, t, raw=1, w_scratch=1,
+            _gemm(f"{b}.h{h}.scores", t, dh, t, qkv_base + h * dhw, 3 * dw, raw=1, w_scratch=1,
                   rd=_pat(kt_base + h * dh * tg, tg, 1, dh, tg)),
-            _move(f"{b}.h{h}.softmax", "softmax", Src.ENG_RAW, Unit.SOFTMAX, Dst.ENG_A, t * tg, elems=t,
+            _move(f"{b}.h{h}.softmax", "softmax", Src.ENG_RAW, Unit.SOFTMAX, Dst.SCRATCH, t * tg, elems=t,
+                  wr=_rows(p, "p", t, tg, tg),
                   pre=int(sm["pre"]), x0=int(sm["x0"]), sqb=int(sm["qb"]), sqc=int(sm["qc"])),
             _params(p, f"{b}.h{h}.ctx", dh, ("ctx_params", b, dh)),
-            _gemm(f"{b}.h{h}.ctx", t, t, dh, w_scratch=1,
+            _gemm(f"{b}.h{h}.ctx", t, t, dh, p_base, tg, w_scratch=1,
                   rd=_pat(qkv_base + 2 * dw + h * dhw, dhw, 1, tg * L, 3 * dw)),
             _move(f"{b}.h{h}.ctx out", "move", Src.ENG_OUT, Unit.NONE, Dst.SCRATCH, t * dhw,
                   wr=_pat(ctx_base + h * dhw, t, dw, dhw, 1)),
         ]
     add1, add2, gelu = (im.prefix(f"{b}.{k}") for k in ("add1", "add2", "gelu"))
-    prog += [_move(f"{b}.ctx", "move", Src.SCRATCH, Unit.NONE, Dst.ENG_A, t * dw, rd=_rows(p, "ctx", t, dw, dw))]
-    prog += _linear(p, f"{b}.proj", t, d, d)
-    prog += [_move(f"{b}.add1", "add", Src.ENG_OUT, Unit.ADD, Dst.SCRATCH, t * dw,
-                   rd=_rows(p, "x", t, dw, dw), wr=_rows(p, "x", t, dw, dw),
-                   m_a=int(add1["m_a"]), m_b=int(add1["m_b"]), shift=int(add1["shift"]))]
+
+    def add(name, prm):
+        return lambda n0, n1: [_move(name, "add", Src.ENG_OUT, Unit.ADD, Dst.SCRATCH, t * dw,
+                                     rd=_rows(p, "x", t, dw, dw), wr=_rows(p, "x", t, dw, dw),
+                                     m_a=int(prm["m_a"]), m_b=int(prm["m_b"]), shift=int(prm["shift"]))]
+
+    prog += _linear(p, f"{b}.proj", t, d, d, (ctx_base, dw), add(f"{b}.add1", add1))
     prog += _ln(p, f"{b}.ln2", im, t)
-    prog += _linear(p, f"{b}.fc1", t, d, p.hidden)
     hw_ = p.hidden // L
-    prog += [_move(f"{b}.gelu", "gelu", Src.ENG_OUT, Unit.GELU, Dst.SCRATCH, t * hw_,
-                   wr=_rows(p, "hid", t, hw_, hw_),
-                   gqb=int(gelu["qb"]), gqc=int(gelu["qc"]), m_a=int(gelu["m"]), shift=int(gelu["shift"])),
-             _move(f"{b}.hid", "move", Src.SCRATCH, Unit.NONE, Dst.ENG_A, t * hw_, rd=_rows(p, "hid", t, hw_, hw_))]
-    prog += _linear(p, f"{b}.fc2", t, p.hidden, d)
-    prog += [_move(f"{b}.add2", "add", Src.ENG_OUT, Unit.ADD, Dst.SCRATCH, t * dw,
-                   rd=_rows(p, "x", t, dw, dw), wr=_rows(p, "x", t, dw, dw),
-                   m_a=int(add2["m_a"]), m_b=int(add2["m_b"]), shift=int(add2["shift"]))]
+    prog += _linear(p, f"{b}.fc1", t, d, p.hidden, (h_base, dw),
+                    _to(p, f"{b}.gelu", "hid", t, hw_, kind="gelu", unit=Unit.GELU, gqb=int(gelu["qb"]),
+                        gqc=int(gelu["qc"]), m_a=int(gelu["m"]), shift=int(gelu["shift"])))
+    prog += _linear(p, f"{b}.fc2", t, p.hidden, d, (p.regions["hid"][0], hw_), add(f"{b}.add2", add2))
     if tap:
         prog += [_move(f"{b} tokens", "tap", Src.SCRATCH, Unit.NONE, Dst.HOST, t * dw, rd=_rows(p, "x", t, dw, dw))]
     return prog + [Desc("end", "end", {"op": Op.END})]
@@ -208,14 +246,15 @@ def head_segment(p: Plan, im) -> list[Desc]:
     e, L = p.embed_dim, p.lanes
     ew = -(-e // L)
     cw = -(-p.classes // L)
+    emb = p.regions["emb"][0]
     prog = _ln(p, "head.ln", im, 1)
-    prog += _linear(p, "head.proj", 1, p.width, e)
+    prog += _linear(p, "head.proj", 1, p.width, e, (p.regions["h"][0], p.dw),
+                    lambda n0, n1: [_move(f"head.proj[{n0}:{n1}] out", "move", Src.ENG_OUT, Unit.NONE, Dst.SCRATCH,
+                                          -(-(n1 - n0) // L), wr=_pat(emb + n0 // L, 1, 0, -(-(n1 - n0) // L), 1))])
     return prog + [
-        _move("head.proj out", "move", Src.ENG_OUT, Unit.NONE, Dst.SCRATCH, ew, wr=_pat(p.regions["emb"][0], 1, 0, ew, 1)),
-        _move("embedding", "tap", Src.SCRATCH, Unit.NONE, Dst.HOST, ew, rd=_pat(p.regions["emb"][0], 1, 0, ew, 1)),
-        _move("head.emb", "move", Src.SCRATCH, Unit.NONE, Dst.ENG_A, ew, rd=_pat(p.regions["emb"][0], 1, 0, ew, 1)),
+        _move("embedding", "tap", Src.SCRATCH, Unit.NONE, Dst.HOST, ew, rd=_pat(emb, 1, 0, ew, 1)),
         _params(p, "head.logits", p.classes, ("zero_params", p.classes)),
-        _gemm("head.logits", 1, e, p.classes, ("weights", "head.class_emb"), raw=1),
+        _gemm("head.logits", 1, e, p.classes, emb, ew, ("weights", "head.class_emb", 0, p.classes), raw=1),
         _move("logits", "tap", Src.ENG_RAW, Unit.NONE, Dst.HOST, cw),
         Desc("end", "end", {"op": Op.END}),
     ]

@@ -46,14 +46,15 @@ def stream_words(d: program.Desc, im: IntModel, lanes: int) -> tuple[str, list[i
     tag, *args = d.data
     zeros = lambda n: torch.zeros(n, dtype=torch.int64)
     if tag == "weights":
-        name = args[0]
+        name, n0, n1 = args
         w = im.p(name if name.endswith("class_emb") else f"{name}.w")
-        return "w", pack_weights(w, lanes, lanes)
+        return "w", pack_weights(w[n0:n1], lanes, lanes)
     if tag == "gemm_params":
-        prm = im.prefix(args[0])
-        bias = prm.get("b") if args[0] != "embed" else None
-        n = prm["m"].shape[0]
-        return "q", pack_params(bias if bias is not None else zeros(n), prm["m"], prm["shift"], lanes)
+        name, n0, n1 = args
+        prm = im.prefix(name)
+        bias = prm.get("b") if name != "embed" else None
+        bias = bias[n0:n1] if bias is not None else zeros(n1 - n0)
+        return "q", pack_params(bias, prm["m"][n0:n1], prm["shift"][n0:n1], lanes)
     if tag == "zero_params":
         return "q", pack_params(zeros(args[0]), zeros(args[0]), zeros(args[0]), lanes)
     if tag == "ctx_params":
@@ -63,7 +64,8 @@ def stream_words(d: program.Desc, im: IntModel, lanes: int) -> tuple[str, list[i
     if tag == "ln_params":
         return "q", _ln_params(im, args[0], lanes)
     if tag == "token_bias":
-        return "q", pack_token_bias(im.p("embed.b"), lanes)
+        _, n0, n1 = args
+        return "q", pack_token_bias(im.p("embed.b")[:, n0:n1], lanes)
     if tag == "cls":
         return "q", lanes_to_words(im.p("embed.cls").reshape(-1, lanes), 8)
     raise ValueError(tag)
