@@ -170,9 +170,11 @@ class SoftmaxUnit(wiring.Component):
                 m.d.comb += [self.inp.ready.eq(1), wr.data.eq(self.inp.payload), wr.en.eq(self.inp.valid)]
                 with m.If(self.inp.valid):
                     best = Mux(cnt == 0, self.inp.payload[0], row_max)
-                    for c in range(L):
+                    for c in range(L):          # a chain of named maxima (each referenced twice)
                         s = self.inp.payload[c]
-                        best = Mux(lane_valid(cnt_e, c) & (s > best), s, best)
+                        mx = Signal(signed(32), name=f"max{c}")
+                        m.d.comb += mx.eq(Mux(lane_valid(cnt_e, c) & (s > best), s, best))
+                        best = mx
                     m.d.sync += [row_max.eq(best), cnt.eq(cnt + 1), cnt_e.eq(cnt_e + L)]
                     with m.If(cnt_e + L >= self.length):
                         m.d.sync += [cnt.eq(0), cnt_e.eq(0), idx.eq(0), idx_e.eq(0), total.eq(0)]

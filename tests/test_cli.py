@@ -94,6 +94,12 @@ def test_quantize_step_writes_intmodel_and_qirc(tiny_trained, tmp_path, monkeypa
     (["verify", "units", "--units", "relu"], "unknown --units"),
     (["verify", "units", "--vectors", "0"], "at least 1"),
     (["verify", "model", "--bandwidth", "-1"], "bandwidth"),
+    (["verify", "block", "--bandwidth", "0"], "bandwidth"),
+    (["verify", "block", "--rows", "8", "--cols", "16"], "square array"),
+    (["verify", "block", "--random", "--tokens", "48"], "square number"),
+    (["verify", "block", "--random", "--width", "64", "--heads", "5", "--mlp", "256"], "not a multiple of --heads"),
+    (["verify", "block", "--random", "--width", "40", "--heads", "4", "--mlp", "160", "--tokens", "5",
+      "--rows", "16", "--cols", "16"], "not a multiple of the array's 16 lanes"),
 ])
 def test_verify_bad_input_is_one_line_before_any_simulation(argv, message, tmp_path, monkeypatch, capsys):
     from sim import runner
@@ -104,10 +110,10 @@ def test_verify_bad_input_is_one_line_before_any_simulation(argv, message, tmp_p
     assert message in err and err.count("\n") == 0
 
 
-@pytest.mark.parametrize("block", ["gemm", "units", "model"])
+@pytest.mark.parametrize("block", ["gemm", "units", "model", "block"])
 def test_each_verify_block_has_its_own_help(block, capsys):
     with pytest.raises(SystemExit) as e:
         main(["verify", block, "--help"])
     out = capsys.readouterr().out
     assert e.value.code == 0 and f"`qexit verify {block}" in out and "(default:" in out
-    assert all(f"`qexit verify {other}" not in out for other in {"gemm", "units", "model"} - {block})
+    assert all(f"`qexit verify {other}" not in out for other in {"gemm", "units", "model", "block"} - {block})

@@ -3,8 +3,9 @@
 Steps: eval (FP32 top-1 of the shipped weights) → quantize (IntModel, both INT8 modes, QIRC)
 → exits (LRA-EE on that IntModel) → verify gemm (the model's GEMM shapes on an 8x8 array with
 the weights streamed, RTL bit-exact and cycle-exact) → verify units (the streaming units on
-random rows, bit-exact) → verify model (every operation of the IntModel on one test image
-through the RTL, against the golden model). Each step writes
+random rows, bit-exact) → verify block (the layer engine runs the shipped IntModel on one test
+image from pixels to logits: every layer's tokens and the logits bit-exact against the golden
+model, every segment's cycles equal to the program's cycle model). Each step writes
 reports/<step>/; a step that fails stops the flow with its one-line error.
 """
 from __future__ import annotations
@@ -35,8 +36,8 @@ def steps(fast: bool) -> list[list[str]]:
         ["verify", "gemm", "--rows", "8", "--cols", "8", "--shapes", "50x64x192,50x64x64,50x64x256,50x256x64",
          "--bandwidth", "4", "--latency", "20"],
         ["verify", "units", "--vectors", "200" if fast else "1000"],
-        # every operation of the model through the RTL on a real test image
-        ["verify", "model", "--images", "1"],
+        # the whole model through the layer engine on a real test image, pixels to logits
+        ["verify", "block", "--images", "1"],
     ]
     if not SHIPPED_WEIGHTS.exists():  # train-or-load: the shipped weights are normally there
         out.insert(0, ["train", "--out", str(SHIPPED_WEIGHTS)])
@@ -64,6 +65,8 @@ HEADLINES = {  # the headline keys of each step (docs/architecture.md); other st
                     "utilization_with_io"],
     "verify-units": ["matched", "total", "mismatches"],
     "verify-model": ["images", "matched", "total", "predictions_matched", "cycles_measured", "cycles_predicted"],
+    "verify-block": ["images", "layers", "matched", "total", "cycles_measured", "cycles_predicted", "utilization",
+                     "onchip_bits", "predictions_matched"],
 }
 
 
