@@ -390,3 +390,107 @@ def run_in_amaranth(im: IntModel, images: torch.Tensor, lanes: int, layers: int 
     sim.add_testbench(bench)
     sim.run()
     return out
+
+
+# --------------------------------------------------------------------------- free-running speed
+
+FREE_RUNNING_MAIN = r"""
+// The layer harness alone in Verilator: no cocotb, no VPI. Loads one segment from argv[1]
+// (for prog_in, w_load, q_load, s_in: a count, then that many hex words; then ideal, bw_num,
+// bw_den, latency), starts it and times start -> done.
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <vector>
+#include "Vtop.h"
+#include "verilated.h"
+
+static std::vector<uint32_t> chunks(const std::string& hex) {
+    std::vector<uint32_t> out;
+    for (long end = (long)hex.size(); end > 0; end -= 8) {
+        long start = end - 8 < 0 ? 0 : end - 8;
+        out.push_back((uint32_t)std::stoul(hex.substr(start, end - start), nullptr, 16));
+    }
+    return out;
+}
+static uint32_t at(const std::vector<uint32_t>& w, size_t i) { return i < w.size() ? w[i] : 0; }
+template <std::size_t N> static void set(VlWide<N>& p, const std::vector<uint32_t>& w) {
+    for (size_t i = 0; i < N; ++i) p[i] = at(w, i);
+}
+static void set(QData& p, const std::vector<uint32_t>& w) { p = (QData)at(w, 0) | ((QData)at(w, 1) << 32); }
+static void set(IData& p, const std::vector<uint32_t>& w) { p = at(w, 0); }
+static void set(SData& p, const std::vector<uint32_t>& w) { p = (SData)at(w, 0); }
+static void set(CData& p, const std::vector<uint32_t>& w) { p = (CData)at(w, 0); }
+
+int main(int argc, char** argv) {
+    VerilatedContext* ctx = new VerilatedContext;
+    Vtop* top = new Vtop{ctx};
+    auto tick = [&]() { top->clk = 0; top->eval(); top->clk = 1; top->eval(); ctx->timeInc(1); };
+    top->rst = 1; tick(); tick(); top->rst = 0; tick();
+    std::ifstream f(argv[1]);
+    auto load = [&](auto& valid, auto& payload) {
+        long n; f >> n;
+        for (long i = 0; i < n; ++i) { std::string h; f >> h; set(payload, chunks(h)); valid = 1; tick(); }
+        valid = 0;
+    };
+    load(top->prog_in___05Fvalid, top->prog_in___05Fpayload);
+    load(top->w_load___05Fvalid, top->w_load___05Fpayload);
+    load(top->q_load___05Fvalid, top->q_load___05Fpayload);
+    load(top->s_in___05Fvalid, top->s_in___05Fpayload);
+    unsigned ideal, bw_num, bw_den, latency;
+    f >> ideal >> bw_num >> bw_den >> latency;
+    top->ideal = ideal; top->bw_num = bw_num; top->bw_den = bw_den; top->latency = latency; top->stall_seed = 0;
+    top->pc = 0; top->start = 1;
+    tick();                                     // this edge samples start
+    top->start = 0;
+    long cycles = 0;
+    auto t0 = std::chrono::steady_clock::now();
+    while (!top->done && cycles < 2000000000L) { tick(); ++cycles; }
+    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    printf("{\"cycles\": %ld, \"counter\": %u, \"seconds\": %.6f}\n", cycles, (unsigned)top->cycles, s);
+    top->final();
+    delete top;
+    delete ctx;
+    return 0;
+}
+"""
+
+
+def free_running(im: IntModel, lanes: int, source: WeightSource = IDEAL, segment: int = 1) -> dict:
+    """Cycles and wall seconds of one segment (default: the first encoder layer) on the layer
+    harness free-running in Verilator, with no cocotb: the speed cocotb is compared with."""
+    import json
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    from hw import emit
+    from hw.layer import desc_layout
+    from sim import runner
+    from sim.harness import LayerHarness, layer_top_name, source_ports
+
+    plan, segs = program.model_program(im, lanes, max(1, segment))
+    cfg = program.engine_config(plan, segs)
+    layout = desc_layout(cfg)
+    job = segment_job("segment", segs[segment], im, plan, layout, source)
+    sizes = (max(1, len(job.weights)), max(1, len(job.params)), max(1, sum(t[1] for t in job.taps)))
+    top = layer_top_name(cfg)
+    exe = runner.build_free_running(emit.to_verilog(LayerHarness(cfg, *sizes), top), top, FREE_RUNNING_MAIN)
+    ports = source_ports(source)
+    with tempfile.TemporaryDirectory(prefix="qexit-free-") as tmp:
+        path = Path(tmp) / "segment.txt"
+        lines = []
+        addr_bits = max(1, (cfg.scratch_words - 1).bit_length())
+        scratch = [a | (w << addr_bits) for a, w in job.scratch]
+        for words in (job.program, job.weights, job.params, scratch):
+            lines.append(str(len(words)))
+            lines += [f"{w:x}" for w in words]
+        lines.append(" ".join(str(ports[k]) for k in ("ideal", "bw_num", "bw_den", "latency")))
+        path.write_text("\n".join(lines) + "\n")
+        done = subprocess.run([str(exe), str(path)], capture_output=True, text=True, check=True)
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    out["predicted"] = job.cycles_predicted
+    out["cycles_per_second"] = out["cycles"] / max(out["seconds"], 1e-9)
+    return out

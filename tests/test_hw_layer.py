@@ -81,3 +81,10 @@ def test_bad_inputs(tiny):
         layer.random_block_model(64, 5, 256, 50, 1)
     with pytest.raises(QexitError, match="LayerNorm"):
         LayerConfig(lanes=4, max_d=8192)
+
+
+@pytest.mark.simulator("verilator")
+def test_free_running_layer_takes_the_predicted_cycles(tiny):
+    """The free-running harness (the speed baseline, no cocotb) runs a layer in the predicted cycles."""
+    out = layer.free_running(tiny, 4, WeightSource(3, 5))
+    assert out["cycles"] == out["counter"] == out["predicted"]
