@@ -62,12 +62,17 @@ class GemmConfig:
     max_n: int = 3072
     max_raw_n: int = 256      # largest N of an int32-output GEMM (attention scores: N = tokens)
     max_bias_n: int = 768     # largest N of a GEMM with a per-token bias (the patch embedding: width)
+    raw_banks: int = 1        # 2: the int32 buffer has two banks (``raw_bank`` picks the one a GEMM
+                              # writes) and a second read port (``raw_rd_addr`` → ``raw_rd_data``,
+                              # one cycle later), so one bank is read while the next GEMM writes the other
     a_external: int = 0       # > 0: no a buffer; the engine reads a from a memory of this many words
                               # outside it (``a_addr`` → ``a_data``, one cycle later), at
                               # a_base + m * a_stride + i (the layer engine's scratchpad)
 
     def __post_init__(self):
         schedule.check_array(self.rows, self.cols)
+        if self.raw_banks not in (1, 2):
+            raise QexitError(f"raw_banks = {self.raw_banks} must be 1 or 2")
         if not isinstance(self.a_external, int) or self.a_external < 0:
             raise QexitError(f"a_external = {self.a_external} must be a word count >= 0")
         for name in ("max_m", "max_k", "max_n", "max_raw_n", "max_bias_n"):
@@ -111,7 +116,7 @@ class GemmConfig:
         """Each on-chip buffer as (words, bits per word)."""
         own = {} if self.a_external else {"a": (self.a_words, 8 * self.rows)}
         return {**own, "p": (self.nt_max, PARAM_BITS * self.cols), "acc": (self.max_m, 32 * self.cols),
-                "out": (self.out_words, 8 * self.cols), "raw": (self.raw_words, 32 * self.cols),
+                "out": (self.out_words, 8 * self.cols), "raw": (self.raw_banks * self.raw_words, 32 * self.cols),
                 "tbias": (self.bias_words, 32 * self.cols)}
 
     @property
@@ -194,8 +199,10 @@ def engine_ports(cfg: GemmConfig) -> dict:
     a_port = {"a_addr": Out(range(cfg.a_external)), "a_data": In(unsigned(8 * rows)),
               "a_base": In(range(cfg.a_external)), "a_stride": In(range(cfg.a_external + 1))} if cfg.a_external \
         else {"a_in": In(stream.Signature(unsigned(8 * rows)))}
+    raw_port = {"raw_bank": In(1), "raw_rd_bank": In(1), "raw_rd_addr": In(range(cfg.raw_words)),
+                "raw_rd_data": Out(unsigned(32 * cols))} if cfg.raw_banks == 2 else {}
     return {
-        **a_port,
+        **a_port, **raw_port,
         "w_in": In(stream.Signature(unsigned(8 * cols))),
         "p_in": In(stream.Signature(unsigned(PARAM_BITS * cols))),
         "tb_in": In(stream.Signature(unsigned(32 * cols))),
@@ -245,8 +252,14 @@ class GemmEngine(wiring.Component):
         acc_wr = acc_buf.write_port()
         acc_rd = acc_buf.read_port(transparent_for=(acc_wr,))
         out_wr, out_rd = out_buf.write_port(), out_buf.read_port()
-        m.submodules.raw_buf = raw_buf = memory.Memory(shape=unsigned(32 * C), depth=cfg.raw_words, init=[])
+        m.submodules.raw_buf = raw_buf = memory.Memory(shape=unsigned(32 * C), depth=cfg.raw_banks * cfg.raw_words,
+                                                       init=[])
         raw_wr, raw_rd = raw_buf.write_port(), raw_buf.read_port()
+        raw_base = Signal(range(cfg.raw_banks * cfg.raw_words))       # the bank this GEMM writes
+        if cfg.raw_banks == 2:
+            raw_rd2 = raw_buf.read_port()
+            m.d.comb += [raw_rd2.addr.eq(Mux(self.raw_rd_bank, cfg.raw_words, 0) + self.raw_rd_addr),
+                         self.raw_rd_data.eq(raw_rd2.data)]
 
         # ---------------------------------------------------------------- descriptor
         m_len = Signal(range(cfg.max_m + 1))
@@ -312,6 +325,7 @@ class GemmEngine(wiring.Component):
                                  load_off.eq(per_new - R),            # schedule.load_offset
                                  unload_total.eq(self.m * nt_new), wrow.eq(0), raw.eq(self.raw),
                                  a_base.eq(self.a_base if cfg.a_external else 0),
+                                 raw_base.eq(Mux(self.raw_bank, cfg.raw_words, 0) if cfg.raw_banks == 2 else 0),
                                  a_stride.eq(self.a_stride if cfg.a_external else kt_new),
                                  token_bias.eq(self.token_bias)]
                     with m.If((self.m == 0) | (self.k == 0) | (self.n == 0)):
@@ -414,7 +428,7 @@ class GemmEngine(wiring.Component):
         # int32 mode: the Requantizer's first stage, sat32(acc + bias), goes to the raw buffer a
         # cycle later; ``done`` still follows the int8 path, so both modes take the same cycles.
         tok_raw = delay(m, tok0, 1, "tok_raw")
-        m.d.comb += [raw_wr.en.eq(tok_raw.valid & tok_raw.last & raw), raw_wr.addr.eq(tok_raw.out),
+        m.d.comb += [raw_wr.en.eq(tok_raw.valid & tok_raw.last & raw), raw_wr.addr.eq(raw_base + tok_raw.out),
                      raw_wr.data.eq(Cat(*totals))]
         tok_out = delay(m, tok0, Requantizer.LATENCY, "tok_out")
         m.d.comb += [out_wr.en.eq(tok_out.valid & tok_out.last & ~raw), out_wr.addr.eq(tok_out.out),
@@ -427,7 +441,7 @@ class GemmEngine(wiring.Component):
         out_valid = Signal()
         advance = ~out_valid | Mux(raw, self.raw_out.ready, self.out.ready)
         m.d.comb += [out_rd.addr.eq(unload_ptr), out_rd.en.eq(advance),
-                     raw_rd.addr.eq(unload_ptr), raw_rd.en.eq(advance),
+                     raw_rd.addr.eq(raw_base + unload_ptr), raw_rd.en.eq(advance),
                      self.out.valid.eq(out_valid & ~raw), self.out.payload.eq(out_rd.data),
                      self.raw_out.valid.eq(out_valid & raw), self.raw_out.payload.eq(raw_rd.data)]
         with m.If(advance):

@@ -16,6 +16,12 @@ Datapath of a MOVE descriptor: one source → at most one unit → one destinati
                           softmax (L lanes, an attention row)       host (the ``out`` port)
                           serializer (one int8 a beat: the K transpose)
 
+A SOFTMAX descriptor starts the softmax side channel: the engine's int32 bank (its second read
+port) → the softmax unit → the probability memory (two banks), whose words P·V reads as its
+activations. The controller goes on at once, so one head's softmax runs beside the next
+head's Q·Kᵀ and the previous head's P·V; a descriptor with ``wait`` set (and every SOFTMAX and
+END) starts only once the side channel is idle.
+
 A GEMM descriptor starts the engine with its shape and modes. The engine reads its
 activations straight from the scratchpad (a second read port: word a_base + m*a_stride + i),
 and its weights come from the external stream (``w_in``) or from the scratch reader
@@ -52,6 +58,7 @@ class Op(IntEnum):
     MOVE = 0
     GEMM = 1
     END = 2
+    SOFTMAX = 3       # started on the softmax side channel; the controller goes on at once
 
 
 class Src(IntEnum):
@@ -115,11 +122,16 @@ class LayerConfig:
     def gemm(self) -> GemmConfig:
         """The GEMM engine inside: it reads its activations from the scratchpad (no a buffer)."""
         return GemmConfig(self.lanes, self.lanes, self.max_m, self.max_k, self.max_n, self.max_raw_n,
-                          self.max_bias_n, a_external=self.scratch_words)
+                          self.max_bias_n, raw_banks=2, a_external=max(self.scratch_words, self.p_words))
 
     @property
     def name(self) -> str:
         return f"qexit_layer_{self.lanes}x{self.lanes}"
+
+    @property
+    def p_words(self) -> int:
+        """The probability memory: two banks of max_row rows of ceil(max_row / L) words."""
+        return 2 * self.max_row * -(-self.max_row // self.lanes)
 
     @property
     def bus_bits(self) -> int:
@@ -138,7 +150,9 @@ def desc_layout(cfg: LayerConfig) -> data.StructLayout:
     return data.StructLayout({
         "op": 2, "src": 2, "unit": 3, "dst": 3,
         "m": range(g.max_m + 1), "k": range(g.max_k + 1), "n": range(g.max_n + 1),
-        "raw": 1, "token_bias": 1, "w_scratch": 1, "a_base": addr, "a_stride": COUNT,
+        "raw": 1, "token_bias": 1, "w_scratch": 1, "a_base": max(addr, (cfg.p_words - 1).bit_length()),
+        "a_stride": COUNT, "a_from_p": 1, "raw_bank": 1,
+        "wait": 1,                  # start only when the softmax side channel is idle
         "rd": pattern_layout(addr), "wr": pattern_layout(addr),
         "elems": COUNT,             # serializer/packer row length: LN d, softmax length, transpose row
         "groups": COUNT,            # transposed writer: words per transposed row (token groups)
@@ -154,9 +168,9 @@ def desc_layout(cfg: LayerConfig) -> data.StructLayout:
 class ScratchReader(wiring.Component):
     """Reads a 2-D pattern from a memory read port as a stream (1 word/cycle sustained)."""
 
-    def __init__(self, addr_bits: int, width: int):
-        self.addr_bits = addr_bits
-        super().__init__({"go": In(1), "pat": In(pattern_layout(addr_bits)),
+    def __init__(self, addr_bits: int, width: int, pattern_bits: int | None = None):
+        self.addr_bits = pattern_bits or addr_bits         # the descriptors' address width
+        super().__init__({"go": In(1), "pat": In(pattern_layout(self.addr_bits)),
                           "addr": Out(addr_bits), "data": In(width),
                           "out": Out(stream.Signature(width))})
 
@@ -256,8 +270,10 @@ class LayerEngine(wiring.Component):
         s_wr = scratch.write_port(granularity=8)
         s_rd = scratch.read_port()
         s_rd_a = scratch.read_port()          # the GEMM engine's activations
+        m.submodules.pmem = pmem = memory.Memory(shape=unsigned(8 * L), depth=cfg.p_words, init=[])
+        p_wr, p_rd = pmem.write_port(), pmem.read_port()     # softmax → probabilities → P·V's activations
         m.d.comb += [s_rd.addr.eq(rdr.addr), rdr.data.eq(s_rd.data),
-                     s_rd_a.addr.eq(eng.a_addr), eng.a_data.eq(s_rd_a.data)]
+                     s_rd_a.addr.eq(eng.a_addr), p_rd.addr.eq(eng.a_addr)]
 
         idle = Signal()
         start = Signal()
@@ -279,8 +295,33 @@ class LayerEngine(wiring.Component):
         move_go = Signal()
         m.d.comb += [self.gemm_start.eq(gemm_go)]
 
+        m.d.comb += eng.a_data.eq(Mux(d.a_from_p, p_rd.data, s_rd_a.data))
+
+        # ------------------------------------------------------------ the softmax side channel
+        # raw bank (the engine's second read port) → softmax → probability memory, while the
+        # controller runs the next descriptors (the next head's Q·Kᵀ, the last head's P·V)
+        raw_bits = max(1, (cfg.gemm.raw_words - 1).bit_length())
+        m.submodules.raw_reader = rr = ScratchReader(raw_bits, 32 * L, self.addr_bits)
+        side = Signal(self.layout)
+        side_go = Signal()
+        side_busy = Signal()
+        side_ptr = Signal(range(cfg.p_words + 1))
+        side_left = Signal(24)
+        m.d.comb += [eng.raw_rd_addr.eq(rr.addr), eng.raw_rd_bank.eq(side.raw_bank), rr.data.eq(eng.raw_rd_data),
+                     rr.go.eq(side_go), rr.pat.eq(d.rd),
+                     sm.inp.valid.eq(rr.out.valid), sm.inp.payload.eq(rr.out.payload), rr.out.ready.eq(sm.inp.ready),
+                     sm.length.eq(side.elems), sm.pre.eq(side.pre), sm.x0.eq(side.x0), sm.qb.eq(side.sqb),
+                     sm.qc.eq(side.sqc), sm.out.ready.eq(1),
+                     p_wr.en.eq(sm.out.valid), p_wr.addr.eq(side_ptr), p_wr.data.eq(sm.out.payload)]
+        with m.If(sm.out.valid):
+            m.d.sync += [side_ptr.eq(side_ptr + 1), side_left.eq(side_left - 1)]
+            with m.If(side_left == 1):
+                m.d.sync += side_busy.eq(0)
+        with m.If(side_go):
+            m.d.sync += [side.eq(d), side_ptr.eq(d.wr.base), side_left.eq(d.total), side_busy.eq(d.total != 0)]
+
         # ------------------------------------------------------------ engine control
-        m.d.comb += [eng.m.eq(d.m), eng.k.eq(d.k), eng.n.eq(d.n), eng.raw.eq(d.raw),
+        m.d.comb += [eng.m.eq(d.m), eng.raw_bank.eq(d.raw_bank), eng.k.eq(d.k), eng.n.eq(d.n), eng.raw.eq(d.raw),
                      eng.a_base.eq(d.a_base), eng.a_stride.eq(d.a_stride),
                      eng.token_bias.eq(d.token_bias), eng.start.eq(gemm_go)]
         gemm_w = Signal()           # a GEMM that takes its weights from the scratch reader is running
@@ -322,7 +363,6 @@ class LayerEngine(wiring.Component):
 
         # ------------------------------------------------------------ unit
         m.d.comb += [ln.d.eq(d.elems), ln.shift.eq(d.ln_shift), ln.eps.eq(d.ln_eps),
-                     sm.length.eq(d.elems), sm.pre.eq(d.pre), sm.x0.eq(d.x0), sm.qb.eq(d.sqb), sm.qc.eq(d.sqc),
                      gelu.qb.eq(d.gqb), gelu.qc.eq(d.gqc), gelu.mult.eq(d.m_a), gelu.shift.eq(d.shift),
                      add.m_a.eq(d.m_a), add.m_b.eq(d.m_b), add.shift.eq(d.shift),
                      ser8.elems.eq(d.elems)]
@@ -348,9 +388,6 @@ class LayerEngine(wiring.Component):
             with m.Case(Unit.LN):
                 chain(src, ln.inp, 8 * L)
                 chain(ln.out, res)
-            with m.Case(Unit.SOFTMAX):
-                chain(src, sm.inp, 32 * L)
-                chain(sm.out, res)
             with m.Case(Unit.SERIAL):
                 chain(src, ser8.inp, 8 * L)
                 chain(ser8.out, res)
@@ -413,16 +450,31 @@ class LayerEngine(wiring.Component):
                     m.next = "FETCH"
             with m.State("FETCH"):                 # the read port samples pc
                 m.next = "DECODE"
-            with m.State("DECODE"):
-                m.d.sync += [d.eq(prog_rd.data), pc.eq(pc + 1)]
-                with m.Switch(prog_rd.data.op):
+            def dispatch(op):
+                with m.Switch(op):
                     with m.Case(Op.MOVE):
                         m.next = "MOVE_GO"
                     with m.Case(Op.GEMM):
                         m.next = "GEMM_GO"
+                    with m.Case(Op.SOFTMAX):
+                        m.next = "SIDE_GO"
                     with m.Default():
                         m.d.sync += self.done.eq(1)
                         m.next = "IDLE"
+
+            with m.State("DECODE"):
+                m.d.sync += [d.eq(prog_rd.data), pc.eq(pc + 1)]
+                op = prog_rd.data.op
+                with m.If((prog_rd.data.wait | (op == Op.SOFTMAX) | (op == Op.END)) & side_busy):
+                    m.next = "WAIT_SIDE"           # the side channel is still busy
+                with m.Else():
+                    dispatch(op)
+            with m.State("WAIT_SIDE"):
+                with m.If(~side_busy):
+                    dispatch(d.op)
+            with m.State("SIDE_GO"):
+                m.d.comb += side_go.eq(1)
+                m.next = "FETCH"
             with m.State("MOVE_GO"):
                 m.d.comb += move_go.eq(1)
                 m.next = "MOVE"

@@ -15,12 +15,12 @@ Scratchpad plan (words of L int8; T tokens, D = width, F = MLP width, TG = ceil(
   transposing MOVE, so Kᵀ's rows stream as the weights of Q·Kᵀ;
 * ``h``: a LayerNorm's output (the next GEMM's activations); the same words later hold
   ``ctx``, every head's P·V in its columns;
-* ``p``: one head's probabilities, T rows of TG words (zero beyond T), the activations of P·V;
 * ``hid`` (the GELU output), ``img`` (the patches) and ``emb`` (the head's embedding) reuse the
   space of ``qkv`` and ``kt``, which are dead when they are written.
 
 The GEMM engine reads its activations from these regions in place (a_base, a_stride), so
-nothing is copied into it; V's rows stream as the weights of P·V straight from ``qkv`` (rows
+nothing is copied into it. Each head's probabilities go to a separate probability memory
+(two banks, T rows of TG words, zero beyond T), the activations of P·V. V's rows stream as the weights of P·V straight from ``qkv`` (rows
 past T are multiplied by P's zero padding). Linear layers wider than D run in output chunks
 of D columns (the patch embedding in chunks of 4L, for its per-token bias buffer), which
 keeps the engine's output and bias buffers small.
@@ -99,9 +99,9 @@ def make_plan(cfg, lanes: int) -> Plan:
     img = (t - 1) * cfg.patch_dim // lanes
     emb = -(-cfg.embed_dim // lanes)
     low = max(qkv + kt, hid, img, emb)          # what the layer's stages write in turn
-    h, pr = x + low, x + low + t * dw
+    h = x + low
     p.regions = {"x": (0, x), "qkv": (x, qkv), "kt": (x + qkv, kt), "hid": (x, hid), "img": (x, img), "emb": (x, emb),
-                 "h": (h, t * dw), "ctx": (h, t * dw), "p": (pr, t * tg)}
+                 "h": (h, t * dw), "ctx": (h, t * dw)}
     return p
 
 
@@ -203,26 +203,35 @@ def layer_segment(p: Plan, im, i: int, tap: bool = True) -> list[Desc]:
     dh = p.head_dim
     dhw = dh // L
     qkv_base, kt_base, ctx_base = p.regions["qkv"][0], p.regions["kt"][0], p.regions["ctx"][0]
-    h_base, p_base = p.regions["h"][0], p.regions["p"][0]
+    h_base = p.regions["h"][0]
     sm = im.prefix(f"{b}.softmax")
     prog = _ln(p, f"{b}.ln1", im, t)
     prog += _linear(p, f"{b}.qkv", t, d, 3 * d, (h_base, dw), _to(p, f"{b}.qkv", "qkv", t, 3 * dw))
     prog += [_move(f"{b}.k transpose", "transpose", Src.SCRATCH, Unit.SERIAL, Dst.TRANSPOSE, t * d,
                    rd=_rows(p, "qkv", t, dw, 3 * dw, offset=dw), wr=_pat(kt_base), elems=d, groups=tg)]
+    pw = t * tg                                   # one head's probabilities: a bank of the p memory
+
+    def ctx(h, wait=0):                           # P·V of head h, its probabilities in bank h % 2
+        return [_params(p, f"{b}.h{h}.ctx", dh, ("ctx_params", b, dh)),
+                _gemm(f"{b}.h{h}.ctx", t, t, dh, (h % 2) * pw, tg, w_scratch=1, a_from_p=1, wait=wait,
+                      rd=_pat(qkv_base + 2 * dw + h * dhw, dhw, 1, tg * L, 3 * dw)),
+                _move(f"{b}.h{h}.ctx out", "move", Src.ENG_OUT, Unit.NONE, Dst.SCRATCH, t * dhw,
+                      wr=_pat(ctx_base + h * dhw, t, dw, dhw, 1))]
+
+    # head h's softmax runs on the side channel beside Q·Kᵀ of head h+1 and P·V of head h-1
     for h in range(p.heads):
         prog += [
             _params(p, f"{b}.h{h}.scores", t, ("zero_params", t)),
-            _gemm(f"{b}.h{h}.scores", t, dh, t, qkv_base + h * dhw, 3 * dw, raw=1, w_scratch=1,
+            _gemm(f"{b}.h{h}.scores", t, dh, t, qkv_base + h * dhw, 3 * dw, raw=1, raw_bank=h % 2, w_scratch=1,
                   rd=_pat(kt_base + h * dh * tg, tg, 1, dh, tg)),
-            _move(f"{b}.h{h}.softmax", "softmax", Src.ENG_RAW, Unit.SOFTMAX, Dst.SCRATCH, t * tg, elems=t,
-                  wr=_rows(p, "p", t, tg, tg),
-                  pre=int(sm["pre"]), x0=int(sm["x0"]), sqb=int(sm["qb"]), sqc=int(sm["qc"])),
-            _params(p, f"{b}.h{h}.ctx", dh, ("ctx_params", b, dh)),
-            _gemm(f"{b}.h{h}.ctx", t, t, dh, p_base, tg, w_scratch=1,
-                  rd=_pat(qkv_base + 2 * dw + h * dhw, dhw, 1, tg * L, 3 * dw)),
-            _move(f"{b}.h{h}.ctx out", "move", Src.ENG_OUT, Unit.NONE, Dst.SCRATCH, t * dhw,
-                  wr=_pat(ctx_base + h * dhw, t, dw, dhw, 1)),
+            Desc(f"{b}.h{h}.softmax", "softmax", {
+                "op": Op.SOFTMAX, "total": pw, "elems": t, "raw_bank": h % 2, "rd": _pat(0, 1, 0, pw, 1),
+                "wr": _pat((h % 2) * pw), "pre": int(sm["pre"]), "x0": int(sm["x0"]), "sqb": int(sm["qb"]),
+                "sqc": int(sm["qc"])}),
         ]
+        if h:
+            prog += ctx(h - 1)
+    prog += ctx(p.heads - 1, wait=1)
     add1, add2, gelu = (im.prefix(f"{b}.{k}") for k in ("add1", "add2", "gelu"))
 
     def add(name, prm):
@@ -287,15 +296,19 @@ def engine_config(p: Plan, segments: list[list[Desc]], **extra) -> LayerConfig:
 # --------------------------------------------------------------------------- the cycle model
 
 READ_LATENCY = 2      # scratch reader: go → first word valid (address, read, FIFO)
+SIDE_LATENCY = 3      # side channel: go → its reader's first word into the softmax unit (2), + the write
 
 
 def desc_cycles(d: Desc, lanes: int, source: schedule.WeightSource = schedule.IDEAL) -> int:
-    """Cycles of one descriptor, from the cycle its fetch starts to the cycle the next fetch starts."""
+    """Cycles of one descriptor that does not wait, from the cycle its fetch starts to the cycle
+    the next fetch starts (a SOFTMAX: its issue only; ``softmax_cycles`` is the side channel's)."""
     f = d.fields
     if d.kind == "end":
         return FETCH_CYCLES
+    if f["op"] == Op.SOFTMAX:
+        return FETCH_CYCLES + 1
     if f["op"] == Op.GEMM:
-        src = schedule.WeightSource(None if lanes is None else lanes, READ_LATENCY) if f.get("w_scratch") else source
+        src = schedule.WeightSource(lanes, READ_LATENCY) if f.get("w_scratch") else source
         return FETCH_CYCLES + 1 + schedule.predict_cycles(lanes, lanes, f["m"], f["k"], f["n"], src) + 1
     total = f["total"]
     lat = READ_LATENCY if f["src"] == Src.SCRATCH or f["unit"] == Unit.ADD else 0
@@ -303,9 +316,6 @@ def desc_cycles(d: Desc, lanes: int, source: schedule.WeightSource = schedule.ID
     if unit == Unit.LN:
         rows = total // (f["elems"] // lanes)
         body = rows * ln_row_cycles(f["elems"], lanes)
-    elif unit == Unit.SOFTMAX:
-        rows = total // -(-f["elems"] // lanes)
-        body = rows * softmax_row_cycles(f["elems"], lanes)
     elif unit == Unit.SERIAL:
         body = total + 1
     elif unit == Unit.GELU:
@@ -317,9 +327,34 @@ def desc_cycles(d: Desc, lanes: int, source: schedule.WeightSource = schedule.ID
     return FETCH_CYCLES + 1 + lat + body
 
 
+def softmax_cycles(d: Desc, lanes: int) -> int:
+    """Cycles the side channel stays busy after its start: the reader's latency, then one row
+    after the other through the softmax unit into the probability memory."""
+    rows = d["total"] // -(-d["elems"] // lanes)
+    return SIDE_LATENCY + rows * softmax_row_cycles(d["elems"], lanes) - 1
+
+
+def timeline(segment: list[Desc], lanes: int, source: schedule.WeightSource = schedule.IDEAL) -> list[tuple[int, int]]:
+    """(cycles, waited) of every descriptor: the controller's time from its fetch to the next
+    fetch, and how many of those cycles it waited for the softmax side channel. A descriptor
+    that waits (``wait``, every SOFTMAX and the END) is dispatched at max(fetch + 1, the first
+    cycle the side channel is idle); the others at fetch + 1."""
+    t, idle_at, out = 0, 0, []
+    for d in segment:
+        waits = bool(d["wait"]) or d.kind == "end" or d["op"] == Op.SOFTMAX
+        dispatch = max(t + 1, idle_at) if waits else t + 1
+        waited = dispatch - (t + 1)
+        nxt = dispatch + 1 if d.kind == "end" else dispatch - 1 + desc_cycles(d, lanes, source)
+        if d["op"] == Op.SOFTMAX and d.kind != "end":
+            idle_at = dispatch + 2 + softmax_cycles(d, lanes)
+        out.append((nxt - t, waited))
+        t = nxt
+    return out
+
+
 def predict(segment: list[Desc], lanes: int, source: schedule.WeightSource = schedule.IDEAL) -> list[int]:
     """Cycles of every descriptor of a segment; their sum is the segment's start → done count."""
-    return [desc_cycles(d, lanes, source) for d in segment]
+    return [c for c, _ in timeline(segment, lanes, source)]
 
 
 def segment_macs(segment: list[Desc]) -> int:
@@ -327,8 +362,11 @@ def segment_macs(segment: list[Desc]) -> int:
 
 
 def shares(segment: list[Desc], lanes: int, source: schedule.WeightSource = schedule.IDEAL) -> dict[str, int]:
-    """Cycles per descriptor kind (gemm, ln, softmax, gelu, add, move, transpose, params, tap, end)."""
+    """Controller cycles per descriptor kind (gemm, ln, softmax, gelu, add, move, transpose,
+    params, tap, end). Softmax runs beside the GEMMs: its share is its issue plus the cycles
+    the controller waited for it, the time it still takes from the layer."""
     out: dict[str, int] = {}
-    for d, c in zip(segment, predict(segment, lanes, source)):
-        out[d.kind] = out.get(d.kind, 0) + c
+    for d, (c, waited) in zip(segment, timeline(segment, lanes, source)):
+        out[d.kind] = out.get(d.kind, 0) + c - waited
+        out["softmax"] = out.get("softmax", 0) + waited
     return out
