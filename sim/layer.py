@@ -204,6 +204,7 @@ def onchip_bits(cfg, layout_bits: int) -> dict[str, int]:
     from hw.gemm import PARAM_BITS
     out = {f"gemm.{k}": words * bits for k, (words, bits) in cfg.gemm.buffers.items()}
     out["scratch"] = cfg.scratch_words * 8 * cfg.lanes
+    out["probabilities"] = cfg.p_words * 8 * cfg.lanes
     out["program"] = cfg.prog_words * layout_bits
     out["layernorm rows+params"] = cfg.max_d * (8 + 65)
     out["softmax row"] = cfg.max_row * 32
