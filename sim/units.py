@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from amaranth import Shape
 
-from hw import emit, layernorm, softmax, units
+from hw import comparator, emit, layernorm, softmax, units
 from model import intops
 from model.errors import QexitError
 from sim import runner
@@ -239,6 +240,62 @@ def beats(rows: torch.Tensor, pad: int) -> torch.Tensor:
     return out.reshape(-1, LANES)
 
 
+COMPARATOR_MAX_LAYERS = 16
+
+
+def _fields(values: list[list[int]], layout) -> list[int]:
+    """Rows of field values (in the layout's field order) → payload integers."""
+    out = []
+    for row in values:
+        word, offset = 0, 0
+        for (name, field), v in zip(layout, row):
+            width = Shape.cast(field.shape).width
+            word |= (int(v) & ((1 << width) - 1)) << offset
+            offset += width
+        out.append(word)
+    return out
+
+
+def comparator_cases(rows: int, seed: int, per_case: int = ROWS_PER_CASE) -> list[dict]:
+    """Cases of decisions (a *row* is one decision: its class scores, gate and layer) with one
+    set of threshold registers each (random thresholds, random candidate masks). Scores, by
+    case % 3: the full int32 range; a narrow range (ties); all equal. Gates: near the layer's
+    threshold (equal, one below, one above) half the time, else anywhere in int32."""
+    from model.exits.decision import decide
+
+    g = torch.Generator().manual_seed(seed)
+    lo, hi = intops.INT32_MIN, intops.INT32_MAX
+    rand = lambda a, b, shape=(): torch.randint(a, b + 1, shape, generator=g)
+    cases, done, c = [], 0, 0
+    while done < rows:
+        layers = int(rand(1, COMPARATOR_MAX_LAYERS))
+        classes = [1, 2, 10, 1000][c] if c < 4 else int(rand(1, 64))
+        n = min(per_case if classes < 100 else max(1, per_case // 10), rows - done)
+        thresholds = rand(lo, hi, (layers,)) if c % 2 else rand(-2 ** 16, 2 ** 16, (layers,))
+        candidate = rand(0, 1, (layers,)).bool()
+        candidate[0] = True
+        if c % 3 == 0:
+            scores = rand(lo, hi, (n, classes))
+        elif c % 3 == 1:
+            scores = rand(-3, 3, (n, classes))
+        else:
+            scores = torch.full((n, classes), int(rand(lo, hi)))
+        layer = rand(0, layers - 1, (n,))
+        near = thresholds[layer] + rand(-1, 1, (n,))
+        gate = torch.where(rand(0, 1, (n,)).bool(), near.clamp(lo, hi), rand(lo, hi, (n,)))
+        exit_, cls = decide(scores, gate, layer, thresholds, candidate)
+        beats = [[int(scores[i, k]), int(gate[i]), int(layer[i]), int(k == classes - 1)]
+                 for i in range(n) for k in range(classes)]
+        expected = exit_.long() | (cls << 1) | (layer << (1 + comparator.CLASS_BITS))
+        cases.append({"ports": {"layers": layers}, "rows": n,
+                      "loads": {"th_in": _fields([[t, m] for t, m in zip(thresholds.tolist(), candidate.tolist())],
+                                                 comparator.THRESHOLD)},
+                      "beats": _fields(beats, comparator.INP), "inputs": torch.tensor(beats),
+                      "expected": expected.reshape(-1, 1)})
+        done, c = done + n, c + 1
+    return cases
+
+
 # --------------------------------------------------------------------------- the registry
 
 @dataclass(frozen=True)
@@ -259,6 +316,11 @@ class Unit:
         """A case's inputs (beats, ...) → input-stream words."""
         return lanes_to_words(inputs.reshape(inputs.shape[0], -1), self.in_bits)
 
+    def beats(self, case: dict) -> list[int]:
+        """The input-stream words of a case: its own packed ``beats`` (a struct payload), or its
+        ``inputs`` packed as lanes."""
+        return case["beats"] if "beats" in case else self.pack(case["inputs"])
+
 
 UNITS: dict[str, Unit] = {
     "requant": Unit("requant", lambda: units.RequantUnit(LANES), requant_cases, 32, LANES, 8),
@@ -266,6 +328,8 @@ UNITS: dict[str, Unit] = {
     "gelu": Unit("gelu", lambda: units.GeluUnit(LANES), gelu_cases, 8, LANES, 8),
     "layernorm": Unit("layernorm", lambda: layernorm.LayerNormUnit(LN_MAX_D, LANES), layernorm_cases, 8, LANES, 8),
     "softmax": Unit("softmax", lambda: softmax.SoftmaxUnit(SM_MAX_ROW, LANES), softmax_cases, 32, LANES, 8),
+    "comparator": Unit("comparator", lambda: comparator.ExitComparator(COMPARATOR_MAX_LAYERS), comparator_cases,
+                       32, 1, 32),
 }
 
 
@@ -299,7 +363,7 @@ def run_in_amaranth(unit: Unit, case: dict, timing: dict | None = None) -> torch
     def raw(port):       # layout-typed payloads are read and written as plain integers
         return port.as_value() if hasattr(port, "as_value") else port
 
-    beats, count = unit.pack(case["inputs"]), case["expected"].numel() // unit.out_lanes
+    beats, count = unit.beats(case), case["expected"].numel() // unit.out_lanes
     words: list[int] = []
 
     async def bench(ctx):
@@ -354,7 +418,7 @@ def run_unit(name: str, cases: list[dict], seed: int = 0, *, simulator: str | No
     ``expected``); random back-pressure on every other case when ``stall``."""
     unit = UNITS[name]
     b = runner.build(emit.to_verilog(unit.make_rtl(), unit.top), unit.top, simulator=simulator)
-    tb = [{"ports": c["ports"], "loads": c.get("loads", {}), "beats": unit.pack(c["inputs"]),
+    tb = [{"ports": c["ports"], "loads": c.get("loads", {}), "beats": unit.beats(c),
            "count": c["expected"].numel() // unit.out_lanes, "seed": seed * 1000 + i,
            "stall": stall and i % 2 == 1} for i, c in enumerate(cases)]
     with tempfile.TemporaryDirectory(prefix="qexit-units-") as tmp:
