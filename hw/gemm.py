@@ -31,6 +31,12 @@ Buffers (Amaranth ``Memory``; word layouts, element 0 in the low bits):
   ``p``'s per-channel bias when ``token_bias`` was high at ``start`` (the patch embedding,
   whose bias holds the position embedding, one per token), loaded through ``tb_in``.
 
+Built for the layer engine (``hw.layer``), ``GemmConfig.a_external`` removes the ``a`` buffer:
+the engine then reads word ``a_base + m * a_stride + i`` of an outside memory (``a_addr`` →
+``a_data`` one cycle later), and ``raw_banks=2`` gives ``raw`` two banks (``raw_bank`` picks the
+one a GEMM writes) and a second read port (``raw_rd_bank``, ``raw_rd_addr`` → ``raw_rd_data``),
+so one bank is read while the next GEMM writes the other.
+
 Overflow: partial sums are exact in int32 (K <= ``schedule.MAX_K``); ``acc + bias`` is
 formed in 33 bits and saturated to int32, then requantized with one rounding rule (round half
 up) and saturated to int8, exactly as ``model.intops.gemm`` and ``requantize`` do.

@@ -13,7 +13,7 @@ Datapath of a MOVE descriptor: one source → at most one unit → one destinati
     engine out            GELU (L lanes)                           scratch, transposed (one lane a beat)
     engine raw_out        add (L lanes; the scratch reader gives a) engine p_in, tb_in
     param stream          LayerNorm (L lanes, a token row a time)   LayerNorm parameters (L channels)
-                          softmax (L lanes, an attention row)       host (the ``out`` port)
+                                                                    host (the ``out`` port)
                           serializer (one int8 a beat: the K transpose)
 
 A SOFTMAX descriptor starts the softmax side channel: the engine's int32 bank (its second read
@@ -23,7 +23,8 @@ head's Q·Kᵀ and the previous head's P·V; a descriptor with ``wait`` set (and
 END) starts only once the side channel is idle.
 
 A GEMM descriptor starts the engine with its shape and modes. The engine reads its
-activations straight from the scratchpad (a second read port: word a_base + m*a_stride + i),
+activations in place (word a_base + m*a_stride + i) from the scratchpad (its second read port)
+or, for P·V (``a_from_p``), from the probability memory,
 and its weights come from the external stream (``w_in``) or from the scratch reader
 (attention: Kᵀ and V). Descriptors run
 one after the other: the controller fetches one (2 cycles), runs it and waits for its end
@@ -154,7 +155,7 @@ def desc_layout(cfg: LayerConfig) -> data.StructLayout:
         "a_stride": COUNT, "a_from_p": 1, "raw_bank": 1,
         "wait": 1,                  # start only when the softmax side channel is idle
         "rd": pattern_layout(addr), "wr": pattern_layout(addr),
-        "elems": COUNT,             # serializer/packer row length: LN d, softmax length, transpose row
+        "elems": COUNT,             # row length: LN d, softmax length, the transpose's row
         "groups": COUNT,            # transposed writer: words per transposed row (token groups)
         "total": 24,                # destination beats that end a MOVE
         "words": 24,                # parameter-stream words a MOVE takes (the stream has no end of its own)

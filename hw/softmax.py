@@ -1,7 +1,10 @@
 """The streaming softmax unit: ``model.intops.softmax`` over one attention row at a time.
 
-``SoftmaxUnit`` takes one int32 score per ``inp`` beat and gives one int8 probability
-(0..127, at scale 2**-7) per ``out`` beat, in input order. Its constants are input ports that
+``SoftmaxUnit`` takes ``lanes`` int32 scores per ``inp`` beat and gives ``lanes`` int8
+probabilities (0..127, at scale 2**-7) per ``out`` beat, in input order. A row of T scores
+spans W = ceil(T / lanes) beats; the unused lanes of its last beat are ignored on the way in
+and zero on the way out. Each phase below handles a beat per cycle, every lane in parallel
+(the lanes' maxima, e values and sum are combined in the same cycle). Its constants are input ports that
 the host (or the layer controller) holds steady while a row is in flight: the row length
 ``length`` (T, 1..max_row) and the i-exp constants ``pre``, ``x0``, ``qb``, ``qc`` (within
 ``intops.SOFTMAX_PRE``/``X0``/``QB``/``QC`` with qb > x0, as ``intops.check_softmax_params``
@@ -9,9 +12,9 @@ accepts). Out-of-range constants or a length outside 1..max_row give unspecified
 
 A row goes through four phases, one after the other (the unit then takes the next row):
 
-* LOAD (T cycles): accept T scores, write them to the row buffer (an Amaranth ``Memory`` of
-  max_row 32-bit words) and keep the running row maximum (int32).
-* EXP (T + 3 cycles): read the scores back (one per cycle, synchronous read) through a
+* LOAD (W cycles): accept W beats, write them to the row buffer (an Amaranth ``Memory`` of
+  ceil(max_row / lanes) words of ``lanes`` 32-bit values) and keep the running row maximum (int32).
+* EXP (W + 3 cycles): read the scores back (one per cycle, synchronous read) through a
   three-stage pipeline and write each e over its score, adding it to the row sum:
 
   - stage 1, the read: score s (int32);
@@ -28,12 +31,12 @@ A row goes through four phases, one after the other (the unit then takes the nex
   (one quotient bit per cycle, remainder < sum: 31 bits, shifted 32). sum >= qb**2 + qc >=
   2**14 + 2**13 (the row maximum's e), so 2**32 >> 19 = 2**13 < sum: the division starts from
   remainder 2**13 and needs only the 19 low quotient bits, r <= 2**18 (19 bits).
-* OUT (T + 2 cycles without back-pressure): read each e back; p = min(127, (e * r + 2**24) >> 25)
+* OUT (W + 2 cycles without back-pressure): read each e back; p = min(127, (e * r + 2**24) >> 25)
   (e * r <= 2**32: 36-bit product; ``intops.round_shift`` by RECIP_BITS - PROB_BITS = 25, then
   saturated at 127), streamed with the stall rule of ``hw.units.Pipeline``: the read port and
   the output register advance together when ``~out.valid | out.ready``.
 
-A row therefore takes 3T + 24 cycles when the input never waits and the output is never
+A row therefore takes 3W + 24 cycles when the input never waits and the output is never
 stalled (``row_cycles``). ``inp.ready`` is high only in LOAD.
 """
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The GEMM engine with a simulation model of its external memory: what the testbenches run.
+"""The GEMM engine and the layer engine with simulation models of their external memory: what
+the testbenches run (``GemmHarness``, and ``LayerHarness`` at the end of this module).
 
 The weights of a real accelerator come from DRAM; in simulation they come from
 ``WeightMemory``, an HDL model, so that cocotb only loads memories and waits for ``done``

@@ -207,7 +207,7 @@ def onchip_bits(cfg, layout_bits: int) -> dict[str, int]:
     out["probabilities"] = cfg.p_words * 8 * cfg.lanes
     out["program"] = cfg.prog_words * layout_bits
     out["layernorm rows+params"] = cfg.max_d * (8 + 65)
-    out["softmax row"] = cfg.max_row * 32
+    out["softmax row"] = -(-cfg.max_row // cfg.lanes) * cfg.lanes * 32
     return out
 
 

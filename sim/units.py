@@ -10,7 +10,8 @@ GELU), and one whole token row (D values) or attention row (T scores) for LayerN
 softmax. Every unit under test has ``LANES`` lanes, as the layer engine's units have the
 array's: a LayerNorm row is D/LANES beats (D a multiple of LANES), an attention row
 ceil(T/LANES) beats, whose unused lanes carry INT32_MAX (the unit must ignore them) and must
-come out zero.
+come out zero. The exit comparator (one lane: a *row* is one decision, its class scores and
+its gate) is checked against ``model.exits.decision.decide`` instead of ``model.intops``.
 """
 from __future__ import annotations
 

@@ -9,11 +9,13 @@ correct GEMM. Every output is compared with model.intops and every cycle count (
 done) with the schedule of hw/schedule.py. Prints `bit-exact: <matched>/<total>` and the
 measured vs predicted cycles per shape; exits 1 on any mismatch or cycle error.
 
-`qexit verify units --vectors N --seed S` runs the streaming units beside the array
-(requantizer, residual add, i-GELU, LayerNorm, softmax) on N random rows each, with random
-valid constants, the corner rows (constant rows, zero variance, -128/127 extremes, attention
-rows across the full int32 range) and random back-pressure on every other case, and compares
-every output integer with model.intops; exits 1 on any mismatch.
+`qexit verify units --vectors N --seed S` runs the streaming units beside the array, 4 lanes
+wide (requantizer, residual add, i-GELU, LayerNorm, softmax), on N random rows each, with
+random valid constants, the corner rows (constant rows, zero variance, -128/127 extremes,
+attention rows across the full int32 range) and random back-pressure on every other case, and
+compares every output integer with model.intops; and the exit comparator on N random
+decisions (ties, gates at their thresholds, pruned layers) against model/exits/decision.py.
+Exits 1 on any mismatch.
 
 `qexit verify model --images K` runs every operation of the shipped IntModel on K test images
 through the RTL: each GEMM (patch embedding, QKV, attention per head, projection, FC1, FC2,
@@ -49,8 +51,9 @@ from qexit.commands.common import INTMODEL_DEFAULT, positive
 from sim import model_ops, runner, verify
 from sim import units as sim_units
 
-HELP = ("bit-exact RTL checks under cocotb against model.intops: `verify gemm` (the GEMM engine), "
-        "`verify units` (requantizer, add, GELU, LayerNorm, softmax)")
+HELP = ("bit-exact RTL checks under cocotb: `verify gemm` (the GEMM engine), "
+        "`verify units` (requantizer, add, GELU, LayerNorm, softmax, exit comparator), "
+        "`verify model` and `verify block` (the IntModel through the RTL)")
 
 
 def _block_doc(command: str) -> str:
@@ -125,7 +128,7 @@ def add_arguments(p):
                     help="default: Verilator if installed, else Icarus")
     bl.set_defaults(_block=run_block)
 
-    u = sub.add_parser("units", help="the streaming units: requantizer, add, GELU, LayerNorm, softmax",
+    u = sub.add_parser("units", help="the streaming units: requantizer, add, GELU, LayerNorm, softmax, exit comparator",
                        description=_block_doc("units"), formatter_class=fmt)
     u.add_argument("--vectors", type=int, default=10_000,
                    help="random rows per unit (a beat of 4 lanes for the element-wise units, a token "
