@@ -121,3 +121,43 @@ def test_run_seed_prunes_the_spike_and_reports_everything(one_seed):
     # informative SSA heads at shallow layers, full depth wrong on a quarter: exits should pay off
     assert r["top1_lraee"] > r["top1_full"]
     assert len(r["gate"]["weight"]) == len(r["candidates"])
+
+
+def synthetic_int8(n, cfg, seed, noise_levels, s_x=0.05):
+    """Like ``synthetic`` but from int8 tokens, as the int8 mode extracts them: the float SSA and
+    SAV are the integer sums times the token scale, and the integer sums ride along."""
+    from model.exits.fixed import token_sums
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, cfg.num_classes, (n,), generator=g)
+    protos = torch.randn(cfg.num_classes, cfg.width, generator=torch.Generator().manual_seed(99))
+    signal = torch.tensor(noise_levels)[None, :, None, None]
+    x = signal * protos[labels][:, None, None] + torch.randn(n, cfg.depth, cfg.tokens, cfg.width, generator=g)
+    tok = (x / (4 * s_x)).round().clamp(-128, 127).long()
+    sums = [token_sums(tok[:, k]) for k in range(cfg.depth)]
+    s, v = torch.stack([a for a, _ in sums], 1), torch.stack([b for _, b in sums], 1)
+    p = cfg.num_patches
+    wrong = torch.rand(n, generator=g) < 0.25
+    pred = torch.where(wrong, (labels + 1) % cfg.num_classes, labels)
+    return Features((s * s_x / p).float(), (tok[:, :, 0] * s_x).float(),
+                    (v * s_x ** 2 / (p * p * cfg.width)).float(), torch.randn(n, cfg.embed_dim, generator=g),
+                    F.one_hot(pred, cfg.num_classes).float(), labels, ssa_sum=s, sav_num=v,
+                    token_scales=torch.full((cfg.depth,), s_x, dtype=torch.float64))
+
+
+def test_int8_mode_routes_on_the_fixed_point_head():
+    cfg = ViTConfig(width=8, depth=4, heads=2, embed_dim=12, num_classes=4)
+    levels = [1.0, 2.0, 3.0, 4.0]
+    train, gate, test = (synthetic_int8(n, cfg, s, levels) for n, s in ((600, 0), (400, 1), (400, 2)))
+    ce = F.normalize(torch.randn(cfg.num_classes, cfg.embed_dim, generator=torch.Generator().manual_seed(5)), dim=-1)
+    target = ce[train.labels] + 0.1 * torch.randn(len(train), cfg.embed_dim)
+    torch.manual_seed(0)
+    xcfg = ExitConfig(budget=0.9, seeds=1, head_epochs=3, head_hidden=16, pareto_budgets=(1.0,))
+    r = run_seed(cfg, ce, train, gate, test, target, {"nsr": [0.01, 0.02, 0.02, 0.03]}, xcfg, seed=0)
+    assert r["head"] == "fixed-point"
+    q = r["quadrants"]
+    assert r["top1_lraee"] == pytest.approx(q["both_correct"] + q["rescue"])
+    assert abs(r["top1_lraee"] - r["float_head"]["top1"]) < 0.05
+    d = r["fixed_vs_float"]
+    assert 0 <= d["exit_layer_differs"] <= d["decisions_differ"] <= 1
+    assert set(r["threshold_registers"]) == set(r["candidates"])
+    assert all(t is None or isinstance(t, int) for t in r["threshold_registers"].values())

@@ -34,6 +34,8 @@ class BackboneOutput(NamedTuple):
     hidden_states: list[torch.Tensor]
     embedding: torch.Tensor
     logits: torch.Tensor
+    tokens: list[torch.Tensor] | None = None     # int8 mode: every block's int8 tokens ...
+    token_scales: list[float] | None = None      # ... and their scales (hidden = tokens * scale)
 
 
 @dataclass(frozen=True)
@@ -120,5 +122,6 @@ def int8_backbone(model: CLIPViT, intmodel_path: Path | str | None = None,
             runner.append(golden.Golden(quantize.quantize(model, calib_images)))
         g = runner[0]
         out = g.forward(images)
-        return BackboneOutput(g.dequantize_blocks(out), out.embedding.float(), out.logits.float())
+        scales = [g.im.scales[f"b{i}.x_out"] for i in range(len(out.blocks))]
+        return BackboneOutput(g.dequantize_blocks(out), out.embedding.float(), out.logits.float(), out.blocks, scales)
     return Backbone("int8", forward, key)

@@ -24,6 +24,8 @@ from tqdm import tqdm
 from model.errors import QexitError
 from model.exits.baselines import choose_global_threshold, choose_patience, patience_route
 from model.exits.features import Features
+from model.exits.fixed import GATE_BITS, quantize_head
+from model.exits.fixed import thresholds as fixed_thresholds
 from model.exits.gate import gate_features, train_gate
 from model.exits.heads import HEAD_HIDDEN, head_logits, train_heads
 from model.exits.pruning import PRUNE_KAPPA, information_to_noise, prune_layers
@@ -185,14 +187,46 @@ def run_seed(cfg: ViTConfig, class_embeddings: torch.Tensor, train: Features, ga
         s_test = gm.prob(gate_features(logits[name, "test"][:, ci], test.sav[:, ci])).numpy()
         return gm, gm.prob(f_gate).numpy(), s_test
 
-    def lraee(name: str, budget: float, s_gate, s_test) -> dict:
-        thr = lct_thresholds(s_gate, correct[name, "gate"][:, ci], fc_gate, costs, budget, inr[ci], xcfg.grid)
-        res = _policy(cfg, cands, route(s_test, thr), correct[name, "test"][:, ci], fc_test, thr, xcfg.head_hidden)
+    def lraee_on(c_gate, c_test, budget: float, s_gate, s_test) -> dict:
+        thr = lct_thresholds(s_gate, c_gate, fc_gate, costs, budget, inr[ci], xcfg.grid)
+        res = _policy(cfg, cands, route(s_test, thr), c_test, fc_test, thr, xcfg.head_hidden)
         res["thresholds"] = thr.tolist()
         return res
 
+    def lraee(name: str, budget: float, s_gate, s_test) -> dict:
+        return lraee_on(correct[name, "gate"][:, ci], correct[name, "test"][:, ci], budget, s_gate, s_test)
+
     gm, s_gate, s_test = gate_scores("ssa_dist")
     main = lraee("ssa_dist", xcfg.budget, s_gate, s_test)
+    float_main, fixed_vs_float = None, None
+    if gate_s.ssa_sum is not None and test.ssa_sum is not None:
+        # the int8 mode's head as the hardware computes it: quantize the distilled SSA heads
+        # and the gate, pick the thresholds on its own gate values, and report it
+        fh = quantize_head(heads["ssa_dist"][0], gm, ce, gate_s.token_scales[ci].tolist(), gate_s.ssa_sum[:, ci],
+                           gate_s.sav_num[:, ci], cfg.num_patches, layers=ci.tolist())
+        fx = {}
+        for split, f in (("gate", gate_s), ("test", test)):
+            scores, g_int = fh.forward(f.ssa_sum[:, ci], f.sav_num[:, ci])
+            fx[split] = ((scores.argmax(-1) == f.labels[:, None]).numpy(),
+                         torch.sigmoid(g_int.double() / 2 ** GATE_BITS).numpy(), scores.argmax(-1).numpy())
+        fixed_main = lraee_on(fx["gate"][0], fx["test"][0], xcfg.budget, fx["gate"][1], fx["test"][1])
+        thr_fx = np.asarray(fixed_main["thresholds"], dtype=np.float64)
+        regs = fixed_thresholds(torch.from_numpy(np.where(np.isfinite(thr_fx), thr_fx, 0.5))).tolist()
+        fixed_main["threshold_registers"] = [int(r) if np.isfinite(t) else None for r, t in zip(regs, thr_fx)]
+        full_pred = test.final_logits.argmax(-1).numpy()
+
+        def predicted(res, cls):
+            idx = res["exit_idx"]
+            early = idx < len(cands)
+            out = full_pred.copy()
+            out[early] = cls[np.flatnonzero(early), idx[early]]
+            return idx, out
+
+        fi, fp = predicted(fixed_main, fx["test"][2])
+        li, lp = predicted(main, logits["ssa_dist", "test"][:, ci].argmax(-1).numpy())
+        fixed_vs_float = {"exit_layer_differs": float((fi != li).mean()), "class_differs": float((fp != lp).mean()),
+                          "decisions_differ": float(((fi != li) | (fp != lp)).mean())}
+        float_main, main = main, fixed_main
     _, s_gate_h, s_test_h = gate_scores("ssa_hard")
     hard = lraee("ssa_hard", xcfg.budget, s_gate_h, s_test_h)
 
@@ -252,7 +286,16 @@ def run_seed(cfg: ViTConfig, class_embeddings: torch.Tensor, train: Features, ga
         "v": {"config": "LRA-EE (distilled)", "head": "SSA", "supervision": "FP32 distill", "routing": "adaptive",
               "flops_saving": main["flops_saving"], "top1": main["top1"]},
     }
+    out_fixed = {}
+    if float_main is not None:
+        out_fixed = {"head": "fixed-point",
+                     "float_head": {"top1": float_main["top1"], "flops_saving": float_main["flops_saving"],
+                                    "quadrants": quadrants(float_main["correct"], fc_test, fp32_correct),
+                                    "thresholds": dict(zip(cands, float_main["thresholds"]))},
+                     "fixed_vs_float": fixed_vs_float,
+                     "threshold_registers": dict(zip(cands, main["threshold_registers"]))}
     return {
+        **out_fixed,
         "seed": seed,
         "top1_full": top1_full,
         "top1_lraee": main["top1"],

@@ -27,7 +27,7 @@ from model.exits.backbones import Backbone
 from model.qirc import NoiseAccumulator, reference_states
 from model.vit import CLIPViT
 
-FEATURE_VERSION = 3
+FEATURE_VERSION = 4
 CACHE_DIR = Path(".cache/qexit/exits")
 
 
@@ -41,6 +41,9 @@ class Features:
     labels: torch.Tensor           # (N,)
     nsr: torch.Tensor | None = None  # (depth,), when extracted against a reference
     mse: torch.Tensor | None = None  # (depth,)
+    ssa_sum: torch.Tensor | None = None       # int8 mode: (N, depth, width) int64, the patch-token sums
+    sav_num: torch.Tensor | None = None       # int8 mode: (N, depth) int64, the SAV numerators
+    token_scales: torch.Tensor | None = None  # int8 mode: (depth,) float64, the blocks' token scales
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -51,8 +54,10 @@ class Features:
 
     def take(self, idx: torch.Tensor) -> "Features":
         """The rows ``idx`` (per-layer noise statistics are kept as they are)."""
-        per_row = {f.name: getattr(self, f.name)[idx] for f in fields(self) if f.name not in ("nsr", "mse")}
-        return Features(**per_row, nsr=self.nsr, mse=self.mse)
+        fixed = ("nsr", "mse", "token_scales")
+        per_row = {f.name: getattr(self, f.name)[idx] for f in fields(self)
+                   if f.name not in fixed and getattr(self, f.name) is not None}
+        return Features(**per_row, **{k: getattr(self, k) for k in fixed})
 
     def noise(self) -> dict[str, list[float]] | None:
         """The per-layer noise profile as a ``model.qirc``-style dict, or None."""
@@ -75,12 +80,21 @@ def extract_features(backbone: Backbone, images: torch.Tensor, labels: torch.Ten
                      reference: CLIPViT | None = None, batch_size: int = 250,
                      progress: bool = False, desc: str = "features") -> Features:
     """Run the backbone over ``images`` in batches and keep the per-layer features."""
-    parts: dict[str, list[torch.Tensor]] = {"ssa": [], "cls": [], "sav": [], "emb": [], "logits": []}
+    parts: dict[str, list[torch.Tensor]] = {"ssa": [], "cls": [], "sav": [], "emb": [], "logits": [],
+                                            "ssa_sum": [], "sav_num": []}
+    scales = None
     noise = NoiseAccumulator(len(reference.blocks)) if reference is not None else None
     for i in tqdm(range(0, len(images), batch_size), desc=desc, disable=None if progress else True, leave=False):
         x = images[i:i + batch_size]
-        hs, emb, logits = backbone.forward(x)
+        out = backbone.forward(x)
+        hs, emb, logits = out.hidden_states, out.embedding, out.logits
         ssa, cls, sav = layer_features(hs)
+        if out.tokens is not None:     # the integer sums the fixed-point exit head reads
+            from model.exits.fixed import token_sums
+            sums = [token_sums(t) for t in out.tokens]
+            parts["ssa_sum"].append(torch.stack([s for s, _ in sums], 1))
+            parts["sav_num"].append(torch.stack([v for _, v in sums], 1))
+            scales = torch.tensor(out.token_scales, dtype=torch.float64)
         parts["ssa"].append(ssa)
         parts["cls"].append(cls)
         parts["sav"].append(sav)
@@ -90,6 +104,9 @@ def extract_features(backbone: Backbone, images: torch.Tensor, labels: torch.Ten
             noise.update(reference_states(reference, x), hs)
     feats = Features(torch.cat(parts["ssa"]), torch.cat(parts["cls"]), torch.cat(parts["sav"]),
                      torch.cat(parts["emb"]), torch.cat(parts["logits"]), labels.clone())
+    if parts["ssa_sum"]:
+        feats.ssa_sum, feats.sav_num = torch.cat(parts["ssa_sum"]), torch.cat(parts["sav_num"])
+        feats.token_scales = scales
     if noise is not None:
         q = noise.result()
         feats.nsr = torch.tensor(q["nsr"], dtype=torch.float32)

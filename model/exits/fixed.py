@@ -24,8 +24,10 @@ Every step below is a ``model.intops`` kernel, with its bit widths stated there:
    one reciprocal per row, int8 at 2**-7), c = p_(1), m = p_(1) - p_(2): the same softmax the
    layer engine runs;
 8. SAV: v = V >> sav_shift (chosen so that v fits 16 bits on the calibration set, saturated);
-9. the gate: G = W_c c + W_m m + W_s v + B, int (|G| < 2**40), with the float weights scaled by
-   2**GATE_BITS: exit iff G >= the threshold register ceil(logit(tau) * 2**GATE_BITS).
+9. the gate: G = sat32(W_c c + W_m m + W_s v + B), with the float weights scaled by
+   2**GATE_BITS (the comparator's int32 gate): exit iff G >= the threshold register
+   ceil(logit(tau) * 2**GATE_BITS). A layer the thresholds switch off is not a candidate
+   (the comparator's mask bit), so it has no register.
 
 Scales s_a, s_ln, s_h, s_e are static: the 99.99th percentile of the float head's own values
 on calibration inputs, over 127, as the backbone's activations are.
@@ -99,7 +101,7 @@ class FixedHead:
         c = top[:, 0]
         m = top[:, 0] - (top[:, 1] if top.shape[1] > 1 else 0)
         sav = (v >> p["sav_shift"]).clamp(max=2 ** SAV_BITS - 1)
-        gate = p["w_c"] * c + p["w_m"] * m + p["w_s"] * sav + p["bias"]
+        gate = (p["w_c"] * c + p["w_m"] * m + p["w_s"] * sav + p["bias"]).clamp(intops.INT32_MIN, intops.INT32_MAX)
         return d, gate
 
 
@@ -118,35 +120,36 @@ def token_sums(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def quantize_head(heads: ExitHeads, gate: Gate, class_embeddings: torch.Tensor, s_x: list[float],
-                  s: torch.Tensor, v: torch.Tensor, patches: int) -> FixedHead:
-    """The float heads and gate (K layers) → FixedHead, with activation scales calibrated on
-    ``s`` (N, K, D) and ``v`` (N, K) (the gating split) and ``s_x`` the token scale per layer."""
+                  s: torch.Tensor, v: torch.Tensor, patches: int, layers: list[int] | None = None) -> FixedHead:
+    """The float heads of ``layers`` (indices into ``heads``; default all) and the gate (one
+    row per layer) → FixedHead, with activation scales calibrated on ``s`` (N, K, D) and ``v``
+    (N, K) (the gating split) and ``s_x`` the token scale per layer."""
     t = F.normalize(class_embeddings.double(), dim=-1)
     class_t = intops.quantize_real(t, 1 / 127)
     width = s.shape[-1]
-    layers = []
+    out = []
     with torch.no_grad():
-        for k in range(heads.layers):
+        for k, hk in enumerate(range(heads.layers) if layers is None else layers):
             mean = s[:, k].double() * s_x[k] / patches
             s_a = _scale(mean)
-            ln = F.layer_norm(mean, (width,)) * heads.ln_weight[k].double() + heads.ln_bias[k].double()
+            ln = F.layer_norm(mean, (width,)) * heads.ln_weight[hk].double() + heads.ln_bias[hk].double()
             s_ln = _scale(ln)
-            hid = torch.relu(ln @ heads.w1[k].double() + heads.b1[k].double())
+            hid = torch.relu(ln @ heads.w1[hk].double() + heads.b1[hk].double())
             s_h = _scale(hid)
-            emb = hid @ heads.w2[k].double() + heads.b2[k].double()
+            emb = hid @ heads.w2[hk].double() + heads.b2[hk].double()
             s_e = _scale(emb)
             p: dict[str, torch.Tensor] = {}
             p["m_a"], p["sh_a"] = intops.quantize_multiplier(s_x[k] / patches / s_a)
-            lnp = intops.layernorm_params(heads.ln_weight[k].double(), heads.ln_bias[k].double(), s_a, s_ln, eps=1e-5)
+            lnp = intops.layernorm_params(heads.ln_weight[hk].double(), heads.ln_bias[hk].double(), s_a, s_ln, eps=1e-5)
             p.update({"ln_g": lnp["g"], "ln_b": lnp["b"], "ln_shift": lnp["shift"], "ln_eps": lnp["eps"]})
-            for name, w, b, s_in, s_out in (("1", heads.w1[k], heads.b1[k], s_ln, s_h),
-                                            ("2", heads.w2[k], heads.b2[k], s_h, s_e)):
+            for name, w, b, s_in, s_out in (("1", heads.w1[hk], heads.b1[hk], s_ln, s_h),
+                                            ("2", heads.w2[hk], heads.b2[hk], s_h, s_e)):
                 wt = w.t().double()
                 s_w = (wt.abs().amax(1) / 127).clamp(min=1e-12)
                 p[f"w{name}"] = intops.quantize_real(wt, s_w[:, None])
                 p[f"b{name}"] = intops.quantize_real(b.double(), s_in * s_w, bits=32)
                 p[f"m{name}"], p[f"sh{name}"] = intops.quantize_multiplier(s_in * s_w / s_out)
-            scale = heads.log_scale[k].exp().clamp(max=100).item()
+            scale = heads.log_scale[hk].exp().clamp(max=100).item()
             p["m_z"], p["sh_z"] = intops.quantize_multiplier(
                 scale / 127 * 2 ** (Z_BITS + Z1_SHIFT - (INV_BITS - NORM_FRAC)))
             v_max = max(int(v[:, k].max()), 1)
@@ -157,5 +160,5 @@ def quantize_head(heads: ExitHeads, gate: Gate, class_embeddings: torch.Tensor, 
             p["w_m"] = torch.tensor(round(wm / 2 ** intops.PROB_BITS * 2 ** GATE_BITS))
             p["w_s"] = torch.tensor(round(ws * sav_unit * 2 ** GATE_BITS))
             p["bias"] = torch.tensor(round(float(gate.bias[k]) * 2 ** GATE_BITS))
-            layers.append(FixedLayer({k2: torch.as_tensor(v2, dtype=torch.int64) for k2, v2 in p.items()}))
-    return FixedHead(layers, class_t, patches, intops.softmax_params(2.0 ** -Z_BITS))
+            out.append(FixedLayer({k2: torch.as_tensor(v2, dtype=torch.int64) for k2, v2 in p.items()}))
+    return FixedHead(out, class_t, patches, intops.softmax_params(2.0 ** -Z_BITS))

@@ -119,6 +119,23 @@ def readme(cfg, modes, results, noise, top1_fp32, xcfg, s, train_images: int, ga
         rows.append([f"{MODE_NAMES[m]} full depth", m, "0.00", pm("top1_full", m), "-"])
         rows.append(["LRA-EE", m, pm("flops_saving", m), pm("top1_lraee", m), f"{d:+.2f}"])
     lines += [markdown_table(["Method", "Mode", "FLOPs saving (%)", "Top-1 (%)", "Δ vs full depth (%p)"], rows), ""]
+    for m in modes:
+        if f"top1_lraee_float_{m}" not in s:
+            continue
+        d_top1 = 100 * (s[f"top1_lraee_{m}"] - s[f"top1_lraee_float_{m}"])
+        d_save = 100 * (s[f"flops_saving_{m}"] - s[f"flops_saving_float_{m}"])
+        rows = [["fixed-point head and gate (`model/exits/fixed.py`), what the hardware does", pm("flops_saving", m),
+                 pm("top1_lraee", m), pm("rescue", m), pm("loss", m)],
+                ["float head and gate", pm("flops_saving_float", m), pm("top1_lraee_float", m), pm("rescue_float", m),
+                 pm("loss_float", m)]]
+        lines += [f"### {MODE_NAMES[m]}: fixed-point head against the float head", "",
+                  f"The {MODE_NAMES[m]} rows above are the fixed-point head's: the distilled SSA heads and the gate "
+                  "are trained in float, quantized, and the thresholds are chosen on the fixed-point gate's own "
+                  "values.", "",
+                  markdown_table(["Head", "FLOPs saving (%)", "Top-1 (%)", "Rescue (%)", "Loss (%)"], rows), "",
+                  f"Fixed minus float: top-1 {d_top1:+.2f}%p, FLOPs saving {d_save:+.2f}%p. Test images whose "
+                  f"decision differs (exit layer or class): {pm('decisions_differ', m)}% (exit layer "
+                  f"{pm('exit_layer_differs', m)}%, class {pm('class_differs', m)}%).", ""]
 
     lines += ["## Four quadrants: LRA-EE against the same mode's full depth", ""]
     rows = [[m, pm("both_correct", m), pm("rescue", m), pm("loss", m), pm("both_wrong", m), pm("net_rescue", m)]

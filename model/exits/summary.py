@@ -38,6 +38,13 @@ def seed_values(runs: list[dict]) -> dict[str, list[float]]:
     for b in BASELINES:
         vals[f"top1_{b}"] = [r["baselines"][b]["top1"] for r in runs]
         vals[f"flops_saving_{b}"] = [r["baselines"][b]["flops_saving"] for r in runs]
+    if all("float_head" in r for r in runs):   # int8: the results above are the fixed-point head's
+        vals["top1_lraee_float"] = [r["float_head"]["top1"] for r in runs]
+        vals["flops_saving_float"] = [r["float_head"]["flops_saving"] for r in runs]
+        for k in ("rescue", "loss"):
+            vals[f"{k}_float"] = [r["float_head"]["quadrants"][k] for r in runs]
+        for k in ("decisions_differ", "exit_layer_differs", "class_differs"):
+            vals[k] = [r["fixed_vs_float"][k] for r in runs]
     return vals
 
 
@@ -68,6 +75,7 @@ def build_summary(cfg: ViTConfig, modes: list[str], results: dict, noise: dict, 
             fp32_net = mean_std([r["quadrants"]["net_rescue"] for r in results["fp32"]])[0]
             summary[f"net_rescue_beyond_fp32_{m}"] = summary[f"net_rescue_{m}"] - fp32_net
         summary[f"pruned_layers_{m}"] = sorted({d["layer"] for r in runs for d in r["pruned"]})
+        summary[f"exit_head_{m}"] = runs[0].get("head", "float")
         summary[f"nsr_per_layer_{m}"] = noise[m]["nsr"]
         if i == 0:
             summary["exit_distribution"] = fr.mean(0).tolist()
