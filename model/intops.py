@@ -334,8 +334,10 @@ def i_exp(x: torch.Tensor, x0: torch.Tensor, qb: torch.Tensor, qc: torch.Tensor)
 
 
 def softmax(scores: torch.Tensor, pre: torch.Tensor, x0: torch.Tensor, qb: torch.Tensor, qc: torch.Tensor,
-            counter: OverflowCounter | None = None, name: str = "softmax") -> torch.Tensor:
-    """Integer softmax over the last dim: int32 scores → int8 probabilities at scale 2**-7.
+            counter: OverflowCounter | None = None, name: str = "softmax", prob_bits: int = PROB_BITS) -> torch.Tensor:
+    """Integer softmax over the last dim: int32 scores → int8 probabilities at scale 2**-7
+    (``prob_bits`` = 7, the attention's; the exit gate reads 15-bit ones, at 2**-15 in
+    [0, 2**15 - 1], from the same e and r with a shorter final shift).
 
     Widths: d = scores - rowmax in [-(2**32 - 1), 0] (33 bits);
     x = max(shift(max(d, d_min), pre), -30*x0) in [-3960, 0] (13 bits; ``exp_floor``),
@@ -353,7 +355,7 @@ def softmax(scores: torch.Tensor, pre: torch.Tensor, x0: torch.Tensor, qb: torch
     x = (d >> pre if pre >= 0 else d << -pre).clamp(min=x_min)
     e = i_exp(x, x0, qb, qc)
     r = (1 << RECIP_BITS) // e.sum(-1, keepdim=True)
-    return saturate(round_shift(e * r, RECIP_BITS - PROB_BITS), 0, INT8_MAX, counter, name)
+    return saturate(round_shift(e * r, RECIP_BITS - prob_bits), 0, 2 ** prob_bits - 1, counter, name)
 
 
 # --------------------------------------------------------------------------- GELU (I-BERT i-GELU)

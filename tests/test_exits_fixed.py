@@ -85,5 +85,6 @@ def test_threshold_registers_are_logit_tau():
     th = fixed.thresholds(taus)
     assert th[0] == 0
     logit = torch.log(taus / (1 - taus))
-    for g in range(-400_000, 400_000, 997):
+    one = 2 ** fixed.GATE_BITS
+    for g in list(range(-6 * one, 6 * one, one // 101)) + [int(t) + d for t in th for d in (-1, 0, 1)]:
         assert ((g >= th) == (g / 2 ** fixed.GATE_BITS >= logit)).all()

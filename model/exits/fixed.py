@@ -21,11 +21,12 @@ Every step below is a ``model.intops`` kernel, with its bit widths stated there:
    (|d inv| < 2**55), z_c = round_shift(z1 * M_z, sh_z): int32 at 2**-Z_BITS, the float logit
    scale * cos;
 7. confidence and margin: p = softmax(z) with ``softmax_params(2**-Z_BITS)`` (I-BERT i-exp with
-   one reciprocal per row, int8 at 2**-7), c = p_(1), m = p_(1) - p_(2): the same softmax the
-   layer engine runs;
+   one reciprocal per row, the layer engine's softmax) but with 15-bit outputs (``prob_bits``,
+   at 2**-15: 7 bits leave every p >= 0.99 at 127/128, where the thresholds sit),
+   c = p_(1), m = p_(1) - p_(2);
 8. SAV: v = V >> sav_shift (chosen so that v fits 16 bits on the calibration set, saturated);
 9. the gate: G = sat32(W_c c + W_m m + W_s v + B), with the float weights scaled by
-   2**GATE_BITS (the comparator's int32 gate): exit iff G >= the threshold register
+   2**GATE_BITS (24) (the comparator's int32 gate): exit iff G >= the threshold register
    ceil(logit(tau) * 2**GATE_BITS). A layer the thresholds switch off is not a candidate
    (the comparator's mask bit), so it has no register.
 
@@ -45,7 +46,8 @@ from model.exits.gate import Gate
 from model.exits.heads import ExitHeads
 
 Z_BITS = 16            # the gate's logits: int32 at 2**-16
-GATE_BITS = 16         # the gate's pre-activation: fixed point with 16 fraction bits
+GATE_BITS = 24         # the gate's pre-activation: fixed point with 24 fraction bits
+GATE_PROB_BITS = 15    # confidence and margin: probabilities at 2**-15
 SAV_BITS = 16          # v = V >> sav_shift fits this many bits on the calibration set
 NORM_FRAC = 8          # r = |e| with 8 fraction bits
 INV_BITS = 40          # inv = floor(2**40 / r)
@@ -96,7 +98,7 @@ class FixedHead:
         inv = (1 << INV_BITS) // r.clamp(min=1)
         z1 = intops.round_shift(d * inv[:, None], Z1_SHIFT)
         z = intops.round_shift(z1 * p["m_z"], p["sh_z"]).clamp(intops.INT32_MIN, intops.INT32_MAX)
-        prob = intops.softmax(z, **self.softmax)
+        prob = intops.softmax(z, **self.softmax, prob_bits=GATE_PROB_BITS)
         top = prob.topk(min(2, prob.shape[-1]), dim=-1).values
         c = top[:, 0]
         m = top[:, 0] - (top[:, 1] if top.shape[1] > 1 else 0)
@@ -156,8 +158,8 @@ def quantize_head(heads: ExitHeads, gate: Gate, class_embeddings: torch.Tensor, 
             p["sav_shift"] = torch.tensor(max(0, v_max.bit_length() - SAV_BITS))
             wc, wm, ws = gate.weight[k].double().tolist()
             sav_unit = s_x[k] ** 2 / (patches ** 2 * width) * 2 ** int(p["sav_shift"])
-            p["w_c"] = torch.tensor(round(wc / 2 ** intops.PROB_BITS * 2 ** GATE_BITS))
-            p["w_m"] = torch.tensor(round(wm / 2 ** intops.PROB_BITS * 2 ** GATE_BITS))
+            p["w_c"] = torch.tensor(round(wc / 2 ** GATE_PROB_BITS * 2 ** GATE_BITS))
+            p["w_m"] = torch.tensor(round(wm / 2 ** GATE_PROB_BITS * 2 ** GATE_BITS))
             p["w_s"] = torch.tensor(round(ws * sav_unit * 2 ** GATE_BITS))
             p["bias"] = torch.tensor(round(float(gate.bias[k]) * 2 ** GATE_BITS))
             out.append(FixedLayer({k2: torch.as_tensor(v2, dtype=torch.int64) for k2, v2 in p.items()}))
