@@ -42,7 +42,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum
 
-from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -72,7 +72,6 @@ class Src(IntEnum):
 class Unit(IntEnum):
     NONE = 0
     LN = 1
-    SOFTMAX = 2
     GELU = 3
     ADD = 4
     SERIAL = 5

@@ -27,10 +27,8 @@ keeps the engine's output and bias buffers small.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
-import torch
 
 from hw import schedule
 from hw.layer import FETCH_CYCLES, Dst, LayerConfig, Op, Src, Unit

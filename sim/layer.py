@@ -24,19 +24,10 @@ from model.golden import Golden
 from model.quantize import IntModel, pixels_to_patches
 from sim.host import lanes_to_words, pack_activations, pack_params, pack_token_bias, pack_weights, words_to_lanes
 
-LN_G_BITS, LN_B_BITS = 17, 48
-
 
 def encode(d: program.Desc, layout) -> int:
     fields = {k: (dict(v) if isinstance(v, dict) else int(v)) for k, v in d.fields.items()}
     return layout.const(fields).as_value().value
-
-
-def _ln_params(im: IntModel, name: str, lanes: int) -> list[int]:
-    g, b = im.p(f"{name}.g").tolist(), im.p(f"{name}.b").tolist()
-    ch = [(gi & ((1 << LN_G_BITS) - 1)) | ((bi & ((1 << LN_B_BITS) - 1)) << LN_G_BITS) for gi, bi in zip(g, b)]
-    from hw.gemm import PARAM_BITS
-    return [sum(ch[j * lanes + c] << (PARAM_BITS * c) for c in range(lanes)) for j in range(len(ch) // lanes)]
 
 
 def stream_words(d: program.Desc, im: IntModel, lanes: int) -> tuple[str, list[int]]:
@@ -62,7 +53,9 @@ def stream_words(d: program.Desc, im: IntModel, lanes: int) -> tuple[str, list[i
         m, s = int(im.p(f"{blk}.ctx.m")), int(im.p(f"{blk}.ctx.shift"))
         return "q", pack_params(zeros(n), torch.full((n,), m), torch.full((n,), s), lanes)
     if tag == "ln_params":
-        return "q", _ln_params(im, args[0], lanes)
+        from hw.gemm import PARAM_BITS
+        from sim.units import layernorm_param_words
+        return "q", layernorm_param_words(im.p(f"{args[0]}.g"), im.p(f"{args[0]}.b"), lanes, PARAM_BITS)
     if tag == "token_bias":
         _, n0, n1 = args
         return "q", pack_token_bias(im.p("embed.b")[:, n0:n1], lanes)
@@ -101,6 +94,23 @@ def segment_job(name: str, seg: list[program.Desc], im: IntModel, plan: program.
             for d in seg if d["dst"] == program.Dst.HOST and d.kind != "end"]
     return SegmentJob(name, [encode(d, layout) for d in seg], w, q, scratch,
                       program.predict(seg, plan.lanes, source), taps)
+
+
+def model_jobs(im: IntModel, images: torch.Tensor, lanes: int, layers: int | None,
+               source: WeightSource = IDEAL):
+    """Every segment of every image as a job: (plan, cfg, layout, [(image, name, segment, job)],
+    the harness's memory sizes (weight words, parameter words, trace words))."""
+
+    depth = im.config.depth if layers is None else layers
+    plan, segs = program.model_program(im, lanes, depth)
+    cfg = program.engine_config(plan, segs)
+    layout = desc_layout(cfg)
+    names = ["embed"] + [f"b{i}" for i in range(depth)] + (["head"] if len(segs) > depth + 1 else [])
+    jobs = [(n, name, seg, segment_job(name, seg, im, plan, layout, source, image if name == "embed" else None))
+            for n, image in enumerate(images) for name, seg in zip(names, segs)]
+    sizes = (max(1, max(len(j.weights) for *_, j in jobs)), max(1, max(len(j.params) for *_, j in jobs)),
+             max(1, max(sum(t[1] for t in j.taps) for *_, j in jobs)))
+    return plan, cfg, layout, jobs, sizes
 
 
 def read_taps(job: SegmentJob, words: list[int], lanes: int) -> dict[str, torch.Tensor]:
@@ -201,7 +211,6 @@ async def drive_segment(driver, job: SegmentJob, source: WeightSource = IDEAL) -
 
 def onchip_bits(cfg, layout_bits: int) -> dict[str, int]:
     """Bits of every on-chip memory of the layer engine (the weights stream; none are stored)."""
-    from hw.gemm import PARAM_BITS
     out = {f"gemm.{k}": words * bits for k, (words, bits) in cfg.gemm.buffers.items()}
     out["scratch"] = cfg.scratch_words * 8 * cfg.lanes
     out["probabilities"] = cfg.p_words * 8 * cfg.lanes
@@ -278,23 +287,12 @@ def verify_block(im: IntModel, images: torch.Tensor, lanes: int, layers: int | N
     from pathlib import Path
 
     from hw import emit
-    from hw.layer import desc_layout
     from sim import runner
     from sim.harness import LayerHarness, layer_top_name, source_ports
 
     depth = im.config.depth if layers is None else layers
-    plan, segs = program.model_program(im, lanes, depth)
-    cfg = program.engine_config(plan, segs)
-    layout = desc_layout(cfg)
-    names = ["embed"] + [f"b{i}" for i in range(depth)] + (["head"] if len(segs) > depth + 1 else [])
-    jobs, meta = [], []
-    for n, image in enumerate(images):
-        for name, seg in zip(names, segs):
-            job = segment_job(name, seg, im, plan, layout, source, image if name == "embed" else None)
-            jobs.append(job)
-            meta.append((n, name, seg))
-    sizes = (max(1, max(len(j.weights) for j in jobs)), max(1, max(len(j.params) for j in jobs)),
-             max(1, max(sum(t[1] for t in j.taps) for j in jobs)))
+    plan, cfg, layout, entries, sizes = model_jobs(im, images, lanes, layers, source)
+    jobs, meta = [j for *_, j in entries], [(n, name, seg) for n, name, seg, _ in entries]
     top = layer_top_name(cfg)
     b = runner.build(emit.to_verilog(LayerHarness(cfg, *sizes), top), top, simulator=simulator, waves=waves)
     ports = source_ports(source)
@@ -315,7 +313,7 @@ def verify_block(im: IntModel, images: torch.Tensor, lanes: int, layers: int | N
         for job, (m, name, seg), g in zip(jobs, meta, got + [None] * len(jobs)):
             if m != n:
                 continue
-            mine = {k: v for k, v in exp.items() if k in dict((t[0], 0) for t in job.taps)}
+            mine = {k: v for k, v in exp.items() if k in {t[0] for t in job.taps}}
             if g is not None:
                 taps.update(read_taps(job, g["trace"], lanes))
             cmp = compare(taps, mine, plan)
@@ -364,18 +362,10 @@ def run_in_amaranth(im: IntModel, images: torch.Tensor, lanes: int, layers: int 
     run, {image, name, cycles, predicted, taps} with the taps unpacked."""
     from amaranth.sim import Simulator
 
-    from hw.layer import desc_layout
     from sim.harness import LayerHarness
 
-    depth = im.config.depth if layers is None else layers
-    plan, segs = program.model_program(im, lanes, depth)
-    cfg = program.engine_config(plan, segs)
-    layout = desc_layout(cfg)
-    names = ["embed"] + [f"b{i}" for i in range(depth)] + (["head"] if len(segs) > depth + 1 else [])
-    jobs = [(n, segment_job(name, seg, im, plan, layout, source, image if name == "embed" else None))
-            for n, image in enumerate(images) for name, seg in zip(names, segs)]
-    sizes = (max(1, max(len(j.weights) for _, j in jobs)), max(1, max(len(j.params) for _, j in jobs)),
-             max(1, max(sum(t[1] for t in j.taps) for _, j in jobs)))
+    _, cfg, _, entries, sizes = model_jobs(im, images, lanes, layers, source)
+    jobs = [(n, j) for n, _, _, j in entries]
     dut = LayerHarness(cfg, *sizes)
     out = []
 
@@ -468,7 +458,6 @@ def free_running(im: IntModel, lanes: int, source: WeightSource = IDEAL, segment
     from pathlib import Path
 
     from hw import emit
-    from hw.layer import desc_layout
     from sim import runner
     from sim.harness import LayerHarness, layer_top_name, source_ports
 

@@ -122,11 +122,12 @@ def _ln_rows(g: torch.Generator, n: int, d: int) -> torch.Tensor:
     return x
 
 
-def layernorm_param_words(g: torch.Tensor, b: torch.Tensor, lanes: int) -> list[int]:
+def layernorm_param_words(g: torch.Tensor, b: torch.Tensor, lanes: int, lane_bits: int | None = None) -> list[int]:
     """Per-channel g, b → parameter words of ``lanes`` channels (``hw.layernorm.LN_PARAM``: g in
-    a lane's low 17 bits, b in the next 48), ``lane_bits`` apart."""
+    a lane's low 17 bits, b in the next 48), ``lane_bits`` apart (default: packed, the unit's
+    ``p_in``; the layer engine's parameter stream puts them ``PARAM_BITS`` apart)."""
     ch = [(gi & (2 ** 17 - 1)) | ((bi & (2 ** 48 - 1)) << 17) for gi, bi in zip(g.tolist(), b.tolist())]
-    size = layernorm.LN_PARAM.size
+    size = lane_bits or layernorm.LN_PARAM.size
     return [sum(ch[j + c] << (size * c) for c in range(lanes)) for j in range(0, len(ch), lanes)]
 
 
@@ -249,8 +250,8 @@ def _fields(values: list[list[int]], layout) -> list[int]:
     out = []
     for row in values:
         word, offset = 0, 0
-        for (name, field), v in zip(layout, row):
-            width = Shape.cast(field.shape).width
+        for (_, member), v in zip(layout, row):
+            width = Shape.cast(member.shape).width
             word |= (int(v) & ((1 << width) - 1)) << offset
             offset += width
         out.append(word)

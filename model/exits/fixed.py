@@ -35,7 +35,6 @@ on calibration inputs, over 127, as the backbone's activations are.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
