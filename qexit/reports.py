@@ -7,6 +7,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from model.errors import QexitError
 from model.markdown import markdown_table
 
 __all__ = ["REPORTS_DIR", "markdown_table", "report_dir", "write_summary"]
@@ -18,9 +19,13 @@ REPORTS_DIR = Path("reports")
 def report_dir(step: str, root: Path | str = REPORTS_DIR):
     """Yield a temporary folder; on success it replaces ``root/step`` in one move."""
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
     final = root / step
-    tmp = Path(tempfile.mkdtemp(prefix=f".{step}.", dir=root))
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{step}.", dir=root))
+    except OSError as err:
+        raise QexitError(f"cannot write the report folder {final} ({err.strerror or err}); "
+                         f"choose a writable root with --out") from None
     try:
         yield tmp
     except BaseException:

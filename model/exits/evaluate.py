@@ -198,7 +198,7 @@ def run_seed(cfg: ViTConfig, class_embeddings: torch.Tensor, train: Features, ga
 
     gm, s_gate, s_test = gate_scores("ssa_dist")
     main = lraee("ssa_dist", xcfg.budget, s_gate, s_test)
-    float_main, fixed_vs_float = None, None
+    float_main, fixed_vs_float, exit_path = None, None, None
     if gate_s.ssa_sum is not None and test.ssa_sum is not None:
         # the int8 mode's head as the hardware computes it: quantize the distilled SSA heads
         # and the gate, pick the thresholds on its own gate values, and report it
@@ -208,11 +208,18 @@ def run_seed(cfg: ViTConfig, class_embeddings: torch.Tensor, train: Features, ga
         for split, f in (("gate", gate_s), ("test", test)):
             scores, g_int = fh.forward(f.ssa_sum[:, ci], f.sav_num[:, ci])
             fx[split] = ((scores.argmax(-1) == f.labels[:, None]).numpy(),
-                         torch.sigmoid(g_int.double() / 2 ** GATE_BITS).numpy(), scores.argmax(-1).numpy())
-        fixed_main = lraee_on(fx["gate"][0], fx["test"][0], xcfg.budget, fx["gate"][1], fx["test"][1])
-        thr_fx = np.asarray(fixed_main["thresholds"], dtype=np.float64)
-        regs = fixed_thresholds(torch.from_numpy(np.where(np.isfinite(thr_fx), thr_fx, 0.5))).tolist()
-        fixed_main["threshold_registers"] = [int(r) if np.isfinite(t) else None for r, t in zip(regs, thr_fx)]
+                         torch.sigmoid(g_int.double() / 2 ** GATE_BITS).numpy(), scores.argmax(-1).numpy(),
+                         scores, g_int)
+        # thresholds are chosen on the gating split's gate probabilities; the test split is
+        # then routed as the comparator routes it: integer gate >= integer threshold register
+        thr_fx = np.asarray(lraee_on(fx["gate"][0], fx["test"][0], xcfg.budget, fx["gate"][1],
+                                     fx["test"][1])["thresholds"], dtype=np.float64)
+        active = np.isfinite(thr_fx)
+        regs = fixed_thresholds(torch.from_numpy(np.where(active, thr_fx, 0.5))).numpy()
+        exit_idx = route(fx["test"][4].double().numpy(), np.where(active, regs.astype(np.float64), np.inf))
+        fixed_main = _policy(cfg, cands, exit_idx, fx["test"][0], fc_test, thr_fx, xcfg.head_hidden)
+        fixed_main["thresholds"] = thr_fx.tolist()
+        fixed_main["threshold_registers"] = [int(r) if a else None for r, a in zip(regs, active)]
         full_pred = test.final_logits.argmax(-1).numpy()
 
         def predicted(res, cls):
@@ -226,6 +233,9 @@ def run_seed(cfg: ViTConfig, class_embeddings: torch.Tensor, train: Features, ga
         li, lp = predicted(main, logits["ssa_dist", "test"][:, ci].argmax(-1).numpy())
         fixed_vs_float = {"exit_layer_differs": float((fi != li).mean()), "class_differs": float((fp != lp).mean()),
                           "decisions_differ": float(((fi != li) | (fp != lp)).mean())}
+        exit_path = {"head": fh, "layers": cands, "registers": fixed_main["threshold_registers"],
+                     "test_scores": fx["test"][3], "test_gates": fx["test"][4],
+                     "test_exit": torch.from_numpy(fi), "test_class": torch.from_numpy(fp)}
         float_main, main = main, fixed_main
     _, s_gate_h, s_test_h = gate_scores("ssa_hard")
     hard = lraee("ssa_hard", xcfg.budget, s_gate_h, s_test_h)
@@ -293,7 +303,8 @@ def run_seed(cfg: ViTConfig, class_embeddings: torch.Tensor, train: Features, ga
                                     "quadrants": quadrants(float_main["correct"], fc_test, fp32_correct),
                                     "thresholds": dict(zip(cands, float_main["thresholds"]))},
                      "fixed_vs_float": fixed_vs_float,
-                     "threshold_registers": dict(zip(cands, main["threshold_registers"]))}
+                     "threshold_registers": dict(zip(cands, main["threshold_registers"])),
+                     "exit_path": exit_path}
     return {
         **out_fixed,
         "seed": seed,

@@ -86,12 +86,39 @@ class FixedHead:
         return torch.stack(scores, 1), torch.stack(gates, 1)
 
     def layer(self, k: int, s: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Candidate ``k``'s head on sums ``s`` (N, D) and SAV numerators ``v`` (N,)."""
+        e = self.embedding(k, self.ssa_norm(k, s))
+        d = self.scores(e)
+        return d, self.gate(k, e, d, v)
+
+    # the stages, in hardware order (each one a block of hw/head_hls.py)
+    def ssa_norm(self, k: int, s: torch.Tensor) -> torch.Tensor:
+        """Steps 1-2: the SSA requantized to int8, then the head's LayerNorm: int8 (N, D)."""
         p = self.layers[k]
         a = intops.requantize(s, p["m_a"], p["sh_a"])
-        y = intops.layernorm(a, p["ln_g"], p["ln_b"], p["ln_shift"], p["ln_eps"])
-        h = intops.requantize(intops.gemm(y, p["w1"], p["b1"]), p["m1"], p["sh1"]).clamp(min=0)
-        e = intops.requantize(intops.gemm(h, p["w2"], p["b2"]), p["m2"], p["sh2"])
-        d = intops.matmul(e, self.class_t.t())
+        return intops.layernorm(a, p["ln_g"], p["ln_b"], p["ln_shift"], p["ln_eps"])
+
+    def dense(self, k: int, x: torch.Tensor, i: int) -> torch.Tensor:
+        """Dense ``i`` (1 or 2): the int32 accumulator, saturated (before requantization)."""
+        p = self.layers[k]
+        return intops.gemm(x, p[f"w{i}"], p[f"b{i}"])
+
+    def requant(self, k: int, acc: torch.Tensor, i: int) -> torch.Tensor:
+        p = self.layers[k]
+        return intops.requantize(acc, p[f"m{i}"], p[f"sh{i}"])
+
+    def embedding(self, k: int, y: torch.Tensor) -> torch.Tensor:
+        """Steps 3-4: dense → ReLU → dense, the int8 embedding (N, E)."""
+        h = self.requant(k, self.dense(k, y, 1), 1).clamp(min=0)
+        return self.requant(k, self.dense(k, h, 2), 2)
+
+    def scores(self, e: torch.Tensor) -> torch.Tensor:
+        """Step 5: the int32 class scores (N, C)."""
+        return intops.matmul(e, self.class_t.t())
+
+    def gate(self, k: int, e: torch.Tensor, d: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Steps 6-9: the gate's int32 pre-activation (N,)."""
+        p = self.layers[k]
         n = (e * e).sum(-1)
         r = intops.isqrt(n << (2 * NORM_FRAC))
         inv = (1 << INV_BITS) // r.clamp(min=1)
@@ -102,14 +129,40 @@ class FixedHead:
         c = top[:, 0]
         m = top[:, 0] - (top[:, 1] if top.shape[1] > 1 else 0)
         sav = (v >> p["sav_shift"]).clamp(max=2 ** SAV_BITS - 1)
-        gate = (p["w_c"] * c + p["w_m"] * m + p["w_s"] * sav + p["bias"]).clamp(intops.INT32_MIN, intops.INT32_MAX)
-        return d, gate
+        return (p["w_c"] * c + p["w_m"] * m + p["w_s"] * sav + p["bias"]).clamp(intops.INT32_MIN, intops.INT32_MAX)
+
+    @property
+    def width(self) -> int:
+        return self.layers[0]["w1"].shape[1]
+
+    @property
+    def hidden(self) -> int:
+        return self.layers[0]["w1"].shape[0]
+
+    @property
+    def embed_dim(self) -> int:
+        return self.class_t.shape[1]
+
+    @property
+    def classes(self) -> int:
+        return self.class_t.shape[0]
+
+    def state(self) -> dict:
+        """Plain tensors and numbers (``torch.load(weights_only=True)`` reads them back)."""
+        return {"layers": [dict(lay.params) for lay in self.layers], "class_t": self.class_t,
+                "patches": self.patches, "softmax": dict(self.softmax)}
+
+    @classmethod
+    def from_state(cls, st: dict) -> "FixedHead":
+        return cls([FixedLayer(dict(p)) for p in st["layers"]], st["class_t"], int(st["patches"]), dict(st["softmax"]))
 
 
 def thresholds(taus: torch.Tensor) -> torch.Tensor:
-    """Gate probabilities τ per layer → threshold registers ceil(logit(τ) 2**GATE_BITS)."""
-    t = taus.double().clamp(1e-12, 1 - 1e-12)
-    return torch.ceil(torch.log(t / (1 - t)) * 2 ** GATE_BITS).to(torch.int64)
+    """Gate probabilities τ per layer → threshold registers ceil(logit(τ) 2**GATE_BITS), in
+    int32; τ <= 0 (every sample exits) gives INT32_MIN, which every saturated gate reaches."""
+    t = taus.double()
+    reg = torch.ceil(torch.logit(t.clamp(1e-12, 1 - 1e-12)) * 2 ** GATE_BITS).clamp(intops.INT32_MIN, intops.INT32_MAX)
+    return torch.where(t <= 0, torch.tensor(float(intops.INT32_MIN), dtype=torch.float64), reg).to(torch.int64)
 
 
 def token_sums(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,6 +8,7 @@ from model.checkpoint import SHIPPED_WEIGHTS, load_checkpoint
 from model.data import Dataset, load_dataset
 
 INTMODEL_DEFAULT = Path("reports") / "quantize" / "intmodel.pt"
+EXIT_PATH_DEFAULT = Path("reports") / "exits" / "exit_path.pt"
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:

@@ -7,7 +7,9 @@ gating split under a FLOPs budget, and evaluates on the test split: top-1 and FL
 against full depth in the same mode, the exit distribution, the four-quadrant Rescue-Effect table, gate
 selectivity, the Pareto frontier, [CLS] vs SSA per layer, the (i)–(v) ablation and the CLS-EE,
 confidence-only and PABEE baselines, as mean ± std over seeds. Writes reports/exits/
-(README.md, summary.json, exit_distribution.json, PNGs). Backbone features are cached under
+(README.md, summary.json, exit_distribution.json, PNGs) and, in int8 mode, exit_path.pt:
+the fixed-point head, the threshold registers and the test split's head outputs (seed 0), which
+`qexit hls` and `qexit verify head|comparator` read. Backbone features are cached under
 --cache-dir, so a rerun only trains the small heads and gates.
 
 This module only parses the arguments, loads the data and backbones and writes the files; the
@@ -27,7 +29,8 @@ import torch
 from model.checkpoint import SHIPPED_WEIGHTS, load_checkpoint
 from model.data import GATE_SIZE, SPLITS, load_fashion_mnist, split_ids
 from model.errors import QexitError
-from model.exits.backbones import MODES, dynamic_backbone, fp32_backbone, int8_backbone
+from model.exits import exit_path
+from model.exits.backbones import MODES, dynamic_backbone, file_digest, fp32_backbone, int8_backbone
 from model.exits.evaluate import ExitConfig, check_disjoint, run_mode
 from model.exits.features import CACHE_DIR, cached_features
 from model.exits.report import plot_all, readme
@@ -163,6 +166,7 @@ def run(args) -> int:
         results[m] = run_mode(cfg, ce, f["train"], f["gate"], f["test"], fp32_train.final_embedding,
                               f["gate"].noise(), xcfg, progress, desc=f"{m} seeds", fp32_correct=fp32_correct)
     noise = {m: per_mode[m]["gate"].noise() for m in modes}
+    exit_paths = [r.pop("exit_path", None) for m in modes for r in results[m]]
     seconds_total = time.time() - t_start
 
     with report_dir("exits", args.out) as out:
@@ -172,6 +176,10 @@ def run(args) -> int:
                         "features_cached": cached_all, "threads": args.threads})
         write_summary(out, summary)
         (out / "exit_distribution.json").write_text(json.dumps(dist, indent=2) + "\n")
+        if exit_paths[0] is not None:     # the int8 mode's seed 0: what the exit hardware runs
+            exit_path.save(out / exit_path.FILENAME, exit_path.ExitPath(
+                **exit_paths[0], depth=cfg.depth, tokens=cfg.num_patches + 1,
+                intmodel_digest=file_digest(args.intmodel) if args.intmodel else None))
         plot_all(out, cfg, modes, results, noise, top1_fp32)
         (out / "README.md").write_text(readme(cfg, modes, results, noise, top1_fp32, xcfg, summary,
                                               args.train_images, args.gate_split, args.grid))

@@ -36,6 +36,14 @@ program. `--layers N` stops after N layers (no head). `--random --width W --head
 ViT-B/32) instead of the shipped one, and runs it on random images. Writes
 reports/verify-block/summary.json and a README with the per-layer table; exits 1 on any
 mismatch or cycle error.
+
+`qexit verify comparator` replays the test split through the exit comparator (hw/comparator.py)
+under cocotb: the class scores and gates of the fixed-point head that `qexit exits` evaluated
+(saved in its exit_path.pt with the threshold registers), image by image, candidate layer by
+candidate layer until the comparator exits, as the layer sequencer feeds it. Every decision
+(exit bit, class, layer) must equal model/exits/decision.py, and every image's exit layer and
+class the evaluation's. Writes reports/verify-comparator/summary.json (matched, total,
+images, decisions, images_matched); exits 1 on any mismatch.
 """
 from __future__ import annotations
 
@@ -47,13 +55,14 @@ from qexit.reports import markdown_table, report_dir, write_summary
 from pathlib import Path
 
 from model.errors import QexitError
-from qexit.commands.common import INTMODEL_DEFAULT, positive
+from qexit.commands.common import EXIT_PATH_DEFAULT, INTMODEL_DEFAULT, positive
 from sim import model_ops, runner, verify
 from sim import units as sim_units
 
 HELP = ("bit-exact RTL checks under cocotb: `verify gemm` (the GEMM engine), "
         "`verify units` (requantizer, add, GELU, LayerNorm, softmax, exit comparator), "
-        "`verify model` and `verify block` (the IntModel through the RTL)")
+        "`verify model` and `verify block` (the IntModel through the RTL), "
+        "`verify comparator` (the exit decisions of the test split)")
 
 
 def _block_doc(command: str) -> str:
@@ -139,6 +148,15 @@ def add_arguments(p):
     u.add_argument("--simulator", choices=runner.SIMULATORS, default=None,
                    help="default: Verilator if installed, else Icarus")
     u.set_defaults(_block=run_units)
+
+    co = sub.add_parser("comparator", help="the exit comparator on the fixed-point head's outputs for the test split",
+                        description=_block_doc("comparator"), formatter_class=fmt)
+    co.add_argument("--exit-path", type=Path, default=EXIT_PATH_DEFAULT,
+                    help="the exit path `qexit exits` wrote (int8 mode)")
+    co.add_argument("--images", type=positive, default=None, help="the first N test images (default: all)")
+    co.add_argument("--simulator", choices=runner.SIMULATORS, default=None,
+                    help="default: Verilator if installed, else Icarus")
+    co.set_defaults(_block=run_comparator)
 
 
 def run(args) -> int:
@@ -310,8 +328,6 @@ def run_model(args) -> int:
 
 
 def run_block(args) -> int:
-    import math
-
     import torch
 
     from hw.schedule import WeightSource
@@ -374,4 +390,38 @@ def run_block(args) -> int:
             "weight stalls); loading the program, streams and image before each start is not counted.\n\n"
             + markdown_table(["segment", "bit-exact", "cycles measured", "cycles predicted", "utilization"], rows)
             + "\n")
+    return 0 if res.passed else 1
+
+
+def run_comparator(args) -> int:
+    from model.exits import exit_path
+    from sim import exit as sim_exit
+
+    ep = exit_path.load(args.exit_path)
+    runner.pick(args.simulator)
+    n = ep.test_scores.shape[0] if args.images is None else min(args.images, ep.test_scores.shape[0])
+    print(f"replaying {n} test images through the exit comparator ({len(ep.layers)} candidate layers)", flush=True)
+    with report_dir("verify-comparator") as folder:
+        res = sim_exit.verify_comparator(ep, n, simulator=args.simulator, folder=folder / "sim")
+        print(f"bit-exact: {res.matched}/{res.total} decisions ({res.decisions} fed); images whose exit layer "
+              f"and class equal the evaluation's: {res.images_matched}/{res.images} ({res.seconds:.0f} s)")
+        if not res.passed:
+            print(res.log or "(no simulator log)")
+        summary = {**res.summary(), "layers": ep.layers, "threshold_registers": ep.registers,
+                   "exit_path": str(args.exit_path)}
+        write_summary(folder, summary)
+        k = len(ep.layers)
+        exits = [int((ep.test_exit[:n] == j).sum()) for j in range(k + 1)]
+        rows = [[lay if j < k else f"{ep.depth} (full depth)", "-" if j == k else
+                 (ep.registers[j] if ep.registers[j] is not None else "off"), exits[j]]
+                for j, lay in enumerate(ep.layers + [ep.depth])]
+        (folder / "README.md").write_text(
+            f"# verify comparator: {res.matched}/{res.total} decisions bit-exact\n\n"
+            f"The exit comparator's RTL (`hw/comparator.py`, {runner.pick(args.simulator)} under cocotb) on the "
+            f"fixed-point head's class scores and gates for the first {n} test images, as `qexit exits` "
+            f"evaluated them: per image, the candidate layers in order until the comparator exits "
+            f"({res.decisions} decisions, {res.decisions * ep.test_scores.shape[2]} score beats). Every decision "
+            f"(exit bit, class, layer) equals `model/exits/decision.py`; {res.images_matched}/{n} images leave "
+            f"at the layer and with the class the evaluation counted.\n\n"
+            + markdown_table(["exit layer", "threshold register", "images"], rows) + "\n")
     return 0 if res.passed else 1

@@ -1,0 +1,98 @@
+"""Build the exit head with hls4ml and check its C simulation bit-exact (issue F, item 3).
+
+For every candidate layer of the exit path that `qexit exits` wrote (int8 mode), converts
+the fixed-point head and gate (hw/head_hls.py: hls4ml's PyTorch frontend, Vitis backend,
+io_parallel) into an HLS project, compiles its C simulation with g++ and runs it on the golden
+model's real int8 tokens of the first test images at that layer. Every output (the class
+scores and the gate's pre-activation) must equal model/exits/fixed.py computed on the host from
+the same tokens. The projects stay in reports/hls/layerNN/ with hls4ml's build_prj.tcl, for a
+Vitis HLS user to synthesize. Writes reports/hls/summary.json (matched, total, mismatches,
+layers) and a README with the per-layer table and the precision of every stage; exits 1 on any
+mismatch.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from model.errors import QexitError
+from qexit.commands.common import EXIT_PATH_DEFAULT, INTMODEL_DEFAULT, positive
+from qexit.reports import REPORTS_DIR, markdown_table, report_dir, write_summary
+
+HELP = "the exit head through hls4ml: HLS projects, C simulation bit-exact against the fixed-point head"
+
+
+def add_arguments(p):
+    p.add_argument("--exit-path", type=Path, default=EXIT_PATH_DEFAULT,
+                   help="the exit path `qexit exits` wrote (int8 mode)")
+    p.add_argument("--intmodel", type=Path, default=INTMODEL_DEFAULT,
+                   help="the IntModel whose tokens feed the head (the one the exits ran on)")
+    p.add_argument("--sets", type=positive, default=5000,
+                   help="token sets in all (one image at one candidate layer is one set), spread evenly "
+                        "over the candidate layers")
+    p.add_argument("--out", type=Path, default=REPORTS_DIR, help="reports root; writes <out>/hls/")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args) -> int:
+    import hls4ml
+
+    from hw import head_hls
+    from model.data import load_fashion_mnist
+    from model.exits import exit_path
+    from model.quantize import load_intmodel
+    from sim import exit as sim_exit
+
+    t0 = time.time()
+    ep = exit_path.load(args.exit_path)
+    if not args.intmodel.is_file():
+        raise QexitError(f"no IntModel at {args.intmodel}; write it with `qexit quantize` or pass --intmodel")
+    head_hls.check_gxx()
+    im = load_intmodel(args.intmodel)
+    n = sim_exit.images_for(args.sets, len(ep.layers))
+    if n > ep.test_scores.shape[0]:
+        raise QexitError(f"--sets {args.sets} needs {n} test images; the exit path has {ep.test_scores.shape[0]}")
+    images = load_fashion_mnist("test").subset(n).images
+    tokens = sim_exit.exit_tokens(im, ep, images)
+    print(f"hls4ml {hls4ml.__version__}: {len(ep.layers)} candidate layers x {n} test images = "
+          f"{n * len(ep.layers)} token sets", flush=True)
+    with report_dir("hls", args.out) as folder:
+        checks = sim_exit.verify_hls(ep, tokens, folder, progress=not args.quiet)
+        same = sim_exit.matches_evaluation(ep, tokens)
+        matched, total = sum(c.matched for c in checks), sum(c.total for c in checks)
+        ok = matched == total
+        for c in checks:
+            print(f"  layer {c.layer:2d}: {c.sets} token sets, {c.matched}/{c.total} outputs bit-exact  (compile {c.compile_seconds:.1f} s, "
+                  f"C-sim {c.csim_seconds:.2f} s)")
+        print(f"bit-exact: {matched}/{total} ({n * len(ep.layers)} token sets)")
+        print(f"the reference on these tokens equals the head outputs `qexit exits` evaluated for {same}/"
+              f"{n * len(ep.layers)} sets" + ("" if same == n * len(ep.layers) else
+                                             " (was the exit path made on another IntModel?)"))
+        summary = {"matched": matched, "total": total, "mismatches": total - matched, "passed": ok,
+                   "token_sets": n * len(ep.layers), "images": n, "sets_equal_to_evaluation": same, "layers": [c.summary() for c in checks],
+                   "hls4ml": hls4ml.__version__, "backend": head_hls.BACKEND, "io_type": "io_parallel",
+                   "compile_seconds": round(sum(c.compile_seconds for c in checks), 1),
+                   "csim_seconds": round(sum(c.csim_seconds for c in checks), 2),
+                   "seconds_total": round(time.time() - t0, 1), "exit_path": str(args.exit_path),
+                   "intmodel": str(args.intmodel)}
+        write_summary(folder, summary)
+        (folder / "README.md").write_text(readme(summary, checks))
+    return 0 if ok else 1
+
+
+def readme(s: dict, checks) -> str:
+    from hw import head_hls
+
+    rows = [[c.layer, c.sets, f"{c.matched}/{c.total}", c.total - c.matched, f"{c.compile_seconds:.1f}",
+             f"{c.csim_seconds:.2f}"] for c in checks]
+    table = head_hls.__doc__.split("\n\n")[1]
+    return (f"# hls4ml exit head: {s['matched']}/{s['total']} outputs bit-exact\n\n"
+            f"hls4ml {s['hls4ml']}, {s['backend']} backend, {s['io_type']}. One project per candidate layer "
+            f"(`layerNN/`, with hls4ml's `build_prj.tcl`), compiled with g++ and run (`predict()`, the C "
+            f"simulation) on the golden model's int8 tokens of the first {s['images']} test images at that layer: "
+            f"{s['token_sets']} token sets. Each output (the class scores, then the gate's pre-activation) is "
+            f"compared with `model/exits/fixed.py` computed on the host from the same tokens.\n\n"
+            + markdown_table(["layer", "token sets", "outputs bit-exact", "mismatches", "compile s", "C-sim s"], rows)
+            + f"\n\nCompile {s['compile_seconds']} s and C simulation {s['csim_seconds']} s in all; "
+              f"{s['seconds_total']} s with the golden model's tokens.\n\n## The datapath and its precisions\n\n"
+            + table + "\n\n" + head_hls.__doc__.split("\n\n")[2] + "\n")

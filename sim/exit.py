@@ -1,0 +1,216 @@
+"""Checks of the exit path in hardware against the fixed-point reference (issue F).
+
+* ``verify_hls``: the hls4ml head (``hw.head_hls``), one C-simulated project per candidate
+  layer, on the golden model's real int8 tokens, against ``FixedHead.layer`` computed on the
+  host from the same tokens (``model.exits.fixed.token_sums``).
+* ``verify_comparator``: the whole test split's head outputs (saved by `qexit exits` in the
+  exit path) replayed through the comparator RTL under cocotb, layer by layer per image until
+  the comparator exits, as the layer sequencer feeds it. Every decision (exit bit, class,
+  layer) is compared with ``model.exits.decision.decide``, and each image's exit layer and class
+  with the evaluation's routing, so the report's numbers are the hardware's.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from model.errors import QexitError
+from model.exits.decision import decide
+from model.exits.exit_path import ExitPath
+from model.exits.fixed import token_sums
+
+
+def exit_tokens(im, ep: ExitPath, images: torch.Tensor, batch_size: int = 100) -> list[torch.Tensor]:
+    """The golden model's int8 tokens (N, T, D) after each of the exit path's layers."""
+    from model.golden import Golden
+
+    ep.check_width(im.config.width)
+    if im.config.depth != ep.depth:
+        raise QexitError(f"the exit path was made for a {ep.depth}-layer model but the IntModel has "
+                         f"{im.config.depth} layers; rerun `qexit exits` on it")
+    g = Golden(im)
+    parts: list[list[torch.Tensor]] = [[] for _ in ep.layers]
+    for i in range(0, len(images), batch_size):
+        out = g.forward(images[i:i + batch_size])
+        for j, lay in enumerate(ep.layers):
+            parts[j].append(out.blocks[lay - 1])
+    return [torch.cat(p) for p in parts]
+
+
+@dataclass
+class LayerCheck:
+    layer: int
+    sets: int = 0
+    matched: int = 0
+    total: int = 0
+    first_mismatches: list = field(default_factory=list)
+    compile_seconds: float = 0.0
+    csim_seconds: float = 0.0
+
+    def summary(self) -> dict:
+        return {"layer": self.layer, "sets": self.sets, "matched": self.matched, "total": self.total,
+                "mismatches": self.total - self.matched, "first_mismatches": self.first_mismatches[:3],
+                "compile_seconds": round(self.compile_seconds, 2), "csim_seconds": round(self.csim_seconds, 3)}
+
+
+def compare_head(layer: int, got: torch.Tensor, scores: torch.Tensor, gates: torch.Tensor) -> LayerCheck:
+    """One layer's outputs (N, C + 1: scores, then the gate) against the reference."""
+    want = torch.cat([scores, gates[:, None]], 1)
+    res = LayerCheck(layer, len(want), total=want.numel())
+    if got.shape != want.shape:
+        res.first_mismatches = [{"error": f"shape {tuple(got.shape)}, expected {tuple(want.shape)}"}]
+        return res
+    wrong = (got != want).nonzero().tolist()
+    res.matched = res.total - len(wrong)
+    res.first_mismatches = [{"set": i, "output": j, "got": int(got[i, j]), "expected": int(want[i, j])}
+                            for i, j in wrong[:3]]
+    return res
+
+
+def verify_hls(ep: ExitPath, tokens: list[torch.Tensor], folder: Path, progress: bool = False) -> list[LayerCheck]:
+    """Build, compile and C-simulate each layer's hls4ml project under ``folder`` on its tokens."""
+    from hw import head_hls
+
+    head_hls.check_gxx()
+    out = []
+    for k, lay in enumerate(tqdm(ep.layers, desc="hls4ml head", disable=not progress)):
+        t0 = time.time()
+        model = head_hls.build(ep.head, k, ep.tokens, folder / f"layer{lay:02d}")
+        t1 = time.time()
+        got = head_hls.predict(model, tokens[k])
+        t2 = time.time()
+        s, v = token_sums(tokens[k])
+        scores, gates = ep.head.layer(k, s, v)
+        res = compare_head(lay, got, scores, gates)
+        res.compile_seconds, res.csim_seconds = t1 - t0, t2 - t1
+        out.append(res)
+    return out
+
+
+def matches_evaluation(ep: ExitPath, tokens: list[torch.Tensor]) -> int:
+    """Token sets (images x layers) whose reference outputs equal the ones `qexit exits`
+    evaluated and saved (the first images of the test split): 0 means another IntModel."""
+    same = 0
+    for k, t in enumerate(tokens):
+        scores, gates = ep.head.layer(k, *token_sums(t))
+        n = len(t)
+        same += int(((scores == ep.test_scores[:n, k]).all(1) & (gates == ep.test_gates[:n, k])).sum())
+    return same
+
+
+def images_for(sets: int, layers: int) -> int:
+    """Images whose tokens at every one of ``layers`` layers give at least ``sets`` token sets."""
+    return max(1, math.ceil(sets / layers))
+
+
+# --------------------------------------------------------------------------- the comparator
+
+@dataclass
+class ComparatorCheck:
+    images: int
+    decisions: int = 0
+    matched: int = 0
+    total: int = 0
+    images_matched: int = 0          # exit layer and class equal the evaluation's
+    passed: bool = False
+    seconds: float = 0.0
+    first_mismatches: list = field(default_factory=list)
+    log: str = ""
+
+    def summary(self) -> dict:
+        return {"images": self.images, "decisions": self.decisions, "matched": self.matched, "total": self.total,
+                "mismatches": self.total - self.matched, "images_matched": self.images_matched,
+                "first_mismatches": self.first_mismatches[:5], "passed": self.passed,
+                "sim_seconds": round(self.seconds, 1)}
+
+
+def comparator_stream(ep: ExitPath, images: torch.Tensor) -> dict:
+    """The decisions the sequencer feeds for ``images``: per image, the candidate layers in
+    order up to and including the first exit (``decide``), all of them if none exits. Returns
+    the decision rows (image, layer index, image by image) and their expected outputs."""
+    k, c = len(ep.layers), ep.test_scores.shape[2]
+    regs = torch.tensor([t for t, _ in ep.register_words()], dtype=torch.int64)
+    cand = torch.tensor(ep.candidate)
+    n = len(images)
+    layer = torch.arange(k).repeat(n)
+    exit_, cls = decide(ep.test_scores[images].reshape(-1, c), ep.test_gates[images].reshape(-1), layer, regs, cand)
+    exit_, cls = exit_.reshape(n, k), cls.reshape(n, k)
+    first = torch.where(exit_.any(1), exit_.int().argmax(1), k)
+    img, lay = torch.nonzero(torch.arange(k)[None, :] <= first[:, None], as_tuple=True)
+    return {"image": images[img], "layer": lay, "exit": exit_[img, lay], "class": cls[img, lay]}
+
+
+def image_outcomes(stream: dict, ep: ExitPath, idx: torch.Tensor, exit_bits: torch.Tensor,
+                   classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image (``idx``): the exit index (K = full depth) and the class it leaves with, from a
+    stream's decisions ``exit_bits`` and ``classes`` (the RTL's or the reference's)."""
+    k = len(ep.layers)
+    pos = {int(i): p for p, i in enumerate(idx.tolist())}
+    exit_idx = torch.full((len(idx),), k, dtype=torch.int64)
+    out_cls = ep.test_class[idx].clone()            # the full-depth class, for images that never exit
+    for r in torch.nonzero(exit_bits).flatten().tolist():
+        p = pos[int(stream["image"][r])]
+        if exit_idx[p] == k:
+            exit_idx[p] = int(stream["layer"][r])
+            out_cls[p] = int(classes[r])
+    return exit_idx, out_cls
+
+
+def comparator_cases(ep: ExitPath, stream: dict, per_case: int = 2000) -> list[dict]:
+    """The stream as ``sim.units`` cases: the threshold registers, then the decisions' beats."""
+    from hw import comparator
+    from sim.units import _fields
+
+    k, c = len(ep.layers), ep.test_scores.shape[2]
+    th = _fields([list(w) for w in ep.register_words()], comparator.THRESHOLD)
+    cases = []
+    rows = len(stream["image"])
+    for a in range(0, rows, per_case):
+        img, lay = stream["image"][a:a + per_case], stream["layer"][a:a + per_case]
+        scores, gates = ep.test_scores[img, lay], ep.test_gates[img, lay]
+        beats = [[int(scores[i, j]), int(gates[i]), int(lay[i]), int(j == c - 1)]
+                 for i in range(len(img)) for j in range(c)]
+        exit_, cls = stream["exit"][a:a + per_case], stream["class"][a:a + per_case]
+        expected = exit_.long() | (cls << 1) | (lay << (1 + comparator.CLASS_BITS))
+        cases.append({"ports": {"layers": k}, "rows": len(img), "loads": {"th_in": th},
+                      "beats": _fields(beats, comparator.INP), "inputs": torch.tensor(beats),
+                      "expected": expected.reshape(-1, 1)})
+    return cases
+
+
+def verify_comparator(ep: ExitPath, images: int | None = None, simulator: str | None = None,
+                      folder: Path | None = None) -> ComparatorCheck:
+    """Replay the first ``images`` test images (all by default) through the comparator RTL."""
+    from sim import units as sim_units
+
+    n = ep.test_scores.shape[0] if images is None else min(images, ep.test_scores.shape[0])
+    if n < 1:
+        raise QexitError(f"--images {images} must be at least 1")
+    if len(ep.layers) > sim_units.COMPARATOR_MAX_LAYERS:
+        raise QexitError(f"{len(ep.layers)} exit layers exceed the comparator's {sim_units.COMPARATOR_MAX_LAYERS}")
+    idx = torch.arange(n)
+    stream = comparator_stream(ep, idx)
+    cases = comparator_cases(ep, stream)
+    res = sim_units.run_unit("comparator", cases, simulator=simulator, folder=folder)
+    out = ComparatorCheck(n, decisions=len(stream["image"]), matched=res.matched, total=res.total,
+                          seconds=res.seconds, log=res.log)
+    out.first_mismatches = res.mismatches
+    if res.matched != res.total or not res.case_matched:
+        return out
+    # every decision word of the RTL equals the reference's, so the images' outcomes are the
+    # reference's: check them against the evaluation's routing (what the exits report counted)
+    exit_idx, cls = image_outcomes(stream, ep, idx, stream["exit"], stream["class"])
+    same = (exit_idx == ep.test_exit[idx]) & (cls == ep.test_class[idx])
+    out.images_matched = int(same.sum())
+    out.passed = res.passed and out.images_matched == n
+    if out.images_matched != n:
+        bad = int(torch.nonzero(~same)[0])
+        out.first_mismatches.append({"image": bad, "exit": int(exit_idx[bad]), "class": int(cls[bad]),
+                                     "evaluation_exit": int(ep.test_exit[bad]),
+                                     "evaluation_class": int(ep.test_class[bad])})
+    return out
