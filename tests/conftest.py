@@ -78,3 +78,42 @@ def pytest_runtest_setup(item):
         pytest.fail(f"{what} is required (QEXIT_REQUIRE_SIM=1) but not installed: {fix} (or run `make setup`)",
                     pytrace=False)
     pytest.skip(f"{what} is not installed ({fix})")
+
+
+# --------------------------------------------------------------------------- the exit path
+
+@pytest.fixture(scope="session")
+def exit_path_files(tmp_path_factory, fmnist_test):
+    """(exit path file, IntModel file, IntModel): a random IntModel (width 16, 4 layers) and an
+    exit path for layers 1 and 3 whose heads and gate are random float ones quantized on that
+    model's real tokens; its "evaluation" (the test outputs and routing) is FixedHead on the
+    first 300 test images, routed by the registers."""
+    from model.exits import exit_path, fixed
+    from model.exits.gate import Gate
+    from model.exits.heads import ExitHeads
+    from model.golden import Golden
+    from model.quantize import random_intmodel
+    from model.vit import ViTConfig
+
+    cfg = ViTConfig(width=16, depth=4, heads=2, embed_dim=24)
+    im = random_intmodel(cfg, seed=3)
+    layers = [1, 3]
+    out = Golden(im).forward(fmnist_test.images)
+    sums = [fixed.token_sums(out.blocks[lay - 1]) for lay in layers]
+    s, v = torch.stack([a for a, _ in sums], 1), torch.stack([b for _, b in sums], 1)
+    torch.manual_seed(0)
+    heads = ExitHeads(len(layers), cfg.width, cfg.embed_dim, hidden=32, seed=1)
+    gate = Gate(torch.tensor([[4.0, 6.0, -1e-4]] * len(layers)), torch.tensor([-3.0] * len(layers)))
+    s_x = [im.scales[f"b{lay - 1}.x_out"] for lay in layers]
+    fh = fixed.quantize_head(heads, gate, torch.randn(10, cfg.embed_dim), s_x, s, v, cfg.num_patches)
+    scores, gates = fh.forward(s, v)
+    regs = [int(gates[:, k].median()) for k in range(len(layers))]
+    passed = gates >= torch.tensor(regs)
+    first = torch.where(passed.any(1), passed.int().argmax(1), len(layers))
+    full = out.logits.argmax(-1)
+    cls = torch.where(first < len(layers), scores.argmax(-1).gather(1, first.clamp(max=1)[:, None])[:, 0], full)
+    ep = exit_path.ExitPath(fh, layers, regs, cfg.depth, cfg.num_patches + 1, scores, gates, first, cls)
+    folder = tmp_path_factory.mktemp("exit-path")
+    im.save(folder / "intmodel.pt")
+    exit_path.save(folder / "exit_path.pt", ep)
+    return folder / "exit_path.pt", folder / "intmodel.pt", im
