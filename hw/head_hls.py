@@ -317,8 +317,9 @@ def check_gxx() -> None:
 
 
 def build(head: FixedHead, k: int, tokens: int, folder: Path | str, compile: bool = True, trace: bool = False):
-    """Write (and with ``compile``, build) candidate ``k``'s HLS project in ``folder``; returns
-    the hls4ml model, whose ``predict`` takes (N, T*D) int8 tokens as float64."""
+    """Convert candidate ``k``'s head into an HLS project in ``folder`` and, with ``compile``,
+    write and build it; returns the hls4ml model, whose ``predict`` takes (N, T*D) int8 tokens
+    as float64 (``predict`` below)."""
     import hls4ml
 
     folder = Path(folder)
@@ -339,9 +340,27 @@ def build(head: FixedHead, k: int, tokens: int, folder: Path | str, compile: boo
         hls_config=hls_config(net, trace))
     if compile:
         model.compile()
-    else:
-        model.write()
     return model
+
+
+def compile_all(models: list, jobs: int | None = None) -> list[float]:
+    """Write and compile hls4ml models, ``jobs`` g++ builds at a time (default: one per CPU);
+    returns each one's wall seconds. (hls4ml runs its build script with ``cwd=``, so builds in
+    threads do not interfere.)"""
+    import os
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    check_gxx()
+
+    def one(model) -> float:
+        t = time.time()
+        model.compile()
+        return time.time() - t
+
+    jobs = max(1, min(len(models), jobs or os.cpu_count() or 1))
+    with ThreadPoolExecutor(jobs) as pool:
+        return list(pool.map(one, models))
 
 
 def predict(model, tokens: torch.Tensor) -> torch.Tensor:

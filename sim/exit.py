@@ -72,22 +72,23 @@ def compare_head(layer: int, got: torch.Tensor, scores: torch.Tensor, gates: tor
     return res
 
 
-def verify_hls(ep: ExitPath, tokens: list[torch.Tensor], folder: Path, progress: bool = False) -> list[LayerCheck]:
-    """Build, compile and C-simulate each layer's hls4ml project under ``folder`` on its tokens."""
+def verify_hls(ep: ExitPath, tokens: list[torch.Tensor], folder: Path, progress: bool = False,
+               jobs: int | None = None) -> list[LayerCheck]:
+    """Convert each layer's head into an hls4ml project under ``folder``, compile them
+    (``jobs`` at a time), and C-simulate each on its tokens."""
     from hw import head_hls
 
     head_hls.check_gxx()
+    models = [head_hls.build(ep.head, k, ep.tokens, folder / f"layer{lay:02d}", compile=False)
+              for k, lay in enumerate(tqdm(ep.layers, desc="hls4ml convert", disable=not progress))]
+    seconds = head_hls.compile_all(models, jobs)
     out = []
-    for k, lay in enumerate(tqdm(ep.layers, desc="hls4ml head", disable=not progress)):
-        t0 = time.time()
-        model = head_hls.build(ep.head, k, ep.tokens, folder / f"layer{lay:02d}")
-        t1 = time.time()
-        got = head_hls.predict(model, tokens[k])
-        t2 = time.time()
-        s, v = token_sums(tokens[k])
-        scores, gates = ep.head.layer(k, s, v)
-        res = compare_head(lay, got, scores, gates)
-        res.compile_seconds, res.csim_seconds = t1 - t0, t2 - t1
+    for k, lay in enumerate(ep.layers):
+        t = time.time()
+        got = head_hls.predict(models[k], tokens[k])
+        csim = time.time() - t
+        res = compare_head(lay, got, *ep.head.layer(k, *token_sums(tokens[k])))
+        res.compile_seconds, res.csim_seconds = seconds[k], csim
         out.append(res)
     return out
 

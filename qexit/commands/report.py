@@ -1,9 +1,11 @@
 """Run the whole flow on the embedded default and gather reports/index.md.
 
 Steps: eval (FP32 top-1 of the shipped weights) → quantize (IntModel, both INT8 modes, QIRC)
-→ exits (LRA-EE on that IntModel) → verify gemm (the model's GEMM shapes on an 8x8 array with
+→ exits (LRA-EE on that IntModel, with the fixed-point head) → hls (the exit head through hls4ml,
+C-simulated bit-exact on real tokens) → verify gemm (the model's GEMM shapes on an 8x8 array with
 the weights streamed, RTL bit-exact and cycle-exact) → verify units (the streaming units on
-random rows, bit-exact) → verify block (the layer engine runs the shipped IntModel on one test
+random rows, bit-exact) → verify comparator (the exit comparator RTL on the whole test split's
+head outputs) → verify block (the layer engine runs the shipped IntModel on one test
 image from pixels to logits: every layer's tokens and the logits bit-exact against the golden
 model, every segment's cycles equal to the program's cycle model). Each step writes
 reports/<step>/; a step that fails stops the flow with its one-line error.
@@ -30,12 +32,17 @@ def steps(fast: bool) -> list[list[str]]:
     out = [
         ["eval"] + (["--images", "1000"] if fast else []),
         ["quantize"] + n,
-        ["exits", "--intmodel", str(INTMODEL_DEFAULT)] + n,
+        # two torch threads: the golden model's features are the flow's longest step
+        ["exits", "--intmodel", str(INTMODEL_DEFAULT), "--threads", "2"] + n,
+        # the exit head through hls4ml (C simulation) on >= 5,000 real token sets
+        ["hls", "--quiet"] + (["--sets", "1000"] if fast else []),
         # the shipped model's own GEMM shapes (QKV, proj, fc1, fc2 at 50 tokens) on an 8x8 array,
         # weights streamed at 4 B/cycle after 20 cycles (an 8x8 tile needs 64 B per 50-cycle period)
         ["verify", "gemm", "--rows", "8", "--cols", "8", "--shapes", "50x64x192,50x64x64,50x64x256,50x256x64",
          "--bandwidth", "4", "--latency", "20"],
         ["verify", "units", "--vectors", "200" if fast else "1000"],
+        # the exit comparator on the whole test split's head outputs
+        ["verify", "comparator"],
         # the whole model through the layer engine on a real test image, pixels to logits
         ["verify", "block", "--images", "1"],
     ]
@@ -64,6 +71,8 @@ HEADLINES = {  # the headline keys of each step (docs/architecture.md); other st
     "verify-gemm": ["matched", "total", "mismatches", "cycles_measured", "cycles_predicted", "utilization",
                     "utilization_with_io"],
     "verify-units": ["matched", "total", "mismatches"],
+    "hls": ["matched", "total", "mismatches", "token_sets"],
+    "verify-comparator": ["matched", "total", "decisions", "images", "images_matched"],
     "verify-model": ["images", "matched", "total", "predictions_matched", "cycles_measured", "cycles_predicted"],
     "verify-block": ["images", "layers", "matched", "total", "cycles_measured", "cycles_predicted", "utilization",
                      "onchip_bits", "predictions_matched"],
