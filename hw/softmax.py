@@ -33,7 +33,8 @@ A row goes through four phases, one after the other (the unit then takes the nex
   remainder 2**13 and needs only the 19 low quotient bits, r <= 2**18 (19 bits).
 * OUT (W + 2 cycles without back-pressure): read each e back; p = min(127, (e * r + 2**24) >> 25)
   (e * r <= 2**32: 36-bit product; ``intops.round_shift`` by RECIP_BITS - PROB_BITS = 25, then
-  saturated at 127), streamed with the stall rule of ``hw.units.Pipeline``: the read port and
+  saturated at 127; with ``prob_bits`` = b, the exit gate's 15, the shift is 32 - b and the
+  saturation 2**b - 1, on signed(b + 1) lanes), streamed with the stall rule of ``hw.units.Pipeline``: the read port and
   the output register advance together when ``~out.valid | out.ready``.
 
 A row therefore takes 3W + 24 cycles when the input never waits and the output is never
@@ -52,7 +53,6 @@ from hw.units import Pipeline, check_lanes
 from model import intops
 from model.errors import QexitError
 
-PROB_SHIFT = intops.RECIP_BITS - intops.PROB_BITS     # 25: the final round_shift
 DIV_STEPS = 19                                          # quotient bits of floor(2**32 / sum)
 X_BITS = (intops.EXP_MAX_SHIFT * intops.SOFTMAX_X0[1]).bit_length()     # 12: nx = -x in [0, 3960]
 
@@ -77,15 +77,17 @@ class SoftmaxUnit(wiring.Component):
     ``pre`` signed(6), ``x0`` unsigned(8), ``qb`` unsigned(9), ``qc`` unsigned(16).
     """
 
-    def __init__(self, max_row: int = 256, lanes: int = 1):
+    def __init__(self, max_row: int = 256, lanes: int = 1, prob_bits: int = intops.PROB_BITS):
+        if not isinstance(prob_bits, int) or not 1 <= prob_bits <= 15:
+            raise QexitError(f"softmax prob_bits = {prob_bits} must be an integer in [1, 15]")
         if not isinstance(max_row, int) or not 1 <= max_row <= intops.SOFTMAX_MAX_ROW:
             raise QexitError(f"softmax max_row = {max_row} must be an integer in "
                              f"[1, {intops.SOFTMAX_MAX_ROW}]")
         check_lanes(lanes)
-        self.max_row, self.lanes = max_row, lanes
+        self.max_row, self.lanes, self.prob_bits = max_row, lanes, prob_bits
         super().__init__({
             "inp": In(stream.Signature(data.ArrayLayout(signed(32), lanes))),
-            "out": Out(stream.Signature(data.ArrayLayout(signed(8), lanes))),
+            "out": Out(stream.Signature(data.ArrayLayout(signed(prob_bits + 1), lanes))),
             "length": In(unsigned(max_row.bit_length())),
             "pre": In(signed(max(-intops.SOFTMAX_PRE[0], intops.SOFTMAX_PRE[1]).bit_length() + 1)),
             "x0": In(unsigned(intops.SOFTMAX_X0[1].bit_length())),
@@ -135,9 +137,10 @@ class SoftmaxUnit(wiring.Component):
         last2 = pipe.stage(last1, name="last2")
         for c in range(L):
             e_out = rd.data[c][:intops.EXP_BITS]
-            prob = (e_out * recip + (1 << (PROB_SHIFT - 1))) >> PROB_SHIFT
-            value = Mux(lane_valid(pos1, c), clamp(prob, 0, intops.INT8_MAX), 0)
-            m.d.comb += self.out.payload[c].eq(pipe.stage(value, signed(8), f"prob{c}"))
+            shift = intops.RECIP_BITS - self.prob_bits
+            prob = (e_out * recip + (1 << (shift - 1))) >> shift
+            value = Mux(lane_valid(pos1, c), clamp(prob, 0, 2 ** self.prob_bits - 1), 0)
+            m.d.comb += self.out.payload[c].eq(pipe.stage(value, signed(self.prob_bits + 1), f"prob{c}"))
 
         # ---- EXP pipeline: v1 (score on rd.data), v2 (nx), v3 (z, u)
         v1, v2, v3 = Signal(), Signal(), Signal()

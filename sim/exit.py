@@ -215,3 +215,76 @@ def verify_comparator(ep: ExitPath, images: int | None = None, simulator: str | 
                                      "evaluation_exit": int(ep.test_exit[bad]),
                                      "evaluation_class": int(ep.test_class[bad])})
     return out
+
+
+# --------------------------------------------------------------------------- the head as RTL
+
+@dataclass
+class HeadCheck(LayerCheck):
+    cycles_predicted: int = 0
+    cycles_measured: list = field(default_factory=list)       # per image without stalls
+    dense_seconds: float = 0.0
+    build_seconds: float = 0.0
+    sim_seconds: float = 0.0
+    log: str = ""
+
+    @property
+    def cycles_equal(self) -> bool:
+        return bool(self.cycles_measured) and all(c == self.cycles_predicted for c in self.cycles_measured)
+
+    def summary(self) -> dict:
+        return {**super().summary(), "latency_cycles": self.cycles_predicted,
+                "cycles_measured": sorted(set(self.cycles_measured)), "cycles_equal": self.cycles_equal,
+                "dense_seconds": round(self.dense_seconds, 1), "build_seconds": round(self.build_seconds, 1),
+                "sim_seconds": round(self.sim_seconds, 1)}
+
+
+def head_design(ep: ExitPath, k: int, lanes: int):
+    """(ExitHead, Verilog of it and its da4ml layers, top name, seconds in da4ml) for candidate k."""
+    from hw import emit
+    from hw.head import ExitHead, dense_rtl, verilog_sources
+
+    lay, p = ep.layers[k], ep.head.layers[k].params
+    t = time.time()
+    dense = {"fc1": dense_rtl(f"qx_l{lay:02d}_fc1", p["w1"], p["b1"]),
+             "fc2": dense_rtl(f"qx_l{lay:02d}_fc2", p["w2"], p["b2"]),
+             "scores": dense_rtl(f"qx_l{lay:02d}_scores", ep.head.class_t, None)}
+    seconds = time.time() - t
+    dut = ExitHead(ep.head, k, ep.tokens, dense, lanes)
+    top = f"qexit_head_l{lay:02d}"
+    return dut, emit.to_verilog(dut, top) + "\n" + verilog_sources(list(dense.values())), top, seconds
+
+
+def head_cases(ep: ExitPath, k: int, tokens: torch.Tensor, lanes: int) -> list[dict]:
+    """One case per image: its tokens as beats of ``lanes`` int8, and the expected output beats
+    (score, gate, layer | last << 8) from ``FixedHead.layer`` on the host."""
+    scores, gates = ep.head.layer(k, *token_sums(tokens))
+    c = scores.shape[1]
+    tail = torch.full((c,), k, dtype=torch.int64)
+    tail[-1] |= 1 << 8
+    return [{"ports": {}, "inputs": tokens[i].reshape(-1, lanes),
+             "expected": torch.stack([scores[i], gates[i].expand(c), tail], 1)} for i in range(len(tokens))]
+
+
+def verify_head(ep: ExitPath, tokens: list[torch.Tensor], layers: list[int], lanes: int = 8,
+                simulator: str | None = None, folder: Path | None = None, progress: bool = False) -> list[HeadCheck]:
+    """Build the head RTL of each candidate index in ``layers`` and run its tokens under cocotb:
+    every output against the reference, and the cycles of every image without stalls (every
+    other one) against ``head_cycles``."""
+    from sim import runner
+    from sim.host import lanes_to_words
+    from sim.units import run_cases
+
+    out = []
+    for k in tqdm(layers, desc="head RTL", disable=not progress):
+        dut, verilog, top, dense_s = head_design(ep, k, lanes)
+        b = runner.build(verilog, top, simulator=simulator)
+        cases = head_cases(ep, k, tokens[k], lanes)
+        res = run_cases(b, top, cases, lambda c: lanes_to_words(c["inputs"], 8), 3, 32,
+                        folder=None if folder is None else folder / top)
+        chk = HeadCheck(ep.layers[k], len(cases), res.matched, res.total, res.mismatches[:3],
+                        cycles_predicted=dut.cycles, dense_seconds=dense_s, build_seconds=b.seconds,
+                        sim_seconds=res.seconds, log=res.log)
+        chk.cycles_measured = [c for i, c in enumerate(res.cycles) if i % 2 == 0]
+        out.append(chk)
+    return out

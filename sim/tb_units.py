@@ -6,7 +6,9 @@ for its always-ready load streams (``loads``, e.g. LayerNorm's per-channel param
 input beats (packed payload integers) and the number of output beats to expect. For every
 case the testbench sets the constants, feeds the input stream and drains the output stream
 at the same time (with random valid gaps and random ready drops when the case asks for
-back-pressure), and writes the output beats to ``$QEXIT_TB_RESULTS``. The host compares them
+back-pressure), and writes the output beats to ``$QEXIT_TB_RESULTS``, with each case's cycles
+from the edge that takes its first input beat to the edge that takes its last output beat,
+both counted. The host compares them
 with ``model.intops`` computed on its own; nothing here knows the expected values.
 """
 import json
@@ -22,7 +24,22 @@ CLOCK_NS = 10
 TIMEOUT_CYCLES = 20000      # no output beat for this long is a failure
 
 
-async def _feed(dut, beats: list[int], rng: random.Random | None):
+class EdgeCount:
+    """Rising edges of ``clk`` since it was made, counted by a background task."""
+
+    def __init__(self, dut):
+        self.now = 0
+        cocotb.start_soon(self._count(dut))
+
+    async def _count(self, dut):
+        while True:
+            await RisingEdge(dut.clk)
+            self.now += 1
+
+
+async def _feed(dut, beats: list[int], rng: random.Random | None, clock: EdgeCount | None = None,
+                stamps: dict | None = None):
+    """Stream ``beats`` into ``inp``; ``stamps["first"]`` = the edge that took the first one."""
     edge = RisingEdge(dut.clk)
     for word in beats:
         while rng is not None and rng.random() < 0.3:
@@ -34,14 +51,17 @@ async def _feed(dut, beats: list[int], rng: random.Random | None):
         while not int(dut.inp__ready.value):
             await edge
             await ReadOnly()
+        if stamps is not None and "first" not in stamps:
+            stamps["first"] = clock.now + 1          # the coming edge takes it
         await edge
     dut.inp__valid.value = 0
 
 
 async def drain(dut, count: int, rng: random.Random | None = None, ready_prob: float = 0.6,
-                port: str = "out") -> list[int]:
+                port: str = "out", clock: EdgeCount | None = None, stamps: dict | None = None) -> list[int]:
     """``count`` beats from the stream ``port``; with ``rng``, ``ready`` is high with probability
-    ``ready_prob`` in each cycle. Shared by every testbench that reads an output stream."""
+    ``ready_prob`` in each cycle; ``stamps["last"]`` = the edge that took the last beat. Shared by
+    every testbench that reads an output stream."""
     edge = RisingEdge(dut.clk)
     ready_sig, valid_sig = getattr(dut, f"{port}__ready"), getattr(dut, f"{port}__valid")
     payload = getattr(dut, f"{port}__payload")
@@ -53,6 +73,8 @@ async def drain(dut, count: int, rng: random.Random | None = None, ready_prob: f
         if ready and int(valid_sig.value):
             words.append(int(payload.value))
             idle = 0
+            if stamps is not None and len(words) == count:
+                stamps["last"] = clock.now + 1
         else:
             idle += 1
             assert idle < TIMEOUT_CYCLES, f"{port} stream stalled after {len(words)}/{count} beats"
@@ -70,7 +92,8 @@ async def unit_cases(dut):
     await ClockCycles(dut.clk, 2)
     dut.rst.value = 0
     await RisingEdge(dut.clk)
-    results = []
+    clock = EdgeCount(dut)
+    results, cycles = [], []
     for case in torch.load(os.environ["QEXIT_TB_CASES"], weights_only=False):
         for name, value in case["ports"].items():
             getattr(dut, name).value = value
@@ -82,9 +105,12 @@ async def unit_cases(dut):
                 await RisingEdge(dut.clk)
             getattr(dut, f"{port}__valid").value = 0
         rng = random.Random(case["seed"]) if case.get("stall") else None
-        feeder = cocotb.start_soon(_feed(dut, case["beats"], rng))
-        out = await drain(dut, case["count"], random.Random(case["seed"] + 1) if rng else None)
+        stamps: dict = {}
+        feeder = cocotb.start_soon(_feed(dut, case["beats"], rng, clock, stamps))
+        out = await drain(dut, case["count"], random.Random(case["seed"] + 1) if rng else None,
+                          clock=clock, stamps=stamps)
         await feeder
         results.append(out)
+        cycles.append(stamps["last"] - stamps["first"] + 1 if "first" in stamps else None)
     with open(os.environ["QEXIT_TB_RESULTS"], "w") as f:
-        json.dump(results, f)
+        json.dump({"outputs": results, "cycles": cycles}, f)

@@ -343,6 +343,7 @@ class UnitResult:
     total: int = 0
     mismatches: list[dict] = field(default_factory=list)
     case_matched: list[int] = field(default_factory=list)    # matched outputs per case
+    cycles: list = field(default_factory=list)               # per case: first input to last output
     passed: bool = False
     seconds: float = 0.0
     log: str = ""
@@ -420,22 +421,31 @@ def run_unit(name: str, cases: list[dict], seed: int = 0, *, simulator: str | No
     ``expected``); random back-pressure on every other case when ``stall``."""
     unit = UNITS[name]
     b = runner.build(emit.to_verilog(unit.make_rtl(), unit.top), unit.top, simulator=simulator)
-    tb = [{"ports": c["ports"], "loads": c.get("loads", {}), "beats": unit.beats(c),
-           "count": c["expected"].numel() // unit.out_lanes, "seed": seed * 1000 + i,
+    return run_cases(b, name, cases, unit.beats, unit.out_lanes, unit.out_bits, seed, stall=stall, folder=folder)
+
+
+def run_cases(b: runner.Build, name: str, cases: list[dict], beats: Callable[[dict], list[int]], out_lanes: int,
+              out_bits: int, seed: int = 0, *, stall: bool = True, folder: Path | None = None) -> UnitResult:
+    """Run the cases through a built design with an ``inp`` and an ``out`` stream (the testbench
+    ``sim.tb_units``) and compare every output with ``expected``; ``cycles`` gets each case's
+    cycles from its first input beat to its last output beat."""
+    tb = [{"ports": c["ports"], "loads": c.get("loads", {}), "beats": beats(c),
+           "count": c["expected"].numel() // out_lanes, "seed": seed * 1000 + i,
            "stall": stall and i % 2 == 1} for i, c in enumerate(cases)]
     with tempfile.TemporaryDirectory(prefix="qexit-units-") as tmp:
         cases_path, results_path = Path(tmp) / "cases.pt", Path(tmp) / "results.json"
         torch.save(tb, cases_path)
         res = runner.run(b, "sim.tb_units", folder=folder,
                          settings={"QEXIT_TB_CASES": str(cases_path), "QEXIT_TB_RESULTS": str(results_path)})
-        outputs = json.loads(results_path.read_text()) if results_path.exists() else None
-    out = UnitResult(name, sum(c.get("rows", c["inputs"].shape[0]) for c in cases), seconds=res.seconds)
+        results = json.loads(results_path.read_text()) if results_path.exists() else None
+    out = UnitResult(name, sum(c.get("rows", c["expected"].shape[0]) for c in cases), seconds=res.seconds)
     out.total = sum(c["expected"].numel() for c in cases)
-    if outputs is None or len(outputs) != len(cases):
+    if results is None or len(results["outputs"]) != len(cases):
         out.log = runner.log_tail(res)
         return out
-    for i, (case, words) in enumerate(zip(cases, outputs)):
-        got = words_to_lanes(words, unit.out_lanes, unit.out_bits).reshape(case["expected"].shape)
+    out.cycles = results["cycles"]
+    for i, (case, words) in enumerate(zip(cases, results["outputs"])):
+        got = words_to_lanes(words, out_lanes, out_bits).reshape(case["expected"].shape)
         wrong = (got != case["expected"]).nonzero().tolist()
         out.case_matched.append(case["expected"].numel() - len(wrong))
         out.matched += out.case_matched[-1]

@@ -19,12 +19,13 @@ needs_simulator = pytest.mark.simulator()
 CONSTANTS = ("pre", "x0", "qb", "qc")
 
 
-def simulate(rows: list[list[int]], prm: dict, max_row: int = 8, stall_seed: int | None = None, lanes: int = 1):
+def simulate(rows: list[list[int]], prm: dict, max_row: int = 8, stall_seed: int | None = None, lanes: int = 1,
+             prob_bits: int = intops.PROB_BITS):
     """Stream ``rows`` (one length) through a SoftmaxUnit of ``lanes`` lanes in Amaranth's
     simulator: (outputs, the cycle at which each output beat was taken). The unused lanes of a
     row's last beat carry INT32_MAX (which must be ignored) and must come out zero.
     ``stall_seed`` adds random input gaps and output ready drops."""
-    dut = softmax.SoftmaxUnit(max_row, lanes)
+    dut = softmax.SoftmaxUnit(max_row, lanes, prob_bits)
     rng = random.Random(stall_seed) if stall_seed is not None else None
     got, stamps = [], []
     t = len(rows[0])
@@ -66,8 +67,9 @@ def simulate(rows: list[list[int]], prm: dict, max_row: int = 8, stall_seed: int
     return [v for row in padded for v in row[:t]], stamps
 
 
-def reference(rows: list[list[int]], prm: dict) -> list[int]:
-    return intops.softmax(torch.tensor(rows), *(torch.tensor(prm[k]) for k in CONSTANTS)).flatten().tolist()
+def reference(rows: list[list[int]], prm: dict, prob_bits: int = intops.PROB_BITS) -> list[int]:
+    return intops.softmax(torch.tensor(rows), *(torch.tensor(prm[k]) for k in CONSTANTS),
+                          prob_bits=prob_bits).flatten().tolist()
 
 
 @pytest.mark.parametrize("lanes", [1, 4])
@@ -103,6 +105,20 @@ def test_softmax_unit_random_constants_in_amaranth_sim(lanes):
                 [rng.randint(intops.INT32_MIN, intops.INT32_MAX) for _ in range(8)]]
         got, _ = simulate(rows, prm, lanes=lanes)
         assert got == reference(rows, prm), prm
+
+
+def test_softmax_unit_with_15_bit_probabilities():
+    """The exit gate's softmax: the same i-exp with 15-bit outputs (``prob_bits``)."""
+    from model.exits.fixed import GATE_PROB_BITS, Z_BITS
+    prm = {k: int(v) for k, v in intops.softmax_params(2.0 ** -Z_BITS).items()}
+    g = torch.Generator().manual_seed(3)
+    rows = torch.randint(-2 ** 20, 2 ** 20, (4, 10), generator=g)
+    rows[1] = torch.arange(10) * 5000                    # a confident row: p near 2**15 - 1
+    rows[2] = 7                                          # all equal
+    rows = rows.tolist()
+    got, _ = simulate(rows, prm, max_row=10, lanes=4, prob_bits=GATE_PROB_BITS)
+    assert got == reference(rows, prm, GATE_PROB_BITS)
+    assert max(got) > 2 ** 14
 
 
 @pytest.mark.parametrize("max_row", [0, intops.SOFTMAX_MAX_ROW + 1, 2.5])

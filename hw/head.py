@@ -1,0 +1,366 @@
+"""The exit head as RTL (issue F, item 5): one candidate layer's fixed-point head and gate, from
+the engine's int8 tokens to the comparator's input stream.
+
+``ExitHead`` computes ``model.exits.fixed.FixedHead.layer`` for one layer, with that layer's
+constants built in. Its three dense layers (``fc1``, ``fc2`` and the class scores) are da4ml
+constant-matrix adder graphs (``dense_rtl``: da4ml traces ``x @ W + b`` on int8 inputs, in
+blocks of ``DENSE_BLOCK`` output columns, and writes pipelined Verilog that Amaranth
+instantiates); everything else is Amaranth, and the LayerNorm and the softmax are the layer
+engine's own units (``hw.layernorm``, ``hw.softmax`` with 15-bit probabilities). One image at a
+time, in phases (cycles with no stalls; W = D / lanes):
+
+| phase | cycles | what |
+|---|---|---|
+| BOOT | W, once after reset | the LayerNorm's g, b from a ROM into the unit |
+| SUMS | T W (the input) | S_i += x, Q_i += x**2 over the patch tokens ([CLS] clears them) |
+| FEED | W | a = sat8(round_shift(S m_a, sh_a)) into the LayerNorm; V += P Q_i - S_i**2 |
+| LN | the unit's OUT phase | y (D int8) into a register vector |
+| FC1, FC2, SCORES | the da4ml latency + 1 each | h = max(rq1(sat32(W1 y + b1)), 0); e = rq2(sat32(W2 h + b2)); d = sat32(T e); n = sum e**2 |
+| SQRT | 28 | r = isqrt(n << 16), one root bit a cycle |
+| DIV | 41 | inv = floor(2**40 / max(r, 1)), one quotient bit a cycle |
+| Z | 1 | z_c = sat32(round_shift(round_shift(d_c inv, 24) m_z, sh_z)) |
+| SOFTMAX | the unit's row | p = softmax(z) at 2**-15 |
+| GATE | 1 | top-2, margin, sav = min(V >> sav_shift, 2**16 - 1), G = sat32(w . f + bias) |
+| OUT | C | one beat per class: {score d_c, gate G, layer, last}, the comparator's ``INP`` |
+
+``head_cycles`` gives the cycles from the first token beat to the last output beat; the cocotb
+check (``sim.exit.verify_head``) measures them. Every width follows from the constants and
+the sizes: the products with constants are exact (Amaranth widens them), and the saturations
+are the reference's (int32 after each dense, int8 after each requantizer).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from amaranth import Array, Cat, ClockSignal, Const, Instance, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from hw import comparator, layernorm, softmax
+from hw.gemm import clamp
+from model import intops
+from model.errors import QexitError
+from model.exits.fixed import FixedHead, GATE_PROB_BITS, INV_BITS, NORM_FRAC, SAV_BITS, Z1_SHIFT
+
+DENSE_BLOCK = 8                     # output columns per da4ml solve (its solver is superlinear)
+SOLVER = {"search_all_decompose_dc": False}
+LATENCY_CUTOFF = 8                  # adder levels per pipeline stage of a dense layer
+CACHE_DIR = Path(".cache/qexit/da4ml")
+ROOT_BITS = intops.ISQRT_BITS // 2  # 28
+
+
+# --------------------------------------------------------------------------- da4ml dense layers
+
+@dataclass(frozen=True)
+class DenseRTL:
+    """One da4ml constant-matrix layer: ``module`` (the wrapper's name) maps int8 inputs packed
+    LSB first (``model_inp``) to outputs of ``out_bits`` bits each (``model_out``), two's
+    complement, in units of 2**``lsb``, ``latency`` clock edges after the input."""
+    module: str
+    n_in: int
+    n_out: int
+    out_bits: int
+    lsb: int
+    latency: int
+    sources: dict            # file name -> Verilog text
+
+
+def dense_rtl(name: str, w: torch.Tensor, b: torch.Tensor | None, cache_dir: Path | None = CACHE_DIR) -> DenseRTL:
+    """da4ml Verilog of y = W x + b for int8 x: ``w`` (N, K) int8, ``b`` (N,) int or None.
+    Cached on disk by the weights, the options and the da4ml version (a solve takes seconds)."""
+    import da4ml
+
+    w_np = w.to(torch.int64).numpy()
+    b_np = None if b is None else b.to(torch.int64).numpy()
+    key = hashlib.sha256(json.dumps([name, w_np.tolist(), None if b_np is None else b_np.tolist(), SOLVER,
+                                     DENSE_BLOCK, LATENCY_CUTOFF, da4ml.__version__]).encode()).hexdigest()[:16]
+    folder = None if cache_dir is None else Path(cache_dir) / f"{name}-{key}"
+    if folder is not None and (folder / "dense.json").is_file():
+        meta = json.loads((folder / "dense.json").read_text())
+        return DenseRTL(**{**meta, "sources": {f: (folder / f).read_text() for f in meta["sources"]}})
+    out = _solve_dense(name, w_np, b_np)
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        for f, text in out.sources.items():
+            (folder / f).write_text(text)
+        meta = {k: getattr(out, k) for k in ("module", "n_in", "n_out", "out_bits", "lsb", "latency")}
+        (folder / "dense.json").write_text(json.dumps({**meta, "sources": sorted(out.sources)}))
+    return out
+
+
+def _solve_dense(name: str, w: np.ndarray, b: np.ndarray | None) -> DenseRTL:
+    from da4ml.codegen import VerilogModel
+    from da4ml.trace import FixedVariableArrayInput, comb_trace
+    from da4ml.trace.ops import quantize
+
+    n_out, n_in = w.shape
+    kernel = w.T.astype(np.float32)                                   # (in, out), as da4ml takes it
+    inp = FixedVariableArrayInput(n_in, solver_options=dict(SOLVER))
+    x = quantize(inp, 1, 7, 0)                                        # signed, 7 integer bits: int8
+    y = np.concatenate([x @ kernel[:, j:j + DENSE_BLOCK] for j in range(0, n_out, DENSE_BLOCK)])
+    if b is not None:
+        y = y + b.astype(np.float32)
+    comb = comb_trace(inp, y, keep_dead_inputs=True)
+    with tempfile.TemporaryDirectory(prefix="qexit-da4ml-") as tmp:
+        VerilogModel(comb, name, tmp, latency_cutoff=LATENCY_CUTOFF).write()
+        src = Path(tmp) / "src"
+        files = sorted(src.glob("*.v")) + sorted((src / "static").glob("*.v"))
+        sources = {f.name: f.read_text() for f in files}
+        meta = json.loads((Path(tmp) / "metadata.json").read_text())
+    wrapper = sources[f"{name}_wrapper.v"]
+    width = int(wrapper.split("model_out")[0].rsplit("[", 1)[1].split(":")[0]) + 1
+    k, i, f = (np.asarray(v) for v in comb.out_kifs)
+    return DenseRTL(f"{name}_wrapper", n_in, n_out, width // n_out, -int(f.max()), int(meta["latency"]) + 1, sources)
+
+
+def verilog_sources(denses: list[DenseRTL]) -> str:
+    """The da4ml modules of several layers, each shared helper module once."""
+    seen: dict[str, str] = {}
+    for d in denses:
+        for f, text in d.sources.items():
+            if seen.setdefault(f, text) != text:
+                raise QexitError(f"two da4ml layers define {f} differently; give them distinct names")
+    return "\n".join(seen.values())
+
+
+# --------------------------------------------------------------------------- the head
+
+def _round_shift(x, s: int):
+    return (x + (1 << (s - 1))) >> s
+
+
+def _sat(x, bits: int):
+    return clamp(x, -2 ** (bits - 1), 2 ** (bits - 1) - 1)
+
+
+def _ln_words(g: torch.Tensor, b: torch.Tensor, lanes: int) -> list[int]:
+    """The LayerNorm's parameter words, ``lanes`` channels each (``layernorm.LN_PARAM``)."""
+    gb, bb = (data.StructLayout.cast(layernorm.LN_PARAM).members[k].width for k in ("g", "b"))
+    lane = gb + bb
+    words = []
+    for w in range(len(g) // lanes):
+        word = 0
+        for c in range(lanes):
+            ch = w * lanes + c
+            word |= ((int(g[ch]) & (2 ** gb - 1)) | ((int(b[ch]) & (2 ** bb - 1)) << gb)) << (c * lane)
+        words.append(word)
+    return words
+
+
+def head_cycles(head: FixedHead, tokens: int, lanes: int, latencies: tuple[int, int, int]) -> int:
+    """Cycles from an image's first token beat to its last output beat, with tokens arriving
+    every cycle and the output never stalled (the phases of the module docstring)."""
+    w = head.width // lanes
+    ln_out = layernorm.row_cycles(head.width, lanes) - w         # the LayerNorm after its LOAD
+    sm = softmax.row_cycles(head.classes, lanes)
+    return tokens * w + w + ln_out + sum(lat + 1 for lat in latencies) + ROOT_BITS + (INV_BITS + 1) + 1 + sm \
+        + 1 + head.classes
+
+
+class ExitHead(wiring.Component):
+    """Candidate ``k``'s head: ``inp`` int8 tokens (``lanes`` per beat, [CLS] first, T x D/lanes
+    beats per image), ``out`` the comparator's ``INP`` beats (the C class scores, the gate on
+    each, ``last`` on the final one, ``layer`` = ``index``)."""
+
+    def __init__(self, head: FixedHead, k: int, tokens: int, dense: dict[str, DenseRTL], lanes: int = 8,
+                 index: int | None = None):
+        if head.width % lanes:
+            raise QexitError(f"the head's width {head.width} must be a multiple of lanes = {lanes}")
+        for key, n_in, n_out in (("fc1", head.width, head.hidden), ("fc2", head.hidden, head.embed_dim),
+                                 ("scores", head.embed_dim, head.classes)):
+            if key not in dense or (dense[key].n_in, dense[key].n_out) != (n_in, n_out):
+                raise QexitError(f"the head needs a {n_in} -> {n_out} da4ml layer {key!r}")
+        self.head, self.k, self.tokens, self.dense, self.lanes = head, k, tokens, dense, lanes
+        self.index = k if index is None else index
+        super().__init__({"inp": In(stream.Signature(data.ArrayLayout(signed(8), lanes))),
+                          "out": Out(stream.Signature(comparator.INP))})
+
+    @property
+    def cycles(self) -> int:
+        return head_cycles(self.head, self.tokens, self.lanes, tuple(self.dense[n].latency
+                                                                     for n in ("fc1", "fc2", "scores")))
+
+    def elaborate(self, platform):
+        m = Module()
+        h, p, L = self.head, {k: v for k, v in self.head.layers[self.k].params.items()}, self.lanes
+        D, H, E, C, T = h.width, h.hidden, h.embed_dim, h.classes, self.tokens
+        W, P = D // L, T - 1
+        c_ = lambda name: int(p[name])
+
+        # ---- the units of the layer engine
+        m.submodules.ln = ln = layernorm.LayerNormUnit(D, L)
+        m.submodules.sm = sm = softmax.SoftmaxUnit(C, L, GATE_PROB_BITS)
+        m.d.comb += [ln.d.eq(D), ln.shift.eq(c_("ln_shift")), ln.eps.eq(c_("ln_eps")), sm.length.eq(C)]
+        m.d.comb += [getattr(sm, key).eq(int(v)) for key, v in h.softmax.items()]
+
+        # ---- registers
+        s_bits, q_bits = (128 * P).bit_length() + 1, (128 * 128 * P).bit_length()
+        S = [Signal(signed(s_bits), name=f"s{i}") for i in range(D)]
+        Q = [Signal(unsigned(q_bits), name=f"q{i}") for i in range(D)]
+        V = Signal(signed((D * P * 128 * 128 * P).bit_length() + 2))
+        Y = [Signal(signed(8), name=f"y{i}") for i in range(D)]
+        Hr = [Signal(signed(8), name=f"h{i}") for i in range(H)]
+        Er = [Signal(signed(8), name=f"e{i}") for i in range(E)]
+        Dr = [Signal(signed(32), name=f"d{i}") for i in range(C)]
+        Zr = [Signal(signed(32), name=f"z{i}") for i in range(C)]
+        Pr = [Signal(unsigned(GATE_PROB_BITS), name=f"p{i}") for i in range(C)]
+        n = Signal(unsigned((E * 128 * 128).bit_length()))
+        root = Signal(unsigned(ROOT_BITS))
+        inv = Signal(unsigned(INV_BITS + 1))
+        rem = Signal(unsigned(ROOT_BITS + 1))
+        gate = Signal(signed(32))
+        step = Signal(range(max(ROOT_BITS, INV_BITS + 1, *(d.latency for d in self.dense.values())) + 1))
+        tok = Signal(range(T))
+        word = Signal(range(max(W, -(-C // L), C) + 1))
+
+        # ---- the da4ml layers, driven by the register vectors
+        outs = {}
+        for key, vec in (("fc1", Y), ("fc2", Hr), ("scores", Er)):
+            d = self.dense[key]
+            o = Signal(d.n_out * d.out_bits, name=f"{key}_out")
+            m.submodules[key] = Instance(d.module, i_clk=ClockSignal(), i_model_inp=Cat(*vec), o_model_out=o)
+            outs[key] = [o.word_select(j, d.out_bits).as_signed() << d.lsb for j in range(d.n_out)]
+
+        def requant(acc, mult: int, shift: int):
+            return _sat(_round_shift(_sat(acc, 32) * mult, shift), 8)
+
+        # ---- the LayerNorm's parameters, once after reset
+        words = _ln_words(p["ln_g"], p["ln_b"], L)
+        rom = Array(Const(w_, len(ln.p_in.payload.as_value())) for w_ in words)
+
+        with m.FSM():
+            with m.State("BOOT"):
+                m.d.comb += [ln.p_in.valid.eq(1), ln.p_in.payload.as_value().eq(rom[word])]
+                m.d.sync += word.eq(word + 1)
+                with m.If(word == W - 1):
+                    m.d.sync += word.eq(0)
+                    m.next = "SUMS"
+            with m.State("SUMS"):
+                m.d.comb += self.inp.ready.eq(1)
+                with m.If(self.inp.valid):
+                    for w_ in range(W):
+                        with m.If(word == w_):
+                            for c in range(L):
+                                x, ch = self.inp.payload[c], w_ * L + c
+                                with m.If(tok == 0):
+                                    m.d.sync += [S[ch].eq(0), Q[ch].eq(0)]
+                                with m.Else():
+                                    m.d.sync += [S[ch].eq(S[ch] + x), Q[ch].eq(Q[ch] + x * x)]
+                    m.d.sync += word.eq(word + 1)
+                    with m.If(word == W - 1):
+                        m.d.sync += [word.eq(0), tok.eq(tok + 1)]
+                        with m.If(tok == T - 1):
+                            m.d.sync += [tok.eq(0), V.eq(0)]
+                            m.next = "FEED"
+            with m.State("FEED"):
+                s_sel = [Array(S[w_ * L + c] for w_ in range(W))[word] for c in range(L)]
+                q_sel = [Array(Q[w_ * L + c] for w_ in range(W))[word] for c in range(L)]
+                m.d.comb += ln.inp.valid.eq(1)
+                for c in range(L):
+                    m.d.comb += ln.inp.payload[c].eq(_sat(_round_shift(s_sel[c] * c_("m_a"), c_("sh_a")), 8))
+                with m.If(ln.inp.ready):
+                    m.d.sync += [V.eq(V + sum(P * q_sel[c] - s_sel[c] * s_sel[c] for c in range(L))),
+                                 word.eq(word + 1)]
+                    with m.If(word == W - 1):
+                        m.d.sync += word.eq(0)
+                        m.next = "LN"
+            with m.State("LN"):
+                m.d.comb += ln.out.ready.eq(1)
+                with m.If(ln.out.valid):
+                    for w_ in range(W):
+                        with m.If(word == w_):
+                            m.d.sync += [Y[w_ * L + c].eq(ln.out.payload[c]) for c in range(L)]
+                    m.d.sync += word.eq(word + 1)
+                    with m.If(word == W - 1):
+                        m.d.sync += [word.eq(0), step.eq(0)]
+                        m.next = "FC1"
+            for key, target, nxt in (("fc1", Hr, "FC2"), ("fc2", Er, "SCORES"), ("scores", Dr, "SQRT")):
+                with m.State(key.upper()):
+                    m.d.sync += step.eq(step + 1)
+                    with m.If(step == self.dense[key].latency):
+                        acc = outs[key]
+                        if key == "fc1":
+                            m.d.sync += [Hr[j].eq(clamp(requant(acc[j], int(p["m1"][j]), int(p["sh1"][j])), 0, 127))
+                                         for j in range(H)]
+                        elif key == "fc2":
+                            m.d.sync += [Er[j].eq(requant(acc[j], int(p["m2"][j]), int(p["sh2"][j])))
+                                         for j in range(E)]
+                        else:
+                            m.d.sync += [Dr[j].eq(_sat(acc[j], 32)) for j in range(C)]
+                            m.d.sync += [n.eq(sum(e * e for e in Er)), root.eq(0)]
+                        m.d.sync += step.eq(0)
+                        m.next = nxt
+            with m.State("SQRT"):           # root = isqrt(n << 2 NORM_FRAC), from bit 27 down
+                trial = root | (Const(1 << (ROOT_BITS - 1), ROOT_BITS) >> step)
+                with m.If(trial * trial <= (n << (2 * NORM_FRAC))):
+                    m.d.sync += root.eq(trial)
+                m.d.sync += step.eq(step + 1)
+                with m.If(step == ROOT_BITS - 1):
+                    m.d.sync += [step.eq(0), rem.eq(0), inv.eq(0)]
+                    m.next = "DIV"
+            with m.State("DIV"):            # inv = floor(2**40 / max(root, 1)), one quotient bit a cycle
+                den = Mux(root == 0, 1, root)
+                shifted = Cat(step == 0, rem)          # the dividend 2**40 has one bit, the first
+                ge = shifted >= den
+                m.d.sync += [rem.eq(Mux(ge, shifted - den, shifted)), inv.eq(Cat(ge, inv)), step.eq(step + 1)]
+                with m.If(step == INV_BITS):
+                    m.d.sync += step.eq(0)
+                    m.next = "Z"
+            with m.State("Z"):
+                for c in range(C):
+                    z1 = _round_shift(Dr[c] * inv, Z1_SHIFT)
+                    m.d.sync += Zr[c].eq(_sat(_round_shift(z1 * c_("m_z"), c_("sh_z")), 32))
+                m.d.sync += word.eq(0)
+                m.next = "SOFTMAX_IN"
+            with m.State("SOFTMAX_IN"):
+                m.d.comb += sm.inp.valid.eq(1)
+                for w_ in range(-(-C // L)):
+                    with m.If(word == w_):
+                        m.d.comb += [sm.inp.payload[c].eq(Zr[w_ * L + c] if w_ * L + c < C else intops.INT32_MAX)
+                                     for c in range(L)]
+                with m.If(sm.inp.ready):
+                    m.d.sync += word.eq(word + 1)
+                    with m.If(word == -(-C // L) - 1):
+                        m.d.sync += word.eq(0)
+                        m.next = "SOFTMAX_OUT"
+            with m.State("SOFTMAX_OUT"):
+                m.d.comb += sm.out.ready.eq(1)
+                with m.If(sm.out.valid):
+                    for w_ in range(-(-C // L)):
+                        with m.If(word == w_):
+                            m.d.sync += [Pr[w_ * L + c].eq(sm.out.payload[c]) for c in range(L) if w_ * L + c < C]
+                    m.d.sync += word.eq(word + 1)
+                    with m.If(word == -(-C // L) - 1):
+                        m.d.sync += word.eq(0)
+                        m.next = "GATE"
+            with m.State("GATE"):
+                t1, t2 = Pr[0], Const(0, GATE_PROB_BITS)
+                for c in range(1, C):          # the two largest, duplicates kept (torch.topk)
+                    n1 = Signal(unsigned(GATE_PROB_BITS), name=f"top1_{c}")
+                    n2 = Signal(unsigned(GATE_PROB_BITS), name=f"top2_{c}")
+                    m.d.comb += [n1.eq(Mux(Pr[c] > t1, Pr[c], t1)),       # p >= 0: t2 may start at 0
+                                 n2.eq(Mux(Pr[c] > t1, t1, Mux(Pr[c] > t2, Pr[c], t2)))]
+                    t1, t2 = n1, n2
+                margin = t1 - t2 if C > 1 else t1
+                sav = Signal(unsigned(SAV_BITS))
+                shifted_v = V >> c_("sav_shift")
+                m.d.comb += sav.eq(Mux(shifted_v > 2 ** SAV_BITS - 1, 2 ** SAV_BITS - 1, shifted_v))
+                g = c_("w_c") * t1 + c_("w_m") * margin + c_("w_s") * sav + c_("bias")
+                m.d.sync += [gate.eq(_sat(g, 32)), word.eq(0)]
+                m.next = "OUT"
+            with m.State("OUT"):
+                m.d.comb += [self.out.valid.eq(1), self.out.payload.score.eq(Array(Dr)[word]),
+                             self.out.payload.gate.eq(gate), self.out.payload.layer.eq(self.index),
+                             self.out.payload.last.eq(word == C - 1)]
+                with m.If(self.out.ready):
+                    m.d.sync += word.eq(word + 1)
+                    with m.If(word == C - 1):
+                        m.d.sync += word.eq(0)
+                        m.next = "SUMS"
+        return m
