@@ -15,11 +15,13 @@ time, in phases (cycles with no stalls; W = D / lanes):
 | SUMS | T W (the input) | S_i += x, Q_i += x**2 over the patch tokens ([CLS] clears them) |
 | FEED | W | a = sat8(round_shift(S m_a, sh_a)) into the LayerNorm; V += P Q_i - S_i**2 |
 | LN | the unit's OUT phase | y (D int8) into a register vector |
-| FC1, FC2, SCORES | the da4ml latency + 1 each | h = max(rq1(sat32(W1 y + b1)), 0); e = rq2(sat32(W2 h + b2)); d = sat32(T e); n = sum e**2 |
+| FC1, FC2, SCORES | the da4ml latency + 1 each | the adder graph on the held input vector: W1 y + b1, W2 h + b2, T e |
+| RQ1, RQ2 | H / lanes + 3, E / lanes + 3 | lanes channels a cycle through ``hw.gemm.Requantizer`` (per-channel M, shift from a ROM): h = max(sat8(...), 0), e = sat8(...) |
+| (SCORES) | | d = sat32(T e); n = sum e**2 |
 | SQRT | 28 | r = isqrt(n << 16), one root bit a cycle |
 | DIV | 41 | inv = floor(2**40 / max(r, 1)), one quotient bit a cycle |
 | Z | 1 | z_c = sat32(round_shift(round_shift(d_c inv, 24) m_z, sh_z)) |
-| SOFTMAX | the unit's row | p = softmax(z) at 2**-15 |
+| SOFTMAX | the unit's row (one lane) | p = softmax(z) at 2**-15 |
 | GATE | 1 | top-2, margin, sav = min(V >> sav_shift, 2**16 - 1), G = sat32(w . f + bias) |
 | OUT | C | one beat per class: {score d_c, gate G, layer, last}, the comparator's ``INP`` |
 
@@ -43,7 +45,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw import comparator, layernorm, softmax
-from hw.gemm import clamp
+from hw.gemm import Requantizer, clamp
 from model import intops
 from model.errors import QexitError
 from model.exits.fixed import FixedHead, GATE_PROB_BITS, INV_BITS, NORM_FRAC, SAV_BITS, Z1_SHIFT
@@ -53,6 +55,7 @@ SOLVER = {"search_all_decompose_dc": False}
 LATENCY_CUTOFF = 8                  # adder levels per pipeline stage of a dense layer
 CACHE_DIR = Path(".cache/qexit/da4ml")
 ROOT_BITS = intops.ISQRT_BITS // 2  # 28
+SOFTMAX_LANES = 1                   # C scores once per image: one lane is enough
 
 
 # --------------------------------------------------------------------------- da4ml dense layers
@@ -139,6 +142,13 @@ def _sat(x, bits: int):
     return clamp(x, -2 ** (bits - 1), 2 ** (bits - 1) - 1)
 
 
+def _tree_sum(items: list):
+    """A balanced adder tree (a chain of hundreds of terms is too deep for Amaranth)."""
+    while len(items) > 1:
+        items = [items[i] + items[i + 1] if i + 1 < len(items) else items[i] for i in range(0, len(items), 2)]
+    return items[0]
+
+
 def _ln_words(g: torch.Tensor, b: torch.Tensor, lanes: int) -> list[int]:
     """The LayerNorm's parameter words, ``lanes`` channels each (``layernorm.LN_PARAM``)."""
     gb, bb = (data.StructLayout.cast(layernorm.LN_PARAM).members[k].width for k in ("g", "b"))
@@ -158,9 +168,10 @@ def head_cycles(head: FixedHead, tokens: int, lanes: int, latencies: tuple[int, 
     every cycle and the output never stalled (the phases of the module docstring)."""
     w = head.width // lanes
     ln_out = layernorm.row_cycles(head.width, lanes) - w         # the LayerNorm after its LOAD
-    sm = softmax.row_cycles(head.classes, lanes)
-    return tokens * w + w + ln_out + sum(lat + 1 for lat in latencies) + ROOT_BITS + (INV_BITS + 1) + 1 + sm \
-        + 1 + head.classes
+    sm = softmax.row_cycles(head.classes, SOFTMAX_LANES)
+    rq = sum(-(-n // lanes) + Requantizer.LATENCY for n in (head.hidden, head.embed_dim))
+    return tokens * w + w + ln_out + sum(lat + 1 for lat in latencies) + rq + ROOT_BITS + (INV_BITS + 1) + 1 \
+        + sm + 1 + head.classes
 
 
 class ExitHead(wiring.Component):
@@ -195,7 +206,8 @@ class ExitHead(wiring.Component):
 
         # ---- the units of the layer engine
         m.submodules.ln = ln = layernorm.LayerNormUnit(D, L)
-        m.submodules.sm = sm = softmax.SoftmaxUnit(C, L, GATE_PROB_BITS)
+        m.submodules.sm = sm = softmax.SoftmaxUnit(C, SOFTMAX_LANES, GATE_PROB_BITS)
+        Ls, Ws = SOFTMAX_LANES, -(-C // SOFTMAX_LANES)
         m.d.comb += [ln.d.eq(D), ln.shift.eq(c_("ln_shift")), ln.eps.eq(c_("ln_eps")), sm.length.eq(C)]
         m.d.comb += [getattr(sm, key).eq(int(v)) for key, v in h.softmax.items()]
 
@@ -215,9 +227,10 @@ class ExitHead(wiring.Component):
         inv = Signal(unsigned(INV_BITS + 1))
         rem = Signal(unsigned(ROOT_BITS + 1))
         gate = Signal(signed(32))
-        step = Signal(range(max(ROOT_BITS, INV_BITS + 1, *(d.latency for d in self.dense.values())) + 1))
+        step = Signal(range(max(ROOT_BITS, INV_BITS + 1, -(-E // L) + Requantizer.LATENCY,
+                                *(d.latency for d in self.dense.values())) + 1))
         tok = Signal(range(T))
-        word = Signal(range(max(W, -(-C // L), C) + 1))
+        word = Signal(range(max(W, Ws, C) + 1))
 
         # ---- the da4ml layers, driven by the register vectors
         outs = {}
@@ -227,8 +240,9 @@ class ExitHead(wiring.Component):
             m.submodules[key] = Instance(d.module, i_clk=ClockSignal(), i_model_inp=Cat(*vec), o_model_out=o)
             outs[key] = [o.word_select(j, d.out_bits).as_signed() << d.lsb for j in range(d.n_out)]
 
-        def requant(acc, mult: int, shift: int):
-            return _sat(_round_shift(_sat(acc, 32) * mult, shift), 8)
+        rq = [Requantizer() for _ in range(L)]            # fc1's and fc2's, L channels a cycle
+        for c, r in enumerate(rq):
+            m.submodules[f"rq{c}"] = r
 
         # ---- the LayerNorm's parameters, once after reset
         words = _ln_words(p["ln_g"], p["ln_b"], L)
@@ -265,7 +279,7 @@ class ExitHead(wiring.Component):
                 for c in range(L):
                     m.d.comb += ln.inp.payload[c].eq(_sat(_round_shift(s_sel[c] * c_("m_a"), c_("sh_a")), 8))
                 with m.If(ln.inp.ready):
-                    m.d.sync += [V.eq(V + sum(P * q_sel[c] - s_sel[c] * s_sel[c] for c in range(L))),
+                    m.d.sync += [V.eq(V + _tree_sum([P * q_sel[c] - s_sel[c] * s_sel[c] for c in range(L)])),
                                  word.eq(word + 1)]
                     with m.If(word == W - 1):
                         m.d.sync += word.eq(0)
@@ -280,20 +294,35 @@ class ExitHead(wiring.Component):
                     with m.If(word == W - 1):
                         m.d.sync += [word.eq(0), step.eq(0)]
                         m.next = "FC1"
-            for key, target, nxt in (("fc1", Hr, "FC2"), ("fc2", Er, "SCORES"), ("scores", Dr, "SQRT")):
-                with m.State(key.upper()):
+            for key, nxt in (("fc1", "RQ1"), ("fc2", "RQ2"), ("scores", "SQRT")):
+                with m.State(key.upper()):      # hold the input vector until the adder graph's output is valid
                     m.d.sync += step.eq(step + 1)
                     with m.If(step == self.dense[key].latency):
-                        acc = outs[key]
-                        if key == "fc1":
-                            m.d.sync += [Hr[j].eq(clamp(requant(acc[j], int(p["m1"][j]), int(p["sh1"][j])), 0, 127))
-                                         for j in range(H)]
-                        elif key == "fc2":
-                            m.d.sync += [Er[j].eq(requant(acc[j], int(p["m2"][j]), int(p["sh2"][j])))
-                                         for j in range(E)]
-                        else:
-                            m.d.sync += [Dr[j].eq(_sat(acc[j], 32)) for j in range(C)]
-                            m.d.sync += [n.eq(sum(e * e for e in Er)), root.eq(0)]
+                        if key == "scores":
+                            m.d.sync += [Dr[j].eq(_sat(outs[key][j], 32)) for j in range(C)]
+                            m.d.sync += [n.eq(_tree_sum([e * e for e in Er])), root.eq(0)]
+                        m.d.sync += step.eq(0)
+                        m.next = nxt
+            for state, key, target, mult, shift, relu, nxt in (("RQ1", "fc1", Hr, p["m1"], p["sh1"], True, "FC2"),
+                                                               ("RQ2", "fc2", Er, p["m2"], p["sh2"], False, "SCORES")):
+                with m.State(state):            # L channels a cycle through the requantizers
+                    words = -(-len(target) // L)
+                    pad = words + Requantizer.LATENCY
+
+                    def column(values, c, default=0):
+                        return Array([values[w_ * L + c] if w_ * L + c < len(target) else Const(default)
+                                      for w_ in range(pad)])[step]
+                    for c in range(L):
+                        m.d.comb += [rq[c].acc.eq(_sat(column(outs[key], c), 32)), rq[c].bias.eq(0),
+                                     rq[c].mult.eq(column([Const(int(v), intops.MULT_BITS) for v in mult], c)),
+                                     rq[c].shift.eq(column([Const(int(v), 6) for v in shift], c, 1))]
+                    done = step - Requantizer.LATENCY           # the word whose results are on y now
+                    for w_ in range(words):
+                        with m.If((step >= Requantizer.LATENCY) & (done == w_)):
+                            m.d.sync += [target[w_ * L + c].eq(clamp(rq[c].y, 0, 127) if relu else rq[c].y)
+                                         for c in range(L) if w_ * L + c < len(target)]
+                    m.d.sync += step.eq(step + 1)
+                    with m.If(step == words - 1 + Requantizer.LATENCY):
                         m.d.sync += step.eq(0)
                         m.next = nxt
             with m.State("SQRT"):           # root = isqrt(n << 2 NORM_FRAC), from bit 27 down
@@ -320,23 +349,23 @@ class ExitHead(wiring.Component):
                 m.next = "SOFTMAX_IN"
             with m.State("SOFTMAX_IN"):
                 m.d.comb += sm.inp.valid.eq(1)
-                for w_ in range(-(-C // L)):
+                for w_ in range(Ws):
                     with m.If(word == w_):
-                        m.d.comb += [sm.inp.payload[c].eq(Zr[w_ * L + c] if w_ * L + c < C else intops.INT32_MAX)
-                                     for c in range(L)]
+                        m.d.comb += [sm.inp.payload[c].eq(Zr[w_ * Ls + c] if w_ * Ls + c < C else intops.INT32_MAX)
+                                     for c in range(Ls)]
                 with m.If(sm.inp.ready):
                     m.d.sync += word.eq(word + 1)
-                    with m.If(word == -(-C // L) - 1):
+                    with m.If(word == Ws - 1):
                         m.d.sync += word.eq(0)
                         m.next = "SOFTMAX_OUT"
             with m.State("SOFTMAX_OUT"):
                 m.d.comb += sm.out.ready.eq(1)
                 with m.If(sm.out.valid):
-                    for w_ in range(-(-C // L)):
+                    for w_ in range(Ws):
                         with m.If(word == w_):
-                            m.d.sync += [Pr[w_ * L + c].eq(sm.out.payload[c]) for c in range(L) if w_ * L + c < C]
+                            m.d.sync += [Pr[w_ * Ls + c].eq(sm.out.payload[c]) for c in range(Ls) if w_ * Ls + c < C]
                     m.d.sync += word.eq(word + 1)
-                    with m.If(word == -(-C // L) - 1):
+                    with m.If(word == Ws - 1):
                         m.d.sync += word.eq(0)
                         m.next = "GATE"
             with m.State("GATE"):

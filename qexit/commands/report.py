@@ -73,6 +73,7 @@ HEADLINES = {  # the headline keys of each step (docs/architecture.md); other st
     "verify-units": ["matched", "total", "mismatches"],
     "hls": ["matched", "total", "mismatches", "token_sets"],
     "verify-comparator": ["matched", "total", "decisions", "images", "images_matched"],
+    "verify-head": ["matched", "total", "token_sets", "latency_cycles"],
     "verify-model": ["images", "matched", "total", "predictions_matched", "cycles_measured", "cycles_predicted"],
     "verify-block": ["images", "layers", "matched", "total", "cycles_measured", "cycles_predicted", "utilization",
                      "onchip_bits", "predictions_matched"],

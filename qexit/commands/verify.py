@@ -44,6 +44,16 @@ candidate layer until the comparator exits, as the layer sequencer feeds it. Eve
 (exit bit, class, layer) must equal model/exits/decision.py, and every image's exit layer and
 class the evaluation's. Writes reports/verify-comparator/summary.json (matched, total,
 images, decisions, images_matched); exits 1 on any mismatch.
+
+`qexit verify head --layers L1,L2 --sets N` builds the exit head of each chosen candidate
+layer as RTL (hw/head.py: its three dense layers as da4ml constant-matrix adder graphs in
+Verilog, cached under .cache/qexit/da4ml; the token sums, the requantizers, the LayerNorm, the
+norm, the reciprocal, the 15-bit softmax and the gate in Amaranth) and runs it under cocotb on
+the golden model's tokens of the first test images at that layer, N token sets in all. Every
+output (the class scores and the gate, as the comparator takes them) must equal
+model/exits/fixed.py on the same tokens, and every image's cycles, first token to last output,
+the head's cycle count (hw/head.py head_cycles). Writes reports/verify-head/summary.json
+(matched, total, latency_cycles); exits 1 on any mismatch or cycle error.
 """
 from __future__ import annotations
 
@@ -62,7 +72,7 @@ from sim import units as sim_units
 HELP = ("bit-exact RTL checks under cocotb: `verify gemm` (the GEMM engine), "
         "`verify units` (requantizer, add, GELU, LayerNorm, softmax, exit comparator), "
         "`verify model` and `verify block` (the IntModel through the RTL), "
-        "`verify comparator` (the exit decisions of the test split)")
+        "`verify comparator` (the exit decisions of the test split), `verify head` (the exit head as RTL)")
 
 
 def _block_doc(command: str) -> str:
@@ -157,6 +167,22 @@ def add_arguments(p):
     co.add_argument("--simulator", choices=runner.SIMULATORS, default=None,
                     help="default: Verilator if installed, else Icarus")
     co.set_defaults(_block=run_comparator)
+
+    hd = sub.add_parser("head", help="the exit head as RTL (da4ml dense layers + Amaranth) on real tokens",
+                        description=_block_doc("head"), formatter_class=fmt)
+    hd.add_argument("--exit-path", type=Path, default=EXIT_PATH_DEFAULT,
+                    help="the exit path `qexit exits` wrote (int8 mode)")
+    hd.add_argument("--intmodel", type=Path, default=INTMODEL_DEFAULT,
+                    help="the IntModel whose tokens feed the head (the one the exits ran on)")
+    hd.add_argument("--layers", default="all",
+                    help="candidate layers to build and run (1-based, e.g. 2,6), or 'all'")
+    hd.add_argument("--sets", type=positive, default=2000,
+                    help="token sets in all (one image at one layer), spread evenly over the layers")
+    hd.add_argument("--lanes", type=positive, default=8, help="int8 token values per input beat")
+    hd.add_argument("--simulator", choices=runner.SIMULATORS, default=None,
+                    help="default: Verilator if installed, else Icarus")
+    hd.add_argument("--quiet", action="store_true", help="no progress bar")
+    hd.set_defaults(_block=run_head)
 
 
 def run(args) -> int:
@@ -425,3 +451,69 @@ def run_comparator(args) -> int:
             f"at the layer and with the class the evaluation counted.\n\n"
             + markdown_table(["exit layer", "threshold register", "images"], rows) + "\n")
     return 0 if res.passed else 1
+
+
+def run_head(args) -> int:
+    from model.data import load_fashion_mnist
+    from model.exits import exit_path
+    from model.quantize import load_intmodel
+    from sim import exit as sim_exit
+
+    ep = exit_path.load(args.exit_path)
+    runner.pick(args.simulator)
+    if args.layers.strip().lower() == "all":
+        chosen = list(range(len(ep.layers)))
+    else:
+        try:
+            wanted = [int(x) for x in args.layers.split(",") if x.strip()]
+        except ValueError:
+            raise QexitError(f"--layers {args.layers!r} must be 'all' or layer numbers like 2,6") from None
+        bad = [x for x in wanted if x not in ep.layers]
+        if bad or not wanted:
+            raise QexitError(f"--layers {args.layers}: {bad or 'none'} not among the exit layers {ep.layers}")
+        chosen = [ep.layers.index(x) for x in dict.fromkeys(wanted)]
+    if ep.head.width % args.lanes:
+        raise QexitError(f"--lanes {args.lanes} must divide the head's width {ep.head.width}")
+    if not args.intmodel.is_file():
+        raise QexitError(f"no IntModel at {args.intmodel}; write it with `qexit quantize` or pass --intmodel")
+    im = load_intmodel(args.intmodel)
+    n = sim_exit.images_for(args.sets, len(chosen))
+    if n > ep.test_scores.shape[0]:
+        raise QexitError(f"--sets {args.sets} needs {n} test images; the exit path has {ep.test_scores.shape[0]}")
+    tokens = sim_exit.exit_tokens(im, ep, load_fashion_mnist("test").subset(n).images)
+    print(f"the exit head as RTL: {len(chosen)} layer(s) x {n} test images = {n * len(chosen)} token sets",
+          flush=True)
+    with report_dir("verify-head") as folder:
+        checks = sim_exit.verify_head(ep, tokens, chosen, args.lanes, args.simulator, folder / "sim",
+                                      progress=not args.quiet)
+        matched, total = sum(c.matched for c in checks), sum(c.total for c in checks)
+        ok = matched == total and all(c.cycles_equal for c in checks)
+        for c in checks:
+            print(f"  layer {c.layer:2d}: {c.sets} token sets, {c.matched}/{c.total} outputs bit-exact; "
+                  f"cycles {c.cycles_predicted} predicted, measured {sorted(set(c.cycles_measured))} "
+                  f"(da4ml {c.dense_seconds:.0f} s, build {c.build_seconds:.0f} s, sim {c.sim_seconds:.0f} s)")
+            if not (c.matched == c.total and c.cycles_equal):
+                print(c.log or "(no simulator log)")
+        print(f"bit-exact: {matched}/{total} ({n * len(chosen)} token sets)")
+        latency = max(c.cycles_predicted for c in checks)
+        summary = {"matched": matched, "total": total, "mismatches": total - matched, "passed": ok,
+                   "token_sets": n * len(chosen), "images": n, "latency_cycles": latency, "lanes": args.lanes,
+                   "layers": [c.summary() for c in checks], "exit_path": str(args.exit_path),
+                   "intmodel": str(args.intmodel)}
+        write_summary(folder, summary)
+        rows = [[c.layer, c.sets, f"{c.matched}/{c.total}", c.cycles_predicted,
+                 ", ".join(map(str, sorted(set(c.cycles_measured)))), f"{c.dense_seconds:.0f}",
+                 f"{c.build_seconds:.0f}", f"{c.sim_seconds:.0f}"] for c in checks]
+        from hw import head as hw_head
+        (folder / "README.md").write_text(
+            f"# verify head: {matched}/{total} outputs bit-exact\n\n"
+            f"The exit head as RTL (`hw/head.py`: da4ml constant-matrix adder graphs for the three dense "
+            f"layers, Amaranth for the rest) under cocotb ({runner.pick(args.simulator)}), on the golden "
+            f"model's int8 tokens of the first {n} test images at each layer, {args.lanes} values per beat. "
+            f"Each output (the class scores, then the gate, as the comparator takes them) is compared with "
+            f"`model/exits/fixed.py` on the same tokens; the cycles of every other image (no stalls; the "
+            f"others run with random back-pressure) with `head_cycles`.\n\n"
+            + markdown_table(["layer", "token sets", "bit-exact", "cycles predicted", "cycles measured",
+                              "da4ml s", "build s", "sim s"], rows)
+            + "\n\n## The phases\n\n" + hw_head.__doc__.split("\n\n")[2] + "\n")
+    return 0 if ok else 1

@@ -1,0 +1,76 @@
+"""hw/head.py: the exit head as RTL (da4ml dense layers + Amaranth), under cocotb against the
+fixed-point head on real tokens, to the integer and to the cycle; its da4ml layers; and its
+refusals."""
+import gc
+import warnings
+
+import pytest
+import torch
+from amaranth.hdl import UnusedElaboratable
+
+from hw import head as hw_head
+from model.errors import QexitError
+from model.exits import exit_path
+from qexit.cli import main
+from sim import exit as sim_exit
+
+
+@pytest.fixture(scope="module")
+def real(exit_path_files, fmnist_test):
+    path, _, im = exit_path_files
+    ep = exit_path.load(path)
+    return ep, sim_exit.exit_tokens(im, ep, fmnist_test.images[:10])
+
+
+def test_dense_layers_are_cached_and_sized(real, tmp_path):
+    ep, _ = real
+    p = ep.head.layers[0].params
+    d = hw_head.dense_rtl("qx_t_fc1", p["w1"], p["b1"], cache_dir=tmp_path)
+    assert (d.n_in, d.n_out) == (ep.head.width, ep.head.hidden) and d.latency >= 1
+    assert d.module == "qx_t_fc1_wrapper" and "module qx_t_fc1_wrapper" in hw_head.verilog_sources([d])
+    # the widest output fits: |W x + b| over int8 x
+    bound = int((p["w1"].abs().sum(1) * 128 + p["b1"].abs()).max())
+    assert 2 ** (d.out_bits - 1) > bound >> d.lsb
+    again = hw_head.dense_rtl("qx_t_fc1", p["w1"], p["b1"], cache_dir=tmp_path)
+    assert again == d
+
+
+@pytest.mark.simulator()
+def test_head_rtl_is_bit_and_cycle_exact(real, tmp_path):
+    ep, tokens = real
+    res = sim_exit.verify_head(ep, tokens, [0], lanes=8, folder=tmp_path)[0]
+    assert res.matched == res.total == 10 * (ep.head.classes * 3), res.first_mismatches
+    assert res.cycles_equal and len(res.cycles_measured) == 5, (res.cycles_predicted, res.cycles_measured)
+    # the comparison can fail: the same RTL against expectations whose gate is one higher
+    cases = sim_exit.head_cases(ep, 0, tokens[0], 8)
+    for c in cases:
+        c["expected"][:, 1] += 1
+    dut, verilog, top, _ = sim_exit.head_design(ep, 0, 8)
+    from sim import runner
+    from sim.host import lanes_to_words
+    from sim.units import run_cases
+    bad = run_cases(runner.build(verilog, top), top, cases, lambda c: lanes_to_words(c["inputs"], 8), 3, 32)
+    assert bad.matched == bad.total - 10 * ep.head.classes
+
+
+def test_bad_sizes_are_refused(real):
+    ep, _ = real
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnusedElaboratable)
+        with pytest.raises(QexitError, match="multiple of lanes"):
+            hw_head.ExitHead(ep.head, 0, ep.tokens, {}, lanes=3)
+        with pytest.raises(QexitError, match="da4ml layer 'fc1'"):
+            hw_head.ExitHead(ep.head, 0, ep.tokens, {}, lanes=8)
+        gc.collect()
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["--layers", "2"], "not among the exit layers [1, 3]"),
+    (["--layers", "x"], "must be 'all' or layer numbers"),
+    (["--lanes", "3"], "must divide the head's width 16"),
+])
+def test_verify_head_bad_input_is_one_line(exit_path_files, capsys, argv, words):
+    path, intmodel, _ = exit_path_files
+    assert main(["verify", "head", "--exit-path", str(path), "--intmodel", str(intmodel)] + argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert words in err and "\n" not in err
