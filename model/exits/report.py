@@ -124,15 +124,18 @@ def readme(cfg, modes, results, noise, top1_fp32, xcfg, s, train_images: int, ga
             continue
         d_top1 = 100 * (s[f"top1_lraee_{m}"] - s[f"top1_lraee_float_{m}"])
         d_save = 100 * (s[f"flops_saving_{m}"] - s[f"flops_saving_float_{m}"])
+        quad = ("both_correct", "rescue", "loss", "both_wrong", "net_rescue")
         rows = [["fixed-point head and gate (`model/exits/fixed.py`), what the hardware does", pm("flops_saving", m),
-                 pm("top1_lraee", m), pm("rescue", m), pm("loss", m)],
-                ["float head and gate", pm("flops_saving_float", m), pm("top1_lraee_float", m), pm("rescue_float", m),
-                 pm("loss_float", m)]]
+                 pm("top1_lraee", m), *(pm(k, m) for k in quad)],
+                ["float head and gate", pm("flops_saving_float", m), pm("top1_lraee_float", m),
+                 *(pm(f"{k}_float", m) for k in quad)]]
         lines += [f"### {MODE_NAMES[m]}: fixed-point head against the float head", "",
                   f"The {MODE_NAMES[m]} rows above are the fixed-point head's: the distilled SSA heads and the gate "
                   "are trained in float, quantized, and the thresholds are chosen on the fixed-point gate's own "
-                  "values.", "",
-                  markdown_table(["Head", "FLOPs saving (%)", "Top-1 (%)", "Rescue (%)", "Loss (%)"], rows), "",
+                  "values; the test split is routed by the comparator's integer test (gate >= threshold "
+                  "register). Each row has its four quadrants against the same full depth.", "",
+                  markdown_table(["Head", "FLOPs saving (%)", "Top-1 (%)", "Both correct (%)", "Rescue (%)", "Loss (%)",
+                                  "Both wrong (%)", "Net rescue (%p)"], rows), "",
                   f"Fixed minus float: top-1 {d_top1:+.2f}%p, FLOPs saving {d_save:+.2f}%p. Test images whose "
                   f"decision differs (exit layer or class): {pm('decisions_differ', m)}% (exit layer "
                   f"{pm('exit_layer_differs', m)}%, class {pm('class_differs', m)}%).", ""]

@@ -41,7 +41,7 @@ def seed_values(runs: list[dict]) -> dict[str, list[float]]:
     if all("float_head" in r for r in runs):   # int8: the results above are the fixed-point head's
         vals["top1_lraee_float"] = [r["float_head"]["top1"] for r in runs]
         vals["flops_saving_float"] = [r["float_head"]["flops_saving"] for r in runs]
-        for k in ("rescue", "loss"):
+        for k in ("both_correct", "rescue", "loss", "both_wrong", "net_rescue"):
             vals[f"{k}_float"] = [r["float_head"]["quadrants"][k] for r in runs]
         for k in ("decisions_differ", "exit_layer_differs", "class_differs"):
             vals[k] = [r["fixed_vs_float"][k] for r in runs]
