@@ -5,7 +5,6 @@ import gc
 import warnings
 
 import pytest
-import torch
 from amaranth.hdl import UnusedElaboratable
 
 from hw import head as hw_head
