@@ -25,6 +25,14 @@ time, in phases (cycles with no stalls; W = D / lanes):
 | GATE | 1 | top-2, margin, sav = min(V >> sav_shift, 2**16 - 1), G = sat32(w . f + bias) |
 | OUT | C | one beat per class: {score d_c, gate G, layer, last}, the comparator's ``INP`` |
 
+Widths (P patch tokens, D, H, E, C the sizes; the shipped model's in brackets: P 49, D 64, H 128,
+E 384, C 10): S_i signed, |S| <= 128 P (14 bits); Q_i unsigned, <= 2**14 P (20 bits); V signed,
+<= D P**2 2**14 (34 bits); a, y, h, e int8; each dense output as wide as da4ml's interval
+arithmetic makes it (W x + b exact), then saturated to int32; n = sum e**2 < E 2**14 (23 bits);
+r 28 bits; inv <= 2**40 (41 bits); d inv < 2**73 before the round-shift; z int32; p 15 bits
+unsigned; sav 16 bits; G int32. The requantizers are ``hw.gemm.Requantizer`` (sat32 input, 63-bit
+product, sat8 output).
+
 ``head_cycles`` gives the cycles from the first token beat to the last output beat; the cocotb
 check (``sim.exit.verify_head``) measures them. Every width follows from the constants and
 the sizes: the products with constants are exact (Amaranth widens them), and the saturations
