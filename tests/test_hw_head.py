@@ -73,3 +73,21 @@ def test_verify_head_bad_input_is_one_line(exit_path_files, capsys, argv, words)
     assert main(["verify", "head", "--exit-path", str(path), "--intmodel", str(intmodel)] + argv) == 2
     err = capsys.readouterr().err.strip()
     assert words in err and "\n" not in err
+
+
+def test_verify_head_defaults_to_the_middle_layer(exit_path_files, tmp_path, monkeypatch):
+    """The command's plumbing (the RTL run itself is test_head_rtl_is_bit_and_cycle_exact)."""
+    import json
+    path, intmodel, _ = exit_path_files
+    seen = {}
+
+    def fake(ep, tokens, layers, lanes, simulator, folder, progress):
+        seen["layers"] = layers
+        return [sim_exit.HeadCheck(ep.layers[k], len(tokens[k]), 5, 5, cycles_predicted=7, cycles_measured=[7])
+                for k in layers]
+    monkeypatch.setattr(sim_exit, "verify_head", fake)
+    monkeypatch.chdir(tmp_path)
+    assert main(["verify", "head", "--exit-path", str(path), "--intmodel", str(intmodel), "--sets", "4"]) == 0
+    assert seen["layers"] == [1]                       # layers [1, 3]: the middle one is index 1
+    s = json.loads((tmp_path / "reports" / "verify-head" / "summary.json").read_text())
+    assert s["latency_cycles"] == 7 and s["token_sets"] == 4 and s["layers"][0]["layer"] == 3

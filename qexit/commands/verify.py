@@ -46,7 +46,7 @@ class the evaluation's. Writes reports/verify-comparator/summary.json (matched, 
 images, decisions, images_matched); exits 1 on any mismatch.
 
 `qexit verify head --layers L1,L2 --sets N` builds the exit head of each chosen candidate
-layer as RTL (hw/head.py: its three dense layers as da4ml constant-matrix adder graphs in
+layer (by default the middle one; `all` for every one) as RTL (hw/head.py: its three dense layers as da4ml constant-matrix adder graphs in
 Verilog, cached under .cache/qexit/da4ml; the token sums, the requantizers, the LayerNorm, the
 norm, the reciprocal, the 15-bit softmax and the gate in Amaranth) and runs it under cocotb on
 the golden model's tokens of the first test images at that layer, N token sets in all. Every
@@ -174,8 +174,9 @@ def add_arguments(p):
                     help="the exit path `qexit exits` wrote (int8 mode)")
     hd.add_argument("--intmodel", type=Path, default=INTMODEL_DEFAULT,
                     help="the IntModel whose tokens feed the head (the one the exits ran on)")
-    hd.add_argument("--layers", default="all",
-                    help="candidate layers to build and run (1-based, e.g. 2,6), or 'all'")
+    hd.add_argument("--layers", default=None,
+                    help="candidate layers to build and run (1-based, e.g. 2,6), or 'all' (default: the middle "
+                         "candidate layer; a full-size head takes about 10 minutes to build in Verilator)")
     hd.add_argument("--sets", type=positive, default=2000,
                     help="token sets in all (one image at one layer), spread evenly over the layers")
     hd.add_argument("--lanes", type=positive, default=8, help="int8 token values per input beat")
@@ -461,7 +462,9 @@ def run_head(args) -> int:
 
     ep = exit_path.load(args.exit_path)
     runner.pick(args.simulator)
-    if args.layers.strip().lower() == "all":
+    if args.layers is None:
+        chosen = [len(ep.layers) // 2]
+    elif args.layers.strip().lower() == "all":
         chosen = list(range(len(ep.layers)))
     else:
         try:
