@@ -82,17 +82,22 @@ def synthetic(n, cfg, seed, noise_levels):
                     logits, labels)
 
 
-@pytest.fixture(scope="module")
-def one_seed():
+def run_synthetic(make, nsr: list[float], pareto_budgets: tuple[float, ...]):
+    """(cfg, run_seed's result) on train/gate/test splits from ``make`` (``synthetic`` or
+    ``synthetic_int8``) for a small ViT."""
     cfg = ViTConfig(width=8, depth=4, heads=2, embed_dim=12, num_classes=4)
     levels = [1.0, 2.0, 3.0, 4.0]
-    train, gate, test = (synthetic(n, cfg, s, levels) for n, s in ((600, 0), (400, 1), (400, 2)))
+    train, gate, test = (make(n, cfg, s, levels) for n, s in ((600, 0), (400, 1), (400, 2)))
     ce = F.normalize(torch.randn(cfg.num_classes, cfg.embed_dim, generator=torch.Generator().manual_seed(5)), dim=-1)
     target = ce[train.labels] + 0.1 * torch.randn(len(train), cfg.embed_dim)
-    noise = {"nsr": [0.01, 0.5, 0.02, 0.03]}  # a spike at layer 2
     torch.manual_seed(0)
-    xcfg = ExitConfig(budget=0.9, seeds=1, head_epochs=3, head_hidden=16, pareto_budgets=(0.6, 1.0))
-    return cfg, run_seed(cfg, ce, train, gate, test, target, noise, xcfg, seed=0)
+    xcfg = ExitConfig(budget=0.9, seeds=1, head_epochs=3, head_hidden=16, pareto_budgets=pareto_budgets)
+    return cfg, run_seed(cfg, ce, train, gate, test, target, {"nsr": nsr}, xcfg, seed=0)
+
+
+@pytest.fixture(scope="module")
+def one_seed():
+    return run_synthetic(synthetic, [0.01, 0.5, 0.02, 0.03], (0.6, 1.0))      # a spike at layer 2
 
 
 def test_run_seed_accounting(one_seed):
@@ -145,14 +150,7 @@ def synthetic_int8(n, cfg, seed, noise_levels, s_x=0.05):
 
 
 def test_int8_mode_routes_on_the_fixed_point_head():
-    cfg = ViTConfig(width=8, depth=4, heads=2, embed_dim=12, num_classes=4)
-    levels = [1.0, 2.0, 3.0, 4.0]
-    train, gate, test = (synthetic_int8(n, cfg, s, levels) for n, s in ((600, 0), (400, 1), (400, 2)))
-    ce = F.normalize(torch.randn(cfg.num_classes, cfg.embed_dim, generator=torch.Generator().manual_seed(5)), dim=-1)
-    target = ce[train.labels] + 0.1 * torch.randn(len(train), cfg.embed_dim)
-    torch.manual_seed(0)
-    xcfg = ExitConfig(budget=0.9, seeds=1, head_epochs=3, head_hidden=16, pareto_budgets=(1.0,))
-    r = run_seed(cfg, ce, train, gate, test, target, {"nsr": [0.01, 0.02, 0.02, 0.03]}, xcfg, seed=0)
+    _, r = run_synthetic(synthetic_int8, [0.01, 0.02, 0.02, 0.03], (1.0,))
     assert r["head"] == "fixed-point"
     q = r["quadrants"]
     assert r["top1_lraee"] == pytest.approx(q["both_correct"] + q["rescue"])
