@@ -109,6 +109,21 @@ def images_for(sets: int, layers: int) -> int:
     return max(1, math.ceil(sets / layers))
 
 
+def test_tokens(ep: ExitPath, intmodel: Path, sets: int, layers: int) -> tuple[int, list[torch.Tensor]]:
+    """(n, tokens): the golden model's tokens of the first n test images, n the fewest that give
+    ``sets`` token sets over ``layers`` layers, at every exit layer (``exit_tokens``)."""
+    from model.data import load_fashion_mnist
+    from model.quantize import load_intmodel
+
+    if not Path(intmodel).is_file():
+        raise QexitError(f"no IntModel at {intmodel}; write it with `qexit quantize` or pass --intmodel")
+    n = images_for(sets, layers)
+    if n > ep.test_scores.shape[0]:
+        raise QexitError(f"--sets {sets} needs {n} test images; the exit path has {ep.test_scores.shape[0]}")
+    im = load_intmodel(intmodel)
+    return n, exit_tokens(im, ep, load_fashion_mnist("test").subset(n).images)
+
+
 # --------------------------------------------------------------------------- the comparator
 
 @dataclass

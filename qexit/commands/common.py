@@ -23,6 +23,15 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
                         "(default: the embedded Fashion-MNIST)")
 
 
+def add_exit_path_args(p: argparse.ArgumentParser, intmodel: bool = True) -> None:
+    """--exit-path (and --intmodel) of the steps that read `qexit exits`'s exit path."""
+    p.add_argument("--exit-path", type=Path, default=EXIT_PATH_DEFAULT,
+                   help="the exit path `qexit exits` wrote (int8 mode)")
+    if intmodel:
+        p.add_argument("--intmodel", type=Path, default=INTMODEL_DEFAULT,
+                       help="the IntModel whose tokens feed the head (the one the exits ran on)")
+
+
 def positive(value: str) -> int:
     n = int(value)
     if n < 1:

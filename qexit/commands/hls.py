@@ -15,18 +15,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from model.errors import QexitError
-from qexit.commands.common import EXIT_PATH_DEFAULT, INTMODEL_DEFAULT, positive
+from qexit.commands.common import add_exit_path_args, positive
 from qexit.reports import REPORTS_DIR, markdown_table, report_dir, write_summary
 
 HELP = "the exit head through hls4ml: HLS projects, C simulation bit-exact against the fixed-point head"
 
 
 def add_arguments(p):
-    p.add_argument("--exit-path", type=Path, default=EXIT_PATH_DEFAULT,
-                   help="the exit path `qexit exits` wrote (int8 mode)")
-    p.add_argument("--intmodel", type=Path, default=INTMODEL_DEFAULT,
-                   help="the IntModel whose tokens feed the head (the one the exits ran on)")
+    add_exit_path_args(p)
     p.add_argument("--sets", type=positive, default=5000,
                    help="token sets in all (one image at one candidate layer is one set), spread evenly "
                         "over the candidate layers")
@@ -39,22 +35,13 @@ def run(args) -> int:
     import hls4ml
 
     from hw import head_hls
-    from model.data import load_fashion_mnist
     from model.exits import exit_path
-    from model.quantize import load_intmodel
     from sim import exit as sim_exit
 
     t0 = time.time()
     ep = exit_path.load(args.exit_path)
-    if not args.intmodel.is_file():
-        raise QexitError(f"no IntModel at {args.intmodel}; write it with `qexit quantize` or pass --intmodel")
     head_hls.check_gxx()
-    im = load_intmodel(args.intmodel)
-    n = sim_exit.images_for(args.sets, len(ep.layers))
-    if n > ep.test_scores.shape[0]:
-        raise QexitError(f"--sets {args.sets} needs {n} test images; the exit path has {ep.test_scores.shape[0]}")
-    images = load_fashion_mnist("test").subset(n).images
-    tokens = sim_exit.exit_tokens(im, ep, images)
+    n, tokens = sim_exit.test_tokens(ep, args.intmodel, args.sets, len(ep.layers))
     print(f"hls4ml {hls4ml.__version__}: {len(ep.layers)} candidate layers x {n} test images = "
           f"{n * len(ep.layers)} token sets", flush=True)
     with report_dir("hls", args.out) as folder:

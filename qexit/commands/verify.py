@@ -65,7 +65,7 @@ from qexit.reports import markdown_table, report_dir, write_summary
 from pathlib import Path
 
 from model.errors import QexitError
-from qexit.commands.common import EXIT_PATH_DEFAULT, INTMODEL_DEFAULT, positive
+from qexit.commands.common import INTMODEL_DEFAULT, add_exit_path_args, positive
 from sim import model_ops, runner, verify
 from sim import units as sim_units
 
@@ -161,8 +161,7 @@ def add_arguments(p):
 
     co = sub.add_parser("comparator", help="the exit comparator on the fixed-point head's outputs for the test split",
                         description=_block_doc("comparator"), formatter_class=fmt)
-    co.add_argument("--exit-path", type=Path, default=EXIT_PATH_DEFAULT,
-                    help="the exit path `qexit exits` wrote (int8 mode)")
+    add_exit_path_args(co, intmodel=False)
     co.add_argument("--images", type=positive, default=None, help="the first N test images (default: all)")
     co.add_argument("--simulator", choices=runner.SIMULATORS, default=None,
                     help="default: Verilator if installed, else Icarus")
@@ -170,10 +169,7 @@ def add_arguments(p):
 
     hd = sub.add_parser("head", help="the exit head as RTL (da4ml dense layers + Amaranth) on real tokens",
                         description=_block_doc("head"), formatter_class=fmt)
-    hd.add_argument("--exit-path", type=Path, default=EXIT_PATH_DEFAULT,
-                    help="the exit path `qexit exits` wrote (int8 mode)")
-    hd.add_argument("--intmodel", type=Path, default=INTMODEL_DEFAULT,
-                    help="the IntModel whose tokens feed the head (the one the exits ran on)")
+    add_exit_path_args(hd)
     hd.add_argument("--layers", default=None,
                     help="candidate layers to build and run (1-based, e.g. 2,6), or 'all' (default: the middle "
                          "candidate layer; a full-size head takes about 10 minutes to build in Verilator)")
@@ -455,9 +451,7 @@ def run_comparator(args) -> int:
 
 
 def run_head(args) -> int:
-    from model.data import load_fashion_mnist
     from model.exits import exit_path
-    from model.quantize import load_intmodel
     from sim import exit as sim_exit
 
     ep = exit_path.load(args.exit_path)
@@ -477,13 +471,7 @@ def run_head(args) -> int:
         chosen = [ep.layers.index(x) for x in dict.fromkeys(wanted)]
     if ep.head.width % args.lanes:
         raise QexitError(f"--lanes {args.lanes} must divide the head's width {ep.head.width}")
-    if not args.intmodel.is_file():
-        raise QexitError(f"no IntModel at {args.intmodel}; write it with `qexit quantize` or pass --intmodel")
-    im = load_intmodel(args.intmodel)
-    n = sim_exit.images_for(args.sets, len(chosen))
-    if n > ep.test_scores.shape[0]:
-        raise QexitError(f"--sets {args.sets} needs {n} test images; the exit path has {ep.test_scores.shape[0]}")
-    tokens = sim_exit.exit_tokens(im, ep, load_fashion_mnist("test").subset(n).images)
+    n, tokens = sim_exit.test_tokens(ep, args.intmodel, args.sets, len(chosen))
     print(f"the exit head as RTL: {len(chosen)} layer(s) x {n} test images = {n * len(chosen)} token sets",
           flush=True)
     with report_dir("verify-head") as folder:
