@@ -256,13 +256,23 @@ class ExitHead(wiring.Component):
         words = _ln_words(p["ln_g"], p["ln_b"], L)
         rom = Array(Const(w_, len(ln.p_in.payload.as_value())) for w_ in words)
 
+        def next_word(count: int, state: str, also=()):
+            """Advance ``word``; after the ``count``-th, clear it and go to ``state``."""
+            m.d.sync += word.eq(word + 1)
+            with m.If(word == count - 1):
+                m.d.sync += [word.eq(0), *also]
+                m.next = state
+
+        def write_word(vec: list, lanes: int, values) -> None:
+            """``values`` (``lanes`` of them) into ``vec`` at the word ``word``."""
+            for w_ in range(-(-len(vec) // lanes)):
+                with m.If(word == w_):
+                    m.d.sync += [vec[w_ * lanes + c].eq(values[c]) for c in range(lanes) if w_ * lanes + c < len(vec)]
+
         with m.FSM():
             with m.State("BOOT"):
                 m.d.comb += [ln.p_in.valid.eq(1), ln.p_in.payload.as_value().eq(rom[word])]
-                m.d.sync += word.eq(word + 1)
-                with m.If(word == W - 1):
-                    m.d.sync += word.eq(0)
-                    m.next = "SUMS"
+                next_word(W, "SUMS")
             with m.State("SUMS"):
                 m.d.comb += self.inp.ready.eq(1)
                 with m.If(self.inp.valid):
@@ -287,21 +297,13 @@ class ExitHead(wiring.Component):
                 for c in range(L):
                     m.d.comb += ln.inp.payload[c].eq(_sat(_round_shift(s_sel[c] * c_("m_a"), c_("sh_a")), 8))
                 with m.If(ln.inp.ready):
-                    m.d.sync += [V.eq(V + _tree_sum([P * q_sel[c] - s_sel[c] * s_sel[c] for c in range(L)])),
-                                 word.eq(word + 1)]
-                    with m.If(word == W - 1):
-                        m.d.sync += word.eq(0)
-                        m.next = "LN"
+                    m.d.sync += V.eq(V + _tree_sum([P * q_sel[c] - s_sel[c] * s_sel[c] for c in range(L)]))
+                    next_word(W, "LN")
             with m.State("LN"):
                 m.d.comb += ln.out.ready.eq(1)
                 with m.If(ln.out.valid):
-                    for w_ in range(W):
-                        with m.If(word == w_):
-                            m.d.sync += [Y[w_ * L + c].eq(ln.out.payload[c]) for c in range(L)]
-                    m.d.sync += word.eq(word + 1)
-                    with m.If(word == W - 1):
-                        m.d.sync += [word.eq(0), step.eq(0)]
-                        m.next = "FC1"
+                    write_word(Y, L, ln.out.payload)
+                    next_word(W, "FC1", [step.eq(0)])
             for key, nxt in (("fc1", "RQ1"), ("fc2", "RQ2"), ("scores", "SQRT")):
                 with m.State(key.upper()):      # hold the input vector until the adder graph's output is valid
                     m.d.sync += step.eq(step + 1)
@@ -362,20 +364,12 @@ class ExitHead(wiring.Component):
                         m.d.comb += [sm.inp.payload[c].eq(Zr[w_ * Ls + c] if w_ * Ls + c < C else intops.INT32_MAX)
                                      for c in range(Ls)]
                 with m.If(sm.inp.ready):
-                    m.d.sync += word.eq(word + 1)
-                    with m.If(word == Ws - 1):
-                        m.d.sync += word.eq(0)
-                        m.next = "SOFTMAX_OUT"
+                    next_word(Ws, "SOFTMAX_OUT")
             with m.State("SOFTMAX_OUT"):
                 m.d.comb += sm.out.ready.eq(1)
                 with m.If(sm.out.valid):
-                    for w_ in range(Ws):
-                        with m.If(word == w_):
-                            m.d.sync += [Pr[w_ * Ls + c].eq(sm.out.payload[c]) for c in range(Ls) if w_ * Ls + c < C]
-                    m.d.sync += word.eq(word + 1)
-                    with m.If(word == Ws - 1):
-                        m.d.sync += word.eq(0)
-                        m.next = "GATE"
+                    write_word(Pr, Ls, sm.out.payload)
+                    next_word(Ws, "GATE")
             with m.State("GATE"):
                 t1, t2 = Pr[0], Const(0, GATE_PROB_BITS)
                 for c in range(1, C):          # the two largest, duplicates kept (torch.topk)
@@ -396,8 +390,5 @@ class ExitHead(wiring.Component):
                              self.out.payload.gate.eq(gate), self.out.payload.layer.eq(self.index),
                              self.out.payload.last.eq(word == C - 1)]
                 with m.If(self.out.ready):
-                    m.d.sync += word.eq(word + 1)
-                    with m.If(word == C - 1):
-                        m.d.sync += word.eq(0)
-                        m.next = "SUMS"
+                    next_word(C, "SUMS")
         return m
