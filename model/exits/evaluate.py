@@ -212,8 +212,8 @@ def run_seed(cfg: ViTConfig, class_embeddings: torch.Tensor, train: Features, ga
                          scores, g_int)
         # thresholds are chosen on the gating split's gate probabilities; the test split is
         # then routed as the comparator routes it: integer gate >= integer threshold register
-        thr_fx = np.asarray(lraee_on(fx["gate"][0], fx["test"][0], xcfg.budget, fx["gate"][1],
-                                     fx["test"][1])["thresholds"], dtype=np.float64)
+        thr_fx = np.asarray(lct_thresholds(fx["gate"][1], fx["gate"][0], fc_gate, costs, xcfg.budget, inr[ci],
+                                           xcfg.grid), dtype=np.float64)
         active = np.isfinite(thr_fx)
         regs = fixed_thresholds(torch.from_numpy(np.where(active, thr_fx, 0.5))).numpy()
         exit_idx = route(fx["test"][4].double().numpy(), np.where(active, regs.astype(np.float64), np.inf))
