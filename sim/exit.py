@@ -51,6 +51,7 @@ class LayerCheck:
     first_mismatches: list = field(default_factory=list)
     compile_seconds: float = 0.0
     csim_seconds: float = 0.0
+    evaluation_matched: int = 0      # hls: sets whose reference equals the exits' saved outputs
 
     def summary(self) -> dict:
         return {"layer": self.layer, "sets": self.sets, "matched": self.matched, "total": self.total,
@@ -87,21 +88,15 @@ def verify_hls(ep: ExitPath, tokens: list[torch.Tensor], folder: Path, progress:
         t = time.time()
         got = head_hls.predict(models[k], tokens[k])
         csim = time.time() - t
-        res = compare_head(lay, got, *ep.head.layer(k, *token_sums(tokens[k])))
+        scores, gates = ep.head.layer(k, *token_sums(tokens[k]))
+        res = compare_head(lay, got, scores, gates)
         res.compile_seconds, res.csim_seconds = seconds[k], csim
+        # the reference on these tokens against the head outputs `qexit exits` evaluated and
+        # saved (the first images of the test split): fewer means another IntModel
+        n = len(tokens[k])
+        res.evaluation_matched = int(((scores == ep.test_scores[:n, k]).all(1) & (gates == ep.test_gates[:n, k])).sum())
         out.append(res)
     return out
-
-
-def matches_evaluation(ep: ExitPath, tokens: list[torch.Tensor]) -> int:
-    """Token sets (images x layers) whose reference outputs equal the ones `qexit exits`
-    evaluated and saved (the first images of the test split): 0 means another IntModel."""
-    same = 0
-    for k, t in enumerate(tokens):
-        scores, gates = ep.head.layer(k, *token_sums(t))
-        n = len(t)
-        same += int(((scores == ep.test_scores[:n, k]).all(1) & (gates == ep.test_gates[:n, k])).sum())
-    return same
 
 
 def images_for(sets: int, layers: int) -> int:
