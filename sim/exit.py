@@ -175,10 +175,10 @@ def image_outcomes(stream: dict, ep: ExitPath, idx: torch.Tensor, exit_bits: tor
 def comparator_cases(ep: ExitPath, stream: dict, per_case: int = 2000) -> list[dict]:
     """The stream as ``sim.units`` cases: the threshold registers, then the decisions' beats."""
     from hw import comparator
-    from sim.units import _fields
+    from sim.units import pack_fields
 
     k, c = len(ep.layers), ep.test_scores.shape[2]
-    th = _fields([list(w) for w in ep.register_words()], comparator.THRESHOLD)
+    th = pack_fields([list(w) for w in ep.register_words()], comparator.THRESHOLD)
     cases = []
     rows = len(stream["image"])
     for a in range(0, rows, per_case):
@@ -189,7 +189,7 @@ def comparator_cases(ep: ExitPath, stream: dict, per_case: int = 2000) -> list[d
         exit_, cls = stream["exit"][a:a + per_case], stream["class"][a:a + per_case]
         expected = exit_.long() | (cls << 1) | (lay << (1 + comparator.CLASS_BITS))
         cases.append({"ports": {"layers": k}, "rows": len(img), "loads": {"th_in": th},
-                      "beats": _fields(beats, comparator.INP), "inputs": torch.tensor(beats),
+                      "beats": pack_fields(beats, comparator.INP), "inputs": torch.tensor(beats),
                       "expected": expected.reshape(-1, 1)})
     return cases
 

@@ -245,7 +245,7 @@ def beats(rows: torch.Tensor, pad: int) -> torch.Tensor:
 COMPARATOR_MAX_LAYERS = 16
 
 
-def _fields(values: list[list[int]], layout) -> list[int]:
+def pack_fields(values: list[list[int]], layout) -> list[int]:
     """Rows of field values (in the layout's field order) → payload integers."""
     out = []
     for row in values:
@@ -290,9 +290,9 @@ def comparator_cases(rows: int, seed: int, per_case: int = ROWS_PER_CASE) -> lis
                  for i in range(n) for k in range(classes)]
         expected = exit_.long() | (cls << 1) | (layer << (1 + comparator.CLASS_BITS))
         cases.append({"ports": {"layers": layers}, "rows": n,
-                      "loads": {"th_in": _fields([[t, m] for t, m in zip(thresholds.tolist(), candidate.tolist())],
+                      "loads": {"th_in": pack_fields([[t, m] for t, m in zip(thresholds.tolist(), candidate.tolist())],
                                                  comparator.THRESHOLD)},
-                      "beats": _fields(beats, comparator.INP), "inputs": torch.tensor(beats),
+                      "beats": pack_fields(beats, comparator.INP), "inputs": torch.tensor(beats),
                       "expected": expected.reshape(-1, 1)})
         done, c = done + n, c + 1
     return cases
