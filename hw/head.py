@@ -130,6 +130,20 @@ def _solve_dense(name: str, w: np.ndarray, b: np.ndarray | None) -> DenseRTL:
     return DenseRTL(f"{name}_wrapper", n_in, n_out, width // n_out, -int(f.max()), int(meta["latency"]) + 1, sources)
 
 
+def head_dense(head: FixedHead, k: int, layer: int, cache_dir: Path | None = CACHE_DIR) -> dict[str, DenseRTL]:
+    """Candidate ``k``'s three da4ml layers (``fc1``, ``fc2``, ``scores``), named by its
+    backbone ``layer``: what ``ExitHead`` instantiates and whose latencies ``head_cycles``
+    (and so the cost model) reads."""
+    p = head.layers[k].params
+    return {"fc1": dense_rtl(f"qx_l{layer:02d}_fc1", p["w1"], p["b1"], cache_dir),
+            "fc2": dense_rtl(f"qx_l{layer:02d}_fc2", p["w2"], p["b2"], cache_dir),
+            "scores": dense_rtl(f"qx_l{layer:02d}_scores", head.class_t, None, cache_dir)}
+
+
+def dense_latencies(dense: dict[str, DenseRTL]) -> tuple[int, int, int]:
+    return tuple(dense[n].latency for n in ("fc1", "fc2", "scores"))
+
+
 def verilog_sources(denses: list[DenseRTL]) -> str:
     """The da4ml modules of several layers, each shared helper module once."""
     seen: dict[str, str] = {}
@@ -202,8 +216,7 @@ class ExitHead(wiring.Component):
 
     @property
     def cycles(self) -> int:
-        return head_cycles(self.head, self.tokens, self.lanes, tuple(self.dense[n].latency
-                                                                     for n in ("fc1", "fc2", "scores")))
+        return head_cycles(self.head, self.tokens, self.lanes, dense_latencies(self.dense))
 
     def elaborate(self, platform):
         m = Module()

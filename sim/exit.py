@@ -252,13 +252,11 @@ class HeadCheck(LayerCheck):
 def head_design(ep: ExitPath, k: int, lanes: int):
     """(ExitHead, Verilog of it and its da4ml layers, top name, seconds in da4ml) for candidate k."""
     from hw import emit
-    from hw.head import ExitHead, dense_rtl, verilog_sources
+    from hw.head import ExitHead, head_dense, verilog_sources
 
-    lay, p = ep.layers[k], ep.head.layers[k].params
+    lay = ep.layers[k]
     t = time.time()
-    dense = {"fc1": dense_rtl(f"qx_l{lay:02d}_fc1", p["w1"], p["b1"]),
-             "fc2": dense_rtl(f"qx_l{lay:02d}_fc2", p["w2"], p["b2"]),
-             "scores": dense_rtl(f"qx_l{lay:02d}_scores", ep.head.class_t, None)}
+    dense = head_dense(ep.head, k, lay)
     seconds = time.time() - t
     dut = ExitHead(ep.head, k, ep.tokens, dense, lanes)
     top = f"qexit_head_l{lay:02d}"

@@ -1,0 +1,151 @@
+"""hw/cost.py: the cost model's cycles come from the program, its counts agree with MACs and
+weight bytes computed from the model's shapes on their own, and bad input is one line."""
+import json
+import math
+
+import pytest
+
+from hw import cost, energy, program
+from hw.head import head_cycles
+from model.errors import QexitError
+from model.quantize import random_intmodel
+from model.vit import ViTConfig
+
+CFG = ViTConfig(width=16, depth=4, heads=2, embed_dim=24)
+LAT = (3, 3, 5)
+
+
+@pytest.fixture(scope="module")
+def im():
+    return random_intmodel(CFG, seed=1)
+
+
+@pytest.fixture(scope="module")
+def ep(exit_path_files):
+    from model.exits import exit_path
+    return exit_path.load(exit_path_files[0])
+
+
+@pytest.fixture(scope="module")
+def costs(im, ep):
+    return cost.build(im, cost.Machine(8, 2.0, 20, 200.0), energy.load(), {1: LAT, 3: LAT}, ep.head)
+
+
+def test_full_depth_is_the_programs_cycles(im, costs):
+    """INT8 full depth = every segment of the program (no taps), as program.predict gives them."""
+    plan, segs = program.model_program(im, 8, tap=False)
+    src = costs.machine.source
+    assert costs.cycles(costs.route_full()) == sum(sum(program.predict(s, 8, src)) for s in segs)
+    dist = cost.Distribution((4,), (1.0,), ())
+    assert cost.expected(costs, dist)["cycles"] == costs.cycles(costs.route_full())
+
+
+def test_an_exit_costs_its_layers_taps_and_decisions(im, ep, costs):
+    plan, _ = program.model_program(im, 8)
+    src = costs.machine.source
+    tap = {i: sum(program.predict(program.layer_segment(plan, im, i - 1, tap=True), 8, src)) for i in (1, 3)}
+    plain = {i: sum(program.predict(program.layer_segment(plan, im, i - 1, tap=False), 8, src)) for i in (2,)}
+    tokens, w = CFG.num_patches + 1, CFG.width // 8
+    decision = head_cycles(ep.head, tokens, 8, LAT) - tokens * w + 2 + 1
+    assert costs.decision[1].cycles == decision
+    assert costs.cycles(costs.route(3)) == costs.embed.cycles + tap[1] + plain[2] + tap[3] + 2 * decision
+    assert tap[1] == plain[2] + tokens * w + 3 + 2          # the tap: T W words, fetch, start, read latency
+    full = costs.cycles(costs.route(None))
+    assert full == costs.cycles(costs.route_full()) + 2 * (tokens * w + 5) + 2 * decision
+
+
+def test_counts_match_the_models_shapes(im, costs):
+    """MACs and streamed weight bytes per layer, from the ViT's shapes alone (8 divides every dim)."""
+    t, d, f = CFG.tokens, CFG.width, CFG.hidden
+    layer = costs.plain[2]
+    assert layer.counts["mac8"] == layer.macs == t * d * 3 * d + 2 * t * t * d + t * d * d + 2 * t * d * f
+    weights = sum(im.p(f"b1.{n}.w").numel() for n in ("qkv", "proj", "fc1", "fc2"))
+    params = layer.counts["dram_bytes"] - weights
+    assert 0 < params < weights                             # biases, multipliers, LN constants
+    assert costs.embed.counts["mac8"] == CFG.num_patches * CFG.patch_dim * d
+
+
+def test_energy_is_counts_times_the_table(costs, tmp_path):
+    base = costs.energy_pj(costs.route_full())
+    values = json.loads(energy.DEFAULT.read_text())
+    doubled = {k: (v * 2 if isinstance(v, (int, float)) else {s: e * 2 for s, e in v.items()} if isinstance(v, dict) else v)
+               for k, v in values.items()}
+    (tmp_path / "x2.json").write_text(json.dumps(doubled))
+    twice = cost.Costs(**{**costs.__dict__, "table": energy.load(tmp_path / "x2.json")})
+    assert twice.energy_pj(twice.route_full()) == pytest.approx(2 * base)
+    e = costs.embed.energy(costs.table, costs.mems)
+    assert e["dram"] == pytest.approx(costs.embed.counts["dram_bytes"] * 1950 / 8)
+    assert e["mac"] == pytest.approx(costs.embed.counts["mac8"] * 0.3)
+
+
+def test_expectation_weighs_routes(costs):
+    dist = cost.Distribution((1, 3, 4), (0.25, 0.25, 0.5), (1, 3))
+    ex = cost.expected(costs, dist)
+    want = 0.25 * costs.cycles(costs.route(1)) + 0.25 * costs.cycles(costs.route(3)) + 0.5 * costs.cycles(costs.route(None))
+    assert ex["cycles"] == pytest.approx(want)
+    assert dist.reach(2) == 0.75 and dist.reach(4) == 0.5
+
+
+def test_throughput_mode(im, costs):
+    dist = cost.Distribution((1, 3, 4), (0.25, 0.25, 0.5), (1, 3))
+    one = cost.throughput(costs, im, dist, 1)
+    ex = cost.expected(costs, dist)
+    assert one["cycles_per_batch"] == pytest.approx(ex["cycles"])        # batch 1 = latency mode
+    assert one["energy_pj"] == pytest.approx(ex["energy_pj"])
+    full1, full16 = cost.throughput(costs, im, None, 1), cost.throughput(costs, im, None, 16)
+    assert full1["cycles_per_batch"] == costs.cycles(costs.route_full())
+    assert full16["energy_pj"] < full1["energy_pj"]                       # weights shared by the batch
+    assert full16["throughput_ips"] > full1["throughput_ips"]             # at 2 B/cycle the stream limits batch 1
+
+
+def test_atheena_two_stages(costs):
+    two = cost.Costs(**{**costs.__dict__, "decision": {2: costs.decision[1]},
+                        "layers": {2: costs.layers[1]}})
+    dist = cost.Distribution((2, 4), (0.4, 0.6), (2,))
+    a = cost.atheena(two, dist)
+    f = two.machine.clock_mhz * 1e6
+    t1 = f / two.cycles([two.embed, two.plain[1], two.layers[2], two.decision[2]])
+    t2 = f / two.cycles([two.plain[3], two.plain[4], two.final])
+    assert a["engines"] == 2 and a["throughput_ips"] == pytest.approx(min(t1, t2 / 0.6))
+
+
+@pytest.mark.parametrize("dist,words", [
+    (((1, 4), (0.5, 0.6), (1,)), "sum to 1"),
+    (((0, 4), (0.5, 0.5), (1,)), "must rise within 1..4"),
+    (((2, 4), (0.5, 0.5), (1,)), "whose exits are off"),
+    (((4,), (0.5, 0.5), ()), "1 layers but 2 fractions"),
+])
+def test_bad_distributions(costs, dist, words):
+    with pytest.raises(QexitError, match=words):
+        cost.expected(costs, cost.Distribution(*dist))
+
+
+def test_bad_machines_and_candidates(im, ep):
+    with pytest.raises(QexitError, match="clock 0 MHz must be > 0"):
+        cost.Machine(8, 8.0, 20, 0)
+    with pytest.raises(QexitError, match="bandwidth -1"):
+        cost.Machine(8, -1, 20, 100)
+    with pytest.raises(QexitError, match="outside 1..3"):
+        cost.build(im, cost.Machine(), energy.load(), {4: LAT}, ep.head)
+    with pytest.raises(QexitError, match="batch 0"):
+        cost.throughput(cost.build(im, cost.Machine(), energy.load(), {}, None), im, None, 0)
+
+
+def exits_json(depth=4):
+    seed = {"layers": [1, 3, 4], "fraction": [0.3, 0.2, 0.5], "flops": [10, 30, 45], "full_depth_flops": 40,
+            "thresholds": {"1": 0.9, "2": math.inf, "3": 0.8}}
+    return {"mode_primary": "int8", "depth": depth, "full_depth_flops": 40,
+            "modes": {"int8": {"layers": [1, 2, 3, 4], "fraction": [0.3, 0.0, 0.2, 0.5], "seeds": [seed]}}}
+
+
+def test_load_distribution():
+    dist, flops = cost.load_distribution(exits_json(), 0, 4)
+    assert dist.candidates == (1, 3) and flops["per_layer"] == {1: 10, 3: 30, 4: 45}
+    mean, _ = cost.load_distribution(exits_json(), None, 4)
+    assert mean.layers == (1, 2, 3, 4) and mean.candidates == (1, 3)
+    with pytest.raises(QexitError, match="seed 2 is not in"):
+        cost.load_distribution(exits_json(), 2, 4)
+    with pytest.raises(QexitError, match="depth 4, the IntModel has 12"):
+        cost.load_distribution(exits_json(), 0, 12)
+    with pytest.raises(QexitError, match="rerun `qexit exits`"):
+        cost.load_distribution({"x": 1}, 0, 4)
