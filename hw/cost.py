@@ -425,7 +425,7 @@ def load_distribution(exits: dict, seed: int | None, depth: int) -> tuple[Distri
     """The exit distribution of ``qexit exits``'s ``exit_distribution.json`` (its primary
     mode): one seed's routing (its exits on where its threshold is finite), or, with ``seed``
     None, the mean over seeds with every layer that any seed exits at on. Also returns the
-    FLOPs per exit layer the exits step counted."""
+    FLOPs per exit layer the exits step counted, and top-1 with exits and at full depth."""
     try:
         mode = exits["modes"][exits["mode_primary"]]
         seeds = mode["seeds"]
@@ -437,14 +437,16 @@ def load_distribution(exits: dict, seed: int | None, depth: int) -> tuple[Distri
     if seed is None:
         on = sorted({int(k) for s in seeds for k, v in s["thresholds"].items() if math.isfinite(v)})
         dist = Distribution(tuple(mode["layers"]), tuple(mode["fraction"]), tuple(on))
-        flops = {"per_layer": None, "full_depth": exits["full_depth_flops"]}
+        flops = {"per_layer": None, "full_depth": exits["full_depth_flops"], "top1": mode.get("top1")}
     else:
         if not 0 <= seed < len(seeds):
             raise QexitError(f"seed {seed} is not in the exit distribution (it has seeds 0..{len(seeds) - 1})")
         s = seeds[seed]
         on = sorted(int(k) for k, v in s["thresholds"].items() if math.isfinite(v))
         dist = Distribution(tuple(s["layers"]), tuple(s["fraction"]), tuple(on))
-        flops = {"per_layer": dict(zip(s["layers"], s["flops"])), "full_depth": s["full_depth_flops"]}
+        flops = {"per_layer": dict(zip(s["layers"], s["flops"])), "full_depth": s["full_depth_flops"],
+                 "top1": sum(f * a for f, a in zip(s["fraction"], s["top1"])) if "top1" in s else None}
+    flops["top1_full_depth"] = mode.get("top1_full_depth")
     dist.check(depth)
     return dist, flops
 
@@ -523,6 +525,7 @@ def summary(costs: Costs, im, dist: Distribution, batch: int, flops: dict | None
         "energy_table": {"name": costs.table.name, "source": costs.table.source},
     }
     if flops:
+        out.update({"top1_exit": flops.get("top1"), "top1_full_depth": flops.get("top1_full_depth")})
         full = flops["full_depth"]
         if flops.get("per_layer"):
             per = {int(k): v for k, v in flops["per_layer"].items()}

@@ -69,8 +69,15 @@ def _check_int(x: torch.Tensor, name: str) -> None:
 
 def saturate(x: torch.Tensor, lo: int, hi: int, counter: OverflowCounter | None = None,
              name: str = "") -> torch.Tensor:
+    if x.numel() == 0:
+        return x.clamp(lo, hi)
+    low, high = torch.aminmax(x)
+    if low >= lo and high <= hi:                     # nothing to clamp (the common case): one pass
+        if counter is not None:
+            counter.add(name, 0, x.numel())
+        return x
     if counter is not None:
-        counter.add(name, ((x < lo) | (x > hi)).sum().item(), x.numel())
+        counter.add(name, ((x < lo).sum() + (x > hi).sum()).item(), x.numel())
     return x.clamp(lo, hi)
 
 
@@ -82,12 +89,47 @@ def check_int8(x: torch.Tensor, name: str) -> None:
                          f"(min {x.min().item()}, max {x.max().item()})")
 
 
+_BLAS = [True]
+
+
+class integer_only:
+    """``with intops.integer_only():`` computes every product sum on int64 tensors (the
+    definition), instead of on exact float BLAS (``int_matmul``)."""
+
+    def __enter__(self):
+        self.was, _BLAS[0] = _BLAS[0], False
+
+    def __exit__(self, *exc):
+        _BLAS[0] = self.was
+
+
+def int_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` of int64 tensors holding int8 values, as int64: exactly what int64 arithmetic
+    gives. int64 matmul has no BLAS, so the sum runs on float BLAS where that is exact: every
+    product is an integer of magnitude <= 2**14, so every partial sum of K of them, in any
+    order, is an integer below K * 2**14, exactly representable in float32 while
+    K * 2**14 <= 2**24 (K <= 1024) and in float64 while K * 2**14 <= 2**53. float32 is used
+    only at full precision (``torch.get_float32_matmul_precision() == "highest"``, no TF32 or
+    bf16 shortcuts). Operands outside int8 take the int64 path."""
+    k = a.shape[-1]
+    if not _BLAS[0] or a.numel() == 0 or b.numel() == 0:
+        return a @ b
+    (alo, ahi), (blo, bhi) = torch.aminmax(a), torch.aminmax(b)
+    if alo < INT8_MIN or ahi > INT8_MAX or blo < INT8_MIN or bhi > INT8_MAX:
+        return a @ b
+    if k * 2 ** 14 <= 2 ** 24 and torch.get_float32_matmul_precision() == "highest":
+        return (a.float() @ b.float()).long()
+    if k * 2 ** 14 <= 2 ** 53:
+        return (a.double() @ b.double()).long()
+    return a @ b
+
+
 def gemm(a: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None,
          counter: OverflowCounter | None = None, name: str = "gemm") -> torch.Tensor:
     """int8 a (..., K) times int8 w (N, K) transposed, plus an int32 bias broadcast over (..., N): int32 (..., N)."""
     if a.shape[-1] != w.shape[-1]:
         raise QexitError(f"{name}: inner dimensions differ ({a.shape[-1]} vs {w.shape[-1]})")
-    acc = a @ w.t()
+    acc = int_matmul(a, w.t())
     if bias is not None:
         acc = acc + bias
     return saturate(acc, INT32_MIN, INT32_MAX, counter, name + ".acc")
@@ -96,7 +138,7 @@ def gemm(a: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None,
 def matmul(a: torch.Tensor, b: torch.Tensor, counter: OverflowCounter | None = None,
            name: str = "matmul") -> torch.Tensor:
     """int8 a (..., M, K) times int8 b (..., K, N): int32 (..., M, N) (activation x activation)."""
-    return saturate(a @ b, INT32_MIN, INT32_MAX, counter, name + ".acc")
+    return saturate(int_matmul(a, b), INT32_MIN, INT32_MAX, counter, name + ".acc")
 
 
 # --------------------------------------------------------------------------- requantize
@@ -353,7 +395,8 @@ def softmax(scores: torch.Tensor, pre: torch.Tensor, x0: torch.Tensor, qb: torch
     d_min, x_min = exp_floor(pre, x0)
     d = (scores - scores.max(-1, keepdim=True).values).clamp(min=d_min)
     x = (d >> pre if pre >= 0 else d << -pre).clamp(min=x_min)
-    e = i_exp(x, x0, qb, qc)
+    table = i_exp(torch.arange(x_min, 1, dtype=torch.int64), x0, qb, qc)    # x in [x_min, 0]
+    e = table[x - x_min]
     r = (1 << RECIP_BITS) // e.sum(-1, keepdim=True)
     return saturate(round_shift(e * r, RECIP_BITS - prob_bits), 0, 2 ** prob_bits - 1, counter, name)
 
@@ -398,6 +441,19 @@ def gelu(x: torch.Tensor, qb: torch.Tensor, qc: torch.Tensor, m: torch.Tensor, s
     x * (erf + qc) in (-2**31, 2**31) (an int32, as every requantize input), then
     ``requantize`` (62-bit product). Int8 in, int8 out: the RTL may hold it as a 256-entry table.
     """
+    if x.numel() and INT8_MIN <= x.min() and x.max() <= INT8_MAX:
+        # an int8 input has 256 values: compute each once, then look them up (same integers)
+        v = torch.arange(INT8_MIN, INT8_MAX + 1, dtype=torch.int64)
+        wide = round_shift(_gelu_product(v, qb, qc) * m, shift)
+        idx = x - INT8_MIN
+        if counter is not None:
+            clipped = (wide < INT8_MIN) | (wide > INT8_MAX)
+            counter.add(name, clipped[idx].sum().item() if clipped.any() else 0, x.numel())
+        return wide.clamp(INT8_MIN, INT8_MAX)[idx]
+    return requantize(_gelu_product(x, qb, qc), m, shift, counter, name)
+
+
+def _gelu_product(x: torch.Tensor, qb, qc) -> torch.Tensor:
     t = torch.minimum(x.abs(), -qb)
     erf = torch.sign(x) * (qc - (t + qb) ** 2)       # erf(x/sqrt2) / s_poly
-    return requantize(x * (erf + qc), m, shift, counter, name)
+    return x * (erf + qc)

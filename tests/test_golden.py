@@ -3,6 +3,7 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
+from model import intops
 from model.errors import QexitError
 from model.golden import Golden, hidden_states, run_batched
 from model.train import evaluate
@@ -33,10 +34,22 @@ def _tensors(xs):
 def test_golden_is_integer_only_end_to_end(tiny_intmodel, fmnist_test):
     g = Golden(tiny_intmodel)
     images = fmnist_test.images[:4]
-    with NoFloat():
+    with NoFloat(), intops.integer_only():
         out = g.forward(images)
     assert out.logits.dtype == torch.int64 and all(b.dtype == torch.int64 for b in out.blocks)
     assert all(b.min() >= -128 and b.max() <= 127 for b in out.blocks)
+
+
+def test_exact_blas_sums_give_the_integer_only_outputs(tiny_intmodel, fmnist_test):
+    """The default product sums on float BLAS (intops.int_matmul) equal the int64 definition:
+    every block, the embedding, the logits and every overflow count."""
+    images = fmnist_test.images[:64]
+    fast = Golden(tiny_intmodel).forward(images)
+    with intops.integer_only():
+        exact = Golden(tiny_intmodel).forward(images)
+    for a, b in zip(fast.blocks + [fast.embedding, fast.logits], exact.blocks + [exact.embedding, exact.logits]):
+        assert torch.equal(a, b)
+    assert fast.overflow.counts == exact.overflow.counts and fast.overflow.totals == exact.overflow.totals
 
 
 def test_nofloat_guard_can_fail(tiny_intmodel, fmnist_test):

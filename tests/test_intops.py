@@ -292,3 +292,40 @@ def test_gelu_extremes_and_sign():
     p = intops.gelu_params(0.05, 0.05)
     out = intops.gelu(torch.tensor([-128, 0, 127]), **p)
     assert out[1] == 0 and out[0] <= 0 and out[2] == 127
+
+
+@pytest.mark.parametrize("k", [1, 1024, 1025, 4096])
+def test_int_matmul_is_exact_at_the_float_bounds(k):
+    """The largest sums each float path takes (all -128 x -128, and random) equal int64."""
+    g = torch.Generator().manual_seed(k)
+    for a, b in ((torch.full((3, k), -128), torch.full((k, 5), -128)),
+                 (torch.full((3, k), 127), torch.full((k, 5), -128)),
+                 (torch.randint(-128, 128, (7, k), generator=g), torch.randint(-128, 128, (k, 9), generator=g))):
+        got = intops.int_matmul(a, b)
+        assert got.dtype == torch.int64 and torch.equal(got, a @ b)
+    assert intops.int_matmul(torch.full((1, k), -128), torch.full((k, 1), -128)).item() == k * 2 ** 14
+
+
+def test_int_matmul_falls_back_to_int64():
+    """Operands outside int8, and float32 below full precision, do not take the float32 path."""
+    a = torch.tensor([[2 ** 40, 1]])
+    b = torch.tensor([[3], [2 ** 20]])
+    assert torch.equal(intops.int_matmul(a, b), a @ b)
+    was = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("medium")
+    try:
+        x = torch.randint(-128, 128, (4, 1000))
+        assert torch.equal(intops.int_matmul(x, x.t()), x @ x.t())
+    finally:
+        torch.set_float32_matmul_precision(was)
+
+
+def test_gelu_table_equals_the_formula():
+    """gelu looks int8 inputs up in a 256-entry table built with the same formula; the overflow
+    count is the formula's."""
+    prm = intops.gelu_params(0.05, 0.01)
+    x = torch.arange(-128, 128).repeat(3)
+    c1, c2 = intops.OverflowCounter(), intops.OverflowCounter()
+    got = intops.gelu(x, **prm, counter=c1)
+    want = intops.requantize(intops._gelu_product(x, prm["qb"], prm["qc"]), prm["m"], prm["shift"], c2, "gelu")
+    assert torch.equal(got, want) and c1.counts == c2.counts and c1.counts["gelu"] > 0

@@ -103,6 +103,9 @@ def table_text(s: dict) -> str:
             (f"throughput, batch {s['throughput_mode']['exit']['batch']} (img/s)", f"{s['throughput_full_ips']:,.0f}",
              f"{s['throughput_ips']:,.0f}", ""),
             ("MACs per image", f"{s['macs_full']:,.0f}", f"{s['macs_exit']:,.0f}", f"{100 * s['bop_saving']:.1f}%")]
+    if s.get("top1_exit") is not None and s.get("top1_full_depth") is not None:
+        rows.append(("top-1 (the exits step's test split)", f"{100 * s['top1_full_depth']:.2f}%",
+                     f"{100 * s['top1_exit']:.2f}%", ""))
     w = max(len(r[0]) for r in rows)
     m = s["machine"]
     head = (f"cost at {m['rows']}x{m['cols']}, {m['bandwidth_bytes_per_cycle']} B/cycle, {m['clock_mhz']} MHz "

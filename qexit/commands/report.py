@@ -2,7 +2,8 @@
 
 Steps: eval (FP32 top-1 of the shipped weights) → quantize (IntModel, both INT8 modes, QIRC)
 → exits (LRA-EE on that IntModel, with the fixed-point head) → hls (the exit head through hls4ml,
-C-simulated bit-exact on real tokens) → verify gemm (the model's GEMM shapes on an 8x8 array with
+C-simulated bit-exact on real tokens) → cost (the exits' routing in cycles and energy on the layer
+engine, full depth against early exit) → verify gemm (the model's GEMM shapes on an 8x8 array with
 the weights streamed, RTL bit-exact and cycle-exact) → verify units (the streaming units on
 random rows, bit-exact) → verify comparator (the exit comparator RTL on the whole test split's
 head outputs) → verify block (the layer engine runs the shipped IntModel on one test
@@ -36,6 +37,8 @@ def steps(fast: bool) -> list[list[str]]:
         ["exits", "--intmodel", str(INTMODEL_DEFAULT), "--threads", "2"] + n,
         # the exit head through hls4ml (C simulation) on >= 5,000 real token sets
         ["hls", "--quiet"] + (["--sets", "1000"] if fast else []),
+        # cycles and energy of the exits' routing on the layer engine (8x8, 8 B/cycle, 100 MHz)
+        ["cost", "--quiet"],
         # the shipped model's own GEMM shapes (QKV, proj, fc1, fc2 at 50 tokens) on an 8x8 array,
         # weights streamed at 4 B/cycle after 20 cycles (an 8x8 tile needs 64 B per 50-cycle period)
         ["verify", "gemm", "--rows", "8", "--cols", "8", "--shapes", "50x64x192,50x64x64,50x64x256,50x256x64",
@@ -71,6 +74,8 @@ HEADLINES = {  # the headline keys of each step (docs/architecture.md); other st
     "verify-gemm": ["matched", "total", "mismatches", "cycles_measured", "cycles_predicted", "utilization",
                     "utilization_with_io"],
     "verify-units": ["matched", "total", "mismatches"],
+    "cost": ["cycles_full", "cycles_exit", "cycle_saving", "energy_full_pj", "energy_exit_pj", "energy_saving",
+             "latency_us", "throughput_ips", "clock_mhz"],
     "hls": ["matched", "total", "mismatches", "token_sets"],
     "verify-comparator": ["matched", "total", "decisions", "images", "images_matched"],
     "verify-head": ["matched", "total", "token_sets", "latency_cycles"],
