@@ -20,7 +20,7 @@ def files(exit_path_files, tmp_path):
     ep, im, _ = exit_path_files
     (tmp_path / "dist.json").write_text(json.dumps(exits_json()))
     return ["--exit-path", str(ep), "--intmodel", str(im), "--exits", str(tmp_path / "dist.json"),
-            "--out", str(tmp_path / "rep"), "--quiet", "--jobs", "1"], tmp_path
+            "--out", str(tmp_path / "rep"), "--quiet", "--jobs", "1", "--synth", str(tmp_path / "synth.json")], tmp_path
 
 
 def test_help_explains_the_options():
@@ -44,6 +44,19 @@ def test_writes_the_summary_the_issue_names(files, capsys):
     assert s["distribution"]["candidates"] == [1, 3] and s["flops_exit"] == 0.3 * 10 + 0.2 * 30 + 0.5 * 45
     assert (out / "cost.png").stat().st_size > 10_000 and "ATHEENA" in (out / "README.md").read_text()
     assert "early exit" in capsys.readouterr().out
+    assert s["clock_mhz"] == 100.0 and "no synthesis result" in s["clock_source"]
+
+
+def test_the_clock_comes_from_synthesis(files):
+    argv, tmp = files
+    (tmp / "synth.json").write_text(json.dumps({"device": "LFE5U-85F", "designs": [
+        {"design": "layer engine 8x8", "fits": True, "fmax_mhz": 87.5}]}))
+    assert cost_cmd.run(parse(*argv)) == 0
+    s = json.loads((tmp / "rep" / "cost" / "summary.json").read_text())
+    assert s["clock_mhz"] == 87.5 and "Fmax" in s["clock_source"]
+    assert s["latency_us"] == pytest.approx(s["cycles_exit"] / 87.5)
+    assert cost_cmd.run(parse(*argv, "--clock-mhz", "50")) == 0
+    assert json.loads((tmp / "rep" / "cost" / "summary.json").read_text())["clock_mhz"] == 50.0
 
 
 @pytest.mark.parametrize("extra,words", [

