@@ -62,9 +62,9 @@ T = ceil(K/R) * ceil(N/C) tiles (SCALE-Sim: folds), both in the same order (n ou
   "Stall Cycles" come from its memory model only; "Total Cycles" includes them, so compute =
   total - stall. In USER mode with SRAMs that hold the operands, the whole filter is fetched
   *before* cycle 0 (its DRAM trace runs at negative cycles, K N / 8 cycles at 8 B/cycle, N padded
-  to whole folds of C: column ``SS@8 preload``) and the run never stalls: the weight load is outside "Total Cycles"; only
-  "Total Cycles (incl. prefetch)" (in the JSON) counts it, together with writing every fold's
-  partial sums (M N ceil(K/R) words) back to DRAM.
+  to whole folds of C: column ``SS@8 preload``) and the run never stalls: the weight load is
+  outside "Total Cycles"; only "Total Cycles (incl. prefetch)" (in the JSON) counts it, together
+  with writing every fold's partial sums (M N ceil(K/R) words) back to DRAM.
 * This project (hw/schedule.py, equal to the RTL's cycle counter under cocotb): the array fills
   once (tile 0's R weight rows), tiles follow each other every P = max(M, R) cycles because each
   PE double-buffers its weight and the next tile's R rows load into the idle bank while the
@@ -84,10 +84,12 @@ T = ceil(K/R) * ceil(N/C) tiles (SCALE-Sim: folds), both in the same order (n ou
 
 A filter SRAM as small as the engine's weight storage (two R x C banks) would be the closer
 model of a streamed weight, but scalesim 3.0.0's read buffer then refetches the same weights over
-and over (e.g. 50x64x64 on 16x16 with a 512-byte filter SRAM: 60,928 filter DRAM reads for 4,096
-weights, 6,374 stall cycles; with 1 kB: 36,352 reads, 3,113 stalls, not monotonic in size) and
-runs for many minutes on the ViT-B/32 GEMMs; compare scalesim-project/SCALE-Sim issues #130 and
-#27 on its USER-mode stall and refetch accounting. So it is not one of the runs.
+and over, and its stalls are not monotonic in the SRAM size (50x64x64 on 16x16 with a 512-byte
+filter SRAM: 60,928 filter DRAM reads for 4,096 weights and 6,374 stall cycles, with 1 kB 36,352
+reads and 3,113 stalls; on 8x8 with 128 bytes no stall, with 1 kB 45,056 reads and 1,323 stalls),
+and 50x768x768 on 16x16 with 512 bytes had not finished after 9 minutes; compare
+scalesim-project/SCALE-Sim issues #130 and #27 on its USER-mode stall and refetch accounting.
+So it is not one of the runs.
 """
 from __future__ import annotations
 
