@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,13 +146,18 @@ def dense_latencies(dense: dict[str, DenseRTL]) -> tuple[int, int, int]:
 
 
 def verilog_sources(denses: list[DenseRTL]) -> str:
-    """The da4ml modules of several layers, each shared helper module once."""
+    """The da4ml modules of several layers, each shared helper module once; helper modules that
+    no other module instantiates are left out (da4ml's ``lookup_table`` reads a placeholder
+    memory file that synthesis would look for)."""
     seen: dict[str, str] = {}
     for d in denses:
         for f, text in d.sources.items():
             if seen.setdefault(f, text) != text:
                 raise QexitError(f"two da4ml layers define {f} differently; give them distinct names")
-    return "\n".join(seen.values())
+    names = {f: re.search(r"^\s*module\s+(\w+)", text, re.M) for f, text in seen.items()}
+    used = {f for f, m in names.items() if m is None or f.endswith("_wrapper.v") or any(
+        re.search(rf"\b{m.group(1)}\s*(#\s*\(|\w+\s*\()", other) for g, other in seen.items() if g != f)}
+    return "\n".join(text for f, text in seen.items() if f in used)
 
 
 # --------------------------------------------------------------------------- the head
