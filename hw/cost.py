@@ -445,7 +445,8 @@ def load_distribution(exits: dict, seed: int | None, depth: int) -> tuple[Distri
         on = sorted(int(k) for k, v in s["thresholds"].items() if math.isfinite(v))
         dist = Distribution(tuple(s["layers"]), tuple(s["fraction"]), tuple(on))
         flops = {"per_layer": dict(zip(s["layers"], s["flops"])), "full_depth": s["full_depth_flops"],
-                 "top1": sum(f * a for f, a in zip(s["fraction"], s["top1"])) if "top1" in s else None}
+                 "top1": sum(f * a for f, a in zip(s["fraction"], s["top1"])) if "top1" in s else None,
+                 "pareto": s.get("pareto", [])}
     flops["top1_full_depth"] = mode.get("top1_full_depth")
     dist.check(depth)
     return dist, flops
@@ -569,6 +570,46 @@ def plot(s: dict, path) -> None:
     ax2.set_ylabel("energy per image (uJ)")
     ax2.set_title(f"energy: {100 * s['energy_saving']:.1f}% saved ({s['energy_table']['name']})")
     ax2.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def pareto(costs: Costs, routes: list[dict]) -> list[dict]:
+    """Each LCT budget's routing (``qexit exits``'s Pareto sweep, per seed) priced on this
+    machine: top-1 against the saving in cycles and in energy, beside the FLOPs saving."""
+    full = costs.route_full()
+    c_full, e_full = costs.cycles(full), costs.energy_pj(full)
+    out = []
+    for r in routes:
+        layers = [int(k) for k in r["layers"]]
+        dist = Distribution(tuple(layers), tuple(r["fraction"]), tuple(k for k in layers if k < costs.depth))
+        ex = expected(costs, dist)
+        out.append({"budget": r["budget"], "top1": r["top1"], "flops_saving": r["flops_saving"],
+                    "cycle_saving": 1 - ex["cycles"] / c_full, "energy_saving": 1 - ex["energy_pj"] / e_full})
+    return out
+
+
+def plot_pareto(points: list[dict], chosen: dict, path) -> None:
+    """pareto.png: top-1 against the energy saving of every LCT budget, and against its FLOPs
+    saving, with the operating point the cost report prices."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    pts = sorted(points, key=lambda p: p["energy_saving"])
+    ax.plot([100 * p["energy_saving"] for p in pts], [100 * p["top1"] for p in pts], "o-", label="energy saving")
+    ax.plot([100 * p["flops_saving"] for p in pts], [100 * p["top1"] for p in pts], "s--", color="#999999",
+            label="FLOPs saving", alpha=0.7)
+    if chosen.get("top1") is not None:
+        ax.plot([100 * chosen["energy_saving"]], [100 * chosen["top1"]], "r*", markersize=14, label="this report")
+    if chosen.get("top1_full_depth"):
+        ax.axhline(100 * chosen["top1_full_depth"], color="k", lw=0.8, ls=":", label="INT8 full depth")
+    ax.set_xlabel("saving against INT8 full depth (%)")
+    ax.set_ylabel("top-1 (%)")
+    ax.set_title("LCT budgets: accuracy against energy")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -43,6 +43,7 @@ def test_writes_the_summary_the_issue_names(files, capsys):
     assert s["latency_us"] == pytest.approx(s["cycles_exit"] / 100.0)
     assert s["distribution"]["candidates"] == [1, 3] and s["flops_exit"] == 0.3 * 10 + 0.2 * 30 + 0.5 * 45
     assert (out / "cost.png").stat().st_size > 10_000 and "ATHEENA" in (out / "README.md").read_text()
+    assert [p["budget"] for p in s["pareto"]] == [0.5, 1.0] and (out / "pareto.png").stat().st_size > 10_000
     assert "early exit" in capsys.readouterr().out
     assert s["clock_mhz"] == 100.0 and "no synthesis result" in s["clock_source"]
 

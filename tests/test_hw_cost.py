@@ -133,7 +133,9 @@ def test_bad_machines_and_candidates(im, ep):
 
 def exits_json(depth=4):
     seed = {"layers": [1, 3, 4], "fraction": [0.3, 0.2, 0.5], "flops": [10, 30, 45], "full_depth_flops": 40,
-            "thresholds": {"1": 0.9, "2": math.inf, "3": 0.8}}
+            "thresholds": {"1": 0.9, "2": math.inf, "3": 0.8},
+            "pareto": [{"budget": 0.5, "top1": 0.8, "flops_saving": 0.3, "layers": [1, 3, 4], "fraction": [0.3, 0.2, 0.5]},
+                       {"budget": 1.0, "top1": 0.9, "flops_saving": 0.0, "layers": [4], "fraction": [1.0]}]}
     return {"mode_primary": "int8", "depth": depth, "full_depth_flops": 40,
             "modes": {"int8": {"layers": [1, 2, 3, 4], "fraction": [0.3, 0.0, 0.2, 0.5], "seeds": [seed]}}}
 
@@ -149,3 +151,11 @@ def test_load_distribution():
         cost.load_distribution(exits_json(), 0, 12)
     with pytest.raises(QexitError, match="rerun `qexit exits`"):
         cost.load_distribution({"x": 1}, 0, 4)
+
+
+def test_pareto_prices_every_budget(costs):
+    pts = cost.pareto(costs, exits_json()["modes"]["int8"]["seeds"][0]["pareto"])
+    dist = cost.Distribution((1, 3, 4), (0.3, 0.2, 0.5), (1, 3))
+    full = costs.cycles(costs.route_full())
+    assert pts[0]["cycle_saving"] == pytest.approx(1 - cost.expected(costs, dist)["cycles"] / full)
+    assert pts[1]["cycle_saving"] == 0 and pts[1]["energy_saving"] == 0 and pts[1]["top1"] == 0.9

@@ -265,9 +265,12 @@ def run_seed(cfg: ViTConfig, class_embeddings: torch.Tensor, train: Features, ga
     # Pareto frontier across threshold settings: LCT per budget; the learned gate and the
     # confidence heuristic with one threshold for every layer; PABEE per patience
     pareto = {"lraee": [], "gate_uniform": [], "confidence_only": [], "pabee": []}
+    pareto_routes = []                            # LCT's routing per budget, for the cost model
     for b in xcfg.pareto_budgets:
         p = lraee("ssa_dist", b, s_gate, s_test)
         pareto["lraee"].append([p["flops_saving"], p["top1"]])
+        pareto_routes.append({"budget": b, "top1": p["top1"], "flops_saving": p["flops_saving"],
+                              "layers": p["exit_layers"], "fraction": p["exit_fraction"]})
     for key, scores in (("gate_uniform", s_test), ("confidence_only", conf("ssa_dist", "test")[:, ci])):
         for t in xcfg.grid:
             thr = np.full(len(cands), t)
@@ -326,6 +329,7 @@ def run_seed(cfg: ViTConfig, class_embeddings: torch.Tensor, train: Features, ga
         "ablation": ablation,
         "baselines": baselines,
         "pareto": pareto,
+        "pareto_routes": pareto_routes,
     }
 
 

@@ -86,7 +86,8 @@ def build_summary(cfg: ViTConfig, modes: list[str], results: dict, noise: dict, 
             "top1": summary[f"top1_lraee_{m}"], "flops_saving": summary[f"flops_saving_{m}"],
             "top1_full_depth": summary[f"top1_full_{m}"],
             "seeds": [{"seed": r["seed"], **r["exit_distribution"],
-                       "thresholds": {str(k): v for k, v in r["thresholds"].items()}, "gate": r["gate"]}
+                       "thresholds": {str(k): v for k, v in r["thresholds"].items()}, "gate": r["gate"],
+                       "pareto": r.get("pareto_routes", [])}
                       for r in runs],
         }
     if "int8" in modes:  # the documented headline key of the int8 mode

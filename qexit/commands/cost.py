@@ -101,15 +101,21 @@ def run(args) -> int:
     except ValueError as err:
         raise QexitError(f"exit distribution {args.exits} is not valid JSON ({err})") from None
     dist, flops = cost.load_distribution(exits, args.seed, im.config.depth)
-    lat = cost.head_latencies(ep, list(dist.candidates), args.jobs or os.cpu_count() or 1, not args.quiet)
+    routes = flops.get("pareto") or []
+    heads = sorted(set(dist.candidates) | {k for r in routes for k in r["layers"] if k < im.config.depth})
+    lat = cost.head_latencies(ep, heads, args.jobs or os.cpu_count() or 1, not args.quiet)
     costs = cost.build(im, machine, table, lat, ep.head)
     s = cost.summary(costs, im, dist, args.batch, flops)
+    s["pareto"] = cost.pareto(costs, routes)
     s.update({"clock_source": clock_source, "seed": "mean" if args.seed is None else args.seed, "intmodel": str(args.intmodel),
               "exit_path": str(args.exit_path), "exits": str(args.exits), "head_latencies": {str(k): v for k, v in lat.items()},
               "seconds": round(time.time() - t0, 1)})
     with report_dir("cost", args.out) as folder:
         write_summary(folder, s)
         cost.plot(s, folder / "cost.png")
+        if s["pareto"]:
+            cost.plot_pareto(s["pareto"], {"energy_saving": s["energy_saving"], "top1": s.get("top1_exit"),
+                                           "top1_full_depth": s.get("top1_full_depth")}, folder / "pareto.png")
         (folder / "README.md").write_text(readme(s))
     print(table_text(s))
     return 0
@@ -144,6 +150,14 @@ def readme(s: dict) -> str:
     stages = [[f"{st['layers'][0]}-{st['layers'][1]}", f"{st['cycles']:,}", f"{st['reach']:.4f}",
                f"{st['rate_ips']:,.0f}", f"{st['bound_ips']:,.0f}"] for st in a["stages"]]
     tm = s["throughput_mode"]
+    pareto = ""
+    if s.get("pareto"):
+        rows = [[f"{p['budget']:g}", f"{100 * p['top1']:.2f}%", f"{100 * p['flops_saving']:.1f}%",
+                 f"{100 * p['cycle_saving']:.1f}%", f"{100 * p['energy_saving']:.1f}%"] for p in s["pareto"]]
+        pareto = ("\n\n## Accuracy against energy: every LCT budget of the exits' sweep (same seed)\n\n"
+                  "The exits step's Pareto sweep (float gate; the operating point above is the fixed-point "
+                  "gate's), each budget's routing priced on this machine.\n\n![pareto](pareto.png)\n\n"
+                  + markdown_table(["budget", "top-1", "FLOPs saving", "cycle saving", "energy saving"], rows))
     return (f"# Cost of early exit on the layer engine\n\n"
             f"`qexit cost` (hw/cost.py) on the layer engine at {m['rows']}x{m['cols']}, weights streamed at "
             f"{m['bandwidth_bytes_per_cycle']} B/cycle after {m['weight_latency_cycles']} cycles, clocked at "
@@ -176,4 +190,4 @@ def readme(s: dict) -> str:
               f"{a['atheena_per_engine_ips']:,.0f} per engine. This design time-shares one engine across all "
               f"layers, so its throughput is f / E[cycles] = {a['this_engine_ips']:,.0f} img/s on one engine: it "
               f"never idles a stage, so per engine it is at least ATHEENA's (E[cycles] = Σ p_s C_s ≤ S max p_s C_s), "
-              f"and equal only when every stage's p_s C_s is the same.\n")
+              f"and equal only when every stage's p_s C_s is the same.\n" + pareto + "\n")

@@ -34,7 +34,7 @@ def arrays(value: str) -> list[int]:
 
 def add_arguments(p):
     add_exit_path_args(p)
-    p.add_argument("--arrays", type=arrays, default=[4, 8, 16],
+    p.add_argument("--arrays", type=arrays, default=[4, 8],
                    help="square array sizes (lanes) of the layer engine to try; the largest that fits is reported")
     p.add_argument("--freq-mhz", type=float, default=100.0, help="nextpnr's target clock (the layer engine's goal)")
     p.add_argument("--head", type=int, default=None, metavar="LAYER",
