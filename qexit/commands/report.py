@@ -2,8 +2,8 @@
 
 Steps: eval (FP32 top-1 of the shipped weights) → quantize (IntModel, both INT8 modes, QIRC)
 → exits (LRA-EE on that IntModel, with the fixed-point head) → hls (the exit head through hls4ml,
-C-simulated bit-exact on real tokens) → cost (the exits' routing in cycles and energy on the layer
-engine, full depth against early exit) → verify gemm (the model's GEMM shapes on an 8x8 array with
+C-simulated bit-exact on real tokens) → synth (ECP5 resources and Fmax) → cost (the exits'
+routing in cycles and energy on the layer engine, full depth against early exit) → verify gemm (the model's GEMM shapes on an 8x8 array with
 the weights streamed, RTL bit-exact and cycle-exact) → verify units (the streaming units on
 random rows, bit-exact) → verify comparator (the exit comparator RTL on the whole test split's
 head outputs) → verify block (the layer engine runs the shipped IntModel on one test
@@ -37,7 +37,11 @@ def steps(fast: bool) -> list[list[str]]:
         ["exits", "--intmodel", str(INTMODEL_DEFAULT), "--threads", "2"] + n,
         # the exit head through hls4ml (C simulation) on >= 5,000 real token sets
         ["hls", "--quiet"] + (["--sets", "1000"] if fast else []),
-        # cycles and energy of the exits' routing on the layer engine (8x8, 8 B/cycle, 100 MHz)
+        # ECP5 resources and Fmax of the layer engine (4x4, 8x8), GEMM engine and comparator;
+        # the committed RTL's results ship in hw/synth_results, so this takes seconds
+        ["synth"],
+        # cycles and energy of the exits' routing on the layer engine (8x8, 8 B/cycle; the clock
+        # is the synthesized Fmax of that size, else the 100 MHz target)
         ["cost", "--quiet"],
         # the shipped model's own GEMM shapes (QKV, proj, fc1, fc2 at 50 tokens) on an 8x8 array,
         # weights streamed at 4 B/cycle after 20 cycles (an 8x8 tile needs 64 B per 50-cycle period)
@@ -62,8 +66,8 @@ def run(args) -> int:
         rc = cli_main(argv)
         if rc:
             return rc
-    write_index()
-    print(f"wrote {REPORTS_DIR / 'index.md'}")
+    rows = write_index()
+    print(f"\n{table_text(rows)}\n\nwrote {REPORTS_DIR / 'index.md'}")
     return 0
 
 
@@ -74,6 +78,7 @@ HEADLINES = {  # the headline keys of each step (docs/architecture.md); other st
     "verify-gemm": ["matched", "total", "mismatches", "cycles_measured", "cycles_predicted", "utilization",
                     "utilization_with_io"],
     "verify-units": ["matched", "total", "mismatches"],
+    "synth": ["rows", "cols", "luts", "dsps", "ffs", "brams", "fmax_mhz", "device"],
     "cost": ["cycles_full", "cycles_exit", "cycle_saving", "energy_full_pj", "energy_exit_pj", "energy_saving",
              "latency_us", "throughput_ips", "clock_mhz"],
     "hls": ["matched", "total", "mismatches", "token_sets"],
@@ -85,8 +90,68 @@ HEADLINES = {  # the headline keys of each step (docs/architecture.md); other st
 }
 
 
-def write_index(root: Path = REPORTS_DIR) -> None:
-    lines = ["# qexit reports", ""]
+PLOTS = [  # (step folder, file, caption): the figures index.md shows
+    ("quantize", "qirc.png", "Quantization noise (NSR) per layer, integer-only INT8 against FP32"),
+    ("exits", "exit_distribution.png", "Where the test images exit"),
+    ("cost", "pareto.png", "Accuracy against energy saving for every LCT budget (and against FLOPs)"),
+    ("cost", "cost.png", "Cycles per layer and energy per category: INT8 full depth against early exit"),
+]
+
+
+def _load(root: Path, step: str) -> dict:
+    f = root / step / "summary.json"
+    return json.loads(f.read_text()) if f.exists() else {}
+
+
+def _pct(x) -> str:
+    return f"{100 * x:.2f}%" if isinstance(x, (int, float)) else "-"
+
+
+def headline_rows(root: Path = REPORTS_DIR) -> list[tuple[str, str, str]]:
+    """(what, value, source folder) for the figures a reader looks for first; steps that have
+    not run are left out."""
+    rows = []
+    ev, q, ex, c, sy = (_load(root, k) for k in ("eval", "quantize", "exits", "cost", "synth"))
+    if ev:
+        rows.append(("FP32 top-1", _pct(ev.get("top1")), "eval"))
+    if q:
+        rows.append(("INT8 (integer-only) top-1", _pct(q.get("top1_int8")), "quantize"))
+    if ex:
+        rows.append(("LRA-EE top-1 / FLOPs saving", f"{_pct(ex.get('top1_lraee'))} / {_pct(ex.get('flops_saving'))}",
+                     "exits"))
+    if c:
+        seed = f" (seed {c.get('seed')})" if "seed" in c else ""
+        rows.append((f"cycles per image, full depth -> early exit{seed}",
+                     f"{c['cycles_full']:,.0f} -> {c['cycles_exit']:,.0f} ({_pct(c['cycle_saving'])} saved)", "cost"))
+        rows.append((f"energy per image, full depth -> early exit{seed}",
+                     f"{c['energy_full_pj'] / 1e6:,.1f} -> {c['energy_exit_pj'] / 1e6:,.1f} uJ "
+                     f"({_pct(c['energy_saving'])} saved)", "cost"))
+        rows.append((f"latency at {c['clock_mhz']:g} MHz / throughput (batch)",
+                     f"{c['latency_us']:,.0f} us / {c['throughput_ips']:,.0f} img/s", "cost"))
+    if sy:
+        rows.append((f"ECP5 {sy.get('device')}: largest layer engine",
+                     f"{sy['rows']}x{sy['cols']}, {sy['luts']:,} LUT4, {sy['dsps']} DSP, {sy['brams']} BRAM, "
+                     f"Fmax {sy['fmax_mhz']} MHz", "synth"))
+    for step in sorted(p.name for p in root.iterdir() if p.is_dir() and p.name.startswith(("verify-", "hls"))):
+        s = _load(root, step)
+        if "matched" in s and "total" in s:
+            extra = ""
+            if "cycles_measured" in s and "cycles_predicted" in s:
+                extra = f"; cycles {s['cycles_measured']:,} measured, {s['cycles_predicted']:,} predicted"
+            rows.append((f"{step}: bit-exact", f"{s['matched']:,}/{s['total']:,}{extra}", step))
+    return rows
+
+
+def write_index(root: Path = REPORTS_DIR) -> list[tuple[str, str, str]]:
+    """reports/index.md: the headline table, the plots, and one line per step. Returns the table."""
+    rows = headline_rows(root)
+    lines = ["# qexit reports", "", "| | value | report |", "|---|---|---|"]
+    lines += [f"| {what} | {value} | [{src}]({src}/README.md) |" for what, value, src in rows]
+    lines.append("")
+    for step, png, caption in PLOTS:
+        if (root / step / png).exists():
+            lines += [f"## {caption}", "", f"![{caption}]({step}/{png})", ""]
+    lines += ["## Every step", ""]
     for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         f = d / "summary.json"
         if not f.exists():
@@ -97,3 +162,9 @@ def write_index(root: Path = REPORTS_DIR) -> None:
         head = ", ".join(f"{k}={flat[k]:.4g}" if isinstance(flat[k], float) else f"{k}={flat[k]}" for k in keys)
         lines.append(f"- [{d.name}]({d.name}/README.md): {head}")
     (root / "index.md").write_text("\n".join(lines) + "\n")
+    return rows
+
+
+def table_text(rows: list[tuple[str, str, str]]) -> str:
+    w = max((len(r[0]) for r in rows), default=0)
+    return "\n".join(f"{what:<{w}}  {value}" for what, value, _ in rows)
