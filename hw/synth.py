@@ -54,6 +54,7 @@ class SynthResult:
     available: dict = field(default_factory=dict)
     fmax_mhz: float | None = None
     error: str | None = None
+    critical_path: list = field(default_factory=list)
     yosys_seconds: float = 0.0
     nextpnr_seconds: float = 0.0
     versions: dict = field(default_factory=dict)
@@ -95,6 +96,18 @@ def parse_fmax(log: str) -> float | None:
     return float(found[-1]) if found else None
 
 
+def parse_critical_path(log: str, keep: int = 2) -> list[str]:
+    """Where nextpnr's last critical path starts and ends: its first and last ``keep`` Source/Sink
+    cells, and its logic/routing split."""
+    sections = log.split("Critical path report for clock")
+    if len(sections) < 2:
+        return []
+    lines = [ln.split("Info:", 1)[-1].strip() for ln in sections[-1].splitlines()[1:]]
+    cells = [ln for ln in lines if " Source " in f" {ln} " or " Sink " in f" {ln} "]
+    split = [ln for ln in lines if "ns logic" in ln][:1]
+    return (cells[:keep] + ["..."] + cells[-keep:] if len(cells) > 2 * keep else cells) + split
+
+
 def synthesize(design: str, verilog: str, top: str, freq_mhz: float = 100.0, cache_dir: Path | None = CACHE_DIR,
                seed: int = 1) -> SynthResult:
     """yosys + nextpnr on ``verilog`` (top module ``top``); cached."""
@@ -131,6 +144,7 @@ def synthesize(design: str, verilog: str, top: str, freq_mhz: float = 100.0, cac
             used, avail = util.get(theirs, (0, 0))
             setattr(res, ours, used)
             res.available[ours] = avail
+        res.critical_path = parse_critical_path(log)
         if n.returncode == 0 and (tmp / "report.json").exists():
             report = json.loads((tmp / "report.json").read_text())
             fmax = [v.get("achieved") for v in report.get("fmax", {}).values() if v.get("achieved")]

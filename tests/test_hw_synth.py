@@ -12,6 +12,14 @@ Info:             TRELLIS_FF:     567/  83640     0%
 Info:             MULT18X18D:       9/    156     5%
 Info:                 DP16KD:       3/    208     1%
 Info: Max frequency for clock '$glbnet$clk': 101.50 MHz (PASS at 100.00 MHz)
+Info: Critical path report for clock '$glbnet$clk' (posedge -> posedge):
+Info:       type curr  total name
+Info:   clk-to-q  0.52  0.52 Source eng.a.Q
+Info:    routing  0.80  1.32 Net eng.a (1,1) -> (2,2)
+Info:                          Sink eng.b.A
+Info:      setup  0.00  9.70 Sink eng.z.D
+Info: 4.2 ns logic, 5.5 ns routing
+
 Info: Max frequency for clock '$glbnet$clk': 98.25 MHz (FAIL at 100.00 MHz)
 """
 
@@ -20,6 +28,8 @@ def test_parsers():
     u = synth.parse_utilisation(LOG)
     assert u["TRELLIS_COMB"] == (1234, 83640) and u["MULT18X18D"] == (9, 156) and u["DP16KD"] == (3, 208)
     assert synth.parse_fmax(LOG) == 98.25
+    path = synth.parse_critical_path(LOG)
+    assert path[0].endswith("Source eng.a.Q") and path[-2].endswith("Sink eng.z.D") and "ns logic" in path[-1]
 
 
 def test_missing_tools_are_one_line(monkeypatch):
