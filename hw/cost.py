@@ -11,7 +11,8 @@ threshold register is on:
   into the exit head (``ExitHead``, L int8 a beat), which takes them as they come;
 * the **decision**: the head's work after its last token beat (``head_cycles`` less the
   T x D/L input beats; it depends on the da4ml layers' pipeline latencies, so it takes them),
-  the comparator's ``LATENCY`` and one cycle for the sequencer to act on it.
+  the comparator's ``LATENCY`` and one cycle for the sequencer to act on it, counted from the
+  segment's ``done`` (``decision_cycles``; ``qexit verify run`` checks it against the RTL).
 
 The sequencer starts the next segment after the decision (it does not run ahead), so an
 image that exits at candidate e costs embed + layers 1..e (taps at the candidates) + the
@@ -52,7 +53,7 @@ from dataclasses import dataclass, field
 from hw import comparator, program, schedule
 from hw.energy import EnergyTable
 from hw.head import head_cycles
-from hw.layer import Dst, Op, Src, Unit
+from hw.layer import FETCH_CYCLES, Dst, Op, Src, Unit
 from model.errors import QexitError
 
 # Operations per element (and per row) of each unit, read off its datapath: "mult32" a
@@ -214,9 +215,17 @@ def head_ops(head, tokens: int) -> Counter:
     return c
 
 
+TAP_TAIL = FETCH_CYCLES + 1     # the tap's last beat -> the segment's done: the END descriptor's fetch, then done
+
+
 def decision_cycles(head, tokens: int, lanes: int, latencies: tuple[int, int, int]) -> int:
-    """Cycles from the layer's last token beat to the sequencer acting on the decision."""
-    return head_cycles(head, tokens, lanes, latencies) - tokens * (head.width // lanes) + comparator.ExitComparator.LATENCY + 1
+    """Cycles from the layer segment's ``done`` to the sequencer acting on the decision: the
+    head's work after the last token beat (``head_cycles`` less the T D/L input beats), the
+    comparator's latency and one cycle for the sequencer, less the ``TAP_TAIL`` cycles of
+    that work that fall inside the segment (the tap is the segment's last descriptor before
+    END). ``qexit verify run`` measures it from the RTL's counters."""
+    return (head_cycles(head, tokens, lanes, latencies) - tokens * (head.width // lanes)
+            + comparator.ExitComparator.LATENCY + 1 - TAP_TAIL)
 
 
 @dataclass

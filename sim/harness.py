@@ -144,14 +144,14 @@ class LayerHarness(wiring.Component):
     ``t_data`` (``t_count`` words since ``start``). The memories are loaded while the engine is
     idle, from address 0 after every ``start``."""
 
-    def __init__(self, cfg, weight_words: int, param_words: int, trace_words: int):
+    def __init__(self, cfg, weight_words: int, param_words: int, trace_words: int, extra: dict | None = None):
         from hw.layer import LayerEngine
         self.cfg = cfg
         self.engine = LayerEngine(cfg)
         self.sizes = (weight_words, param_words, trace_words)
         L = cfg.lanes
         eng_ports = self.engine.signature.members
-        super().__init__({
+        super().__init__({**(extra or {}),
             "prog_in": eng_ports["prog_in"], "s_in": eng_ports["s_in"],
             "w_load": In(stream.Signature(unsigned(8 * L))), "q_load": In(stream.Signature(unsigned(cfg.bus_bits))),
             "pc": eng_ports["pc"], "at": eng_ports["at"], "start": In(1), "busy": Out(1), "done": Out(1), "cycles": Out(32),
@@ -194,3 +194,57 @@ class LayerHarness(wiring.Component):
 
 def layer_top_name(cfg) -> str:
     return f"{cfg.name}_harness"
+
+
+class RunHarness(LayerHarness):
+    """The early-exit run (issue G): ``LayerHarness`` plus one exit head per enabled candidate
+    (``hw.head.ExitHead``) and the exit comparator. The words the program sends to the host are
+    also teed to the head that ``sel`` names (candidate index; ``len(heads)`` or more: none),
+    one beat a cycle (a head in its input phase always takes them); the heads' outputs go to
+    the comparator, and its decision is held in ``dec`` (``dec_valid`` until ``dec_clear``).
+    ``now`` counts cycles from reset; ``t_done``, ``t_last`` and ``t_dec`` hold it at the
+    segment's ``done``, the last beat a head took and the decision, so every cycle of the run
+    is read from the RTL."""
+
+    def __init__(self, cfg, sizes: tuple[int, int, int], head, dense: dict[int, dict], tokens: int,
+                 candidates: int):
+        from hw import comparator
+        self.head, self.dense, self.tokens, self.candidates = head, dense, tokens, candidates
+        super().__init__(cfg, *sizes, extra={
+            "sel": In(range(candidates + 1)), "th_in": In(stream.Signature(comparator.THRESHOLD)),
+            "layers": In(range(candidates + 1)), "dec_valid": Out(1), "dec": Out(comparator.OUT),
+            "dec_clear": In(1), "now": Out(32), "t_done": Out(32), "t_last": Out(32), "t_dec": Out(32)})
+
+    def elaborate(self, platform):
+        from hw.comparator import ExitComparator
+        from hw.head import ExitHead
+
+        m = super().elaborate(platform)
+        eng, L = self.engine, self.cfg.lanes
+        m.submodules.comparator = cmp = ExitComparator(self.candidates)
+        wiring.connect(m, wiring.flipped(self.th_in), cmp.th_in)
+        m.d.comb += cmp.layers.eq(self.layers)
+        m.d.sync += self.now.eq(self.now + 1)
+        heads = {}
+        for k, dense in sorted(self.dense.items()):
+            heads[k] = h = ExitHead(self.head, k, self.tokens, dense, L)
+            m.submodules[f"head{k}"] = h
+            m.d.comb += [h.inp.valid.eq(eng.out.valid & (self.sel == k)),
+                         h.inp.payload.eq(eng.out.payload[:8 * L]),
+                         h.out.ready.eq(cmp.inp.ready & (self.sel == k))]
+            with m.If(eng.out.valid & (self.sel == k) & h.inp.ready):
+                m.d.sync += self.t_last.eq(self.now)
+        with m.Switch(self.sel):
+            for k, h in heads.items():
+                with m.Case(k):
+                    m.d.comb += [cmp.inp.valid.eq(h.out.valid), cmp.inp.payload.eq(h.out.payload)]
+        done_q = Signal()
+        m.d.sync += done_q.eq(self.done)
+        with m.If(self.done & ~done_q):
+            m.d.sync += self.t_done.eq(self.now)
+        m.d.comb += cmp.out.ready.eq(1)
+        with m.If(cmp.out.valid):
+            m.d.sync += [self.dec_valid.eq(1), self.dec.eq(cmp.out.payload), self.t_dec.eq(self.now)]
+        with m.Elif(self.dec_clear):
+            m.d.sync += self.dec_valid.eq(0)
+        return m

@@ -1,0 +1,197 @@
+"""The early-exit run in RTL (issue G, item 1): the layer engine runs the model layer by layer on
+real test images; after each candidate layer whose exit is on, its exit head (``ExitHead``)
+takes the layer's tokens from the engine's tap and the exit comparator decides; on ``exit`` the
+sequencer (the cocotb testbench, ``sim/tb_run.py``) ends the image. Harness:
+``sim.harness.RunHarness``.
+
+Checked per image, against references computed on the host on their own:
+
+* the exit layer and class: the golden model's tokens, ``FixedHead.layer`` and
+  ``model.exits.decision.decide`` with the exit path's threshold registers (an image that never
+  exits takes the golden model's logits' class; the RTL's comes from its final head);
+* every decision word (exit, class, layer) at every candidate the image reached;
+* the total cycles, pixels to decision, against ``hw.cost``: the sum of the segments' start to
+  done counts, plus, after each candidate, the cycles from its segment's ``done`` to the
+  sequencer acting on the decision (read from the RTL's own counters), must equal
+  ``Costs.route`` for the image's exit.
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from hw import program
+from hw.layer import desc_layout
+from hw.schedule import IDEAL, WeightSource
+from model.errors import QexitError
+from model.exits.decision import decide
+from model.exits.exit_path import ExitPath
+from model.exits.fixed import token_sums
+from model.golden import Golden
+from model.quantize import IntModel
+from sim.layer import read_taps, segment_job
+
+CLASS_BITS, LAYER_SHIFT = 15, 16          # comparator.OUT: exit | cls << 1 | layer << 16
+
+
+@dataclass
+class RunResult:
+    images: int
+    exit_layers: list[int]                # per image: the backbone layer it left at (depth = full)
+    expected_layers: list[int]
+    classes: list[int]
+    expected_classes: list[int]
+    decisions_matched: int
+    decisions: int
+    cycles_measured: list[int]
+    cycles_predicted: list[int]
+    build_seconds: float = 0.0
+    sim_seconds: float = 0.0
+    log: str = ""
+    records: list = field(default_factory=list)
+
+    @property
+    def matched(self) -> int:
+        return sum(a == b and c == d for a, b, c, d in zip(self.exit_layers, self.expected_layers, self.classes,
+                                                           self.expected_classes))
+
+    @property
+    def passed(self) -> bool:
+        return (len(self.exit_layers) == self.images and self.matched == self.images
+                and self.decisions_matched == self.decisions and self.cycles_measured == self.cycles_predicted)
+
+    def summary(self) -> dict:
+        return {"images": self.images, "matched": self.matched, "total": self.images,
+                "decisions_matched": self.decisions_matched, "decisions": self.decisions,
+                "cycles_measured": sum(self.cycles_measured), "cycles_predicted": sum(self.cycles_predicted),
+                "cycles_equal": self.cycles_measured == self.cycles_predicted,
+                "exit_layers": self.exit_layers, "passed": self.passed,
+                "build_seconds": round(self.build_seconds, 1), "sim_seconds": round(self.sim_seconds, 1)}
+
+
+def enabled(ep: ExitPath) -> list[int]:
+    """Candidate indices whose exit is on (their heads run)."""
+    return [k for k, r in enumerate(ep.registers) if r is not None]
+
+
+def reference(im: IntModel, ep: ExitPath, images: torch.Tensor) -> tuple[list[int], list[int], dict]:
+    """(exit layer, class) per image and every decision (image, k) -> (exit, class), from the
+    golden model's tokens and the fixed-point head, computed on the host."""
+    out = Golden(im).forward(images)
+    regs = torch.tensor([t for t, _ in ep.register_words()], dtype=torch.int64)
+    cand = torch.tensor(ep.candidate)
+    layers, classes, decisions = [], [], {}
+    per_k = {}
+    for k in enabled(ep):
+        s, v = token_sums(out.blocks[ep.layers[k] - 1])
+        scores, gates = ep.head.layer(k, s, v)
+        per_k[k] = decide(scores, gates, torch.full((len(images),), k), regs, cand)
+    for n in range(len(images)):
+        layer, cls = im.config.depth, int(out.logits[n].argmax())
+        for k in enabled(ep):
+            ex, c = bool(per_k[k][0][n]), int(per_k[k][1][n])
+            decisions[n, k] = (ex, c)
+            if ex:
+                layer, cls = ep.layers[k], c
+                break
+        layers.append(layer)
+        classes.append(cls)
+    return layers, classes, decisions
+
+
+def run_design(im: IntModel, ep: ExitPath, lanes: int):
+    """(plan, segments by name, engine config, layout, dense layers per enabled candidate)."""
+    from hw.head import head_dense
+
+    plan, segs = program.model_program(im, lanes, tap=False)
+    on = enabled(ep)
+    taps = {ep.layers[k] for k in on}
+    named = {"embed": segs[0]}
+    for i in range(1, im.config.depth + 1):
+        named[f"b{i - 1}"] = program.layer_segment(plan, im, i - 1, tap=True) if i in taps else segs[i]
+    named["head"] = segs[-1]
+    cfg = program.engine_config(plan, list(named.values()))
+    dense = {k: head_dense(ep.head, k, ep.layers[k]) for k in on}
+    return plan, named, cfg, desc_layout(cfg), dense
+
+
+def verify_run(im: IntModel, ep: ExitPath, images: torch.Tensor, lanes: int = 8, source: WeightSource = IDEAL,
+               simulator: str | None = None, folder: Path | None = None) -> RunResult:
+    """Run ``images`` through the early-exit RTL and check them (module docstring)."""
+    from hw import comparator, cost, emit, energy
+    from hw.head import dense_latencies, verilog_sources
+    from sim import runner
+    from sim.harness import RunHarness, source_ports
+    from sim.units import pack_fields
+
+    ep.check_width(im.config.width)
+    if len(images) == 0:
+        raise QexitError("no images to run; give --images >= 1")
+    plan, named, cfg, layout, dense = run_design(im, ep, lanes)
+    on = enabled(ep)
+    k_of = {ep.layers[k]: k for k in on}
+    jobs = {name: segment_job(name, seg, im, plan, layout, source) for name, seg in named.items() if name != "embed"}
+    embeds = [segment_job("embed", named["embed"], im, plan, layout, source, img) for img in images]
+    every = list(jobs.values()) + embeds
+    sizes = (max(1, max(len(j.weights) for j in every)), max(1, max(len(j.params) for j in every)),
+             max(1, max(sum(t[1] for t in j.taps) for j in every)))
+    none = len(ep.layers)
+    harness = RunHarness(cfg, sizes, ep.head, dense, ep.tokens, none)
+    top = f"qexit_run_{lanes}x{lanes}"
+    verilog = emit.to_verilog(harness, top) + "\n" + verilog_sources([d for ds in dense.values() for d in ds.values()])
+    b = runner.build(verilog, top, simulator=simulator)
+    ports = source_ports(source)
+
+    def word(name, job, sel, decide_, final):
+        return {"name": name, "program": job.program, "weights": job.weights, "params": job.params,
+                "scratch": job.scratch, "ports": ports, "sel": sel, "decide": decide_, "final": final}
+
+    spec = {"layers": none, "thresholds": pack_fields([list(w) for w in ep.register_words()], comparator.THRESHOLD),
+            "images": []}
+    for e in embeds:
+        seq = [word("embed", e, none, False, False)]
+        for i in range(1, im.config.depth + 1):
+            k = k_of.get(i)
+            seq.append(word(f"b{i - 1}", jobs[f"b{i - 1}"], none if k is None else k, k is not None, False))
+        seq.append(word("head", jobs["head"], none, False, True))
+        spec["images"].append(seq)
+    t0 = time.time()
+    with tempfile.TemporaryDirectory(prefix="qexit-run-") as tmp:
+        cases, results = Path(tmp) / "run.pt", Path(tmp) / "results.pt"
+        torch.save(spec, cases)
+        res = runner.run(b, "sim.tb_run", testcase="run", folder=folder,
+                         settings={"QEXIT_TB_CASES": str(cases), "QEXIT_TB_RESULTS": str(results)})
+        got = torch.load(results, weights_only=False) if results.exists() else []
+    sim_s = time.time() - t0
+
+    exp_layers, exp_classes, exp_dec = reference(im, ep, images)
+    machine = cost.Machine(lanes, source.bandwidth, source.latency)
+    costs = cost.build(im, machine, energy.load(), {ep.layers[k]: dense_latencies(dense[k]) for k in on}, ep.head)
+    out = RunResult(len(images), [], exp_layers, [], exp_classes, 0, 0, [], [], b.seconds, sim_s)
+    for n, g in enumerate(got):
+        layer, cls = im.config.depth, None
+        for d in g["decisions"]:
+            k = k_of[int(d["name"][1:]) + 1]
+            ex, c = bool(d["word"] & 1), (d["word"] >> 1) & (2 ** CLASS_BITS - 1)
+            out.decisions += 1
+            out.decisions_matched += (ex, c) == exp_dec.get((n, k)) and (d["word"] >> LAYER_SHIFT) == k
+            if ex:
+                layer, cls = ep.layers[k], c
+        if cls is None and g["trace"]:
+            taps = read_taps(jobs["head"], g["trace"], lanes)
+            cls = int(taps["logits"].reshape(-1)[:plan.classes].argmax())
+        out.exit_layers.append(layer)
+        out.classes.append(-1 if cls is None else cls)
+        measured = sum(s["cycles"] for s in g["segments"]) + sum(d["t_dec"] - d["t_done"] + 1 for d in g["decisions"])
+        out.cycles_measured.append(measured)
+        route = costs.route(None if layer == im.config.depth else layer, [ep.layers[k] for k in on])
+        out.cycles_predicted.append(costs.cycles(route))
+        out.records.append({"image": n, "segments": g["segments"], "decisions": g["decisions"]})
+    if not res.passed or len(got) != len(images):
+        from sim.runner import log_tail
+        out.log = log_tail(res)
+    return out
