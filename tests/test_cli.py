@@ -100,6 +100,9 @@ def test_quantize_step_writes_intmodel_and_qirc(tiny_trained, tmp_path, monkeypa
     (["verify", "block", "--random", "--width", "64", "--heads", "5", "--mlp", "256"], "not a multiple of --heads"),
     (["verify", "block", "--random", "--width", "40", "--heads", "4", "--mlp", "160", "--tokens", "5",
       "--rows", "16", "--cols", "16"], "not a multiple of the array's 16 lanes"),
+    (["verify", "run", "--bandwidth", "0"], "bandwidth"),
+    (["verify", "run", "--rows", "8", "--cols", "16"], "square array"),
+    (["verify", "run", "--exit-path", "none.pt"], "none.pt"),
 ])
 def test_verify_bad_input_is_one_line_before_any_simulation(argv, message, tmp_path, monkeypatch, capsys):
     from sim import runner
@@ -110,7 +113,7 @@ def test_verify_bad_input_is_one_line_before_any_simulation(argv, message, tmp_p
     assert message in err and err.count("\n") == 0
 
 
-@pytest.mark.parametrize("block", ["gemm", "units", "model", "block"])
+@pytest.mark.parametrize("block", ["gemm", "units", "model", "block", "run"])
 def test_each_verify_block_has_its_own_help(block, capsys):
     with pytest.raises(SystemExit) as e:
         main(["verify", block, "--help"])

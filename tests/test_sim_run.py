@@ -33,3 +33,20 @@ def test_early_exit_run_is_bit_and_cycle_exact(small, tmp_path):
     assert r.decisions == r.decisions_matched > 0
     assert r.cycles_measured == r.cycles_predicted, (r.cycles_measured, r.cycles_predicted)
     assert r.passed and len(set(r.exit_layers)) > 1
+
+
+@pytest.mark.simulator
+def test_verify_run_command_writes_its_summary(exit_path_files, tmp_path, monkeypatch):
+    import json
+
+    from qexit.cli import main
+    ep_file, im_file, _ = exit_path_files
+    monkeypatch.chdir(tmp_path)
+    assert main(["verify", "run", "--exit-path", str(ep_file), "--intmodel", str(im_file), "--images", "4",
+                 "--seed", "-1"]) == 0
+    s = json.loads((tmp_path / "reports" / "verify-run" / "summary.json").read_text())
+    for key in ("images", "decisions_matched", "matched", "total", "cycles_measured", "cycles_predicted",
+                "exit_layers"):
+        assert key in s, key
+    assert s["matched"] == s["total"] == 4 and s["cycles_measured"] == s["cycles_predicted"]
+    assert s["test_indices"] == [0, 1, 2, 3]

@@ -54,6 +54,19 @@ output (the class scores and the gate, as the comparator takes them) must equal
 model/exits/fixed.py on the same tokens, and every image's cycles, first token to last output,
 the head's cycle count (hw/head.py head_cycles). Writes reports/verify-head/summary.json
 (matched, total, latency_cycles); exits 1 on any mismatch or cycle error.
+
+`qexit verify run --images N --seed S --rows R --cols C --bandwidth B` runs the early-exit
+accelerator in RTL (sim/run.py): the layer engine runs each image layer by layer; after every
+candidate layer whose exit is on, that layer's exit head (hw/head.py) takes the layer's tokens
+from the engine's tap and the exit comparator decides; on exit the sequencer ends the image.
+Images: N test images drawn with seed S (seed -1: the first N). Every image's exit layer and
+class must equal the reference (the golden model's tokens, model/exits/fixed.py and the
+threshold registers, computed on the host), every decision word the reference's, and every
+image's total cycles (pixels to decision, from the RTL's own counters) the cost model's
+(hw/cost.py) exactly. Writes reports/verify-run/summary.json (images, decisions_matched,
+matched, total, cycles_measured, cycles_predicted, exit_layers); exits 1 on any mismatch.
+Each enabled candidate's head is built into the design: at full size that is one large da4ml
+design per candidate (see `verify head`).
 """
 from __future__ import annotations
 
@@ -72,7 +85,8 @@ from sim import units as sim_units
 HELP = ("bit-exact RTL checks under cocotb: `verify gemm` (the GEMM engine), "
         "`verify units` (requantizer, add, GELU, LayerNorm, softmax, exit comparator), "
         "`verify model` and `verify block` (the IntModel through the RTL), "
-        "`verify comparator` (the exit decisions of the test split), `verify head` (the exit head as RTL)")
+        "`verify comparator` (the exit decisions of the test split), `verify head` (the exit head as RTL), "
+        "`verify run` (the early-exit accelerator, image by image)")
 
 
 def _block_doc(command: str) -> str:
@@ -180,6 +194,19 @@ def add_arguments(p):
                     help="default: Verilator if installed, else Icarus")
     hd.add_argument("--quiet", action="store_true", help="no progress bar")
     hd.set_defaults(_block=run_head)
+
+    rn = sub.add_parser("run", help="the early-exit accelerator in RTL: engine, exit heads, comparator, sequencer",
+                        description=_block_doc("run"), formatter_class=fmt)
+    add_exit_path_args(rn)
+    rn.add_argument("--images", type=positive, default=20, help="test images to run")
+    rn.add_argument("--seed", type=int, default=0, help="which test images: a random draw with this seed (-1: the first N)")
+    rn.add_argument("--rows", type=positive, default=8, help="array rows R (the layer engine needs R = C)")
+    rn.add_argument("--cols", type=positive, default=8, help="array columns C")
+    rn.add_argument("--bandwidth", type=float, default=8.0, help="weight stream bandwidth, bytes/cycle")
+    rn.add_argument("--latency", type=int, default=20, help="weight stream first-word latency, cycles")
+    rn.add_argument("--simulator", choices=runner.SIMULATORS, default=None,
+                    help="default: Verilator if installed, else Icarus")
+    rn.set_defaults(_block=run_run)
 
 
 def run(args) -> int:
@@ -508,3 +535,48 @@ def run_head(args) -> int:
                               "da4ml s", "build s", "sim s"], rows)
             + "\n\n## The phases\n\n" + hw_head.__doc__.split("\n\n")[2] + "\n")
     return 0 if ok else 1
+
+
+def run_run(args) -> int:
+    import torch
+
+    from hw.schedule import WeightSource
+    from model.data import load_fashion_mnist
+    from model.exits import exit_path
+    from model.quantize import load_intmodel
+    from sim import run as sim_run
+
+    source = WeightSource(args.bandwidth, args.latency)
+    if args.rows != args.cols:
+        raise QexitError(f"the layer engine needs a square array (--rows {args.rows} --cols {args.cols})")
+    runner.pick(args.simulator)
+    ep = exit_path.load(args.exit_path)
+    im = load_intmodel(args.intmodel)
+    test = load_fashion_mnist("test")
+    n = min(args.images, len(test))
+    idx = (torch.arange(n) if args.seed < 0 else
+           torch.randperm(len(test), generator=torch.Generator().manual_seed(args.seed))[:n])
+    torch.set_num_threads(1)
+    print(f"early-exit run: {n} test image(s), {args.rows}x{args.cols}, weights at {args.bandwidth:g} B/cycle "
+          f"after {args.latency}; heads at layers {[ep.layers[k] for k in sim_run.enabled(ep)]}", flush=True)
+    with report_dir("verify-run") as folder:
+        res = sim_run.verify_run(im, ep, test.images[idx], args.rows, source, args.simulator)
+        s = {**res.summary(), "test_indices": idx.tolist(), "seed": args.seed, "rows": args.rows,
+             "cols": args.cols, "bandwidth": args.bandwidth, "latency": args.latency,
+             "exit_path": str(args.exit_path), "intmodel": str(args.intmodel)}
+        rows = [[i, lay, exp, cls, ecls, m, p] for i, lay, exp, cls, ecls, m, p in zip(
+            idx.tolist(), res.exit_layers, res.expected_layers, res.classes, res.expected_classes,
+            res.cycles_measured, res.cycles_predicted)]
+        print(f"images matched: {res.matched}/{res.images}; decisions bit-exact: {res.decisions_matched}/"
+              f"{res.decisions}; cycles measured {sum(res.cycles_measured):,}, predicted {sum(res.cycles_predicted):,}"
+              f" ({'equal' if res.cycles_measured == res.cycles_predicted else 'DIFFERENT'} image by image)")
+        if res.log:
+            print(res.log)
+        write_summary(folder, s)
+        (folder / "README.md").write_text(
+            f"# verify run: {res.matched}/{res.images} images, {res.decisions_matched}/{res.decisions} decisions, "
+            f"cycles {sum(res.cycles_measured):,} measured = {sum(res.cycles_predicted):,} predicted\n\n"
+            + _block_doc("run").replace("\n", " ") + "\n\n"
+            + markdown_table(["test image", "exit layer", "expected", "class", "expected", "cycles measured",
+                              "cycles predicted"], rows) + "\n")
+    return 0 if res.passed else 1
