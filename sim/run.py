@@ -73,6 +73,18 @@ class RunResult:
                 "build_seconds": round(self.build_seconds, 1), "sim_seconds": round(self.sim_seconds, 1)}
 
 
+def only(ep: ExitPath, layers: list[int]) -> ExitPath:
+    """The exit path with the exits of every candidate outside ``layers`` switched off (their
+    threshold registers off, as the comparator's candidate bit 0 does)."""
+    import dataclasses
+
+    regs = [r if lay in layers else None for lay, r in zip(ep.layers, ep.registers)]
+    if all(r is None for r in regs):
+        raise QexitError(f"no exit is on at layers {layers} in this exit path (on: "
+                         f"{[lay for lay, r in zip(ep.layers, ep.registers) if r is not None]})")
+    return dataclasses.replace(ep, registers=regs)
+
+
 def enabled(ep: ExitPath) -> list[int]:
     """Candidate indices whose exit is on (their heads run)."""
     return [k for k, r in enumerate(ep.registers) if r is not None]

@@ -24,6 +24,15 @@ def test_reference_routes_like_the_evaluation(small):
     assert len(set(layers)) > 1                        # some images exit, some do not
 
 
+def test_only_switches_the_other_exits_off(small):
+    from model.errors import QexitError
+    _, ep, _ = small
+    one = sim_run.only(ep, [3])
+    assert one.registers == [None, ep.registers[1]] and sim_run.enabled(one) == [1]
+    with pytest.raises(QexitError, match="no exit is on"):
+        sim_run.only(ep, [2])
+
+
 @pytest.mark.simulator
 def test_early_exit_run_is_bit_and_cycle_exact(small, tmp_path):
     im, ep, images = small

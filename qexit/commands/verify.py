@@ -199,6 +199,9 @@ def add_arguments(p):
                         description=_block_doc("run"), formatter_class=fmt)
     add_exit_path_args(rn)
     rn.add_argument("--images", type=positive, default=20, help="test images to run")
+    rn.add_argument("--layers", default=None,
+                    help="only these candidate layers' exits on (e.g. 2,6; the others off, as a threshold register "
+                         "switched off); default: every exit the exit path has on. Each on layer builds a head")
     rn.add_argument("--seed", type=int, default=0, help="which test images: a random draw with this seed (-1: the first N)")
     rn.add_argument("--rows", type=positive, default=8, help="array rows R (the layer engine needs R = C)")
     rn.add_argument("--cols", type=positive, default=8, help="array columns C")
@@ -551,6 +554,8 @@ def run_run(args) -> int:
         raise QexitError(f"the layer engine needs a square array (--rows {args.rows} --cols {args.cols})")
     runner.pick(args.simulator)
     ep = exit_path.load(args.exit_path)
+    if args.layers:
+        ep = sim_run.only(ep, _layer_list(args.layers, ep))
     im = load_intmodel(args.intmodel)
     test = load_fashion_mnist("test")
     n = min(args.images, len(test))
@@ -580,3 +585,14 @@ def run_run(args) -> int:
             + markdown_table(["test image", "exit layer", "expected", "class", "expected", "cycles measured",
                               "cycles predicted"], rows) + "\n")
     return 0 if res.passed else 1
+
+
+def _layer_list(text: str, ep) -> list[int]:
+    try:
+        layers = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise QexitError(f"--layers {text!r} must be comma-separated backbone layers like 2,6") from None
+    bad = [k for k in layers if k not in ep.layers]
+    if bad or not layers:
+        raise QexitError(f"--layers {text}: the exit path has candidate layers {ep.layers}")
+    return layers
