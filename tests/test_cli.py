@@ -103,7 +103,6 @@ def test_quantize_step_writes_intmodel_and_qirc(tiny_trained, tmp_path, monkeypa
     (["verify", "run", "--bandwidth", "0"], "bandwidth"),
     (["verify", "run", "--rows", "8", "--cols", "16"], "square array"),
     (["verify", "run", "--exit-path", "none.pt"], "none.pt"),
-    (["verify", "run", "--layers", "x"], "--layers"),
 ])
 def test_verify_bad_input_is_one_line_before_any_simulation(argv, message, tmp_path, monkeypatch, capsys):
     from sim import runner
