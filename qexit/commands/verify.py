@@ -94,6 +94,17 @@ def _block_doc(command: str) -> str:
     return next(par for par in __doc__.split("\n\n") if par.startswith(f"`qexit verify {command}"))
 
 
+def _engine_args(p, bandwidth: float, square: bool = False) -> None:
+    """--rows --cols --bandwidth --latency --simulator of the steps that run the engine on a model."""
+    note = " (the layer engine needs R = C)" if square else ""
+    p.add_argument("--rows", type=positive, default=8, help=f"array rows R{note}")
+    p.add_argument("--cols", type=positive, default=8, help="array columns C")
+    p.add_argument("--bandwidth", type=float, default=bandwidth, help="weight stream bandwidth, bytes/cycle")
+    p.add_argument("--latency", type=int, default=20, help="weight stream first-word latency, cycles")
+    p.add_argument("--simulator", choices=runner.SIMULATORS, default=None,
+                   help="default: Verilator if installed, else Icarus")
+
+
 def add_arguments(p):
     sub = p.add_subparsers(dest="block", metavar="<block>", required=True)
     fmt = argparse.ArgumentDefaultsHelpFormatter
@@ -131,12 +142,7 @@ def add_arguments(p):
     mo.add_argument("--intmodel", type=Path, default=INTMODEL_DEFAULT,
                     help="IntModel file (default: the one `qexit quantize` wrote; quantizes the shipped "
                          "model when it is missing)")
-    mo.add_argument("--rows", type=positive, default=8, help="array rows R")
-    mo.add_argument("--cols", type=positive, default=8, help="array columns C")
-    mo.add_argument("--bandwidth", type=float, default=4.0, help="weight stream bandwidth, bytes/cycle")
-    mo.add_argument("--latency", type=int, default=20, help="weight stream first-word latency, cycles")
-    mo.add_argument("--simulator", choices=runner.SIMULATORS, default=None,
-                    help="default: Verilator if installed, else Icarus")
+    _engine_args(mo, 4.0)
     mo.set_defaults(_block=run_model)
 
     bl = sub.add_parser("block", help="the layer engine: whole encoder layers from pixels to logits, bit-exact and cycle-exact",
@@ -146,10 +152,7 @@ def add_arguments(p):
     bl.add_argument("--intmodel", type=Path, default=INTMODEL_DEFAULT,
                     help="IntModel file (default: the one `qexit quantize` wrote; quantizes the shipped "
                          "model when it is missing)")
-    bl.add_argument("--rows", type=positive, default=8, help="array rows R (the layer engine needs R = C)")
-    bl.add_argument("--cols", type=positive, default=8, help="array columns C")
-    bl.add_argument("--bandwidth", type=float, default=4.0, help="weight stream bandwidth, bytes/cycle")
-    bl.add_argument("--latency", type=int, default=20, help="weight stream first-word latency, cycles")
+    _engine_args(bl, 4.0, square=True)
     bl.add_argument("--random", action="store_true", help="a random IntModel of the size below instead of the shipped one")
     bl.add_argument("--width", type=positive, default=768, help="--random: model width")
     bl.add_argument("--heads", type=positive, default=12, help="--random: attention heads")
@@ -157,8 +160,6 @@ def add_arguments(p):
     bl.add_argument("--tokens", type=positive, default=50, help="--random: tokens (1 + a square number of patches)")
     bl.add_argument("--seed", type=int, default=0, help="--random: seed of the model and the images")
     bl.add_argument("--waves", action="store_true", help="write a waveform (FST) into the report folder")
-    bl.add_argument("--simulator", choices=runner.SIMULATORS, default=None,
-                    help="default: Verilator if installed, else Icarus")
     bl.set_defaults(_block=run_block)
 
     u = sub.add_parser("units", help="the streaming units: requantizer, add, GELU, LayerNorm, softmax, exit comparator",
@@ -203,12 +204,7 @@ def add_arguments(p):
                     help="only these candidate layers' exits on (e.g. 2,6; the others off, as a threshold register "
                          "switched off); default: every exit the exit path has on. Each on layer builds a head")
     rn.add_argument("--seed", type=int, default=0, help="which test images: a random draw with this seed (-1: the first N)")
-    rn.add_argument("--rows", type=positive, default=8, help="array rows R (the layer engine needs R = C)")
-    rn.add_argument("--cols", type=positive, default=8, help="array columns C")
-    rn.add_argument("--bandwidth", type=float, default=8.0, help="weight stream bandwidth, bytes/cycle")
-    rn.add_argument("--latency", type=int, default=20, help="weight stream first-word latency, cycles")
-    rn.add_argument("--simulator", choices=runner.SIMULATORS, default=None,
-                    help="default: Verilator if installed, else Icarus")
+    _engine_args(rn, 8.0, square=True)
     rn.set_defaults(_block=run_run)
 
 
