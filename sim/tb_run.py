@@ -78,4 +78,6 @@ async def run(dut):
                     break
         dut.sel.value = spec["layers"]
         results.append(out)
+        dut._log.info("image %d: %d segments, %d decisions", len(results) - 1, len(out["segments"]),
+                      len(out["decisions"]))
     torch.save(results, os.environ["QEXIT_TB_RESULTS"])
