@@ -92,4 +92,7 @@ def readme(s: dict) -> str:
             f"{s['dsps']} DSP, {s['brams']} BRAM, Fmax {s['fmax_mhz']} MHz "
             f"({'meets' if s['meets_target'] else 'misses'} the {s['target_mhz']} MHz target).\n\n"
             + markdown_table(["design", "top", "LUT4", "FF", "DSP", "BRAM", "Fmax (MHz)", "fits", "tool s"], table)
+            + "\n\n## Critical paths (nextpnr: where the slowest path starts and ends)\n\n"
+            + "\n".join(f"- {d['design']}: " + "; ".join(f"`{c}`" for c in d["critical_path"])
+                        for d in s["designs"] if d.get("critical_path"))
             + "\n")
