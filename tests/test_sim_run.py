@@ -2,7 +2,6 @@
 the comparator, sequenced image by image; exits, classes, every decision and every image's
 cycles against the golden model, the fixed-point head and the cost model."""
 import pytest
-import torch
 
 from model.exits import exit_path
 from sim import run as sim_run
