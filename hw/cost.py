@@ -97,6 +97,8 @@ class Part:
     kinds: dict = field(default_factory=dict)
     counts: Counter = field(default_factory=Counter)
     macs: int = 0
+    layer: int = 1                # the backbone layer whose images run it (the final head: depth)
+    seg: list = field(default_factory=list)   # its program segment (none for a decision)
 
     def energy(self, table: EnergyTable, mems: dict) -> dict[str, float]:
         return energy(self.counts, table, mems)
@@ -188,12 +190,13 @@ def desc_counts(d: program.Desc, lanes: int, mems: dict) -> Counter:
     return c
 
 
-def segment_part(name: str, seg: list[program.Desc], lanes: int, source: schedule.WeightSource, mems: dict) -> Part:
+def segment_part(name: str, seg: list[program.Desc], lanes: int, source: schedule.WeightSource, mems: dict,
+                 layer: int) -> Part:
     counts: Counter = Counter()
     for d in seg:
         counts.update(desc_counts(d, lanes, mems))
     return Part(name, sum(program.predict(seg, lanes, source)), program.shares(seg, lanes, source), counts,
-                program.segment_macs(seg))
+                program.segment_macs(seg), layer, seg)
 
 
 def head_ops(head, tokens: int) -> Counter:
@@ -282,17 +285,16 @@ def build(im, machine: Machine, table: EnergyTable, candidates: dict[int, tuple]
     L, src = machine.lanes, machine.source
     plan, segs = program.model_program(im, L, tap=False)
     mems = memories(program.engine_config(plan, segs))
-    embed = segment_part("embed", segs[0], L, src, mems)
-    plain = {i: segment_part(f"layer {i}", segs[i], L, src, mems) for i in range(1, depth + 1)}
-    layers = {i: segment_part(f"layer {i}", program.layer_segment(plan, im, i - 1, tap=True), L, src, mems)
+    embed = segment_part("embed", segs[0], L, src, mems, 1)
+    plain = {i: segment_part(f"layer {i}", segs[i], L, src, mems, i) for i in range(1, depth + 1)}
+    layers = {i: segment_part(f"layer {i}", program.layer_segment(plan, im, i - 1, tap=True), L, src, mems, i)
               for i in candidates}
-    final = segment_part("final head", segs[-1], L, src, mems)
+    final = segment_part("final head", segs[-1], L, src, mems, depth)
     decision = {}
     for i, lat in sorted(candidates.items()):
-        decision[i] = Part(f"exit {i}", decision_cycles(head, plan.tokens, L, lat), {"exit": 0},
-                           head_ops(head, plan.tokens), head.width * head.hidden + head.hidden * head.embed_dim
-                           + head.embed_dim * head.classes)
-        decision[i].kinds = {"exit": decision[i].cycles}
+        c = decision_cycles(head, plan.tokens, L, lat)
+        decision[i] = Part(f"exit {i}", c, {"exit": c}, head_ops(head, plan.tokens),
+                           head.width * head.hidden + head.hidden * head.embed_dim + head.embed_dim * head.classes, i)
     return Costs(machine, depth, embed, layers, plain, decision, final, mems, table)
 
 
@@ -381,7 +383,7 @@ def _blend(seg: list[program.Desc], lanes: int, source: schedule.WeightSource, m
     return part
 
 
-def throughput(costs: Costs, im, dist: Distribution | None, batch: int) -> dict:
+def throughput(costs: Costs, dist: Distribution | None, batch: int) -> dict:
     """Throughput mode at ``batch`` images in flight: images per second and energy per image;
     ``dist`` None is INT8 full depth with no exit path. Images that exit are replaced, so in
     steady state B P(reach l) images run layer l (a fractional count weighs the integer
@@ -389,18 +391,14 @@ def throughput(costs: Costs, im, dist: Distribution | None, batch: int) -> dict:
     if not isinstance(batch, int) or batch < 1:
         raise QexitError(f"batch {batch} must be an integer >= 1 (e.g. --batch 16)")
     m = costs.machine
-    plan, segs = program.model_program(im, m.lanes, tap=False)
-    parts = [batch_part(segs[0], m.lanes, m.source, costs.mems, batch)]
-    for i in range(1, costs.depth + 1):
-        b = batch if dist is None else batch * dist.reach(i)
-        tap = dist is not None and i in dist.candidates
-        seg = program.layer_segment(plan, im, i - 1, tap=True) if tap else segs[i]
-        parts.append(_blend(seg, m.lanes, m.source, costs.mems, b))
-        if tap:
-            parts.append(Part("decisions", b * costs.decision[i].cycles))
-            _scale(costs.decision[i].counts, b, parts[-1].counts)
-    b_full = batch if dist is None else batch * dist.reach(costs.depth)
-    parts.append(_blend(segs[-1], m.lanes, m.source, costs.mems, b_full))
+    parts = []
+    for p in (costs.route_full() if dist is None else costs.route(None, dist.candidates)):
+        b = batch if dist is None or p is costs.embed else batch * dist.reach(p.layer)
+        if p.seg:
+            parts.append(_blend(p.seg, m.lanes, m.source, costs.mems, b))
+        else:                                          # a decision: once per image
+            parts.append(Part("decisions", b * p.cycles))
+            _scale(p.counts, b, parts[-1].counts)
     cycles = costs.cycles(parts)
     return {"batch": batch, "cycles_per_batch": cycles, "throughput_ips": batch * m.clock_mhz * 1e6 / cycles,
             "energy_pj": costs.energy_pj(parts) / batch}
@@ -416,12 +414,8 @@ def atheena(costs: Costs, dist: Distribution) -> dict:
     bounds = [0] + sorted(on) + [costs.depth]
     stages = []
     for lo, hi in zip(bounds, bounds[1:]):
-        parts = ([costs.embed] if lo == 0 else []) + [
-            p for i in range(lo + 1, hi + 1) for p in ([costs.layers[i], costs.decision[i]] if i in on
-                                                        else [costs.plain[i]])]
-        if hi == costs.depth:
-            parts.append(costs.final)
-        c = costs.cycles(parts)
+        before = len(costs.route(lo, on)) if lo else 0
+        c = costs.cycles(costs.route(None if hi == costs.depth else hi, on)[before:])
         p = dist.reach(lo + 1) if lo else 1.0
         stages.append({"layers": [lo + 1, hi], "cycles": c, "reach": p, "rate_ips": f / c,
                        "bound_ips": f / c / p if p > 0 else math.inf})
@@ -446,19 +440,19 @@ def load_distribution(exits: dict, seed: int | None, depth: int) -> tuple[Distri
     if seed is None:
         on = sorted({int(k) for s in seeds for k, v in s["thresholds"].items() if math.isfinite(v)})
         dist = Distribution(tuple(mode["layers"]), tuple(mode["fraction"]), tuple(on))
-        flops = {"per_layer": None, "full_depth": exits["full_depth_flops"], "top1": mode.get("top1")}
+        reported = {"per_layer": None, "full_depth": exits["full_depth_flops"], "top1": mode.get("top1")}
     else:
         if not 0 <= seed < len(seeds):
             raise QexitError(f"seed {seed} is not in the exit distribution (it has seeds 0..{len(seeds) - 1})")
         s = seeds[seed]
         on = sorted(int(k) for k, v in s["thresholds"].items() if math.isfinite(v))
         dist = Distribution(tuple(s["layers"]), tuple(s["fraction"]), tuple(on))
-        flops = {"per_layer": dict(zip(s["layers"], s["flops"])), "full_depth": s["full_depth_flops"],
+        reported = {"per_layer": dict(zip(s["layers"], s["flops"])), "full_depth": s["full_depth_flops"],
                  "top1": sum(f * a for f, a in zip(s["fraction"], s["top1"])) if "top1" in s else None,
                  "pareto": s.get("pareto", [])}
-    flops["top1_full_depth"] = mode.get("top1_full_depth")
+    reported["top1_full_depth"] = mode.get("top1_full_depth")
     dist.check(depth)
-    return dist, flops
+    return dist, reported
 
 
 def head_latencies(ep, layers: list[int], jobs: int = 1, progress: bool = False) -> dict[int, tuple]:
@@ -485,15 +479,16 @@ def _latencies(head, k: int, layer: int) -> tuple:
     return dense_latencies(head_dense(head, k, layer))
 
 
-def summary(costs: Costs, im, dist: Distribution, batch: int, flops: dict | None = None) -> dict:
+def summary(costs: Costs, dist: Distribution, batch: int, reported: dict | None = None) -> dict:
     """Everything ``qexit cost`` reports: full depth against early exit in cycles, energy,
-    latency, throughput, MACs, BOPs and FLOPs, with the per-part breakdown."""
+    latency, throughput, MACs, BOPs and FLOPs, with the per-part breakdown; ``reported`` is what
+    ``load_distribution`` read beside the distribution (FLOPs, top-1)."""
     m = costs.machine
     full_parts = costs.route_full()
     cyc_full, e_full = costs.cycles(full_parts), costs.energy_pj(full_parts)
     macs_full = sum(p.macs for p in full_parts)
     ex = expected(costs, dist)
-    thr_full, thr_exit = throughput(costs, im, None, batch), throughput(costs, im, dist, batch)
+    thr_full, thr_exit = throughput(costs, None, batch), throughput(costs, dist, batch)
     ath = atheena(costs, dist)
     us = 1 / m.clock_mhz
 
@@ -534,11 +529,11 @@ def summary(costs: Costs, im, dist: Distribution, batch: int, flops: dict | None
                    "energy_pj_by_category": dict(r["energy"])} for name, r in ex["parts"].items()],
         "energy_table": {"name": costs.table.name, "source": costs.table.source},
     }
-    if flops:
-        out.update({"top1_exit": flops.get("top1"), "top1_full_depth": flops.get("top1_full_depth")})
-        full = flops["full_depth"]
-        if flops.get("per_layer"):
-            per = {int(k): v for k, v in flops["per_layer"].items()}
+    if reported:
+        out.update({"top1_exit": reported.get("top1"), "top1_full_depth": reported.get("top1_full_depth")})
+        full = reported["full_depth"]
+        if reported.get("per_layer"):
+            per = {int(k): v for k, v in reported["per_layer"].items()}
             exp_flops = sum(f * per[k] for k, f in zip(dist.layers, dist.fraction))
             out.update({"flops_full": full, "flops_exit": exp_flops, "flop_saving": 1 - exp_flops / full})
         else:

@@ -211,9 +211,9 @@ async def drive_segment(driver, job: SegmentJob, source: WeightSource = IDEAL) -
 
 def onchip_bits(cfg, layout_bits: int) -> dict[str, int]:
     """Bits of every on-chip memory of the layer engine (the weights stream; none are stored)."""
-    out = {f"gemm.{k}": words * bits for k, (words, bits) in cfg.gemm.buffers.items()}
-    out["scratch"] = cfg.scratch_words * 8 * cfg.lanes
-    out["probabilities"] = cfg.p_words * 8 * cfg.lanes
+    from hw.cost import memories
+
+    out = {name: words * bits for name, (words, bits) in memories(cfg).items()}
     out["program"] = cfg.prog_words * layout_bits
     out["layernorm rows+params"] = cfg.max_d * (8 + 65)
     out["softmax row"] = -(-cfg.max_row // cfg.lanes) * cfg.lanes * 32

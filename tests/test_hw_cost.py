@@ -86,13 +86,13 @@ def test_expectation_weighs_routes(costs):
     assert dist.reach(2) == 0.75 and dist.reach(4) == 0.5
 
 
-def test_throughput_mode(im, costs):
+def test_throughput_mode(costs):
     dist = cost.Distribution((1, 3, 4), (0.25, 0.25, 0.5), (1, 3))
-    one = cost.throughput(costs, im, dist, 1)
+    one = cost.throughput(costs, dist, 1)
     ex = cost.expected(costs, dist)
     assert one["cycles_per_batch"] == pytest.approx(ex["cycles"])        # batch 1 = latency mode
     assert one["energy_pj"] == pytest.approx(ex["energy_pj"])
-    full1, full16 = cost.throughput(costs, im, None, 1), cost.throughput(costs, im, None, 16)
+    full1, full16 = cost.throughput(costs, None, 1), cost.throughput(costs, None, 16)
     assert full1["cycles_per_batch"] == costs.cycles(costs.route_full())
     assert full16["energy_pj"] < full1["energy_pj"]                       # weights shared by the batch
     assert full16["throughput_ips"] > full1["throughput_ips"]             # at 2 B/cycle the stream limits batch 1
@@ -128,7 +128,7 @@ def test_bad_machines_and_candidates(im, ep):
     with pytest.raises(QexitError, match="outside 1..3"):
         cost.build(im, cost.Machine(), energy.load(), {4: LAT}, ep.head)
     with pytest.raises(QexitError, match="batch 0"):
-        cost.throughput(cost.build(im, cost.Machine(), energy.load(), {}, None), im, None, 0)
+        cost.throughput(cost.build(im, cost.Machine(), energy.load(), {}, None), None, 0)
 
 
 def exits_json(depth=4):

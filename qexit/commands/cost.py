@@ -100,12 +100,12 @@ def run(args) -> int:
         raise QexitError(f"no exit distribution at {args.exits}; run `qexit exits` first") from None
     except ValueError as err:
         raise QexitError(f"exit distribution {args.exits} is not valid JSON ({err})") from None
-    dist, flops = cost.load_distribution(exits, args.seed, im.config.depth)
-    routes = flops.get("pareto") or []
+    dist, reported = cost.load_distribution(exits, args.seed, im.config.depth)
+    routes = reported.get("pareto") or []
     heads = sorted(set(dist.candidates) | {k for r in routes for k in r["layers"] if k < im.config.depth})
     lat = cost.head_latencies(ep, heads, args.jobs or os.cpu_count() or 1, not args.quiet)
     costs = cost.build(im, machine, table, lat, ep.head)
-    s = cost.summary(costs, im, dist, args.batch, flops)
+    s = cost.summary(costs, dist, args.batch, reported)
     s["pareto"] = cost.pareto(costs, routes)
     s.update({"clock_source": clock_source, "seed": "mean" if args.seed is None else args.seed, "intmodel": str(args.intmodel),
               "exit_path": str(args.exit_path), "exits": str(args.exits), "head_latencies": {str(k): v for k, v in lat.items()},
