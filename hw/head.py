@@ -160,6 +160,22 @@ def verilog_sources(denses: list[DenseRTL]) -> str:
     return "\n".join(text for f, text in seen.items() if f in used)
 
 
+def head_design(ep, k: int, lanes: int):
+    """(ExitHead, Verilog of it and its da4ml layers, top name, seconds in da4ml) for candidate
+    ``k`` of an exit path (``model.exits.exit_path.ExitPath``)."""
+    import time
+
+    from hw import emit
+
+    lay = ep.layers[k]
+    t = time.time()
+    dense = head_dense(ep.head, k, lay)
+    seconds = time.time() - t
+    dut = ExitHead(ep.head, k, ep.tokens, dense, lanes)
+    top = f"qexit_head_l{lay:02d}"
+    return dut, emit.to_verilog(dut, top) + "\n" + verilog_sources(list(dense.values())), top, seconds
+
+
 # --------------------------------------------------------------------------- the head
 
 def _round_shift(x, s: int):

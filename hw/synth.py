@@ -167,8 +167,8 @@ def synthesize(design: str, verilog: str, top: str, freq_mhz: float = 100.0, cac
 
 def designs(im, arrays: list[int], exit_path=None, head_layer: int | None = None):
     """(name, Verilog, top, lanes) of each block to synthesize for IntModel ``im``: the layer
-    engine at every array size in ``arrays`` (sized by its program), the GEMM engine inside the
-    first size, the exit comparator, and with ``head_layer`` the exit path's head at that layer."""
+    engine at every array size in ``arrays`` (sized by its program), the GEMM engine inside it at
+    8x8 (or the largest size when 8 is not among them), the exit comparator, and with ``head_layer`` the exit path's head at that layer."""
     from hw import emit, program
     from hw.comparator import ExitComparator
     from hw.gemm import GemmEngine
@@ -187,14 +187,11 @@ def designs(im, arrays: list[int], exit_path=None, head_layer: int | None = None
             yield f"GEMM engine {lanes}x{lanes} (inside the layer engine)", emit.to_verilog(GemmEngine(cfg.gemm), gtop), gtop, lanes
     yield "exit comparator", emit.to_verilog(ExitComparator(im.config.depth), "qexit_comparator"), "qexit_comparator", 0
     if head_layer is not None:
-        from hw.head import ExitHead, head_dense, verilog_sources
+        from hw.head import head_design
         from model.exits import exit_path as ep_mod
 
         ep = ep_mod.load(exit_path)
         if head_layer not in ep.layers:
             raise QexitError(f"the exit path has no head at layer {head_layer} (it has {ep.layers})")
-        k = ep.layers.index(head_layer)
-        dense = head_dense(ep.head, k, head_layer)
-        top = f"qexit_head_l{head_layer:02d}"
-        yield (f"exit head, layer {head_layer}", emit.to_verilog(ExitHead(ep.head, k, ep.tokens, dense, 8), top)
-               + "\n" + verilog_sources(list(dense.values())), top, 8)
+        _, verilog, top, _ = head_design(ep, ep.layers.index(head_layer), 8)
+        yield f"exit head, layer {head_layer}", verilog, top, 8

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from hw.head import head_design
 from model.errors import QexitError
 from model.exits.decision import decide
 from model.exits.exit_path import ExitPath
@@ -247,20 +248,6 @@ class HeadCheck(LayerCheck):
                 "cycles_measured": sorted(set(self.cycles_measured)), "cycles_equal": self.cycles_equal,
                 "dense_seconds": round(self.dense_seconds, 1), "build_seconds": round(self.build_seconds, 1),
                 "sim_seconds": round(self.sim_seconds, 1)}
-
-
-def head_design(ep: ExitPath, k: int, lanes: int):
-    """(ExitHead, Verilog of it and its da4ml layers, top name, seconds in da4ml) for candidate k."""
-    from hw import emit
-    from hw.head import ExitHead, head_dense, verilog_sources
-
-    lay = ep.layers[k]
-    t = time.time()
-    dense = head_dense(ep.head, k, lay)
-    seconds = time.time() - t
-    dut = ExitHead(ep.head, k, ep.tokens, dense, lanes)
-    top = f"qexit_head_l{lay:02d}"
-    return dut, emit.to_verilog(dut, top) + "\n" + verilog_sources(list(dense.values())), top, seconds
 
 
 def head_cases(ep: ExitPath, k: int, tokens: torch.Tensor, lanes: int) -> list[dict]:

@@ -202,9 +202,8 @@ class RunHarness(LayerHarness):
     also teed to the head that ``sel`` names (candidate index; ``len(heads)`` or more: none),
     one beat a cycle (a head in its input phase always takes them); the heads' outputs go to
     the comparator, and its decision is held in ``dec`` (``dec_valid`` until ``dec_clear``).
-    ``now`` counts cycles from reset; ``t_done``, ``t_last`` and ``t_dec`` hold it at the
-    segment's ``done``, the last beat a head took and the decision, so every cycle of the run
-    is read from the RTL."""
+    ``now`` counts cycles from reset; ``t_done`` and ``t_dec`` hold it at the segment's
+    ``done`` and at the decision, so every cycle of the run is read from the RTL."""
 
     def __init__(self, cfg, sizes: tuple[int, int, int], head, dense: dict[int, dict], tokens: int,
                  candidates: int):
@@ -213,7 +212,7 @@ class RunHarness(LayerHarness):
         super().__init__(cfg, *sizes, extra={
             "sel": In(range(candidates + 1)), "th_in": In(stream.Signature(comparator.THRESHOLD)),
             "layers": In(range(candidates + 1)), "dec_valid": Out(1), "dec": Out(comparator.OUT),
-            "dec_clear": In(1), "now": Out(32), "t_done": Out(32), "t_last": Out(32), "t_dec": Out(32)})
+            "dec_clear": In(1), "now": Out(32), "t_done": Out(32), "t_dec": Out(32)})
 
     def elaborate(self, platform):
         from hw.comparator import ExitComparator
@@ -232,8 +231,6 @@ class RunHarness(LayerHarness):
             m.d.comb += [h.inp.valid.eq(eng.out.valid & (self.sel == k)),
                          h.inp.payload.eq(eng.out.payload[:8 * L]),
                          h.out.ready.eq(cmp.inp.ready & (self.sel == k))]
-            with m.If(eng.out.valid & (self.sel == k) & h.inp.ready):
-                m.d.sync += self.t_last.eq(self.now)
         with m.Switch(self.sel):
             for k, h in heads.items():
                 with m.Case(k):

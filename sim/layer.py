@@ -78,6 +78,17 @@ class SegmentJob:
     def cycles_predicted(self) -> int:
         return sum(self.predicted)
 
+    def case(self, name: str, ports: dict, **extra) -> dict:
+        """What the testbench loads and runs for this job (``sim.tb_layer.Layer.segment``)."""
+        return {"name": name, "program": self.program, "weights": self.weights, "params": self.params,
+                "scratch": self.scratch, "ports": ports, **extra}
+
+
+def harness_sizes(jobs: list[SegmentJob]) -> tuple[int, int, int]:
+    """The harness's memory sizes for these jobs: weight words, parameter words, trace words."""
+    return (max(1, max(len(j.weights) for j in jobs)), max(1, max(len(j.params) for j in jobs)),
+            max(1, max(sum(t[1] for t in j.taps) for j in jobs)))
+
 
 def segment_job(name: str, seg: list[program.Desc], im: IntModel, plan: program.Plan, layout,
                 source: WeightSource = IDEAL, image: torch.Tensor | None = None) -> SegmentJob:
@@ -108,9 +119,7 @@ def model_jobs(im: IntModel, images: torch.Tensor, lanes: int, layers: int | Non
     names = ["embed"] + [f"b{i}" for i in range(depth)] + (["head"] if len(segs) > depth + 1 else [])
     jobs = [(n, name, seg, segment_job(name, seg, im, plan, layout, source, image if name == "embed" else None))
             for n, image in enumerate(images) for name, seg in zip(names, segs)]
-    sizes = (max(1, max(len(j.weights) for *_, j in jobs)), max(1, max(len(j.params) for *_, j in jobs)),
-             max(1, max(sum(t[1] for t in j.taps) for *_, j in jobs)))
-    return plan, cfg, layout, jobs, sizes
+    return plan, cfg, layout, jobs, harness_sizes([j for *_, j in jobs])
 
 
 def read_taps(job: SegmentJob, words: list[int], lanes: int) -> dict[str, torch.Tensor]:
@@ -298,8 +307,7 @@ def verify_block(im: IntModel, images: torch.Tensor, lanes: int, layers: int | N
     ports = source_ports(source)
     with tempfile.TemporaryDirectory(prefix="qexit-tb-") as tmp:
         cases, results = Path(tmp) / "jobs.pt", Path(tmp) / "results.pt"
-        torch.save([{"name": f"image {n} {name}", "program": j.program, "weights": j.weights, "params": j.params,
-                     "scratch": j.scratch, "ports": ports, "predicted": j.cycles_predicted}
+        torch.save([j.case(f"image {n} {name}", ports, predicted=j.cycles_predicted)
                     for j, (n, name, _) in zip(jobs, meta)], cases)
         res = runner.run(b, "sim.tb_layer", testcase="segments", folder=folder,
                          settings={"QEXIT_TB_CASES": str(cases), "QEXIT_TB_RESULTS": str(results)})

@@ -33,7 +33,7 @@ from model.exits.exit_path import ExitPath
 from model.exits.fixed import token_sums
 from model.golden import Golden
 from model.quantize import IntModel
-from sim.layer import read_taps, segment_job
+from sim.layer import harness_sizes, read_taps, segment_job
 
 CLASS_BITS, LAYER_SHIFT = 15, 16          # comparator.OUT: exit | cls << 1 | layer << 16
 
@@ -148,28 +148,22 @@ def verify_run(im: IntModel, ep: ExitPath, images: torch.Tensor, lanes: int = 8,
     k_of = {ep.layers[k]: k for k in on}
     jobs = {name: segment_job(name, seg, im, plan, layout, source) for name, seg in named.items() if name != "embed"}
     embeds = [segment_job("embed", named["embed"], im, plan, layout, source, img) for img in images]
-    every = list(jobs.values()) + embeds
-    sizes = (max(1, max(len(j.weights) for j in every)), max(1, max(len(j.params) for j in every)),
-             max(1, max(sum(t[1] for t in j.taps) for j in every)))
     none = len(ep.layers)
-    harness = RunHarness(cfg, sizes, ep.head, dense, ep.tokens, none)
+    harness = RunHarness(cfg, harness_sizes(list(jobs.values()) + embeds), ep.head, dense, ep.tokens, none)
     top = f"qexit_run_{lanes}x{lanes}"
     verilog = emit.to_verilog(harness, top) + "\n" + verilog_sources([d for ds in dense.values() for d in ds.values()])
     b = runner.build(verilog, top, simulator=simulator)
     ports = source_ports(source)
 
-    def word(name, job, sel, decide_, final):
-        return {"name": name, "program": job.program, "weights": job.weights, "params": job.params,
-                "scratch": job.scratch, "ports": ports, "sel": sel, "decide": decide_, "final": final}
-
     spec = {"layers": none, "thresholds": pack_fields([list(w) for w in ep.register_words()], comparator.THRESHOLD),
             "images": []}
     for e in embeds:
-        seq = [word("embed", e, none, False, False)]
+        seq = [e.case("embed", ports, sel=none, decide=False, final=False)]
         for i in range(1, im.config.depth + 1):
             k = k_of.get(i)
-            seq.append(word(f"b{i - 1}", jobs[f"b{i - 1}"], none if k is None else k, k is not None, False))
-        seq.append(word("head", jobs["head"], none, False, True))
+            seq.append(jobs[f"b{i - 1}"].case(f"b{i - 1}", ports, sel=none if k is None else k, decide=k is not None,
+                                              final=False))
+        seq.append(jobs["head"].case("head", ports, sel=none, decide=False, final=True))
         spec["images"].append(seq)
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="qexit-run-") as tmp:
@@ -187,7 +181,7 @@ def verify_run(im: IntModel, ep: ExitPath, images: torch.Tensor, lanes: int = 8,
     for n, g in enumerate(got):
         layer, cls = im.config.depth, None
         for d in g["decisions"]:
-            k = k_of[int(d["name"][1:]) + 1]
+            k = d["sel"]
             ex, c = bool(d["word"] & 1), (d["word"] >> 1) & (2 ** CLASS_BITS - 1)
             out.decisions += 1
             out.decisions_matched += (ex, c) == exp_dec.get((n, k)) and (d["word"] >> LAYER_SHIFT) == k

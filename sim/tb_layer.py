@@ -66,6 +66,15 @@ class Layer:
         await ReadOnly()
         return {"cycles": cycles, "counter": int(d.cycles.value), "run_s": seconds}
 
+    async def segment(self, job: dict) -> dict:
+        """Load a segment job (program, weight and parameter streams, scratchpad words) while
+        the engine is idle, then start it and wait for ``done``."""
+        await self.load("prog_in", job["program"])
+        await self.load("w_load", job["weights"])
+        await self.load("q_load", job["params"])
+        await self.load("s_in", [addr | (word << self.addr_bits) for addr, word in job["scratch"]])
+        return await self.run(job["ports"])
+
     async def trace(self) -> list[int]:
         d = self.dut
         await self.edge
@@ -87,11 +96,7 @@ async def segments(dut):
     results = []
     for job in jobs:
         t0 = time.perf_counter()
-        await layer.load("prog_in", job["program"])
-        await layer.load("w_load", job["weights"])
-        await layer.load("q_load", job["params"])
-        await layer.load("s_in", [addr | (word << layer.addr_bits) for addr, word in job["scratch"]])
-        got = await layer.run(job["ports"])
+        got = await layer.segment(job)
         got["trace"] = await layer.trace()
         got["host_s"] = time.perf_counter() - t0 - got["run_s"]
         results.append(got)

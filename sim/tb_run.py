@@ -38,8 +38,7 @@ async def wait_decision(dut) -> dict:
     else:
         raise AssertionError("no decision from the exit comparator")
     dec = int(dut.dec.value)
-    got = {"word": dec, "t_done": int(dut.t_done.value), "t_last": int(dut.t_last.value),
-           "t_dec": int(dut.t_dec.value)}
+    got = {"word": dec, "t_done": int(dut.t_done.value), "t_dec": int(dut.t_dec.value)}
     await edge
     dut.dec_clear.value = 1
     await edge
@@ -60,19 +59,15 @@ async def run(dut):
     for image in spec["images"]:
         out = {"segments": [], "decisions": [], "trace": []}
         for job in image:
-            await layer.load("prog_in", job["program"])
-            await layer.load("w_load", job["weights"])
-            await layer.load("q_load", job["params"])
-            await layer.load("s_in", [addr | (word << layer.addr_bits) for addr, word in job["scratch"]])
             dut.sel.value = job["sel"]
-            got = await layer.run(job["ports"])
+            got = await layer.segment(job)
             await RisingEdge(dut.clk)                  # leave run()'s read-only phase
             out["segments"].append({"name": job["name"], "cycles": got["cycles"], "counter": got["counter"]})
             if job["final"]:
                 out["trace"] = await layer.trace()
             if job["decide"]:
                 dec = await wait_decision(dut)
-                dec["name"] = job["name"]
+                dec["name"], dec["sel"] = job["name"], job["sel"]
                 out["decisions"].append(dec)
                 if dec["word"] & 1:                  # exit: the sequencer ends the image here
                     break

@@ -44,7 +44,7 @@ def test_head_rtl_is_bit_and_cycle_exact(real, tmp_path):
     cases = sim_exit.head_cases(ep, 0, tokens[0], 8)
     for c in cases:
         c["expected"][:, 1] += 1
-    dut, verilog, top, _ = sim_exit.head_design(ep, 0, 8)
+    dut, verilog, top, _ = hw_head.head_design(ep, 0, 8)
     from sim import runner
     from sim.host import lanes_to_words
     from sim.units import run_cases

@@ -16,7 +16,7 @@ import argparse
 import time
 from pathlib import Path
 
-from qexit.commands.common import INTMODEL_DEFAULT, add_exit_path_args
+from qexit.commands.common import add_exit_path_args
 from qexit.reports import REPORTS_DIR, markdown_table, report_dir, write_summary
 
 HELP = "LUT, DSP, FF, BRAM and Fmax of the layer engine, GEMM engine, comparator and head on an ECP5 LFE5U-85F"
@@ -51,7 +51,7 @@ def run(args) -> int:
     if not args.freq_mhz > 0:
         raise QexitError(f"--freq-mhz {args.freq_mhz} must be > 0")
     synth.versions()                                   # refuses early when yowasp is missing
-    im = load_intmodel(args.intmodel if args.intmodel else INTMODEL_DEFAULT)
+    im = load_intmodel(args.intmodel)
     rows = []
     for name, verilog, top, lanes in synth.designs(im, args.arrays, args.exit_path if args.head else None,
                                                             args.head):
