@@ -10,9 +10,10 @@ threshold register is on:
 * the layer segment's tap: the layer's T x D/L token words leave the scratchpad one a cycle
   into the exit head (``ExitHead``, L int8 a beat), which takes them as they come;
 * the **decision**: the head's work after its last token beat (``head_cycles`` less the
-  T x D/L input beats; it depends on the da4ml layers' pipeline latencies, so it takes them),
-  the comparator's ``LATENCY`` and one cycle for the sequencer to act on it, counted from the
-  segment's ``done`` (``decision_cycles``; ``qexit verify run`` checks it against the RTL).
+  T x D/L input beats; its dense phases depend on how they are built: ``hw.head.MacDense``'s
+  multipliers, or the da4ml layers' pipeline latencies), the comparator's ``LATENCY`` and one
+  cycle for the sequencer to act on it, counted from the segment's ``done``
+  (``decision_cycles``; ``qexit verify run`` checks it against the RTL).
 
 The sequencer starts the next segment after the decision (it does not run ahead), so an
 image that exits at candidate e costs embed + layers 1..e (taps at the candidates) + the
@@ -32,7 +33,8 @@ ISSCC 2014, 45 nm by default), per descriptor of the program:
 * the softmax side channel: its reads of the int32 bank, its writes of the probability
   memory and the unit's operations;
 * an exit decision: the head's operations (``head_ops``; its dense layers are counted as int8
-  MACs, though da4ml builds them from adders) and the comparator's compares.
+  MACs, though da4ml builds them from adders), the reads of a MAC head's weight ROM
+  (``head.rom``, one word per cycle of its dense phases) and the comparator's compares.
 
 SRAM accesses are priced by each memory's size (``memories``) and word width; a write costs
 what a read does (the table gives reads only). **Left out**: static (leakage) power, clock
@@ -52,7 +54,7 @@ from dataclasses import dataclass, field
 
 from hw import comparator, program, schedule
 from hw.energy import EnergyTable
-from hw.head import head_cycles
+from hw.head import MacDense, head_cycles
 from hw.layer import FETCH_CYCLES, Dst, Op, Src, Unit
 from model.errors import QexitError
 
@@ -221,13 +223,14 @@ def head_ops(head, tokens: int) -> Counter:
 TAP_TAIL = FETCH_CYCLES + 1     # the tap's last beat -> the segment's done: the END descriptor's fetch, then done
 
 
-def decision_cycles(head, tokens: int, lanes: int, latencies: tuple[int, int, int]) -> int:
+def decision_cycles(head, tokens: int, lanes: int, dense) -> int:
     """Cycles from the layer segment's ``done`` to the sequencer acting on the decision: the
     head's work after the last token beat (``head_cycles`` less the T D/L input beats), the
     comparator's latency and one cycle for the sequencer, less the ``TAP_TAIL`` cycles of
     that work that fall inside the segment (the tap is the segment's last descriptor before
-    END). ``qexit verify run`` measures it from the RTL's counters."""
-    return (head_cycles(head, tokens, lanes, latencies) - tokens * (head.width // lanes)
+    END). ``dense`` is what ``hw.head.dense_cycles`` takes. ``qexit verify run`` measures it
+    from the RTL's counters."""
+    return (head_cycles(head, tokens, lanes, dense) - tokens * (head.width // lanes)
             + comparator.ExitComparator.LATENCY + 1 - TAP_TAIL)
 
 
@@ -272,10 +275,11 @@ class Costs:
         return sum(sum(p.energy(self.table, self.mems).values()) for p in parts)
 
 
-def build(im, machine: Machine, table: EnergyTable, candidates: dict[int, tuple], head=None) -> Costs:
+def build(im, machine: Machine, table: EnergyTable, candidates: dict, head=None) -> Costs:
     """The parts of ``im`` on ``machine``. ``candidates`` maps each backbone layer (1-based)
-    whose exit is on to its head's da4ml latencies (fc1, fc2, scores); ``head`` is the
-    ``FixedHead`` (needed when there are candidates)."""
+    whose exit is on to its head's dense layers as ``hw.head.dense_cycles`` takes them (a
+    ``MacDense``, or da4ml latencies (fc1, fc2, scores)); ``head`` is the ``FixedHead``
+    (needed when there are candidates)."""
     depth = im.config.depth
     bad = [k for k in candidates if not 1 <= k < depth]
     if bad:
@@ -291,9 +295,14 @@ def build(im, machine: Machine, table: EnergyTable, candidates: dict[int, tuple]
               for i in candidates}
     final = segment_part("final head", segs[-1], L, src, mems, depth)
     decision = {}
-    for i, lat in sorted(candidates.items()):
-        c = decision_cycles(head, plan.tokens, L, lat)
-        decision[i] = Part(f"exit {i}", c, {"exit": c}, head_ops(head, plan.tokens),
+    for i, dense in sorted(candidates.items()):
+        c = decision_cycles(head, plan.tokens, L, dense)
+        ops = head_ops(head, plan.tokens)
+        if isinstance(dense, MacDense):
+            words = dense.rom_words(head)
+            mems["head.rom"] = (sum(words), 8 * dense.macs)
+            ops["head.rom:r"] += sum(words)
+        decision[i] = Part(f"exit {i}", c, {"exit": c}, ops,
                            head.width * head.hidden + head.hidden * head.embed_dim + head.embed_dim * head.classes, i)
     return Costs(machine, depth, embed, layers, plain, decision, final, mems, table)
 

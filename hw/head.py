@@ -50,7 +50,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from amaranth import Array, Cat, ClockSignal, Const, Instance, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw import comparator, layernorm, softmax
@@ -145,6 +145,49 @@ def dense_latencies(dense: dict[str, DenseRTL]) -> tuple[int, int, int]:
     return tuple(dense[n].latency for n in ("fc1", "fc2", "scores"))
 
 
+MAC_PIPE = 2        # a MAC head's row pipeline: the ROM read, then the multiply-add into the row's sum
+
+
+@dataclass(frozen=True)
+class MacDense:
+    """The head's dense layers on ``macs`` int8 multipliers instead of da4ml adder graphs: the
+    weights of fc1, fc2 and the class scores sit in one ROM, row by row, ceil(K / macs) words
+    of ``macs`` bytes a row; one word a cycle goes into ``macs`` products and an adder tree,
+    and each row's sum starts from its bias. fc1's and fc2's finished rows go through one
+    ``Requantizer``; the scores are saturated to int32. A layer of N rows takes
+    N ceil(K / macs) cycles plus the pipeline (``MAC_PIPE``, and the requantizer's latency
+    and its write for fc1 and fc2): ``cycles``."""
+    macs: int
+
+    def __post_init__(self):
+        if not isinstance(self.macs, int) or self.macs < 1:
+            raise QexitError(f"the head's multipliers ({self.macs}) must be an integer >= 1 (e.g. --head-macs 64)")
+
+    @staticmethod
+    def shapes(head: FixedHead) -> list[tuple[int, int]]:
+        """(K, N) of fc1, fc2 and the class scores."""
+        return [(head.width, head.hidden), (head.hidden, head.embed_dim), (head.embed_dim, head.classes)]
+
+    def rom_words(self, head: FixedHead) -> list[int]:
+        """ROM words per layer: N rows of ceil(K / macs) words."""
+        return [n * -(-k // self.macs) for k, n in self.shapes(head)]
+
+    def cycles(self, head: FixedHead) -> int:
+        r1, r2, r3 = self.rom_words(head)
+        tail = MAC_PIPE + Requantizer.LATENCY + 1
+        return (r1 + tail) + (r2 + tail) + (r3 + MAC_PIPE)
+
+
+def dense_cycles(head: FixedHead, lanes: int, dense) -> int:
+    """Cycles of the head's dense phases (FC1 to SCORES, with the requantizer passes) for a
+    ``MacDense``, or for da4ml layers (their dict, or their latencies (fc1, fc2, scores))."""
+    if isinstance(dense, MacDense):
+        return dense.cycles(head)
+    latencies = dense_latencies(dense) if isinstance(dense, dict) else dense
+    rq = sum(-(-n // lanes) + Requantizer.LATENCY for n in (head.hidden, head.embed_dim))
+    return sum(lat + 1 for lat in latencies) + rq
+
+
 def verilog_sources(denses: list[DenseRTL]) -> str:
     """The da4ml modules of several layers, each shared helper module once; helper modules that
     no other module instantiates are left out (da4ml's ``lookup_table`` reads a placeholder
@@ -160,20 +203,32 @@ def verilog_sources(denses: list[DenseRTL]) -> str:
     return "\n".join(text for f, text in seen.items() if f in used)
 
 
-def head_design(ep, k: int, lanes: int):
+def head_dense_plan(ep, k: int, macs: int | None):
+    """What candidate ``k``'s dense layers are: ``MacDense(macs)``, or with ``macs`` None its
+    da4ml layers (solved, or read from the cache)."""
+    return head_dense(ep.head, k, ep.layers[k]) if macs is None else MacDense(macs)
+
+
+def dense_verilog(plans) -> str:
+    """The da4ml modules that the heads of ``plans`` instantiate (none for ``MacDense``)."""
+    return verilog_sources([d for p in plans if isinstance(p, dict) for d in p.values()])
+
+
+def head_design(ep, k: int, lanes: int, macs: int | None = None):
     """(ExitHead, Verilog of it and its da4ml layers, top name, seconds in da4ml) for candidate
-    ``k`` of an exit path (``model.exits.exit_path.ExitPath``)."""
+    ``k`` of an exit path (``model.exits.exit_path.ExitPath``): with ``macs`` multipliers
+    (``MacDense``), or with da4ml layers when ``macs`` is None."""
     import time
 
     from hw import emit
 
     lay = ep.layers[k]
     t = time.time()
-    dense = head_dense(ep.head, k, lay)
+    dense = head_dense_plan(ep, k, macs)
     seconds = time.time() - t
     dut = ExitHead(ep.head, k, ep.tokens, dense, lanes)
-    top = f"qexit_head_l{lay:02d}"
-    return dut, emit.to_verilog(dut, top) + "\n" + verilog_sources(list(dense.values())), top, seconds
+    top = f"qexit_head_l{lay:02d}" + ("" if macs is None else f"_m{macs}")
+    return dut, emit.to_verilog(dut, top) + "\n" + dense_verilog([dense]), top, seconds
 
 
 # --------------------------------------------------------------------------- the head
@@ -207,14 +262,14 @@ def _ln_words(g: torch.Tensor, b: torch.Tensor, lanes: int) -> list[int]:
     return words
 
 
-def head_cycles(head: FixedHead, tokens: int, lanes: int, latencies: tuple[int, int, int]) -> int:
+def head_cycles(head: FixedHead, tokens: int, lanes: int, dense) -> int:
     """Cycles from an image's first token beat to its last output beat, with tokens arriving
-    every cycle and the output never stalled (the phases of the module docstring)."""
+    every cycle and the output never stalled (the phases of the module docstring); ``dense``
+    as ``dense_cycles`` takes it."""
     w = head.width // lanes
     ln_out = layernorm.row_cycles(head.width, lanes) - w         # the LayerNorm after its LOAD
     sm = softmax.row_cycles(head.classes, SOFTMAX_LANES)
-    rq = sum(-(-n // lanes) + Requantizer.LATENCY for n in (head.hidden, head.embed_dim))
-    return tokens * w + w + ln_out + sum(lat + 1 for lat in latencies) + rq + ROOT_BITS + (INV_BITS + 1) + 1 \
+    return tokens * w + w + ln_out + dense_cycles(head, lanes, dense) + ROOT_BITS + (INV_BITS + 1) + 1 \
         + sm + 1 + head.classes
 
 
@@ -223,13 +278,12 @@ class ExitHead(wiring.Component):
     beats per image), ``out`` the comparator's ``INP`` beats (the C class scores, the gate on
     each, ``last`` on the final one, ``layer`` = ``index``)."""
 
-    def __init__(self, head: FixedHead, k: int, tokens: int, dense: dict[str, DenseRTL], lanes: int = 8,
+    def __init__(self, head: FixedHead, k: int, tokens: int, dense: dict[str, DenseRTL] | MacDense, lanes: int = 8,
                  index: int | None = None):
         if head.width % lanes:
             raise QexitError(f"the head's width {head.width} must be a multiple of lanes = {lanes}")
-        for key, n_in, n_out in (("fc1", head.width, head.hidden), ("fc2", head.hidden, head.embed_dim),
-                                 ("scores", head.embed_dim, head.classes)):
-            if key not in dense or (dense[key].n_in, dense[key].n_out) != (n_in, n_out):
+        for key, (n_in, n_out) in zip(("fc1", "fc2", "scores"), MacDense.shapes(head)):
+            if not isinstance(dense, MacDense) and (key not in dense or (dense[key].n_in, dense[key].n_out) != (n_in, n_out)):
                 raise QexitError(f"the head needs a {n_in} -> {n_out} da4ml layer {key!r}")
         self.head, self.k, self.tokens, self.dense, self.lanes = head, k, tokens, dense, lanes
         self.index = k if index is None else index
@@ -238,7 +292,7 @@ class ExitHead(wiring.Component):
 
     @property
     def cycles(self) -> int:
-        return head_cycles(self.head, self.tokens, self.lanes, dense_latencies(self.dense))
+        return head_cycles(self.head, self.tokens, self.lanes, self.dense)
 
     def elaborate(self, platform):
         m = Module()
@@ -270,22 +324,12 @@ class ExitHead(wiring.Component):
         inv = Signal(unsigned(INV_BITS + 1))
         rem = Signal(unsigned(ROOT_BITS + 1))
         gate = Signal(signed(32))
-        step = Signal(range(max(ROOT_BITS, INV_BITS + 1, -(-E // L) + Requantizer.LATENCY,
-                                *(d.latency for d in self.dense.values())) + 1))
+        mac = isinstance(self.dense, MacDense)
+        longest = (max(self.dense.rom_words(h)) + MAC_PIPE + Requantizer.LATENCY + 1 if mac
+                   else max(d.latency for d in self.dense.values()))
+        step = Signal(range(max(ROOT_BITS, INV_BITS + 1, -(-E // L) + Requantizer.LATENCY, longest) + 1))
         tok = Signal(range(T))
         word = Signal(range(max(W, Ws, C) + 1))
-
-        # ---- the da4ml layers, driven by the register vectors
-        outs = {}
-        for key, vec in (("fc1", Y), ("fc2", Hr), ("scores", Er)):
-            d = self.dense[key]
-            o = Signal(d.n_out * d.out_bits, name=f"{key}_out")
-            m.submodules[key] = Instance(d.module, i_clk=ClockSignal(), i_model_inp=Cat(*vec), o_model_out=o)
-            outs[key] = [o.word_select(j, d.out_bits).as_signed() << d.lsb for j in range(d.n_out)]
-
-        rq = [Requantizer() for _ in range(L)]            # fc1's and fc2's, L channels a cycle
-        for c, r in enumerate(rq):
-            m.submodules[f"rq{c}"] = r
 
         # ---- the LayerNorm's parameters, once after reset
         words = _ln_words(p["ln_g"], p["ln_b"], L)
@@ -339,37 +383,10 @@ class ExitHead(wiring.Component):
                 with m.If(ln.out.valid):
                     write_word(Y, L, ln.out.payload)
                     next_word(W, "FC1", [step.eq(0)])
-            for key, nxt in (("fc1", "RQ1"), ("fc2", "RQ2"), ("scores", "SQRT")):
-                with m.State(key.upper()):      # hold the input vector until the adder graph's output is valid
-                    m.d.sync += step.eq(step + 1)
-                    with m.If(step == self.dense[key].latency):
-                        if key == "scores":
-                            m.d.sync += [Dr[j].eq(_sat(outs[key][j], 32)) for j in range(C)]
-                            m.d.sync += [n.eq(_tree_sum([e * e for e in Er])), root.eq(0)]
-                        m.d.sync += step.eq(0)
-                        m.next = nxt
-            for state, key, target, mult, shift, relu, nxt in (("RQ1", "fc1", Hr, p["m1"], p["sh1"], True, "FC2"),
-                                                               ("RQ2", "fc2", Er, p["m2"], p["sh2"], False, "SCORES")):
-                with m.State(state):            # L channels a cycle through the requantizers
-                    words = -(-len(target) // L)
-                    pad = words + Requantizer.LATENCY
-
-                    def column(values, c, default=0):
-                        return Array([values[w_ * L + c] if w_ * L + c < len(target) else Const(default)
-                                      for w_ in range(pad)])[step]
-                    for c in range(L):
-                        m.d.comb += [rq[c].acc.eq(_sat(column(outs[key], c), 32)), rq[c].bias.eq(0),
-                                     rq[c].mult.eq(column([Const(int(v), intops.MULT_BITS) for v in mult], c)),
-                                     rq[c].shift.eq(column([Const(int(v), 6) for v in shift], c, 1))]
-                    done = step - Requantizer.LATENCY           # the word whose results are on y now
-                    for w_ in range(words):
-                        with m.If((step >= Requantizer.LATENCY) & (done == w_)):
-                            m.d.sync += [target[w_ * L + c].eq(clamp(rq[c].y, 0, 127) if relu else rq[c].y)
-                                         for c in range(L) if w_ * L + c < len(target)]
-                    m.d.sync += step.eq(step + 1)
-                    with m.If(step == words - 1 + Requantizer.LATENCY):
-                        m.d.sync += step.eq(0)
-                        m.next = nxt
+            if mac:
+                self._mac_states(m, Y, Hr, Er, Dr, n, root, step)
+            else:
+                self._da4ml_states(m, Y, Hr, Er, Dr, n, root, step)
             with m.State("SQRT"):           # root = isqrt(n << 2 NORM_FRAC), from bit 27 down
                 trial = root | (Const(1 << (ROOT_BITS - 1), ROOT_BITS) >> step)
                 with m.If(trial * trial <= (n << (2 * NORM_FRAC))):
@@ -427,3 +444,129 @@ class ExitHead(wiring.Component):
                 with m.If(self.out.ready):
                     next_word(C, "SUMS")
         return m
+
+    def _da4ml_states(self, m, Y, Hr, Er, Dr, n, root, step):
+        """FC1 to SCORES with the da4ml adder graphs: each holds its input vector until its
+        output is valid; RQ1 and RQ2 requantize ``lanes`` channels a cycle."""
+        p, L, C = self.head.layers[self.k].params, self.lanes, self.head.classes
+        outs = {}
+        for key, vec in (("fc1", Y), ("fc2", Hr), ("scores", Er)):
+            d = self.dense[key]
+            o = Signal(d.n_out * d.out_bits, name=f"{key}_out")
+            m.submodules[key] = Instance(d.module, i_clk=ClockSignal(), i_model_inp=Cat(*vec), o_model_out=o)
+            outs[key] = [o.word_select(j, d.out_bits).as_signed() << d.lsb for j in range(d.n_out)]
+        rq = [Requantizer() for _ in range(L)]            # fc1's and fc2's, L channels a cycle
+        for c, r in enumerate(rq):
+            m.submodules[f"rq{c}"] = r
+        for key, nxt in (("fc1", "RQ1"), ("fc2", "RQ2"), ("scores", "SQRT")):
+            with m.State(key.upper()):      # hold the input vector until the adder graph's output is valid
+                m.d.sync += step.eq(step + 1)
+                with m.If(step == self.dense[key].latency):
+                    if key == "scores":
+                        m.d.sync += [Dr[j].eq(_sat(outs[key][j], 32)) for j in range(C)]
+                        m.d.sync += [n.eq(_tree_sum([e * e for e in Er])), root.eq(0)]
+                    m.d.sync += step.eq(0)
+                    m.next = nxt
+        for state, key, target, mult, shift, relu, nxt in (("RQ1", "fc1", Hr, p["m1"], p["sh1"], True, "FC2"),
+                                                           ("RQ2", "fc2", Er, p["m2"], p["sh2"], False, "SCORES")):
+            with m.State(state):            # L channels a cycle through the requantizers
+                words = -(-len(target) // L)
+                pad = words + Requantizer.LATENCY
+
+                def column(values, c, default=0):
+                    return Array([values[w_ * L + c] if w_ * L + c < len(target) else Const(default)
+                                  for w_ in range(pad)])[step]
+                for c in range(L):
+                    m.d.comb += [rq[c].acc.eq(_sat(column(outs[key], c), 32)), rq[c].bias.eq(0),
+                                 rq[c].mult.eq(column([Const(int(v), intops.MULT_BITS) for v in mult], c)),
+                                 rq[c].shift.eq(column([Const(int(v), 6) for v in shift], c, 1))]
+                done = step - Requantizer.LATENCY           # the word whose results are on y now
+                for w_ in range(words):
+                    with m.If((step >= Requantizer.LATENCY) & (done == w_)):
+                        m.d.sync += [target[w_ * L + c].eq(clamp(rq[c].y, 0, 127) if relu else rq[c].y)
+                                     for c in range(L) if w_ * L + c < len(target)]
+                m.d.sync += step.eq(step + 1)
+                with m.If(step == words - 1 + Requantizer.LATENCY):
+                    m.d.sync += step.eq(0)
+                    m.next = nxt
+
+    def _mac_states(self, m, Y, Hr, Er, Dr, n, root, step):
+        """FC1, FC2 and SCORES on ``macs`` multipliers (``MacDense``): each phase issues its
+        ROM words one a cycle (row j, chunk c: W[j, c M:(c + 1) M]); a cycle later the word's
+        products with the input vector's chunk c are added to the row's sum, which the row's
+        first chunk starts from its bias; a finished row goes through the requantizer
+        (fc1: relu) into its vector, and for fc2 its square into n; a score row is saturated
+        to int32. The phase ends when its last row is written."""
+        h, p, M = self.head, self.head.layers[self.k].params, self.dense.macs
+        m.submodules.rq = rq = Requantizer()
+        layers = [("FC1", p["w1"], p["b1"], Y, Hr, p["m1"], p["sh1"], True, "FC2"),
+                  ("FC2", p["w2"], p["b2"], Hr, Er, p["m2"], p["sh2"], False, "SCORES"),
+                  ("SCORES", h.class_t, None, Er, Dr, None, None, False, "SQRT")]
+        words, bases = [], []
+        for _, w, *_ in layers:
+            bases.append(len(words))
+            n_out, k_in = w.shape
+            per = -(-k_in // M)
+            wb = w.to(torch.int64).numpy() & 0xFF
+            for j in range(n_out):
+                for c in range(per):
+                    words.append(sum(int(wb[j, c * M + i]) << (8 * i) for i in range(M) if c * M + i < k_in))
+        m.submodules.rom = rom = memory.Memory(shape=unsigned(8 * M), depth=len(words), init=words)
+        rd = rom.read_port()
+
+        K_max = max(k for k, _ in MacDense.shapes(h))
+        N_max = max(nn for _, nn in MacDense.shapes(h))
+        acc = Signal(signed((K_max * 128 * 128 + 2 ** 31).bit_length() + 1))
+        chunk, chunk1 = Signal(range(-(-K_max // M))), Signal(range(-(-K_max // M)))
+        row, row1, row2 = (Signal(range(N_max), name=f"row{i}") for i in ("", "1", "2"))
+        v1, first1, last1, v2 = Signal(), Signal(), Signal(), Signal()
+        qv = [Signal(name=f"qv{i}") for i in range(Requantizer.LATENCY)]
+        qrow = [Signal(range(N_max), name=f"qrow{i}") for i in range(Requantizer.LATENCY)]
+        m.d.sync += [qv[0].eq(v2), qrow[0].eq(row2)] + [x.eq(y) for x, y in ((qv[i + 1], qv[i]) for i in range(len(qv) - 1))] \
+            + [x.eq(y) for x, y in ((qrow[i + 1], qrow[i]) for i in range(len(qrow) - 1))]
+
+        for (state, w, b, x_vec, target, mult, shift, relu, nxt), base in zip(layers, bases):
+            n_out, k_in = w.shape
+            per = -(-k_in // M)
+            rows = n_out * per
+            tail = MAC_PIPE + (Requantizer.LATENCY + 1 if mult is not None else 0)
+            with m.State(state):
+                # issue: ROM word base + step, while step < rows
+                issuing = step < rows
+                m.d.comb += rd.addr.eq(base + step)
+                m.d.sync += [v1.eq(issuing), first1.eq(chunk == 0), last1.eq(chunk == per - 1),
+                             row1.eq(row), chunk1.eq(chunk)]
+                with m.If(issuing):
+                    m.d.sync += chunk.eq(chunk + 1)
+                    with m.If(chunk == per - 1):
+                        m.d.sync += [chunk.eq(0), row.eq(row + 1)]
+                # multiply-add: the word against the input vector's chunk
+                zero = Const(0, signed(8))
+                xs = Array(Cat(*(x_vec[c * M + i] if c * M + i < k_in else zero for i in range(M)))
+                           for c in range(per))[chunk1]
+                prods = [rd.data.word_select(i, 8).as_signed() * xs.word_select(i, 8).as_signed() for i in range(M)]
+                start = Const(0) if b is None else Array(Const(int(v), signed(33)) for v in b)[row1]
+                with m.If(v1):
+                    m.d.sync += acc.eq(Mux(first1, start, acc) + _tree_sum(prods))
+                m.d.sync += [v2.eq(v1 & last1), row2.eq(row1)]
+                # a finished row
+                if mult is None:
+                    with m.If(v2):
+                        m.d.sync += Array(target)[row2].eq(_sat(acc, 32))
+                else:
+                    m.d.comb += [rq.acc.eq(_sat(acc, 32)), rq.bias.eq(0),
+                                 rq.mult.eq(Array(Const(int(v), intops.MULT_BITS) for v in mult)[row2]),
+                                 rq.shift.eq(Array(Const(int(v), 6) for v in shift)[row2])]
+                    y = clamp(rq.y, 0, 127) if relu else rq.y
+                    with m.If(qv[-1]):
+                        m.d.sync += Array(target)[qrow[-1]].eq(y)
+                        if target is Er:
+                            m.d.sync += n.eq(n + rq.y * rq.y)
+                m.d.sync += step.eq(step + 1)
+                with m.If(step == rows + tail - 1):
+                    m.d.sync += [step.eq(0), chunk.eq(0), row.eq(0)]
+                    if nxt == "FC2":
+                        m.d.sync += n.eq(0)
+                    if nxt == "SQRT":
+                        m.d.sync += root.eq(0)
+                    m.next = nxt

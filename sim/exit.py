@@ -262,17 +262,19 @@ def head_cases(ep: ExitPath, k: int, tokens: torch.Tensor, lanes: int) -> list[d
 
 
 def verify_head(ep: ExitPath, tokens: list[torch.Tensor], layers: list[int], lanes: int = 8,
-                simulator: str | None = None, folder: Path | None = None, progress: bool = False) -> list[HeadCheck]:
-    """Build the head RTL of each candidate index in ``layers`` and run its tokens under cocotb:
-    every output against the reference, and the cycles of every image without stalls (every
-    other one) against ``head_cycles``."""
+                simulator: str | None = None, folder: Path | None = None, progress: bool = False,
+                macs: int | None = None) -> list[HeadCheck]:
+    """Build the head RTL of each candidate index in ``layers`` (dense layers on ``macs``
+    multipliers, or da4ml's when None) and run its tokens under cocotb: every output against
+    the reference, and the cycles of every image without stalls (every other one) against
+    ``head_cycles``."""
     from sim import runner
     from sim.host import lanes_to_words
     from sim.units import run_cases
 
     out = []
     for k in tqdm(layers, desc="head RTL", disable=not progress):
-        dut, verilog, top, dense_s = head_design(ep, k, lanes)
+        dut, verilog, top, dense_s = head_design(ep, k, lanes, macs)
         b = runner.build(verilog, top, simulator=simulator)
         cases = head_cases(ep, k, tokens[k], lanes)
         res = run_cases(b, top, cases, lambda c: lanes_to_words(c["inputs"], 8), 3, 32,

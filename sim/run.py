@@ -115,9 +115,10 @@ def reference(im: IntModel, ep: ExitPath, images: torch.Tensor) -> tuple[list[in
     return layers, classes, decisions
 
 
-def run_design(im: IntModel, ep: ExitPath, lanes: int):
-    """(plan, segments by name, engine config, layout, dense layers per enabled candidate)."""
-    from hw.head import head_dense
+def run_design(im: IntModel, ep: ExitPath, lanes: int, macs: int | None):
+    """(plan, segments by name, engine config, layout, dense layers per enabled candidate:
+    ``hw.head.MacDense(macs)``, or da4ml's when ``macs`` is None)."""
+    from hw.head import head_dense_plan
 
     plan, segs = program.model_program(im, lanes, tap=False)
     on = enabled(ep)
@@ -127,15 +128,16 @@ def run_design(im: IntModel, ep: ExitPath, lanes: int):
         named[f"b{i - 1}"] = program.layer_segment(plan, im, i - 1, tap=True) if i in taps else segs[i]
     named["head"] = segs[-1]
     cfg = program.engine_config(plan, list(named.values()))
-    dense = {k: head_dense(ep.head, k, ep.layers[k]) for k in on}
+    dense = {k: head_dense_plan(ep, k, macs) for k in on}
     return plan, named, cfg, desc_layout(cfg), dense
 
 
 def verify_run(im: IntModel, ep: ExitPath, images: torch.Tensor, lanes: int = 8, source: WeightSource = IDEAL,
-               simulator: str | None = None, folder: Path | None = None) -> RunResult:
-    """Run ``images`` through the early-exit RTL and check them (module docstring)."""
+               simulator: str | None = None, folder: Path | None = None, macs: int | None = None) -> RunResult:
+    """Run ``images`` through the early-exit RTL and check them (module docstring); the heads'
+    dense layers on ``macs`` multipliers (``hw.head.MacDense``), or da4ml's when None."""
     from hw import comparator, cost, emit, energy
-    from hw.head import dense_latencies, verilog_sources
+    from hw.head import dense_verilog
     from sim import runner
     from sim.harness import RunHarness, source_ports
     from sim.units import pack_fields
@@ -143,7 +145,7 @@ def verify_run(im: IntModel, ep: ExitPath, images: torch.Tensor, lanes: int = 8,
     ep.check_width(im.config.width)
     if len(images) == 0:
         raise QexitError("no images to run; give --images >= 1")
-    plan, named, cfg, layout, dense = run_design(im, ep, lanes)
+    plan, named, cfg, layout, dense = run_design(im, ep, lanes, macs)
     on = enabled(ep)
     k_of = {ep.layers[k]: k for k in on}
     jobs = {name: segment_job(name, seg, im, plan, layout, source) for name, seg in named.items() if name != "embed"}
@@ -151,7 +153,7 @@ def verify_run(im: IntModel, ep: ExitPath, images: torch.Tensor, lanes: int = 8,
     none = len(ep.layers)
     harness = RunHarness(cfg, harness_sizes(list(jobs.values()) + embeds), ep.head, dense, ep.tokens, none)
     top = f"qexit_run_{lanes}x{lanes}"
-    verilog = emit.to_verilog(harness, top) + "\n" + verilog_sources([d for ds in dense.values() for d in ds.values()])
+    verilog = emit.to_verilog(harness, top) + "\n" + dense_verilog(dense.values())
     b = runner.build(verilog, top, simulator=simulator)
     ports = source_ports(source)
 
@@ -176,7 +178,7 @@ def verify_run(im: IntModel, ep: ExitPath, images: torch.Tensor, lanes: int = 8,
 
     exp_layers, exp_classes, exp_dec = reference(im, ep, images)
     machine = cost.Machine(lanes, source.bandwidth, source.latency)
-    costs = cost.build(im, machine, energy.load(), {ep.layers[k]: dense_latencies(dense[k]) for k in on}, ep.head)
+    costs = cost.build(im, machine, energy.load(), {ep.layers[k]: dense[k] for k in on}, ep.head)
     out = RunResult(len(images), [], exp_layers, [], exp_classes, 0, 0, [], [], b.seconds, sim_s)
     for n, g in enumerate(got):
         layer, cls = im.config.depth, None

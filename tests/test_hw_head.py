@@ -52,12 +52,28 @@ def test_head_rtl_is_bit_and_cycle_exact(real, tmp_path):
     assert bad.matched == bad.total - 10 * ep.head.classes
 
 
+@pytest.mark.simulator()
+def test_mac_head_rtl_is_bit_and_cycle_exact(real, tmp_path):
+    """The head with its dense layers on 5 multipliers (rows of 16, 32 and 24 inputs: chunks
+    that do not divide them, padded with zeros) against the fixed-point head, to the integer
+    and to the cycle; and its cycles are the da4ml head's with the dense phases swapped."""
+    ep, tokens = real
+    res = sim_exit.verify_head(ep, tokens, [1], lanes=8, folder=tmp_path, macs=5)[0]
+    assert res.matched == res.total == 10 * (ep.head.classes * 3), res.first_mismatches
+    assert res.cycles_equal and len(res.cycles_measured) == 5, (res.cycles_predicted, res.cycles_measured)
+    h = ep.head
+    rows = h.hidden * -(-h.width // 5) + h.embed_dim * -(-h.hidden // 5) + h.classes * -(-h.embed_dim // 5)
+    assert hw_head.dense_cycles(h, 8, hw_head.MacDense(5)) == rows + 2 * (2 + 3 + 1) + 2
+
+
 def test_bad_sizes_are_refused(real):
     ep, _ = real
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UnusedElaboratable)
         with pytest.raises(QexitError, match="multiple of lanes"):
             hw_head.ExitHead(ep.head, 0, ep.tokens, {}, lanes=3)
+        with pytest.raises(QexitError, match="multipliers"):
+            hw_head.MacDense(0)
         with pytest.raises(QexitError, match="da4ml layer 'fc1'"):
             hw_head.ExitHead(ep.head, 0, ep.tokens, {}, lanes=8)
         gc.collect()

@@ -33,9 +33,10 @@ def test_only_switches_the_other_exits_off(small):
 
 
 @pytest.mark.simulator
-def test_early_exit_run_is_bit_and_cycle_exact(small, tmp_path):
+@pytest.mark.parametrize("macs", [8, None], ids=["mac-head", "da4ml-head"])
+def test_early_exit_run_is_bit_and_cycle_exact(small, tmp_path, macs):
     im, ep, images = small
-    r = sim_run.verify_run(im, ep, images[:6], lanes=8, folder=tmp_path)
+    r = sim_run.verify_run(im, ep, images[:6], lanes=8, folder=tmp_path, macs=macs)
     assert r.log == "", r.log
     assert r.exit_layers == r.expected_layers and r.classes == r.expected_classes
     assert r.decisions == r.decisions_matched > 0

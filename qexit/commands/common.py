@@ -32,6 +32,21 @@ def add_exit_path_args(p: argparse.ArgumentParser, intmodel: bool = True) -> Non
                        help="the IntModel whose tokens feed the head (the one the exits ran on)")
 
 
+def add_head_args(p: argparse.ArgumentParser, default_macs: str) -> None:
+    """--head and --head-macs: how the exit heads' dense layers are built (hw/head.py)."""
+    p.add_argument("--head", choices=("mac", "da4ml"), default="mac",
+                   help="the exit head's dense layers: 'mac' (weights in a ROM, --head-macs multipliers) or "
+                        "'da4ml' (constant-matrix adder graphs: a few cycles, but a large design per candidate "
+                        "and tens of seconds of da4ml solving each)")
+    p.add_argument("--head-macs", type=positive, default=None,
+                   help=f"--head mac: the head's int8 multipliers (default: {default_macs})")
+
+
+def head_macs(args, default: int) -> int | None:
+    """The head's multipliers for ``hw.head.head_dense_plan`` (None: da4ml)."""
+    return None if args.head == "da4ml" else (args.head_macs or default)
+
+
 def positive(value: str) -> int:
     n = int(value)
     if n < 1:

@@ -1,7 +1,7 @@
 """Turn an exit distribution into cycles and energy on the layer engine (issue G, item 2).
 
-Reads the IntModel (the program of every segment), the exit path (the exit head, whose da4ml
-layers' latencies set its decision time) and `qexit exits`'s exit_distribution.json (by
+Reads the IntModel (the program of every segment), the exit path (the exit head, whose dense
+layers, built as --head says, set its decision time) and `qexit exits`'s exit_distribution.json (by
 default seed 0, the routing the exit path carries; `--seed mean` for the mean over seeds), and
 writes reports/cost/: summary.json (cycles_full, cycles_exit, cycle_saving, energy_full_pj,
 energy_exit_pj, energy_saving, latency_us, throughput_ips, clock_mhz and the breakdowns), a
@@ -15,7 +15,7 @@ import os
 import time
 from pathlib import Path
 
-from qexit.commands.common import add_exit_path_args, positive
+from qexit.commands.common import add_exit_path_args, add_head_args, head_macs, positive
 from qexit.reports import REPORTS_DIR, markdown_table, report_dir, write_summary
 
 HELP = "cycles, energy, latency and throughput of early exit against INT8 full depth on the layer engine"
@@ -74,13 +74,15 @@ def add_arguments(p):
     p.add_argument("--batch", type=positive, default=16, help="images in flight in throughput mode")
     p.add_argument("--energy-table", type=Path, default=None,
                    help="a JSON energy table like hw/energy/horowitz_45nm.json (default: Horowitz, ISSCC 2014, 45 nm)")
-    p.add_argument("--jobs", type=positive, default=None, help="da4ml solves at a time (default: one per CPU)")
+    add_head_args(p, "rows x cols, as many as the array")
+    p.add_argument("--jobs", type=positive, default=None, help="--head da4ml: solves at a time (default: one per CPU)")
     p.add_argument("--out", type=Path, default=REPORTS_DIR, help="reports root; writes <out>/cost/")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run(args) -> int:
     from hw import cost, energy
+    from hw.head import MacDense
     from model.errors import QexitError
     from model.exits import exit_path
     from model.quantize import load_intmodel
@@ -103,12 +105,18 @@ def run(args) -> int:
     dist, reported = cost.load_distribution(exits, args.seed, im.config.depth)
     routes = reported.get("pareto") or []
     heads = sorted(set(dist.candidates) | {k for r in routes for k in r["layers"] if k < im.config.depth})
-    lat = cost.head_latencies(ep, heads, args.jobs or os.cpu_count() or 1, not args.quiet)
-    costs = cost.build(im, machine, table, lat, ep.head)
+    macs = head_macs(args, args.rows * args.cols)
+    if macs is None:
+        dense = cost.head_latencies(ep, heads, args.jobs or os.cpu_count() or 1, not args.quiet)
+    else:
+        dense = {k: MacDense(macs) for k in heads}
+    costs = cost.build(im, machine, table, dense, ep.head)
     s = cost.summary(costs, dist, args.batch, reported)
     s["pareto"] = cost.pareto(costs, routes)
     s.update({"clock_source": clock_source, "seed": "mean" if args.seed is None else args.seed, "intmodel": str(args.intmodel),
-              "exit_path": str(args.exit_path), "exits": str(args.exits), "head_latencies": {str(k): v for k, v in lat.items()},
+              "exit_path": str(args.exit_path), "exits": str(args.exits), "head": {"dense": args.head, "macs": macs,
+                       "decision_cycles": {str(k): p.cycles for k, p in costs.decision.items()},
+                       **({"da4ml_latencies": {str(k): v for k, v in dense.items()}} if macs is None else {})},
               "seconds": round(time.time() - t0, 1)})
     with report_dir("cost", args.out) as folder:
         write_summary(folder, s)

@@ -46,9 +46,11 @@ class the evaluation's. Writes reports/verify-comparator/summary.json (matched, 
 images, decisions, images_matched); exits 1 on any mismatch.
 
 `qexit verify head --layers L1,L2 --sets N` builds the exit head of each chosen candidate
-layer (by default the middle one; `all` for every one) as RTL (hw/head.py: its three dense layers as da4ml constant-matrix adder graphs in
-Verilog, cached under .cache/qexit/da4ml; the token sums, the requantizers, the LayerNorm, the
-norm, the reciprocal, the 15-bit softmax and the gate in Amaranth) and runs it under cocotb on
+layer (by default the middle one; `all` for every one) as RTL (hw/head.py: its three dense
+layers on --head-macs int8 multipliers with the weights in a ROM (--head mac, the default), or
+as da4ml constant-matrix adder graphs in Verilog (--head da4ml, cached under .cache/qexit/da4ml);
+the token sums, the requantizers, the LayerNorm, the norm, the reciprocal, the 15-bit softmax
+and the gate in Amaranth) and runs it under cocotb on
 the golden model's tokens of the first test images at that layer, N token sets in all. Every
 output (the class scores and the gate, as the comparator takes them) must equal
 model/exits/fixed.py on the same tokens, and every image's cycles, first token to last output,
@@ -65,8 +67,9 @@ threshold registers, computed on the host), every decision word the reference's,
 image's total cycles (pixels to decision, from the RTL's own counters) the cost model's
 (hw/cost.py) exactly. Writes reports/verify-run/summary.json (images, decisions_matched,
 matched, total, cycles_measured, cycles_predicted, exit_layers); exits 1 on any mismatch.
-Each enabled candidate's head is built into the design: at full size that is one large da4ml
-design per candidate (see `verify head`).
+Each enabled candidate's head is built into the design, by default with rows x cols
+multipliers (--head-macs); --head da4ml builds da4ml heads instead, one large design per
+candidate at full size (see `verify head`).
 """
 from __future__ import annotations
 
@@ -78,7 +81,7 @@ from qexit.reports import markdown_table, report_dir, write_summary
 from pathlib import Path
 
 from model.errors import QexitError
-from qexit.commands.common import INTMODEL_DEFAULT, add_exit_path_args, positive
+from qexit.commands.common import INTMODEL_DEFAULT, add_exit_path_args, add_head_args, head_macs, positive
 from sim import model_ops, runner, verify
 from sim import units as sim_units
 
@@ -182,7 +185,7 @@ def add_arguments(p):
                     help="default: Verilator if installed, else Icarus")
     co.set_defaults(_block=run_comparator)
 
-    hd = sub.add_parser("head", help="the exit head as RTL (da4ml dense layers + Amaranth) on real tokens",
+    hd = sub.add_parser("head", help="the exit head as RTL (Amaranth, dense layers on MACs or da4ml) on real tokens",
                         description=_block_doc("head"), formatter_class=fmt)
     add_exit_path_args(hd)
     hd.add_argument("--layers", default=None,
@@ -191,6 +194,7 @@ def add_arguments(p):
     hd.add_argument("--sets", type=positive, default=2000,
                     help="token sets in all (one image at one layer), spread evenly over the layers")
     hd.add_argument("--lanes", type=positive, default=8, help="int8 token values per input beat")
+    add_head_args(hd, "64, an 8x8 array's")
     hd.add_argument("--simulator", choices=runner.SIMULATORS, default=None,
                     help="default: Verilator if installed, else Icarus")
     hd.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -205,6 +209,7 @@ def add_arguments(p):
                          "switched off); default: every exit the exit path has on. Each on layer builds a head")
     rn.add_argument("--seed", type=int, default=0, help="which test images: a random draw with this seed (-1: the first N)")
     _engine_args(rn, 8.0, square=True)
+    add_head_args(rn, "rows x cols, as many as the array")
     rn.set_defaults(_block=run_run)
 
 
@@ -502,7 +507,7 @@ def run_head(args) -> int:
           flush=True)
     with report_dir("verify-head") as folder:
         checks = sim_exit.verify_head(ep, tokens, chosen, args.lanes, args.simulator, folder / "sim",
-                                      progress=not args.quiet)
+                                      progress=not args.quiet, macs=head_macs(args, 64))
         matched, total = sum(c.matched for c in checks), sum(c.total for c in checks)
         ok = matched == total and all(c.cycles_equal for c in checks)
         for c in checks:
@@ -524,8 +529,9 @@ def run_head(args) -> int:
         from hw import head as hw_head
         (folder / "README.md").write_text(
             f"# verify head: {matched}/{total} outputs bit-exact\n\n"
-            f"The exit head as RTL (`hw/head.py`: da4ml constant-matrix adder graphs for the three dense "
-            f"layers, Amaranth for the rest) under cocotb ({runner.pick(args.simulator)}), on the golden "
+            f"The exit head as RTL (`hw/head.py`: the three dense layers "
+            f"{'as da4ml constant-matrix adder graphs' if args.head == 'da4ml' else f'on {head_macs(args, 64)} int8 multipliers, weights in a ROM'}, "
+            f"Amaranth for the rest) under cocotb ({runner.pick(args.simulator)}), on the golden "
             f"model's int8 tokens of the first {n} test images at each layer, {args.lanes} values per beat. "
             f"Each output (the class scores, then the gate, as the comparator takes them) is compared with "
             f"`model/exits/fixed.py` on the same tokens; the cycles of every other image (no stalls; the "
@@ -561,7 +567,8 @@ def run_run(args) -> int:
     print(f"early-exit run: {n} test image(s), {args.rows}x{args.cols}, weights at {args.bandwidth:g} B/cycle "
           f"after {args.latency}; heads at layers {[ep.layers[k] for k in sim_run.enabled(ep)]}", flush=True)
     with report_dir("verify-run") as folder:
-        res = sim_run.verify_run(im, ep, test.images[idx], args.rows, source, args.simulator)
+        macs = head_macs(args, args.rows * args.cols)
+        res = sim_run.verify_run(im, ep, test.images[idx], args.rows, source, args.simulator, macs=macs)
         s = {**res.summary(), "test_indices": idx.tolist(), "seed": args.seed, "rows": args.rows,
              "cols": args.cols, "bandwidth": args.bandwidth, "latency": args.latency,
              "exit_path": str(args.exit_path), "intmodel": str(args.intmodel)}
