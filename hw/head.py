@@ -2,12 +2,20 @@
 the engine's int8 tokens to the comparator's input stream.
 
 ``ExitHead`` computes ``model.exits.fixed.FixedHead.layer`` for one layer, with that layer's
-constants built in. Its three dense layers (``fc1``, ``fc2`` and the class scores) are da4ml
-constant-matrix adder graphs (``dense_rtl``: da4ml traces ``x @ W + b`` on int8 inputs, in
-blocks of ``DENSE_BLOCK`` output columns, and writes pipelined Verilog that Amaranth
-instantiates); everything else is Amaranth, and the LayerNorm and the softmax are the layer
-engine's own units (``hw.layernorm``, ``hw.softmax`` with 15-bit probabilities). One image at a
-time, in phases (cycles with no stalls; W = D / lanes):
+constants built in. Its three dense layers (``fc1``, ``fc2`` and the class scores) are built
+one of two ways:
+
+* ``MacDense(macs)``: ``macs`` int8 multipliers and an adder tree, the weights in a ROM, one
+  word of ``macs`` weights a cycle (N ceil(K / macs) cycles a layer, plus a short pipeline).
+  Small, and what the early-exit run, the cost model and synthesis use by default;
+* da4ml constant-matrix adder graphs (``dense_rtl``: da4ml traces ``x @ W + b`` on int8
+  inputs, in blocks of ``DENSE_BLOCK`` output columns, and writes pipelined Verilog that
+  Amaranth instantiates): a few cycles a layer, but a design of 126k Verilog lines per
+  candidate at full size.
+
+Everything else is Amaranth, and the LayerNorm and the softmax are the layer engine's own
+units (``hw.layernorm``, ``hw.softmax`` with 15-bit probabilities). One image at a time, in
+phases (cycles with no stalls; W = D / lanes):
 
 | phase | cycles | what |
 |---|---|---|
@@ -15,9 +23,10 @@ time, in phases (cycles with no stalls; W = D / lanes):
 | SUMS | T W (the input) | S_i += x, Q_i += x**2 over the patch tokens ([CLS] clears them) |
 | FEED | W | a = sat8(round_shift(S m_a, sh_a)) into the LayerNorm; V += P Q_i - S_i**2 |
 | LN | the unit's OUT phase | y (D int8) into a register vector |
-| FC1, FC2, SCORES | the da4ml latency + 1 each | the adder graph on the held input vector: W1 y + b1, W2 h + b2, T e |
-| RQ1, RQ2 | H / lanes + 3, E / lanes + 3 | lanes channels a cycle through ``hw.gemm.Requantizer`` (per-channel M, shift from a ROM): h = max(sat8(...), 0), e = sat8(...) |
-| (SCORES) | | d = sat32(T e); n = sum e**2 |
+| FC1, FC2, SCORES (MAC) | N ceil(K / macs) + 6, + 6, + 2 | row by row from the ROM: W1 y + b1 and W2 h + b2 through one ``hw.gemm.Requantizer`` (h = max(sat8(...), 0), e = sat8(...), n += e**2), d = sat32(T e) |
+| FC1, FC2, SCORES (da4ml) | the da4ml latency + 1 each | the adder graph on the held input vector: W1 y + b1, W2 h + b2, T e |
+| RQ1, RQ2 (da4ml) | H / lanes + 3, E / lanes + 3 | lanes channels a cycle through ``hw.gemm.Requantizer`` (per-channel M, shift from a ROM): h = max(sat8(...), 0), e = sat8(...) |
+| (SCORES, da4ml) | | d = sat32(T e); n = sum e**2 |
 | SQRT | 28 | r = isqrt(n << 16), one root bit a cycle |
 | DIV | 41 | inv = floor(2**40 / max(r, 1)), one quotient bit a cycle |
 | Z | 1 | z_c = sat32(round_shift(round_shift(d_c inv, 24) m_z, sh_z)) |
@@ -214,27 +223,36 @@ def dense_verilog(plans) -> str:
     return verilog_sources([d for p in plans if isinstance(p, dict) for d in p.values()])
 
 
-def head_design(ep, k: int, lanes: int, macs: int | None = None):
-    """(ExitHead, Verilog of it and its da4ml layers, top name, seconds in da4ml) for candidate
-    ``k`` of an exit path (``model.exits.exit_path.ExitPath``): with ``macs`` multipliers
-    (``MacDense``), or with da4ml layers when ``macs`` is None."""
+def head_design(ep, ks: list[int], lanes: int, macs: int | None = None):
+    """(ExitHead, Verilog of it and its da4ml layers, top name, seconds in da4ml) for the
+    candidates ``ks`` of an exit path (``model.exits.exit_path.ExitPath``): one head with
+    ``macs`` multipliers (``MacDense``) for all of them, or with ``macs`` None one candidate's
+    da4ml head."""
     import time
 
     from hw import emit
 
-    lay = ep.layers[k]
     t = time.time()
-    dense = head_dense_plan(ep, k, macs)
+    dense = head_dense_plan(ep, ks[0], macs) if macs is None else MacDense(macs)
     seconds = time.time() - t
-    dut = ExitHead(ep.head, k, ep.tokens, dense, lanes)
-    top = f"qexit_head_l{lay:02d}" + ("" if macs is None else f"_m{macs}")
+    dut = ExitHead(ep.head, ks, ep.tokens, dense, lanes)
+    top = "qexit_head_l" + "_".join(f"{ep.layers[k]:02d}" for k in dut.ks) + ("" if macs is None else f"_m{macs}")
     return dut, emit.to_verilog(dut, top) + "\n" + dense_verilog([dense]), top, seconds
 
 
 # --------------------------------------------------------------------------- the head
 
-def _round_shift(x, s: int):
-    return (x + (1 << (s - 1))) >> s
+def _round_shift(x, s):
+    """round_shift by a constant shift, or by a 6-bit shift signal (>= 1)."""
+    if isinstance(s, int):
+        return (x + (1 << (s - 1))) >> s
+    return (x + (Const(1, 64) << (s - 1)[:6])) >> s
+
+
+def _shape_of(values: list[int]):
+    """The narrowest shape that holds every value."""
+    bits = max(max(abs(v), 1).bit_length() for v in values) + 1
+    return signed(bits) if min(values) < 0 else unsigned(bits - 1)
 
 
 def _sat(x, bits: int):
@@ -274,32 +292,57 @@ def head_cycles(head: FixedHead, tokens: int, lanes: int, dense) -> int:
 
 
 class ExitHead(wiring.Component):
-    """Candidate ``k``'s head: ``inp`` int8 tokens (``lanes`` per beat, [CLS] first, T x D/lanes
-    beats per image), ``out`` the comparator's ``INP`` beats (the C class scores, the gate on
-    each, ``last`` on the final one, ``layer`` = ``index``)."""
+    """The head of the candidates ``ks`` (indices into ``head.layers``), one image at a time:
+    ``index`` names the candidate whose tokens come next (sampled with the first token beat),
+    ``inp`` takes the int8 tokens (``lanes`` per beat, [CLS] first, T x D/lanes beats per image)
+    and ``out`` gives the comparator's ``INP`` beats (the C class scores, the gate on each,
+    ``last`` on the final one, ``layer`` = the candidate index). Each candidate's constants are
+    built in: with ``MacDense`` one head serves every candidate of ``ks`` (its weights and row
+    constants in ROMs, its scalars in small tables); da4ml layers are one candidate's, so a
+    da4ml head has one candidate."""
 
-    def __init__(self, head: FixedHead, k: int, tokens: int, dense: dict[str, DenseRTL] | MacDense, lanes: int = 8,
-                 index: int | None = None):
+    def __init__(self, head: FixedHead, ks: list[int], tokens: int, dense: dict[str, DenseRTL] | MacDense,
+                 lanes: int = 8):
         if head.width % lanes:
             raise QexitError(f"the head's width {head.width} must be a multiple of lanes = {lanes}")
-        for key, (n_in, n_out) in zip(("fc1", "fc2", "scores"), MacDense.shapes(head)):
-            if not isinstance(dense, MacDense) and (key not in dense or (dense[key].n_in, dense[key].n_out) != (n_in, n_out)):
-                raise QexitError(f"the head needs a {n_in} -> {n_out} da4ml layer {key!r}")
-        self.head, self.k, self.tokens, self.dense, self.lanes = head, k, tokens, dense, lanes
-        self.index = k if index is None else index
+        ks = sorted(set(ks))
+        if not ks or not all(0 <= k < len(head.layers) for k in ks):
+            raise QexitError(f"candidates {ks} must be indices of the head's {len(head.layers)} layers")
+        if not isinstance(dense, MacDense):
+            if len(ks) != 1:
+                raise QexitError(f"da4ml layers are one candidate's; build one head per candidate, not {ks}")
+            for key, (n_in, n_out) in zip(("fc1", "fc2", "scores"), MacDense.shapes(head)):
+                if key not in dense or (dense[key].n_in, dense[key].n_out) != (n_in, n_out):
+                    raise QexitError(f"the head needs a {n_in} -> {n_out} da4ml layer {key!r}")
+        self.head, self.ks, self.tokens, self.dense, self.lanes = head, ks, tokens, dense, lanes
         super().__init__({"inp": In(stream.Signature(data.ArrayLayout(signed(8), lanes))),
-                          "out": Out(stream.Signature(comparator.INP))})
+                          "out": Out(stream.Signature(comparator.INP)),
+                          "index": In(range(len(head.layers)))})
 
     @property
     def cycles(self) -> int:
         return head_cycles(self.head, self.tokens, self.lanes, self.dense)
 
+    def _scalar(self, name: str, cand):
+        """A per-candidate constant: an int for a single candidate, else a table read at ``cand``."""
+        values = [int(self.head.layers[k].params[name]) if k in self.ks else 0 for k in range(len(self.head.layers))]
+        if len(self.ks) == 1:
+            return values[self.ks[0]]
+        return Array(Const(v, _shape_of(values)) for v in values)[cand]
+
     def elaborate(self, platform):
         m = Module()
-        h, p, L = self.head, {k: v for k, v in self.head.layers[self.k].params.items()}, self.lanes
+        h, L = self.head, self.lanes
         D, H, E, C, T = h.width, h.hidden, h.embed_dim, h.classes, self.tokens
         W, P = D // L, T - 1
-        c_ = lambda name: int(p[name])
+        first = Signal()                 # the image's first token beat: the candidate is sampled
+        if len(self.ks) == 1:
+            cand = Const(self.ks[0], range(len(h.layers)))
+        else:
+            cand = Signal(range(len(h.layers)), init=self.ks[0])
+            with m.If(first):
+                m.d.sync += cand.eq(self.index)
+        c_ = lambda name: self._scalar(name, cand)
 
         # ---- the units of the layer engine
         m.submodules.ln = ln = layernorm.LayerNormUnit(D, L)
@@ -331,9 +374,12 @@ class ExitHead(wiring.Component):
         tok = Signal(range(T))
         word = Signal(range(max(W, Ws, C) + 1))
 
-        # ---- the LayerNorm's parameters, once after reset
-        words = _ln_words(p["ln_g"], p["ln_b"], L)
-        rom = Array(Const(w_, len(ln.p_in.payload.as_value())) for w_ in words)
+        # ---- the LayerNorm's parameters: the candidate's W words, written with the [CLS] beats
+        p_bits = len(ln.p_in.payload.as_value())
+        zero_words = [0] * W
+        ln_rom = Array(Array(Const(w_, p_bits) for w_ in (_ln_words(h.layers[k].params["ln_g"], h.layers[k].params["ln_b"], L)
+                                                           if k in self.ks else zero_words))
+                       for k in range(len(h.layers)))
 
         def next_word(count: int, state: str, also=()):
             """Advance ``word``; after the ``count``-th, clear it and go to ``state``."""
@@ -349,11 +395,11 @@ class ExitHead(wiring.Component):
                     m.d.sync += [vec[w_ * lanes + c].eq(values[c]) for c in range(lanes) if w_ * lanes + c < len(vec)]
 
         with m.FSM():
-            with m.State("BOOT"):
-                m.d.comb += [ln.p_in.valid.eq(1), ln.p_in.payload.as_value().eq(rom[word])]
-                next_word(W, "SUMS")
             with m.State("SUMS"):
                 m.d.comb += self.inp.ready.eq(1)
+                m.d.comb += first.eq(self.inp.valid & (tok == 0) & (word == 0))
+                m.d.comb += [ln.p_in.valid.eq(self.inp.valid & (tok == 0)),
+                             ln.p_in.payload.as_value().eq(ln_rom[Mux(first, self.index, cand)][word])]
                 with m.If(self.inp.valid):
                     for w_ in range(W):
                         with m.If(word == w_):
@@ -384,7 +430,7 @@ class ExitHead(wiring.Component):
                     write_word(Y, L, ln.out.payload)
                     next_word(W, "FC1", [step.eq(0)])
             if mac:
-                self._mac_states(m, Y, Hr, Er, Dr, n, root, step)
+                self._mac_states(m, Y, Hr, Er, Dr, n, root, step, cand)
             else:
                 self._da4ml_states(m, Y, Hr, Er, Dr, n, root, step)
             with m.State("SQRT"):           # root = isqrt(n << 2 NORM_FRAC), from bit 27 down
@@ -439,7 +485,7 @@ class ExitHead(wiring.Component):
                 m.next = "OUT"
             with m.State("OUT"):
                 m.d.comb += [self.out.valid.eq(1), self.out.payload.score.eq(Array(Dr)[word]),
-                             self.out.payload.gate.eq(gate), self.out.payload.layer.eq(self.index),
+                             self.out.payload.gate.eq(gate), self.out.payload.layer.eq(cand),
                              self.out.payload.last.eq(word == C - 1)]
                 with m.If(self.out.ready):
                     next_word(C, "SUMS")
@@ -448,7 +494,7 @@ class ExitHead(wiring.Component):
     def _da4ml_states(self, m, Y, Hr, Er, Dr, n, root, step):
         """FC1 to SCORES with the da4ml adder graphs: each holds its input vector until its
         output is valid; RQ1 and RQ2 requantize ``lanes`` channels a cycle."""
-        p, L, C = self.head.layers[self.k].params, self.lanes, self.head.classes
+        p, L, C = self.head.layers[self.ks[0]].params, self.lanes, self.head.classes
         outs = {}
         for key, vec in (("fc1", Y), ("fc2", Hr), ("scores", Er)):
             d = self.dense[key]
@@ -490,52 +536,76 @@ class ExitHead(wiring.Component):
                     m.d.sync += step.eq(0)
                     m.next = nxt
 
-    def _mac_states(self, m, Y, Hr, Er, Dr, n, root, step):
+    def _mac_states(self, m, Y, Hr, Er, Dr, n, root, step, cand):
         """FC1, FC2 and SCORES on ``macs`` multipliers (``MacDense``): each phase issues its
-        ROM words one a cycle (row j, chunk c: W[j, c M:(c + 1) M]); a cycle later the word's
+        ROM words one a cycle (row j, chunk c: W[j, c M:(c + 1) M]) with the row's constants
+        (bias, requantizer multiplier and shift, from a second ROM); a cycle later the word's
         products with the input vector's chunk c are added to the row's sum, which the row's
-        first chunk starts from its bias; a finished row goes through the requantizer
-        (fc1: relu) into its vector, and for fc2 its square into n; a score row is saturated
-        to int32. The phase ends when its last row is written."""
-        h, p, M = self.head, self.head.layers[self.k].params, self.dense.macs
+        first chunk starts from its bias; a finished row goes through the requantizer (fc1:
+        relu) into its vector, and for fc2 its square into n; a score row is saturated to
+        int32. The phase ends when its last row is written. The ROMs hold every candidate's
+        fc1 and fc2 (at bases read from a table at ``cand``) and the class embeddings once."""
+        h, M = self.head, self.dense.macs
         m.submodules.rq = rq = Requantizer()
-        layers = [("FC1", p["w1"], p["b1"], Y, Hr, p["m1"], p["sh1"], True, "FC2"),
-                  ("FC2", p["w2"], p["b2"], Hr, Er, p["m2"], p["sh2"], False, "SCORES"),
-                  ("SCORES", h.class_t, None, Er, Dr, None, None, False, "SQRT")]
-        words, bases = [], []
-        for _, w, *_ in layers:
-            bases.append(len(words))
+        n_cand = len(h.layers)
+
+        def rows_of(w: torch.Tensor) -> list[int]:
+            """A weight matrix (N, K) as ROM words: row by row, ceil(K / M) words of M bytes."""
             n_out, k_in = w.shape
-            per = -(-k_in // M)
             wb = w.to(torch.int64).numpy() & 0xFF
-            for j in range(n_out):
-                for c in range(per):
-                    words.append(sum(int(wb[j, c * M + i]) << (8 * i) for i in range(M) if c * M + i < k_in))
+            return [sum(int(wb[j, c * M + i]) << (8 * i) for i in range(M) if c * M + i < k_in)
+                    for j in range(n_out) for c in range(-(-k_in // M))]
+
+        P_B, P_M = 33, intops.MULT_BITS                   # a row's constants: bias | mult << 33 | shift << 33 + MULT_BITS
+        words, consts = [], []
+        w_base = {key: [0] * n_cand for key in ("fc1", "fc2")}
+        p_base = {key: [0] * n_cand for key in ("fc1", "fc2")}
+        for k in self.ks:
+            prm = h.layers[k].params
+            for key, w, b, mult, shift in (("fc1", prm["w1"], prm["b1"], prm["m1"], prm["sh1"]),
+                                           ("fc2", prm["w2"], prm["b2"], prm["m2"], prm["sh2"])):
+                w_base[key][k], p_base[key][k] = len(words), len(consts)
+                words += rows_of(w)
+                consts += [(int(bb) & (2 ** P_B - 1)) | (int(mm) << P_B) | (int(ss) << (P_B + P_M))
+                           for bb, mm, ss in zip(b, mult, shift)]
+        scores_base = len(words)
+        words += rows_of(h.class_t)
         m.submodules.rom = rom = memory.Memory(shape=unsigned(8 * M), depth=len(words), init=words)
-        rd = rom.read_port()
+        m.submodules.row_consts = prom = memory.Memory(shape=unsigned(P_B + P_M + 6), depth=len(consts), init=consts)
+        rd, prd = rom.read_port(), prom.read_port()
+        p_bias, p_mult, p_shift = prd.data[:P_B].as_signed(), prd.data[P_B:P_B + P_M], prd.data[P_B + P_M:]
 
         K_max = max(k for k, _ in MacDense.shapes(h))
         N_max = max(nn for _, nn in MacDense.shapes(h))
-        acc = Signal(signed((K_max * 128 * 128 + 2 ** 31).bit_length() + 1))
+        acc = Signal(signed((K_max * 128 * 128 + 2 ** 32).bit_length() + 1))
         chunk, chunk1 = Signal(range(-(-K_max // M))), Signal(range(-(-K_max // M)))
-        row, row1, row2 = (Signal(range(N_max), name=f"row{i}") for i in ("", "1", "2"))
+        row = Signal(range(N_max))
         v1, first1, last1, v2 = Signal(), Signal(), Signal(), Signal()
+        q_mult, q_shift = Signal(unsigned(P_M)), Signal(unsigned(6))
         qv = [Signal(name=f"qv{i}") for i in range(Requantizer.LATENCY)]
-        qrow = [Signal(range(N_max), name=f"qrow{i}") for i in range(Requantizer.LATENCY)]
-        m.d.sync += [qv[0].eq(v2), qrow[0].eq(row2)] + [x.eq(y) for x, y in ((qv[i + 1], qv[i]) for i in range(len(qv) - 1))] \
-            + [x.eq(y) for x, y in ((qrow[i + 1], qrow[i]) for i in range(len(qrow) - 1))]
+        m.d.sync += [qv[0].eq(v2)] + [qv[i + 1].eq(qv[i]) for i in range(len(qv) - 1)]
 
-        for (state, w, b, x_vec, target, mult, shift, relu, nxt), base in zip(layers, bases):
-            n_out, k_in = w.shape
+        def shift_in(target, value):
+            """Rows finish in order, so a finished row shifts into the end of its vector: after
+            N rows, target[j] holds row j (no N-way write decoder)."""
+            return [target[j].eq(target[j + 1]) for j in range(len(target) - 1)] + [target[-1].eq(value)]
+
+        def base(table: list[int]):
+            return table[self.ks[0]] if len(self.ks) == 1 else Array(Const(v, range(max(table) + 1)) for v in table)[cand]
+
+        layers = [("FC1", "fc1", Y, Hr, True, "FC2"), ("FC2", "fc2", Hr, Er, False, "SCORES"),
+                  ("SCORES", None, Er, Dr, False, "SQRT")]
+        for (state, key, x_vec, target, relu, nxt), (k_in, n_out) in zip(layers, MacDense.shapes(h)):
             per = -(-k_in // M)
             rows = n_out * per
-            tail = MAC_PIPE + (Requantizer.LATENCY + 1 if mult is not None else 0)
+            tail = MAC_PIPE + (Requantizer.LATENCY + 1 if key else 0)
             with m.State(state):
-                # issue: ROM word base + step, while step < rows
+                # issue: ROM word base + step and the row's constants, while step < rows
                 issuing = step < rows
-                m.d.comb += rd.addr.eq(base + step)
-                m.d.sync += [v1.eq(issuing), first1.eq(chunk == 0), last1.eq(chunk == per - 1),
-                             row1.eq(row), chunk1.eq(chunk)]
+                m.d.comb += rd.addr.eq((base(w_base[key]) if key else scores_base) + step)
+                if key:
+                    m.d.comb += prd.addr.eq(base(p_base[key]) + row)
+                m.d.sync += [v1.eq(issuing), first1.eq(chunk == 0), last1.eq(chunk == per - 1), chunk1.eq(chunk)]
                 with m.If(issuing):
                     m.d.sync += chunk.eq(chunk + 1)
                     with m.If(chunk == per - 1):
@@ -545,21 +615,19 @@ class ExitHead(wiring.Component):
                 xs = Array(Cat(*(x_vec[c * M + i] if c * M + i < k_in else zero for i in range(M)))
                            for c in range(per))[chunk1]
                 prods = [rd.data.word_select(i, 8).as_signed() * xs.word_select(i, 8).as_signed() for i in range(M)]
-                start = Const(0) if b is None else Array(Const(int(v), signed(33)) for v in b)[row1]
                 with m.If(v1):
-                    m.d.sync += acc.eq(Mux(first1, start, acc) + _tree_sum(prods))
-                m.d.sync += [v2.eq(v1 & last1), row2.eq(row1)]
+                    m.d.sync += acc.eq(Mux(first1, p_bias if key else 0, acc) + _tree_sum(prods))
+                    if key:
+                        m.d.sync += [q_mult.eq(p_mult), q_shift.eq(p_shift)]
+                m.d.sync += v2.eq(v1 & last1)
                 # a finished row
-                if mult is None:
+                if key is None:
                     with m.If(v2):
-                        m.d.sync += Array(target)[row2].eq(_sat(acc, 32))
+                        m.d.sync += shift_in(target, _sat(acc, 32))
                 else:
-                    m.d.comb += [rq.acc.eq(_sat(acc, 32)), rq.bias.eq(0),
-                                 rq.mult.eq(Array(Const(int(v), intops.MULT_BITS) for v in mult)[row2]),
-                                 rq.shift.eq(Array(Const(int(v), 6) for v in shift)[row2])]
-                    y = clamp(rq.y, 0, 127) if relu else rq.y
+                    m.d.comb += [rq.acc.eq(_sat(acc, 32)), rq.bias.eq(0), rq.mult.eq(q_mult), rq.shift.eq(q_shift)]
                     with m.If(qv[-1]):
-                        m.d.sync += Array(target)[qrow[-1]].eq(y)
+                        m.d.sync += shift_in(target, clamp(rq.y, 0, 127) if relu else rq.y)
                         if target is Er:
                             m.d.sync += n.eq(n + rq.y * rq.y)
                 m.d.sync += step.eq(step + 1)

@@ -165,10 +165,12 @@ def synthesize(design: str, verilog: str, top: str, freq_mhz: float = 100.0, cac
     return res
 
 
-def designs(im, arrays: list[int], exit_path=None, head_layer: int | None = None):
+def designs(im, arrays: list[int], exit_path=None, head_layer: int | None = None, head_macs: int | None = None):
     """(name, Verilog, top, lanes) of each block to synthesize for IntModel ``im``: the layer
     engine at every array size in ``arrays`` (sized by its program), the GEMM engine inside it at
-    8x8 (or the largest size when 8 is not among them), the exit comparator, and with ``head_layer`` the exit path's head at that layer."""
+    8x8 (or the largest size when 8 is not among them), the exit comparator, and with
+    ``head_layer`` the exit path's head at that layer, fed L = the smallest array's lanes a beat,
+    its dense layers on ``head_macs`` multipliers (default L x L, as many as that array)."""
     from hw import emit, program
     from hw.comparator import ExitComparator
     from hw.gemm import GemmEngine
@@ -193,5 +195,7 @@ def designs(im, arrays: list[int], exit_path=None, head_layer: int | None = None
         ep = ep_mod.load(exit_path)
         if head_layer not in ep.layers:
             raise QexitError(f"the exit path has no head at layer {head_layer} (it has {ep.layers})")
-        _, verilog, top, _ = head_design(ep, ep.layers.index(head_layer), 8)
-        yield f"exit head, layer {head_layer}", verilog, top, 8
+        lanes = min(arrays)
+        macs = head_macs or lanes * lanes
+        _, verilog, top, _ = head_design(ep, ep.layers.index(head_layer), lanes, macs)
+        yield f"exit head, layer {head_layer}, {lanes} lanes, {macs} MACs", verilog, top, lanes

@@ -251,37 +251,48 @@ class HeadCheck(LayerCheck):
 
 
 def head_cases(ep: ExitPath, k: int, tokens: torch.Tensor, lanes: int) -> list[dict]:
-    """One case per image: its tokens as beats of ``lanes`` int8, and the expected output beats
-    (score, gate, layer | last << 8) from ``FixedHead.layer`` on the host."""
+    """One case per image: its tokens as beats of ``lanes`` int8 for candidate ``k`` (the
+    head's ``index`` port), and the expected output beats (score, gate, layer | last << 8) from
+    ``FixedHead.layer`` on the host."""
     scores, gates = ep.head.layer(k, *token_sums(tokens))
     c = scores.shape[1]
     tail = torch.full((c,), k, dtype=torch.int64)
     tail[-1] |= 1 << 8
-    return [{"ports": {}, "inputs": tokens[i].reshape(-1, lanes),
+    return [{"ports": {"index": k}, "inputs": tokens[i].reshape(-1, lanes),
              "expected": torch.stack([scores[i], gates[i].expand(c), tail], 1)} for i in range(len(tokens))]
 
 
 def verify_head(ep: ExitPath, tokens: list[torch.Tensor], layers: list[int], lanes: int = 8,
                 simulator: str | None = None, folder: Path | None = None, progress: bool = False,
                 macs: int | None = None) -> list[HeadCheck]:
-    """Build the head RTL of each candidate index in ``layers`` (dense layers on ``macs``
-    multipliers, or da4ml's when None) and run its tokens under cocotb: every output against
-    the reference, and the cycles of every image without stalls (every other one) against
-    ``head_cycles``."""
+    """Build the head RTL of the candidate indices in ``layers`` and run their tokens under
+    cocotb: every output against the reference, and the cycles of every image without stalls
+    (every other one) against ``head_cycles``. With ``macs`` one head (``MacDense``) serves
+    them all, and the images take turns among the candidates; with ``macs`` None each
+    candidate gets its own da4ml head."""
     from sim import runner
     from sim.host import lanes_to_words
     from sim.units import run_cases
 
-    out = []
-    for k in tqdm(layers, desc="head RTL", disable=not progress):
-        dut, verilog, top, dense_s = head_design(ep, k, lanes, macs)
+    out = {}
+    groups = [[k] for k in layers] if macs is None else [sorted(set(layers))]
+    for group in tqdm(groups, desc="head RTL", disable=not progress):
+        dut, verilog, top, dense_s = head_design(ep, group, lanes, macs)
         b = runner.build(verilog, top, simulator=simulator)
-        cases = head_cases(ep, k, tokens[k], lanes)
+        per_k = {k: head_cases(ep, k, tokens[k], lanes) for k in group}
+        # the candidates take turns two images at a time (one without stalls, one with)
+        order = [(k, i) for start in range(0, max(len(c) for c in per_k.values()), 2) for k in group
+                 for i in (start, start + 1) if i < len(per_k[k])]
+        cases = [per_k[k][i] for k, i in order]
         res = run_cases(b, top, cases, lambda c: lanes_to_words(c["inputs"], 8), 3, 32,
                         folder=None if folder is None else folder / top)
-        chk = HeadCheck(ep.layers[k], len(cases), res.matched, res.total, res.mismatches[:3],
-                        cycles_predicted=dut.cycles, dense_seconds=dense_s, build_seconds=b.seconds,
-                        sim_seconds=res.seconds, log=res.log)
-        chk.cycles_measured = [c for i, c in enumerate(res.cycles) if i % 2 == 0]
-        out.append(chk)
-    return out
+        for k in group:
+            mine = [j for j, (kk, _) in enumerate(order) if kk == k]
+            matched = sum(res.case_matched[j] for j in mine) if res.case_matched else 0
+            chk = HeadCheck(ep.layers[k], len(mine), matched, sum(cases[j]["expected"].numel() for j in mine),
+                            [x for x in res.mismatches if x["case"] in mine][:3],
+                            cycles_predicted=dut.cycles, dense_seconds=dense_s, build_seconds=b.seconds,
+                            sim_seconds=res.seconds, log=res.log)
+            chk.cycles_measured = [res.cycles[j] for j in mine if j % 2 == 0 and j < len(res.cycles)]
+            out[k] = chk
+    return [out[k] for k in layers]

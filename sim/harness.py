@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-from amaranth import Module, Mux, Signal, unsigned
+from amaranth import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -197,18 +197,20 @@ def layer_top_name(cfg) -> str:
 
 
 class RunHarness(LayerHarness):
-    """The early-exit run (issue G): ``LayerHarness`` plus one exit head per enabled candidate
-    (``hw.head.ExitHead``) and the exit comparator. The words the program sends to the host are
-    also teed to the head that ``sel`` names (candidate index; ``len(heads)`` or more: none),
-    one beat a cycle (a head in its input phase always takes them); the heads' outputs go to
-    the comparator, and its decision is held in ``dec`` (``dec_valid`` until ``dec_clear``).
-    ``now`` counts cycles from reset; ``t_done`` and ``t_dec`` hold it at the segment's
-    ``done`` and at the decision, so every cycle of the run is read from the RTL."""
+    """The early-exit run (issue G): ``LayerHarness`` plus the exit heads (``hw.head.ExitHead``)
+    and the exit comparator. ``heads`` lists (candidate indices, dense layers) per head: one
+    ``MacDense`` head serves every enabled candidate, a da4ml head one. The words the program
+    sends to the host are also teed to the head whose candidates include ``sel`` (candidate
+    index; ``len(heads)`` or more: none), one beat a cycle (a head in its input phase always
+    takes them), with ``sel`` on its ``index``; the heads' outputs go to the comparator, and its
+    decision is held in ``dec`` (``dec_valid`` until ``dec_clear``). ``now`` counts cycles from
+    reset; ``t_done`` and ``t_dec`` hold it at the segment's ``done`` and at the decision, so
+    every cycle of the run is read from the RTL."""
 
-    def __init__(self, cfg, sizes: tuple[int, int, int], head, dense: dict[int, dict], tokens: int,
+    def __init__(self, cfg, sizes: tuple[int, int, int], head, heads: list[tuple[list[int], object]], tokens: int,
                  candidates: int):
         from hw import comparator
-        self.head, self.dense, self.tokens, self.candidates = head, dense, tokens, candidates
+        self.head, self.heads, self.tokens, self.candidates = head, heads, tokens, candidates
         super().__init__(cfg, *sizes, extra={
             "sel": In(range(candidates + 1)), "th_in": In(stream.Signature(comparator.THRESHOLD)),
             "layers": In(range(candidates + 1)), "dec_valid": Out(1), "dec": Out(comparator.OUT),
@@ -224,17 +226,14 @@ class RunHarness(LayerHarness):
         wiring.connect(m, wiring.flipped(self.th_in), cmp.th_in)
         m.d.comb += cmp.layers.eq(self.layers)
         m.d.sync += self.now.eq(self.now + 1)
-        heads = {}
-        for k, dense in sorted(self.dense.items()):
-            heads[k] = h = ExitHead(self.head, k, self.tokens, dense, L)
-            m.submodules[f"head{k}"] = h
-            m.d.comb += [h.inp.valid.eq(eng.out.valid & (self.sel == k)),
-                         h.inp.payload.eq(eng.out.payload[:8 * L]),
-                         h.out.ready.eq(cmp.inp.ready & (self.sel == k))]
-        with m.Switch(self.sel):
-            for k, h in heads.items():
-                with m.Case(k):
-                    m.d.comb += [cmp.inp.valid.eq(h.out.valid), cmp.inp.payload.eq(h.out.payload)]
+        for i, (ks, dense) in enumerate(self.heads):
+            m.submodules[f"head{i}"] = h = ExitHead(self.head, ks, self.tokens, dense, L)
+            mine = Signal(name=f"sel_head{i}")
+            m.d.comb += mine.eq(Cat(*(self.sel == k for k in h.ks)).any())
+            m.d.comb += [h.index.eq(self.sel), h.inp.valid.eq(eng.out.valid & mine),
+                         h.inp.payload.eq(eng.out.payload[:8 * L]), h.out.ready.eq(cmp.inp.ready & mine)]
+            with m.If(mine):
+                m.d.comb += [cmp.inp.valid.eq(h.out.valid), cmp.inp.payload.eq(h.out.payload)]
         done_q = Signal()
         m.d.sync += done_q.eq(self.done)
         with m.If(self.done & ~done_q):

@@ -116,9 +116,10 @@ def reference(im: IntModel, ep: ExitPath, images: torch.Tensor) -> tuple[list[in
 
 
 def run_design(im: IntModel, ep: ExitPath, lanes: int, macs: int | None):
-    """(plan, segments by name, engine config, layout, dense layers per enabled candidate:
-    ``hw.head.MacDense(macs)``, or da4ml's when ``macs`` is None)."""
-    from hw.head import head_dense_plan
+    """(plan, segments by name, engine config, layout, heads): the heads as (candidate indices,
+    dense layers): one ``hw.head.MacDense(macs)`` head for every enabled candidate, or with
+    ``macs`` None one da4ml head each."""
+    from hw.head import MacDense, head_dense_plan
 
     plan, segs = program.model_program(im, lanes, tap=False)
     on = enabled(ep)
@@ -128,8 +129,8 @@ def run_design(im: IntModel, ep: ExitPath, lanes: int, macs: int | None):
         named[f"b{i - 1}"] = program.layer_segment(plan, im, i - 1, tap=True) if i in taps else segs[i]
     named["head"] = segs[-1]
     cfg = program.engine_config(plan, list(named.values()))
-    dense = {k: head_dense_plan(ep, k, macs) for k in on}
-    return plan, named, cfg, desc_layout(cfg), dense
+    heads = [(on, MacDense(macs))] if macs is not None else [([k], head_dense_plan(ep, k, None)) for k in on]
+    return plan, named, cfg, desc_layout(cfg), heads
 
 
 def verify_run(im: IntModel, ep: ExitPath, images: torch.Tensor, lanes: int = 8, source: WeightSource = IDEAL,
@@ -145,15 +146,15 @@ def verify_run(im: IntModel, ep: ExitPath, images: torch.Tensor, lanes: int = 8,
     ep.check_width(im.config.width)
     if len(images) == 0:
         raise QexitError("no images to run; give --images >= 1")
-    plan, named, cfg, layout, dense = run_design(im, ep, lanes, macs)
+    plan, named, cfg, layout, heads = run_design(im, ep, lanes, macs)
     on = enabled(ep)
     k_of = {ep.layers[k]: k for k in on}
     jobs = {name: segment_job(name, seg, im, plan, layout, source) for name, seg in named.items() if name != "embed"}
     embeds = [segment_job("embed", named["embed"], im, plan, layout, source, img) for img in images]
     none = len(ep.layers)
-    harness = RunHarness(cfg, harness_sizes(list(jobs.values()) + embeds), ep.head, dense, ep.tokens, none)
+    harness = RunHarness(cfg, harness_sizes(list(jobs.values()) + embeds), ep.head, heads, ep.tokens, none)
     top = f"qexit_run_{lanes}x{lanes}"
-    verilog = emit.to_verilog(harness, top) + "\n" + dense_verilog(dense.values())
+    verilog = emit.to_verilog(harness, top) + "\n" + dense_verilog(d for _, d in heads)
     b = runner.build(verilog, top, simulator=simulator)
     ports = source_ports(source)
 
@@ -178,7 +179,7 @@ def verify_run(im: IntModel, ep: ExitPath, images: torch.Tensor, lanes: int = 8,
 
     exp_layers, exp_classes, exp_dec = reference(im, ep, images)
     machine = cost.Machine(lanes, source.bandwidth, source.latency)
-    costs = cost.build(im, machine, energy.load(), {ep.layers[k]: dense[k] for k in on}, ep.head)
+    costs = cost.build(im, machine, energy.load(), {ep.layers[k]: d for ks, d in heads for k in ks}, ep.head)
     out = RunResult(len(images), [], exp_layers, [], exp_classes, 0, 0, [], [], b.seconds, sim_s)
     for n, g in enumerate(got):
         layer, cls = im.config.depth, None

@@ -44,7 +44,7 @@ def test_head_rtl_is_bit_and_cycle_exact(real, tmp_path):
     cases = sim_exit.head_cases(ep, 0, tokens[0], 8)
     for c in cases:
         c["expected"][:, 1] += 1
-    dut, verilog, top, _ = hw_head.head_design(ep, 0, 8)
+    dut, verilog, top, _ = hw_head.head_design(ep, [0], 8)
     from sim import runner
     from sim.host import lanes_to_words
     from sim.units import run_cases
@@ -54,13 +54,13 @@ def test_head_rtl_is_bit_and_cycle_exact(real, tmp_path):
 
 @pytest.mark.simulator()
 def test_mac_head_rtl_is_bit_and_cycle_exact(real, tmp_path):
-    """The head with its dense layers on 5 multipliers (rows of 16, 32 and 24 inputs: chunks
-    that do not divide them, padded with zeros) against the fixed-point head, to the integer
-    and to the cycle; and its cycles are the da4ml head's with the dense phases swapped."""
+    """One head for both candidates, its dense layers on 5 multipliers (rows of 16, 32 and 24
+    inputs: chunks that do not divide them, padded with zeros), the images taking turns between
+    the candidates, against the fixed-point head, to the integer and to the cycle."""
     ep, tokens = real
-    res = sim_exit.verify_head(ep, tokens, [1], lanes=8, folder=tmp_path, macs=5)[0]
-    assert res.matched == res.total == 10 * (ep.head.classes * 3), res.first_mismatches
-    assert res.cycles_equal and len(res.cycles_measured) == 5, (res.cycles_predicted, res.cycles_measured)
+    for res in sim_exit.verify_head(ep, tokens, [0, 1], lanes=8, folder=tmp_path, macs=5):
+        assert res.matched == res.total == 10 * (ep.head.classes * 3), res.first_mismatches
+        assert res.cycles_equal and len(res.cycles_measured) == 5, (res.cycles_predicted, res.cycles_measured)
     h = ep.head
     rows = h.hidden * -(-h.width // 5) + h.embed_dim * -(-h.hidden // 5) + h.classes * -(-h.embed_dim // 5)
     assert hw_head.dense_cycles(h, 8, hw_head.MacDense(5)) == rows + 2 * (2 + 3 + 1) + 2
@@ -71,11 +71,15 @@ def test_bad_sizes_are_refused(real):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UnusedElaboratable)
         with pytest.raises(QexitError, match="multiple of lanes"):
-            hw_head.ExitHead(ep.head, 0, ep.tokens, {}, lanes=3)
+            hw_head.ExitHead(ep.head, [0], ep.tokens, {}, lanes=3)
         with pytest.raises(QexitError, match="multipliers"):
             hw_head.MacDense(0)
         with pytest.raises(QexitError, match="da4ml layer 'fc1'"):
-            hw_head.ExitHead(ep.head, 0, ep.tokens, {}, lanes=8)
+            hw_head.ExitHead(ep.head, [0], ep.tokens, {}, lanes=8)
+        with pytest.raises(QexitError, match="one head per candidate"):
+            hw_head.ExitHead(ep.head, [0, 1], ep.tokens, {}, lanes=8)
+        with pytest.raises(QexitError, match="must be indices"):
+            hw_head.ExitHead(ep.head, [2], ep.tokens, hw_head.MacDense(4), lanes=8)
         gc.collect()
 
 
@@ -97,13 +101,14 @@ def test_verify_head_defaults_to_the_middle_layer(exit_path_files, tmp_path, mon
     path, intmodel, _ = exit_path_files
     seen = {}
 
-    def fake(ep, tokens, layers, lanes, simulator, folder, progress):
-        seen["layers"] = layers
+    def fake(ep, tokens, layers, lanes, simulator, folder, progress, macs):
+        seen["layers"], seen["macs"] = layers, macs
         return [sim_exit.HeadCheck(ep.layers[k], len(tokens[k]), 5, 5, cycles_predicted=7, cycles_measured=[7])
                 for k in layers]
     monkeypatch.setattr(sim_exit, "verify_head", fake)
     monkeypatch.chdir(tmp_path)
     assert main(["verify", "head", "--exit-path", str(path), "--intmodel", str(intmodel), "--sets", "4"]) == 0
     assert seen["layers"] == [1]                       # layers [1, 3]: the middle one is index 1
+    assert seen["macs"] == 64                          # the MAC head, an 8x8 array's multipliers
     s = json.loads((tmp_path / "reports" / "verify-head" / "summary.json").read_text())
     assert s["latency_cycles"] == 7 and s["token_sets"] == 4 and s["layers"][0]["layer"] == 3

@@ -4,7 +4,8 @@ yosys (synth_ecp5) and nextpnr-ecp5, the YoWASP builds (`pip install -e .[synth]
 Verilog that Amaranth writes for: the layer engine (the GEMM engine with its buffers, the units,
 the scratchpad and the controller, sized for the IntModel's program) at every array size in
 --arrays; the GEMM engine inside it; the exit comparator; and, with --head, one candidate
-layer's exit head (its da4ml dense layers included). nextpnr runs out of context (no IO
+layer's exit head (fed as many lanes as the smallest array, its dense layers on --head-macs
+multipliers with the weights in a ROM). nextpnr runs out of context (no IO
 buffers: the figures leave the IO out). Writes reports/synth/summary.json with the layer
 engine at the largest array that fits (luts, dsps, ffs, brams, fmax_mhz, rows, cols, device)
 and every design's row; a size that does not fit keeps nextpnr's own numbers. Results are cached
@@ -16,7 +17,7 @@ import argparse
 import time
 from pathlib import Path
 
-from qexit.commands.common import add_exit_path_args
+from qexit.commands.common import add_exit_path_args, positive
 from qexit.reports import REPORTS_DIR, markdown_table, report_dir, write_summary
 
 HELP = "LUT, DSP, FF, BRAM and Fmax of the layer engine, GEMM engine, comparator and head on an ECP5 LFE5U-85F"
@@ -38,7 +39,9 @@ def add_arguments(p):
                    help="square array sizes (lanes) of the layer engine to try; the largest that fits is reported")
     p.add_argument("--freq-mhz", type=float, default=100.0, help="nextpnr's target clock (the layer engine's goal)")
     p.add_argument("--head", type=int, default=None, metavar="LAYER",
-                   help="also synthesize the exit head of this backbone layer (large: its da4ml dense layers)")
+                   help="also synthesize the exit head of this backbone layer")
+    p.add_argument("--head-macs", type=positive, default=None,
+                   help="--head: the head's int8 multipliers (default: L x L for the smallest array L x L)")
     p.add_argument("--out", type=Path, default=REPORTS_DIR, help="reports root; writes <out>/synth/")
 
 
@@ -54,7 +57,7 @@ def run(args) -> int:
     im = load_intmodel(args.intmodel)
     rows = []
     for name, verilog, top, lanes in synth.designs(im, args.arrays, args.exit_path if args.head else None,
-                                                            args.head):
+                                                   args.head, args.head_macs):
         print(f"synthesizing {name} ({top}) ...", flush=True)
         r = synth.synthesize(name, verilog, top, args.freq_mhz)
         rows.append((r, lanes))

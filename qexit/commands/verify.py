@@ -538,7 +538,8 @@ def run_head(args) -> int:
             f"others run with random back-pressure) with `head_cycles`.\n\n"
             + markdown_table(["layer", "token sets", "bit-exact", "cycles predicted", "cycles measured",
                               "da4ml s", "build s", "sim s"], rows)
-            + "\n\n## The phases\n\n" + hw_head.__doc__.split("\n\n")[2] + "\n")
+            + "\n\n## The phases\n\n" + next(b for b in hw_head.__doc__.split("\n\n") if b.startswith("| phase"))
+            + "\n")
     return 0 if ok else 1
 
 
