@@ -34,7 +34,9 @@ ISSCC 2014, 45 nm by default), per descriptor of the program:
   memory and the unit's operations;
 * an exit decision: the head's operations (``head_ops``; its dense layers are counted as int8
   MACs, though da4ml builds them from adders), the reads of a MAC head's weight ROM
-  (``head.rom``, one word per cycle of its dense phases) and the comparator's compares.
+  (``head.rom``: one word per row chunk, every candidate's fc1 and fc2 and the class
+  embeddings) and of its row constants (``head.consts``: one per fc1 and fc2 row), and the
+  comparator's compares.
 
 SRAM accesses are priced by each memory's size (``memories``) and word width; a write costs
 what a read does (the table gives reads only). **Left out**: static (leakage) power, clock
@@ -54,7 +56,7 @@ from dataclasses import dataclass, field
 
 from hw import comparator, program, schedule
 from hw.energy import EnergyTable
-from hw.head import MacDense, head_cycles
+from hw.head import ROW_CONST, MacDense, head_cycles
 from hw.layer import FETCH_CYCLES, Dst, Op, Src, Unit
 from model.errors import QexitError
 
@@ -295,13 +297,16 @@ def build(im, machine: Machine, table: EnergyTable, candidates: dict, head=None)
               for i in candidates}
     final = segment_part("final head", segs[-1], L, src, mems, depth)
     decision = {}
+    shared = [k for k, d in candidates.items() if isinstance(d, MacDense)]   # one MAC head serves them
     for i, dense in sorted(candidates.items()):
         c = decision_cycles(head, plan.tokens, L, dense)
         ops = head_ops(head, plan.tokens)
         if isinstance(dense, MacDense):
-            words = dense.rom_words(head)
-            mems["head.rom"] = (sum(words), 8 * dense.macs)
-            ops["head.rom:r"] += sum(words)
+            fc1, fc2, scores = dense.rom_words(head)
+            mems["head.rom"] = (len(shared) * (fc1 + fc2) + scores, 8 * dense.macs)
+            mems["head.consts"] = (len(shared) * (head.hidden + head.embed_dim), sum(ROW_CONST))
+            ops["head.rom:r"] += fc1 + fc2 + scores
+            ops["head.consts:r"] += head.hidden + head.embed_dim
         decision[i] = Part(f"exit {i}", c, {"exit": c}, ops,
                            head.width * head.hidden + head.hidden * head.embed_dim + head.embed_dim * head.classes, i)
     return Costs(machine, depth, embed, layers, plain, decision, final, mems, table)

@@ -154,6 +154,7 @@ def dense_latencies(dense: dict[str, DenseRTL]) -> tuple[int, int, int]:
     return tuple(dense[n].latency for n in ("fc1", "fc2", "scores"))
 
 
+ROW_CONST = (33, intops.MULT_BITS, 6)   # a MAC head's row constants in its ROM: bias, multiplier, shift bits
 MAC_PIPE = 2        # a MAC head's row pipeline: the ROM read, then the multiply-add into the row's sum
 
 
@@ -556,7 +557,7 @@ class ExitHead(wiring.Component):
             return [sum(int(wb[j, c * M + i]) << (8 * i) for i in range(M) if c * M + i < k_in)
                     for j in range(n_out) for c in range(-(-k_in // M))]
 
-        P_B, P_M = 33, intops.MULT_BITS                   # a row's constants: bias | mult << 33 | shift << 33 + MULT_BITS
+        P_B, P_M, _ = ROW_CONST                           # a row's constants: bias | mult << P_B | shift << P_B + P_M
         words, consts = [], []
         w_base = {key: [0] * n_cand for key in ("fc1", "fc2")}
         p_base = {key: [0] * n_cand for key in ("fc1", "fc2")}
@@ -571,7 +572,7 @@ class ExitHead(wiring.Component):
         scores_base = len(words)
         words += rows_of(h.class_t)
         m.submodules.rom = rom = memory.Memory(shape=unsigned(8 * M), depth=len(words), init=words)
-        m.submodules.row_consts = prom = memory.Memory(shape=unsigned(P_B + P_M + 6), depth=len(consts), init=consts)
+        m.submodules.row_consts = prom = memory.Memory(shape=unsigned(sum(ROW_CONST)), depth=len(consts), init=consts)
         rd, prd = rom.read_port(), prom.read_port()
         p_bias, p_mult, p_shift = prd.data[:P_B].as_signed(), prd.data[P_B:P_B + P_M], prd.data[P_B + P_M:]
 

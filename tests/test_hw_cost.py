@@ -54,6 +54,22 @@ def test_an_exit_costs_its_layers_taps_and_decisions(im, ep, costs):
     assert full == costs.cycles(costs.route_full()) + 2 * (tokens * w + 5) + 2 * decision
 
 
+def test_a_mac_head_costs_its_rows_and_rom_reads(im, ep):
+    """With the MAC head (one for both candidates), a decision takes the head's rows, one ROM
+    word a cycle, and reads every word of one candidate's fc1 and fc2 and the class embeddings."""
+    from hw.head import MacDense
+    h, mac = ep.head, MacDense(4)
+    c = cost.build(im, cost.Machine(8, 2.0, 20, 200.0), energy.load(), {1: mac, 3: mac}, h)
+    with_lat = cost.build(im, cost.Machine(8, 2.0, 20, 200.0), energy.load(), {1: LAT, 3: LAT}, h)
+    rows = h.hidden * (h.width // 4) + h.embed_dim * (h.hidden // 4) + h.classes * (h.embed_dim // 4)
+    da4ml = sum(lat + 1 for lat in LAT) + h.hidden // 8 + 3 + h.embed_dim // 8 + 3
+    assert c.decision[1].cycles - with_lat.decision[1].cycles == rows + 6 + 6 + 2 - da4ml
+    assert c.decision[3].counts["head.rom:r"] == rows
+    fc_words = h.hidden * (h.width // 4) + h.embed_dim * (h.hidden // 4)
+    assert c.mems["head.rom"] == (2 * fc_words + h.classes * (h.embed_dim // 4), 32)
+    assert c.decision[1].energy(c.table, c.mems)["sram"] > with_lat.decision[1].energy(c.table, c.mems)["sram"]
+
+
 def test_counts_match_the_models_shapes(im, costs):
     """MACs and streamed weight bytes per layer, from the ViT's shapes alone (8 divides every dim)."""
     t, d, f = CFG.tokens, CFG.width, CFG.hidden
