@@ -197,5 +197,5 @@ def designs(im, arrays: list[int], exit_path=None, head_layer: int | None = None
             raise QexitError(f"the exit path has no head at layer {head_layer} (it has {ep.layers})")
         lanes = min(arrays)
         macs = head_macs or lanes * lanes
-        _, verilog, top, _ = head_design(ep, ep.layers.index(head_layer), lanes, macs)
+        _, verilog, top, _ = head_design(ep, [ep.layers.index(head_layer)], lanes, macs)
         yield f"exit head, layer {head_layer}, {lanes} lanes, {macs} MACs", verilog, top, lanes

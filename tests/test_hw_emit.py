@@ -1,6 +1,6 @@
 """hw/emit.py: the confined patch of amaranth's memory emitter still does exactly its job."""
 import pytest
-from amaranth import Module
+from amaranth import Module, signed
 from amaranth.back import rtlil, verilog
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
@@ -37,6 +37,22 @@ def test_zero_init_is_dropped_and_other_init_kept():
     assert "reg [7:0] zeros [15:0];" in text and "zeros[addr] <=" in text
     assert "zeros[0] =" not in text                 # no initial block for the all-zero memory
     assert "\\table [5] = 8'h09;" in text            # the table keeps its values
+
+
+def test_nonzero_init_is_written_as_amaranth_writes_it():
+    """The fast initialiser gives amaranth's Verilog, word for word (negative and wide words too)."""
+    class Rom(wiring.Component):
+        addr: In(3)
+        out: Out(signed(40))
+
+        def elaborate(self, platform):
+            m = Module()
+            m.submodules.rom = rom = memory.Memory(shape=signed(40), depth=8, init=[-1, 2 ** 39 - 1, -2 ** 39, 7, 0, -5])
+            rd = rom.read_port(domain="comb")
+            m.d.comb += [rd.addr.eq(self.addr), self.out.eq(rd.data)]
+            return m
+
+    assert emit.to_verilog(Rom(), "rom") == verilog.convert(Rom(), name="rom", emit_src=False)
 
 
 def test_emitter_is_restored_after_conversion():

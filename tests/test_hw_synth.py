@@ -55,3 +55,16 @@ def test_the_comparator_on_an_ecp5(tmp_path, monkeypatch):
     assert r.fmax_mhz and r.fmax_mhz > 50
     again = synth.synthesize("comparator", emit.to_verilog(ExitComparator(12), top), top, 100.0, cache_dir=tmp_path)
     assert again.luts == r.luts and len([f for f in tmp_path.iterdir() if f.suffix == ".json"]) == 1  # cached
+
+
+def test_designs_include_the_mac_head(exit_path_files):
+    """With a head layer, the designs end with that candidate's MAC head, fed the smallest
+    array's lanes, with that array's multipliers (Verilog only; nothing is synthesized)."""
+    from model.quantize import load_intmodel
+    path, im_file, _ = exit_path_files
+    got = list(synth.designs(load_intmodel(im_file), [8], path, head_layer=3))
+    name, verilog, top, lanes = got[-1]
+    assert name == "exit head, layer 3, 8 lanes, 64 MACs" and top == "qexit_head_l03_m64" and lanes == 8
+    assert f"module {top}(" in verilog
+    with pytest.raises(QexitError, match="no head at layer 2"):
+        list(synth.designs(load_intmodel(im_file), [8], path, head_layer=2))

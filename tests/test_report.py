@@ -7,7 +7,7 @@ from qexit.commands import report
 def test_the_flow_runs_synth_before_cost():
     names = [argv[0] if argv[0] != "verify" else f"verify {argv[1]}" for argv in report.steps(False)]
     assert names.index("quantize") < names.index("exits") < names.index("synth") < names.index("cost")
-    assert "verify block" in names and "hls" in names
+    assert "verify block" in names and "hls" in names and names.index("cost") < names.index("verify run")
 
 
 def test_index_has_the_headline_table_and_the_plots(tmp_path):

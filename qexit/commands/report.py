@@ -8,7 +8,9 @@ the weights streamed, RTL bit-exact and cycle-exact) → verify units (the strea
 random rows, bit-exact) → verify comparator (the exit comparator RTL on the whole test split's
 head outputs) → verify block (the layer engine runs the shipped IntModel on one test
 image from pixels to logits: every layer's tokens and the logits bit-exact against the golden
-model, every segment's cycles equal to the program's cycle model). Each step writes
+model, every segment's cycles equal to the program's cycle model) → verify run (the early-exit
+accelerator in RTL, engine + exit head + comparator, on a few test images: exit layers, classes
+and decisions against the reference, cycles against the cost model). Each step writes
 reports/<step>/; a step that fails stops the flow with its one-line error.
 """
 from __future__ import annotations
@@ -52,6 +54,8 @@ def steps(fast: bool) -> list[list[str]]:
         ["verify", "comparator"],
         # the whole model through the layer engine on a real test image, pixels to logits
         ["verify", "block", "--images", "1"],
+        # the early-exit accelerator in RTL on a few test images, cycles against the cost model
+        ["verify", "run", "--images", "2" if fast else "4"],
     ]
     if not SHIPPED_WEIGHTS.exists():  # train-or-load: the shipped weights are normally there
         out.insert(0, ["train", "--out", str(SHIPPED_WEIGHTS)])
@@ -85,6 +89,8 @@ HEADLINES = {  # the headline keys of each step (docs/architecture.md); other st
     "verify-comparator": ["matched", "total", "decisions", "images", "images_matched"],
     "verify-head": ["matched", "total", "token_sets", "latency_cycles"],
     "verify-model": ["images", "matched", "total", "predictions_matched", "cycles_measured", "cycles_predicted"],
+    "verify-run": ["images", "matched", "total", "decisions_matched", "decisions", "cycles_measured",
+                   "cycles_predicted"],
     "verify-block": ["images", "layers", "matched", "total", "cycles_measured", "cycles_predicted", "utilization",
                      "onchip_bits", "predictions_matched"],
 }
