@@ -29,7 +29,7 @@ phases (cycles with no stalls; W = D / lanes):
 | (SCORES, da4ml) | | d = sat32(T e); n = sum e**2 |
 | SQRT | 28 | r = isqrt(n << 16), one root bit a cycle |
 | DIV | 41 | inv = floor(2**40 / max(r, 1)), one quotient bit a cycle |
-| Z | 1 | z_c = sat32(round_shift(round_shift(d_c inv, 24) m_z, sh_z)) |
+| Z | C | z_c = sat32(round_shift(round_shift(d_c inv, 24) m_z, sh_z)), one class a cycle (one multiplier pair, not C) |
 | SOFTMAX | the unit's row (one lane) | p = softmax(z) at 2**-15 |
 | GATE | 1 | top-2, margin, sav = min(V >> sav_shift, 2**16 - 1), G = sat32(w . f + bias) |
 | OUT | C | one beat per class: {score d_c, gate G, layer, last}, the comparator's ``INP`` |
@@ -288,7 +288,7 @@ def head_cycles(head: FixedHead, tokens: int, lanes: int, dense) -> int:
     w = head.width // lanes
     ln_out = layernorm.row_cycles(head.width, lanes) - w         # the LayerNorm after its LOAD
     sm = softmax.row_cycles(head.classes, SOFTMAX_LANES)
-    return tokens * w + w + ln_out + dense_cycles(head, lanes, dense) + ROOT_BITS + (INV_BITS + 1) + 1 \
+    return tokens * w + w + ln_out + dense_cycles(head, lanes, dense) + ROOT_BITS + (INV_BITS + 1) + head.classes \
         + sm + 1 + head.classes
 
 
@@ -450,12 +450,12 @@ class ExitHead(wiring.Component):
                 with m.If(step == INV_BITS):
                     m.d.sync += step.eq(0)
                     m.next = "Z"
-            with m.State("Z"):
-                for c in range(C):
-                    z1 = _round_shift(Dr[c] * inv, Z1_SHIFT)
-                    m.d.sync += Zr[c].eq(_sat(_round_shift(z1 * c_("m_z"), c_("sh_z")), 32))
-                m.d.sync += word.eq(0)
-                m.next = "SOFTMAX_IN"
+            with m.State("Z"):             # one class a cycle: Dr rotates once round, z shifts into Zr
+                z1 = _round_shift(Dr[0] * inv, Z1_SHIFT)
+                m.d.sync += [Dr[j].eq(Dr[(j + 1) % C]) for j in range(C)]
+                m.d.sync += [Zr[j].eq(Zr[j + 1]) for j in range(C - 1)]
+                m.d.sync += Zr[C - 1].eq(_sat(_round_shift(z1 * c_("m_z"), c_("sh_z")), 32))
+                next_word(C, "SOFTMAX_IN")
             with m.State("SOFTMAX_IN"):
                 m.d.comb += sm.inp.valid.eq(1)
                 for w_ in range(Ws):

@@ -571,8 +571,8 @@ def run_run(args) -> int:
         macs = head_macs(args, args.rows * args.cols)
         res = sim_run.verify_run(im, ep, test.images[idx], args.rows, source, args.simulator, macs=macs)
         s = {**res.summary(), "test_indices": idx.tolist(), "seed": args.seed, "rows": args.rows,
-             "cols": args.cols, "bandwidth": args.bandwidth, "latency": args.latency,
-             "exit_path": str(args.exit_path), "intmodel": str(args.intmodel)}
+             "cols": args.cols, "bandwidth": args.bandwidth, "latency": args.latency, "head": args.head,
+             "head_macs": macs, "exit_path": str(args.exit_path), "intmodel": str(args.intmodel)}
         rows = [[i, lay, exp, cls, ecls, m, p] for i, lay, exp, cls, ecls, m, p in zip(
             idx.tolist(), res.exit_layers, res.expected_layers, res.classes, res.expected_classes,
             res.cycles_measured, res.cycles_predicted)]
@@ -586,6 +586,10 @@ def run_run(args) -> int:
             f"# verify run: {res.matched}/{res.images} images, {res.decisions_matched}/{res.decisions} decisions, "
             f"cycles {sum(res.cycles_measured):,} measured = {sum(res.cycles_predicted):,} predicted\n\n"
             + _block_doc("run").replace("\n", " ") + "\n\n"
+            + f"This run: {args.rows}x{args.cols}, weights at {args.bandwidth:g} B/cycle after {args.latency} cycles; "
+            + (f"one MAC exit head with {macs} multipliers for every candidate" if macs else "one da4ml head per candidate")
+            + f"; candidates on: {[ep.layers[k] for k in sim_run.enabled(ep)]}; {runner.pick(args.simulator)}: "
+            + f"build {res.build_seconds:.0f} s (0: cached), simulation {res.sim_seconds:.0f} s.\n\n"
             + markdown_table(["test image", "exit layer", "expected", "class", "expected", "cycles measured",
                               "cycles predicted"], rows) + "\n")
     return 0 if res.passed else 1
