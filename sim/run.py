@@ -133,31 +133,66 @@ def run_design(im: IntModel, ep: ExitPath, lanes: int, macs: int | None):
     return plan, named, cfg, desc_layout(cfg), heads
 
 
+@dataclass
+class RunDesign:
+    """A built early-exit run: the program's segment jobs, the simulator build of the harness
+    and the cost model that predicts its cycles. ``run_images`` runs images through it; build
+    it once (``prepare``) and run as many batches as needed."""
+    im: IntModel
+    ep: ExitPath
+    lanes: int
+    source: WeightSource
+    plan: object
+    named: dict
+    layout: object
+    jobs: dict
+    build: object
+    costs: object
+    on: list
+
+
+def prepare(im: IntModel, ep: ExitPath, lanes: int = 8, source: WeightSource = IDEAL, simulator: str | None = None,
+            macs: int | None = None) -> RunDesign:
+    """Generate and build the run harness for ``im`` and ``ep`` (the heads' dense layers on
+    ``macs`` multipliers, ``hw.head.MacDense``, or da4ml's when None)."""
+    from hw import cost, emit, energy
+    from hw.head import dense_verilog
+    from sim import runner
+    from sim.harness import RunHarness
+
+    ep.check_width(im.config.width)
+    plan, named, cfg, layout, heads = run_design(im, ep, lanes, macs)
+    jobs = {name: segment_job(name, seg, im, plan, layout, source) for name, seg in named.items()}
+    harness = RunHarness(cfg, harness_sizes(list(jobs.values())), ep.head, heads, ep.tokens, len(ep.layers))
+    top = f"qexit_run_{lanes}x{lanes}"
+    verilog = emit.to_verilog(harness, top) + "\n" + dense_verilog(d for _, d in heads)
+    b = runner.build(verilog, top, simulator=simulator)
+    machine = cost.Machine(lanes, source.bandwidth, source.latency)
+    costs = cost.build(im, machine, energy.load(), {ep.layers[k]: d for ks, d in heads for k in ks}, ep.head)
+    return RunDesign(im, ep, lanes, source, plan, named, layout, jobs, b, costs, enabled(ep))
+
+
 def verify_run(im: IntModel, ep: ExitPath, images: torch.Tensor, lanes: int = 8, source: WeightSource = IDEAL,
                simulator: str | None = None, folder: Path | None = None, macs: int | None = None) -> RunResult:
     """Run ``images`` through the early-exit RTL and check them (module docstring); the heads'
     dense layers on ``macs`` multipliers (``hw.head.MacDense``), or da4ml's when None."""
-    from hw import comparator, cost, emit, energy
-    from hw.head import dense_verilog
-    from sim import runner
-    from sim.harness import RunHarness, source_ports
-    from sim.units import pack_fields
-
-    ep.check_width(im.config.width)
     if len(images) == 0:
         raise QexitError("no images to run; give --images >= 1")
-    plan, named, cfg, layout, heads = run_design(im, ep, lanes, macs)
-    on = enabled(ep)
-    k_of = {ep.layers[k]: k for k in on}
-    jobs = {name: segment_job(name, seg, im, plan, layout, source) for name, seg in named.items() if name != "embed"}
-    embeds = [segment_job("embed", named["embed"], im, plan, layout, source, img) for img in images]
-    none = len(ep.layers)
-    harness = RunHarness(cfg, harness_sizes(list(jobs.values()) + embeds), ep.head, heads, ep.tokens, none)
-    top = f"qexit_run_{lanes}x{lanes}"
-    verilog = emit.to_verilog(harness, top) + "\n" + dense_verilog(d for _, d in heads)
-    b = runner.build(verilog, top, simulator=simulator)
-    ports = source_ports(source)
+    return run_images(prepare(im, ep, lanes, source, simulator, macs), images, folder)
 
+
+def run_images(d: RunDesign, images: torch.Tensor, folder: Path | None = None) -> RunResult:
+    """Run ``images`` through a prepared run and check them against the references."""
+    from hw import comparator
+    from sim import runner
+    from sim.harness import source_ports
+    from sim.units import pack_fields
+
+    im, ep, lanes, plan, jobs = d.im, d.ep, d.lanes, d.plan, d.jobs
+    k_of = {ep.layers[k]: k for k in d.on}
+    embeds = [segment_job("embed", d.named["embed"], im, plan, d.layout, d.source, img) for img in images]
+    none = len(ep.layers)
+    ports = source_ports(d.source)
     spec = {"layers": none, "thresholds": pack_fields([list(w) for w in ep.register_words()], comparator.THRESHOLD),
             "images": []}
     for e in embeds:
@@ -169,25 +204,24 @@ def verify_run(im: IntModel, ep: ExitPath, images: torch.Tensor, lanes: int = 8,
         seq.append(jobs["head"].case("head", ports, sel=none, decide=False, final=True))
         spec["images"].append(seq)
     t0 = time.time()
-    with tempfile.TemporaryDirectory(prefix="qexit-run-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="qexit-run-") as tmp:     # runs of one build may overlap
         cases, results = Path(tmp) / "run.pt", Path(tmp) / "results.pt"
         torch.save(spec, cases)
-        res = runner.run(b, "sim.tb_run", testcase="run", folder=folder,
+        res = runner.run(d.build, "sim.tb_run", testcase="run", folder=folder or Path(tmp) / "sim",
                          settings={"QEXIT_TB_CASES": str(cases), "QEXIT_TB_RESULTS": str(results)})
         got = torch.load(results, weights_only=False) if results.exists() else []
+        log = runner.log_tail(res) if not res.passed or len(got) != len(images) else ""
     sim_s = time.time() - t0
 
     exp_layers, exp_classes, exp_dec = reference(im, ep, images)
-    machine = cost.Machine(lanes, source.bandwidth, source.latency)
-    costs = cost.build(im, machine, energy.load(), {ep.layers[k]: d for ks, d in heads for k in ks}, ep.head)
-    out = RunResult(len(images), [], exp_layers, [], exp_classes, 0, 0, [], [], b.seconds, sim_s)
+    out = RunResult(len(images), [], exp_layers, [], exp_classes, 0, 0, [], [], d.build.seconds, sim_s)
     for n, g in enumerate(got):
         layer, cls = im.config.depth, None
-        for d in g["decisions"]:
-            k = d["sel"]
-            ex, c = bool(d["word"] & 1), (d["word"] >> 1) & (2 ** CLASS_BITS - 1)
+        for dec in g["decisions"]:
+            k = dec["sel"]
+            ex, c = bool(dec["word"] & 1), (dec["word"] >> 1) & (2 ** CLASS_BITS - 1)
             out.decisions += 1
-            out.decisions_matched += (ex, c) == exp_dec.get((n, k)) and (d["word"] >> LAYER_SHIFT) == k
+            out.decisions_matched += (ex, c) == exp_dec.get((n, k)) and (dec["word"] >> LAYER_SHIFT) == k
             if ex:
                 layer, cls = ep.layers[k], c
         if cls is None and g["trace"]:
@@ -195,12 +229,10 @@ def verify_run(im: IntModel, ep: ExitPath, images: torch.Tensor, lanes: int = 8,
             cls = int(taps["logits"].reshape(-1)[:plan.classes].argmax())
         out.exit_layers.append(layer)
         out.classes.append(-1 if cls is None else cls)
-        measured = sum(s["cycles"] for s in g["segments"]) + sum(d["t_dec"] - d["t_done"] + 1 for d in g["decisions"])
+        measured = sum(s["cycles"] for s in g["segments"]) + sum(x["t_dec"] - x["t_done"] + 1 for x in g["decisions"])
         out.cycles_measured.append(measured)
-        route = costs.route(None if layer == im.config.depth else layer, [ep.layers[k] for k in on])
-        out.cycles_predicted.append(costs.cycles(route))
+        route = d.costs.route(None if layer == im.config.depth else layer, [ep.layers[k] for k in d.on])
+        out.cycles_predicted.append(d.costs.cycles(route))
         out.records.append({"image": n, "segments": g["segments"], "decisions": g["decisions"]})
-    if not res.passed or len(got) != len(images):
-        from sim.runner import log_tail
-        out.log = log_tail(res)
+    out.log = log
     return out

@@ -142,6 +142,25 @@ def build(verilog: str, top: str, simulator: str | None = None, waves: bool = Fa
     if stamp.exists():
         return Build(simulator, top, folder, waves, 0.0)
     folder.mkdir(parents=True, exist_ok=True)
+    with _locked(folder.with_name(folder.name + ".lock")):    # processes sharing the cache build it once
+        if stamp.exists():
+            return Build(simulator, top, folder, waves, 0.0)
+        return _build(verilog, top, simulator, waves, folder, stamp)
+
+
+@contextmanager
+def _locked(path: Path):
+    import fcntl
+
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _build(verilog: str, top: str, simulator: str, waves: bool, folder: Path, stamp: Path) -> Build:
     source = folder / f"{top}.v"
     source.write_text(verilog)
     t0 = time.time()

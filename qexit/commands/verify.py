@@ -210,6 +210,16 @@ def add_arguments(p):
     rn.add_argument("--seed", type=int, default=0, help="which test images: a random draw with this seed (-1: the first N)")
     _engine_args(rn, 8.0, square=True)
     add_head_args(rn, "rows x cols, as many as the array")
+    rn.add_argument("--workers", type=int, default=1,
+                    help="processes that run shards at once: 1 runs them here; more start a local Dask cluster")
+    rn.add_argument("--cluster", default=None, metavar="ADDRESS",
+                    help="attach to a running Dask scheduler (e.g. tcp://10.0.0.1:8786) instead of a local cluster")
+    rn.add_argument("--shard-size", type=int, default=10, help="images per shard (a task; written as it finishes)")
+    rn.add_argument("--work", type=Path, default=Path("reports/.verify-run-shards"),
+                    help="where finished shards are kept until the run ends")
+    rn.add_argument("--resume", action="store_true",
+                    help="keep the finished shards in --work (same configuration only) and run the rest")
+    rn.add_argument("--quiet", action="store_true", help="no progress bar")
     rn.set_defaults(_block=run_run)
 
 
@@ -549,50 +559,60 @@ def run_run(args) -> int:
     from hw.schedule import WeightSource
     from model.data import load_fashion_mnist
     from model.exits import exit_path
-    from model.quantize import load_intmodel
+    from sim import dist
     from sim import run as sim_run
 
     source = WeightSource(args.bandwidth, args.latency)
     if args.rows != args.cols:
         raise QexitError(f"the layer engine needs a square array (--rows {args.rows} --cols {args.cols})")
+    if args.workers < 1:
+        raise QexitError(f"--workers {args.workers}: give at least 1 worker")
     runner.pick(args.simulator)
     ep = exit_path.load(args.exit_path)
+    layers = None
     if args.layers:
-        ep = sim_run.only(ep, _layer_list(args.layers, ep))
-    im = load_intmodel(args.intmodel)
-    test = load_fashion_mnist("test")
-    n = min(args.images, len(test))
+        layers = tuple(_layer_list(args.layers, ep))
+        ep = sim_run.only(ep, list(layers))
+    n_test = len(load_fashion_mnist("test"))
+    n = min(args.images, n_test)
     idx = (torch.arange(n) if args.seed < 0 else
-           torch.randperm(len(test), generator=torch.Generator().manual_seed(args.seed))[:n])
+           torch.randperm(n_test, generator=torch.Generator().manual_seed(args.seed))[:n])
+    macs = head_macs(args, args.rows * args.cols)
+    spec = dist.RunSpec(str(args.intmodel), str(args.exit_path), args.rows, source.bandwidth, source.latency, macs,
+                        layers, args.simulator)
     torch.set_num_threads(1)
     print(f"early-exit run: {n} test image(s), {args.rows}x{args.cols}, weights at {args.bandwidth:g} B/cycle "
-          f"after {args.latency}; heads at layers {[ep.layers[k] for k in sim_run.enabled(ep)]}", flush=True)
+          f"after {args.latency}; heads at layers {[ep.layers[k] for k in sim_run.enabled(ep)]}; shards of "
+          f"{args.shard_size} on {args.cluster or f'{args.workers} worker(s)'}", flush=True)
+    res = dist.run(spec, idx.tolist(), args.shard_size, args.workers, args.cluster, args.work, args.resume,
+                   not args.quiet)
     with report_dir("verify-run") as folder:
-        macs = head_macs(args, args.rows * args.cols)
-        res = sim_run.verify_run(im, ep, test.images[idx], args.rows, source, args.simulator, macs=macs)
-        s = {**res.summary(), "test_indices": idx.tolist(), "seed": args.seed, "rows": args.rows,
-             "cols": args.cols, "bandwidth": args.bandwidth, "latency": args.latency, "head": args.head,
-             "head_macs": macs, "exit_path": str(args.exit_path), "intmodel": str(args.intmodel)}
+        s = {**res, "seed": args.seed, "rows": args.rows, "cols": args.cols, "bandwidth": args.bandwidth,
+             "latency": args.latency, "head": args.head, "head_macs": macs, "shard_size": args.shard_size,
+             "exit_path": str(args.exit_path), "intmodel": str(args.intmodel)}
         rows = [[i, lay, exp, cls, ecls, m, p] for i, lay, exp, cls, ecls, m, p in zip(
-            idx.tolist(), res.exit_layers, res.expected_layers, res.classes, res.expected_classes,
-            res.cycles_measured, res.cycles_predicted)]
-        print(f"images matched: {res.matched}/{res.images}; decisions bit-exact: {res.decisions_matched}/"
-              f"{res.decisions}; cycles measured {sum(res.cycles_measured):,}, predicted {sum(res.cycles_predicted):,}"
-              f" ({'equal' if res.cycles_measured == res.cycles_predicted else 'DIFFERENT'} image by image)")
-        if res.log:
-            print(res.log)
+            res["test_indices"], res["exit_layers"], res["expected_layers"], res["classes"], res["expected_classes"],
+            res["cycles_per_image_measured"], res["cycles_per_image_predicted"])]
+        t = res["timing"]
+        print(f"images matched: {res['matched']}/{res['images']}; decisions bit-exact: {res['decisions_matched']}/"
+              f"{res['decisions']}; cycles measured {res['cycles_measured']:,}, predicted {res['cycles_predicted']:,}"
+              f" ({'equal' if res['cycles_equal'] else 'DIFFERENT'} image by image); {t['images_computed']} image(s) "
+              f"computed in {t['wall_s']:.0f} s")
+        for log in res["logs"]:
+            print(log)
         write_summary(folder, s)
         (folder / "README.md").write_text(
-            f"# verify run: {res.matched}/{res.images} images, {res.decisions_matched}/{res.decisions} decisions, "
-            f"cycles {sum(res.cycles_measured):,} measured = {sum(res.cycles_predicted):,} predicted\n\n"
+            f"# verify run: {res['matched']}/{res['images']} images, {res['decisions_matched']}/{res['decisions']} "
+            f"decisions, cycles {res['cycles_measured']:,} measured = {res['cycles_predicted']:,} predicted\n\n"
             + _block_doc("run").replace("\n", " ") + "\n\n"
             + f"This run: {args.rows}x{args.cols}, weights at {args.bandwidth:g} B/cycle after {args.latency} cycles; "
             + (f"one MAC exit head with {macs} multipliers for every candidate" if macs else "one da4ml head per candidate")
-            + f"; candidates on: {[ep.layers[k] for k in sim_run.enabled(ep)]}; {runner.pick(args.simulator)}: "
-            + f"build {res.build_seconds:.0f} s (0: cached), simulation {res.sim_seconds:.0f} s.\n\n"
+            + f"; candidates on: {[ep.layers[k] for k in sim_run.enabled(ep)]}; {runner.pick(args.simulator)}; "
+            + f"shards of {args.shard_size} on {t['workers']} worker(s): {t['images_computed']} image(s) computed in "
+            + f"{t['wall_s']:.0f} s ({t['shards_resumed']} shard(s) resumed).\n\n"
             + markdown_table(["test image", "exit layer", "expected", "class", "expected", "cycles measured",
                               "cycles predicted"], rows) + "\n")
-    return 0 if res.passed else 1
+    return 0 if res["passed"] else 1
 
 
 def _layer_list(text: str, ep) -> list[int]:

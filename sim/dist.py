@@ -1,0 +1,220 @@
+"""The early-exit RTL run, sharded over a Dask cluster (issue J, item 2).
+
+The test images are cut into shards of ``shard_size`` images in a fixed order. Each shard is
+one task, ``run_shard``: it runs ``sim.run.run_images`` on a ``RunDesign`` that its worker
+process prepares once (Verilog generation and the simulator build; builds are shared between
+processes through the build cache, ``sim.runner.build``, which locks a build while it
+compiles) and keeps for every later shard. The client writes each finished shard to
+``<work>/shard-NNNNN.json`` as it completes (write, then rename, so a file is whole or
+absent); the merge reads the shards in shard order, so the summary does not depend on how
+many workers ran them, or in which order they finished. ``<work>/config.json`` names the
+configuration (the IntModel's and exit path's hashes, the array, the stream, the head, the
+exits on, the images); ``resume`` keeps the shards of the same configuration and computes only
+the missing ones, and refuses a folder of another configuration.
+
+Workers: 1 runs the shards in this process, one after another (no Dask); more start a Dask
+``LocalCluster`` of that many single-threaded worker processes; ``cluster`` attaches to a
+running scheduler instead. A worker that dies mid-shard loses only its shard, which Dask
+runs again on another worker (``retries`` more times for a shard that raises); a shard is
+written once, by the client, when its result arrives, so nothing is counted twice.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from model.errors import QexitError
+
+RETRIES = 2
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that decides a run's results (paths, and the files' hashes in ``key``)."""
+    intmodel: str
+    exit_path: str
+    lanes: int = 8
+    bandwidth: float | None = 8.0
+    latency: int = 20
+    macs: int | None = 64
+    layers: tuple[int, ...] | None = None        # exits on (None: the exit path's)
+    simulator: str | None = None
+
+    def key(self, indices: list[int], shard_size: int) -> dict:
+        return {**asdict(self), "layers": None if self.layers is None else list(self.layers),
+                "intmodel_sha256": _sha256(self.intmodel), "exit_path_sha256": _sha256(self.exit_path),
+                "indices": indices, "shard_size": shard_size}
+
+
+def _sha256(path: str) -> str:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except FileNotFoundError:
+        raise QexitError(f"no such file: {path}") from None
+
+
+_DESIGNS: dict = {}        # per process: RunSpec -> (RunDesign, test images)
+
+
+def _design(spec: RunSpec):
+    if spec not in _DESIGNS:
+        from hw.schedule import WeightSource
+        from model.data import load_fashion_mnist
+        from model.exits import exit_path
+        from model.quantize import load_intmodel
+        from sim import run as sim_run
+
+        ep = exit_path.load(spec.exit_path)
+        if spec.layers is not None:
+            ep = sim_run.only(ep, list(spec.layers))
+        d = sim_run.prepare(load_intmodel(spec.intmodel), ep, spec.lanes, WeightSource(spec.bandwidth, spec.latency),
+                            spec.simulator, spec.macs)
+        _DESIGNS[spec] = (d, load_fashion_mnist("test").images)
+    return _DESIGNS[spec]
+
+
+def run_shard(spec: RunSpec, shard: int, indices: list[int]) -> dict:
+    """One shard on this process's design: what the merge needs, per image, and the timings."""
+    import torch
+
+    from sim import run as sim_run
+
+    torch.set_num_threads(1)
+    t0 = time.time()
+    d, images = _design(spec)
+    prep = time.time() - t0
+    r = sim_run.run_images(d, images[torch.tensor(indices)])
+    return {"shard": shard, "indices": indices, "exit_layers": r.exit_layers, "expected_layers": r.expected_layers,
+            "classes": r.classes, "expected_classes": r.expected_classes, "decisions": r.decisions,
+            "decisions_matched": r.decisions_matched, "cycles_measured": r.cycles_measured,
+            "cycles_predicted": r.cycles_predicted, "log": r.log, "worker": os.getpid(),
+            "timing": {"prepare_s": round(prep, 1), "sim_s": round(r.sim_seconds, 1)}}
+
+
+def shards_of(indices: list[int], shard_size: int) -> list[list[int]]:
+    return [indices[i:i + shard_size] for i in range(0, len(indices), shard_size)]
+
+
+def _shard_file(work: Path, shard: int) -> Path:
+    return work / f"shard-{shard:05d}.json"
+
+
+def _write(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def open_work(work: Path, key: dict, resume: bool) -> set[int]:
+    """Prepare the shard folder; return the shards already done (``resume``)."""
+    work.mkdir(parents=True, exist_ok=True)
+    cfg = work / "config.json"
+    if resume and cfg.exists():
+        old = json.loads(cfg.read_text())
+        if old != key:
+            diff = sorted(k for k in set(old) | set(key) if old.get(k) != key.get(k))
+            raise QexitError(f"{work} holds shards of another configuration (differs in: {', '.join(diff)}); "
+                             f"rerun without --resume to start over, or give another --work folder")
+        return {int(f.stem.split("-")[1]) for f in work.glob("shard-*.json")}
+    for f in list(work.glob("shard-*.json")) + list(work.glob("shard-*.tmp")):
+        f.unlink()
+    _write(cfg, key)
+    return set()
+
+
+def run(spec: RunSpec, indices: list[int], shard_size: int = 10, workers: int = 1, cluster: str | None = None,
+        work: Path = Path("reports/.verify-run-shards"), resume: bool = False, progress: bool = True) -> dict:
+    """Run every shard not yet in ``work`` and merge all of them (module docstring)."""
+    from tqdm import tqdm
+
+    if workers < 1:
+        raise QexitError(f"--workers {workers}: give at least 1 worker")
+    if shard_size < 1:
+        raise QexitError(f"--shard-size {shard_size}: give at least 1 image a shard")
+    if not indices:
+        raise QexitError("no images to run; give --images >= 1")
+    work = Path(work)
+    shards = shards_of(indices, shard_size)
+    done = open_work(work, spec.key(indices, shard_size), resume)
+    todo = [i for i in range(len(shards)) if i not in done]
+    t0 = time.time()
+    bar = tqdm(total=len(indices), initial=sum(len(shards[i]) for i in done), unit="img", disable=not progress,
+               desc=f"verify run ({'cluster' if cluster else f'{workers} worker(s)'})")
+    new_images = 0
+
+    def finished(res: dict) -> None:
+        nonlocal new_images
+        _write(_shard_file(work, res["shard"]), res)
+        new_images += len(res["indices"])
+        bar.update(len(res["indices"]))
+        bar.set_postfix_str(f"{new_images / max(time.time() - t0, 1e-9):.2f} img/s")
+
+    try:
+        if todo and workers == 1 and cluster is None:
+            for i in todo:
+                finished(run_shard(spec, i, shards[i]))
+        elif todo:
+            _run_on_dask(spec, shards, todo, workers, cluster, finished)
+    finally:
+        bar.close()
+    wall = time.time() - t0
+    merged = merge(work, len(shards))
+    merged["timing"] = {"wall_s": round(wall, 1), "images_computed": new_images,
+                        "images_per_s": round(new_images / wall, 3) if wall > 0 and new_images else None,
+                        "workers": "cluster " + cluster if cluster else workers, "shards_resumed": len(done)}
+    return merged
+
+
+def _run_on_dask(spec: RunSpec, shards: list[list[int]], todo: list[int], workers: int, cluster: str | None,
+                 finished) -> None:
+    try:
+        from dask.distributed import Client, LocalCluster, as_completed
+    except ImportError:
+        raise QexitError("Dask is not installed: pip install -e .[dist] (or `make setup`)") from None
+    local = None
+    try:
+        if cluster:
+            try:
+                client = Client(cluster, timeout=10)
+            except (OSError, TimeoutError) as err:
+                raise QexitError(f"cannot reach the Dask scheduler at {cluster} ({type(err).__name__}); start one "
+                                 f"(`dask scheduler`) or drop --cluster to run on this machine") from None
+        else:
+            local = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+            client = Client(local)
+        with client:
+            futures = [client.submit(run_shard, spec, i, shards[i], retries=RETRIES, pure=False, key=f"shard-{i}")
+                       for i in todo]
+            for fut in as_completed(futures):
+                finished(fut.result())
+    finally:
+        if local is not None:
+            local.close()
+
+
+def merge(work: Path, n_shards: int) -> dict:
+    """The shards in shard order as one run: ``sim.run.RunResult.summary``'s keys (the per-shard
+    timings are dropped, so the merge is the same for any number of workers)."""
+    from sim.run import RunResult
+
+    parts = []
+    for i in range(n_shards):
+        f = _shard_file(work, i)
+        if not f.exists():
+            raise QexitError(f"shard {i} is missing from {work}; rerun with --resume to compute it")
+        parts.append(json.loads(f.read_text()))
+    cat = lambda key: [x for p in parts for x in p[key]]
+    r = RunResult(len(cat("indices")), cat("exit_layers"), cat("expected_layers"), cat("classes"),
+                  cat("expected_classes"), sum(p["decisions_matched"] for p in parts), sum(p["decisions"] for p in parts),
+                  cat("cycles_measured"), cat("cycles_predicted"))
+    s = r.summary()
+    for k in ("build_seconds", "sim_seconds"):
+        s.pop(k)
+    s.update({"test_indices": cat("indices"), "expected_layers": r.expected_layers, "classes": r.classes,
+              "expected_classes": r.expected_classes, "cycles_per_image_measured": r.cycles_measured,
+              "cycles_per_image_predicted": r.cycles_predicted, "logs": [p["log"] for p in parts if p["log"]]})
+    return s
