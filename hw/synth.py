@@ -199,3 +199,20 @@ def designs(im, arrays: list[int], exit_path=None, head_layer: int | None = None
         macs = head_macs or lanes * lanes
         _, verilog, top, _ = head_design(ep, [ep.layers.index(head_layer)], lanes, macs)
         yield f"exit head, layer {head_layer}, {lanes} lanes, {macs} MACs", verilog, top, lanes
+
+
+DEFAULT_CLOCK_MHZ = 100.0
+
+
+def clock_for(summary_path, lanes: int) -> tuple[float, str]:
+    """The clock for an L x L layer engine, and where it comes from: the Fmax that ``qexit
+    synth`` reported for that size (its summary.json at ``summary_path``) when it fits, else the
+    100 MHz target."""
+    try:
+        s = json.loads(Path(summary_path).read_text())
+        for d in s.get("designs", []):
+            if d.get("design") == f"layer engine {lanes}x{lanes}" and d.get("fits") and d.get("fmax_mhz"):
+                return float(d["fmax_mhz"]), f"the layer engine's Fmax on the {s['device']} ({summary_path})"
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return DEFAULT_CLOCK_MHZ, "the 100 MHz target (no synthesis result for this array size)"

@@ -131,8 +131,7 @@ def run(spec: RunSpec, indices: list[int], shard_size: int = 10, workers: int = 
     """Run every shard not yet in ``work`` and merge all of them (module docstring)."""
     from tqdm import tqdm
 
-    if workers < 1:
-        raise QexitError(f"--workers {workers}: give at least 1 worker")
+    check_workers(workers)
     if shard_size < 1:
         raise QexitError(f"--shard-size {shard_size}: give at least 1 image a shard")
     if not indices:
@@ -154,11 +153,7 @@ def run(spec: RunSpec, indices: list[int], shard_size: int = 10, workers: int = 
         bar.set_postfix_str(f"{new_images / max(time.time() - t0, 1e-9):.2f} img/s")
 
     try:
-        if todo and workers == 1 and cluster is None:
-            for i in todo:
-                finished(run_shard(spec, i, shards[i]))
-        elif todo:
-            _run_on_dask(spec, shards, todo, workers, cluster, finished)
+        map_tasks(run_shard, [(spec, i, shards[i]) for i in todo], workers, cluster, finished)
     finally:
         bar.close()
     wall = time.time() - t0
@@ -169,8 +164,24 @@ def run(spec: RunSpec, indices: list[int], shard_size: int = 10, workers: int = 
     return merged
 
 
-def _run_on_dask(spec: RunSpec, shards: list[list[int]], todo: list[int], workers: int, cluster: str | None,
-                 finished) -> None:
+def check_workers(workers: int) -> None:
+    if workers < 1:
+        raise QexitError(f"--workers {workers}: give at least 1 worker")
+
+
+def map_tasks(fn, tasks: list[tuple], workers: int = 1, cluster: str | None = None, finished=None) -> None:
+    """Run ``fn(*args)`` for every tuple of ``tasks`` and hand each result to ``finished`` as it
+    arrives: here, one after another, with 1 worker and no ``cluster``; else on a Dask
+    ``LocalCluster`` of ``workers`` single-threaded processes, or on the scheduler at
+    ``cluster``. A task whose worker dies is rerun elsewhere; one that raises, ``RETRIES``
+    more times. Both the sharded RTL run and ``qexit sweep`` go through here."""
+    check_workers(workers)
+    if not tasks:
+        return
+    if workers == 1 and cluster is None:
+        for args in tasks:
+            finished(fn(*args))
+        return
     try:
         from dask.distributed import Client, LocalCluster, as_completed
     except ImportError:
@@ -187,8 +198,7 @@ def _run_on_dask(spec: RunSpec, shards: list[list[int]], todo: list[int], worker
             local = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
             client = Client(local)
         with client:
-            futures = [client.submit(run_shard, spec, i, shards[i], retries=RETRIES, pure=False, key=f"shard-{i}")
-                       for i in todo]
+            futures = [client.submit(fn, *args, retries=RETRIES, pure=False) for args in tasks]
             for fut in as_completed(futures):
                 finished(fut.result())
     finally:

@@ -21,22 +21,15 @@ from qexit.reports import REPORTS_DIR, markdown_table, report_dir, write_summary
 HELP = "cycles, energy, latency and throughput of early exit against INT8 full depth on the layer engine"
 EXITS_DEFAULT = Path("reports") / "exits" / "exit_distribution.json"
 SYNTH_DEFAULT = Path("reports") / "synth" / "summary.json"
-DEFAULT_CLOCK_MHZ = 100.0
 
 
 def clock(args) -> tuple[float, str]:
-    """The clock and where it comes from: --clock-mhz, else the synthesized Fmax of this array
-    size, else the 100 MHz target."""
+    """--clock-mhz, else the synthesized Fmax of this array size, else the 100 MHz target."""
+    from hw.synth import clock_for
+
     if args.clock_mhz is not None:
         return args.clock_mhz, "--clock-mhz"
-    try:
-        s = json.loads(Path(args.synth).read_text())
-        for d in s.get("designs", []):
-            if d.get("design") == f"layer engine {args.rows}x{args.cols}" and d.get("fits") and d.get("fmax_mhz"):
-                return float(d["fmax_mhz"]), f"the layer engine's Fmax on the {s['device']} ({args.synth})"
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    return DEFAULT_CLOCK_MHZ, "the 100 MHz target (no synthesis result for this array size)"
+    return clock_for(args.synth, args.rows)
 
 
 def positive_float(value: str) -> float:

@@ -1,0 +1,130 @@
+"""Sweep the cost model over a design grid (issue J, item 3): array size x weight-stream
+bandwidth x exit budget.
+
+Each machine of the grid (an L x L layer engine with an L x L-MAC exit head, weights streamed
+at B bytes/cycle after --latency cycles, clocked at its synthesized Fmax where `qexit synth`
+has one, else 100 MHz) is priced at every exit budget: the operating point the exit path
+holds, every LCT budget of `qexit exits`'s Pareto sweep, and full depth. The grid comes from
+--arrays, --bandwidths and --budgets, or from a TOML file (--grid) with the same keys and
+`latency`. Machines are tasks: one after another here, or on Dask with --workers N or
+--cluster ADDRESS. Writes reports/sweep/: points.csv (every point), summary.json (the points,
+the Pareto front over energy, latency and top-1, and the wall time), pareto.png and a README.
+The model itself is hw/sweep.py and hw/cost.py.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import time
+from pathlib import Path
+
+from qexit.commands.common import add_exit_path_args
+from qexit.commands.cost import EXITS_DEFAULT, SYNTH_DEFAULT
+from qexit.reports import REPORTS_DIR, markdown_table, report_dir, write_summary
+
+HELP = "cycles, latency, energy and top-1 over a grid of array sizes, bandwidths and exit budgets"
+
+
+def _list(kind):
+    def parse(value: str):
+        try:
+            return tuple(kind(v) for v in value.split(",") if v.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be comma-separated values like 4,8, got {value!r}") from None
+    return parse
+
+
+def add_arguments(p):
+    add_exit_path_args(p)
+    p.add_argument("--exits", type=Path, default=EXITS_DEFAULT, help="`qexit exits`'s exit_distribution.json")
+    p.add_argument("--seed", type=int, default=0, help="whose routing and Pareto sweep: a seed of the exits run")
+    p.add_argument("--arrays", type=_list(int), default=(4, 8, 16), help="array sizes L (L x L)")
+    p.add_argument("--bandwidths", type=_list(float), default=(1.0, 2.0, 4.0, 8.0, 16.0),
+                   help="weight stream bandwidths, bytes/cycle")
+    p.add_argument("--budgets", default="all",
+                   help="'all' (every LCT budget of the exits' sweep), or comma-separated budgets")
+    p.add_argument("--latency", type=int, default=20, help="weight stream first-word latency, cycles")
+    p.add_argument("--grid", type=Path, default=None,
+                   help="a TOML file with arrays, bandwidths, budgets and latency (overrides those flags)")
+    p.add_argument("--synth", type=Path, default=SYNTH_DEFAULT, help="`qexit synth`'s summary.json, for the clocks")
+    p.add_argument("--workers", type=int, default=1, help="machines priced at once: more than 1 starts a local Dask cluster")
+    p.add_argument("--cluster", default=None, metavar="ADDRESS", help="a running Dask scheduler to run on")
+    p.add_argument("--out", type=Path, default=REPORTS_DIR, help="reports root; writes <out>/sweep/")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args) -> int:
+    from tqdm import tqdm
+
+    from hw import sweep
+    from model.errors import QexitError
+    from sim.dist import check_workers, map_tasks
+
+    t0 = time.time()
+    check_workers(args.workers)
+    if args.grid is not None:
+        grid = sweep.load_grid(args.grid)
+    else:
+        budgets = "all" if args.budgets.strip() == "all" else tuple(float(b) for b in args.budgets.split(",") if b.strip())
+        grid = sweep.Grid(args.arrays, args.bandwidths, budgets, args.latency)
+    try:
+        exits = json.loads(Path(args.exits).read_text())
+    except FileNotFoundError:
+        raise QexitError(f"no exit distribution at {args.exits}; run `qexit exits` first") from None
+    except ValueError as err:
+        raise QexitError(f"exit distribution {args.exits} is not valid JSON ({err})") from None
+    for f in (args.intmodel, args.exit_path):
+        if not Path(f).is_file():
+            raise QexitError(f"no such file: {f}; run `qexit quantize` and `qexit exits` first")
+    synth = str(args.synth) if Path(args.synth).is_file() else None
+    tasks = [(str(args.intmodel), str(args.exit_path), exits, args.seed, a, b, grid.latency, synth, grid.budgets)
+             for a, b in grid.machines()]
+    points = []
+    bar = tqdm(total=len(tasks), unit="machine", disable=args.quiet, desc="sweep")
+
+    def finished(rows):
+        points.extend(rows)
+        bar.update(1)
+    try:
+        map_tasks(sweep.machine_points, tasks, args.workers, args.cluster, finished)
+    finally:
+        bar.close()
+    order = {m: i for i, m in enumerate(grid.machines())}
+    points.sort(key=lambda p: order[p["rows"], p["bandwidth"]])       # a fixed order, whatever ran first
+    good = [p for p in points if "error" not in p]
+    if not good:
+        raise QexitError("no machine of the grid could run the model: " + "; ".join(p["error"] for p in points[:3]))
+    front = sweep.pareto_front(good)
+    wall = time.time() - t0
+    summary = {"points": len(good), "machines": len(tasks), "failed_machines": [p for p in points if "error" in p],
+               "front": front, "grid": {"arrays": list(grid.arrays), "bandwidths": list(grid.bandwidths),
+                                        "budgets": grid.budgets if grid.budgets == "all" else list(grid.budgets),
+                                        "latency": grid.latency},
+               "seed": args.seed, "exits": str(args.exits), "intmodel": str(args.intmodel),
+               "exit_path": str(args.exit_path), "clock_source": synth or "100 MHz target", "seconds": round(wall, 1),
+               "workers": args.cluster or args.workers, "all_points": good}
+    keys = ["rows", "cols", "bandwidth", "latency_cycles", "clock_mhz", "budget", "top1", "cycles", "latency_us",
+            "energy_uj", "cycle_saving", "energy_saving"]
+    with report_dir("sweep", args.out) as folder:
+        with open(folder / "points.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys)
+            w.writeheader()
+            w.writerows(good)
+        write_summary(folder, summary)
+        sweep.plot(good, front, folder / "pareto.png")
+        rows = [[f"{p['rows']}x{p['cols']}", f"{p['bandwidth']:g}", f"{p['clock_mhz']:g}", str(p["budget"]),
+                 f"{100 * p['top1']:.2f}%", f"{p['latency_us'] / 1e3:,.2f}", f"{p['energy_uj']:,.1f}"]
+                for p in sorted(front, key=lambda p: p["energy_uj"])]
+        (folder / "README.md").write_text(
+            f"# qexit sweep: {len(good)} design points, {len(front)} on the Pareto front\n\n"
+            + __doc__.split("\n\n")[1].replace("\n", " ") + "\n\n"
+            + f"Grid: arrays {list(grid.arrays)}, bandwidths {list(grid.bandwidths)} B/cycle, budgets "
+            + f"{grid.budgets}, stream latency {grid.latency} cycles; seed {args.seed} of `{args.exits}`. "
+            + f"{len(tasks)} machines in {wall:.1f} s on {args.cluster or args.workers} worker(s).\n\n"
+            + "![sweep](pareto.png)\n\n## The Pareto front (energy, latency, top-1)\n\n"
+            + markdown_table(["array", "B/cycle", "MHz", "budget", "top-1", "latency (ms)", "energy (uJ)"], rows)
+            + "\n\nEvery point is in `points.csv`.\n")
+    print(f"{len(good)} points from {len(tasks)} machines in {wall:.1f} s; Pareto front: {len(front)} points "
+          f"-> {Path(args.out) / 'sweep'}")
+    return 0

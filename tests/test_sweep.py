@@ -1,0 +1,74 @@
+"""hw/sweep.py and `qexit sweep`: the grid's points are the cost model's, the front is
+non-dominated, the result does not depend on the worker count, and bad grids are one line."""
+import argparse
+import csv
+import json
+
+import pytest
+
+from hw import sweep
+from model.errors import QexitError
+from qexit.commands import sweep as sweep_cmd
+from tests.test_hw_cost import exits_json
+
+
+def parse(*argv):
+    p = argparse.ArgumentParser()
+    sweep_cmd.add_arguments(p)
+    return p.parse_args(list(argv))
+
+
+@pytest.fixture
+def argv(exit_path_files, tmp_path):
+    ep, im, _ = exit_path_files
+    (tmp_path / "dist.json").write_text(json.dumps(exits_json()))
+    return ["--exit-path", str(ep), "--intmodel", str(im), "--exits", str(tmp_path / "dist.json"), "--quiet",
+            "--synth", str(tmp_path / "none.json"), "--arrays", "4,8", "--bandwidths", "2,8"]
+
+
+def test_every_point_is_the_cost_models(argv, tmp_path, exit_path_files):
+    from hw import cost, energy
+    from hw.head import MacDense
+    from model.exits import exit_path
+    assert sweep_cmd.run(parse(*argv, "--out", str(tmp_path / "r1"))) == 0
+    s = json.loads((tmp_path / "r1" / "sweep" / "summary.json").read_text())
+    assert s["points"] == 2 * 2 * 4 and s["machines"] == 4          # operating point, 2 budgets, full depth
+    with open(tmp_path / "r1" / "sweep" / "points.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 16 and {r["budget"] for r in rows} == {"operating point", "0.5", "1.0", "full depth"}
+    # one point priced on its own
+    _, _, im = exit_path_files
+    ep = exit_path.load(exit_path_files[0])
+    c = cost.build(im, cost.Machine(4, 8.0, 20, 100.0), energy.load(), {1: MacDense(16), 3: MacDense(16)}, ep.head)
+    dist, _ = cost.load_distribution(exits_json(), 0, 4)
+    p = next(p for p in s["all_points"] if p["rows"] == 4 and p["bandwidth"] == 8.0 and p["budget"] == "operating point")
+    assert p["cycles"] == pytest.approx(cost.expected(c, dist)["cycles"])
+    full = next(p for p in s["all_points"] if p["rows"] == 4 and p["bandwidth"] == 8.0 and p["budget"] == "full depth")
+    assert full["cycles"] == c.cycles(c.route_full()) and full["energy_saving"] == 0
+    # the front: nothing in it is beaten on all three, and everything outside is
+    front, ranked = s["front"], [p for p in s["all_points"] if p["top1"] is not None]
+    key = lambda p: (p["energy_uj"], p["latency_us"], -p["top1"])
+    beats = lambda a, b: all(x <= y for x, y in zip(key(a), key(b))) and key(a) != key(b)
+    assert front and all(not any(beats(q, f) for q in ranked) for f in front)
+    assert all(any(beats(q, p) for q in ranked) for p in ranked if p not in front)
+    assert (tmp_path / "r1" / "sweep" / "pareto.png").stat().st_size > 10_000
+    pytest.importorskip("dask.distributed")
+    assert sweep_cmd.run(parse(*argv, "--out", str(tmp_path / "r2"), "--workers", "2")) == 0
+    s2 = json.loads((tmp_path / "r2" / "sweep" / "summary.json").read_text())
+    assert s2["all_points"] == s["all_points"] and s2["front"] == front
+
+
+def test_bad_grids_are_one_line(argv, tmp_path):
+    with pytest.raises(QexitError, match="arrays axis is empty"):
+        sweep.Grid((), (8.0,))
+    with pytest.raises(QexitError, match="bandwidths axis is empty"):
+        sweep_cmd.run(parse(*argv, "--bandwidths", ","))
+    with pytest.raises(QexitError, match=r"budgets \[0.25\] are not in the exits' Pareto sweep"):
+        sweep_cmd.run(parse(*argv, "--budgets", "0.25", "--out", str(tmp_path)))
+    (tmp_path / "g.toml").write_text("arrays = [4]\nbanwidths = [8]\n")
+    with pytest.raises(QexitError, match=r"unknown keys \['banwidths'\]"):
+        sweep.load_grid(tmp_path / "g.toml")
+    (tmp_path / "g.toml").write_text("arrays = [4]\nbandwidths = [2, 8]\nlatency = 10\n")
+    assert sweep.load_grid(tmp_path / "g.toml") == sweep.Grid((4,), (2.0, 8.0), "all", 10)
+    with pytest.raises(QexitError, match="at least 1 worker"):
+        sweep_cmd.run(parse(*argv, "--workers", "0"))
