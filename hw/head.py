@@ -29,9 +29,9 @@ phases (cycles with no stalls; W = D / lanes):
 | (SCORES, da4ml) | | d = sat32(T e); n = sum e**2 |
 | SQRT | 28 | r = isqrt(n << 16), one root bit a cycle |
 | DIV | 41 | inv = floor(2**40 / max(r, 1)), one quotient bit a cycle |
-| Z | C | z_c = sat32(round_shift(round_shift(d_c inv, 24) m_z, sh_z)), one class a cycle (one multiplier pair, not C) |
-| SOFTMAX | the unit's row (one lane) | p = softmax(z) at 2**-15 |
-| GATE | 1 | top-2, margin, sav = min(V >> sav_shift, 2**16 - 1), G = sat32(w . f + bias) |
+| Z | C + 1 | z_c = sat32(round_shift(round_shift(d_c inv, 24) m_z, sh_z)), one class a cycle in two stages (one multiplier pair, not C) |
+| SOFTMAX | the unit's row (one lane) | p = softmax(z) at 2**-15; the top two kept as p streams out |
+| GATE, GATE_SUM | 2 | margin, sav = min(V >> sav_shift, 2**16 - 1), the three products; then G = sat32(w . f + bias) |
 | OUT | C | one beat per class: {score d_c, gate G, layer, last}, the comparator's ``INP`` |
 
 Widths (P patch tokens, D, H, E, C the sizes; the shipped model's in brackets: P 49, D 64, H 128,
@@ -288,8 +288,8 @@ def head_cycles(head: FixedHead, tokens: int, lanes: int, dense) -> int:
     w = head.width // lanes
     ln_out = layernorm.row_cycles(head.width, lanes) - w         # the LayerNorm after its LOAD
     sm = softmax.row_cycles(head.classes, SOFTMAX_LANES)
-    return tokens * w + w + ln_out + dense_cycles(head, lanes, dense) + ROOT_BITS + (INV_BITS + 1) + head.classes \
-        + sm + 1 + head.classes
+    return tokens * w + w + ln_out + dense_cycles(head, lanes, dense) + ROOT_BITS + (INV_BITS + 1) \
+        + (head.classes + 1) + sm + 2 + head.classes
 
 
 class ExitHead(wiring.Component):
@@ -362,7 +362,10 @@ class ExitHead(wiring.Component):
         Er = [Signal(signed(8), name=f"e{i}") for i in range(E)]
         Dr = [Signal(signed(32), name=f"d{i}") for i in range(C)]
         Zr = [Signal(signed(32), name=f"z{i}") for i in range(C)]
-        Pr = [Signal(unsigned(GATE_PROB_BITS), name=f"p{i}") for i in range(C)]
+        top1, top2 = Signal(unsigned(GATE_PROB_BITS)), Signal(unsigned(GATE_PROB_BITS))
+        z1 = Signal(signed(32 + INV_BITS + 2 - Z1_SHIFT))                  # round_shift(d inv, 24)
+        g_w = max(abs(int(h.layers[k].params[n])) for k in self.ks for n in ("w_c", "w_m", "w_s")).bit_length()
+        g_c, g_m, g_s = (Signal(signed(g_w + max(GATE_PROB_BITS, SAV_BITS) + 2), name=f"gate_{n}") for n in "cms")
         n = Signal(unsigned((E * 128 * 128).bit_length()))
         root = Signal(unsigned(ROOT_BITS))
         inv = Signal(unsigned(INV_BITS + 1))
@@ -450,39 +453,43 @@ class ExitHead(wiring.Component):
                 with m.If(step == INV_BITS):
                     m.d.sync += step.eq(0)
                     m.next = "Z"
-            with m.State("Z"):             # one class a cycle: Dr rotates once round, z shifts into Zr
-                z1 = _round_shift(Dr[0] * inv, Z1_SHIFT)
-                m.d.sync += [Dr[j].eq(Dr[(j + 1) % C]) for j in range(C)]
-                m.d.sync += [Zr[j].eq(Zr[j + 1]) for j in range(C - 1)]
-                m.d.sync += Zr[C - 1].eq(_sat(_round_shift(z1 * c_("m_z"), c_("sh_z")), 32))
-                next_word(C, "SOFTMAX_IN")
+            with m.State("Z"):     # one class a cycle, in two stages: Dr rotates once round, z shifts into Zr
+                with m.If(word < C):
+                    m.d.sync += z1.eq(_round_shift(Dr[0] * inv, Z1_SHIFT))
+                    m.d.sync += [Dr[j].eq(Dr[(j + 1) % C]) for j in range(C)]
+                with m.If(word >= 1):
+                    m.d.sync += [Zr[j].eq(Zr[j + 1]) for j in range(C - 1)]
+                    m.d.sync += Zr[C - 1].eq(_sat(_round_shift(z1 * c_("m_z"), c_("sh_z")), 32))
+                next_word(C + 1, "SOFTMAX_IN")
             with m.State("SOFTMAX_IN"):
                 m.d.comb += sm.inp.valid.eq(1)
+                m.d.sync += [top1.eq(0), top2.eq(0)]
                 for w_ in range(Ws):
                     with m.If(word == w_):
                         m.d.comb += [sm.inp.payload[c].eq(Zr[w_ * Ls + c] if w_ * Ls + c < C else intops.INT32_MAX)
                                      for c in range(Ls)]
                 with m.If(sm.inp.ready):
                     next_word(Ws, "SOFTMAX_OUT")
-            with m.State("SOFTMAX_OUT"):
-                m.d.comb += sm.out.ready.eq(1)
+            with m.State("SOFTMAX_OUT"):   # the two largest probabilities as they stream out, duplicates kept
+                m.d.comb += sm.out.ready.eq(1)  # (torch.topk); p >= 0, so both start at 0
                 with m.If(sm.out.valid):
-                    write_word(Pr, Ls, sm.out.payload)
+                    t1, t2 = top1, top2
+                    for c in range(Ls):
+                        p_c = sm.out.payload[c]
+                        n1, n2 = Mux(p_c > t1, p_c, t1), Mux(p_c > t1, t1, Mux(p_c > t2, p_c, t2))
+                        # a padding lane of the last beat (Ls not dividing C) leaves them as they are
+                        valid = (word * Ls + c) < C
+                        t1, t2 = Mux(valid, n1, t1), Mux(valid, n2, t2)
+                    m.d.sync += [top1.eq(t1), top2.eq(t2)]
                     next_word(Ws, "GATE")
-            with m.State("GATE"):
-                t1, t2 = Pr[0], Const(0, GATE_PROB_BITS)
-                for c in range(1, C):          # the two largest, duplicates kept (torch.topk)
-                    n1 = Signal(unsigned(GATE_PROB_BITS), name=f"top1_{c}")
-                    n2 = Signal(unsigned(GATE_PROB_BITS), name=f"top2_{c}")
-                    m.d.comb += [n1.eq(Mux(Pr[c] > t1, Pr[c], t1)),       # p >= 0: t2 may start at 0
-                                 n2.eq(Mux(Pr[c] > t1, t1, Mux(Pr[c] > t2, Pr[c], t2)))]
-                    t1, t2 = n1, n2
-                margin = t1 - t2 if C > 1 else t1
-                sav = Signal(unsigned(SAV_BITS))
+            with m.State("GATE"):           # the gate's three products, then their sum
                 shifted_v = V >> c_("sav_shift")
-                m.d.comb += sav.eq(Mux(shifted_v > 2 ** SAV_BITS - 1, 2 ** SAV_BITS - 1, shifted_v))
-                g = c_("w_c") * t1 + c_("w_m") * margin + c_("w_s") * sav + c_("bias")
-                m.d.sync += [gate.eq(_sat(g, 32)), word.eq(0)]
+                sav = Mux(shifted_v > 2 ** SAV_BITS - 1, 2 ** SAV_BITS - 1, shifted_v)[:SAV_BITS]
+                m.d.sync += [g_c.eq(c_("w_c") * top1), g_m.eq(c_("w_m") * (top1 - top2 if C > 1 else top1)),
+                             g_s.eq(c_("w_s") * sav)]
+                m.next = "GATE_SUM"
+            with m.State("GATE_SUM"):
+                m.d.sync += [gate.eq(_sat(g_c + g_m + g_s + c_("bias"), 32)), word.eq(0)]
                 m.next = "OUT"
             with m.State("OUT"):
                 m.d.comb += [self.out.valid.eq(1), self.out.payload.score.eq(Array(Dr)[word]),
