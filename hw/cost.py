@@ -438,6 +438,19 @@ def atheena(costs: Costs, dist: Distribution) -> dict:
 
 # --------------------------------------------------------------------------- inputs and summary
 
+def read_exits(path) -> dict:
+    """``qexit exits``'s exit_distribution.json, or one line on what is wrong with it."""
+    import json
+    from pathlib import Path
+
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise QexitError(f"no exit distribution at {path}; run `qexit exits` first") from None
+    except ValueError as err:
+        raise QexitError(f"exit distribution {path} is not valid JSON ({err})") from None
+
+
 def load_distribution(exits: dict, seed: int | None, depth: int) -> tuple[Distribution, dict]:
     """The exit distribution of ``qexit exits``'s ``exit_distribution.json`` (its primary
     mode): one seed's routing (its exits on where its threshold is finite), or, with ``seed``

@@ -10,7 +10,6 @@ is counted and what is left out.
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -89,12 +88,7 @@ def run(args) -> int:
     im = load_intmodel(args.intmodel)
     ep = exit_path.load(args.exit_path)
     ep.check_width(im.config.width)
-    try:
-        exits = json.loads(Path(args.exits).read_text())
-    except FileNotFoundError:
-        raise QexitError(f"no exit distribution at {args.exits}; run `qexit exits` first") from None
-    except ValueError as err:
-        raise QexitError(f"exit distribution {args.exits} is not valid JSON ({err})") from None
+    exits = cost.read_exits(args.exits)
     dist, reported = cost.load_distribution(exits, args.seed, im.config.depth)
     routes = reported.get("pareto") or []
     heads = sorted(set(dist.candidates) | {k for r in routes for k in r["layers"] if k < im.config.depth})

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import time
 from pathlib import Path
 
@@ -58,6 +57,7 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from hw import sweep
+    from hw.cost import read_exits
     from model.errors import QexitError
     from sim.dist import check_workers, map_tasks
 
@@ -68,12 +68,7 @@ def run(args) -> int:
     else:
         budgets = "all" if args.budgets.strip() == "all" else tuple(float(b) for b in args.budgets.split(",") if b.strip())
         grid = sweep.Grid(args.arrays, args.bandwidths, budgets, args.latency)
-    try:
-        exits = json.loads(Path(args.exits).read_text())
-    except FileNotFoundError:
-        raise QexitError(f"no exit distribution at {args.exits}; run `qexit exits` first") from None
-    except ValueError as err:
-        raise QexitError(f"exit distribution {args.exits} is not valid JSON ({err})") from None
+    exits = read_exits(args.exits)
     for f in (args.intmodel, args.exit_path):
         if not Path(f).is_file():
             raise QexitError(f"no such file: {f}; run `qexit quantize` and `qexit exits` first")
