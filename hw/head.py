@@ -23,7 +23,7 @@ phases (cycles with no stalls; W = D / lanes):
 | SUMS | T W (the input) | S_i += x, Q_i += x**2 over the patch tokens ([CLS] clears them) |
 | FEED | W | a = sat8(round_shift(S m_a, sh_a)) into the LayerNorm; V += P Q_i - S_i**2 |
 | LN | the unit's OUT phase | y (D int8) into a register vector |
-| FC1, FC2, SCORES (MAC) | N ceil(K / macs) + 6, + 6, + 2 | row by row from the ROM: W1 y + b1 and W2 h + b2 through one ``hw.gemm.Requantizer`` (h = max(sat8(...), 0), e = sat8(...), n += e**2), d = sat32(T e) |
+| FC1, FC2, SCORES (MAC) | N ceil(K / macs) + 7, + 7, + 3 | row by row from the ROM: W1 y + b1 and W2 h + b2 through one ``hw.gemm.Requantizer`` (h = max(sat8(...), 0), e = sat8(...), n += e**2), d = sat32(T e) |
 | FC1, FC2, SCORES (da4ml) | the da4ml latency + 1 each | the adder graph on the held input vector: W1 y + b1, W2 h + b2, T e |
 | RQ1, RQ2 (da4ml) | H / lanes + 3, E / lanes + 3 | lanes channels a cycle through ``hw.gemm.Requantizer`` (per-channel M, shift from a ROM): h = max(sat8(...), 0), e = sat8(...) |
 | (SCORES, da4ml) | | d = sat32(T e); n = sum e**2 |
@@ -155,7 +155,7 @@ def dense_latencies(dense: dict[str, DenseRTL]) -> tuple[int, int, int]:
 
 
 ROW_CONST = (33, intops.MULT_BITS, 6)   # a MAC head's row constants in its ROM: bias, multiplier, shift bits
-MAC_PIPE = 2        # a MAC head's row pipeline: the ROM read, then the multiply-add into the row's sum
+MAC_PIPE = 3        # a MAC head's row pipeline: the ROM read, the multiply, the add into the row's sum
 
 
 @dataclass(frozen=True)
@@ -547,9 +547,9 @@ class ExitHead(wiring.Component):
     def _mac_states(self, m, Y, Hr, Er, Dr, n, root, step, cand):
         """FC1, FC2 and SCORES on ``macs`` multipliers (``MacDense``): each phase issues its
         ROM words one a cycle (row j, chunk c: W[j, c M:(c + 1) M]) with the row's constants
-        (bias, requantizer multiplier and shift, from a second ROM); a cycle later the word's
-        products with the input vector's chunk c are added to the row's sum, which the row's
-        first chunk starts from its bias; a finished row goes through the requantizer (fc1:
+        (bias, requantizer multiplier and shift, from a second ROM) and the input vector's chunk
+        c; the next cycle multiplies them, the one after adds the products to the row's sum,
+        which the row's first chunk starts from its bias; a finished row goes through the requantizer (fc1:
         relu) into its vector, and for fc2 its square into n; a score row is saturated to
         int32. The phase ends when its last row is written. The ROMs hold every candidate's
         fc1 and fc2 (at bases read from a table at ``cand``) and the class embeddings once."""
@@ -586,7 +586,11 @@ class ExitHead(wiring.Component):
         K_max = max(k for k, _ in MacDense.shapes(h))
         N_max = max(nn for _, nn in MacDense.shapes(h))
         acc = Signal(signed((K_max * 128 * 128 + 2 ** 32).bit_length() + 1))
-        chunk, chunk1 = Signal(range(-(-K_max // M))), Signal(range(-(-K_max // M)))
+        chunk = Signal(range(-(-K_max // M)))
+        xs1 = Signal(8 * M)                               # the input chunk, beside the ROM word
+        prod = [Signal(signed(16), name=f"prod{i}") for i in range(M)]
+        v2p, first2, last2 = Signal(), Signal(), Signal()
+        bias2, mult2, shift2 = Signal(signed(P_B)), Signal(unsigned(P_M)), Signal(unsigned(6))
         row = Signal(range(N_max))
         v1, first1, last1, v2 = Signal(), Signal(), Signal(), Signal()
         q_mult, q_shift = Signal(unsigned(P_M)), Signal(unsigned(6))
@@ -613,21 +617,26 @@ class ExitHead(wiring.Component):
                 m.d.comb += rd.addr.eq((base(w_base[key]) if key else scores_base) + step)
                 if key:
                     m.d.comb += prd.addr.eq(base(p_base[key]) + row)
-                m.d.sync += [v1.eq(issuing), first1.eq(chunk == 0), last1.eq(chunk == per - 1), chunk1.eq(chunk)]
+                zero = Const(0, signed(8))
+                xs = Array(Cat(*(x_vec[c * M + i] if c * M + i < k_in else zero for i in range(M)))
+                           for c in range(per))[chunk]
+                m.d.sync += [v1.eq(issuing), first1.eq(chunk == 0), last1.eq(chunk == per - 1), xs1.eq(xs)]
                 with m.If(issuing):
                     m.d.sync += chunk.eq(chunk + 1)
                     with m.If(chunk == per - 1):
                         m.d.sync += [chunk.eq(0), row.eq(row + 1)]
-                # multiply-add: the word against the input vector's chunk
-                zero = Const(0, signed(8))
-                xs = Array(Cat(*(x_vec[c * M + i] if c * M + i < k_in else zero for i in range(M)))
-                           for c in range(per))[chunk1]
-                prods = [rd.data.word_select(i, 8).as_signed() * xs.word_select(i, 8).as_signed() for i in range(M)]
-                with m.If(v1):
-                    m.d.sync += acc.eq(Mux(first1, p_bias if key else 0, acc) + _tree_sum(prods))
+                # multiply: the ROM word against the input vector's chunk (both registered)
+                m.d.sync += [prod[i].eq(rd.data.word_select(i, 8).as_signed() * xs1.word_select(i, 8).as_signed())
+                             for i in range(M)]
+                m.d.sync += [v2p.eq(v1), first2.eq(first1), last2.eq(last1)]
+                if key:
+                    m.d.sync += [bias2.eq(p_bias), mult2.eq(p_mult), shift2.eq(p_shift)]
+                # add: the products into the row's sum, which its first chunk starts from the bias
+                with m.If(v2p):
+                    m.d.sync += acc.eq(Mux(first2, bias2 if key else 0, acc) + _tree_sum(prod))
                     if key:
-                        m.d.sync += [q_mult.eq(p_mult), q_shift.eq(p_shift)]
-                m.d.sync += v2.eq(v1 & last1)
+                        m.d.sync += [q_mult.eq(mult2), q_shift.eq(shift2)]
+                m.d.sync += v2.eq(v2p & last2)
                 # a finished row
                 if key is None:
                     with m.If(v2):

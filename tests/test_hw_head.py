@@ -63,7 +63,7 @@ def test_mac_head_rtl_is_bit_and_cycle_exact(real, tmp_path):
         assert res.cycles_equal and len(res.cycles_measured) == 5, (res.cycles_predicted, res.cycles_measured)
     h = ep.head
     rows = h.hidden * -(-h.width // 5) + h.embed_dim * -(-h.hidden // 5) + h.classes * -(-h.embed_dim // 5)
-    assert hw_head.dense_cycles(h, 8, hw_head.MacDense(5)) == rows + 2 * (2 + 3 + 1) + 2
+    assert hw_head.dense_cycles(h, 8, hw_head.MacDense(5)) == rows + 2 * (3 + 3 + 1) + 3
 
 
 def test_bad_sizes_are_refused(real):
