@@ -234,7 +234,7 @@ def head_design(ep, ks: list[int], lanes: int, macs: int | None = None):
     from hw import emit
 
     t = time.time()
-    dense = head_dense_plan(ep, ks[0], macs) if macs is None else MacDense(macs)
+    dense = head_dense_plan(ep, ks[0], macs)
     seconds = time.time() - t
     dut = ExitHead(ep.head, ks, ep.tokens, dense, lanes)
     top = "qexit_head_l" + "_".join(f"{ep.layers[k]:02d}" for k in dut.ks) + ("" if macs is None else f"_m{macs}")

@@ -565,8 +565,7 @@ def run_run(args) -> int:
     source = WeightSource(args.bandwidth, args.latency)
     if args.rows != args.cols:
         raise QexitError(f"the layer engine needs a square array (--rows {args.rows} --cols {args.cols})")
-    if args.workers < 1:
-        raise QexitError(f"--workers {args.workers}: give at least 1 worker")
+    dist.check_workers(args.workers)
     runner.pick(args.simulator)
     ep = exit_path.load(args.exit_path)
     layers = None
