@@ -25,6 +25,9 @@ from model.errors import QexitError
 from model.quantize import IntModel, pixels_to_patches
 
 FLOAT_KERNELS = ("softmax", "gelu", "layernorm")
+# Images per forward pass when running many: at 50 the int64 temporaries of a block stay in the
+# cache; 250 at a time was 1.5x slower on the 2-core CI machine (benchmarks/bench_golden.py).
+BATCH = 50
 
 
 @dataclass
@@ -166,7 +169,7 @@ class Golden:
         return [b.float() * s[f"b{i}.x_out"] for i, b in enumerate(out.blocks)]
 
 
-def run_batched(im: IntModel, images: torch.Tensor, batch_size: int = 250, progress: bool = False,
+def run_batched(im: IntModel, images: torch.Tensor, batch_size: int = BATCH, progress: bool = False,
                 float_kernels: tuple[str, ...] = (), keep_blocks: bool = False) -> GoldenOutput:
     """The golden model over many images in batches; blocks are kept only when asked (memory)."""
     g = Golden(im, float_kernels)

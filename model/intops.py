@@ -76,9 +76,10 @@ def saturate(x: torch.Tensor, lo: int, hi: int, counter: OverflowCounter | None 
         if counter is not None:
             counter.add(name, 0, x.numel())
         return x
+    out = x.clamp(lo, hi)
     if counter is not None:
-        counter.add(name, ((x < lo).sum() + (x > hi).sum()).item(), x.numel())
-    return x.clamp(lo, hi)
+        counter.add(name, (out != x).count_nonzero().item(), x.numel())
+    return out
 
 
 def check_int8(x: torch.Tensor, name: str) -> None:
@@ -129,9 +130,9 @@ def gemm(a: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None,
     """int8 a (..., K) times int8 w (N, K) transposed, plus an int32 bias broadcast over (..., N): int32 (..., N)."""
     if a.shape[-1] != w.shape[-1]:
         raise QexitError(f"{name}: inner dimensions differ ({a.shape[-1]} vs {w.shape[-1]})")
-    acc = int_matmul(a, w.t())
+    acc = int_matmul(a, w.t())     # a fresh tensor: the bias is added in place
     if bias is not None:
-        acc = acc + bias
+        acc += bias
     return saturate(acc, INT32_MIN, INT32_MAX, counter, name + ".acc")
 
 
@@ -174,17 +175,28 @@ def check_multiplier(m: torch.Tensor, shift: torch.Tensor, name: str) -> None:
         raise QexitError(f"{name}: shift outside [{SHIFT_MIN}, {SHIFT_MAX}]; the IntModel is corrupt")
 
 
-def round_shift(x: torch.Tensor, shift: torch.Tensor | int) -> torch.Tensor:
-    """``(x + 2**(s-1)) >> s``: divide by 2**s rounding half up. The one rounding rule."""
-    shift = torch.as_tensor(shift, dtype=torch.int64)
-    return (x + (1 << (shift - 1))) >> shift
+def round_shift(x: torch.Tensor, shift: torch.Tensor | int, inplace: bool = False) -> torch.Tensor:
+    """``(x + 2**(s-1)) >> s``: divide by 2**s rounding half up. The one rounding rule.
+
+    ``inplace`` reuses ``x`` (a temporary the caller owns): same integers, half the memory traffic."""
+    if isinstance(shift, int) or shift.dim() == 0:
+        s = int(shift)
+        half = 1 << (s - 1)
+    else:
+        s = shift
+        half = 1 << (shift - 1)
+    if inplace and (isinstance(s, int) or torch.broadcast_shapes(x.shape, s.shape) == x.shape):
+        x.add_(half)
+    else:
+        x = x + half
+    return x.__irshift__(s)
 
 
 def requantize(acc: torch.Tensor, m: torch.Tensor, shift: torch.Tensor,
                counter: OverflowCounter | None = None, name: str = "requant",
                lo: int = INT8_MIN, hi: int = INT8_MAX) -> torch.Tensor:
     """int32 accumulator → int8: ``sat8((acc * M + 2**(s-1)) >> s)``; M, s per last-dim channel or scalar."""
-    return saturate(round_shift(acc * m, shift), lo, hi, counter, name)
+    return saturate(round_shift(acc * m, shift, inplace=True), lo, hi, counter, name)
 
 
 def quantize_real(x: torch.Tensor, scale: float | torch.Tensor, bits: int = 8) -> torch.Tensor:
@@ -212,7 +224,9 @@ def add_params(s_a: float, s_b: float, s_out: float) -> dict[str, torch.Tensor]:
 def add(a: torch.Tensor, b: torch.Tensor, m_a: torch.Tensor, m_b: torch.Tensor, shift: torch.Tensor,
         counter: OverflowCounter | None = None, name: str = "add") -> torch.Tensor:
     """Residual add of two int8 tensors at different scales: ``sat8((a*Ma + b*Mb + half) >> s)``."""
-    return saturate(round_shift(a * m_a + b * m_b, shift), INT8_MIN, INT8_MAX, counter, name)
+    t = a * m_a
+    t += b * m_b
+    return saturate(round_shift(t, shift, inplace=True), INT8_MIN, INT8_MAX, counter, name)
 
 
 # --------------------------------------------------------------------------- integer square root
@@ -221,15 +235,25 @@ ISQRT_BITS = 56         # isqrt takes n < 2**56 and gives a root < 2**28, one bi
 
 
 def isqrt(n: torch.Tensor) -> torch.Tensor:
-    """Exact floor(sqrt(n)) of int64 values in [0, 2**ISQRT_BITS), as a digit recurrence.
+    """Exact floor(sqrt(n)) of int64 values in [0, 2**ISQRT_BITS).
 
-    One root bit per step, from the top: set bit b of the root if (root | 2**b)**2 <= n. After
-    ISQRT_BITS/2 fixed steps the root is the exact floor, so an RTL unit that runs the same
-    steps (one a cycle) gives the same integer.
+    The hardware (``hw/layernorm.py``, the exit head) runs a digit recurrence: one root bit per
+    step from the top, setting bit b of the root if (root | 2**b)**2 <= n; after ISQRT_BITS/2
+    steps it holds the exact floor. The floor is unique, so this computes it the fast way: the
+    float64 root (within 2**-24 of the real one for n < 2**56) truncated, then corrected by one
+    in each direction with integer squares. ``test_intops`` checks both give the same integers.
     """
     _check_int(n, "isqrt input")
     if n.numel() and (n.min() < 0 or n.max() >= 2 ** ISQRT_BITS):
         raise QexitError(f"isqrt input outside [0, 2**{ISQRT_BITS})")
+    root = torch.sqrt(n.double()).long()
+    root -= (root * root > n).long()
+    root += ((root + 1) * (root + 1) <= n).long()
+    return root
+
+
+def isqrt_digits(n: torch.Tensor) -> torch.Tensor:
+    """``isqrt`` as the hardware computes it, the digit recurrence (for the tests)."""
     root = torch.zeros_like(n)
     for bit in range(ISQRT_BITS // 2 - 1, -1, -1):
         trial = root | (1 << bit)
@@ -302,8 +326,13 @@ def layernorm(x: torch.Tensor, g: torch.Tensor, b: torch.Tensor, shift: torch.Te
     var_num = d * (x * x).sum(-1, keepdim=True) - s * s
     den = isqrt((var_num << (2 * LN_SQRT_BITS)) + eps)
     r = (1 << LN_RECIP_BITS) // den.clamp(min=1)
-    y = round_shift((d * x - s) * r, LN_RECIP_BITS - LN_SQRT_BITS - LN_FRAC_BITS)
-    return saturate(round_shift(g * y + b, shift), INT8_MIN, INT8_MAX, counter, name)
+    y = x * d                                        # c = D*x - S, then c*r, in place
+    y -= s
+    y *= r
+    y = round_shift(y, LN_RECIP_BITS - LN_SQRT_BITS - LN_FRAC_BITS, inplace=True)
+    y *= g                                           # g*y + b
+    y += b
+    return saturate(round_shift(y, shift, inplace=True), INT8_MIN, INT8_MAX, counter, name)
 
 
 # --------------------------------------------------------------------------- softmax (I-BERT i-exp)
@@ -393,12 +422,17 @@ def softmax(scores: torch.Tensor, pre: torch.Tensor, x0: torch.Tensor, qb: torch
         raise QexitError(f"{name}: rows of {scores.shape[-1]} scores exceed {SOFTMAX_MAX_ROW}")
     pre, x0 = int(pre), int(x0)
     d_min, x_min = exp_floor(pre, x0)
-    d = (scores - scores.max(-1, keepdim=True).values).clamp(min=d_min)
-    x = (d >> pre if pre >= 0 else d << -pre).clamp(min=x_min)
+    x = scores - scores.max(-1, keepdim=True).values          # d; then x, in place
+    x.clamp_(min=d_min)
+    if pre >= 0:
+        x >>= pre
+    else:
+        x <<= -pre
+    x.clamp_(min=x_min)
     table = i_exp(torch.arange(x_min, 1, dtype=torch.int64), x0, qb, qc)    # x in [x_min, 0]
-    e = table[x - x_min]
-    r = (1 << RECIP_BITS) // e.sum(-1, keepdim=True)
-    return saturate(round_shift(e * r, RECIP_BITS - prob_bits), 0, 2 ** prob_bits - 1, counter, name)
+    e = torch.take(table, x.sub_(x_min).long())
+    e *= (1 << RECIP_BITS) // e.sum(-1, keepdim=True)                      # e * r
+    return saturate(round_shift(e, RECIP_BITS - prob_bits, inplace=True), 0, 2 ** prob_bits - 1, counter, name)
 
 
 # --------------------------------------------------------------------------- GELU (I-BERT i-GELU)
@@ -448,8 +482,8 @@ def gelu(x: torch.Tensor, qb: torch.Tensor, qc: torch.Tensor, m: torch.Tensor, s
         idx = x - INT8_MIN
         if counter is not None:
             clipped = (wide < INT8_MIN) | (wide > INT8_MAX)
-            counter.add(name, clipped[idx].sum().item() if clipped.any() else 0, x.numel())
-        return wide.clamp(INT8_MIN, INT8_MAX)[idx]
+            counter.add(name, torch.take(clipped, idx).sum().item() if clipped.any() else 0, x.numel())
+        return torch.take(wide.clamp(INT8_MIN, INT8_MAX), idx)
     return requantize(_gelu_product(x, qb, qc), m, shift, counter, name)
 
 

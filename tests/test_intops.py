@@ -78,8 +78,18 @@ def test_add_aligns_scales():
 @FAST
 @given(st.lists(st.integers(0, 2 ** intops.ISQRT_BITS - 1), min_size=1, max_size=50))
 def test_isqrt_is_exact_floor(values):
-    got = intops.isqrt(torch.tensor(values))
-    assert got.tolist() == [math.isqrt(v) for v in values]
+    want = [math.isqrt(v) for v in values]
+    assert intops.isqrt(torch.tensor(values)).tolist() == want
+    assert intops.isqrt_digits(torch.tensor(values)).tolist() == want
+
+
+def test_isqrt_at_perfect_squares():
+    """Where the float root is most likely off by one: k**2 - 1, k**2, k**2 + 1 for k up to 2**28."""
+    k = torch.cat([torch.arange(0, 5000), torch.randint(0, 2 ** 28, (20000,), generator=torch.Generator().manual_seed(0)),
+                   torch.arange(2 ** 28 - 5000, 2 ** 28)])
+    n = torch.stack([k * k - 1, k * k, k * k + 1]).flatten().clamp(0, 2 ** intops.ISQRT_BITS - 1)
+    assert torch.equal(intops.isqrt(n), intops.isqrt_digits(n))
+    assert intops.isqrt(n[::997]).tolist() == [math.isqrt(int(v)) for v in n[::997]]
 
 
 def test_isqrt_edges():

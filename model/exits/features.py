@@ -24,6 +24,7 @@ import torch
 from tqdm import tqdm
 
 from model.exits.backbones import Backbone
+from model.golden import BATCH
 from model.qirc import NoiseAccumulator, reference_states
 from model.vit import CLIPViT
 
@@ -77,7 +78,7 @@ def layer_features(hidden: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tens
 
 @torch.no_grad()
 def extract_features(backbone: Backbone, images: torch.Tensor, labels: torch.Tensor,
-                     reference: CLIPViT | None = None, batch_size: int = 250,
+                     reference: CLIPViT | None = None, batch_size: int = BATCH,
                      progress: bool = False, desc: str = "features") -> Features:
     """Run the backbone over ``images`` in batches and keep the per-layer features."""
     parts: dict[str, list[torch.Tensor]] = {"ssa": [], "cls": [], "sav": [], "emb": [], "logits": [],
@@ -126,7 +127,7 @@ def cache_key(backbone: Backbone, split: str, images: torch.Tensor, labels: torc
 
 def cached_features(backbone: Backbone, split: str, images: torch.Tensor, labels: torch.Tensor,
                     reference: CLIPViT | None = None, cache_dir: Path | str | None = CACHE_DIR,
-                    batch_size: int = 250, progress: bool = False) -> tuple[Features, bool]:
+                    batch_size: int = BATCH, progress: bool = False) -> tuple[Features, bool]:
     """(features, whether they came from the cache). ``cache_dir`` None turns the cache off."""
     if cache_dir is None:
         return extract_features(backbone, images, labels, reference, batch_size, progress,
