@@ -103,7 +103,7 @@ def machine_points(intmodel: str, exit_path: str, exits: dict, seed: int, lanes:
     im, ep = _LOADED[intmodel, exit_path]
     depth = im.config.depth
     rs = routes(exits, seed, depth, budgets)
-    mhz, _ = clock_for(synth_summary, lanes) if synth_summary else (100.0, "")
+    mhz, _ = clock_for(synth_summary, lanes)          # the 100 MHz target without a synthesis result
     heads = sorted({k for r in rs if r["dist"] is not None for k in r["dist"].candidates})
     try:
         costs = cost.build(im, cost.Machine(lanes, bandwidth, latency, mhz), energy.load(),

@@ -164,6 +164,25 @@ def run(spec: RunSpec, indices: list[int], shard_size: int = 10, workers: int = 
     return merged
 
 
+def confirm(intmodel: str, exit_path: str, machines: list[tuple[int, float]], images: int, latency: int = 20,
+            workers: int = 1, cluster: str | None = None, work: Path = Path("reports/.sweep-confirm"),
+            progress: bool = True) -> list[dict]:
+    """``qexit sweep --confirm``: the first ``images`` test images through the early-exit RTL on
+    each machine (L x L array, B bytes/cycle, an L x L-MAC exit head), the same run and checks
+    as ``verify run``: exit layers, classes and decisions against the golden model, and each
+    image's cycles against the cost model that priced the sweep."""
+    out = []
+    for lanes, bandwidth in machines:
+        spec = RunSpec(intmodel, exit_path, lanes, bandwidth, latency, lanes * lanes)
+        r = run(spec, list(range(images)), max(1, -(-images // workers)), workers, cluster,
+                Path(work) / f"{lanes}x{lanes}-{bandwidth:g}", progress=progress)
+        out.append({"rows": lanes, "cols": lanes, "bandwidth": bandwidth, "images": r["images"],
+                    "matched": r["matched"], "decisions_matched": r["decisions_matched"], "decisions": r["decisions"],
+                    "cycles_measured": r["cycles_measured"], "cycles_predicted": r["cycles_predicted"],
+                    "cycles_equal": r["cycles_equal"], "passed": r["passed"], "wall_s": r["timing"]["wall_s"]})
+    return out
+
+
 def check_workers(workers: int) -> None:
     if workers < 1:
         raise QexitError(f"--workers {workers}: give at least 1 worker")

@@ -7,8 +7,10 @@ has one, else 100 MHz) is priced at every exit budget: the operating point the e
 holds, every LCT budget of `qexit exits`'s Pareto sweep, and full depth. The grid comes from
 --arrays, --bandwidths and --budgets, or from a TOML file (--grid) with the same keys and
 `latency`. Machines are tasks: one after another here, or on Dask with --workers N or
---cluster ADDRESS. Writes reports/sweep/: points.csv (every point), summary.json (the points,
-the Pareto front over energy, latency and top-1, and the wall time), pareto.png and a README.
+--cluster ADDRESS. --confirm N then runs the first N test images through the early-exit RTL on
+each machine of the Pareto front (`verify run`'s checks, cycles against this cost model).
+Writes reports/sweep/: points.csv (every point), summary.json (the points, the Pareto front over
+energy, latency and top-1, the confirmations, and the wall time), pareto.png and a README.
 The model itself is hw/sweep.py and hw/cost.py.
 """
 from __future__ import annotations
@@ -49,6 +51,9 @@ def add_arguments(p):
     p.add_argument("--synth", type=Path, default=SYNTH_DEFAULT, help="`qexit synth`'s summary.json, for the clocks")
     p.add_argument("--workers", type=int, default=1, help="machines priced at once: more than 1 starts a local Dask cluster")
     p.add_argument("--cluster", default=None, metavar="ADDRESS", help="a running Dask scheduler to run on")
+    p.add_argument("--confirm", type=int, default=0, metavar="N",
+                   help="also run the first N test images through the early-exit RTL on each machine of the Pareto "
+                        "front, checked as `verify run` checks them (cycles against this cost model); 0: off")
     p.add_argument("--out", type=Path, default=REPORTS_DIR, help="reports root; writes <out>/sweep/")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -59,10 +64,12 @@ def run(args) -> int:
     from hw import sweep
     from hw.cost import read_exits
     from model.errors import QexitError
-    from sim.dist import check_workers, map_tasks
+    from sim.dist import check_workers, confirm, map_tasks
 
     t0 = time.time()
     check_workers(args.workers)
+    if args.confirm < 0:
+        raise QexitError(f"--confirm {args.confirm}: give a number of test images >= 0")
     if args.grid is not None:
         grid = sweep.load_grid(args.grid)
     else:
@@ -91,6 +98,12 @@ def run(args) -> int:
     if not good:
         raise QexitError("no machine of the grid could run the model: " + "; ".join(p["error"] for p in points[:3]))
     front = sweep.pareto_front(good)
+    confirmed = []
+    if args.confirm:
+        machines = list(dict.fromkeys((p["rows"], p["bandwidth"]) for p in front))
+        print(f"RTL confirmation: {args.confirm} test image(s) on each of {len(machines)} front machine(s)", flush=True)
+        confirmed = confirm(str(args.intmodel), str(args.exit_path), machines, args.confirm, grid.latency,
+                            args.workers, args.cluster, Path(args.out) / ".sweep-confirm", not args.quiet)
     wall = time.time() - t0
     summary = {"points": len(good), "machines": len(tasks), "failed_machines": [p for p in points if "error" in p],
                "front": front, "grid": {"arrays": list(grid.arrays), "bandwidths": list(grid.bandwidths),
@@ -98,7 +111,7 @@ def run(args) -> int:
                                         "latency": grid.latency},
                "seed": args.seed, "exits": str(args.exits), "intmodel": str(args.intmodel),
                "exit_path": str(args.exit_path), "clock_source": synth or "100 MHz target", "seconds": round(wall, 1),
-               "workers": args.cluster or args.workers, "all_points": good}
+               "workers": args.cluster or args.workers, "confirmations": confirmed, "all_points": good}
     keys = ["rows", "cols", "bandwidth", "latency_cycles", "clock_mhz", "budget", "top1", "cycles", "latency_us",
             "energy_uj", "cycle_saving", "energy_saving"]
     with report_dir("sweep", args.out) as folder:
@@ -119,7 +132,24 @@ def run(args) -> int:
             + f"{len(tasks)} machines in {wall:.1f} s on {args.cluster or args.workers} worker(s).\n\n"
             + "![sweep](pareto.png)\n\n## The Pareto front (energy, latency, top-1)\n\n"
             + markdown_table(["array", "B/cycle", "MHz", "budget", "top-1", "latency (ms)", "energy (uJ)"], rows)
-            + "\n\nEvery point is in `points.csv`.\n")
+            + "\n\nEvery point is in `points.csv`.\n" + confirm_text(confirmed))
     print(f"{len(good)} points from {len(tasks)} machines in {wall:.1f} s; Pareto front: {len(front)} points "
           f"-> {Path(args.out) / 'sweep'}")
-    return 0
+    for c in confirmed:
+        print(f"  RTL {c['rows']}x{c['cols']} at {c['bandwidth']:g} B/cycle: {c['matched']}/{c['images']} images, "
+              f"{c['decisions_matched']}/{c['decisions']} decisions, cycles {c['cycles_measured']:,} measured, "
+              f"{c['cycles_predicted']:,} predicted ({'equal' if c['cycles_equal'] else 'DIFFERENT'})")
+    return 0 if all(c["passed"] for c in confirmed) else 1
+
+
+def confirm_text(confirmed: list[dict]) -> str:
+    if not confirmed:
+        return ""
+    rows = [[f"{c['rows']}x{c['cols']}", f"{c['bandwidth']:g}", f"{c['matched']}/{c['images']}",
+             f"{c['decisions_matched']}/{c['decisions']}", f"{c['cycles_measured']:,}", f"{c['cycles_predicted']:,}",
+             "yes" if c["cycles_equal"] else "**no**", f"{c['wall_s']:.0f}"] for c in confirmed]
+    return ("\n## RTL confirmation of the front's machines\n\nThe first test images through the early-exit RTL on "
+            "each machine, checked as `qexit verify run` checks them: exit layer and class, every decision word, "
+            "and each image's cycles against the cost model that priced the sweep.\n\n"
+            + markdown_table(["array", "B/cycle", "images matched", "decisions", "cycles measured", "cycles predicted",
+                              "equal", "seconds"], rows) + "\n")
