@@ -95,7 +95,8 @@ _BLAS = [True]
 
 class integer_only:
     """``with intops.integer_only():`` computes every product sum on int64 tensors (the
-    definition), instead of on exact float BLAS (``int_matmul``)."""
+    definition), instead of on exact float BLAS (``int_matmul``), and every square root by the
+    digit recurrence instead of from the exact float root (``isqrt``)."""
 
     def __enter__(self):
         self.was, _BLAS[0] = _BLAS[0], False
@@ -241,11 +242,14 @@ def isqrt(n: torch.Tensor) -> torch.Tensor:
     step from the top, setting bit b of the root if (root | 2**b)**2 <= n; after ISQRT_BITS/2
     steps it holds the exact floor. The floor is unique, so this computes it the fast way: the
     float64 root (within 2**-24 of the real one for n < 2**56) truncated, then corrected by one
-    in each direction with integer squares. ``test_intops`` checks both give the same integers.
+    in each direction with integer squares (under ``integer_only()``, the recurrence itself).
+    ``test_intops`` checks both give the same integers.
     """
     _check_int(n, "isqrt input")
     if n.numel() and (n.min() < 0 or n.max() >= 2 ** ISQRT_BITS):
         raise QexitError(f"isqrt input outside [0, 2**{ISQRT_BITS})")
+    if not _BLAS[0]:
+        return isqrt_digits(n)
     root = torch.sqrt(n.double()).long()
     root -= (root * root > n).long()
     root += ((root + 1) * (root + 1) <= n).long()
@@ -253,7 +257,7 @@ def isqrt(n: torch.Tensor) -> torch.Tensor:
 
 
 def isqrt_digits(n: torch.Tensor) -> torch.Tensor:
-    """``isqrt`` as the hardware computes it, the digit recurrence (for the tests)."""
+    """``isqrt`` as the hardware computes it: the digit recurrence."""
     root = torch.zeros_like(n)
     for bit in range(ISQRT_BITS // 2 - 1, -1, -1):
         trial = root | (1 << bit)
