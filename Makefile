@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	[ -x $(BIN)/python ] || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev,synth,dist]'
+	$(BIN)/pip install -q -e '.[dev,synth,dist,clip]'
 	touch $(STAMP)
 
 report: setup

@@ -4,6 +4,7 @@ Splits are deterministic: the 60k official training images are shuffled once wit
 seed; the last ``GATE_SIZE`` of that order form the held-out *gating* split (used to train
 exit gates and choose thresholds), the rest are *train*. The official 10k test images are
 *test*. Images are uint8 tensors of shape (N, 1, H, W); labels are int64 (N,).
+``load_image_folder(..., preprocess=f)`` gives float pixels instead, e.g. CLIP's (model/clip.py).
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 @dataclass
 class Dataset:
-    images: torch.Tensor  # uint8 (N, C, H, W)
+    images: torch.Tensor  # uint8 (N, C, H, W); float when loaded with a ``preprocess``
     labels: torch.Tensor  # int64 (N,)
     classes: tuple[str, ...]
 
@@ -100,9 +101,11 @@ def load_fashion_mnist(split: str, root: Path | str = FASHION_MNIST_DIR) -> Data
     return Dataset(images.unsqueeze(1).contiguous(), labels, FASHION_MNIST_CLASSES)
 
 
-def load_image_folder(root: Path | str, image_size: int = 28, channels: int = 1) -> Dataset:
+def load_image_folder(root: Path | str, image_size: int = 28, channels: int = 1, preprocess=None) -> Dataset:
     """A folder with one sub-folder per class (sorted names = class order), like torchvision's
-    ImageFolder. Images are resized to ``image_size`` and converted to ``channels`` (1 or 3)."""
+    ImageFolder. Images are resized to ``image_size`` and converted to ``channels`` (1 or 3), as uint8.
+    ``preprocess`` (a PIL image → float tensor (C, H, W), such as ``load_clip``'s) replaces that
+    resizing: the images are then its float pixels, and ``image_size``/``channels`` are unused."""
     from PIL import Image, UnidentifiedImageError
 
     root = Path(root)
@@ -117,12 +120,16 @@ def load_image_folder(root: Path | str, image_size: int = 28, channels: int = 1)
         for f in sorted(p for p in d.iterdir() if p.is_file()):
             try:
                 with Image.open(f) as im:
-                    im = im.convert(mode).resize((image_size, image_size), Image.BILINEAR)
-                    arr = np.asarray(im, dtype=np.uint8)
+                    if preprocess is None:
+                        im = im.convert(mode).resize((image_size, image_size), Image.BILINEAR)
+                        arr = np.asarray(im, dtype=np.uint8)
+                        x = torch.from_numpy(arr.copy()).reshape(image_size, image_size, -1).permute(2, 0, 1)
+                    else:
+                        x = preprocess(im)
             except (UnidentifiedImageError, OSError) as err:
                 raise QexitError(f"{f} is not a readable image ({type(err).__name__}); remove it or "
                                  f"convert it to one of {sorted(IMAGE_SUFFIXES)}") from None
-            images.append(torch.from_numpy(arr.copy()).reshape(image_size, image_size, -1).permute(2, 0, 1))
+            images.append(x)
             labels.append(label)
     if not images:
         raise QexitError(f"--data folder {root} holds no images")

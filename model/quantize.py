@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from model import intops
@@ -94,7 +93,7 @@ def trace_fp32(model: CLIPViT, images: torch.Tensor) -> dict[str, torch.Tensor]:
         out[p + "ln2"] = a2
         h = blk.fc1(a2)
         out[p + "h"] = h
-        g = F.gelu(h)
+        g = blk.act(h)
         out[p + "g"] = g
         mlp = blk.fc2(g)
         out[p + "mlp"] = mlp
@@ -163,6 +162,9 @@ def _put(params: dict, name: str, d: dict) -> None:
 def quantize(model: CLIPViT, calib_images: torch.Tensor, percentile: float = 99.99) -> IntModel:
     """FP32 model → IntModel with static scales calibrated on ``calib_images``."""
     cfg = model.cfg
+    if (cfg.pre_ln, cfg.act, cfg.pixel_mean, cfg.pixel_std) != (False, "gelu", (PIXEL_MEAN,), (PIXEL_STD,)):
+        raise QexitError("quantize handles only the Fashion-MNIST-style ViT (no pre-LN, GELU, its pixel "
+                         "statistics); a real CLIP vision tower cannot be quantized yet (issue H)")
     s = calibrate(model, calib_images, percentile)
     params: dict[str, torch.Tensor] = {}
 

@@ -90,7 +90,7 @@ def train(cfg: ViTConfig, tcfg: TrainConfig, train_data: Dataset, out: Path | st
     start_epoch, history, elapsed = 0, [], 0.0
     if resume and state_path.exists():
         st = read_checkpoint(state_path)
-        if st["config"] != cfg.to_dict() or st["train_config"] != asdict(tcfg):
+        if ViTConfig.from_dict(st["config"]) != cfg or st["train_config"] != asdict(tcfg):
             raise QexitError(f"{state_path} was written with another config; delete it or pass the same options")
         model.load_state_dict(st["state_dict"])
         opt.load_state_dict(st["optimizer"])

@@ -59,6 +59,20 @@ def test_image_folder_loads_and_resizes(tmp_path):
     assert rgb.images.shape == (6, 3, 8, 8)
 
 
+def test_image_folder_with_a_preprocess_gives_its_float_pixels(tmp_path):
+    from functools import partial
+
+    from model.clip import clip_preprocess
+
+    _write_folder(tmp_path)
+    ds = data.load_image_folder(tmp_path, preprocess=partial(clip_preprocess, size=16))
+    assert ds.images.shape == (6, 3, 16, 16) and ds.images.dtype == torch.float32
+    assert ds.labels.tolist() == [0, 0, 0, 1, 1, 1] and ds.classes == ("cat", "dog")
+    with Image.open(tmp_path / "dog" / "2.png") as im:
+        assert torch.equal(ds.images[5], clip_preprocess(im, 16))
+    assert data.load_image_folder(tmp_path, image_size=8).images.dtype == torch.uint8  # the default path stays
+
+
 def test_image_folder_rejects_non_image(tmp_path):
     _write_folder(tmp_path)
     (tmp_path / "cat" / "notes.txt").write_text("hello")

@@ -91,6 +91,14 @@ def test_too_few_calibration_images(tiny_trained, fmnist_gate):
         quantize(model, fmnist_gate.images[:8])
 
 
+@pytest.mark.parametrize("option", [{"pre_ln": True}, {"act": "quick_gelu"}, {"pixel_mean": (0.5,)}])
+def test_clip_style_model_is_refused(option):
+    from model.vit import CLIPViT, ViTConfig
+    model = CLIPViT(ViTConfig(**{**TINY.to_dict(), **option})).eval()
+    with pytest.raises(QexitError, match="cannot be quantized yet"):
+        quantize(model, torch.zeros(32, 1, 28, 28, dtype=torch.uint8))
+
+
 def test_max_calibration_is_at_least_percentile(tiny_trained, fmnist_gate):
     model, _ = tiny_trained
     p = calibrate(model, fmnist_gate.images[:64], 99.0)

@@ -1,0 +1,182 @@
+"""A local Hugging Face CLIP checkpoint as qexit's FP32 ViT, exactly.
+
+``load_clip(folder, class_names) -> (vit, class_embeddings, preprocess)`` reads a folder saved
+with ``CLIPModel.save_pretrained`` plus its tokenizer (``CLIPProcessor.save_pretrained``), offline
+(``local_files_only=True``). ``transformers`` is the optional extra ``pip install -e .[clip]``.
+
+The vision tower maps onto ``model.vit.CLIPViT`` weight for weight, so ``vit.encode_image(pixels)``
+equals HF's ``CLIPModel.get_image_features(pixel_values=pixels)`` (tests/test_clip.py checks ≤ 1e-5):
+
+- patch embedding: HF's Conv2d(3, width, patch, stride=patch, bias=False) weight (o, c, ph, pw)
+  is permuted to patchify's (ph, pw, c) order for qexit's Linear, with a zero bias;
+- [CLS] (``class_embedding``) and the position embeddings; ``pre_layrnorm`` is qexit's
+  ``ln_pre`` (``pre_ln=True``);
+- per block: ``layer_norm1/2`` → ``ln1/2``; q, k, v projections concatenated in that order into
+  ``qkv``; ``out_proj`` → ``proj``; ``mlp.fc1/fc2`` → ``fc1/fc2`` with ``hidden_act``
+  (``quick_gelu`` or ``gelu``) as ``act``;
+- ``post_layernorm`` on [CLS] → ``ln_post``; ``visual_projection`` (no bias) → ``proj``;
+  ``layer_norm_eps`` → ``ln_eps``; ``logit_scale`` as it is (both store its log).
+
+Class embeddings come from the CLIP text tower (``get_text_features``, FP32) with a 5-template
+prompt ensemble: per class, each template's embedding is L2-normalised, the five are averaged and
+the mean is normalised again. The paper (LRA-EE, §5.1) names a 5-template ensemble but lists only
+two examples ("a photo of a {}", "a clear photo of a {}"), so ``TEMPLATES`` below is the
+project's choice.
+
+``preprocess`` is CLIP's: RGB, the short side resized to the model's image size (bicubic),
+centre crop, /255, CLIP's per-channel mean and std. PIL and torch only (no torchvision).
+"""
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from model.errors import QexitError
+from model.vit import ACTIVATIONS, CLIPViT, ViTConfig
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+TEMPLATES = (
+    "a photo of a {}.",
+    "a blurry photo of a {}.",
+    "a black and white photo of a {}.",
+    "a low contrast photo of a {}.",
+    "a high contrast photo of a {}.",
+)
+SAVE_HINT = "pass a folder saved with CLIPModel.save_pretrained and CLIPProcessor.save_pretrained"
+
+
+def clip_preprocess(image, size: int) -> torch.Tensor:
+    """PIL image → CLIP's float pixels (3, size, size), as HF's CLIPImageProcessor."""
+    from PIL import Image
+
+    image = image.convert("RGB")
+    w, h = image.size
+    if w <= h:
+        w, h = size, int(size * h / w)
+    else:
+        w, h = int(size * w / h), size
+    image = image.resize((w, h), Image.BICUBIC)
+    top, left = (h - size) // 2, (w - size) // 2
+    image = image.crop((left, top, left + size, top + size))
+    x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
+    return (x - torch.tensor(CLIP_MEAN).reshape(3, 1, 1)) / torch.tensor(CLIP_STD).reshape(3, 1, 1)
+
+
+def load_clip(folder: Path | str, class_names) -> tuple[CLIPViT, torch.Tensor, Callable]:
+    """(qexit FP32 ViT in eval mode, class embeddings (classes, projection_dim), preprocess)."""
+    names = list(class_names) if isinstance(class_names, (list, tuple)) else []
+    if not names:
+        raise QexitError(f"class names are missing or not a list (got {type(class_names).__name__} {class_names!r:.40}); "
+                         "pass a non-empty list, one name per class in label order")
+    bad = next((i for i, n in enumerate(names) if not (isinstance(n, str) and n.strip())), None)
+    if bad is not None:
+        raise QexitError(f"class name {bad} ({names[bad]!r}) is empty or not text; pass one name per class")
+    try:
+        from transformers import CLIPModel, CLIPTokenizer
+    except ImportError:
+        raise QexitError("loading a CLIP checkpoint needs transformers; install it with "
+                         "`pip install -e .[clip]`") from None
+    folder = Path(folder)
+    _check_folder(folder)
+    try:
+        model, info = CLIPModel.from_pretrained(folder, local_files_only=True, output_loading_info=True)
+        tokenizer = CLIPTokenizer.from_pretrained(folder, local_files_only=True)
+    except Exception as err:  # transformers and safetensors raise many types for a bad or truncated file
+        first = (str(err).strip().splitlines() or [""])[0]
+        raise QexitError(f"cannot load the CLIP checkpoint {folder} ({type(err).__name__}: {first}); "
+                         f"{SAVE_HINT}") from None
+    if info["missing_keys"]:
+        raise QexitError(f"CLIP checkpoint {folder} lacks weights (e.g. {sorted(info['missing_keys'])[0]}); "
+                         f"{SAVE_HINT}")
+    model = model.float().eval()
+    embeddings = class_embeddings(model, tokenizer, names)
+    vit = vision_tower(model, embeddings)
+    return vit, vit.class_embeddings.clone(), functools.partial(clip_preprocess, size=vit.cfg.image_size)
+
+
+def _check_folder(folder: Path) -> None:
+    """One clear line for a folder that is not a full CLIP checkpoint (before transformers guesses)."""
+    if not folder.is_dir():
+        raise QexitError(f"CLIP folder {folder} does not exist; {SAVE_HINT}")
+    path = folder / "config.json"
+    if not path.is_file():
+        raise QexitError(f"{folder} is not a Hugging Face CLIP checkpoint (no config.json); {SAVE_HINT}")
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise QexitError(f"{path} is not readable JSON ({type(err).__name__}); {SAVE_HINT}") from None
+    kind = config.get("model_type") if isinstance(config, dict) else None
+    if kind == "clip_text_model":
+        raise QexitError(f"{folder} holds a CLIP text tower but no vision tower; {SAVE_HINT} (a full CLIPModel)")
+    if kind == "clip_vision_model":
+        raise QexitError(f"{folder} holds a CLIP vision tower but no text tower for the class embeddings; "
+                         f"{SAVE_HINT} (a full CLIPModel)")
+    if kind != "clip":
+        raise QexitError(f"{folder} holds a {kind!r} model, not CLIP (model_type 'clip'); {SAVE_HINT}")
+    # without these files CLIPTokenizer.from_pretrained quietly makes an empty tokenizer
+    if not (folder / "tokenizer.json").is_file() and not all((folder / f).is_file() for f in ("vocab.json", "merges.txt")):
+        raise QexitError(f"{folder} has no CLIP tokenizer (vocab.json and merges.txt, or tokenizer.json); {SAVE_HINT}")
+
+
+def _features(out) -> torch.Tensor:
+    """get_*_features returns a tensor (transformers 4) or an output whose pooler_output it is (5)."""
+    return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+
+@torch.no_grad()
+def class_embeddings(model, tokenizer, class_names: list[str]) -> torch.Tensor:
+    """The 5-template ensemble per class: normalise each, average, normalise again."""
+    rows = []
+    for name in class_names:
+        tokens = tokenizer([t.format(name) for t in TEMPLATES], padding=True, truncation=True, return_tensors="pt")
+        e = _features(model.get_text_features(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]))
+        rows.append(F.normalize(F.normalize(e.float(), dim=-1).mean(0), dim=0))
+    return torch.stack(rows)
+
+
+@torch.no_grad()
+def vision_tower(model, class_embeddings: torch.Tensor) -> CLIPViT:
+    """HF CLIPModel's vision tower and projection → qexit CLIPViT (weights copied, eval mode)."""
+    vc = model.config.vision_config
+    if vc.hidden_act not in ACTIVATIONS:
+        raise QexitError(f"the CLIP vision tower uses activation {vc.hidden_act!r}; qexit supports "
+                         f"{', '.join(ACTIVATIONS)}")
+    if vc.intermediate_size % vc.hidden_size:
+        raise QexitError(f"the CLIP vision tower's MLP size {vc.intermediate_size} is not a multiple of its "
+                         f"width {vc.hidden_size}; qexit's ViT needs an integer mlp_ratio")
+    cfg = ViTConfig(image_size=vc.image_size, patch=vc.patch_size, channels=vc.num_channels, width=vc.hidden_size,
+                    depth=vc.num_hidden_layers, heads=vc.num_attention_heads,
+                    mlp_ratio=vc.intermediate_size // vc.hidden_size, embed_dim=model.config.projection_dim,
+                    num_classes=len(class_embeddings), pre_ln=True, act=vc.hidden_act, ln_eps=vc.layer_norm_eps,
+                    pixel_mean=CLIP_MEAN, pixel_std=CLIP_STD)
+    hf = {k: v.float() for k, v in model.state_dict().items()}
+    v = "vision_model."
+    conv = hf[v + "embeddings.patch_embedding.weight"]  # (width, c, ph, pw)
+    sd = {
+        "patch_embed.weight": conv.permute(0, 2, 3, 1).reshape(cfg.width, cfg.patch_dim),
+        "patch_embed.bias": torch.zeros(cfg.width),
+        "cls_token": hf[v + "embeddings.class_embedding"].reshape(1, 1, cfg.width),
+        "pos_embed": hf[v + "embeddings.position_embedding.weight"][None],
+        "ln_pre.weight": hf[v + "pre_layrnorm.weight"], "ln_pre.bias": hf[v + "pre_layrnorm.bias"],
+        "ln_post.weight": hf[v + "post_layernorm.weight"], "ln_post.bias": hf[v + "post_layernorm.bias"],
+        "proj.weight": hf["visual_projection.weight"],
+        "logit_scale": hf["logit_scale"],
+    }
+    for i in range(cfg.depth):
+        hf_layer, ours = f"{v}encoder.layers.{i}.", f"blocks.{i}."
+        for p in ("weight", "bias"):
+            sd[ours + "attn.qkv." + p] = torch.cat([hf[f"{hf_layer}self_attn.{n}_proj.{p}"] for n in "qkv"])
+            for hf_name, name in (("layer_norm1", "ln1"), ("self_attn.out_proj", "attn.proj"),
+                                  ("layer_norm2", "ln2"), ("mlp.fc1", "fc1"), ("mlp.fc2", "fc2")):
+                sd[f"{ours}{name}.{p}"] = hf[f"{hf_layer}{hf_name}.{p}"]
+    vit = CLIPViT(cfg, class_embeddings)
+    sd["class_embeddings"] = vit.class_embeddings
+    vit.load_state_dict(sd)
+    return vit.eval()
