@@ -81,8 +81,18 @@ class Plan:
         return max(base + size for base, size in self.regions.values())
 
 
+def check_supported(cfg) -> None:
+    """The units and the program run the Fashion-MNIST-style ViT: no LayerNorm before the first
+    block and i-GELU. A real CLIP tower (pre-LN, quick_gelu as a table) is refused, by name."""
+    if getattr(cfg, "pre_ln", False) or getattr(cfg, "act", "gelu") != "gelu":
+        raise QexitError(f"the layer engine has no pre-LN step or activation table yet (this model: pre_ln="
+                         f"{cfg.pre_ln}, act={cfg.act}; issue H): its golden model, QIRC and exits run, its RTL and "
+                         "cycle costs do not")
+
+
 def make_plan(cfg, lanes: int) -> Plan:
     """The scratchpad plan for a ViT config on an L x L array; refuses what the engine cannot hold."""
+    check_supported(cfg)
     t, d = cfg.tokens, cfg.width
     need = {"width": d, "head width": d // cfg.heads, "MLP width": cfg.hidden, "patch size": cfg.patch_dim}
     for what, v in need.items():

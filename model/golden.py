@@ -47,7 +47,7 @@ class Golden:
 
     def __init__(self, im: IntModel, float_kernels: tuple[str, ...] = (), record=None):
         """``record``, when given, is called as ``record(kind, name, inputs, output)`` for every
-        operation (kinds: gemm, matmul, layernorm, softmax, gelu, add); the RTL checks use it to
+        operation (kinds: gemm, matmul, layernorm, softmax, gelu, table, add); the RTL checks use it to
         run each operation of the model on the same integers."""
         unknown = set(float_kernels) - set(FLOAT_KERNELS)
         if unknown:
@@ -78,6 +78,8 @@ class Golden:
         s = self.im.scales
         if name == "head.ln":
             return s[f"b{self.cfg.depth - 1}.x_out"], s["lnp"]
+        if name == "pre.ln":
+            return s["pre_in"], s["b0.x_in"]
         blk, which = name.split(".")
         return s[f"{blk}.x_in" if which == "ln1" else f"{blk}.x_mid"], s[f"{blk}.{which}"]
 
@@ -92,9 +94,11 @@ class Golden:
         return torch.round(p * 2 ** intops.PROB_BITS).to(torch.int64).clamp(0, 127)
 
     def _gelu(self, h, blk, c):
+        prm = self.im.prefix(f"{blk}.gelu")
+        if "table" in prm:          # an activation given as a table (quick_gelu): no float ablation
+            return self._rec("table", f"{blk}.gelu", {"x": h}, intops.table_lookup(h, prm["table"], c, f"{blk}.gelu"))
         if "gelu" not in self.float_kernels:
-            return self._rec("gelu", f"{blk}.gelu", {"x": h},
-                             intops.gelu(h, **self.im.prefix(f"{blk}.gelu"), counter=c, name=f"{blk}.gelu"))
+            return self._rec("gelu", f"{blk}.gelu", {"x": h}, intops.gelu(h, **prm, counter=c, name=f"{blk}.gelu"))
         s = self.im.scales
         y = F.gelu(h.double() * s[f"{blk}.h"]) / s[f"{blk}.g"]
         return intops.saturate(torch.round(y).to(torch.int64), -128, 127, c, f"{blk}.gelu")
@@ -120,7 +124,8 @@ class Golden:
                                           "shift": p["embed.shift"]},
                         intops.requantize(acc, p["embed.m"], p["embed.shift"], c, "embed"))
         cls = p["embed.cls"].expand(len(images), 1, -1)
-        return torch.cat([cls, tok], dim=1)
+        x = torch.cat([cls, tok], dim=1)
+        return self._layernorm(x, "pre.ln", c) if cfg.pre_ln else x
 
     def block(self, x: torch.Tensor, i: int, c: intops.OverflowCounter) -> torch.Tensor:
         cfg, blk = self.cfg, f"b{i}"

@@ -491,6 +491,31 @@ def gelu(x: torch.Tensor, qb: torch.Tensor, qc: torch.Tensor, m: torch.Tensor, s
     return requantize(_gelu_product(x, qb, qc), m, shift, counter, name)
 
 
+# --------------------------------------------------------------------------- a table on int8 input
+
+def table_params(fn, s_in: float, s_out: float) -> dict[str, torch.Tensor]:
+    """An elementwise function of an int8 input at ``s_in`` as a 256-entry table (index x + 128),
+    output at ``s_out``: ``round(fn(x s_in) / s_out)``, before saturation, limited to int32. For
+    activations without an integer formula here (CLIP's quick_gelu, x·σ(1.702x)); the table is
+    made once, at quantization time, and is what a hardware unit would hold in a ROM."""
+    x = torch.arange(INT8_MIN, INT8_MAX + 1, dtype=torch.float64) * s_in
+    with torch.no_grad():
+        y = torch.round(fn(x) / s_out)
+    return {"table": y.clamp(INT32_MIN, INT32_MAX).to(torch.int64)}
+
+
+def check_table(table: torch.Tensor, name: str = "table") -> None:
+    if tuple(table.shape) != (256,) or table.dtype != torch.int64 or table.min() < INT32_MIN or table.max() > INT32_MAX:
+        raise QexitError(f"{name}: the table must be 256 int64 values within int32; the IntModel is corrupt")
+
+
+def table_lookup(x: torch.Tensor, table: torch.Tensor, counter: OverflowCounter | None = None,
+                 name: str = "table") -> torch.Tensor:
+    """``sat8(table[x + 128])`` for an int8 tensor ``x`` (the saturations counted, as ``gelu``'s)."""
+    check_int8(x, f"{name} input")
+    return saturate(torch.take(table, x - INT8_MIN), INT8_MIN, INT8_MAX, counter, name)
+
+
 def _gelu_product(x: torch.Tensor, qb, qc) -> torch.Tensor:
     t = torch.minimum(x.abs(), -qb)
     erf = torch.sign(x) * (qc - (t + qb) ** 2)       # erf(x/sqrt2) / s_poly

@@ -7,12 +7,14 @@ Quantization scheme (see "The numeric contract" in docs/architecture.md and mode
 * activations: int8, symmetric, per tensor, static scales from calibration. The scale of a
   point is ``percentile(|x|, p) / 127`` over the calibration images (p = 99.99 by default:
   *percentile* calibration; ``percentile=100`` is max calibration);
-* input pixels enter as ``p - 128`` (int8, exact) and the pixel normalisation is folded into
-  the patch-embedding weights and bias; the position embedding becomes a per-token int32 bias;
+* input pixels enter as ``p - 128`` (int8, exact) and the pixel normalisation (per channel) is
+  folded into the patch-embedding weights and bias; the position embedding becomes a per-token int32 bias;
 * every requantization point stores an int32 multiplier and a shift (``intops.quantize_multiplier``).
 
 Activation points of block i (names ``b{i}.<point>``): x_in, ln1, q, k, v, ctx, attn, x_mid,
 ln2, h (fc1 out), g (GELU out), mlp, x_out; then lnp (ln_post on [CLS]) and emb (projection).
+A CLIP tower (model/clip.py) adds pre_in (the tokens before its pre-LN, ``pre.ln``) and, for an
+activation other than GELU (quick_gelu), keeps it as a 256-entry table (``b{i}.gelu.table``).
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from torch import nn
 
 from model import intops
 from model.errors import QexitError, load_artifact
-from model.vit import PIXEL_MEAN, PIXEL_STD, CLIPViT, ViTConfig, patchify
+from model.vit import CLIPViT, ViTConfig, patchify
 
 FORMAT = "qexit-intmodel"
 VERSION = 1
@@ -73,7 +75,10 @@ def trace_fp32(model: CLIPViT, images: torch.Tensor) -> dict[str, torch.Tensor]:
     """
     cfg = model.cfg
     out: dict[str, torch.Tensor] = {}
-    x = model.embed(images)
+    x = model.patch_tokens(model.normalized(images))
+    if cfg.pre_ln:
+        out["pre_in"] = x
+        x = model.ln_pre(x)
     for i, blk in enumerate(model.blocks):
         p = f"b{i}."
         out[p + "x_in"] = x
@@ -162,17 +167,17 @@ def _put(params: dict, name: str, d: dict) -> None:
 def quantize(model: CLIPViT, calib_images: torch.Tensor, percentile: float = 99.99) -> IntModel:
     """FP32 model → IntModel with static scales calibrated on ``calib_images``."""
     cfg = model.cfg
-    if (cfg.pre_ln, cfg.act, cfg.pixel_mean, cfg.pixel_std) != (False, "gelu", (PIXEL_MEAN,), (PIXEL_STD,)):
-        raise QexitError("quantize handles only the Fashion-MNIST-style ViT (no pre-LN, GELU, its pixel "
-                         "statistics); a real CLIP vision tower cannot be quantized yet (issue H)")
     s = calibrate(model, calib_images, percentile)
     params: dict[str, torch.Tensor] = {}
 
-    # Patch embedding: input a = pixel - 128 (int8, scale 1); normalisation folded into W and b.
-    w = model.patch_embed.weight.double() / (255.0 * PIXEL_STD)
-    b = model.patch_embed.bias.double() + model.patch_embed.weight.double().sum(1) * (
-        (PIXEL_OFFSET - 255.0 * PIXEL_MEAN) / (255.0 * PIXEL_STD))
-    s_x0 = s["b0.x_in"]
+    # Patch embedding: input a = pixel - 128 (int8, scale 1); the per-channel normalisation
+    # (pixel/255 - mean_c)/std_c is folded into W's columns (channel c = column % channels) and b.
+    mean, std = (torch.tensor(v, dtype=torch.float64).expand(cfg.channels).repeat(cfg.patch * cfg.patch)
+                 for v in (cfg.pixel_mean, cfg.pixel_std))
+    w = model.patch_embed.weight.double() / (255.0 * std)
+    b = model.patch_embed.bias.double() + (model.patch_embed.weight.double() * (
+        (PIXEL_OFFSET - 255.0 * mean) / (255.0 * std))).sum(1)
+    s_x0 = s["pre_in"] if cfg.pre_ln else s["b0.x_in"]
     wq, sw = _weight(w)
     params["embed.w"] = wq
     pos = model.pos_embed[0].double()
@@ -180,6 +185,8 @@ def quantize(model: CLIPViT, calib_images: torch.Tensor, percentile: float = 99.
     m, sh = intops.quantize_multiplier(sw / s_x0)
     params["embed.m"], params["embed.shift"] = m, sh
     params["embed.cls"] = intops.quantize_real(model.cls_token[0, 0].double() + pos[0], s_x0)
+    if cfg.pre_ln:
+        _layernorm(params, "pre.ln", model.ln_pre, s_x0, s["b0.x_in"])
 
     for i, blk in enumerate(model.blocks):
         p = f"b{i}"
@@ -196,7 +203,10 @@ def quantize(model: CLIPViT, calib_images: torch.Tensor, percentile: float = 99.
         _put(params, f"{p}.add1", intops.add_params(sx, s[f"{p}.attn"], s[f"{p}.x_mid"]))
         _layernorm(params, f"{p}.ln2", blk.ln2, s[f"{p}.x_mid"], s[f"{p}.ln2"])
         _linear(params, f"{p}.fc1", blk.fc1.weight, blk.fc1.bias, s[f"{p}.ln2"], s[f"{p}.h"])
-        _put(params, f"{p}.gelu", intops.gelu_params(s[f"{p}.h"], s[f"{p}.g"]))
+        if cfg.act == "gelu":
+            _put(params, f"{p}.gelu", intops.gelu_params(s[f"{p}.h"], s[f"{p}.g"]))
+        else:                       # any other activation: a 256-entry table on the int8 input
+            _put(params, f"{p}.gelu", intops.table_params(blk.act, s[f"{p}.h"], s[f"{p}.g"]))
         _linear(params, f"{p}.fc2", blk.fc2.weight, blk.fc2.bias, s[f"{p}.g"], s[f"{p}.mlp"])
         # x_out of block i is x_in of block i+1: one scale for both (the last block keeps its own).
         s_next = s[f"b{i + 1}.x_in"] if i + 1 < cfg.depth else s[f"{p}.x_out"]
@@ -234,6 +244,8 @@ def expected_shapes(cfg: ViTConfig) -> dict[str, tuple[int, ...]]:
             shapes[f"{name}.b"] = (n_out,)
 
     ln("head.ln")
+    if cfg.pre_ln:
+        ln("pre.ln")
     for i in range(cfg.depth):
         p = f"b{i}"
         ln(f"{p}.ln1")
@@ -244,7 +256,10 @@ def expected_shapes(cfg: ViTConfig) -> dict[str, tuple[int, ...]]:
         lin(f"{p}.fc2", d, h)
         shapes.update({f"{p}.softmax.{k}": () for k in ("pre", "x0", "qb", "qc")})
         shapes.update({f"{p}.ctx.m": (), f"{p}.ctx.shift": ()})
-        shapes.update({f"{p}.gelu.{k}": () for k in ("qb", "qc", "m", "shift")})
+        if cfg.act == "gelu":
+            shapes.update({f"{p}.gelu.{k}": () for k in ("qb", "qc", "m", "shift")})
+        else:
+            shapes[f"{p}.gelu.table"] = (256,)
         for a in ("add1", "add2"):
             shapes.update({f"{p}.{a}.{k}": () for k in ("m_a", "m_b", "shift")})
     return shapes
@@ -281,6 +296,8 @@ def validate(im: IntModel) -> None:
             base = name[:-3]
             intops.check_gelu_params(**{k: im.params[f"{base}.{k}"] for k in ("qb", "qc", "m", "shift")},
                                      name=f"IntModel {base}")
+        elif name.endswith(".gelu.table"):
+            intops.check_table(im.params[name], f"IntModel {name[:-6]}")
         elif name.endswith(".eps"):
             base = name[:-4]
             intops.check_layernorm_params(**{k: im.params[f"{base}.{k}"] for k in ("g", "b", "shift", "eps")},

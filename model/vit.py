@@ -196,9 +196,13 @@ class CLIPViT(nn.Module):
 
     def embed_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         """Normalised float pixels (N, C, H, W) → tokens (N, T, width) before the first block."""
+        return self.ln_pre(self.patch_tokens(pixels))
+
+    def patch_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Normalised float pixels → [CLS] and patch tokens with positions, before the pre-LN."""
         x = self.patch_embed(patchify(self._checked(pixels), self.cfg.patch))
         cls = self.cls_token.expand(x.shape[0], -1, -1)
-        return self.ln_pre(torch.cat([cls, x], dim=1) + self.pos_embed)
+        return torch.cat([cls, x], dim=1) + self.pos_embed
 
     def hidden_states(self, images: torch.Tensor) -> list[torch.Tensor]:
         """The tokens after every block: a list of ``depth`` tensors (N, T, width)."""

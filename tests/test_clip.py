@@ -199,3 +199,31 @@ def test_transformers_missing(tmp_path, monkeypatch):
     with pytest.raises(QexitError) as e:
         load_clip(tmp_path, CLASSES)
     _one_line(e, "pip install -e .[clip]")
+
+
+@pytest.mark.parametrize("name", ["a", "b"])
+def test_clip_tower_quantizes_to_the_integer_only_model(clip_folders, name, tmp_path):
+    """The CLIP layout through the integer path: per-channel pixel statistics folded into the
+    patch embedding, the pre-LN as an integer LayerNorm, quick_gelu as a 256-entry table. The
+    golden model's int8 embeddings point where the FP32 tower's do; the RTL refuses it by name."""
+    from hw.program import make_plan
+    from model.golden import Golden
+    from model.quantize import load_intmodel, quantize
+
+    folder, _ = clip_folders[name]
+    vit, _, _ = load_clip(folder, CLASSES)
+    cfg = vit.cfg
+    images = torch.randint(0, 256, (96, 3, cfg.image_size, cfg.image_size), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(1))
+    im = quantize(vit, images[:64])
+    im.save(tmp_path / "im.pt")
+    im = load_intmodel(tmp_path / "im.pt", cfg)            # validated on load
+    assert "pre.ln.g" in im.params and ("b0.gelu.table" in im.params) == (cfg.act == "quick_gelu")
+    out = Golden(im).forward(images[64:])
+    with torch.no_grad():
+        ref = vit.encode_image(vit.normalized(images[64:])).double()
+    cos = F.cosine_similarity(out.embedding.double() * im.scales["emb"], ref, dim=-1)
+    assert cos.min() > 0.9, cos
+    print(f"{name}: cosine int8 vs FP32 embedding, min {cos.min():.4f}, mean {cos.mean():.4f}")
+    with pytest.raises(QexitError, match="no pre-LN step"):
+        make_plan(cfg, 8)

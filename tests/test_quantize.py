@@ -91,12 +91,25 @@ def test_too_few_calibration_images(tiny_trained, fmnist_gate):
         quantize(model, fmnist_gate.images[:8])
 
 
-@pytest.mark.parametrize("option", [{"pre_ln": True}, {"act": "quick_gelu"}, {"pixel_mean": (0.5,)}])
-def test_clip_style_model_is_refused(option):
+@pytest.mark.parametrize("option", [{"pre_ln": True}, {"act": "quick_gelu"}, {"pixel_mean": (0.5,), "pixel_std": (0.2,)},
+                                    {"channels": 3, "pixel_mean": (0.4, 0.5, 0.6), "pixel_std": (0.2, 0.3, 0.25)}])
+def test_clip_style_options_quantize(option):
+    """Each CLIP option on its own (a pre-LN, quick_gelu as a table, other and per-channel pixel
+    statistics folded into the patch embedding): the golden model tracks the FP32 model."""
+    from model.golden import Golden
     from model.vit import CLIPViT, ViTConfig
+    torch.manual_seed(0)
     model = CLIPViT(ViTConfig(**{**TINY.to_dict(), **option})).eval()
-    with pytest.raises(QexitError, match="cannot be quantized yet"):
-        quantize(model, torch.zeros(32, 1, 28, 28, dtype=torch.uint8))
+    c = model.cfg
+    images = torch.randint(0, 256, (64, c.channels, c.image_size, c.image_size), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(0))
+    im = quantize(model, images[:32])
+    validate(im)
+    out = Golden(im).forward(images[32:])
+    with torch.no_grad():
+        ref = model.image_embedding(model.hidden_states(images[32:])[-1]).double()
+    cos = torch.nn.functional.cosine_similarity(out.embedding.double() * im.scales["emb"], ref, dim=-1)
+    assert cos.min() > 0.95, cos
 
 
 def test_max_calibration_is_at_least_percentile(tiny_trained, fmnist_gate):
