@@ -52,8 +52,10 @@ TEMPLATES = (
 SAVE_HINT = "pass a folder saved with CLIPModel.save_pretrained and CLIPProcessor.save_pretrained"
 
 
-def clip_preprocess(image, size: int) -> torch.Tensor:
-    """PIL image → CLIP's float pixels (3, size, size), as HF's CLIPImageProcessor."""
+def clip_crop(image, size: int) -> torch.Tensor:
+    """PIL image → uint8 pixels (3, size, size) as CLIP crops them: RGB, the short side resized to
+    ``size`` (bicubic), the centre cropped. What the whole flow reads (``load_image_folder``'s
+    ``preprocess``): the model normalises inside, with CLIP's statistics in its config."""
     from PIL import Image
 
     image = image.convert("RGB")
@@ -65,7 +67,13 @@ def clip_preprocess(image, size: int) -> torch.Tensor:
     image = image.resize((w, h), Image.BICUBIC)
     top, left = (h - size) // 2, (w - size) // 2
     image = image.crop((left, top, left + size, top + size))
-    x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
+    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
+
+
+def clip_preprocess(image, size: int) -> torch.Tensor:
+    """PIL image → CLIP's float pixels (3, size, size), as HF's CLIPImageProcessor: ``clip_crop``,
+    /255, CLIP's per-channel mean and std."""
+    x = clip_crop(image, size).float() / 255.0
     return (x - torch.tensor(CLIP_MEAN).reshape(3, 1, 1)) / torch.tensor(CLIP_STD).reshape(3, 1, 1)
 
 

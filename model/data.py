@@ -4,7 +4,7 @@ Splits are deterministic: the 60k official training images are shuffled once wit
 seed; the last ``GATE_SIZE`` of that order form the held-out *gating* split (used to train
 exit gates and choose thresholds), the rest are *train*. The official 10k test images are
 *test*. Images are uint8 tensors of shape (N, 1, H, W); labels are int64 (N,).
-``load_image_folder(..., preprocess=f)`` gives float pixels instead, e.g. CLIP's (model/clip.py).
+``load_image_folder(..., preprocess=f)`` reads each image with ``f`` instead, e.g. CLIP's crop (model/clip.py).
 """
 from __future__ import annotations
 
@@ -104,16 +104,12 @@ def load_fashion_mnist(split: str, root: Path | str = FASHION_MNIST_DIR) -> Data
 def load_image_folder(root: Path | str, image_size: int = 28, channels: int = 1, preprocess=None) -> Dataset:
     """A folder with one sub-folder per class (sorted names = class order), like torchvision's
     ImageFolder. Images are resized to ``image_size`` and converted to ``channels`` (1 or 3), as uint8.
-    ``preprocess`` (a PIL image → float tensor (C, H, W), such as ``load_clip``'s) replaces that
-    resizing: the images are then its float pixels, and ``image_size``/``channels`` are unused."""
+    ``preprocess`` (a PIL image → tensor (C, H, W)) replaces that resizing: ``model.clip.clip_crop``
+    gives CLIP's uint8 crops (what the flow reads), ``load_clip``'s preprocess its float pixels."""
     from PIL import Image, UnidentifiedImageError
 
     root = Path(root)
-    if not root.is_dir():
-        raise QexitError(f"--data folder {root} does not exist; pass a folder with one sub-folder per class")
-    class_dirs = sorted(d for d in root.iterdir() if d.is_dir())
-    if not class_dirs:
-        raise QexitError(f"--data folder {root} has no class sub-folders; put each class's images in root/<class>/")
+    class_dirs = [root / name for name in folder_classes(root)]
     images, labels = [], []
     mode = "L" if channels == 1 else "RGB"
     for label, d in enumerate(class_dirs):
@@ -137,8 +133,20 @@ def load_image_folder(root: Path | str, image_size: int = 28, channels: int = 1,
                    tuple(d.name for d in class_dirs))
 
 
-def load_dataset(split: str, data: Path | str | None = None, image_size: int = 28, channels: int = 1) -> Dataset:
+def load_dataset(split: str, data: Path | str | None = None, image_size: int = 28, channels: int = 1,
+                 preprocess=None) -> Dataset:
     """The embedded default (``data`` None) or ``data/<split>/`` as an ImageFolder."""
     if data is None:
         return load_fashion_mnist(split)
-    return load_image_folder(Path(data) / split, image_size, channels)
+    return load_image_folder(Path(data) / split, image_size, channels, preprocess)
+
+
+def folder_classes(root: Path | str) -> list[str]:
+    """An ImageFolder's class names (its sorted sub-folder names), without reading an image."""
+    root = Path(root)
+    if not root.is_dir():
+        raise QexitError(f"--data folder {root} does not exist; pass a folder with one sub-folder per class")
+    names = sorted(d.name for d in root.iterdir() if d.is_dir())
+    if not names:
+        raise QexitError(f"--data folder {root} has no class sub-folders; put each class's images in root/<class>/")
+    return names

@@ -227,3 +227,27 @@ def test_clip_tower_quantizes_to_the_integer_only_model(clip_folders, name, tmp_
     print(f"{name}: cosine int8 vs FP32 embedding, min {cos.min():.4f}, mean {cos.mean():.4f}")
     with pytest.raises(QexitError, match="no pre-LN step"):
         make_plan(cfg, 8)
+
+
+def test_eval_and_quantize_take_a_clip_folder(clip_folders, tmp_path, monkeypatch):
+    """`--model clip:DIR --data DIR` on eval and quantize: class names from test/'s folders,
+    images cropped as CLIP crops them; each writes its usual summary."""
+    from qexit.cli import main
+
+    folder, _ = clip_folders["a"]
+    g = np.random.default_rng(0)
+    for split, n in (("gate", 12), ("test", 4)):
+        for c in CLASSES:
+            (tmp_path / "data" / split / c).mkdir(parents=True)
+            for i in range(n):
+                pixels = g.integers(0, 256, (40 + i, 36, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(tmp_path / "data" / split / c / f"{i}.png")
+    monkeypatch.chdir(tmp_path)
+    model = ["--model", f"clip:{folder}", "--data", str(tmp_path / "data")]
+    assert main(["eval", *model]) == 0
+    s = json.loads((tmp_path / "reports" / "eval" / "summary.json").read_text())
+    assert s["images"] == 12 and s["checkpoint"] == f"clip:{folder}"
+    assert main(["quantize", *model, "--calib-images", "36", "--qirc-images", "12"]) == 0
+    q = json.loads((tmp_path / "reports" / "quantize" / "summary.json").read_text())
+    assert q["images"] == 12 and q["calib_images"] == 36 and len(q["nsr_per_layer"]) == 4
+    assert main(["eval", "--model", f"clip:{folder}"]) == 2           # no --data: one line

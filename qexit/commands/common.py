@@ -5,7 +5,8 @@ import argparse
 from pathlib import Path
 
 from model.checkpoint import SHIPPED_WEIGHTS, load_checkpoint
-from model.data import Dataset, load_dataset
+from model.data import Dataset, folder_classes, load_dataset
+from model.errors import QexitError
 
 INTMODEL_DEFAULT = Path("reports") / "quantize" / "intmodel.pt"
 EXIT_PATH_DEFAULT = Path("reports") / "exits" / "exit_path.pt"
@@ -14,6 +15,10 @@ EXIT_PATH_DEFAULT = Path("reports") / "exits" / "exit_path.pt"
 def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", type=Path, default=SHIPPED_WEIGHTS,
                    help="FP32 checkpoint written by `qexit train` (default: the shipped weights)")
+    p.add_argument("--model", default=None, metavar="clip:DIR",
+                   help="a local Hugging Face CLIP folder (CLIPModel and tokenizer, save_pretrained) instead of "
+                        "--checkpoint: zero-shot, class names from --data's test/ sub-folders, images cropped as "
+                        "CLIP does (needs pip install -e .[clip])")
     add_data_args(p)
 
 
@@ -54,10 +59,35 @@ def positive(value: str) -> int:
     return n
 
 
+def clip_folder(args) -> Path | None:
+    """--model clip:DIR's folder, or None for --checkpoint."""
+    spec = getattr(args, "model", None)
+    if spec is None:
+        return None
+    if not spec.startswith("clip:") or not spec[5:]:
+        raise QexitError(f"--model {spec!r}: give clip:DIR, a folder saved with CLIPModel.save_pretrained")
+    if args.data is None:
+        raise QexitError("--model clip:DIR needs --data DIR: the class names are DIR/test's sub-folders")
+    return Path(spec[5:])
+
+
 def load_model(args):
-    return load_checkpoint(args.checkpoint)
+    """(FP32 ViT, checkpoint blob): --checkpoint, or a CLIP folder with --model clip:DIR."""
+    folder = clip_folder(args)
+    if folder is None:
+        return load_checkpoint(args.checkpoint)
+    from model.clip import load_clip
+
+    vit, _, _ = load_clip(folder, folder_classes(Path(args.data) / "test"))
+    return vit, {"model": args.model}
 
 
 def load_split(args, split: str, n: int | None = None, cfg=None) -> Dataset:
     size, ch = (cfg.image_size, cfg.channels) if cfg is not None else (28, 1)
-    return load_dataset(split, args.data, size, ch).subset(n)
+    crop = None
+    if clip_folder(args) is not None:
+        from functools import partial
+
+        from model.clip import clip_crop
+        crop = partial(clip_crop, size=size)
+    return load_dataset(split, args.data, size, ch, crop).subset(n)

@@ -18,7 +18,7 @@ def run(args) -> int:
     test = load_split(args, "test", args.images, model.cfg)
     top1 = evaluate(model, test, progress=True)
     summary = {"top1": top1, "images": len(test), "params": model.num_params(),
-               "checkpoint": str(args.checkpoint)}
+               "checkpoint": args.model or str(args.checkpoint)}
     trained = blob.get("metrics", {})
     with report_dir("eval") as d:
         write_summary(d, summary)
@@ -26,6 +26,6 @@ def run(args) -> int:
         if "train_time_s" in trained:
             rows += [["training time (s)", trained["train_time_s"]], ["trained on", trained.get("machine", "?")]]
         (d / "README.md").write_text("# FP32 evaluation\n\n" + markdown_table(["", "value"], rows) +
-                                     f"\n\nCheckpoint: `{args.checkpoint}`; config: `{model.cfg.to_dict()}`\n")
+                                     f"\n\nCheckpoint: `{summary['checkpoint']}`; config: `{model.cfg.to_dict()}`\n")
     print(f"top-1 {top1:.4f} on {len(test)} test images ({model.num_params()} parameters)")
     return 0
