@@ -229,14 +229,14 @@ def test_clip_tower_quantizes_to_the_integer_only_model(clip_folders, name, tmp_
         make_plan(cfg, 8)
 
 
-def test_eval_and_quantize_take_a_clip_folder(clip_folders, tmp_path, monkeypatch):
-    """`--model clip:DIR --data DIR` on eval and quantize: class names from test/'s folders,
-    images cropped as CLIP crops them; each writes its usual summary."""
+def test_the_flow_takes_a_clip_folder(clip_folders, tmp_path, monkeypatch, capsys):
+    """`--model clip:DIR --data DIR` on eval, quantize and exits: class names from test/'s folders,
+    images cropped as CLIP crops them; each writes its usual summary. cost refuses it in one line."""
     from qexit.cli import main
 
     folder, _ = clip_folders["a"]
     g = np.random.default_rng(0)
-    for split, n in (("gate", 12), ("test", 4)):
+    for split, n in (("train", 12), ("gate", 12), ("test", 4)):
         for c in CLASSES:
             (tmp_path / "data" / split / c).mkdir(parents=True)
             for i in range(n):
@@ -251,3 +251,11 @@ def test_eval_and_quantize_take_a_clip_folder(clip_folders, tmp_path, monkeypatc
     q = json.loads((tmp_path / "reports" / "quantize" / "summary.json").read_text())
     assert q["images"] == 12 and q["calib_images"] == 36 and len(q["nsr_per_layer"]) == 4
     assert main(["eval", "--model", f"clip:{folder}"]) == 2           # no --data: one line
+    assert main(["exits", *model, "--intmodel", "reports/quantize/intmodel.pt", "--modes", "int8,fp32", "--seeds", "1",
+                 "--head-epochs", "1", "--calib-images", "32", "--no-cache", "--quiet"]) == 0
+    e = json.loads((tmp_path / "reports" / "exits" / "summary.json").read_text())
+    assert e["checkpoint"] == f"clip:{folder}" and len(e["exit_distribution"]) == 4
+    assert (tmp_path / "reports" / "exits" / "exit_path.pt").is_file()
+    capsys.readouterr()
+    assert main(["cost"]) == 2                                        # the engine has no pre-LN step yet
+    assert "no pre-LN step" in capsys.readouterr().err

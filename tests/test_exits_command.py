@@ -19,7 +19,8 @@ def small_data():
 
 @pytest.fixture
 def env(tmp_path, monkeypatch, small_data):
-    monkeypatch.setattr(exits, "load_fashion_mnist", lambda split: small_data[split])
+    from qexit.commands import common
+    monkeypatch.setattr(common, "load_dataset", lambda split, *args: small_data[split])
     n = torch.get_num_threads()
     torch.manual_seed(0)
     ckpt = tmp_path / "tiny.pt"

@@ -26,8 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.checkpoint import SHIPPED_WEIGHTS, load_checkpoint
-from model.data import GATE_SIZE, SPLITS, load_fashion_mnist, split_ids
+from model.data import GATE_SIZE, SPLITS, split_ids
 from model.errors import QexitError
 from model.exits import exit_path
 from model.exits.backbones import MODES, dynamic_backbone, file_digest, fp32_backbone, int8_backbone
@@ -35,14 +34,14 @@ from model.exits.evaluate import ExitConfig, check_disjoint, run_mode
 from model.exits.features import CACHE_DIR, cached_features
 from model.exits.report import plot_all, readme
 from model.exits.summary import build_summary
+from qexit.commands.common import add_model_args, load_model, load_split
 from qexit.reports import REPORTS_DIR, report_dir, write_summary
 
 HELP = "LRA-EE early exits: heads, gate, LCT thresholds, layer pruning, Rescue-Effect evaluation"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", type=Path, default=SHIPPED_WEIGHTS,
-                   help="FP32 checkpoint: the backbone to quantize and the distillation teacher")
+    add_model_args(p)           # --checkpoint or --model clip:DIR: the backbone and the distillation teacher
     p.add_argument("--intmodel", type=Path, default=None,
                    help="IntModel file for the int8 mode; when none is given, the checkpoint is quantized, "
                         "calibrated on --calib-images training images")
@@ -119,24 +118,28 @@ def run(args) -> int:
     torch.set_num_threads(args.threads)
     progress = not args.quiet
 
-    model, _ = load_checkpoint(args.checkpoint)
+    model, _ = load_model(args)
     cfg = model.cfg
     xcfg.resolve_candidates(cfg.depth)
-    data = {"train": load_fashion_mnist("train").subset(args.train_images),
-            "gate": load_fashion_mnist(args.gate_split).subset(args.gate_images),
-            "test": load_fashion_mnist("test").subset(args.test_images)}
-    ids = {"train": split_ids("train", len(data["train"])), "gate": split_ids(args.gate_split, len(data["gate"])),
-           "test": split_ids("test", len(data["test"]))}
-    check_disjoint(ids["gate"], ids["test"], "gating split", "test split")
-    check_disjoint(ids["gate"], ids["train"], "gating split", "head-training images")
-    check_disjoint(ids["train"], ids["test"], "head-training images", "test split")
+    data = {"train": load_split(args, "train", args.train_images, cfg),
+            "gate": load_split(args, args.gate_split, args.gate_images, cfg),
+            "test": load_split(args, "test", args.test_images, cfg)}
+    if args.data is None:       # the embedded splits share one pool of images: check they do not overlap
+        ids = {"train": split_ids("train", len(data["train"])), "gate": split_ids(args.gate_split, len(data["gate"])),
+               "test": split_ids("test", len(data["test"]))}
+        check_disjoint(ids["gate"], ids["test"], "gating split", "test split")
+        check_disjoint(ids["gate"], ids["train"], "gating split", "head-training images")
+        check_disjoint(ids["train"], ids["test"], "head-training images", "test split")
+    elif args.gate_split in ("train", "test"):
+        raise QexitError(f"--gate-split {args.gate_split} with --data would tune the gate on images the heads "
+                         "learn from or the test split; use --gate-split gate (DIR/gate)")
 
     backbones = {"fp32": fp32_backbone(model)}
     for m in modes:
         if m == "dynamic":
             backbones[m] = dynamic_backbone(model)
         elif m == "int8":
-            calib = load_fashion_mnist("train").subset(args.calib_images).images
+            calib = load_split(args, "train", args.calib_images, cfg).images
             backbones[m] = int8_backbone(model, args.intmodel, calib)
     cache_dir = None if args.no_cache else args.cache_dir
 
@@ -170,7 +173,7 @@ def run(args) -> int:
     seconds_total = time.time() - t_start
 
     with report_dir("exits", args.out) as out:
-        summary, dist = build_summary(cfg, modes, results, noise, top1_fp32, xcfg, str(args.checkpoint),
+        summary, dist = build_summary(cfg, modes, results, noise, top1_fp32, xcfg, args.model or str(args.checkpoint),
                                       len(data["test"]))
         summary.update({"seconds_total": round(seconds_total, 1), "seconds_features": round(seconds_features, 1),
                         "features_cached": cached_all, "threads": args.threads})
