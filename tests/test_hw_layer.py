@@ -39,6 +39,23 @@ def test_pixels_to_logits_in_amaranth(tiny, source):
             assert matched == total, name
 
 
+def test_a_pre_ln_model_runs_bit_and_cycle_exact():
+    """CLIP's pre-LN (a LayerNorm on the embedded tokens, in place in x) through the engine."""
+    from dataclasses import replace
+    im = random_intmodel(replace(TINY, pre_ln=True), seed=4)
+    images = _images(2, seed=1)
+    runs = layer.run_in_amaranth(im, images, lanes=4)
+    plan, segs = program.model_program(im, 4)
+    assert "pre.ln" in [d.name for d in segs[0]]
+    assert [r["cycles"] for r in runs] == [r["predicted"] for r in runs]
+    for n, image in enumerate(images):
+        exp = layer.expected_taps(im, image, plan, TINY.depth)
+        got = {k: v for r in runs if r["image"] == n for k, v in r["taps"].items()}
+        assert set(got) == set(exp)
+        for name, (matched, total) in layer.compare(got, exp, plan).items():
+            assert matched == total, name
+
+
 def test_a_wrong_weight_changes_the_tokens(tiny):
     """The check can fail: the engine run with one changed weight no longer matches."""
     bad = random_intmodel(TINY, seed=3)
