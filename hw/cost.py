@@ -113,6 +113,8 @@ def memories(cfg) -> dict[str, tuple[int, int]]:
     out = {f"gemm.{k}": v for k, v in cfg.gemm.buffers.items()}
     out["scratch"] = (cfg.scratch_words, 8 * cfg.lanes)
     out["probabilities"] = (cfg.p_words, 8 * cfg.lanes)
+    if cfg.table:
+        out["act_table"] = (256, 8)
     return out
 
 
@@ -186,6 +188,10 @@ def desc_counts(d: program.Desc, lanes: int, mems: dict) -> Counter:
         c[f"{PARAM_BITS[dst]}:w"] += total
     if unit == Unit.ADD:
         c["scratch:r"] += total                       # the residual, the add's second operand
+    if unit == Unit.TABLE:
+        c["act_table:r"] += total * L                 # one entry read a value
+    elif dst == Dst.TABLE:
+        c["act_table:w"] += total * L
     if unit in (Unit.LN, Unit.GELU, Unit.ADD):
         ops = UNIT_OPS[unit]
         _scale(ops["elem"], total * L, c)

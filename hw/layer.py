@@ -50,7 +50,7 @@ from hw import emit
 from hw.gemm import PARAM_BITS, GemmConfig, GemmEngine
 from hw.layernorm import LN_PARAM, LayerNormUnit
 from hw.softmax import SoftmaxUnit
-from hw.units import AddUnit, GeluUnit
+from hw.units import AddUnit, GeluUnit, TableUnit
 from model import intops
 from model.errors import QexitError
 
@@ -75,6 +75,7 @@ class Unit(IntEnum):
     GELU = 3
     ADD = 4
     SERIAL = 5
+    TABLE = 6         # the activation table (TableUnit), in an engine built with ``table=True``
 
 
 class Dst(IntEnum):
@@ -84,6 +85,7 @@ class Dst(IntEnum):
     ENG_TB = 4
     LN_P = 5
     HOST = 6
+    TABLE = 7         # the activation table's entries, ``lanes`` a word
 
 
 COUNT = 20                 # bits of every count, stride and length field (< 2**20)
@@ -103,6 +105,7 @@ class LayerConfig:
     max_n: int = 3072
     max_raw_n: int = 256
     max_bias_n: int = 768
+    table: bool = False        # an activation-table unit (a model whose MLP activation is a table)
 
     def __post_init__(self):
         for name in ("lanes", "scratch_words", "prog_words"):
@@ -259,6 +262,8 @@ class LayerEngine(wiring.Component):
         m.submodules.ln = ln = LayerNormUnit(cfg.max_d, L)
         m.submodules.sm = sm = SoftmaxUnit(cfg.max_row, L)
         m.submodules.gelu = gelu = GeluUnit(L)
+        if cfg.table:
+            m.submodules.table = table = TableUnit(L)
         m.submodules.add = add = AddUnit(L)
         m.submodules.ser8 = ser8 = Serializer(8, L)
         m.submodules.reader = rdr = ScratchReader(self.addr_bits, 8 * L)
@@ -391,6 +396,10 @@ class LayerEngine(wiring.Component):
             with m.Case(Unit.SERIAL):
                 chain(src, ser8.inp, 8 * L)
                 chain(ser8.out, res)
+            if cfg.table:
+                with m.Case(Unit.TABLE):
+                    chain(src, table.inp, 8 * L)
+                    chain(table.out, res)
 
         # ------------------------------------------------------------ destination
         taken = Signal(24)
@@ -435,6 +444,9 @@ class LayerEngine(wiring.Component):
                     m.d.comb += ln.p_in.payload[c].as_value().eq(res.payload[PARAM_BITS * c:PARAM_BITS * c + LN_PARAM.size])
             with m.Case(Dst.HOST):
                 chain(res, self.out, 32 * L)
+            if cfg.table:
+                with m.Case(Dst.TABLE):
+                    chain(res, table.t_in, 8 * L)
         with m.If(move_go):
             m.d.sync += [taken.eq(0), wo.eq(0), wi.eq(0), wrow.eq(d.wr.base), waddr.eq(d.wr.base),
                          tlane.eq(0), tgroup.eq(0), telem.eq(0), trow.eq(d.wr.base)]

@@ -34,7 +34,7 @@ from hw import schedule
 from hw.layer import FETCH_CYCLES, Dst, LayerConfig, Op, Src, Unit
 from hw.layernorm import row_cycles as ln_row_cycles
 from hw.softmax import row_cycles as softmax_row_cycles
-from hw.units import AddUnit, GeluUnit
+from hw.units import AddUnit, GeluUnit, TableUnit
 from model.errors import QexitError
 
 
@@ -81,17 +81,8 @@ class Plan:
         return max(base + size for base, size in self.regions.values())
 
 
-def check_supported(cfg) -> None:
-    """The GELU unit computes i-GELU; an activation kept as a table (CLIP's quick_gelu) has no
-    unit yet, so such a model is refused, by name. (A pre-LN is a LayerNorm step of the embedding.)"""
-    if getattr(cfg, "act", "gelu") != "gelu":
-        raise QexitError(f"the layer engine has no activation-table unit yet (this model: act={cfg.act}; issue H): "
-                         "its golden model, QIRC and exits run, its RTL and cycle costs do not")
-
-
 def make_plan(cfg, lanes: int) -> Plan:
     """The scratchpad plan for a ViT config on an L x L array; refuses what the engine cannot hold."""
-    check_supported(cfg)
     t, d = cfg.tokens, cfg.width
     need = {"width": d, "head width": d // cfg.heads, "MLP width": cfg.hidden, "patch size": cfg.patch_dim}
     for what, v in need.items():
@@ -250,9 +241,13 @@ def layer_segment(p: Plan, im, i: int, tap: bool = True) -> list[Desc]:
     prog += _linear(p, f"{b}.proj", t, d, d, (ctx_base, dw), add(f"{b}.add1", add1))
     prog += _ln(p, f"{b}.ln2", im, t)
     hw_ = p.hidden // L
-    prog += _linear(p, f"{b}.fc1", t, d, p.hidden, (h_base, dw),
-                    _to(p, f"{b}.gelu", "hid", t, hw_, kind="gelu", unit=Unit.GELU, gqb=int(gelu["qb"]),
-                        gqc=int(gelu["qc"]), m_a=int(gelu["m"]), shift=int(gelu["shift"])))
+    if "table" in gelu:            # an activation kept as a table (quick_gelu): load it, then look it up
+        prog.append(_move(f"{b}.gelu table", "params", Src.PARAM, Unit.NONE, Dst.TABLE, 256 // L, ("act_table", b)))
+        act = _to(p, f"{b}.gelu", "hid", t, hw_, kind="table", unit=Unit.TABLE)
+    else:
+        act = _to(p, f"{b}.gelu", "hid", t, hw_, kind="gelu", unit=Unit.GELU, gqb=int(gelu["qb"]),
+                  gqc=int(gelu["qc"]), m_a=int(gelu["m"]), shift=int(gelu["shift"]))
+    prog += _linear(p, f"{b}.fc1", t, d, p.hidden, (h_base, dw), act)
     prog += _linear(p, f"{b}.fc2", t, p.hidden, d, (p.regions["hid"][0], hw_), add(f"{b}.add2", add2))
     if tap:
         prog += [_move(f"{b} tokens", "tap", Src.SCRATCH, Unit.NONE, Dst.HOST, t * dw, rd=_rows(p, "x", t, dw, dw))]
@@ -298,7 +293,7 @@ def engine_config(p: Plan, segments: list[list[Desc]], **extra) -> LayerConfig:
         lanes=p.lanes, scratch_words=p.scratch_words, prog_words=max(len(s) for s in segments),
         max_d=p.width, max_row=max(p.tokens, 1), max_m=max(d["m"] for d in gemms),
         max_k=max(d["k"] for d in gemms), max_n=max(d["n"] for d in gemms), max_raw_n=raw_n,
-        max_bias_n=bias_n, **extra)
+        max_bias_n=bias_n, table=any(d.fields.get("unit") == Unit.TABLE for seg in segments for d in seg), **extra)
 
 
 # --------------------------------------------------------------------------- the cycle model
@@ -328,6 +323,8 @@ def desc_cycles(d: Desc, lanes: int, source: schedule.WeightSource = schedule.ID
         body = total + 1
     elif unit == Unit.GELU:
         body = total + GeluUnit.LATENCY
+    elif unit == Unit.TABLE:
+        body = total + TableUnit.LATENCY
     elif unit == Unit.ADD:
         body = total + AddUnit.LATENCY
     else:

@@ -17,7 +17,7 @@ its state under back-pressure, and never drops or duplicates a beat.
 """
 from __future__ import annotations
 
-from amaranth import Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -113,6 +113,42 @@ class AddUnit(ElementwiseUnit):
             m.d.comb += total.eq(pa + pb + half)
             y = pipe.stage(clamp(total >> self.shift, intops.INT8_MIN, intops.INT8_MAX), signed(8), f"y{i}")
             m.d.comb += self.out.payload[i].eq(y)
+        return m
+
+
+class TableUnit(wiring.Component):
+    """int8 lanes → int8 lanes through a 256-entry table (``intops.table_lookup``: an activation
+    without an integer formula, CLIP's quick_gelu), looked up per lane in one stage.
+
+    The table arrives on ``t_in``, ``lanes`` entries a beat in index order (256 / lanes beats a
+    layer); each beat shifts the table down by ``lanes`` entries, so after the last one entry i
+    holds value i (no write decoder). Its 256 saturated int8 values are 2,048 flip-flops.
+    """
+    LATENCY = 1
+    ENTRIES = 256
+
+    def __init__(self, lanes: int = 1):
+        check_lanes(lanes)
+        if self.ENTRIES % lanes:
+            raise QexitError(f"the activation table's {self.ENTRIES} entries do not split into {lanes} lanes")
+        self.lanes = lanes
+        lanes_of = stream.Signature(data.ArrayLayout(signed(8), lanes))
+        super().__init__({"inp": In(lanes_of), "out": Out(lanes_of), "t_in": In(lanes_of)})
+
+    def elaborate(self, platform):
+        m = Module()
+        L = self.lanes
+        table = Array(Signal(signed(8), name=f"t{i}") for i in range(self.ENTRIES))
+        m.d.comb += self.t_in.ready.eq(1)
+        with m.If(self.t_in.valid):
+            for i in range(self.ENTRIES - L):
+                m.d.sync += table[i].eq(table[i + L])
+            for j in range(L):
+                m.d.sync += table[self.ENTRIES - L + j].eq(self.t_in.payload[j])
+        pipe = Pipeline(m, self.inp, self.out, self.LATENCY)
+        for i in range(L):
+            index = (self.inp.payload[i] + 128)[:8]              # x + 128 in [0, 255]
+            m.d.comb += self.out.payload[i].eq(pipe.stage(table[index], signed(8), f"y{i}"))
         return m
 
 

@@ -20,6 +20,7 @@ import torch
 from hw import program
 from hw.layer import desc_layout
 from hw.schedule import IDEAL, WeightSource
+from model import intops
 from model.golden import Golden
 from model.quantize import IntModel, pixels_to_patches
 from sim.host import lanes_to_words, pack_activations, pack_params, pack_token_bias, pack_weights, words_to_lanes
@@ -56,6 +57,9 @@ def stream_words(d: program.Desc, im: IntModel, lanes: int) -> tuple[str, list[i
         from hw.gemm import PARAM_BITS
         from sim.units import layernorm_param_words
         return "q", layernorm_param_words(im.p(f"{args[0]}.g"), im.p(f"{args[0]}.b"), lanes, PARAM_BITS)
+    if tag == "act_table":            # the 256 entries, saturated to int8 as the lookup does, lanes a word
+        table = im.p(f"{args[0]}.gelu.table").clamp(intops.INT8_MIN, intops.INT8_MAX)
+        return "q", lanes_to_words(table.reshape(-1, lanes), 8)
     if tag == "token_bias":
         _, n0, n1 = args
         return "q", pack_token_bias(im.p("embed.b")[:, n0:n1], lanes)

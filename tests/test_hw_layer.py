@@ -39,14 +39,17 @@ def test_pixels_to_logits_in_amaranth(tiny, source):
             assert matched == total, name
 
 
-def test_a_pre_ln_model_runs_bit_and_cycle_exact():
-    """CLIP's pre-LN (a LayerNorm on the embedded tokens, in place in x) through the engine."""
+@pytest.mark.parametrize("act", ["gelu", "quick_gelu"])
+def test_a_clip_layout_runs_bit_and_cycle_exact(act):
+    """CLIP's pre-LN (a LayerNorm on the embedded tokens, in place in x) and quick_gelu (a
+    256-entry table loaded per layer into the TableUnit) through the engine."""
     from dataclasses import replace
-    im = random_intmodel(replace(TINY, pre_ln=True), seed=4)
+    im = random_intmodel(replace(TINY, pre_ln=True, act=act), seed=4)
     images = _images(2, seed=1)
     runs = layer.run_in_amaranth(im, images, lanes=4)
     plan, segs = program.model_program(im, 4)
     assert "pre.ln" in [d.name for d in segs[0]]
+    assert program.engine_config(plan, segs).table == (act == "quick_gelu")
     assert [r["cycles"] for r in runs] == [r["predicted"] for r in runs]
     for n, image in enumerate(images):
         exp = layer.expected_taps(im, image, plan, TINY.depth)
