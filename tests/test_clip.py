@@ -229,8 +229,9 @@ def test_clip_tower_quantizes_to_the_integer_only_model(clip_folders, name, tmp_
 
 
 def test_the_flow_takes_a_clip_folder(clip_folders, tmp_path, monkeypatch):
-    """`--model clip:DIR --data DIR` on eval, quantize and exits, then cost: class names from
-    test/'s folders, images cropped as CLIP crops them; each writes its usual summary."""
+    """`qexit report --model clip:DIR --data DIR`: eval, quantize and exits on the CLIP folder
+    (class names from test/'s folders, images cropped as CLIP crops them), then cost on the
+    layer engine; each writes its usual summary, and index.md lists only this run's steps."""
     from qexit.cli import main
 
     folder, _ = clip_folders["a"]
@@ -243,18 +244,18 @@ def test_the_flow_takes_a_clip_folder(clip_folders, tmp_path, monkeypatch):
                 Image.fromarray(pixels).save(tmp_path / "data" / split / c / f"{i}.png")
     monkeypatch.chdir(tmp_path)
     model = ["--model", f"clip:{folder}", "--data", str(tmp_path / "data")]
-    assert main(["eval", *model]) == 0
+    assert main(["eval", "--model", f"clip:{folder}"]) == 2           # no --data: one line
+    (tmp_path / "reports" / "verify-gemm").mkdir(parents=True)        # a stale step of another run
+    (tmp_path / "reports" / "verify-gemm" / "summary.json").write_text('{"matched": 1, "total": 1}')
+    assert main(["report", *model]) == 0                               # eval, quantize, exits, cost
     s = json.loads((tmp_path / "reports" / "eval" / "summary.json").read_text())
     assert s["images"] == 12 and s["checkpoint"] == f"clip:{folder}"
-    assert main(["quantize", *model, "--calib-images", "36", "--qirc-images", "12"]) == 0
     q = json.loads((tmp_path / "reports" / "quantize" / "summary.json").read_text())
     assert q["images"] == 12 and q["calib_images"] == 36 and len(q["nsr_per_layer"]) == 4
-    assert main(["eval", "--model", f"clip:{folder}"]) == 2           # no --data: one line
-    assert main(["exits", *model, "--intmodel", "reports/quantize/intmodel.pt", "--modes", "int8,fp32", "--seeds", "1",
-                 "--head-epochs", "1", "--calib-images", "32", "--no-cache", "--quiet"]) == 0
     e = json.loads((tmp_path / "reports" / "exits" / "summary.json").read_text())
     assert e["checkpoint"] == f"clip:{folder}" and len(e["exit_distribution"]) == 4
     assert (tmp_path / "reports" / "exits" / "exit_path.pt").is_file()
-    assert main(["cost", "--quiet"]) == 0           # on the layer engine: pre-LN step, quick_gelu's table unit
-    c = json.loads((tmp_path / "reports" / "cost" / "summary.json").read_text())
+    c = json.loads((tmp_path / "reports" / "cost" / "summary.json").read_text())   # pre-LN step, table unit
     assert c["cycles_full"] > c["cycles_exit"] > 0 and c["energy_full_pj"] > 0
+    index = (tmp_path / "reports" / "index.md").read_text()
+    assert f"clip:{folder}" in index and "[exits]" in index and "[cost]" in index and "verify-gemm" not in index

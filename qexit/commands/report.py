@@ -12,6 +12,11 @@ model, every segment's cycles equal to the program's cycle model) → verify run
 accelerator in RTL, engine + exit head + comparator, on a few test images: exit layers, classes
 and decisions against the reference, cycles against the cost model). Each step writes
 reports/<step>/; a step that fails stops the flow with its one-line error.
+
+With --model clip:DIR --data DIR the model steps run on a local CLIP folder instead: eval,
+quantize, exits and cost (its cycles and energy on the layer engine, pre-LN and activation
+table included). The RTL checks and synthesis are left out (at 224 px they are hours of
+Verilator); index.md then lists only the steps this run wrote.
 """
 from __future__ import annotations
 
@@ -27,6 +32,19 @@ HELP = "run the whole flow on the embedded default and write reports/index.md"
 
 def add_arguments(p):
     p.add_argument("--fast", action="store_true", help="subsample the test split (1000 images) for a quick look")
+    p.add_argument("--model", default=None, metavar="clip:DIR",
+                   help="run eval, quantize, exits and cost on a local Hugging Face CLIP folder (with --data) "
+                        "instead of the whole flow on the embedded default")
+    p.add_argument("--data", type=Path, default=None,
+                   help="with --model: an ImageFolder tree with train/, gate/ and test/ sub-folders")
+
+
+def clip_steps(model: str, data: Path | None, fast: bool) -> list[list[str]]:
+    """The model steps on a CLIP folder (module docstring)."""
+    m = ["--model", model] + (["--data", str(data)] if data is not None else [])
+    n = ["--test-images", "1000"] if fast else []
+    return [["eval", *m] + (["--images", "1000"] if fast else []), ["quantize", *m] + n,
+            ["exits", *m, "--intmodel", str(INTMODEL_DEFAULT), "--threads", "2"] + n, ["cost", "--quiet"]]
 
 
 def steps(fast: bool) -> list[list[str]]:
@@ -65,12 +83,13 @@ def steps(fast: bool) -> list[list[str]]:
 def run(args) -> int:
     from qexit.cli import main as cli_main  # the flow calls the same commands a user would
 
-    for argv in steps(args.fast):
+    flow = steps(args.fast) if args.model is None else clip_steps(args.model, args.data, args.fast)
+    for argv in flow:
         print(f"== qexit {' '.join(argv)}", flush=True)
         rc = cli_main(argv)
         if rc:
             return rc
-    rows = write_index()
+    rows = write_index(only=None if args.model is None else {a[0] for a in flow}, title=args.model)
     print(f"\n{table_text(rows)}\n\nwrote {REPORTS_DIR / 'index.md'}")
     return 0
 
@@ -113,11 +132,17 @@ def _pct(x) -> str:
     return f"{100 * x:.2f}%" if isinstance(x, (int, float)) else "-"
 
 
-def headline_rows(root: Path = REPORTS_DIR) -> list[tuple[str, str, str]]:
+def _steps(root: Path, only: set[str] | None) -> list[str]:
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+                  and (only is None or p.name in only))
+
+
+def headline_rows(root: Path = REPORTS_DIR, only: set[str] | None = None) -> list[tuple[str, str, str]]:
     """(what, value, source folder) for the figures a reader looks for first; steps that have
-    not run are left out."""
+    not run (or are not in ``only``) are left out."""
     rows = []
-    ev, q, ex, c, sy = (_load(root, k) for k in ("eval", "quantize", "exits", "cost", "synth"))
+    ev, q, ex, c, sy = (_load(root, k) if k in _steps(root, only) else {}
+                        for k in ("eval", "quantize", "exits", "cost", "synth"))
     if ev:
         rows.append(("FP32 top-1", _pct(ev.get("top1")), "eval"))
     if q:
@@ -138,7 +163,7 @@ def headline_rows(root: Path = REPORTS_DIR) -> list[tuple[str, str, str]]:
         rows.append((f"ECP5 {sy.get('device')}: largest layer engine",
                      f"{sy['rows']}x{sy['cols']}, {sy['luts']:,} LUT4, {sy['dsps']} DSP, {sy['brams']} BRAM, "
                      f"Fmax {sy['fmax_mhz']} MHz", "synth"))
-    for step in sorted(p.name for p in root.iterdir() if p.is_dir() and p.name.startswith(("verify-", "hls"))):
+    for step in [n for n in _steps(root, only) if n.startswith(("verify-", "hls"))]:
         s = _load(root, step)
         if "matched" in s and "total" in s:
             extra = ""
@@ -148,17 +173,19 @@ def headline_rows(root: Path = REPORTS_DIR) -> list[tuple[str, str, str]]:
     return rows
 
 
-def write_index(root: Path = REPORTS_DIR) -> list[tuple[str, str, str]]:
-    """reports/index.md: the headline table, the plots, and one line per step. Returns the table."""
-    rows = headline_rows(root)
-    lines = ["# qexit reports", "", "| | value | report |", "|---|---|---|"]
+def write_index(root: Path = REPORTS_DIR, only: set[str] | None = None, title: str | None = None
+                ) -> list[tuple[str, str, str]]:
+    """reports/index.md: the headline table, the plots, and one line per step (of ``only``, when
+    given: the steps a run wrote). Returns the table."""
+    rows = headline_rows(root, only)
+    lines = ["# qexit reports" + (f": {title}" if title else ""), "", "| | value | report |", "|---|---|---|"]
     lines += [f"| {what} | {value} | [{src}]({src}/README.md) |" for what, value, src in rows]
     lines.append("")
     for step, png, caption in PLOTS:
-        if (root / step / png).exists():
+        if (root / step / png).exists() and (only is None or step in only):
             lines += [f"## {caption}", "", f"![{caption}]({step}/{png})", ""]
     lines += ["## Every step", ""]
-    for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for d in (root / n for n in _steps(root, only)):
         f = d / "summary.json"
         if not f.exists():
             continue
