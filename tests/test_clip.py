@@ -258,4 +258,6 @@ def test_the_flow_takes_a_clip_folder(clip_folders, tmp_path, monkeypatch):
     c = json.loads((tmp_path / "reports" / "cost" / "summary.json").read_text())   # pre-LN step, table unit
     assert c["cycles_full"] > c["cycles_exit"] > 0 and c["energy_full_pj"] > 0
     index = (tmp_path / "reports" / "index.md").read_text()
+    other, _ = clip_folders["b"]                                         # an IntModel of another model
+    assert main(["cost", "--model", f"clip:{other}", "--data", str(tmp_path / "data")]) == 2
     assert f"clip:{folder}" in index and "[exits]" in index and "[cost]" in index and "verify-gemm" not in index

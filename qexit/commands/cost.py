@@ -14,7 +14,7 @@ import os
 import time
 from pathlib import Path
 
-from qexit.commands.common import add_exit_path_args, add_head_args, head_macs, positive
+from qexit.commands.common import add_exit_path_args, add_head_args, head_macs, load_model, positive
 from qexit.reports import REPORTS_DIR, markdown_table, report_dir, write_summary
 
 HELP = "cycles, energy, latency and throughput of early exit against INT8 full depth on the layer engine"
@@ -68,6 +68,10 @@ def add_arguments(p):
                    help="a JSON energy table like hw/energy/horowitz_45nm.json (default: Horowitz, ISSCC 2014, 45 nm)")
     add_head_args(p, "rows x cols, as many as the array")
     p.add_argument("--jobs", type=positive, default=None, help="--head da4ml: solves at a time (default: one per CPU)")
+    p.add_argument("--model", default=None, metavar="clip:DIR",
+                   help="the CLIP folder the IntModel and the exits came from (`qexit quantize|exits --model`): "
+                        "the IntModel is checked against its vision tower (needs --data for the class names)")
+    p.add_argument("--data", type=Path, default=None, help="with --model: the ImageFolder tree the exits ran on")
     p.add_argument("--out", type=Path, default=REPORTS_DIR, help="reports root; writes <out>/cost/")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -85,7 +89,7 @@ def run(args) -> int:
     mhz, clock_source = clock(args)
     machine = cost.Machine(args.rows, args.bandwidth, args.latency, mhz)
     table = energy.load(args.energy_table)
-    im = load_intmodel(args.intmodel)
+    im = load_intmodel(args.intmodel, load_model(args)[0].cfg if args.model else None)
     ep = exit_path.load(args.exit_path)
     ep.check_width(im.config.width)
     exits = cost.read_exits(args.exits)

@@ -44,7 +44,7 @@ def clip_steps(model: str, data: Path | None, fast: bool) -> list[list[str]]:
     m = ["--model", model] + (["--data", str(data)] if data is not None else [])
     n = ["--test-images", "1000"] if fast else []
     return [["eval", *m] + (["--images", "1000"] if fast else []), ["quantize", *m] + n,
-            ["exits", *m, "--intmodel", str(INTMODEL_DEFAULT), "--threads", "2"] + n, ["cost", "--quiet"]]
+            ["exits", *m, "--intmodel", str(INTMODEL_DEFAULT), "--threads", "2"] + n, ["cost", "--quiet", *m]]
 
 
 def steps(fast: bool) -> list[list[str]]:
