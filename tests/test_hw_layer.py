@@ -25,18 +25,22 @@ def _images(n, seed=0):
     return torch.randint(0, 256, (n, 1, 8, 8), dtype=torch.uint8, generator=g)
 
 
-@pytest.mark.parametrize("source", [WeightSource(), WeightSource(1.5, 7)], ids=["ideal", "slow"])
-def test_pixels_to_logits_in_amaranth(tiny, source):
-    images = _images(2)
-    runs = layer.run_in_amaranth(tiny, images, lanes=4, source=source)
-    plan, _ = program.model_program(tiny, 4)
+def check_pixels_to_logits(im, images, source=WeightSource()):
+    """Every tap of every image bit-exact against the golden model, every segment's cycles as predicted."""
+    runs = layer.run_in_amaranth(im, images, lanes=4, source=source)
+    plan, _ = program.model_program(im, 4)
     assert [r["cycles"] for r in runs] == [r["predicted"] for r in runs]
     for n, image in enumerate(images):
-        exp = layer.expected_taps(tiny, image, plan, TINY.depth)
+        exp = layer.expected_taps(im, image, plan, im.config.depth)
         got = {k: v for r in runs if r["image"] == n for k, v in r["taps"].items()}
         assert set(got) == set(exp)
         for name, (matched, total) in layer.compare(got, exp, plan).items():
             assert matched == total, name
+
+
+@pytest.mark.parametrize("source", [WeightSource(), WeightSource(1.5, 7)], ids=["ideal", "slow"])
+def test_pixels_to_logits_in_amaranth(tiny, source):
+    check_pixels_to_logits(tiny, _images(2), source)
 
 
 @pytest.mark.parametrize("act", ["gelu", "quick_gelu"])
@@ -45,18 +49,10 @@ def test_a_clip_layout_runs_bit_and_cycle_exact(act):
     256-entry table loaded per layer into the TableUnit) through the engine."""
     from dataclasses import replace
     im = random_intmodel(replace(TINY, pre_ln=True, act=act), seed=4)
-    images = _images(2, seed=1)
-    runs = layer.run_in_amaranth(im, images, lanes=4)
     plan, segs = program.model_program(im, 4)
     assert "pre.ln" in [d.name for d in segs[0]]
     assert program.engine_config(plan, segs).table == (act == "quick_gelu")
-    assert [r["cycles"] for r in runs] == [r["predicted"] for r in runs]
-    for n, image in enumerate(images):
-        exp = layer.expected_taps(im, image, plan, TINY.depth)
-        got = {k: v for r in runs if r["image"] == n for k, v in r["taps"].items()}
-        assert set(got) == set(exp)
-        for name, (matched, total) in layer.compare(got, exp, plan).items():
-            assert matched == total, name
+    check_pixels_to_logits(im, _images(2, seed=1))
 
 
 def test_a_wrong_weight_changes_the_tokens(tiny):
