@@ -70,8 +70,12 @@ def test_a_wrong_weight_changes_the_tokens(tiny):
 
 
 @pytest.mark.simulator
-def test_verify_block_under_cocotb(tiny, tmp_path):
-    res = layer.verify_block(tiny, _images(1, seed=5), lanes=4, source=WeightSource(3, 5))
+@pytest.mark.parametrize("clip", [False, True], ids=["fmnist", "clip-layout"])
+def test_verify_block_under_cocotb(tiny, tmp_path, clip):
+    """Under cocotb and Verilator; the CLIP layout (pre-LN, quick_gelu on the TableUnit) too."""
+    from dataclasses import replace
+    im = random_intmodel(replace(TINY, pre_ln=True, act="quick_gelu"), seed=4) if clip else tiny
+    res = layer.verify_block(im, _images(1, seed=5), lanes=4, source=WeightSource(3, 5))
     assert res.passed, res.log
     assert res.matched == res.total == 2 * 80 + 8 + 3
     assert res.cycles_measured == res.cycles_predicted
