@@ -242,7 +242,7 @@ def layer_segment(p: Plan, im, i: int, tap: bool = True) -> list[Desc]:
     prog += _ln(p, f"{b}.ln2", im, t)
     hw_ = p.hidden // L
     if "table" in gelu:            # an activation kept as a table (quick_gelu): load it, then look it up
-        prog.append(_move(f"{b}.gelu table", "params", Src.PARAM, Unit.NONE, Dst.TABLE, 256 // L, ("act_table", b)))
+        prog.append(_move(f"{b}.gelu table", "params", Src.PARAM, Unit.NONE, Dst.TABLE, TableUnit.ENTRIES // L, ("act_table", b)))
         act = _to(p, f"{b}.gelu", "hid", t, hw_, kind="table", unit=Unit.TABLE)
     else:
         act = _to(p, f"{b}.gelu", "hid", t, hw_, kind="gelu", unit=Unit.GELU, gqb=int(gelu["qb"]),

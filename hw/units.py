@@ -125,7 +125,7 @@ class TableUnit(wiring.Component):
     holds value i (no write decoder). Its 256 saturated int8 values are 2,048 flip-flops.
     """
     LATENCY = 1
-    ENTRIES = 256
+    ENTRIES = intops.TABLE_SIZE
 
     def __init__(self, lanes: int = 1):
         check_lanes(lanes)

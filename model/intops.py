@@ -482,19 +482,16 @@ def gelu(x: torch.Tensor, qb: torch.Tensor, qc: torch.Tensor, m: torch.Tensor, s
     if x.numel() and INT8_MIN <= x.min() and x.max() <= INT8_MAX:
         # an int8 input has 256 values: compute each once, then look them up (same integers)
         v = torch.arange(INT8_MIN, INT8_MAX + 1, dtype=torch.int64)
-        wide = round_shift(_gelu_product(v, qb, qc) * m, shift)
-        idx = x - INT8_MIN
-        if counter is not None:
-            clipped = (wide < INT8_MIN) | (wide > INT8_MAX)
-            counter.add(name, torch.take(clipped, idx).sum().item() if clipped.any() else 0, x.numel())
-        return torch.take(wide.clamp(INT8_MIN, INT8_MAX), idx)
+        return _lookup(round_shift(_gelu_product(v, qb, qc) * m, shift), x, counter, name)
     return requantize(_gelu_product(x, qb, qc), m, shift, counter, name)
 
 
 # --------------------------------------------------------------------------- a table on int8 input
 
+TABLE_SIZE = INT8_MAX - INT8_MIN + 1    # one entry per int8 input value
+
 def table_params(fn, s_in: float, s_out: float) -> dict[str, torch.Tensor]:
-    """An elementwise function of an int8 input at ``s_in`` as a 256-entry table (index x + 128),
+    """An elementwise function of an int8 input at ``s_in`` as a TABLE_SIZE-entry table (index x + 128),
     output at ``s_out``: ``round(fn(x s_in) / s_out)``, before saturation, limited to int32. For
     activations without an integer formula here (CLIP's quick_gelu, x·σ(1.702x)); the table is
     made once, at quantization time, and is what a hardware unit would hold in a ROM."""
@@ -505,14 +502,20 @@ def table_params(fn, s_in: float, s_out: float) -> dict[str, torch.Tensor]:
 
 
 def check_table(table: torch.Tensor, name: str = "table") -> None:
-    if tuple(table.shape) != (256,) or table.dtype != torch.int64 or table.min() < INT32_MIN or table.max() > INT32_MAX:
-        raise QexitError(f"{name}: the table must be 256 int64 values within int32; the IntModel is corrupt")
+    if (tuple(table.shape) != (TABLE_SIZE,) or table.dtype != torch.int64 or table.min() < INT32_MIN
+            or table.max() > INT32_MAX):
+        raise QexitError(f"{name}: the table must be {TABLE_SIZE} int64 values within int32; the IntModel is corrupt")
 
 
 def table_lookup(x: torch.Tensor, table: torch.Tensor, counter: OverflowCounter | None = None,
                  name: str = "table") -> torch.Tensor:
     """``sat8(table[x + 128])`` for an int8 tensor ``x`` (the saturations counted, as ``gelu``'s)."""
     check_int8(x, f"{name} input")
+    return _lookup(table, x, counter, name)
+
+
+def _lookup(table: torch.Tensor, x: torch.Tensor, counter: OverflowCounter | None, name: str) -> torch.Tensor:
+    """``sat8(table[x + 128])``, x known to be int8: the lookup of ``table_lookup`` and of ``gelu``."""
     return saturate(torch.take(table, x - INT8_MIN), INT8_MIN, INT8_MAX, counter, name)
 
 

@@ -259,7 +259,7 @@ def expected_shapes(cfg: ViTConfig) -> dict[str, tuple[int, ...]]:
         if cfg.act == "gelu":
             shapes.update({f"{p}.gelu.{k}": () for k in ("qb", "qc", "m", "shift")})
         else:
-            shapes[f"{p}.gelu.table"] = (256,)
+            shapes[f"{p}.gelu.table"] = (intops.TABLE_SIZE,)
         for a in ("add1", "add2"):
             shapes.update({f"{p}.{a}.{k}": () for k in ("m_a", "m_b", "shift")})
     return shapes

@@ -14,7 +14,7 @@ import os
 import time
 from pathlib import Path
 
-from qexit.commands.common import add_exit_path_args, add_head_args, head_macs, load_model, positive
+from qexit.commands.common import add_data_args, add_exit_path_args, add_head_args, head_macs, load_model, positive
 from qexit.reports import REPORTS_DIR, markdown_table, report_dir, write_summary
 
 HELP = "cycles, energy, latency and throughput of early exit against INT8 full depth on the layer engine"
@@ -71,7 +71,7 @@ def add_arguments(p):
     p.add_argument("--model", default=None, metavar="clip:DIR",
                    help="the CLIP folder the IntModel and the exits came from (`qexit quantize|exits --model`): "
                         "the IntModel is checked against its vision tower (needs --data for the class names)")
-    p.add_argument("--data", type=Path, default=None, help="with --model: the ImageFolder tree the exits ran on")
+    add_data_args(p)
     p.add_argument("--out", type=Path, default=REPORTS_DIR, help="reports root; writes <out>/cost/")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 

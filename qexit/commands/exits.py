@@ -121,7 +121,8 @@ def run(args) -> int:
     model, _ = load_model(args)
     cfg = model.cfg
     xcfg.resolve_candidates(cfg.depth)
-    data = {"train": load_split(args, "train", args.train_images, cfg),
+    train = load_split(args, "train", cfg=cfg)        # read once: the heads' images and the calibration's
+    data = {"train": train.subset(args.train_images),
             "gate": load_split(args, args.gate_split, args.gate_images, cfg),
             "test": load_split(args, "test", args.test_images, cfg)}
     if args.data is None:       # the embedded splits share one pool of images: check they do not overlap
@@ -139,7 +140,7 @@ def run(args) -> int:
         if m == "dynamic":
             backbones[m] = dynamic_backbone(model)
         elif m == "int8":
-            calib = load_split(args, "train", args.calib_images, cfg).images
+            calib = train.subset(args.calib_images).images
             backbones[m] = int8_backbone(model, args.intmodel, calib)
     cache_dir = None if args.no_cache else args.cache_dir
 

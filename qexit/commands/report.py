@@ -141,8 +141,8 @@ def headline_rows(root: Path = REPORTS_DIR, only: set[str] | None = None) -> lis
     """(what, value, source folder) for the figures a reader looks for first; steps that have
     not run (or are not in ``only``) are left out."""
     rows = []
-    ev, q, ex, c, sy = (_load(root, k) if k in _steps(root, only) else {}
-                        for k in ("eval", "quantize", "exits", "cost", "synth"))
+    present = _steps(root, only)
+    ev, q, ex, c, sy = (_load(root, k) if k in present else {} for k in ("eval", "quantize", "exits", "cost", "synth"))
     if ev:
         rows.append(("FP32 top-1", _pct(ev.get("top1")), "eval"))
     if q:
@@ -163,7 +163,7 @@ def headline_rows(root: Path = REPORTS_DIR, only: set[str] | None = None) -> lis
         rows.append((f"ECP5 {sy.get('device')}: largest layer engine",
                      f"{sy['rows']}x{sy['cols']}, {sy['luts']:,} LUT4, {sy['dsps']} DSP, {sy['brams']} BRAM, "
                      f"Fmax {sy['fmax_mhz']} MHz", "synth"))
-    for step in [n for n in _steps(root, only) if n.startswith(("verify-", "hls"))]:
+    for step in [n for n in present if n.startswith(("verify-", "hls"))]:
         s = _load(root, step)
         if "matched" in s and "total" in s:
             extra = ""
