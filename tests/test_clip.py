@@ -138,6 +138,111 @@ def test_preprocess_equals_hf_image_processor():
         assert (clip_preprocess(img, 32) - ref).abs().max().item() <= 1e-6
 
 
+def _open_clip_state_dict(hf):
+    """The HF fixture's weights under open_clip's names, written by hand from open_clip's
+    model.py and transformer.py (VisionTransformer, TextTransformer, ResidualAttentionBlock with
+    nn.MultiheadAttention): q, k, v stacked in ``in_proj``; ``proj`` and ``text_projection`` are
+    (width, embed) matrices used as ``x @ proj``; the text tower's keys sit at the top level."""
+    w = {k: v.detach().clone() for k, v in hf.state_dict().items()}
+    sd = {"visual.conv1.weight": w["vision_model.embeddings.patch_embedding.weight"],
+          "visual.class_embedding": w["vision_model.embeddings.class_embedding"],
+          "visual.positional_embedding": w["vision_model.embeddings.position_embedding.weight"],
+          "visual.proj": w["visual_projection.weight"].T.contiguous(),
+          "token_embedding.weight": w["text_model.embeddings.token_embedding.weight"],
+          "positional_embedding": w["text_model.embeddings.position_embedding.weight"],
+          "text_projection": w["text_projection.weight"].T.contiguous(),
+          "logit_scale": w["logit_scale"],
+          "attn_mask": torch.full((77, 77), float("-inf")).triu(1)}
+    for theirs, ours in (("visual.ln_pre", "vision_model.pre_layrnorm"), ("visual.ln_post", "vision_model.post_layernorm"),
+                         ("ln_final", "text_model.final_layer_norm")):
+        for p in ("weight", "bias"):
+            sd[f"{theirs}.{p}"] = w[f"{ours}.{p}"]
+    for prefix, tower, cfg in (("visual.", "vision_model", hf.config.vision_config), ("", "text_model", hf.config.text_config)):
+        for i in range(cfg.num_hidden_layers):
+            a, b = f"{prefix}transformer.resblocks.{i}.", f"{tower}.encoder.layers.{i}."
+            for p in ("weight", "bias"):
+                sd[f"{a}attn.in_proj_{p}"] = torch.cat([w[f"{b}self_attn.{n}_proj.{p}"] for n in "qkv"])
+                for theirs, ours in (("ln_1", "layer_norm1"), ("attn.out_proj", "self_attn.out_proj"),
+                                     ("ln_2", "layer_norm2"), ("mlp.c_fc", "mlp.fc1"), ("mlp.c_proj", "mlp.fc2")):
+                    sd[f"{a}{theirs}.{p}"] = w[f"{b}{ours}.{p}"]
+    return sd
+
+
+def _save_open_clip(hf, hf_folder, folder, safetensors=True, prefix=""):
+    """An open_clip hub-style folder: open_clip_config.json, the weights, the tokenizer files."""
+    folder.mkdir(parents=True)
+    vc, tc = hf.config.vision_config, hf.config.text_config
+    model_cfg = {"embed_dim": hf.config.projection_dim, "quick_gelu": vc.hidden_act == "quick_gelu",
+                 "vision_cfg": {"image_size": vc.image_size, "layers": vc.num_hidden_layers, "width": vc.hidden_size,
+                                "patch_size": vc.patch_size, "head_width": vc.hidden_size // vc.num_attention_heads,
+                                "norm_kwargs": {"eps": vc.layer_norm_eps}},
+                 "text_cfg": {"context_length": 77, "vocab_size": tc.vocab_size, "width": tc.hidden_size,
+                              "heads": tc.num_attention_heads, "layers": tc.num_hidden_layers}}
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": model_cfg, "preprocess_cfg": {
+        "mean": list(CLIP_MEAN), "std": list(CLIP_STD)}}))
+    sd = {prefix + k: v for k, v in _open_clip_state_dict(hf).items()}
+    if safetensors:
+        from safetensors.torch import save_file
+        save_file(sd, folder / "open_clip_model.safetensors")
+    else:
+        torch.save({"state_dict": sd}, folder / "open_clip_pytorch_model.bin")
+    for name in ("vocab.json", "merges.txt"):
+        (folder / name).write_bytes((hf_folder / name).read_bytes())
+    return folder
+
+
+@pytest.mark.parametrize("name,safetensors,prefix", [("a", True, ""), ("b", False, "module.")])
+def test_open_clip_checkpoint_matches_hf(clip_folders, tmp_path, name, safetensors, prefix):
+    """An open_clip folder of the same weights gives HF's image features and the HF folder's
+    class embeddings (quick_gelu from open_clip_config.json, eps from norm_kwargs)."""
+    hf_folder, hf = clip_folders[name]
+    folder = _save_open_clip(hf, hf_folder, tmp_path / "oc", safetensors, prefix)
+    vit, emb, _ = load_clip(folder, CLASSES)
+    vc = hf.config.vision_config
+    assert (vit.cfg.width, vit.cfg.depth, vit.cfg.heads, vit.cfg.patch, vit.cfg.image_size, vit.cfg.act,
+            vit.cfg.ln_eps) == (vc.hidden_size, vc.num_hidden_layers, vc.num_attention_heads, vc.patch_size,
+                                vc.image_size, vc.hidden_act, vc.layer_norm_eps)
+    pixels = torch.randn(3, 3, vc.image_size, vc.image_size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = _tensor(hf.get_image_features(pixel_values=pixels))
+        ours = vit.encode_image(pixels)
+    assert (ours - ref).abs().max().item() <= 1e-5 and ref.abs().max().item() > 0.1
+    if hf.config.text_config.hidden_act == vc.hidden_act:  # open_clip uses one activation in both towers
+        _, hf_emb, _ = load_clip(hf_folder, CLASSES)
+        assert (emb - hf_emb).abs().max().item() <= 1e-6
+    assert vit.logit_scale.item() == hf.logit_scale.item()
+
+
+def test_bad_open_clip_folder(clip_folders, tmp_path):
+    hf_folder, hf = clip_folders["a"]
+    folder = _save_open_clip(hf, hf_folder, tmp_path / "oc")
+    weights = folder / "open_clip_model.safetensors"
+    good = weights.read_bytes()
+    weights.unlink()
+    with pytest.raises(QexitError) as e:
+        load_clip(folder, CLASSES)
+    _one_line(e, "no weights")
+    weights.write_bytes(good[:500])
+    with pytest.raises(QexitError) as e:
+        load_clip(folder, CLASSES)
+    _one_line(e, "cannot load the CLIP checkpoint")
+    from safetensors.torch import save_file
+    sd = _open_clip_state_dict(hf)
+    save_file({k: v for k, v in sd.items() if k != "visual.proj"}, weights)       # attention-pool variants lack it
+    with pytest.raises(QexitError) as e:
+        load_clip(folder, CLASSES)
+    _one_line(e, "not an open_clip CLIP ViT state dict (no visual.proj)")
+    save_file({k: v for k, v in sd.items() if "resblocks.1.mlp" not in k}, weights)
+    with pytest.raises(QexitError) as e:
+        load_clip(folder, CLASSES)
+    _one_line(e, "does not fit a standard open_clip CLIP ViT")
+    save_file(sd, weights)
+    (folder / "vocab.json").unlink()
+    with pytest.raises(QexitError) as e:
+        load_clip(folder, CLASSES)
+    _one_line(e, "has no CLIP tokenizer")
+
+
 def _one_line(excinfo, text):
     msg = str(excinfo.value)
     assert text in msg and "\n" not in msg

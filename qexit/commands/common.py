@@ -16,7 +16,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", type=Path, default=SHIPPED_WEIGHTS,
                    help="FP32 checkpoint written by `qexit train` (default: the shipped weights)")
     p.add_argument("--model", default=None, metavar="clip:DIR",
-                   help="a local Hugging Face CLIP folder (CLIPModel and tokenizer, save_pretrained) instead of "
+                   help="a local Hugging Face CLIP folder (CLIPModel and tokenizer, save_pretrained) or open_clip folder "
+                        "(open_clip_config.json, weights, tokenizer files) instead of "
                         "--checkpoint: zero-shot, class names from --data's test/ sub-folders, images cropped as "
                         "CLIP does (needs pip install -e .[clip])")
     add_data_args(p)

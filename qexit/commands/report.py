@@ -33,7 +33,7 @@ HELP = "run the whole flow on the embedded default and write reports/index.md"
 def add_arguments(p):
     p.add_argument("--fast", action="store_true", help="subsample the test split (1000 images) for a quick look")
     p.add_argument("--model", default=None, metavar="clip:DIR",
-                   help="run eval, quantize, exits and cost on a local Hugging Face CLIP folder (with --data) "
+                   help="run eval, quantize, exits and cost on a local Hugging Face or open_clip CLIP folder (with --data) "
                         "instead of the whole flow on the embedded default")
     p.add_argument("--data", type=Path, default=None,
                    help="with --model: an ImageFolder tree with train/, gate/ and test/ sub-folders")
