@@ -64,16 +64,16 @@ class Golden:
         return output
 
     # ---- kernels (integer unless ablated)
-    def _layernorm(self, x, name, c):
+    def _layernorm(self, x, name, c, lo=intops.INT8_MIN, hi=intops.INT8_MAX):
         prm = self.im.prefix(name)
         if "layernorm" not in self.float_kernels:
-            return self._rec("layernorm", name, {"x": x}, intops.layernorm(x, **prm, counter=c, name=name))
+            return self._rec("layernorm", name, {"x": x}, intops.layernorm(x, **prm, counter=c, name=name, lo=lo, hi=hi))
         # ablation: float LN with the same affine, quantized to the same output scale
         s_in, s_out = self._ln_scales(name)
         g = prm["g"].double() / 2.0 ** (prm["shift"].item() - intops.LN_FRAC_BITS) * s_out
         b = prm["b"].double() / 2.0 ** prm["shift"].item() * s_out
         y = F.layer_norm(x.double() * s_in, (x.shape[-1],), g, b)
-        return intops.saturate(torch.round(y / s_out).to(torch.int64), -128, 127, c, name)
+        return intops.saturate(torch.round(y / s_out).to(torch.int64), lo, hi, c, name)
 
     def _ln_scales(self, name: str) -> tuple[float, float]:
         s = self.im.scales
@@ -94,20 +94,22 @@ class Golden:
         p = torch.softmax(scores.double() * s_in, -1)
         return torch.round(p * 2 ** intops.PROB_BITS).to(torch.int64).clamp(0, 127)
 
-    def _gelu(self, h, blk, c):
+    def _gelu(self, h, blk, c, lo=intops.INT8_MIN, hi=intops.INT8_MAX):
         prm = self.im.prefix(f"{blk}.gelu")
         if "table" in prm:          # an activation given as a table (quick_gelu): no float ablation
-            return self._rec("table", f"{blk}.gelu", {"x": h}, intops.table_lookup(h, prm["table"], c, f"{blk}.gelu"))
+            return self._rec("table", f"{blk}.gelu", {"x": h},
+                             intops.table_lookup(h, prm["table"], c, f"{blk}.gelu", lo, hi))
         if "gelu" not in self.float_kernels:
-            return self._rec("gelu", f"{blk}.gelu", {"x": h}, intops.gelu(h, **prm, counter=c, name=f"{blk}.gelu"))
+            return self._rec("gelu", f"{blk}.gelu", {"x": h},
+                             intops.gelu(h, **prm, counter=c, name=f"{blk}.gelu", lo=lo, hi=hi))
         s = self.im.scales
         y = F.gelu(h.double() * s[f"{blk}.h"]) / s[f"{blk}.g"]
-        return intops.saturate(torch.round(y).to(torch.int64), -128, 127, c, f"{blk}.gelu")
+        return intops.saturate(torch.round(y).to(torch.int64), lo, hi, c, f"{blk}.gelu")
 
-    def _linear(self, x, name, c):
+    def _linear(self, x, name, c, lo=intops.INT8_MIN, hi=intops.INT8_MAX):
         prm = self.im.prefix(name)
         acc = intops.gemm(x, prm["w"], prm.get("b"), c, name)
-        out = intops.requantize(acc, prm["m"], prm["shift"], c, name)
+        out = intops.requantize(acc, prm["m"], prm["shift"], c, name, lo, hi)
         return self._rec("gemm", name, {"a": x, "w": prm["w"], "bias": prm.get("b"), "mult": prm["m"],
                                         "shift": prm["shift"]}, out)
 
@@ -131,8 +133,9 @@ class Golden:
     def block(self, x: torch.Tensor, i: int, c: intops.OverflowCounter) -> torch.Tensor:
         cfg, blk = self.cfg, f"b{i}"
         n, t, d = x.shape
-        a = self._layernorm(x, f"{blk}.ln1", c)
-        qkv = self._linear(a, f"{blk}.qkv", c)
+        r = intops.int_range(self.im.block_widths[i][1])       # the block's activation range (int8 unless mixed)
+        a = self._layernorm(x, f"{blk}.ln1", c, *r)
+        qkv = self._linear(a, f"{blk}.qkv", c, *r)
         q, k, v = qkv.reshape(n, t, 3, cfg.heads, cfg.head_dim).permute(2, 0, 3, 1, 4)
         kt = k.transpose(-2, -1)
         scores = self._rec("matmul", f"{blk}.scores", {"a": q, "b": kt}, intops.matmul(q, kt, c, f"{blk}.scores"))
@@ -140,13 +143,13 @@ class Golden:
         ctx = intops.matmul(probs, v, c, f"{blk}.ctx")
         m_ctx, s_ctx = self.im.p(f"{blk}.ctx.m"), self.im.p(f"{blk}.ctx.shift")
         ctx = self._rec("matmul", f"{blk}.ctx", {"a": probs, "b": v, "mult": m_ctx, "shift": s_ctx},
-                        intops.requantize(ctx, m_ctx, s_ctx, c, f"{blk}.ctx"))
+                        intops.requantize(ctx, m_ctx, s_ctx, c, f"{blk}.ctx", *r))
         ctx = ctx.transpose(1, 2).reshape(n, t, d)
-        attn = self._linear(ctx, f"{blk}.proj", c)
+        attn = self._linear(ctx, f"{blk}.proj", c, *r)
         x = self._rec("add", f"{blk}.add1", {"a": x, "b": attn},
                       intops.add(x, attn, **self.im.prefix(f"{blk}.add1"), counter=c, name=f"{blk}.add1"))
-        h = self._linear(self._layernorm(x, f"{blk}.ln2", c), f"{blk}.fc1", c)
-        mlp = self._linear(self._gelu(h, blk, c), f"{blk}.fc2", c)
+        h = self._linear(self._layernorm(x, f"{blk}.ln2", c, *r), f"{blk}.fc1", c, *r)
+        mlp = self._linear(self._gelu(h, blk, c, *r), f"{blk}.fc2", c, *r)
         return self._rec("add", f"{blk}.add2", {"a": x, "b": mlp},
                          intops.add(x, mlp, **self.im.prefix(f"{blk}.add2"), counter=c, name=f"{blk}.add2"))
 

@@ -82,6 +82,22 @@ def saturate(x: torch.Tensor, lo: int, hi: int, counter: OverflowCounter | None 
     return out
 
 
+BITS = (2, 8)           # the narrowest and widest value a mixed-precision IntModel may declare
+
+
+def int_range(bits: int) -> tuple[int, int]:
+    """The two's-complement range of a ``bits``-wide value held in an int8 container."""
+    return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+
+
+def check_range(x: torch.Tensor, bits: int, name: str) -> None:
+    """Raise if ``x`` holds values outside its declared ``bits``-wide range."""
+    lo, hi = int_range(bits)
+    if x.numel() and (x.min() < lo or x.max() > hi):
+        raise QexitError(f"{name} holds values outside its declared {bits}-bit range [{lo}, {hi}] "
+                         f"(min {x.min().item()}, max {x.max().item()}); the IntModel is corrupt")
+
+
 def check_int8(x: torch.Tensor, name: str) -> None:
     """Raise if ``x`` is not an int64 tensor holding int8 values."""
     _check_int(x, name)
@@ -309,7 +325,8 @@ def check_layernorm_params(g, b, shift, eps, name: str = "layernorm") -> None:
 
 
 def layernorm(x: torch.Tensor, g: torch.Tensor, b: torch.Tensor, shift: torch.Tensor, eps: torch.Tensor,
-              counter: OverflowCounter | None = None, name: str = "layernorm") -> torch.Tensor:
+              counter: OverflowCounter | None = None, name: str = "layernorm",
+              lo: int = INT8_MIN, hi: int = INT8_MAX) -> torch.Tensor:
     """Integer LayerNorm over the last dim (D <= LN_MAX_D) of an int8 tensor, output int8.
 
     One pass over the row gives S = sum(x) in [-2**19, 2**19) (20 bits signed) and
@@ -336,7 +353,7 @@ def layernorm(x: torch.Tensor, g: torch.Tensor, b: torch.Tensor, shift: torch.Te
     y = round_shift(y, LN_RECIP_BITS - LN_SQRT_BITS - LN_FRAC_BITS, inplace=True)
     y *= g                                           # g*y + b
     y += b
-    return saturate(round_shift(y, shift, inplace=True), INT8_MIN, INT8_MAX, counter, name)
+    return saturate(round_shift(y, shift, inplace=True), lo, hi, counter, name)
 
 
 # --------------------------------------------------------------------------- softmax (I-BERT i-exp)
@@ -472,7 +489,8 @@ def check_gelu_params(qb, qc, m, shift, name: str = "gelu") -> None:
 
 
 def gelu(x: torch.Tensor, qb: torch.Tensor, qc: torch.Tensor, m: torch.Tensor, shift: torch.Tensor,
-         counter: OverflowCounter | None = None, name: str = "gelu") -> torch.Tensor:
+         counter: OverflowCounter | None = None, name: str = "gelu", lo: int = INT8_MIN,
+         hi: int = INT8_MAX) -> torch.Tensor:
     """i-GELU: x * (erf_int(x) + one) requantized to int8. x is int8 at scale s_in.
 
     t = min(|x|, -qb) in [0, 128]; (t + qb)**2 <= qb**2 < 2**24; erf in [-qc, qc];
@@ -482,8 +500,8 @@ def gelu(x: torch.Tensor, qb: torch.Tensor, qc: torch.Tensor, m: torch.Tensor, s
     if x.numel() and INT8_MIN <= x.min() and x.max() <= INT8_MAX:
         # an int8 input has 256 values: compute each once, then look them up (same integers)
         v = torch.arange(INT8_MIN, INT8_MAX + 1, dtype=torch.int64)
-        return _lookup(round_shift(_gelu_product(v, qb, qc) * m, shift), x, counter, name)
-    return requantize(_gelu_product(x, qb, qc), m, shift, counter, name)
+        return _lookup(round_shift(_gelu_product(v, qb, qc) * m, shift), x, counter, name, lo, hi)
+    return requantize(_gelu_product(x, qb, qc), m, shift, counter, name, lo, hi)
 
 
 # --------------------------------------------------------------------------- a table on int8 input
@@ -508,15 +526,16 @@ def check_table(table: torch.Tensor, name: str = "table") -> None:
 
 
 def table_lookup(x: torch.Tensor, table: torch.Tensor, counter: OverflowCounter | None = None,
-                 name: str = "table") -> torch.Tensor:
+                 name: str = "table", lo: int = INT8_MIN, hi: int = INT8_MAX) -> torch.Tensor:
     """``sat8(table[x + 128])`` for an int8 tensor ``x`` (the saturations counted, as ``gelu``'s)."""
     check_int8(x, f"{name} input")
-    return _lookup(table, x, counter, name)
+    return _lookup(table, x, counter, name, lo, hi)
 
 
-def _lookup(table: torch.Tensor, x: torch.Tensor, counter: OverflowCounter | None, name: str) -> torch.Tensor:
+def _lookup(table: torch.Tensor, x: torch.Tensor, counter: OverflowCounter | None, name: str,
+            lo: int = INT8_MIN, hi: int = INT8_MAX) -> torch.Tensor:
     """``sat8(table[x + 128])``, x known to be int8: the lookup of ``table_lookup`` and of ``gelu``."""
-    return saturate(torch.take(table, x - INT8_MIN), INT8_MIN, INT8_MAX, counter, name)
+    return saturate(torch.take(table, x - INT8_MIN), lo, hi, counter, name)
 
 
 def _gelu_product(x: torch.Tensor, qb, qc) -> torch.Tensor:

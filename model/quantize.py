@@ -11,6 +11,15 @@ Quantization scheme (see "The numeric contract" in docs/architecture.md and mode
   folded into the patch-embedding weights and bias; the position embedding becomes a per-token int32 bias;
 * every requantization point stores an int32 multiplier and a shift (``intops.quantize_multiplier``).
 
+**Mixed precision** (issue I): ``widths`` gives each encoder block a (weight bits, activation
+bits) pair in 2..8 (``IntModel.widths``; ``None`` = 8 everywhere). Block i's weights (qkv, proj,
+fc1, fc2) are per-channel symmetric at ``w`` bits (scale max|w| / (2**(w-1) - 1)); its
+activations ``ACT_POINTS`` (everything the block computes except the residual stream x_mid and
+x_out, which stays 8-bit, and the softmax probabilities, 7-bit unsigned as always) at ``a`` bits
+(scale percentile / (2**(a-1) - 1), saturated to [-2**(a-1), 2**(a-1) - 1]). Every value still
+sits in an int8 container and every kernel is the same; only the saturation bounds narrow.
+The embedding and the final head stay 8-bit. Loading checks that the weights fit their widths.
+
 Activation points of block i (names ``b{i}.<point>``): x_in, ln1, q, k, v, ctx, attn, x_mid,
 ln2, h (fc1 out), g (GELU out), mlp, x_out; then lnp (ln_post on [CLS]) and emb (projection).
 A CLIP tower (model/clip.py) adds pre_in (the tokens before its pre-LN, ``pre.ln``) and, for an
@@ -35,6 +44,26 @@ VERSION = 1
 MIN_CALIBRATION_IMAGES = 32
 BLOCK_POINTS = ("x_in", "ln1", "q", "k", "v", "ctx", "attn", "x_mid", "ln2", "h", "g", "mlp", "x_out")
 PIXEL_OFFSET = 128
+ACT_POINTS = ("ln1", "q", "k", "v", "ctx", "attn", "ln2", "h", "g", "mlp")   # a block's activation-width points
+LINEARS = ("qkv", "proj", "fc1", "fc2")
+
+
+def check_widths(widths, depth: int) -> tuple[tuple[int, int], ...]:
+    """(weight bits, activation bits) per block, checked: one pair per block, each in 2..8."""
+    try:
+        pairs = tuple((int(w), int(a)) for w, a in widths)
+    except (TypeError, ValueError):
+        raise QexitError(f"bit-widths {widths!r:.60} must be one (weight bits, activation bits) pair per block") from None
+    if len(pairs) != depth:
+        raise QexitError(f"the bit-width assignment has {len(pairs)} layers but the model has {depth}; "
+                         f"give one (weight, activation) pair per block")
+    lo, hi = intops.BITS
+    for i, (w, a) in enumerate(pairs):
+        for kind, b in (("weight", w), ("activation", a)):
+            if not lo <= b <= hi:
+                raise QexitError(f"block {i + 1}'s {kind} bit-width {b} is outside {{{lo}..{hi}}}; "
+                                 f"choose bits from {lo} to {hi}")
+    return pairs
 
 
 @dataclass
@@ -48,6 +77,22 @@ class IntModel:
     params: dict[str, torch.Tensor]
     scales: dict[str, float]
     calibration: dict = field(default_factory=dict)
+    widths: tuple[tuple[int, int], ...] | None = None     # (weight, activation) bits per block; None = 8
+
+    @property
+    def block_widths(self) -> tuple[tuple[int, int], ...]:
+        return self.widths if self.widths is not None else ((8, 8),) * self.config.depth
+
+    @property
+    def uniform8(self) -> bool:
+        return all(p == (8, 8) for p in self.block_widths)
+
+    def require_uniform8(self, what: str) -> None:
+        """The RTL's requantizers saturate to int8: one line for a mixed-precision IntModel."""
+        if not self.uniform8:
+            raise QexitError(f"{what} runs 8-bit IntModels, and this one has per-block widths "
+                             f"{[list(p) for p in self.block_widths]}; the RTL saturates to int8 (price a "
+                             f"mixed assignment with `qexit mixed`, or pass an 8-bit IntModel)")
 
     def p(self, name: str) -> torch.Tensor:
         return self.params[name]
@@ -62,7 +107,8 @@ class IntModel:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(path.suffix + ".tmp")
         torch.save({"format": FORMAT, "version": VERSION, "config": self.config.to_dict(),
-                    "params": self.params, "scales": self.scales, "calibration": self.calibration}, tmp)
+                    "params": self.params, "scales": self.scales, "calibration": self.calibration,
+                    "widths": None if self.widths is None else [list(p) for p in self.widths]}, tmp)
         tmp.replace(path)
 
 
@@ -136,16 +182,16 @@ def calibrate(model: CLIPViT, images: torch.Tensor, percentile: float = 99.99,
 
 # --------------------------------------------------------------------------- building the IntModel
 
-def _weight(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-output-channel symmetric int8 weights and their scales."""
-    s = (w.detach().double().abs().amax(dim=1) / 127.0).clamp(min=1e-12)
-    return intops.quantize_real(w.detach().double(), s[:, None]), s
+def _weight(w: torch.Tensor, bits: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-output-channel symmetric weights at ``bits`` (int8 by default) and their scales."""
+    s = (w.detach().double().abs().amax(dim=1) / intops.int_range(bits)[1]).clamp(min=1e-12)
+    return intops.quantize_real(w.detach().double(), s[:, None], bits), s
 
 
 def _linear(params: dict, name: str, w: torch.Tensor, b: torch.Tensor | None,
-            s_in: float, s_out: torch.Tensor | float) -> None:
-    """int8 weights, int32 bias and requantization (M, shift) of a Linear: s_in → s_out (per channel ok)."""
-    wq, sw = _weight(w)
+            s_in: float, s_out: torch.Tensor | float, bits: int = 8) -> None:
+    """Weights at ``bits``, int32 bias and requantization (M, shift) of a Linear: s_in → s_out (per channel ok)."""
+    wq, sw = _weight(w, bits)
     params[f"{name}.w"] = wq
     if b is not None:
         params[f"{name}.b"] = intops.quantize_real(b.detach().double(), s_in * sw, bits=32)
@@ -164,10 +210,23 @@ def _put(params: dict, name: str, d: dict) -> None:
 
 
 @torch.no_grad()
-def quantize(model: CLIPViT, calib_images: torch.Tensor, percentile: float = 99.99) -> IntModel:
-    """FP32 model → IntModel with static scales calibrated on ``calib_images``."""
+def quantize(model: CLIPViT, calib_images: torch.Tensor, percentile: float = 99.99, widths=None) -> IntModel:
+    """FP32 model → IntModel with static scales calibrated on ``calib_images`` (8-bit, or the
+    per-block ``widths``)."""
+    return from_scales(model, calibrate(model, calib_images, percentile), percentile, len(calib_images), widths)
+
+
+@torch.no_grad()
+def from_scales(model: CLIPViT, scales: dict[str, float], percentile: float = 99.99, images: int = 0,
+                widths=None) -> IntModel:
+    """FP32 model + calibrated 8-bit scales (``calibrate``) → IntModel at ``widths``: calibrate
+    once, then build any number of bit-width assignments from the same statistics."""
     cfg = model.cfg
-    s = calibrate(model, calib_images, percentile)
+    widths = None if widths is None else check_widths(widths, cfg.depth)
+    s = dict(scales)
+    for i, (_, a) in enumerate(widths or ()):
+        for point in ACT_POINTS:              # the same clip point over a narrower integer range
+            s[f"b{i}.{point}"] *= intops.INT8_MAX / intops.int_range(a)[1]
     params: dict[str, torch.Tensor] = {}
 
     # Patch embedding: input a = pixel - 128 (int8, scale 1); the per-channel normalisation
@@ -191,23 +250,24 @@ def quantize(model: CLIPViT, calib_images: torch.Tensor, percentile: float = 99.
     for i, blk in enumerate(model.blocks):
         p = f"b{i}"
         sx = s[f"{p}.x_in"]
+        wb = widths[i][0] if widths else 8
         _layernorm(params, f"{p}.ln1", blk.ln1, sx, s[f"{p}.ln1"])
         s_qkv = torch.tensor([s[f"{p}.q"]] * cfg.width + [s[f"{p}.k"]] * cfg.width + [s[f"{p}.v"]] * cfg.width,
                              dtype=torch.float64)
-        _linear(params, f"{p}.qkv", blk.attn.qkv.weight, blk.attn.qkv.bias, s[f"{p}.ln1"], s_qkv)
+        _linear(params, f"{p}.qkv", blk.attn.qkv.weight, blk.attn.qkv.bias, s[f"{p}.ln1"], s_qkv, wb)
         _put(params, f"{p}.softmax", intops.softmax_params(s[f"{p}.q"] * s[f"{p}.k"] / math.sqrt(cfg.head_dim)))
         m, sh = intops.quantize_multiplier(s[f"{p}.v"] * 2.0 ** -intops.PROB_BITS / s[f"{p}.ctx"])
         params[f"{p}.ctx.m"], params[f"{p}.ctx.shift"] = m[0], sh[0]
         _linear(params, f"{p}.proj", blk.attn.proj.weight, blk.attn.proj.bias,
-                s[f"{p}.ctx"], s[f"{p}.attn"])
+                s[f"{p}.ctx"], s[f"{p}.attn"], wb)
         _put(params, f"{p}.add1", intops.add_params(sx, s[f"{p}.attn"], s[f"{p}.x_mid"]))
         _layernorm(params, f"{p}.ln2", blk.ln2, s[f"{p}.x_mid"], s[f"{p}.ln2"])
-        _linear(params, f"{p}.fc1", blk.fc1.weight, blk.fc1.bias, s[f"{p}.ln2"], s[f"{p}.h"])
+        _linear(params, f"{p}.fc1", blk.fc1.weight, blk.fc1.bias, s[f"{p}.ln2"], s[f"{p}.h"], wb)
         if cfg.act == "gelu":
             _put(params, f"{p}.gelu", intops.gelu_params(s[f"{p}.h"], s[f"{p}.g"]))
         else:                       # any other activation: a 256-entry table on the int8 input
             _put(params, f"{p}.gelu", intops.table_params(blk.act, s[f"{p}.h"], s[f"{p}.g"]))
-        _linear(params, f"{p}.fc2", blk.fc2.weight, blk.fc2.bias, s[f"{p}.g"], s[f"{p}.mlp"])
+        _linear(params, f"{p}.fc2", blk.fc2.weight, blk.fc2.bias, s[f"{p}.g"], s[f"{p}.mlp"], wb)
         # x_out of block i is x_in of block i+1: one scale for both (the last block keeps its own).
         s_next = s[f"b{i + 1}.x_in"] if i + 1 < cfg.depth else s[f"{p}.x_out"]
         s[f"{p}.x_out"] = s_next
@@ -218,9 +278,8 @@ def quantize(model: CLIPViT, calib_images: torch.Tensor, percentile: float = 99.
     cls_emb = model.class_embeddings.double()
     s["class_emb"] = cls_emb.abs().max().item() / 127.0
     params["head.class_emb"] = intops.quantize_real(cls_emb, s["class_emb"])
-    calib = {"method": "percentile" if percentile < 100 else "max", "percentile": percentile,
-             "images": len(calib_images)}
-    return IntModel(cfg, params, s, calib)
+    calib = {"method": "percentile" if percentile < 100 else "max", "percentile": percentile, "images": images}
+    return IntModel(cfg, params, s, calib, widths)
 
 
 # --------------------------------------------------------------------------- loading and checking
@@ -270,6 +329,13 @@ def validate(im: IntModel) -> None:
     weights, int32 biases, every (multiplier, shift) pair, and the LayerNorm, softmax and GELU
     constants within the ranges ``model.intops`` derives its bit widths from."""
     shapes = expected_shapes(im.config)
+    if im.widths is not None:
+        im.widths = check_widths(im.widths, im.config.depth)
+        for i, (w, _) in enumerate(im.widths):
+            for lin in LINEARS:
+                t = im.params.get(f"b{i}.{lin}.w")
+                if isinstance(t, torch.Tensor) and t.dtype == torch.int64:
+                    intops.check_range(t, w, f"IntModel parameter b{i}.{lin}.w (block {i + 1})")
     missing = sorted(set(shapes) - set(im.params))
     if missing:
         raise QexitError(f"IntModel lacks {len(missing)} parameters (first: {missing[0]}); it does not "
@@ -315,7 +381,7 @@ def load_intmodel(path: Path | str, config: ViTConfig | None = None) -> IntModel
     if config is not None and cfg != config:
         raise QexitError(f"IntModel {path} was made for another model config; re-run `qexit quantize` "
                          "on this checkpoint")
-    im = IntModel(cfg, blob["params"], blob["scales"], blob.get("calibration", {}))
+    im = IntModel(cfg, blob["params"], blob["scales"], blob.get("calibration", {}), blob.get("widths"))
     validate(im)
     return im
 

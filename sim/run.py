@@ -161,6 +161,7 @@ def prepare(im: IntModel, ep: ExitPath, lanes: int = 8, source: WeightSource = I
     from sim.harness import RunHarness
 
     ep.check_width(im.config.width)
+    im.require_uniform8("the early-exit RTL run")
     plan, named, cfg, layout, heads = run_design(im, ep, lanes, macs)
     jobs = {name: segment_job(name, seg, im, plan, layout, source) for name, seg in named.items()}
     harness = RunHarness(cfg, harness_sizes(list(jobs.values())), ep.head, heads, ep.tokens, len(ep.layers))

@@ -338,7 +338,9 @@ def _shipped_intmodel(path: Path):
     from model.quantize import load_intmodel, quantize
 
     if path.exists():
-        return load_intmodel(path)
+        im = load_intmodel(path)
+        im.require_uniform8("qexit verify")
+        return im
     model, _ = load_checkpoint()
     return quantize(model, load_fashion_mnist("gate").subset(512).images)
 
