@@ -43,6 +43,18 @@ what a read does (the table gives reads only). **Left out**: static (leakage) po
 tree and control, and loading each segment's program (one word per descriptor) before its
 start, which ``program.predict`` does not count either.
 
+**Mixed precision** (issue I): an IntModel's per-block widths change nothing on the INT8
+engine (``Machine.scalable`` False): its PEs, buffers and DRAM words are 8-bit, so a 6- or
+4-bit block costs what an 8-bit one does. With ``scalable`` the PEs are precision-scalable:
+one int8 PE does one 8x8 MAC or two 4x4 MACs a cycle (as two 4x8 partial products; an 8x8 is
+their shifted sum). A block whose weights and activations are both at most 4 bits then holds
+two 4-bit weights a PE, so each weight-streamed GEMM (qkv, proj, fc1, fc2) of m x k x n runs
+as the 8-bit GEMM of m x k x n' with n' = ceil(n / 2L) L: the same weight bytes a tile, half
+the tiles. Its cycles, DRAM bytes, MAC-cycle energy (one int8 MAC's energy for a PE cycle
+doing two 4x4 MACs: conservative) and buffer accesses are those of that GEMM. Attention
+(Q·Kᵀ and P·V from the scratchpad), the units and the parameter streams stay as they are. A
+model: the RTL has no such PE, and the output path's second value a PE is not timed.
+
 **Throughput mode** (``batch_cycles``): a batch of B images shares every streamed weight
 tile: each weight-streamed GEMM runs once with M = b T, everything else (attention, units,
 moves, decisions) once per image; at layer l, b_l = ceil(B P(reach l)) images remain. This is
@@ -78,6 +90,7 @@ class Machine:
     bandwidth: float | None = 8.0
     latency: int = 20
     clock_mhz: float = 100.0
+    scalable: bool = False      # precision-scalable PEs: two 4x4 MACs a cycle (the docstring)
 
     def __post_init__(self):
         if not isinstance(self.lanes, int) or self.lanes < 1:
@@ -209,6 +222,26 @@ def segment_part(name: str, seg: list[program.Desc], lanes: int, source: schedul
                 program.segment_macs(seg), layer, seg)
 
 
+PACK_BITS = 4           # a block at most this wide (weights and activations) packs two MACs a PE
+
+
+def packs(widths: tuple[int, int]) -> bool:
+    return max(widths) <= PACK_BITS
+
+
+def packed(seg: list[program.Desc], lanes: int) -> list[program.Desc]:
+    """A layer segment on precision-scalable PEs: every weight-streamed GEMM as the 8-bit GEMM
+    with half the output tiles (the module docstring); everything else as it is."""
+    import dataclasses
+
+    out = []
+    for d in seg:
+        if d.kind == "gemm" and d["op"] == Op.GEMM and not d["w_scratch"]:
+            d = dataclasses.replace(d, fields={**d.fields, "n": -(-d["n"] // (2 * lanes)) * lanes})
+        out.append(d)
+    return out
+
+
 def head_ops(head, tokens: int) -> Counter:
     """One exit decision's operations: the head (token sums, SSA requantizer, LayerNorm, three
     dense layers as int8 MACs, two requantizers, norm, reciprocal, scaling, 15-bit softmax,
@@ -297,10 +330,18 @@ def build(im, machine: Machine, table: EnergyTable, candidates: dict, head=None)
     L, src = machine.lanes, machine.source
     plan, segs = program.model_program(im, L, tap=False)
     mems = memories(program.engine_config(plan, segs))
+    widths = getattr(im, "block_widths", ((8, 8),) * depth)
+
+    def layer_part(i: int, seg: list[program.Desc]) -> Part:
+        if not (machine.scalable and packs(widths[i - 1])):
+            return segment_part(f"layer {i}", seg, L, src, mems, i)
+        part = segment_part(f"layer {i}", packed(seg, L), L, src, mems, i)
+        part.macs = program.segment_macs(seg)          # the MACs done; the cycles and energy packed
+        return part
+
     embed = segment_part("embed", segs[0], L, src, mems, 1)
-    plain = {i: segment_part(f"layer {i}", segs[i], L, src, mems, i) for i in range(1, depth + 1)}
-    layers = {i: segment_part(f"layer {i}", program.layer_segment(plan, im, i - 1, tap=True), L, src, mems, i)
-              for i in candidates}
+    plain = {i: layer_part(i, segs[i]) for i in range(1, depth + 1)}
+    layers = {i: layer_part(i, program.layer_segment(plan, im, i - 1, tap=True)) for i in candidates}
     final = segment_part("final head", segs[-1], L, src, mems, depth)
     decision = {}
     shared = [k for k, d in candidates.items() if isinstance(d, MacDense)]   # one MAC head serves them

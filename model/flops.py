@@ -96,3 +96,35 @@ def early_exit_flops(cfg: ViTConfig, candidates: list[int], head_hidden: int, po
     out = [patch_embed_flops(cfg) + c * block_flops(cfg) + (k + 1) * head for k, c in enumerate(candidates)]
     out.append(full_depth_flops(cfg) + len(candidates) * head)
     return out
+
+
+# --------------------------------------------------------------------------- BOPs (mixed precision)
+# A MAC of a b_w-bit by a b_a-bit operand is b_w * b_a bit operations (BOPs), the measure of
+# APQ/MAQEE and PMQ. Block i at (w, a) bits (model.quantize's widths): its four weight GEMMs are
+# w x a, Q·Kᵀ is a x a, and probabilities · V is 8 x a (the probabilities are 7-bit unsigned in
+# an int8 container). The patch embedding, the final head and the exit heads stay 8 x 8.
+# Element-wise work (LayerNorm, softmax, GELU, adds) has no MACs and is not counted in BOPs.
+
+def block_macs(cfg: ViTConfig) -> dict[str, int]:
+    """MACs of one block by GEMM (the weight GEMMs name their weight)."""
+    t, d, h = cfg.tokens, cfg.width, cfg.hidden
+    return {"qkv": t * d * 3 * d, "proj": t * d * d, "fc1": t * d * h, "fc2": t * h * d,
+            "scores": t * t * d, "context": t * t * d}
+
+
+def block_bops(cfg: ViTConfig, w: int = 8, a: int = 8) -> int:
+    m = block_macs(cfg)
+    return (m["qkv"] + m["proj"] + m["fc1"] + m["fc2"]) * w * a + m["scores"] * a * a + m["context"] * 8 * a
+
+
+def embed_bops(cfg: ViTConfig) -> int:
+    return cfg.num_patches * cfg.patch_dim * cfg.width * 64
+
+
+def final_head_bops(cfg: ViTConfig) -> int:
+    return (cfg.width * cfg.embed_dim + cfg.embed_dim * cfg.num_classes) * 64
+
+
+def exit_head_bops(cfg: ViTConfig, head_hidden: int) -> int:
+    """One SSA exit head's dense layers and cosine (8 x 8)."""
+    return (cfg.width * head_hidden + head_hidden * cfg.embed_dim + cfg.embed_dim * cfg.num_classes) * 64

@@ -13,7 +13,7 @@ import sys
 from model.errors import QexitError
 
 # Order is the order of the flow; `report` runs the whole of it.
-COMMANDS = ["train", "eval", "quantize", "exits", "hls", "cost", "synth", "sweep", "rtl", "verify", "report"]
+COMMANDS = ["train", "eval", "quantize", "exits", "hls", "cost", "synth", "sweep", "mixed", "rtl", "verify", "report"]
 
 
 def build_parser() -> argparse.ArgumentParser:
