@@ -145,9 +145,10 @@ class Bench:
             noise = NoiseAccumulator(cfg.depth) if name == nsr_split else None
             c = OverflowCounter()
             for b in range(0, n, BATCH):
-                x = sp.tokens[first - 1][b:b + BATCH] if first > 0 else g.embed(sp.images[b:b + BATCH], c)
+                e = min(b + BATCH, n)
+                x = sp.tokens[first - 1][b:e] if first > 0 else g.embed(sp.images[b:e], c)
                 x = x.to(torch.int64)
-                blocks = [t[b:b + BATCH].to(torch.int64) for t in sp.tokens[:first]]
+                blocks = [t[b:e].to(torch.int64) for t in sp.tokens[:first]]
                 for i in range(first, cfg.depth):
                     x = g.block(x, i, c)
                     blocks.append(x)
@@ -155,9 +156,9 @@ class Bench:
                 hidden = g.dequantize_blocks(_Blocks(blocks))
                 if first < cfg.depth:
                     s, _, v = layer_features(hidden[first:])
-                    ssa[b:b + BATCH, first:], sav[b:b + BATCH, first:] = s, v
+                    ssa[b:e, first:], sav[b:e, first:] = s, v
                 if noise is not None:
-                    noise.update(reference_states(self.model, sp.images[b:b + BATCH]), hidden)
+                    noise.update(reference_states(self.model, sp.images[b:e]), hidden)
             lg = head_logits(self.heads, ssa, self.model.class_embeddings.float())[:, ci]
             labels = sp.labels[:n]
             full_pred = torch.cat(logits).argmax(-1).numpy()
