@@ -82,6 +82,22 @@ def test_quantize_step_writes_intmodel_and_qirc(tiny_trained, tmp_path, monkeypa
         assert key in s
     assert len(s["nsr_per_layer"]) == 2
     assert (d / "intmodel.pt").stat().st_size > 0 and (d / "qirc.png").exists()
+    assert s["widths"] == [[8, 8], [8, 8]]
+
+
+def test_quantize_an_assignment(tiny_trained, tmp_path, monkeypatch):
+    """`qexit quantize --assignment`: a mixed IntModel, evaluated and QIRC'd like the 8-bit one."""
+    from model.quantize import load_intmodel
+    _, ckpt = tiny_trained
+    monkeypatch.chdir(tmp_path)
+    assert main(["quantize", "--checkpoint", str(ckpt), "--calib-images", "64", "--test-images", "100",
+                 "--qirc-images", "32", "--assignment", "8:8,4:3"]) == 0
+    d = tmp_path / "reports" / "quantize"
+    s = json.loads((d / "summary.json").read_text())
+    assert s["widths"] == [[8, 8], [4, 3]] and len(s["nsr_per_layer"]) == 2
+    assert load_intmodel(d / "intmodel.pt").widths == ((8, 8), (4, 3))
+    assert "4/3" in (d / "README.md").read_text()
+    assert main(["quantize", "--checkpoint", str(ckpt), "--assignment", "8:8,4:9"]) == 2
 
 
 @pytest.mark.parametrize("argv,message", [

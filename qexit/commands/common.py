@@ -53,6 +53,15 @@ def head_macs(args, default: int) -> int | None:
     return None if args.head == "da4ml" else (args.head_macs or default)
 
 
+def parse_assignment(text: str) -> list[tuple[int, int]]:
+    """--assignment W:A,W:A,...: (weight bits, activation bits) per block (checked by
+    ``model.quantize.check_widths`` against the model)."""
+    try:
+        return [(int(w), int(a)) for w, a in (pair.split(":") for pair in text.split(","))]
+    except ValueError:
+        raise QexitError(f"--assignment {text!r} must be W:A pairs, one per block, e.g. 8:8,8:8,6:6,4:4") from None
+
+
 def positive(value: str) -> int:
     n = int(value)
     if n < 1:

@@ -17,7 +17,7 @@ import json
 import time
 from pathlib import Path
 
-from qexit.commands.common import add_model_args, load_model, load_split, positive
+from qexit.commands.common import add_model_args, load_model, load_split, parse_assignment, positive
 from qexit.reports import REPORTS_DIR, markdown_table, report_dir, write_summary
 
 HELP = "per-block bit-widths with exits: PMQ/MAQEE allocators, frontier, BOPs/energy savings, Rescue-Effect sweep"
@@ -46,15 +46,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=positive, default=2, help="torch CPU threads")
     p.add_argument("--out", type=Path, default=REPORTS_DIR, help="reports root; writes <out>/mixed/")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
-def parse_assignment(text: str) -> list[tuple[int, int]]:
-    from model.errors import QexitError
-
-    try:
-        return [(int(w), int(a)) for w, a in (pair.split(":") for pair in text.split(","))]
-    except ValueError:
-        raise QexitError(f"--assignment {text!r} must be W:A pairs, one per block, e.g. 8:8,8:8,6:6,4:4") from None
 
 
 def run(args) -> int:

@@ -15,9 +15,9 @@ import torch
 
 from model import qirc
 from model.golden import FLOAT_KERNELS, Golden, run_batched
-from model.quantize import dynamic_int8, quantize
+from model.quantize import check_widths, dynamic_int8, quantize
 from model.train import evaluate
-from qexit.commands.common import INTMODEL_DEFAULT, add_model_args, load_model, load_split, positive
+from qexit.commands.common import INTMODEL_DEFAULT, add_model_args, load_model, load_split, parse_assignment, positive
 from qexit.reports import markdown_table, report_dir, write_summary
 
 HELP = "FP32 → IntModel (static INT8), accuracy of both INT8 modes, QIRC noise analysis"
@@ -31,6 +31,9 @@ def add_arguments(p):
     p.add_argument("--test-images", type=positive, default=None, help="evaluate on the first N test images (default: all)")
     p.add_argument("--qirc-images", type=positive, default=1000, help="test images for the QIRC analysis")
     p.add_argument("--ablation", action="store_true", help="also run the per-kernel float ablation")
+    p.add_argument("--assignment", default=None,
+                   help="per-block bit-widths W:A (weights:activations, 2..8), comma-separated, one per block; "
+                        "default 8:8 everywhere (see `qexit mixed`)")
     p.add_argument("--out", type=Path, default=INTMODEL_DEFAULT, help="where to write the IntModel")
 
 
@@ -42,9 +45,10 @@ def run(args) -> int:
     t0 = time.time()
     model, _ = load_model(args)
     cfg = model.cfg
+    widths = check_widths(parse_assignment(args.assignment), cfg.depth) if args.assignment else None
     calib = load_split(args, "gate", args.calib_images, cfg)
     test = load_split(args, "test", args.test_images, cfg)
-    im = quantize(model, calib.images, args.percentile)
+    im = quantize(model, calib.images, args.percentile, widths)
     print(f"calibrated on {len(calib)} gating images ({im.calibration['method']} {args.percentile})")
     dyn = dynamic_int8(model)
     with torch.no_grad():
@@ -73,6 +77,7 @@ def run(args) -> int:
         "qirc": analyses, "saturated_values": gold.overflow.total_overflows,
         "saturated_fraction_max": max(gold.overflow.summary().values(), default=0.0),
         "ablation_top1": ablation, "intmodel": str(args.out), "seconds": round(time.time() - t0, 1),
+        "widths": [list(p) for p in im.block_widths],
     }
     with report_dir("quantize") as d:
         im.save(d / "intmodel.pt")
@@ -94,6 +99,8 @@ def render(s: dict, depth: int) -> str:
         markdown_table(["model", "top-1"], [["FP32", s["top1_fp32"]], ["INT8 integer-only (golden)", s["top1_int8"]],
                                             ["INT8 dynamic (paper mode)", s["top1_dynamic_int8"]]]),
         "", f"Test images: {s['images']}. Calibration: {s['calibration']} on the gating split.",
+        "Bit-widths (weights/activations per block): " + " ".join(f"{w}/{a}" for w, a in s["widths"])
+        + ("" if all(p == [8, 8] for p in s["widths"]) else " (mixed: the 'INT8' rows are this assignment)"),
         f"Saturated values (int8/int32 range, counted, never wrapped): {s['saturated_values']} "
         f"(worst point {s['saturated_fraction_max']:.2e} of its values).", "",
         "## QIRC: layer-wise noise (Eq. 1)", "",
