@@ -23,8 +23,9 @@ and the costs of that routing:
   INT8 layer engine (widths change nothing there) and the same engine with precision-scalable
   PEs (``Machine.scalable``: a block at <= 4 bits packs two MACs a PE).
 * the **decision flip rate**: the share of images whose (exit layer, class) differs from the
-  uniform 8-bit model's at the same budget, on the gating split (what the risk control bounds)
-  and on the test split.
+  uniform 8-bit model's under the same thresholds, on the gating split (what the risk control
+  bounds) and on the test split: the flips quantization causes, not those of moving the
+  thresholds.
 
 **The allocators** share one greedy walk. A move lowers one block's weights or activations to 6
 or 4 bits. Each move is measured alone on ``probe`` gating images, then the moves are applied
@@ -44,7 +45,9 @@ every budget of ``BUDGETS``:
 
 The **chosen** point is the cheapest (energy on the precision-scalable engine, then BOPs) whose
 gating-split top-1 is within ``max_drop`` of the uniform 8-bit full-depth model's and whose
-flip rate is within ``risk``; its test-split figures are reported.
+flip rate is within ``risk``; its test-split figures are reported. ``chosen_bops`` is the
+cheapest in BOPs under the same bounds (the papers' currency: on the INT8 engine and for 6-bit
+blocks on the scalable one, bits that BOPs count save no cycles or energy).
 
 **The Rescue-Effect sweep** lowers the activation bits of the last k blocks (``RESCUE_BITS`` x
 ``RESCUE_DEPTHS``), and for each setting reports NSR per block and the four-quadrant table of
@@ -202,10 +205,10 @@ class Bench:
                 continue
             idx, pred, correct = self.decisions(m, split, thr)
             res[f"top1_{split}"] = float(correct.mean())
-            base = self.base_ops.get(budget, {}).get(f"_dec_{split}") if self.base_ops else None
-            if base is not None:
+            if self.base is not None:   # the uniform 8-bit model under the same thresholds
+                b_idx, b_pred, _ = self.decisions(self.base, split, thr)
                 n = len(idx)
-                res[f"flips_{split}"] = float(((idx != base[0][:n]) | (pred != base[1][:n])).mean())
+                res[f"flips_{split}"] = float(((idx != b_idx[:n]) | (pred != b_pred[:n])).mean())
             res[f"_dec_{split}"] = (idx, pred, correct)
         if "test" not in m.out:
             return res
@@ -413,6 +416,21 @@ def choose(points: list[dict], top1_ref: float, max_drop: float = MAX_DROP, risk
     return min(ok, key=lambda p: (p[energy_key], p["bops"])) if ok else None
 
 
+def savings(bench: Bench, points: list[dict], p: dict, base_full: dict) -> dict:
+    """``p``'s savings against uniform INT8 full depth, and the same split into exits only
+    (uniform 8-bit at ``p``'s budget) and bit-widths only (``p``'s widths at full depth)."""
+    same_budget = public(bench.base_ops[p["budget"]])
+    bits_only = next(q for q in points if q["widths"] == p["widths"] and q["budget"] == 1.0)
+    out = {}
+    for key, unit in (("bops", "bops"), ("energy_pj_scalable", "energy"), ("cycles_scalable", "cycles"),
+                      ("energy_pj_int8", "energy_int8")):
+        ref = base_full[key]
+        out[f"{unit}_saving"] = 1 - p[key] / ref
+        out[f"{unit}_saving_exits_only"] = 1 - same_budget[key] / ref
+        out[f"{unit}_saving_bits_only"] = 1 - bits_only[key] / ref
+    return out
+
+
 # ---------------------------------------------------------------------- the Rescue-Effect sweep
 
 def rescue_sweep(bench: Bench, bits=RESCUE_BITS, depths=RESCUE_DEPTHS, budget: float = OPERATING_BUDGET,
@@ -464,17 +482,12 @@ def study(bench: Bench, probe: int = 500, points: int = 8, risk: float = RISK, m
          "top1_uniform8": base_full["top1_test"], "top1_uniform8_gate": top1_ref_gate,
          "uniform8_full": base_full, "top1_fp32": float(bench.fp32_correct.mean())}
     if chosen is not None:
-        same_budget = public(bench.base_ops[chosen["budget"]])
-        bits_only = next(p for p in allp if p["widths"] == chosen["widths"] and p["budget"] == 1.0)
-        s.update({"top1_mixed": chosen["top1_test"], "assignment": chosen["widths"], "chosen": chosen})
-        for key, unit in (("bops", "bops"), ("energy_pj_scalable", "energy"), ("cycles_scalable", "cycles"),
-                          ("energy_pj_int8", "energy_int8")):
-            ref = base_full[key]
-            s[f"{unit}_saving"] = 1 - chosen[key] / ref
-            s[f"{unit}_saving_exits_only"] = 1 - same_budget[key] / ref       # uniform 8-bit, same budget
-            s[f"{unit}_saving_bits_only"] = 1 - bits_only[key] / ref          # these widths, full depth
+        s.update({"top1_mixed": chosen["top1_test"], "assignment": chosen["widths"], "chosen": chosen,
+                  **savings(bench, allp, chosen, base_full)})
     else:
         s.update({"top1_mixed": None, "assignment": None, "chosen": None})
+    by_bops = choose(allp, top1_ref_gate, max_drop, risk, "bops")     # the paper's currency: the cheapest in BOPs
+    s["chosen_bops"] = None if by_bops is None else {**by_bops, "savings": savings(bench, allp, by_bops, base_full)}
     s["frontier_energy"] = frontier([p for p in allp if p["risk_ok"]], "energy_pj_scalable")
     s["frontier_bops"] = frontier([p for p in allp if p["risk_ok"]], "bops")
     s["points"] = allp
@@ -505,9 +518,10 @@ def plot_frontier(s: dict, path) -> None:
                            marker=marker, alpha=0.6, label=name)
         fr = s["frontier_energy" if key.startswith("energy") else "frontier_bops"]
         ax.plot([p[key] * scale for p in fr], [100 * p["top1_test"] for p in fr], "k--", lw=1, label="frontier")
-        if s.get("chosen"):
-            ax.scatter([s["chosen"][key] * scale], [100 * s["chosen"]["top1_test"]], s=120, facecolors="none",
-                       edgecolors="r", label="chosen")
+        for name, color in (("chosen", "r"), ("chosen_bops", "m")):
+            if s.get(name):
+                ax.scatter([s[name][key] * scale], [100 * s[name]["top1_test"]], s=120, facecolors="none",
+                           edgecolors=color, label="chosen (energy)" if name == "chosen" else "cheapest in BOPs")
         ax.axhline(100 * (s["top1_uniform8"] - s["max_drop"]), color="r", lw=0.6, ls=":")
         ax.set_xlabel(label)
         ax.set_ylabel("top-1 (%)")

@@ -8,6 +8,7 @@ import torch
 
 from hw import cost, energy, program, schedule
 from model import flops, mixed
+from model.exits.thresholds import route
 from model.golden import Golden
 from model.quantize import calibrate, from_scales
 from qexit.cli import main
@@ -97,6 +98,24 @@ def test_operate_prices_the_routing(tiny_bench):
     assert p["bops"] < full["bops"] and p["flips_test"] >= 0
     ex = b.operate(b.base, 0.6)
     assert abs(sum(ex["exit_fraction"]) - 1) < 1e-9 and ex["reach"][1] == pytest.approx(ex["exit_fraction"][-1])
+    assert ex["flips_gate"] == ex["flips_test"] == 0.0
+
+
+def test_flips_are_quantizations_under_the_same_thresholds(tiny_bench):
+    """The risk control's flip rate: the assignment against uniform 8-bit, both routed with the
+    thresholds the assignment runs with (so moving thresholds alone flips nothing)."""
+    b = tiny_bench
+    m = b.measure([(8, 8), (4, 3)])
+    thr = b.thresholds(m, 0.6)
+    p = b.operate(m, 0.6, thr)
+    for split in ("gate", "test"):
+        o, o8 = m.out[split], b.base.out[split]
+        idx, idx8 = route(o["scores"], thr), route(o8["scores"], thr)
+        k = len(b.candidates)
+        rows = np.arange(len(idx))
+        pred = np.where(idx < k, o["head_pred"][rows, np.minimum(idx, k - 1)], o["full_pred"])
+        pred8 = np.where(idx8 < k, o8["head_pred"][rows, np.minimum(idx8, k - 1)], o8["full_pred"])
+        assert p[f"flips_{split}"] == pytest.approx(float(((idx != idx8) | (pred != pred8)).mean()))
 
 
 def test_frontier_is_non_dominated():
@@ -121,6 +140,9 @@ def test_mixed_command(tiny_trained, tmp_path, capsys):
     assert r["rescue"] + r["loss"] + r["both_correct"] + r["both_wrong"] == pytest.approx(1)
     if s["top1_mixed"] is not None:
         assert s["top1_uniform8_gate"] - s["chosen"]["top1_gate"] <= 0.01 + 1e-9
+        ok = [p for p in s["points"] if s["top1_uniform8_gate"] - p["top1_gate"] <= 0.01 + 1e-9 and p["flips_gate"] <= 0.05]
+        assert s["chosen_bops"]["bops"] == min(p["bops"] for p in ok)
+        assert s["chosen_bops"]["savings"]["bops_saving"] >= s["bops_saving"]
         assert len(s["assignment"]) == 2 and (tmp_path / "mixed" / "intmodel.pt").is_file()
     for f in ("README.md", "frontier.png", "rescue.png"):
         assert (tmp_path / "mixed" / f).is_file()

@@ -115,8 +115,9 @@ def headline(s: dict) -> str:
         return "mixed: no assignment met the accuracy and risk bounds"
     return (f"mixed: top-1 {100 * s['top1_mixed']:.2f}% (uniform INT8 full depth {100 * s['top1_uniform8']:.2f}%), "
             f"{100 * s['bops_saving']:.1f}% fewer BOPs, {100 * s['energy_saving']:.1f}% less energy "
-            f"(precision-scalable engine; {100 * s['energy_int8_saving']:.1f}% on the INT8 engine), "
-            f"{s['seconds']:.0f} s")
+            f"(precision-scalable engine; {100 * s['energy_int8_saving']:.1f}% on the INT8 engine)"
+            + (f"; the cheapest in BOPs: {100 * s['chosen_bops']['savings']['bops_saving']:.1f}% fewer"
+               if s.get("chosen_bops") else "") + f"; {s['seconds']:.0f} s")
 
 
 def _row(p: dict) -> list[str]:
@@ -128,6 +129,16 @@ def _row(p: dict) -> list[str]:
 
 HEAD = ["allocator", "budget", "widths w/a per block", "top-1 (test)", "flips (gate)", "E[GBOPs]",
         "energy INT8 (µJ)", "energy scalable (µJ)", "cycles scalable"]
+
+
+def savings_table(sv: dict) -> str:
+    return markdown_table(
+        ["saving against uniform INT8 full depth", "total", "exits only (8-bit, same budget)",
+         "bit-widths only (full depth)"],
+        [[name, f"{100 * sv[f'{k}_saving']:.1f}%", f"{100 * sv[f'{k}_saving_exits_only']:.1f}%",
+          f"{100 * sv[f'{k}_saving_bits_only']:.1f}%"]
+         for name, k in (("E[BOPs]", "bops"), ("energy, precision-scalable engine", "energy"),
+                         ("cycles, precision-scalable engine", "cycles"), ("energy, INT8 engine", "energy_int8"))])
 
 
 def readme(s: dict) -> str:
@@ -150,16 +161,17 @@ def readme(s: dict) -> str:
             f"{' '.join(f'{w}/{a}' for w, a in c['widths'])}. Top-1 {100 * c['top1_test']:.2f}% against uniform "
             f"INT8 full depth {100 * s['top1_uniform8']:.2f}% (FP32 {100 * s['top1_fp32']:.2f}%); decision flips "
             f"{100 * c.get('flips_gate', 0):.1f}% (gate) and {100 * c.get('flips_test', 0):.1f}% (test).\n\n"
-            + markdown_table(["saving against uniform INT8 full depth", "total", "exits only (8-bit, same budget)",
-                              "bit-widths only (full depth)"],
-                             [[name, f"{100 * s[f'{k}_saving']:.1f}%", f"{100 * s[f'{k}_saving_exits_only']:.1f}%",
-                               f"{100 * s[f'{k}_saving_bits_only']:.1f}%"]
-                              for name, k in (("E[BOPs]", "bops"), ("energy, precision-scalable engine", "energy"),
-                                              ("cycles, precision-scalable engine", "cycles"),
-                                              ("energy, INT8 engine", "energy_int8"))]) + "\n")
+            + savings_table(s) + "\n")
     else:
         parts.append(f"\n## Chosen\n\nNo point met top-1 within {100 * s['max_drop']:.1f} pt and flips within "
                      f"{100 * s['risk']:.1f}%.\n")
+    if s.get("chosen_bops"):
+        c = s["chosen_bops"]
+        parts.append(
+            f"\n## The cheapest in BOPs under the same bounds\n\n{c['allocator']} at LCT budget {c['budget']:g}: "
+            f"widths (w/a) {' '.join(f'{w}/{a}' for w, a in c['widths'])}. Top-1 {100 * c['top1_test']:.2f}%; "
+            f"decision flips {100 * c.get('flips_gate', 0):.1f}% (gate) and {100 * c.get('flips_test', 0):.1f}% "
+            f"(test).\n\n" + savings_table(c["savings"]) + "\n")
     parts.append("\n## Frontier (test top-1 against expected energy on the precision-scalable engine)\n\n"
                  "![frontier](frontier.png)\n\n" + markdown_table(HEAD, [_row(p) for p in s["frontier_energy"]]) + "\n")
     parts.append("\n## Frontier against E[BOPs]\n\n" + markdown_table(HEAD, [_row(p) for p in s["frontier_bops"]]) + "\n")

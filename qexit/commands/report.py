@@ -112,6 +112,7 @@ HEADLINES = {  # the headline keys of each step (docs/architecture.md); other st
                    "cycles_predicted"],
     "verify-block": ["images", "layers", "matched", "total", "cycles_measured", "cycles_predicted", "utilization",
                      "onchip_bits", "predictions_matched"],
+    "mixed": ["top1_uniform8", "top1_mixed", "bops_saving", "energy_saving", "assignment"],
 }
 
 
