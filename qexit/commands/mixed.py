@@ -165,8 +165,10 @@ def readme(s: dict) -> str:
     else:
         parts.append(f"\n## Chosen\n\nNo point met top-1 within {100 * s['max_drop']:.1f} pt and flips within "
                      f"{100 * s['risk']:.1f}%.\n")
-    if s.get("chosen_bops"):
-        c = s["chosen_bops"]
+    c = s.get("chosen_bops")
+    if c and s.get("chosen") and c["widths"] == s["chosen"]["widths"] and c["budget"] == s["chosen"]["budget"]:
+        parts.append("\nThe cheapest point in BOPs under the same bounds is the same point.\n")
+    elif c:
         parts.append(
             f"\n## The cheapest in BOPs under the same bounds\n\n{c['allocator']} at LCT budget {c['budget']:g}: "
             f"widths (w/a) {' '.join(f'{w}/{a}' for w, a in c['widths'])}. Top-1 {100 * c['top1_test']:.2f}%; "
