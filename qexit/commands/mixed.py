@@ -183,12 +183,18 @@ def readme(s: dict) -> str:
         + f"\n\nThe bench (calibration, 8-bit traces, heads, gate) took {s['seconds_bench']:.0f} s; the whole "
           f"run {s['seconds']:.0f} s.\n")
     if s["rescue_sweep"]:
+        sweep = s["rescue_sweep"]
+        q = [r["quadrants"] for r in sweep]
         rows = [[f"{r['activation_bits']}", f"{r['last_blocks']}", f"{r['nsr_deepest']:.3f}",
                  f"{100 * r['top1_full_depth']:.2f}%", f"{100 * r['top1_exit']:.2f}%",
-                 f"{100 * r['quadrants']['rescue']:.2f}%", f"{100 * r['quadrants']['loss']:.2f}%",
-                 f"{100 * r['net_rescue']:+.2f}%"] for r in s["rescue_sweep"]]
+                 *(f"{100 * x[k]:.2f}%" for k in ("both_correct", "rescue", "loss", "both_wrong")),
+                 f"{100 * r['net_rescue']:+.2f}%"] for r, x in zip(sweep, q)]
+        nsr = [[f"{r['activation_bits']}", f"{r['last_blocks']}", *(f"{v:.2f}" for v in r["nsr"])] for r in sweep]
         parts.append(f"\n## Rescue-Effect sweep (activation bits of the last k blocks; exits at budget "
-                     f"{s['operating_budget']:g})\n\n![rescue](rescue.png)\n\n"
-                     + markdown_table(["a bits", "k", "NSR deepest", "top-1 full depth", "top-1 exits", "rescue",
-                                       "loss", "net"], rows) + "\n")
+                     f"{s['operating_budget']:g})\n\n![rescue](rescue.png)\n\nE's four quadrants: the exits "
+                     f"against the same model's full depth, as shares of the test images.\n\n"
+                     + markdown_table(["a bits", "k", "NSR deepest", "top-1 full depth", "top-1 exits", "both correct",
+                                       "rescue", "loss", "both wrong", "net"], rows)
+                     + "\n\nNSR per block (against FP32, test images):\n\n"
+                     + markdown_table(["a bits", "k", *(str(i + 1) for i in range(s["depth"]))], nsr) + "\n")
     return "".join(parts)
