@@ -14,15 +14,23 @@ Interface, all unskewed (the array skews and deskews internally):
 
 Nothing inside has a valid bit: rows that carry no data compute garbage that the GEMM
 controller ignores (its tokens travel beside the data).
+
+``scalable=True`` builds the array from ``hw.pe.ScalablePE`` (issue I's precision-scalable
+PE): a ``pack`` bit enters with each activation row, and a packed row (4-bit activations, two
+signed 4-bit weights a weight byte) gives two column sums per column: the low nibbles' on
+``psum`` and the high nibbles' on ``psum_hi`` (``split_lanes`` separates the packed partial
+sum at the bottom; an unpacked row gives its sum on ``psum`` and 0 on ``psum_hi``). So an
+R x C array computes 2C outputs a row. The GEMM engine's controller, accumulator and output
+path do not use it yet: ``hw.cost`` prices packed GEMMs as a model.
 """
 from __future__ import annotations
 
-from amaranth import Module, Signal, unsigned
+from amaranth import Module, Mux, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from hw.pe import ACT, PSUM, WEIGHT, PE
+from hw.pe import ACT, PACK_SHIFT, PSUM, WEIGHT, PE, ScalablePE
 from hw.schedule import array_latency, check_array
 
 
@@ -35,12 +43,18 @@ def delay(m: Module, value, cycles: int, name: str):
     return value
 
 
+def split_lanes(value: int) -> tuple[int, int]:
+    """A packed partial sum (an int) as its (low, high) lanes: what the scalable array's output does."""
+    lo = ((value + (1 << (PACK_SHIFT - 1))) % (1 << PACK_SHIFT)) - (1 << (PACK_SHIFT - 1))
+    return lo, (value - lo) >> PACK_SHIFT
+
+
 class SystolicArray(wiring.Component):
-    def __init__(self, rows: int, cols: int):
+    def __init__(self, rows: int, cols: int, scalable: bool = False):
         check_array(rows, cols)
-        self.rows, self.cols = rows, cols
+        self.rows, self.cols, self.scalable = rows, cols, scalable
         self.latency = array_latency(rows, cols)
-        super().__init__({
+        ports = {
             "a": In(data.ArrayLayout(ACT, rows)),
             "sel": In(1),
             "load": In(1),
@@ -48,12 +62,15 @@ class SystolicArray(wiring.Component):
             "load_row": In(unsigned(max(1, ceil_log2(rows)))),
             "load_weights": In(data.ArrayLayout(WEIGHT, cols)),
             "psum": Out(data.ArrayLayout(PSUM, cols)),
-        })
+        }
+        if scalable:
+            ports.update({"pack": In(1), "psum_hi": Out(data.ArrayLayout(PSUM, cols))})
+        super().__init__(ports)
 
     def elaborate(self, platform):
         m = Module()
         rows, cols = self.rows, self.cols
-        pe = [[PE() for _ in range(cols)] for _ in range(rows)]
+        pe = [[(ScalablePE if self.scalable else PE)() for _ in range(cols)] for _ in range(rows)]
         for r in range(rows):
             for c in range(cols):
                 m.submodules[f"pe_{r}_{c}"] = pe[r][c]
@@ -65,6 +82,10 @@ class SystolicArray(wiring.Component):
             for c in range(1, cols):
                 m.d.comb += [pe[r][c].a_in.eq(pe[r][c - 1].a_out),
                              pe[r][c].sel_in.eq(pe[r][c - 1].sel_out)]
+            if self.scalable:
+                m.d.comb += pe[r][0].pack_in.eq(delay(m, self.pack, r, f"pack{r}"))
+                for c in range(1, cols):
+                    m.d.comb += pe[r][c].pack_in.eq(pe[r][c - 1].pack_out)
 
         # Weight loads: column c sees the bus c cycles late; the row address picks the PE.
         for c in range(cols):
@@ -82,5 +103,12 @@ class SystolicArray(wiring.Component):
             m.d.comb += pe[0][c].psum_in.eq(0)
             for r in range(1, rows):
                 m.d.comb += pe[r][c].psum_in.eq(pe[r - 1][c].psum_out)
-            m.d.comb += self.psum[c].eq(delay(m, pe[rows - 1][c].psum_out, cols - 1 - c, f"out{c}"))
+            out = delay(m, pe[rows - 1][c].psum_out, cols - 1 - c, f"out{c}")
+            if not self.scalable:
+                m.d.comb += self.psum[c].eq(out)
+                continue
+            packed = delay(m, pe[rows - 1][c].pack_out, cols - 1 - c, f"packed{c}")
+            lo = out[:PACK_SHIFT].as_signed()
+            m.d.comb += [self.psum[c].eq(Mux(packed, lo, out)),
+                         self.psum_hi[c].eq(Mux(packed, (out - lo) >> PACK_SHIFT, 0))]
         return m

@@ -3,7 +3,8 @@ import random
 
 from amaranth.sim import Simulator
 
-from hw.pe import PE
+from hw.pe import PACK_SHIFT, PE, ScalablePE
+from hw.systolic import split_lanes
 
 
 def run_pe(steps):
@@ -55,3 +56,58 @@ def test_pe_extreme_product():
              {"a_in": -128, "sel_in": 1, "psum_in": 2 ** 31 - 1 - 16384, "load": 0,
               "load_bank": 0, "load_weight": 0}]
     assert run_pe(steps)[1][2] == 2 ** 31 - 1
+
+
+def nibbles(w: int) -> tuple[int, int]:
+    """The weight byte's (low, high) signed 4-bit values."""
+    b = w & 0xFF
+    lo, hi = b & 15, b >> 4
+    return lo - 16 * (lo >= 8), hi - 16 * (hi >= 8)
+
+
+def run_scalable_pe(steps):
+    dut = ScalablePE()
+    outs = []
+
+    async def bench(ctx):
+        for s in steps:
+            for name, value in s.items():
+                ctx.set(getattr(dut, name), value)
+            await ctx.tick()
+            outs.append((ctx.get(dut.a_out), ctx.get(dut.sel_out), ctx.get(dut.pack_out), ctx.get(dut.psum_out)))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    return outs
+
+
+def test_scalable_pe_does_one_8bit_mac_or_two_4bit_macs():
+    """Unpacked: a * w, as PE. Packed: a * w_lo + (a * w_hi) * 2**16, w_lo and w_hi the byte's
+    signed nibbles; the two lanes come back exactly (split_lanes)."""
+    rng = random.Random(11)
+    w = [0, 0]
+    steps, expect = [], []
+    for _ in range(400):
+        pack = int(rng.random() < 0.5)
+        a = rng.randint(-8, 7) if pack else rng.choice([-128, 127, rng.randint(-128, 127)])
+        s = {"a_in": a, "sel_in": rng.randint(0, 1), "pack_in": pack, "psum_in": rng.randint(-2 ** 24, 2 ** 24),
+             "load": int(rng.random() < 0.3), "load_bank": rng.randint(0, 1),
+             "load_weight": rng.choice([-128, 127, -1, 0, rng.randint(-128, 127)])}
+        weight = w[s["sel_in"]]
+        lo, hi = nibbles(weight)
+        product = a * lo + (a * hi << PACK_SHIFT) if pack else a * weight
+        if s["load"]:
+            w[s["load_bank"]] = s["load_weight"]
+        steps.append(s)
+        expect.append((a, s["sel_in"], pack, s["psum_in"] + product))
+    assert run_scalable_pe(steps) == expect
+
+
+def test_split_lanes_undoes_the_packing():
+    rng = random.Random(3)
+    cases = [(-2 ** 15, -2 ** 15), (2 ** 15 - 1, 2 ** 15 - 1), (-1, 0), (0, -1), (-1, -1)]
+    cases += [(rng.randint(-2 ** 15, 2 ** 15 - 1), rng.randint(-2 ** 15, 2 ** 15 - 1)) for _ in range(1000)]
+    for lo, hi in cases:
+        assert split_lanes(hi * 2 ** PACK_SHIFT + lo) == (lo, hi)
