@@ -12,16 +12,19 @@ An int8 x int8 multiply-accumulate with an int32 partial sum, and two int8 weigh
 The partial sum cannot overflow: the array has at most 2**17 - 1 rows in total over all K
 tiles (see ``hw.schedule.MAX_K``), and |a * w| <= 2**14.
 
-**Precision-scalable** (``ScalablePE``, issue I; the layer engine does not use it yet): the
-8 x 8 multiply is built from two 8 x 4 partial products, ``a * w = (a * w_hi << 4) + a * w_lo``
-with ``w_hi`` the signed high nibble and ``w_lo`` the unsigned low one. With ``pack_in`` high
-the same two multipliers do two 4-bit MACs for two output columns: the weight byte holds two
-signed 4-bit weights (``w_lo`` now signed) and the PE adds ``(a * w_hi << 16) + a * w_lo`` to
-the partial sum, whose 32 bits then carry two lanes (low lane signed 16-bit, high lane
-above it: one 32-bit adder adds both, the low lane's sign borrowing from the high one, which
-``hw.systolic.split_lanes`` undoes). ``pack`` travels with the activation, like ``sel``. The
-lanes are exact while the low lane's column sum stays within int16: R |a w_lo| < 2**15, i.e.
-up to 511 array rows with 4-bit activations (|a w_lo| <= 64).
+**Precision-scalable** (``ScalablePE``, issue I; the layer engine does not use it yet): with
+``pack_in`` high the weight byte holds two signed 4-bit weights ``w_lo`` (low nibble) and
+``w_hi`` (high nibble) for two output columns, the activation is a 4-bit value, and the PE's
+one multiplier computes ``a * (w_hi * 2**PACK_SHIFT + w_lo)``: two 4 x 4 MACs a cycle in one
+product, whose 32-bit partial sum then carries two lanes (the low lane signed, PACK_SHIFT bits;
+the high lane above it; one adder adds both, the low lane's sign borrowing from the high one,
+which ``hw.systolic.split_lanes`` undoes). The multiplier's second operand is 17 bits (|w_hi
+2**12 + w_lo| <= 2**15 + 8), so on an ECP5 it is still one MULT18X18D. The lanes are exact while
+the low lane's column sum stays within PACK_SHIFT signed bits: R |a w_lo| < 2**11 with
+|a w_lo| <= 64, i.e. up to ``MAX_PACKED_ROWS`` = 31 array rows. ``pack`` travels with the
+activation, like ``sel``. A first design with two 8 x 4 multipliers (``a * w = (a * w_hi << 4)
++ a * w_lo``) took twice the DSP blocks, 4.7x the LUTs and 62 against 86 MHz on a 4 x 4 array
+(``benchmarks/bench_scalable_pe.py`` at the time); this one shares the multiplier.
 """
 
 from amaranth import Module, Mux, Signal, signed
@@ -61,12 +64,13 @@ class PE(wiring.Component):
         return m
 
 
-PACK_SHIFT = 16     # the high lane's position in a packed partial sum
+PACK_SHIFT = 12     # the high lane's position in a packed partial sum
+MAX_PACKED_ROWS = (1 << (PACK_SHIFT - 1)) // 64 - 1   # 31: the low lane's column sum stays in range
 
 
 class ScalablePE(wiring.Component):
     """``PE`` with a packed 4-bit mode (the module docstring): one 8 x 8 MAC or two 4 x 4 MACs
-    a cycle, from the same two 8 x 4 multipliers."""
+    a cycle, in the same multiplier."""
     a_in: In(ACT)
     sel_in: In(1)
     pack_in: In(1)
@@ -88,15 +92,13 @@ class ScalablePE(wiring.Component):
         with m.If(self.load & self.load_bank):
             m.d.sync += w1.eq(self.load_weight)
         weight = Mux(self.sel_in, w1, w0)
-        hi = weight[4:8].as_signed()
-        lo = Signal(signed(5))          # the low nibble: unsigned for an 8-bit weight, signed when packed
-        m.d.comb += lo.eq(Mux(self.pack_in, weight[0:4].as_signed(), weight[0:4]))
-        p_hi = self.a_in * hi
-        p_lo = self.a_in * lo
+        operand = Signal(signed(PACK_SHIFT + 5))     # w, or w_hi * 2**PACK_SHIFT + w_lo
+        m.d.comb += operand.eq(Mux(self.pack_in, (weight[4:8].as_signed() << PACK_SHIFT) + weight[0:4].as_signed(),
+                                   weight))
         m.d.sync += [
             self.a_out.eq(self.a_in),
             self.sel_out.eq(self.sel_in),
             self.pack_out.eq(self.pack_in),
-            self.psum_out.eq(self.psum_in + Mux(self.pack_in, p_hi << PACK_SHIFT, p_hi << 4) + p_lo),
+            self.psum_out.eq(self.psum_in + self.a_in * operand),
         ]
         return m

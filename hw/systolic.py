@@ -20,7 +20,7 @@ PE): a ``pack`` bit enters with each activation row, and a packed row (4-bit act
 signed 4-bit weights a weight byte) gives two column sums per column: the low nibbles' on
 ``psum`` and the high nibbles' on ``psum_hi`` (``split_lanes`` separates the packed partial
 sum at the bottom; an unpacked row gives its sum on ``psum`` and 0 on ``psum_hi``). So an
-R x C array computes 2C outputs a row. The GEMM engine's controller, accumulator and output
+R x C array computes 2C outputs a row, with one multiplier a PE, as the INT8 array has. The GEMM engine's controller, accumulator and output
 path do not use it yet: ``hw.cost`` prices packed GEMMs as a model.
 """
 from __future__ import annotations
@@ -30,8 +30,9 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from hw.pe import ACT, PACK_SHIFT, PSUM, WEIGHT, PE, ScalablePE
+from hw.pe import ACT, MAX_PACKED_ROWS, PACK_SHIFT, PSUM, WEIGHT, PE, ScalablePE
 from hw.schedule import array_latency, check_array
+from model.errors import QexitError
 
 
 def delay(m: Module, value, cycles: int, name: str):
@@ -52,6 +53,9 @@ def split_lanes(value: int) -> tuple[int, int]:
 class SystolicArray(wiring.Component):
     def __init__(self, rows: int, cols: int, scalable: bool = False):
         check_array(rows, cols)
+        if scalable and rows > MAX_PACKED_ROWS:
+            raise QexitError(f"a precision-scalable array has at most {MAX_PACKED_ROWS} rows (its packed low lane "
+                             f"would overflow); got {rows}")
         self.rows, self.cols, self.scalable = rows, cols, scalable
         self.latency = array_latency(rows, cols)
         ports = {

@@ -84,8 +84,8 @@ def run_scalable_pe(steps):
 
 
 def test_scalable_pe_does_one_8bit_mac_or_two_4bit_macs():
-    """Unpacked: a * w, as PE. Packed: a * w_lo + (a * w_hi) * 2**16, w_lo and w_hi the byte's
-    signed nibbles; the two lanes come back exactly (split_lanes)."""
+    """Unpacked: a * w, as PE. Packed (4-bit activations): a * w_lo + (a * w_hi) * 2**PACK_SHIFT,
+    w_lo and w_hi the byte's signed nibbles."""
     rng = random.Random(11)
     w = [0, 0]
     steps, expect = [], []
@@ -107,7 +107,8 @@ def test_scalable_pe_does_one_8bit_mac_or_two_4bit_macs():
 
 def test_split_lanes_undoes_the_packing():
     rng = random.Random(3)
-    cases = [(-2 ** 15, -2 ** 15), (2 ** 15 - 1, 2 ** 15 - 1), (-1, 0), (0, -1), (-1, -1)]
-    cases += [(rng.randint(-2 ** 15, 2 ** 15 - 1), rng.randint(-2 ** 15, 2 ** 15 - 1)) for _ in range(1000)]
+    half = 2 ** (PACK_SHIFT - 1)
+    cases = [(-half, -half), (half - 1, half - 1), (-1, 0), (0, -1), (-1, -1)]
+    cases += [(rng.randint(-half, half - 1), rng.randint(-2 ** 15, 2 ** 15 - 1)) for _ in range(1000)]
     for lo, hi in cases:
         assert split_lanes(hi * 2 ** PACK_SHIFT + lo) == (lo, hi)

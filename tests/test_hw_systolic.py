@@ -109,7 +109,7 @@ def run_scalable(rows, cols, loads, stream):
     return dut.latency, seen
 
 
-@pytest.mark.parametrize("rows,cols", [(1, 1), (3, 2), (4, 4), (16, 3)])
+@pytest.mark.parametrize("rows,cols", [(1, 1), (3, 2), (4, 4), (31, 3)])
 def test_scalable_array_packs_two_4bit_columns_a_pe(rows, cols):
     """Each weight byte holds two signed 4-bit weights (low nibble: output column c, high: column
     C + c). A packed row of 4-bit activations gives both column sums; an unpacked row, in the
@@ -134,3 +134,12 @@ def test_scalable_array_packs_two_4bit_columns_a_pe(rows, cols):
             assert got == (matvec(a, lo), matvec(a, hi))
         else:
             assert got == (matvec(a, signed8), [0] * cols)
+
+
+@pytest.mark.filterwarnings("ignore:.*created but never used")
+def test_scalable_array_refuses_rows_its_low_lane_cannot_hold():
+    from hw.pe import MAX_PACKED_ROWS
+    from model.errors import QexitError
+    SystolicArray(MAX_PACKED_ROWS, 2, scalable=True)
+    with pytest.raises(QexitError, match=f"at most {MAX_PACKED_ROWS} rows"):
+        SystolicArray(MAX_PACKED_ROWS + 1, 2, scalable=True)
