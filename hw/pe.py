@@ -22,12 +22,17 @@ which ``hw.systolic.split_lanes`` undoes). The multiplier's second operand is 17
 2**12 + w_lo| <= 2**15 + 8), so on an ECP5 it is still one MULT18X18D. The lanes are exact while
 the low lane's column sum stays within PACK_SHIFT signed bits: R |a w_lo| < 2**11 with
 |a w_lo| <= 64, i.e. up to ``MAX_PACKED_ROWS`` = 31 array rows. ``pack`` travels with the
-activation, like ``sel``. A first design with two 8 x 4 multipliers (``a * w = (a * w_hi << 4)
-+ a * w_lo``) took twice the DSP blocks, 4.7x the LUTs and 62 against 86 MHz on a 4 x 4 array
-(``benchmarks/bench_scalable_pe.py`` at the time); this one shares the multiplier.
+activation, like ``sel``. Each bank's packed operand is formed from its register alone, so
+the sel/pack path to the multiplier is one 4:1 choice. On the ECP5 (yosys + nextpnr, the
+array with registered ports, ``benchmarks/bench_scalable_pe.py`` →
+``benchmarks/results/bench_scalable_pe.json``): 4 x 4 1,331 LUT4 and 16 MULT18X18D at 76.97 MHz
+against the INT8 array's 434 LUT4, 16 and 86.44 MHz; 8 x 8 5,267 LUT4, 64, 64.70 MHz against
+2,354, 64, 66.30 MHz. Two earlier designs, measured the same way on 4 x 4: two 8 x 4
+multipliers (``a * w = (a * w_hi << 4) + a * w_lo``) 2,027 LUT4, 32 MULT18X18D, 62.01 MHz; the
+packed operand formed after the bank choice 1,091 LUT4, 68.48 MHz (8 x 8: 4,307, 57.48 MHz).
 """
 
-from amaranth import Module, Mux, Signal, signed
+from amaranth import Cat, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -91,10 +96,19 @@ class ScalablePE(wiring.Component):
             m.d.sync += w0.eq(self.load_weight)
         with m.If(self.load & self.load_bank):
             m.d.sync += w1.eq(self.load_weight)
-        weight = Mux(self.sel_in, w1, w0)
+        # Each bank's packed operand comes from its register alone (off the sel/pack path):
+        # w_hi 2**12 + w_lo = (w_hi - [w_lo < 0]) 2**12 + (w_lo mod 2**12), a 4-bit decrement.
+        operands = []
+        for n, w in enumerate((w0, w1)):
+            packed = Signal(signed(PACK_SHIFT + 5), name=f"packed{n}")
+            m.d.comb += packed.eq(Cat(w[0:4], w[3].replicate(PACK_SHIFT - 4), w[4:8].as_signed() - w[3]))
+            operands.append((w, packed))
         operand = Signal(signed(PACK_SHIFT + 5))     # w, or w_hi * 2**PACK_SHIFT + w_lo
-        m.d.comb += operand.eq(Mux(self.pack_in, (weight[4:8].as_signed() << PACK_SHIFT) + weight[0:4].as_signed(),
-                                   weight))
+        with m.Switch(Cat(self.sel_in, self.pack_in)):
+            for sel in (0, 1):
+                for pack in (0, 1):
+                    with m.Case(sel | pack << 1):
+                        m.d.comb += operand.eq(operands[sel][pack])
         m.d.sync += [
             self.a_out.eq(self.a_in),
             self.sel_out.eq(self.sel_in),
