@@ -60,42 +60,34 @@ class PE(wiring.Component):
             m.d.sync += w0.eq(self.load_weight)
         with m.If(self.load & self.load_bank):
             m.d.sync += w1.eq(self.load_weight)
-        weight = Mux(self.sel_in, w1, w0)
         m.d.sync += [
             self.a_out.eq(self.a_in),
             self.sel_out.eq(self.sel_in),
-            self.psum_out.eq(self.psum_in + self.a_in * weight),
+            self.psum_out.eq(self.psum_in + self.a_in * self.operand(m, w0, w1)),
         ]
         return m
+
+    def operand(self, m: Module, w0, w1):
+        """The multiplier's weight operand this cycle: the bank ``sel_in`` picks."""
+        return Mux(self.sel_in, w1, w0)
 
 
 PACK_SHIFT = 12     # the high lane's position in a packed partial sum
 MAX_PACKED_ROWS = (1 << (PACK_SHIFT - 1)) // 64 - 1   # 31: the low lane's column sum stays in range
 
 
-class ScalablePE(wiring.Component):
+class ScalablePE(PE):
     """``PE`` with a packed 4-bit mode (the module docstring): one 8 x 8 MAC or two 4 x 4 MACs
     a cycle, in the same multiplier."""
-    a_in: In(ACT)
-    sel_in: In(1)
     pack_in: In(1)
-    psum_in: In(PSUM)
-    load: In(1)
-    load_bank: In(1)
-    load_weight: In(WEIGHT)
-    a_out: Out(ACT)
-    sel_out: Out(1)
     pack_out: Out(1)
-    psum_out: Out(PSUM)
 
     def elaborate(self, platform):
-        m = Module()
-        w0 = Signal(WEIGHT)
-        w1 = Signal(WEIGHT)
-        with m.If(self.load & ~self.load_bank):
-            m.d.sync += w0.eq(self.load_weight)
-        with m.If(self.load & self.load_bank):
-            m.d.sync += w1.eq(self.load_weight)
+        m = super().elaborate(platform)
+        m.d.sync += self.pack_out.eq(self.pack_in)
+        return m
+
+    def operand(self, m: Module, w0, w1):
         # Each bank's packed operand comes from its register alone (off the sel/pack path):
         # w_hi 2**12 + w_lo = (w_hi - [w_lo < 0]) 2**12 + (w_lo mod 2**12), a 4-bit decrement.
         operands = []
@@ -109,10 +101,4 @@ class ScalablePE(wiring.Component):
                 for pack in (0, 1):
                     with m.Case(sel | pack << 1):
                         m.d.comb += operand.eq(operands[sel][pack])
-        m.d.sync += [
-            self.a_out.eq(self.a_in),
-            self.sel_out.eq(self.sel_in),
-            self.pack_out.eq(self.pack_in),
-            self.psum_out.eq(self.psum_in + self.a_in * operand),
-        ]
-        return m
+        return operand
