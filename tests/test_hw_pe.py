@@ -7,9 +7,9 @@ from hw.pe import PACK_SHIFT, PE, ScalablePE
 from hw.systolic import split_lanes
 
 
-def run_pe(steps):
+def run_pe(steps, dut=None, outputs=("a_out", "sel_out", "psum_out")):
     """Drive a PE with ``steps`` (dicts of inputs, one per cycle); return its outputs per cycle."""
-    dut = PE()
+    dut = PE() if dut is None else dut
     outs = []
 
     async def bench(ctx):
@@ -17,7 +17,7 @@ def run_pe(steps):
             for name, value in s.items():
                 ctx.set(getattr(dut, name), value)
             await ctx.tick()
-            outs.append((ctx.get(dut.a_out), ctx.get(dut.sel_out), ctx.get(dut.psum_out)))
+            outs.append(tuple(ctx.get(getattr(dut, name)) for name in outputs))
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
@@ -65,24 +65,6 @@ def nibbles(w: int) -> tuple[int, int]:
     return lo - 16 * (lo >= 8), hi - 16 * (hi >= 8)
 
 
-def run_scalable_pe(steps):
-    dut = ScalablePE()
-    outs = []
-
-    async def bench(ctx):
-        for s in steps:
-            for name, value in s.items():
-                ctx.set(getattr(dut, name), value)
-            await ctx.tick()
-            outs.append((ctx.get(dut.a_out), ctx.get(dut.sel_out), ctx.get(dut.pack_out), ctx.get(dut.psum_out)))
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
-    return outs
-
-
 def test_scalable_pe_does_one_8bit_mac_or_two_4bit_macs():
     """Unpacked: a * w, as PE. Packed (4-bit activations): a * w_lo + (a * w_hi) * 2**PACK_SHIFT,
     w_lo and w_hi the byte's signed nibbles."""
@@ -102,7 +84,7 @@ def test_scalable_pe_does_one_8bit_mac_or_two_4bit_macs():
             w[s["load_bank"]] = s["load_weight"]
         steps.append(s)
         expect.append((a, s["sel_in"], pack, s["psum_in"] + product))
-    assert run_scalable_pe(steps) == expect
+    assert run_pe(steps, ScalablePE(), ("a_out", "sel_out", "pack_out", "psum_out")) == expect
 
 
 def test_split_lanes_undoes_the_packing():

@@ -7,11 +7,12 @@ from amaranth.sim import Simulator
 from hw.systolic import SystolicArray
 
 
-def run_array(rows, cols, loads, stream, extra=None):
-    """``loads``: (cycle, bank, row, weights) tuples; ``stream``: (cycle, activations, bank).
+def run_array(rows, cols, loads, stream, scalable=False):
+    """``loads``: (cycle, bank, row, weights) tuples; ``stream``: (cycle, activations, bank) or,
+    on a scalable array, (cycle, activations, bank, pack).
 
-    Returns the array's ``psum`` row at every cycle."""
-    dut = SystolicArray(rows, cols)
+    Returns the array's ``psum`` row at every cycle (with ``psum_hi``, a pair, when scalable)."""
+    dut = SystolicArray(rows, cols, scalable)
     horizon = max([c for c, *_ in loads] + [c for c, *_ in stream]) + dut.latency + cols + 2
     seen = []
 
@@ -25,12 +26,15 @@ def run_array(rows, cols, loads, stream, extra=None):
                     ctx.set(dut.load_row, row)
                     for i, w in enumerate(weights):
                         ctx.set(dut.load_weights[i], w)
-            for c, acts, bank in stream:
+            for c, acts, bank, *pack in stream:
                 if c == t:
                     for i, a in enumerate(acts):
                         ctx.set(dut.a[i], a)
                     ctx.set(dut.sel, bank)
-            seen.append([ctx.get(dut.psum[i]) for i in range(cols)])
+                    if scalable:
+                        ctx.set(dut.pack, pack[0])
+            psum = [ctx.get(dut.psum[i]) for i in range(cols)]
+            seen.append((psum, [ctx.get(dut.psum_hi[i]) for i in range(cols)]) if scalable else psum)
             await ctx.tick()
 
     sim = Simulator(dut)
@@ -77,38 +81,6 @@ def test_back_to_back_rows_with_a_bank_switch_between_them():
         assert seen[cycle + latency] == matvec(a, w1 if bank else w0)
 
 
-def run_scalable(rows, cols, loads, stream):
-    """``stream``: (cycle, activations, bank, pack). Returns (psum, psum_hi) rows per cycle."""
-    dut = SystolicArray(rows, cols, scalable=True)
-    horizon = max([c for c, *_ in loads] + [c for c, *_ in stream]) + dut.latency + cols + 2
-    seen = []
-
-    async def bench(ctx):
-        for t in range(horizon):
-            ctx.set(dut.load, 0)
-            for c, bank, row, weights in loads:
-                if c == t:
-                    ctx.set(dut.load, 1)
-                    ctx.set(dut.load_bank, bank)
-                    ctx.set(dut.load_row, row)
-                    for i, w in enumerate(weights):
-                        ctx.set(dut.load_weights[i], w)
-            for c, acts, bank, pack in stream:
-                if c == t:
-                    for i, a in enumerate(acts):
-                        ctx.set(dut.a[i], a)
-                    ctx.set(dut.sel, bank)
-                    ctx.set(dut.pack, pack)
-            seen.append(([ctx.get(dut.psum[i]) for i in range(cols)], [ctx.get(dut.psum_hi[i]) for i in range(cols)]))
-            await ctx.tick()
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
-    return dut.latency, seen
-
-
 @pytest.mark.parametrize("rows,cols", [(1, 1), (3, 2), (4, 4), (31, 3)])
 def test_scalable_array_packs_two_4bit_columns_a_pe(rows, cols):
     """Each weight byte holds two signed 4-bit weights (low nibble: output column c, high: column
@@ -126,7 +98,7 @@ def test_scalable_array_packs_two_4bit_columns_a_pe(rows, cols):
         pack = t % 3 != 2
         acts = [rng.randint(-8, 7) if pack else rng.randint(-128, 127) for _ in range(rows)]
         stream.append((rows + t, acts, 0, int(pack)))
-    latency, seen = run_scalable(rows, cols, loads, stream)
+    latency, seen = run_array(rows, cols, loads, stream, scalable=True)
     assert latency == rows + cols - 1
     for cycle, a, _, pack in stream:
         got = seen[cycle + latency]
