@@ -62,6 +62,17 @@ def parse_assignment(text: str) -> list[tuple[int, int]]:
         raise QexitError(f"--assignment {text!r} must be W:A pairs, one per block, e.g. 8:8,8:8,6:6,4:4") from None
 
 
+def model_name(args) -> str:
+    """The model a report names: --model, or the checkpoint (relative to the working folder when inside it)."""
+    if args.model:
+        return args.model
+    path = Path(args.checkpoint).resolve()
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def positive(value: str) -> int:
     n = int(value)
     if n < 1:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from model.train import evaluate
-from qexit.commands.common import add_model_args, load_model, load_split, positive
+from qexit.commands.common import add_model_args, load_model, load_split, model_name, positive
 from qexit.reports import markdown_table, report_dir, write_summary
 
 HELP = "top-1 of the FP32 model on the test split"
@@ -18,7 +18,7 @@ def run(args) -> int:
     test = load_split(args, "test", args.images, model.cfg)
     top1 = evaluate(model, test, progress=True)
     summary = {"top1": top1, "images": len(test), "params": model.num_params(),
-               "checkpoint": args.model or str(args.checkpoint)}
+               "checkpoint": model_name(args)}
     trained = blob.get("metrics", {})
     with report_dir("eval") as d:
         write_summary(d, summary)

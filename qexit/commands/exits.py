@@ -34,7 +34,7 @@ from model.exits.evaluate import ExitConfig, check_disjoint, run_mode
 from model.exits.features import CACHE_DIR, cached_features
 from model.exits.report import plot_all, readme
 from model.exits.summary import build_summary
-from qexit.commands.common import add_model_args, load_model, load_split
+from qexit.commands.common import add_model_args, load_model, load_split, model_name
 from qexit.reports import REPORTS_DIR, report_dir, write_summary
 
 HELP = "LRA-EE early exits: heads, gate, LCT thresholds, layer pruning, Rescue-Effect evaluation"
@@ -174,7 +174,7 @@ def run(args) -> int:
     seconds_total = time.time() - t_start
 
     with report_dir("exits", args.out) as out:
-        summary, dist = build_summary(cfg, modes, results, noise, top1_fp32, xcfg, args.model or str(args.checkpoint),
+        summary, dist = build_summary(cfg, modes, results, noise, top1_fp32, xcfg, model_name(args),
                                       len(data["test"]))
         summary.update({"seconds_total": round(seconds_total, 1), "seconds_features": round(seconds_features, 1),
                         "features_cached": cached_all, "threads": args.threads})

@@ -17,7 +17,7 @@ import json
 import time
 from pathlib import Path
 
-from qexit.commands.common import add_model_args, load_model, load_split, parse_assignment, positive
+from qexit.commands.common import add_model_args, load_model, load_split, model_name, parse_assignment, positive
 from qexit.reports import REPORTS_DIR, markdown_table, report_dir, write_summary
 
 HELP = "per-block bit-widths with exits: PMQ/MAQEE allocators, frontier, BOPs/energy savings, Rescue-Effect sweep"
@@ -82,7 +82,7 @@ def run(args) -> int:
     else:
         s = mixed.study(bench, args.probe, args.points, args.risk, args.max_drop, not args.no_rescue, progress)
         chosen = s["chosen"]
-    s.update({"checkpoint": args.model or str(args.checkpoint), "machine": {"rows": args.rows, "cols": args.rows,
+    s.update({"checkpoint": model_name(args), "machine": {"rows": args.rows, "cols": args.rows,
               "bandwidth_bytes_per_cycle": args.bandwidth, "clock_mhz": args.clock_mhz},
               "energy_table": table.name, "seconds_bench": round(t_bench, 1), "seconds": round(time.time() - t0, 1)})
     with report_dir("mixed", args.out) as folder:
