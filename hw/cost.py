@@ -54,7 +54,7 @@ the tiles. Its cycles, DRAM bytes, MAC-cycle energy (one int8 MAC's energy for a
 doing two 4x4 MACs: conservative) and buffer accesses are those of that GEMM. Attention
 (Q·Kᵀ and P·V from the scratchpad), the units and the parameter streams stay as they are. The
 PE and the array are RTL (``hw.systolic.SystolicArray(scalable=True)``, bit-exact in
-``tests/test_hw_systolic.py``); the GEMM engine's controller, accumulator and output path for
+``tests/test_hw_systolic.py``, also as Verilog under cocotb); the GEMM engine's controller, accumulator and output path for
 packed GEMMs (two column sums a column) are not built, so a packed GEMM's timing is a model.
 
 **Throughput mode** (``batch_cycles``): a batch of B images shares every streamed weight
