@@ -1,8 +1,8 @@
 """The precision-scalable systolic array (issue I's stretch goal) against the INT8 one, through
 yosys (``synth_ecp5``) and nextpnr-ecp5 on the LFE5U-85F, out of context (``hw.synth``).
 
-``hw.pe.ScalablePE`` builds the 8 x 8 MAC from two 8 x 4 partial products so that a packed row
-does two 4 x 4 MACs a PE; ``hw.cost`` (``Machine.scalable``) prices what that buys a 4-bit block.
+``hw.pe.ScalablePE`` packs two 4-bit weights into its one multiplier's operand, so that a
+packed row does two 4 x 4 MACs a PE; ``hw.cost`` (``Machine.scalable``) prices what that buys a 4-bit block.
 This prints what the PE costs in the fabric: LUT4s, flip-flops, MULT18X18D blocks and Fmax of
 the bare R x R array, both kinds, and writes ``benchmarks/results/bench_scalable_pe.json``.
 The GEMM engine's controller and output path for packed GEMMs are not built, so this is the

@@ -47,15 +47,16 @@ start, which ``program.predict`` does not count either.
 engine (``Machine.scalable`` False): its PEs, buffers and DRAM words are 8-bit, so a 6- or
 4-bit block costs what an 8-bit one does. With ``scalable`` the PEs are precision-scalable:
 one int8 PE does one 8x8 MAC or two 4x4 MACs a cycle (``hw.pe.ScalablePE``: two 4-bit weights
-packed into its one multiplier's operand). A block whose weights and activations are both at most 4 bits then holds
-two 4-bit weights a PE, so each weight-streamed GEMM (qkv, proj, fc1, fc2) of m x k x n runs
+packed into its one multiplier's operand). A block whose weights and activations are both at
+most 4 bits then holds two 4-bit weights a PE, so each weight-streamed GEMM (qkv, proj, fc1, fc2) of m x k x n runs
 as the 8-bit GEMM of m x k x n' with n' = ceil(n / 2L) L: the same weight bytes a tile, half
 the tiles. Its cycles, DRAM bytes, MAC-cycle energy (one int8 MAC's energy for a PE cycle
 doing two 4x4 MACs: conservative) and buffer accesses are those of that GEMM. Attention
 (Q·Kᵀ and P·V from the scratchpad), the units and the parameter streams stay as they are. The
 PE and the array are RTL (``hw.systolic.SystolicArray(scalable=True)``, bit-exact in
-``tests/test_hw_systolic.py``, also as Verilog under cocotb); the GEMM engine's controller, accumulator and output path for
-packed GEMMs (two column sums a column) are not built, so a packed GEMM's timing is a model.
+``tests/test_hw_systolic.py``, also as Verilog under cocotb); the GEMM engine's controller,
+accumulator and output path for packed GEMMs (two column sums a column) are not built, so a
+packed GEMM's timing is a model.
 
 **Throughput mode** (``batch_cycles``): a batch of B images shares every streamed weight
 tile: each weight-streamed GEMM runs once with M = b T, everything else (attention, units,

@@ -20,8 +20,9 @@ PE): a ``pack`` bit enters with each activation row, and a packed row (4-bit act
 signed 4-bit weights a weight byte) gives two column sums per column: the low nibbles' on
 ``psum`` and the high nibbles' on ``psum_hi`` (``split_lanes`` separates the packed partial
 sum at the bottom; an unpacked row gives its sum on ``psum`` and 0 on ``psum_hi``). So an
-R x C array computes 2C outputs a row, with one multiplier a PE, as the INT8 array has. The GEMM engine's controller, accumulator and output
-path do not use it yet: ``hw.cost`` prices packed GEMMs as a model.
+R x C array computes 2C outputs a row, with one multiplier a PE, as the INT8 array has. The
+GEMM engine's controller, accumulator and output path do not use it yet: ``hw.cost`` prices
+packed GEMMs as a model.
 """
 from __future__ import annotations
 

@@ -90,8 +90,7 @@ def test_scalable_array_packs_two_4bit_columns_a_pe(rows, cols):
     w4 = lambda: rng.choice([-8, 7, rng.randint(-8, 7)])
     lo = [[w4() for _ in range(cols)] for _ in range(rows)]
     hi = [[w4() for _ in range(cols)] for _ in range(rows)]
-    byte = [[(h << 4) | (l & 15) for l, h in zip(lr, hr)] for lr, hr in zip(lo, hi)]
-    signed8 = [[b - 256 if b >= 128 else b for b in r] for r in byte]
+    signed8 = [[(h << 4) | (l & 15) for l, h in zip(lr, hr)] for lr, hr in zip(lo, hi)]   # already int8 range
     loads = [(r, 0, r, signed8[r]) for r in range(rows)]
     stream = []
     for t in range(12):
