@@ -26,8 +26,9 @@ from pathlib import Path
 
 import torch
 
-from hw import cost, energy
-from hw.head import MacDense
+from hw import cost
+from hw.cost import tables
+from hw.rtl.head import MacDense
 from model import flops
 from model.clip import CLIP_MEAN, CLIP_STD
 from model.exits import fixed
@@ -93,7 +94,7 @@ def main() -> None:
         size, bw = spec.split("@")
         lanes = int(size.split("x")[0])
         machine = cost.Machine(lanes, float(bw), 20, 100.0)
-        c = cost.build(im, machine, energy.load(), {k: MacDense(lanes * lanes) for k in CANDIDATES}, head)
+        c = cost.build(im, machine, tables.load(), {k: MacDense(lanes * lanes) for k in CANDIDATES}, head)
         full = c.route_full()
         c_full, e_full = c.cycles(full), c.energy_pj(full)
         ex = cost.expected(c, dist)

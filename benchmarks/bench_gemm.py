@@ -1,8 +1,8 @@
 """Benchmark of the GEMM engine: RTL-measured cycles against SCALE-Sim v2's formulas, and simulation speed.
 
 For each array size and shape it runs the engine under cocotb on Verilator (every output is
-checked bit-exact against model.intops, every cycle count against hw/schedule.py) and prints
-the measured cycles (start to done), the utilization two ways (``hw.schedule.utilization``:
+checked bit-exact against model.intops, every cycle count against hw/cost/schedule.py) and prints
+the measured cycles (start to done), the utilization two ways (``hw.cost.schedule.utilization``:
 start to done with the weights streamed from an ideal source; and with io, adding the
 activation/parameter load and unload beats the engine waits for while idle,
 ``Schedule.io_cycles``), the cycles of SCALE-Sim v2's output-stationary and
@@ -22,8 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hw import gemm, schedule  # noqa: E402
-from sim import verify  # noqa: E402
+from hw.rtl import gemm
+from hw.cost import schedule
+from sim import gemm as verify
 
 SHAPES = "50x768x768,50x768x3072,197x192x192"
 

@@ -17,8 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from hw.cost import timeline
 from hw import program  # noqa: E402
-from hw.schedule import WeightSource  # noqa: E402
+from hw.cost.schedule import WeightSource  # noqa: E402
 
 BANDWIDTHS = [1, 2, 4, 8, 16]
 LATENCY = 20
@@ -32,8 +33,8 @@ def sweep(im, lanes: int) -> list[dict]:
     rows = []
     for bw in BANDWIDTHS:
         src = WeightSource(bw, LATENCY)
-        cycles = sum(program.predict(seg, lanes, src))
-        shares = program.shares(seg, lanes, src)
+        cycles = sum(timeline.predict(seg, lanes, src))
+        shares = timeline.shares(seg, lanes, src)
         rows.append({"bandwidth": bw, "cycles": cycles, "utilization": macs / (lanes * lanes * cycles),
                      "shares": {k: shares.get(k, 0) / cycles for k in KINDS}})
     return rows
@@ -45,7 +46,7 @@ def main() -> int:
     from model.checkpoint import load_checkpoint
     from model.data import load_fashion_mnist
     from model.quantize import quantize
-    from sim.layer import random_block_model
+    from sim.block import random_block_model
 
     torch.set_num_threads(1)
     model, _ = load_checkpoint()

@@ -17,11 +17,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def main() -> int:
     import torch
 
-    from hw.schedule import WeightSource
+    from hw.cost.schedule import WeightSource
     from model.checkpoint import load_checkpoint
     from model.data import load_fashion_mnist
     from model.quantize import quantize
-    from sim import layer
+    from sim import block as layer
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=8, help="array size L (L x L)")

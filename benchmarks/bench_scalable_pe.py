@@ -1,7 +1,7 @@
 """The precision-scalable systolic array (issue I's stretch goal) against the INT8 one, through
-yosys (``synth_ecp5``) and nextpnr-ecp5 on the LFE5U-85F, out of context (``hw.synth``).
+yosys (``synth_ecp5``) and nextpnr-ecp5 on the LFE5U-85F, out of context (``hw.tools.synth``).
 
-``hw.pe.ScalablePE`` packs two 4-bit weights into its one multiplier's operand, so that a
+``hw.rtl.pe.ScalablePE`` packs two 4-bit weights into its one multiplier's operand, so that a
 packed row does two 4 x 4 MACs a PE; ``hw.cost`` (``Machine.scalable``) prices what that buys a 4-bit block.
 This prints what the PE costs in the fabric: LUT4s, flip-flops, MULT18X18D blocks and Fmax of
 the bare R x R array, both kinds, and writes ``benchmarks/results/bench_scalable_pe.json``.
@@ -20,9 +20,9 @@ from pathlib import Path
 from amaranth import Module, Signal
 from amaranth.lib import wiring
 
-from hw.emit import to_verilog
-from hw.synth import synthesize
-from hw.systolic import SystolicArray
+from hw.rtl.emit import to_verilog
+from hw.tools.synth import synthesize
+from hw.rtl.systolic import SystolicArray
 
 OUT = Path(__file__).parent / "results" / "bench_scalable_pe.json"
 

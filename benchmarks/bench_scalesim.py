@@ -1,6 +1,6 @@
 """The real SCALE-Sim, side by side: the ``scalesim`` package (PyPI scalesim==3.0.0) run on every
 GEMM of one encoder layer, against this project's RTL-validated cycle model
-(``hw.schedule.predict_cycles``) and SCALE-Sim v2's closed-form WS formula.
+(``hw.cost.schedule.predict_cycles``) and SCALE-Sim v2's closed-form WS formula.
 
     .venv/bin/python benchmarks/bench_scalesim.py [--cases vit_b32_16x16,shipped_8x8]
 
@@ -65,7 +65,7 @@ T = ceil(K/R) * ceil(N/C) tiles (SCALE-Sim: folds), both in the same order (n ou
   to whole folds of C: column ``SS@8 preload``) and the run never stalls: the weight load is
   outside "Total Cycles"; only "Total Cycles (incl. prefetch)" (in the JSON) counts it, together
   with writing every fold's partial sums (M N ceil(K/R) words) back to DRAM.
-* This project (hw/schedule.py, equal to the RTL's cycle counter under cocotb): the array fills
+* This project (hw/cost/schedule.py, equal to the RTL's cycle counter under cocotb): the array fills
   once (tile 0's R weight rows), tiles follow each other every P = max(M, R) cycles because each
   PE double-buffers its weight and the next tile's R rows load into the idle bank while the
   current tile streams (hidden when M >= R, as in every GEMM here), and it drains once: a 1-cycle
@@ -76,10 +76,10 @@ T = ceil(K/R) * ceil(N/C) tiles (SCALE-Sim: folds), both in the same order (n ou
   v2 - ours = (T - 1)(2R + C - 2) - 5 exactly (checked on every GEMM): the per-fold load, skew
   and drain that the double buffer and the continuous stream remove.
 * At 8 B/cycle (``ours@8/20``: 8 B/cycle after a 20-cycle latency, predicted exactly by
-  ``hw.schedule.plan``) the engine stalls only at the start, while tile 0's weights trickle in
+  ``hw.cost.schedule.plan``) the engine stalls only at the start, while tile 0's weights trickle in
   (its tiles need R C / 8 cycles of stream per max(M, R) cycles, which 8 B/cycle covers here).
   Q.K^T and P.V read their weights (K^T, V) from the scratchpad at L bytes/cycle after 2 cycles,
-  as the layer program does (``program.desc_cycles``), so they use that source in this column.
+  as the layer program does (``timeline.desc_cycles``), so they use that source in this column.
   SCALE-Sim, with the weights preloaded, shows 0 stalls and the K N / 8 preload instead.
 
 A filter SRAM as small as the engine's weight storage (two R x C banks) would be the closer
@@ -243,7 +243,7 @@ def layer_gemms(width: int, heads: int, mlp: int, tokens: int, lanes: int) -> li
     import torch
 
     from hw import program
-    from sim.layer import random_block_model
+    from sim.block import random_block_model
 
     t, d, dh = tokens, width, width // heads
     chunk = lambda n: [b - a for a, b in program.chunks(n, d)]      # noqa: E731  (as _linear cuts)
@@ -279,13 +279,13 @@ def layer_gemms(width: int, heads: int, mlp: int, tokens: int, lanes: int) -> li
 
 
 def our_cycles(g: dict, lanes: int) -> dict:
-    from hw import program
-    from hw.schedule import WeightSource, predict_cycles, scalesim_v2_ws_formula, tile_counts
+    from hw.rtl import timing
+    from hw.cost.schedule import WeightSource, predict_cycles, scalesim_v2_ws_formula, tile_counts
 
     r = c = lanes
     m, k, n = g["m"], g["k"], g["n"]
-    # the program's rule (program.desc_cycles): K^T and V stream from the scratchpad
-    src = WeightSource(lanes, program.READ_LATENCY) if g["w_scratch"] else WeightSource(BANDWIDTH, LATENCY)
+    # the program's rule (timeline.desc_cycles): K^T and V stream from the scratchpad
+    src = WeightSource(lanes, timing.READ_LATENCY) if g["w_scratch"] else WeightSource(BANDWIDTH, LATENCY)
     kt, nt = tile_counts(k, n, r, c)
     return {"tiles": kt * nt, "v2_ws_formula": scalesim_v2_ws_formula(r, c, m, k, n),
             "ours": predict_cycles(r, c, m, k, n),

@@ -1,1 +1,1 @@
-"""Amaranth RTL of the accelerator: the systolic GEMM engine and its tile schedule."""
+"""The accelerator: its RTL (rtl/), the program it runs (program.py), its cost model (cost/) and the drivers of outside tools (tools/)."""

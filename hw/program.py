@@ -1,5 +1,5 @@
 """The layer engine's program: one list of descriptors, generated here from an IntModel, that
-the controller (``hw.layer``) runs and the cycle model (``predict``) reads. Nothing else
+the controller (``hw.rtl.layer``) runs and the cycle model (``predict``) reads. Nothing else
 describes what the engine does, so the two cannot drift apart.
 
 A program is made of **segments**, each one run by one ``start``: the patch embedding, one
@@ -30,17 +30,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
-from hw import schedule
-from hw.layer import FETCH_CYCLES, Dst, LayerConfig, Op, Src, Unit
-from hw.layernorm import row_cycles as ln_row_cycles
-from hw.softmax import row_cycles as softmax_row_cycles
-from hw.units import AddUnit, GeluUnit, TableUnit
+from hw.rtl.isa import Dst, LayerConfig, Op, Src, Unit
+from hw.rtl.units import TableUnit
 from model.errors import QexitError
 
 
 @dataclass
 class Desc:
-    """One descriptor: the fields of ``hw.layer.desc_layout`` plus what the host and the
+    """One descriptor: the fields of ``hw.rtl.layer.desc_layout`` plus what the host and the
     reports need (``name``, ``kind`` for the cycle shares, ``data``: what the weight or
     parameter stream carries for it)."""
     name: str
@@ -296,82 +293,5 @@ def engine_config(p: Plan, segments: list[list[Desc]], **extra) -> LayerConfig:
         max_bias_n=bias_n, table=any(d.fields.get("unit") == Unit.TABLE for seg in segments for d in seg), **extra)
 
 
-# --------------------------------------------------------------------------- the cycle model
-
-READ_LATENCY = 2      # scratch reader: go → first word valid (address, read, FIFO)
-SIDE_LATENCY = 3      # side channel: go → its reader's first word into the softmax unit (2), + the write
-
-
-def desc_cycles(d: Desc, lanes: int, source: schedule.WeightSource = schedule.IDEAL) -> int:
-    """Cycles of one descriptor that does not wait, from the cycle its fetch starts to the cycle
-    the next fetch starts (a SOFTMAX: its issue only; ``softmax_cycles`` is the side channel's)."""
-    f = d.fields
-    if d.kind == "end":
-        return FETCH_CYCLES
-    if f["op"] == Op.SOFTMAX:
-        return FETCH_CYCLES + 1
-    if f["op"] == Op.GEMM:
-        src = schedule.WeightSource(lanes, READ_LATENCY) if f.get("w_scratch") else source
-        return FETCH_CYCLES + 1 + schedule.predict_cycles(lanes, lanes, f["m"], f["k"], f["n"], src) + 1
-    total = f["total"]
-    lat = READ_LATENCY if f["src"] == Src.SCRATCH or f["unit"] == Unit.ADD else 0
-    unit = f["unit"]
-    if unit == Unit.LN:
-        rows = total // (f["elems"] // lanes)
-        body = rows * ln_row_cycles(f["elems"], lanes)
-    elif unit == Unit.SERIAL:
-        body = total + 1
-    elif unit == Unit.GELU:
-        body = total + GeluUnit.LATENCY
-    elif unit == Unit.TABLE:
-        body = total + TableUnit.LATENCY
-    elif unit == Unit.ADD:
-        body = total + AddUnit.LATENCY
-    else:
-        body = total
-    return FETCH_CYCLES + 1 + lat + body
-
-
-def softmax_cycles(d: Desc, lanes: int) -> int:
-    """Cycles the side channel stays busy after its start: the reader's latency, then one row
-    after the other through the softmax unit into the probability memory."""
-    rows = d["total"] // -(-d["elems"] // lanes)
-    return SIDE_LATENCY + rows * softmax_row_cycles(d["elems"], lanes) - 1
-
-
-def timeline(segment: list[Desc], lanes: int, source: schedule.WeightSource = schedule.IDEAL) -> list[tuple[int, int]]:
-    """(cycles, waited) of every descriptor: the controller's time from its fetch to the next
-    fetch, and how many of those cycles it waited for the softmax side channel. A descriptor
-    that waits (``wait``, every SOFTMAX and the END) is dispatched at max(fetch + 1, the first
-    cycle the side channel is idle); the others at fetch + 1."""
-    t, idle_at, out = 0, 0, []
-    for d in segment:
-        waits = bool(d["wait"]) or d.kind == "end" or d["op"] == Op.SOFTMAX
-        dispatch = max(t + 1, idle_at) if waits else t + 1
-        waited = dispatch - (t + 1)
-        nxt = dispatch + 1 if d.kind == "end" else dispatch - 1 + desc_cycles(d, lanes, source)
-        if d["op"] == Op.SOFTMAX and d.kind != "end":
-            idle_at = dispatch + 2 + softmax_cycles(d, lanes)
-        out.append((nxt - t, waited))
-        t = nxt
-    return out
-
-
-def predict(segment: list[Desc], lanes: int, source: schedule.WeightSource = schedule.IDEAL) -> list[int]:
-    """Cycles of every descriptor of a segment; their sum is the segment's start → done count."""
-    return [c for c, _ in timeline(segment, lanes, source)]
-
-
 def segment_macs(segment: list[Desc]) -> int:
     return sum(d["m"] * d["k"] * d["n"] for d in segment if d.kind == "gemm")
-
-
-def shares(segment: list[Desc], lanes: int, source: schedule.WeightSource = schedule.IDEAL) -> dict[str, int]:
-    """Controller cycles per descriptor kind (gemm, ln, softmax, gelu, add, move, transpose,
-    params, tap, end). Softmax runs beside the GEMMs: its share is its issue plus the cycles
-    the controller waited for it, the time it still takes from the layer."""
-    out: dict[str, int] = {}
-    for d, (c, waited) in zip(segment, timeline(segment, lanes, source)):
-        out[d.kind] = out.get(d.kind, 0) + c - waited
-        out["softmax"] = out.get("softmax", 0) + waited
-    return out

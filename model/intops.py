@@ -254,7 +254,7 @@ ISQRT_BITS = 56         # isqrt takes n < 2**56 and gives a root < 2**28, one bi
 def isqrt(n: torch.Tensor) -> torch.Tensor:
     """Exact floor(sqrt(n)) of int64 values in [0, 2**ISQRT_BITS).
 
-    The hardware (``hw/layernorm.py``, the exit head) runs a digit recurrence: one root bit per
+    The hardware (``hw/rtl/layernorm.py``, the exit head) runs a digit recurrence: one root bit per
     step from the top, setting bit b of the root if (root | 2**b)**2 <= n; after ISQRT_BITS/2
     steps it holds the exact floor. The floor is unique, so this computes it the fast way: the
     float64 root (within 2**-24 of the real one for n < 2**56) truncated, then corrected by one

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from model.errors import QexitError
-from model.markdown import markdown_table
+from qexit.render.markdown import markdown_table
 
 __all__ = ["REPORTS_DIR", "markdown_table", "report_dir", "write_summary"]
 

@@ -3,7 +3,7 @@
 The test images are cut into shards of ``shard_size`` images in a fixed order. Each shard is
 one task, ``run_shard``: it runs ``sim.run.run_images`` on a ``RunDesign`` that its worker
 process prepares once (Verilog generation and the simulator build; builds are shared between
-processes through the build cache, ``sim.runner.build``, which locks a build while it
+processes through the build cache, ``sim.simulator.build``, which locks a build while it
 compiles) and keeps for every later shard. The client writes each finished shard to
 ``<work>/shard-NNNNN.json`` as it completes (write, then rename, so a file is whole or
 absent); the merge reads the shards in shard order, so the summary does not depend on how
@@ -62,7 +62,7 @@ _DESIGNS: dict = {}        # per process: RunSpec -> (RunDesign, test images)
 
 def _design(spec: RunSpec):
     if spec not in _DESIGNS:
-        from hw.schedule import WeightSource
+        from hw.cost.schedule import WeightSource
         from model.data import load_fashion_mnist
         from model.exits import exit_path
         from model.quantize import load_intmodel

@@ -1,6 +1,6 @@
 """Checks of the exit path in hardware against the fixed-point reference (issue F).
 
-* ``verify_hls``: the hls4ml head (``hw.head_hls``), one C-simulated project per candidate
+* ``verify_hls``: the hls4ml head (``hw.tools.hls``), one C-simulated project per candidate
   layer, on the golden model's real int8 tokens, against ``FixedHead.layer`` computed on the
   host from the same tokens (``model.exits.fixed.token_sums``).
 * ``verify_comparator``: the whole test split's head outputs (saved by `qexit exits` in the
@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from hw.head import head_design
+from hw.rtl.head import head_design
 from model.errors import QexitError
 from model.exits.decision import decide
 from model.exits.exit_path import ExitPath
@@ -78,7 +78,7 @@ def verify_hls(ep: ExitPath, tokens: list[torch.Tensor], folder: Path, progress:
                jobs: int | None = None) -> list[LayerCheck]:
     """Convert each layer's head into an hls4ml project under ``folder``, compile them
     (``jobs`` at a time), and C-simulate each on its tokens."""
-    from hw import head_hls
+    from hw.tools import hls as head_hls
 
     head_hls.check_gxx()
     models = [head_hls.build(ep.head, k, ep.tokens, folder / f"layer{lay:02d}", compile=False)
@@ -175,7 +175,7 @@ def image_outcomes(stream: dict, ep: ExitPath, idx: torch.Tensor, exit_bits: tor
 
 def comparator_cases(ep: ExitPath, stream: dict, per_case: int = 2000) -> list[dict]:
     """The stream as ``sim.units`` cases: the threshold registers, then the decisions' beats."""
-    from hw import comparator
+    from hw.rtl import comparator
     from sim.units import pack_fields
 
     k, c = len(ep.layers), ep.test_scores.shape[2]
@@ -270,8 +270,8 @@ def verify_head(ep: ExitPath, tokens: list[torch.Tensor], layers: list[int], lan
     (every other one) against ``head_cycles``. With ``macs`` one head (``MacDense``) serves
     them all, and the images take turns among the candidates; with ``macs`` None each
     candidate gets its own da4ml head."""
-    from sim import runner
-    from sim.host import lanes_to_words
+    from sim import simulator as runner
+    from sim.packing import lanes_to_words
     from sim.units import run_cases
 
     out = {}

@@ -5,7 +5,7 @@ The weights of a real accelerator come from DRAM; in simulation they come from
 ``WeightMemory``, an HDL model, so that cocotb only loads memories and waits for ``done``
 (no Python runs per cycle while the engine computes). The model holds the weight words of
 one GEMM and offers them on the engine's ``w_in`` in order, word k from the cycle
-``hw.schedule.WeightSource.available(k)`` on, with integer arithmetic:
+``hw.cost.schedule.WeightSource.available(k)`` on, with integer arithmetic:
 
 * bandwidth B = ``bw_num / bw_den`` bytes/cycle, first-word latency L = ``latency``;
 * at cycle t (0 = the first cycle after ``start`` is sampled) ``credit = max(0, t - L + 1) * bw_num``
@@ -29,9 +29,9 @@ from amaranth import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw import emit
-from hw.gemm import GemmConfig, GemmEngine, engine_ports
-from hw.schedule import WeightSource
+from hw.rtl import emit
+from hw.rtl.gemm import GemmConfig, GemmEngine, engine_ports
+from hw.cost.schedule import WeightSource
 
 STALL_THRESHOLD = 5        # valid is dropped when the LFSR's low 4 bits are below this (5/16)
 
@@ -145,7 +145,7 @@ class LayerHarness(wiring.Component):
     idle, from address 0 after every ``start``."""
 
     def __init__(self, cfg, weight_words: int, param_words: int, trace_words: int, extra: dict | None = None):
-        from hw.layer import LayerEngine
+        from hw.rtl.layer import LayerEngine
         self.cfg = cfg
         self.engine = LayerEngine(cfg)
         self.sizes = (weight_words, param_words, trace_words)
@@ -197,7 +197,7 @@ def layer_top_name(cfg) -> str:
 
 
 class RunHarness(LayerHarness):
-    """The early-exit run (issue G): ``LayerHarness`` plus the exit heads (``hw.head.ExitHead``)
+    """The early-exit run (issue G): ``LayerHarness`` plus the exit heads (``hw.rtl.head.ExitHead``)
     and the exit comparator. ``heads`` lists (candidate indices, dense layers) per head: one
     ``MacDense`` head serves every enabled candidate, a da4ml head one. The words the program
     sends to the host are also teed to the head whose candidates include ``sel`` (candidate
@@ -209,7 +209,7 @@ class RunHarness(LayerHarness):
 
     def __init__(self, cfg, sizes: tuple[int, int, int], head, heads: list[tuple[list[int], object]], tokens: int,
                  candidates: int):
-        from hw import comparator
+        from hw.rtl import comparator
         self.head, self.heads, self.tokens, self.candidates = head, heads, tokens, candidates
         super().__init__(cfg, *sizes, extra={
             "sel": In(range(candidates + 1)), "th_in": In(stream.Signature(comparator.THRESHOLD)),
@@ -217,8 +217,8 @@ class RunHarness(LayerHarness):
             "dec_clear": In(1), "now": Out(32), "t_done": Out(32), "t_dec": Out(32)})
 
     def elaborate(self, platform):
-        from hw.comparator import ExitComparator
-        from hw.head import ExitHead
+        from hw.rtl.comparator import ExitComparator
+        from hw.rtl.head import ExitHead
 
         m = super().elaborate(platform)
         eng, L = self.engine, self.cfg.lanes

@@ -1,7 +1,7 @@
 """The early-exit run in RTL (issue G, item 1): the layer engine runs the model layer by layer on
 real test images; after each candidate layer whose exit is on, its exit head (``ExitHead``)
 takes the layer's tokens from the engine's tap and the exit comparator decides; on ``exit`` the
-sequencer (the cocotb testbench, ``sim/tb_run.py``) ends the image. Harness:
+sequencer (the cocotb testbench, ``sim/tb/run.py``) ends the image. Harness:
 ``sim.harness.RunHarness``.
 
 Checked per image, against references computed on the host on their own:
@@ -25,15 +25,15 @@ from pathlib import Path
 import torch
 
 from hw import program
-from hw.layer import desc_layout
-from hw.schedule import IDEAL, WeightSource
+from hw.rtl.isa import desc_layout
+from hw.cost.schedule import IDEAL, WeightSource
 from model.errors import QexitError
 from model.exits.decision import decide
 from model.exits.exit_path import ExitPath
 from model.exits.fixed import token_sums
 from model.golden import Golden
 from model.quantize import IntModel
-from sim.layer import harness_sizes, read_taps, segment_job
+from sim.block import harness_sizes, read_taps, segment_job
 
 CLASS_BITS, LAYER_SHIFT = 15, 16          # comparator.OUT: exit | cls << 1 | layer << 16
 
@@ -117,9 +117,9 @@ def reference(im: IntModel, ep: ExitPath, images: torch.Tensor) -> tuple[list[in
 
 def run_design(im: IntModel, ep: ExitPath, lanes: int, macs: int | None):
     """(plan, segments by name, engine config, layout, heads): the heads as (candidate indices,
-    dense layers): one ``hw.head.MacDense(macs)`` head for every enabled candidate, or with
+    dense layers): one ``hw.rtl.head.MacDense(macs)`` head for every enabled candidate, or with
     ``macs`` None one da4ml head each."""
-    from hw.head import MacDense, head_dense_plan
+    from hw.rtl.head import MacDense, head_dense_plan
 
     plan, segs = program.model_program(im, lanes, tap=False)
     on = enabled(ep)
@@ -154,10 +154,12 @@ class RunDesign:
 def prepare(im: IntModel, ep: ExitPath, lanes: int = 8, source: WeightSource = IDEAL, simulator: str | None = None,
             macs: int | None = None) -> RunDesign:
     """Generate and build the run harness for ``im`` and ``ep`` (the heads' dense layers on
-    ``macs`` multipliers, ``hw.head.MacDense``, or da4ml's when None)."""
-    from hw import cost, emit, energy
-    from hw.head import dense_verilog
-    from sim import runner
+    ``macs`` multipliers, ``hw.rtl.head.MacDense``, or da4ml's when None)."""
+    from hw import cost
+    from hw.rtl import emit
+    from hw.cost import tables
+    from hw.rtl.head import dense_verilog
+    from sim import simulator as runner
     from sim.harness import RunHarness
 
     ep.check_width(im.config.width)
@@ -169,14 +171,14 @@ def prepare(im: IntModel, ep: ExitPath, lanes: int = 8, source: WeightSource = I
     verilog = emit.to_verilog(harness, top) + "\n" + dense_verilog(d for _, d in heads)
     b = runner.build(verilog, top, simulator=simulator)
     machine = cost.Machine(lanes, source.bandwidth, source.latency)
-    costs = cost.build(im, machine, energy.load(), {ep.layers[k]: d for ks, d in heads for k in ks}, ep.head)
+    costs = cost.build(im, machine, tables.load(), {ep.layers[k]: d for ks, d in heads for k in ks}, ep.head)
     return RunDesign(im, ep, lanes, source, plan, named, layout, jobs, b, costs, enabled(ep))
 
 
 def verify_run(im: IntModel, ep: ExitPath, images: torch.Tensor, lanes: int = 8, source: WeightSource = IDEAL,
                simulator: str | None = None, folder: Path | None = None, macs: int | None = None) -> RunResult:
     """Run ``images`` through the early-exit RTL and check them (module docstring); the heads'
-    dense layers on ``macs`` multipliers (``hw.head.MacDense``), or da4ml's when None."""
+    dense layers on ``macs`` multipliers (``hw.rtl.head.MacDense``), or da4ml's when None."""
     if len(images) == 0:
         raise QexitError("no images to run; give --images >= 1")
     return run_images(prepare(im, ep, lanes, source, simulator, macs), images, folder)
@@ -184,8 +186,8 @@ def verify_run(im: IntModel, ep: ExitPath, images: torch.Tensor, lanes: int = 8,
 
 def run_images(d: RunDesign, images: torch.Tensor, folder: Path | None = None) -> RunResult:
     """Run ``images`` through a prepared run and check them against the references."""
-    from hw import comparator
-    from sim import runner
+    from hw.rtl import comparator
+    from sim import simulator as runner
     from sim.harness import source_ports
     from sim.units import pack_fields
 
@@ -208,7 +210,7 @@ def run_images(d: RunDesign, images: torch.Tensor, folder: Path | None = None) -
     with tempfile.TemporaryDirectory(prefix="qexit-run-") as tmp:     # runs of one build may overlap
         cases, results = Path(tmp) / "run.pt", Path(tmp) / "results.pt"
         torch.save(spec, cases)
-        res = runner.run(d.build, "sim.tb_run", testcase="run", folder=folder or Path(tmp) / "sim",
+        res = runner.run(d.build, "sim.tb.run", testcase="run", folder=folder or Path(tmp) / "sim",
                          settings={"QEXIT_TB_CASES": str(cases), "QEXIT_TB_RESULTS": str(results)})
         got = torch.load(results, weights_only=False) if results.exists() else []
         log = runner.log_tail(res) if not res.passed or len(got) != len(images) else ""

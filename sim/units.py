@@ -2,7 +2,7 @@
 
 For each unit, ``*_cases`` draws random valid constants and random input rows (plus corner
 rows), and computes the expected outputs with ``model.intops`` here, on the host. The
-testbench (``sim.tb_units``) only streams the packed beats through the RTL and returns the
+testbench (``sim.tb.units``) only streams the packed beats through the RTL and returns the
 output beats; ``verify_unit`` compares every output integer with the expectation.
 
 A *row* is one input beat of ``lanes`` values for the element-wise units (requantizer, add,
@@ -25,11 +25,15 @@ from typing import Callable
 import torch
 from amaranth import Shape
 
-from hw import comparator, emit, layernorm, softmax, units
+from hw.rtl import comparator
+from hw.rtl import emit
+from hw.rtl import layernorm
+from hw.rtl import softmax
+from hw.rtl import units
 from model import intops
 from model.errors import QexitError
-from sim import runner
-from sim.host import lanes_to_words, words_to_lanes
+from sim import simulator as runner
+from sim.packing import lanes_to_words, words_to_lanes
 
 LANES = 4                   # lanes of every unit under test
 ROWS_PER_CASE = 500         # rows that share one set of constants
@@ -123,7 +127,7 @@ def _ln_rows(g: torch.Generator, n: int, d: int) -> torch.Tensor:
 
 
 def layernorm_param_words(g: torch.Tensor, b: torch.Tensor, lanes: int, lane_bits: int | None = None) -> list[int]:
-    """Per-channel g, b → parameter words of ``lanes`` channels (``hw.layernorm.LN_PARAM``: g in
+    """Per-channel g, b → parameter words of ``lanes`` channels (``hw.rtl.layernorm.LN_PARAM``: g in
     a lane's low 17 bits, b in the next 48), ``lane_bits`` apart (default: packed, the unit's
     ``p_in``; the layer engine's parameter stream puts them ``PARAM_BITS`` apart)."""
     ch = [(gi & (2 ** 17 - 1)) | ((bi & (2 ** 48 - 1)) << 17) for gi, bi in zip(g.tolist(), b.tolist())]
@@ -355,7 +359,7 @@ class UnitResult:
 
 
 def run_in_amaranth(unit: Unit, case: dict, timing: dict | None = None) -> torch.Tensor:
-    """One case through the unit in Amaranth's own simulator (the same steps as ``sim.tb_units``,
+    """One case through the unit in Amaranth's own simulator (the same steps as ``sim.tb.units``,
     without back-pressure): the output values, shaped like ``case["expected"]``. ``timing``,
     when given, receives the cycles from the first input beat taken to the last output beat
     (``cycles``), both counted."""
@@ -427,7 +431,7 @@ def run_unit(name: str, cases: list[dict], seed: int = 0, *, simulator: str | No
 def run_cases(b: runner.Build, name: str, cases: list[dict], beats: Callable[[dict], list[int]], out_lanes: int,
               out_bits: int, seed: int = 0, *, stall: bool = True, folder: Path | None = None) -> UnitResult:
     """Run the cases through a built design with an ``inp`` and an ``out`` stream (the testbench
-    ``sim.tb_units``) and compare every output with ``expected``; ``cycles`` gets each case's
+    ``sim.tb.units``) and compare every output with ``expected``; ``cycles`` gets each case's
     cycles from its first input beat to its last output beat."""
     tb = [{"ports": c["ports"], "loads": c.get("loads", {}), "beats": beats(c),
            "count": c["expected"].numel() // out_lanes, "seed": seed * 1000 + i,
@@ -435,7 +439,7 @@ def run_cases(b: runner.Build, name: str, cases: list[dict], beats: Callable[[di
     with tempfile.TemporaryDirectory(prefix="qexit-units-") as tmp:
         cases_path, results_path = Path(tmp) / "cases.pt", Path(tmp) / "results.json"
         torch.save(tb, cases_path)
-        res = runner.run(b, "sim.tb_units", folder=folder,
+        res = runner.run(b, "sim.tb.units", folder=folder,
                          settings={"QEXIT_TB_CASES": str(cases_path), "QEXIT_TB_RESULTS": str(results_path)})
         results = json.loads(results_path.read_text()) if results_path.exists() else None
     out = UnitResult(name, sum(c.get("rows", c["expected"].shape[0]) for c in cases), seconds=res.seconds)

@@ -67,7 +67,7 @@ def pytest_runtest_setup(item):
     mark = item.get_closest_marker("simulator")
     if mark is None:
         return
-    from sim import runner
+    from sim import simulator as runner
     name = mark.args[0] if mark.args else None
     found = runner.available()
     if (name in found) if name else found:

@@ -121,7 +121,7 @@ def test_quantize_an_assignment(tiny_trained, tmp_path, monkeypatch):
     (["verify", "run", "--exit-path", "none.pt"], "none.pt"),
 ])
 def test_verify_bad_input_is_one_line_before_any_simulation(argv, message, tmp_path, monkeypatch, capsys):
-    from sim import runner
+    from sim import simulator as runner
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(runner, "build", lambda *a, **k: pytest.fail("simulation started"))
     assert main(argv) == 2

@@ -1,4 +1,4 @@
-"""hw/comparator.py: the exit comparator against model.exits.decision.decide, in Amaranth's
+"""hw/rtl/comparator.py: the exit comparator against model.exits.decision.decide, in Amaranth's
 simulator and under cocotb (random scores with ties, gates at and around the thresholds,
 random candidate masks, back-pressure)."""
 import gc
@@ -8,7 +8,7 @@ import pytest
 import torch
 from amaranth.hdl import UnusedElaboratable
 
-from hw import comparator
+from hw.rtl import comparator
 from model.errors import QexitError
 from model.exits.decision import decide
 from sim import units as sim_units

@@ -1,12 +1,14 @@
-"""hw/cost.py: the cost model's cycles come from the program, its counts agree with MACs and
+"""hw/cost/: the cost model's cycles come from the program, its counts agree with MACs and
 weight bytes computed from the model's shapes on their own, and bad input is one line."""
 import json
 import math
 
 import pytest
 
-from hw import cost, energy, program
-from hw.head import head_cycles
+from hw.cost import timeline
+from hw import cost, program
+from hw.cost import tables
+from hw.rtl.head import head_cycles
 from model.errors import QexitError
 from model.quantize import random_intmodel
 from model.vit import ViTConfig
@@ -28,14 +30,14 @@ def ep(exit_path_files):
 
 @pytest.fixture(scope="module")
 def costs(im, ep):
-    return cost.build(im, cost.Machine(8, 2.0, 20, 200.0), energy.load(), {1: LAT, 3: LAT}, ep.head)
+    return cost.build(im, cost.Machine(8, 2.0, 20, 200.0), tables.load(), {1: LAT, 3: LAT}, ep.head)
 
 
 def test_full_depth_is_the_programs_cycles(im, costs):
-    """INT8 full depth = every segment of the program (no taps), as program.predict gives them."""
+    """INT8 full depth = every segment of the program (no taps), as timeline.predict gives them."""
     plan, segs = program.model_program(im, 8, tap=False)
     src = costs.machine.source
-    assert costs.cycles(costs.route_full()) == sum(sum(program.predict(s, 8, src)) for s in segs)
+    assert costs.cycles(costs.route_full()) == sum(sum(timeline.predict(s, 8, src)) for s in segs)
     dist = cost.Distribution((4,), (1.0,), ())
     assert cost.expected(costs, dist)["cycles"] == costs.cycles(costs.route_full())
 
@@ -43,8 +45,8 @@ def test_full_depth_is_the_programs_cycles(im, costs):
 def test_an_exit_costs_its_layers_taps_and_decisions(im, ep, costs):
     plan, _ = program.model_program(im, 8)
     src = costs.machine.source
-    tap = {i: sum(program.predict(program.layer_segment(plan, im, i - 1, tap=True), 8, src)) for i in (1, 3)}
-    plain = {i: sum(program.predict(program.layer_segment(plan, im, i - 1, tap=False), 8, src)) for i in (2,)}
+    tap = {i: sum(timeline.predict(program.layer_segment(plan, im, i - 1, tap=True), 8, src)) for i in (1, 3)}
+    plain = {i: sum(timeline.predict(program.layer_segment(plan, im, i - 1, tap=False), 8, src)) for i in (2,)}
     tokens, w = CFG.num_patches + 1, CFG.width // 8
     decision = head_cycles(ep.head, tokens, 8, LAT) - tokens * w + 2 + 1 - 3       # less the END after the tap
     assert costs.decision[1].cycles == decision
@@ -57,10 +59,10 @@ def test_an_exit_costs_its_layers_taps_and_decisions(im, ep, costs):
 def test_a_mac_head_costs_its_rows_and_rom_reads(im, ep):
     """With the MAC head (one for both candidates), a decision takes the head's rows, one ROM
     word a cycle, and reads every word of one candidate's fc1 and fc2 and the class embeddings."""
-    from hw.head import MacDense
+    from hw.rtl.head import MacDense
     h, mac = ep.head, MacDense(4)
-    c = cost.build(im, cost.Machine(8, 2.0, 20, 200.0), energy.load(), {1: mac, 3: mac}, h)
-    with_lat = cost.build(im, cost.Machine(8, 2.0, 20, 200.0), energy.load(), {1: LAT, 3: LAT}, h)
+    c = cost.build(im, cost.Machine(8, 2.0, 20, 200.0), tables.load(), {1: mac, 3: mac}, h)
+    with_lat = cost.build(im, cost.Machine(8, 2.0, 20, 200.0), tables.load(), {1: LAT, 3: LAT}, h)
     rows = h.hidden * (h.width // 4) + h.embed_dim * (h.hidden // 4) + h.classes * (h.embed_dim // 4)
     da4ml = sum(lat + 1 for lat in LAT) + h.hidden // 8 + 3 + h.embed_dim // 8 + 3
     assert c.decision[1].cycles - with_lat.decision[1].cycles == rows + 7 + 7 + 3 - da4ml
@@ -83,11 +85,11 @@ def test_counts_match_the_models_shapes(im, costs):
 
 def test_energy_is_counts_times_the_table(costs, tmp_path):
     base = costs.energy_pj(costs.route_full())
-    values = json.loads(energy.DEFAULT.read_text())
+    values = json.loads(tables.DEFAULT.read_text())
     doubled = {k: (v * 2 if isinstance(v, (int, float)) else {s: e * 2 for s, e in v.items()} if isinstance(v, dict) else v)
                for k, v in values.items()}
     (tmp_path / "x2.json").write_text(json.dumps(doubled))
-    twice = cost.Costs(**{**costs.__dict__, "table": energy.load(tmp_path / "x2.json")})
+    twice = cost.Costs(**{**costs.__dict__, "table": tables.load(tmp_path / "x2.json")})
     assert twice.energy_pj(twice.route_full()) == pytest.approx(2 * base)
     e = costs.embed.energy(costs.table, costs.mems)
     assert e["dram"] == pytest.approx(costs.embed.counts["dram_bytes"] * 1950 / 8)
@@ -142,9 +144,9 @@ def test_bad_machines_and_candidates(im, ep):
     with pytest.raises(QexitError, match="bandwidth -1"):
         cost.Machine(8, -1, 20, 100)
     with pytest.raises(QexitError, match="outside 1..3"):
-        cost.build(im, cost.Machine(), energy.load(), {4: LAT}, ep.head)
+        cost.build(im, cost.Machine(), tables.load(), {4: LAT}, ep.head)
     with pytest.raises(QexitError, match="batch 0"):
-        cost.throughput(cost.build(im, cost.Machine(), energy.load(), {}, None), None, 0)
+        cost.throughput(cost.build(im, cost.Machine(), tables.load(), {}, None), None, 0)
 
 
 def exits_json(depth=4):

@@ -1,11 +1,11 @@
-"""hw/emit.py: the confined patch of amaranth's memory emitter still does exactly its job."""
+"""hw/rtl/emit.py: the confined patch of amaranth's memory emitter still does exactly its job."""
 import pytest
 from amaranth import Module, signed
 from amaranth.back import rtlil, verilog
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw import emit
+from hw.rtl import emit
 from model.errors import QexitError
 
 

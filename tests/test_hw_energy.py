@@ -1,14 +1,14 @@
-"""hw/energy: the energy tables the cost model reads, and their refusals."""
+"""hw/cost/tables: the energy tables the cost model reads, and their refusals."""
 import json
 
 import pytest
 
-from hw import energy
+from hw.cost import tables
 from model.errors import QexitError
 
 
 def test_default_table_is_horowitz():
-    t = energy.load()
+    t = tables.load()
     assert "ISSCC 2014" in t.source and t.name == "horowitz_45nm"
     assert t.int8_mac == pytest.approx(0.3)
     assert t.sram_read(8192) == 10.0 and t.sram_read(32768) == 20.0 and t.sram_read(1 << 20) == 100.0
@@ -19,11 +19,11 @@ def test_default_table_is_horowitz():
 
 
 def test_missing_keys_are_named(tmp_path):
-    values = json.loads(energy.DEFAULT.read_text())
+    values = json.loads(tables.DEFAULT.read_text())
     del values["int8_mult"], values["dram_read_64b"]
     (tmp_path / "t.json").write_text(json.dumps(values))
     with pytest.raises(QexitError, match="misses int8_mult, dram_read_64b"):
-        energy.load(tmp_path / "t.json")
+        tables.load(tmp_path / "t.json")
 
 
 @pytest.mark.parametrize("change,words", [
@@ -32,15 +32,15 @@ def test_missing_keys_are_named(tmp_path):
     ({"unit": "nJ"}, "give its energies in pJ"),
 ])
 def test_bad_values_are_refused(tmp_path, change, words):
-    values = {**json.loads(energy.DEFAULT.read_text()), **change}
+    values = {**json.loads(tables.DEFAULT.read_text()), **change}
     (tmp_path / "t.json").write_text(json.dumps(values))
     with pytest.raises(QexitError, match=words):
-        energy.load(tmp_path / "t.json")
+        tables.load(tmp_path / "t.json")
 
 
 def test_missing_and_unreadable_files(tmp_path):
     with pytest.raises(QexitError, match="no energy table"):
-        energy.load(tmp_path / "none.json")
+        tables.load(tmp_path / "none.json")
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(QexitError, match="not readable JSON"):
-        energy.load(tmp_path / "bad.json")
+        tables.load(tmp_path / "bad.json")

@@ -1,5 +1,5 @@
-"""hw/gemm.py: the requantizer and the whole engine against model.intops, in Amaranth's
-simulator (tiny shapes) and under cocotb on Verilator through sim/verify.py and sim/runner.py
+"""hw/rtl/gemm.py: the requantizer and the whole engine against model.intops, in Amaranth's
+simulator (tiny shapes) and under cocotb on Verilator through sim/gemm.py and sim/simulator.py
 (the default run: 4x4 and one 8x8 smoke shape; ``-m slow``: the full sweep over 4x4, 8x8 and
 16x16 with the ViT-B/32 shapes)."""
 import random
@@ -8,11 +8,15 @@ import pytest
 import torch
 from amaranth.sim import Simulator
 
-from hw import gemm, schedule
+from hw.rtl import gemm
+from hw.cost import schedule
 from model import intops
 from model.errors import QexitError
 from qexit.cli import main as cli_main
-from sim import harness, host, runner, verify
+from sim import harness
+from sim import packing as host
+from sim import simulator as runner
+from sim import gemm as verify
 
 needs_simulator = pytest.mark.simulator()
 
@@ -58,7 +62,7 @@ def test_requantizer_matches_intops():
 
 def simulate_engine(cfg: gemm.GemmConfig, case: dict,
                     source: schedule.WeightSource = schedule.IDEAL) -> tuple[torch.Tensor, int, int]:
-    """``sim.host.drive`` on the harness (engine + memory model) in Amaranth's simulator:
+    """``sim.packing.drive`` on the harness (engine + memory model) in Amaranth's simulator:
     (outputs, cycles from start to done, RTL counter)."""
     dut = harness.GemmHarness(cfg)
     got = {}
@@ -91,7 +95,7 @@ def test_engine_bit_exact_and_cycle_exact_in_amaranth_sim(rows, cols, shape):
     (2, 3, (1, 5, 4), 100, 30), (3, 3, (9, 8, 7), 2.5, 1),
 ])
 def test_streamed_weights_stall_exactly_as_predicted_in_amaranth_sim(rows, cols, shape, bandwidth, latency):
-    """A slow or late weight source: outputs still exact, and the stalls exactly as hw/schedule.py says."""
+    """A slow or late weight source: outputs still exact, and the stalls exactly as hw/cost/schedule.py says."""
     cfg = gemm.GemmConfig(rows, cols, max_m=16, max_k=16, max_n=16)
     case = verify.make_case(*shape, seed=sum(shape))
     source = schedule.WeightSource(bandwidth, latency)
@@ -198,7 +202,7 @@ def test_bad_operands_stop_before_any_simulation(monkeypatch):
 
 
 def test_verilog_has_the_streams_and_no_memory_initialisation():
-    """(hw/emit.py's own tests check the patch itself.)"""
+    """(hw/rtl/emit.py's own tests check the patch itself.)"""
     text = gemm.to_verilog(gemm.GemmConfig(2, 3))
     head = text[:text.index(");")]
     for port in ("a_in__payload", "w_in__valid", "p_in__ready", "out__payload", "start", "done",
@@ -228,7 +232,7 @@ def test_gemm_runner():
 @pytest.mark.parametrize("bandwidth,latency", [(2, 10), (16, 0), (0.7, 3)])
 def test_streamed_weights_runner(bandwidth, latency):
     """The weights from a memory model of a given bandwidth and first-word latency: every
-    output exact, and the stalls as hw/schedule.py predicts them, cycle for cycle."""
+    output exact, and the stalls as hw/cost/schedule.py predicts them, cycle for cycle."""
     shapes = [(50, 40, 13), (3, 17, 9)]
     res = verify.verify_gemm(4, 4, shapes, seed=12, bandwidth=bandwidth, latency=latency)
     assert res.passed and res.cycle_errors == 0, _report(res)

@@ -1,4 +1,4 @@
-"""hw/head.py: the exit head as RTL (da4ml dense layers + Amaranth), under cocotb against the
+"""hw/rtl/head.py: the exit head as RTL (da4ml dense layers + Amaranth), under cocotb against the
 fixed-point head on real tokens, to the integer and to the cycle; its da4ml layers; and its
 refusals."""
 import gc
@@ -7,7 +7,7 @@ import warnings
 import pytest
 from amaranth.hdl import UnusedElaboratable
 
-from hw import head as hw_head
+from hw.rtl import head as hw_head
 from model.errors import QexitError
 from model.exits import exit_path
 from qexit.cli import main
@@ -45,8 +45,8 @@ def test_head_rtl_is_bit_and_cycle_exact(real, tmp_path):
     for c in cases:
         c["expected"][:, 1] += 1
     dut, verilog, top, _ = hw_head.head_design(ep, [0], 8)
-    from sim import runner
-    from sim.host import lanes_to_words
+    from sim import simulator as runner
+    from sim.packing import lanes_to_words
     from sim.units import run_cases
     bad = run_cases(runner.build(verilog, top), top, cases, lambda c: lanes_to_words(c["inputs"], 8), 3, 32)
     assert bad.matched == bad.total - 10 * ep.head.classes

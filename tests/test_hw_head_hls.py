@@ -1,4 +1,4 @@
-"""hw/head_hls.py: the exit head through hls4ml. The PyTorch graph that hls4ml converts equals
+"""hw/tools/hls.py: the exit head through hls4ml. The PyTorch graph that hls4ml converts equals
 the fixed-point head; the compiled C simulation equals it on real tokens and on corner tokens;
 and the bad inputs (no g++, an unwritable project folder) are one clear line."""
 import shutil
@@ -6,7 +6,7 @@ import shutil
 import pytest
 import torch
 
-from hw import head_hls
+from hw.tools import hls as head_hls
 from model.errors import QexitError
 from model.exits import exit_path
 from model.exits.fixed import token_sums

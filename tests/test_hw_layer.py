@@ -1,16 +1,17 @@
-"""The layer engine (hw/layer.py) running hw/program.py's program: bit-exact against the golden
+"""The layer engine (hw/rtl/layer.py) running hw/program.py's program: bit-exact against the golden
 model and cycle-exact against the program's cycle model, in Amaranth's simulator and under
 cocotb; and the bad inputs it refuses before any simulation."""
 import pytest
 import torch
 
+from hw.cost import timeline
 from hw import program
-from hw.layer import LayerConfig
-from hw.schedule import WeightSource
+from hw.rtl.isa import LayerConfig
+from hw.cost.schedule import WeightSource
 from model.errors import QexitError
 from model.quantize import random_intmodel
 from model.vit import ViTConfig
-from sim import layer
+from sim import block as layer
 
 TINY = ViTConfig(image_size=8, patch=4, channels=1, width=16, depth=2, heads=2, mlp_ratio=2, embed_dim=8, num_classes=3)
 
@@ -86,8 +87,8 @@ def test_cycle_shares_add_up(tiny):
     plan, segs = program.model_program(tiny, 4)
     seg = segs[1]
     src = WeightSource(2, 20)
-    assert sum(program.shares(seg, 4, src).values()) == sum(program.predict(seg, 4, src))
-    assert sum(program.predict(seg, 4, WeightSource(1, 20))) > sum(program.predict(seg, 4, src))
+    assert sum(timeline.shares(seg, 4, src).values()) == sum(timeline.predict(seg, 4, src))
+    assert sum(timeline.predict(seg, 4, WeightSource(1, 20))) > sum(timeline.predict(seg, 4, src))
 
 
 def test_bad_inputs(tiny):

@@ -1,10 +1,10 @@
-"""hw/layernorm.py: the LayerNorm unit against model.intops.layernorm, in Amaranth's simulator
+"""hw/rtl/layernorm.py: the LayerNorm unit against model.intops.layernorm, in Amaranth's simulator
 (short rows) and under cocotb (rows of 1 to 768 values, random valid constants, constant and
 extreme rows, back-pressure) through sim/units.py."""
 import pytest
 import torch
 
-from hw import layernorm
+from hw.rtl import layernorm
 from model import intops
 from model.errors import QexitError
 from sim import units as sim_units

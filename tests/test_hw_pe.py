@@ -1,10 +1,10 @@
-"""hw/pe.py: one MAC with a double-buffered weight, against a cycle-by-cycle Python model."""
+"""hw/rtl/pe.py: one MAC with a double-buffered weight, against a cycle-by-cycle Python model."""
 import random
 
 from amaranth.sim import Simulator
 
-from hw.pe import PACK_SHIFT, PE, ScalablePE
-from hw.systolic import split_lanes
+from hw.rtl.pe import PACK_SHIFT, PE, ScalablePE
+from hw.rtl.systolic import split_lanes
 
 
 def run_pe(steps, dut=None, outputs=("a_out", "sel_out", "psum_out")):

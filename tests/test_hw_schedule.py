@@ -1,11 +1,11 @@
-"""hw/schedule.py: the tile schedule, its safety conditions, the cycle model and the peers' formulas."""
+"""hw/cost/schedule.py: the tile schedule, its safety conditions, the cycle model and the peers' formulas."""
 import math
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hw import schedule
+from hw.cost import schedule
 from model.errors import QexitError
 
 dims = st.integers(1, 40)

@@ -1,4 +1,4 @@
-"""hw/softmax.py: the streaming softmax unit against model.intops.softmax, in Amaranth's
+"""hw/rtl/softmax.py: the streaming softmax unit against model.intops.softmax, in Amaranth's
 simulator (small rows, with and without back-pressure, and its cycle count) and under cocotb
 on Verilator through sim/units.py (random constants and rows, int32 corners)."""
 import gc
@@ -10,7 +10,7 @@ import torch
 from amaranth.hdl import UnusedElaboratable
 from amaranth.sim import Simulator
 
-from hw import softmax
+from hw.rtl import softmax
 from model import intops
 from model.errors import QexitError
 from sim import units

@@ -1,8 +1,9 @@
-"""hw/synth.py: yosys + nextpnr-ecp5 on a real block, the log parsers, and the refusals."""
+"""hw/tools/synth.py: yosys + nextpnr-ecp5 on a real block, the log parsers, and the refusals."""
 import pytest
 
-from hw import emit, synth
-from hw.comparator import ExitComparator
+from hw.rtl import emit
+from hw.tools import synth
+from hw.rtl.comparator import ExitComparator
 from model.errors import QexitError
 
 LOG = """Info: Device utilisation:

@@ -1,10 +1,10 @@
-"""hw/systolic.py: the skewed array computes a @ W per row, and switches weight banks per row."""
+"""hw/rtl/systolic.py: the skewed array computes a @ W per row, and switches weight banks per row."""
 import random
 
 import pytest
 from amaranth.sim import Simulator
 
-from hw.systolic import SystolicArray
+from hw.rtl.systolic import SystolicArray
 
 
 def run_array(rows, cols, loads, stream, scalable=False):
@@ -113,7 +113,7 @@ def test_scalable_array_refuses_rows_its_low_lane_cannot_hold():
 
     from amaranth.hdl import UnusedElaboratable
 
-    from hw.pe import MAX_PACKED_ROWS
+    from hw.rtl.pe import MAX_PACKED_ROWS
     from model.errors import QexitError
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UnusedElaboratable)     # the refused and the never elaborated objects
@@ -127,14 +127,14 @@ def test_scalable_array_refuses_rows_its_low_lane_cannot_hold():
 @pytest.mark.parametrize("scalable", [False, True])
 def test_array_under_cocotb(scalable, tmp_path):
     """The same kind of schedule through the Verilog of both arrays under cocotb and the default
-    simulator (``sim.tb_array``): every sampled column sum against the host's own."""
+    simulator (``sim.tb.array``): every sampled column sum against the host's own."""
     import json
 
     import torch
 
-    from hw.emit import to_verilog
-    from sim import runner
-    from sim.host import lanes_to_words, words_to_lanes
+    from hw.rtl.emit import to_verilog
+    from sim import simulator as runner
+    from sim.packing import lanes_to_words, words_to_lanes
     rows, cols = 8, 3
     rng = random.Random(5 + scalable)
     w4 = lambda: rng.choice([-8, 7, rng.randint(-8, 7)])
@@ -158,7 +158,7 @@ def test_array_under_cocotb(scalable, tmp_path):
     cases.write_text(json.dumps({"horizon": horizon,
                                  "loads": [(c, bank, row, word(w, 8)) for c, bank, row, w in loads],
                                  "stream": [(c, word(a, 8), bank, pack) for c, a, bank, pack in stream]}))
-    res = runner.run(b, "sim.tb_array", folder=tmp_path / "run",
+    res = runner.run(b, "sim.tb.array", folder=tmp_path / "run",
                      settings={"QEXIT_TB_CASES": str(cases), "QEXIT_TB_RESULTS": str(results)})
     assert res.passed, runner.log_tail(res)
     seen = json.loads(results.read_text())

@@ -1,12 +1,13 @@
-"""hw/units.py: the requantizer, residual-add and i-GELU units against model.intops, in
+"""hw/rtl/units.py: the requantizer, residual-add and i-GELU units against model.intops, in
 Amaranth's simulator (a few rows) and under cocotb (thousands of rows with random constants,
 corner rows and back-pressure) through sim/units.py."""
 import pytest
 import torch
 
-from hw import gemm, units
+from hw.rtl import gemm
+from hw.rtl import units
 from model.errors import QexitError
-from sim import host
+from sim import packing as host
 from sim import units as sim_units
 
 ELEMENTWISE = ("requant", "add", "gelu")

@@ -6,8 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from hw import cost, energy, program, schedule
-from model import flops, mixed
+from hw import cost, program
+from hw.cost import tables
+from hw.cost import schedule
+from model import flops
+from studies import mixed
 from model.exits.thresholds import route
 from model.golden import Golden
 from model.quantize import calibrate, from_scales
@@ -42,7 +45,7 @@ def test_precision_scalable_engine(shipped_scales):
     block's weight GEMMs run as the 8-bit GEMM with ceil(n / 2L) L columns (schedule.predict_cycles,
     computed here on its own), with fewer DRAM bytes and the same MACs."""
     model, scales = shipped_scales
-    table = energy.load(None)
+    table = tables.load(None)
     L = 8
     int8, scal = cost.Machine(L, 8.0, 20, 100.0), cost.Machine(L, 8.0, 20, 100.0, scalable=True)
     im8 = from_scales(model, scales)
@@ -72,7 +75,7 @@ def tiny_bench(tiny_trained, fmnist_train, fmnist_gate, fmnist_test):
     model, _ = tiny_trained
     machines = {"int8": cost.Machine(4, 8.0, 20, 100.0), "scalable": cost.Machine(4, 8.0, 20, 100.0, True)}
     return mixed.prepare(model, fmnist_gate.images[:64], fmnist_train.subset(400), fmnist_gate.subset(200),
-                         fmnist_test.subset(160), machines, energy.load(None), head_epochs=2)
+                         fmnist_test.subset(160), machines, tables.load(None), head_epochs=2)
 
 
 @pytest.mark.parametrize("widths", [[(8, 8), (4, 3)], [(6, 4), (8, 8)]])

@@ -1,8 +1,8 @@
-"""sim/model_ops.py: every operation of an IntModel (the tiny fixture) through the RTL, against
+"""sim/model.py: every operation of an IntModel (the tiny fixture) through the RTL, against
 the golden model; and the comparison can fail."""
 import pytest
 
-from sim import model_ops
+from sim import model as model_ops
 
 
 @pytest.mark.simulator()

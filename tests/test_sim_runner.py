@@ -1,4 +1,4 @@
-"""sim/runner.py: simulator choice, cached builds, pass/fail results, waves, Icarus fallback."""
+"""sim/simulator.py: simulator choice, cached builds, pass/fail results, waves, Icarus fallback."""
 import os
 import textwrap
 
@@ -6,7 +6,7 @@ import pytest
 
 from model.errors import QexitError
 from qexit.cli import main as cli_main
-from sim import runner
+from sim import simulator as runner
 
 COUNTER = textwrap.dedent("""\
     module counter(input clk, input rst, input en, output reg [7:0] count);

@@ -1,4 +1,4 @@
-"""hw/sweep.py and `qexit sweep`: the grid's points are the cost model's, the front is
+"""studies/sweep.py and `qexit sweep`: the grid's points are the cost model's, the front is
 non-dominated, the result does not depend on the worker count, and bad grids are one line."""
 import argparse
 import csv
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from hw import sweep
+from studies import sweep
 from model.errors import QexitError
 from qexit.commands import sweep as sweep_cmd
 from tests.test_hw_cost import exits_json
@@ -27,8 +27,9 @@ def argv(exit_path_files, tmp_path):
 
 
 def test_every_point_is_the_cost_models(argv, tmp_path, exit_path_files):
-    from hw import cost, energy
-    from hw.head import MacDense
+    from hw import cost
+    from hw.cost import tables
+    from hw.rtl.head import MacDense
     from model.exits import exit_path
     assert sweep_cmd.run(parse(*argv, "--out", str(tmp_path / "r1"))) == 0
     s = json.loads((tmp_path / "r1" / "sweep" / "summary.json").read_text())
@@ -39,7 +40,7 @@ def test_every_point_is_the_cost_models(argv, tmp_path, exit_path_files):
     # one point priced on its own
     _, _, im = exit_path_files
     ep = exit_path.load(exit_path_files[0])
-    c = cost.build(im, cost.Machine(4, 8.0, 20, 100.0), energy.load(), {1: MacDense(16), 3: MacDense(16)}, ep.head)
+    c = cost.build(im, cost.Machine(4, 8.0, 20, 100.0), tables.load(), {1: MacDense(16), 3: MacDense(16)}, ep.head)
     dist, _ = cost.load_distribution(exits_json(), 0, 4)
     p = next(p for p in s["all_points"] if p["rows"] == 4 and p["bandwidth"] == 8.0 and p["budget"] == "operating point")
     assert p["cycles"] == pytest.approx(cost.expected(c, dist)["cycles"])

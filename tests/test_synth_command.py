@@ -4,8 +4,9 @@ import json
 
 import pytest
 
-from hw import emit, synth
-from hw.comparator import ExitComparator
+from hw.rtl import emit
+from hw.tools import synth
+from hw.rtl.comparator import ExitComparator
 from model.errors import QexitError
 from qexit.commands import synth as synth_cmd
 

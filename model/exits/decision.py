@@ -1,4 +1,4 @@
-"""The exit decision as the hardware comparator (``hw/comparator.py``) makes it.
+"""The exit decision as the hardware comparator (``hw/rtl/comparator.py``) makes it.
 
 For one candidate layer: the class is the arg-max of the head's integer class scores (the
 first index on ties), and the image exits when the layer is a candidate (not pruned) and the

@@ -91,7 +91,7 @@ class FixedHead:
         d = self.scores(e)
         return d, self.gate(k, e, d, v)
 
-    # the stages, in hardware order (each one a block of hw/head_hls.py)
+    # the stages, in hardware order (each one a block of hw/tools/hls.py)
     def ssa_norm(self, k: int, s: torch.Tensor) -> torch.Tensor:
         """Steps 1-2: the SSA requantized to int8, then the head's LayerNorm: int8 (N, D)."""
         p = self.layers[k]

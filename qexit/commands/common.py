@@ -39,7 +39,7 @@ def add_exit_path_args(p: argparse.ArgumentParser, intmodel: bool = True) -> Non
 
 
 def add_head_args(p: argparse.ArgumentParser, default_macs: str) -> None:
-    """--head and --head-macs: how the exit heads' dense layers are built (hw/head.py)."""
+    """--head and --head-macs: how the exit heads' dense layers are built (hw/rtl/head.py)."""
     p.add_argument("--head", choices=("mac", "da4ml"), default="mac",
                    help="the exit head's dense layers: 'mac' (weights in a ROM, --head-macs multipliers) or "
                         "'da4ml' (constant-matrix adder graphs: a few cycles, but a large design per candidate "
@@ -49,7 +49,7 @@ def add_head_args(p: argparse.ArgumentParser, default_macs: str) -> None:
 
 
 def head_macs(args, default: int) -> int | None:
-    """The head's multipliers for ``hw.head.head_dense_plan`` (None: da4ml)."""
+    """The head's multipliers for ``hw.rtl.head.head_dense_plan`` (None: da4ml)."""
     return None if args.head == "da4ml" else (args.head_macs or default)
 
 

@@ -5,7 +5,7 @@ layers, built as --head says, set its decision time) and `qexit exits`'s exit_di
 default seed 0, the routing the exit path carries; `--seed mean` for the mean over seeds), and
 writes reports/cost/: summary.json (cycles_full, cycles_exit, cycle_saving, energy_full_pj,
 energy_exit_pj, energy_saving, latency_us, throughput_ips, clock_mhz and the breakdowns), a
-README with the tables and cost.png. The model itself is hw/cost.py; its docstring says what
+README with the tables and cost.png. The model itself is hw/cost/; its docstring says what
 is counted and what is left out.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ SYNTH_DEFAULT = Path("reports") / "synth" / "summary.json"
 
 def clock(args) -> tuple[float, str]:
     """--clock-mhz, else the synthesized Fmax of this array size, else the 100 MHz target."""
-    from hw.synth import clock_for
+    from hw.tools.synth import clock_for
 
     if args.clock_mhz is not None:
         return args.clock_mhz, "--clock-mhz"
@@ -65,7 +65,7 @@ def add_arguments(p):
     p.add_argument("--synth", type=Path, default=SYNTH_DEFAULT, help="`qexit synth`'s summary.json, for the clock")
     p.add_argument("--batch", type=positive, default=16, help="images in flight in throughput mode")
     p.add_argument("--energy-table", type=Path, default=None,
-                   help="a JSON energy table like hw/energy/horowitz_45nm.json (default: Horowitz, ISSCC 2014, 45 nm)")
+                   help="a JSON energy table like hw/cost/tables/horowitz_45nm.json (default: Horowitz, ISSCC 2014, 45 nm)")
     add_head_args(p, "rows x cols, as many as the array")
     p.add_argument("--jobs", type=positive, default=None, help="--head da4ml: solves at a time (default: one per CPU)")
     p.add_argument("--model", default=None, metavar="clip:DIR",
@@ -77,8 +77,9 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from hw import cost, energy
-    from hw.head import MacDense
+    from hw import cost
+    from hw.cost import tables
+    from hw.rtl.head import MacDense
     from model.errors import QexitError
     from model.exits import exit_path
     from model.quantize import load_intmodel
@@ -88,7 +89,7 @@ def run(args) -> int:
         raise QexitError(f"the layer engine's array is square; got --rows {args.rows} --cols {args.cols}")
     mhz, clock_source = clock(args)
     machine = cost.Machine(args.rows, args.bandwidth, args.latency, mhz)
-    table = energy.load(args.energy_table)
+    table = tables.load(args.energy_table)
     im = load_intmodel(args.intmodel, load_model(args)[0].cfg if args.model else None)
     ep = exit_path.load(args.exit_path)
     ep.check_width(im.config.width)
@@ -158,13 +159,13 @@ def readme(s: dict) -> str:
                   "gate's), each budget's routing priced on this machine.\n\n![pareto](pareto.png)\n\n"
                   + markdown_table(["budget", "top-1", "FLOPs saving", "cycle saving", "energy saving"], rows))
     return (f"# Cost of early exit on the layer engine\n\n"
-            f"`qexit cost` (hw/cost.py) on the layer engine at {m['rows']}x{m['cols']}, weights streamed at "
+            f"`qexit cost` (hw/cost/) on the layer engine at {m['rows']}x{m['cols']}, weights streamed at "
             f"{m['bandwidth_bytes_per_cycle']} B/cycle after {m['weight_latency_cycles']} cycles, clocked at "
             f"{m['clock_mhz']} MHz ({s['clock_source']}); exit distribution: seed {s['seed']} of `{s['exits']}` (candidates on: "
             f"{s['distribution']['candidates']}); energy table: {s['energy_table']['name']} "
             f"({s['energy_table']['source']}).\n\n"
             "Cycles come from the layer engine's program (`hw/program.py`, checked against the RTL by "
-            "`qexit verify block`) plus the exit head's decision time (`hw/head.py` `head_cycles`, checked "
+            "`qexit verify block`) plus the exit head's decision time (`hw/rtl/head.py` `head_cycles`, checked "
             "by `qexit verify head`) and the comparator's latency. Energy is counts times the table: dynamic "
             "energy only; leakage, clock and control, and loading each segment's program are left out.\n\n```\n"
             + table_text(s) + "\n```\n\n![cost](cost.png)\n\n"

@@ -14,7 +14,7 @@ the fixed-point head, the threshold registers and the test split's head outputs 
 
 This module only parses the arguments, loads the data and backbones and writes the files; the
 evaluation is model.exits.evaluate, the aggregates model.exits.summary, the README and plots
-model.exits.report.
+qexit.render.exits.
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ from model.exits import exit_path
 from model.exits.backbones import MODES, dynamic_backbone, file_digest, fp32_backbone, int8_backbone
 from model.exits.evaluate import ExitConfig, check_disjoint, run_mode
 from model.exits.features import CACHE_DIR, cached_features
-from model.exits.report import plot_all, readme
+from qexit.render.exits import plot_all, readme
 from model.exits.summary import build_summary
 from qexit.commands.common import add_model_args, load_model, load_split, model_name
 from qexit.reports import REPORTS_DIR, report_dir, write_summary

@@ -1,7 +1,7 @@
 """Build the exit head with hls4ml and check its C simulation bit-exact (issue F, item 3).
 
 For every candidate layer of the exit path that `qexit exits` wrote (int8 mode), converts
-the fixed-point head and gate (hw/head_hls.py: hls4ml's PyTorch frontend, Vitis backend,
+the fixed-point head and gate (hw/tools/hls.py: hls4ml's PyTorch frontend, Vitis backend,
 io_parallel) into an HLS project, compiles its C simulation with g++ and runs it on the golden
 model's real int8 tokens of the first test images at that layer. Every output (the class
 scores and the gate's pre-activation) must equal model/exits/fixed.py computed on the host from
@@ -34,7 +34,7 @@ def add_arguments(p):
 def run(args) -> int:
     import hls4ml
 
-    from hw import head_hls
+    from hw.tools import hls as head_hls
     from model.exits import exit_path
     from sim import exit as sim_exit
 
@@ -72,7 +72,7 @@ def run(args) -> int:
 
 
 def readme(s: dict, checks) -> str:
-    from hw import head_hls
+    from hw.tools import hls as head_hls
 
     rows = [[c.layer, c.sets, f"{c.matched}/{c.total}", c.total - c.matched, f"{c.compile_seconds:.1f}",
              f"{c.csim_seconds:.2f}"] for c in checks]

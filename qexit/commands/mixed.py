@@ -8,7 +8,7 @@ Writes reports/mixed/: summary.json (top1_uniform8, top1_mixed, bops_saving, ene
 assignment, rescue_sweep, the points, the frontier), README.md, frontier.png, rescue.png,
 chosen_cost.json (the chosen assignment's cost report, as `qexit cost` writes) and
 intmodel.pt (its IntModel). `--assignment` measures one given assignment instead of searching.
-The logic is model/mixed.py (its docstring says what is measured), the costs hw/cost.py.
+The logic is studies/mixed.py (its docstring says what is measured), the costs hw/cost/.
 """
 from __future__ import annotations
 
@@ -51,9 +51,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     import torch
 
-    from hw import cost, energy
-    from hw.head import MacDense
-    from model import mixed
+    from hw import cost
+    from hw.cost import tables
+    from hw.rtl.head import MacDense
+    from studies import mixed
     from model.errors import QexitError
     from model.quantize import check_widths
 
@@ -66,7 +67,7 @@ def run(args) -> int:
     given = check_widths(parse_assignment(args.assignment), cfg.depth) if args.assignment else None
     machines = {name: cost.Machine(args.rows, args.bandwidth, 20, args.clock_mhz, scalable)
                 for name, scalable in (("int8", False), ("scalable", True))}
-    table = energy.load(args.energy_table)
+    table = tables.load(args.energy_table)
     gate = load_split(args, "gate", args.gate_images + args.calib_images, cfg)
     calib, gate = gate.images[:args.calib_images], gate.subset(args.gate_images)     # the first images calibrate
     train, test = load_split(args, "train", args.train_images, cfg), load_split(args, "test", args.test_images, cfg)
@@ -149,11 +150,11 @@ def readme(s: dict) -> str:
     parts = [f"# Mixed precision with exits (`qexit mixed`)\n\n"
              f"Model `{s['checkpoint']}`, {s['depth']} blocks; exit candidates {s['candidates']}; "
              f"{s['images']['gate']} gating and {s['images']['test']} test images; heads and gate trained on the "
-             f"8-bit features; every figure from the test split unless it says gate. Costs: `hw/cost.py` on the "
+             f"8-bit features; every figure from the test split unless it says gate. Costs: `hw/cost/` on the "
              f"{s['machine']['rows']}x{s['machine']['cols']} layer engine at {s['machine']['bandwidth_bytes_per_cycle']} "
              f"B/cycle, {s['machine']['clock_mhz']} MHz, {s['energy_table']}; 'scalable' is the same engine with "
              f"precision-scalable PEs (two 4x4 MACs a cycle), 'INT8' the engine as built (bit-widths change nothing "
-             f"there). How each number is made: `model/mixed.py`'s docstring.\n"]
+             f"there). How each number is made: `studies/mixed.py`'s docstring.\n"]
     if s.get("chosen"):
         c = s["chosen"]
         parts.append(

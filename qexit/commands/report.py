@@ -58,7 +58,7 @@ def steps(fast: bool) -> list[list[str]]:
         # the exit head through hls4ml (C simulation) on >= 5,000 real token sets
         ["hls", "--quiet"] + (["--sets", "1000"] if fast else []),
         # ECP5 resources and Fmax of the layer engine (4x4, 8x8), GEMM engine and comparator;
-        # the committed RTL's results ship in hw/synth_results, so this takes seconds
+        # the committed RTL's results ship in hw/tools/synth_results, so this takes seconds
         ["synth"],
         # cycles and energy of the exits' routing on the layer engine (8x8, 8 B/cycle; the clock
         # is the synthesized Fmax of that size, else the 100 MHz target)

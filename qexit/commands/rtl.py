@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hw import gemm, schedule
+from hw.rtl import gemm
+from hw.cost import schedule
 from qexit.commands.common import positive
 from qexit.reports import markdown_table, report_dir, write_summary
 
@@ -68,7 +69,7 @@ def run_gemm(args) -> int:
             f"{cfg.rows * cfg.cols} int8 MACs, buffers for up to "
             f"{cfg.max_m}x{cfg.max_k}x{cfg.max_n} (MxKxN).\n\n"
             + markdown_table(["buffer", "words", "bits/word", "KiB"], rows) + "\n\n"
-            "Dataflow, schedule and host protocol: see `hw/schedule.py` and `hw/gemm.py`.\n")
+            "Dataflow, schedule and host protocol: see `hw/cost/schedule.py` and `hw/rtl/gemm.py`.\n")
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text)

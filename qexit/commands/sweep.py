@@ -11,7 +11,7 @@ holds, every LCT budget of `qexit exits`'s Pareto sweep, and full depth. The gri
 each machine of the Pareto front (`verify run`'s checks, cycles against this cost model).
 Writes reports/sweep/: points.csv (every point), summary.json (the points, the Pareto front over
 energy, latency and top-1, the confirmations, and the wall time), pareto.png and a README.
-The model itself is hw/sweep.py and hw/cost.py.
+The model itself is studies/sweep.py and hw/cost/.
 """
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def add_arguments(p):
 def run(args) -> int:
     from tqdm import tqdm
 
-    from hw import sweep
+    from studies import sweep
     from hw.cost import read_exits
     from model.errors import QexitError
     from sim.dist import check_workers, confirm, map_tasks

@@ -46,7 +46,7 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from hw import synth
+    from hw.tools import synth
     from model.errors import QexitError
     from model.quantize import load_intmodel
 

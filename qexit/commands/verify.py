@@ -6,7 +6,7 @@ random int8 operands, then the corner operands (all -128, all 127, -128 x 127, a
 zero, and sums that saturate int32) on the first shape, with random valid/ready
 back-pressure on every other case, and finally a reset in the middle of a GEMM followed by a
 correct GEMM. Every output is compared with model.intops and every cycle count (start to
-done) with the schedule of hw/schedule.py. Prints `bit-exact: <matched>/<total>` and the
+done) with the schedule of hw/cost/schedule.py. Prints `bit-exact: <matched>/<total>` and the
 measured vs predicted cycles per shape; exits 1 on any mismatch or cycle error.
 
 `qexit verify units --vectors N --seed S` runs the streaming units beside the array, 4 lanes
@@ -24,7 +24,7 @@ GELU and residual add on its unit, fed the golden model's own inputs; every outp
 and the predictions, must equal model/golden.py's. The host sequences the operations (the
 on-chip layer controller runs the same operations in `verify block`).
 
-`qexit verify block --images K` runs the layer engine (hw/layer.py: the GEMM engine, the
+`qexit verify block --images K` runs the layer engine (hw/rtl/layer.py: the GEMM engine, the
 LayerNorm, softmax, GELU and add units, an on-chip scratchpad and a controller that runs the
 program of descriptors of hw/program.py) on K test images, from pixels to logits: one start
 per segment (patch embedding, each encoder layer, head), weights and parameters streamed from
@@ -37,7 +37,7 @@ ViT-B/32) instead of the shipped one, and runs it on random images. Writes
 reports/verify-block/summary.json and a README with the per-layer table; exits 1 on any
 mismatch or cycle error.
 
-`qexit verify comparator` replays the test split through the exit comparator (hw/comparator.py)
+`qexit verify comparator` replays the test split through the exit comparator (hw/rtl/comparator.py)
 under cocotb: the class scores and gates of the fixed-point head that `qexit exits` evaluated
 (saved in its exit_path.pt with the threshold registers), image by image, candidate layer by
 candidate layer until the comparator exits, as the layer sequencer feeds it. Every decision
@@ -46,7 +46,7 @@ class the evaluation's. Writes reports/verify-comparator/summary.json (matched, 
 images, decisions, images_matched); exits 1 on any mismatch.
 
 `qexit verify head --layers L1,L2 --sets N` builds the exit head of each chosen candidate
-layer (by default the middle one; `all` for every one) as RTL (hw/head.py: its three dense
+layer (by default the middle one; `all` for every one) as RTL (hw/rtl/head.py: its three dense
 layers on --head-macs int8 multipliers with the weights in a ROM (--head mac, the default), or
 as da4ml constant-matrix adder graphs in Verilog (--head da4ml, cached under .cache/qexit/da4ml);
 the token sums, the requantizers, the LayerNorm, the norm, the reciprocal, the 15-bit softmax
@@ -54,18 +54,18 @@ and the gate in Amaranth) and runs it under cocotb on
 the golden model's tokens of the first test images at that layer, N token sets in all. Every
 output (the class scores and the gate, as the comparator takes them) must equal
 model/exits/fixed.py on the same tokens, and every image's cycles, first token to last output,
-the head's cycle count (hw/head.py head_cycles). Writes reports/verify-head/summary.json
+the head's cycle count (hw/rtl/head.py head_cycles). Writes reports/verify-head/summary.json
 (matched, total, latency_cycles); exits 1 on any mismatch or cycle error.
 
 `qexit verify run --images N --seed S --rows R --cols C --bandwidth B` runs the early-exit
 accelerator in RTL (sim/run.py): the layer engine runs each image layer by layer; after every
-candidate layer whose exit is on, that layer's exit head (hw/head.py) takes the layer's tokens
+candidate layer whose exit is on, that layer's exit head (hw/rtl/head.py) takes the layer's tokens
 from the engine's tap and the exit comparator decides; on exit the sequencer ends the image.
 Images: N test images drawn with seed S (seed -1: the first N). Every image's exit layer and
 class must equal the reference (the golden model's tokens, model/exits/fixed.py and the
 threshold registers, computed on the host), every decision word the reference's, and every
 image's total cycles (pixels to decision, from the RTL's own counters) the cost model's
-(hw/cost.py) exactly. Writes reports/verify-run/summary.json (images, decisions_matched,
+(hw/cost/) exactly. Writes reports/verify-run/summary.json (images, decisions_matched,
 matched, total, cycles_measured, cycles_predicted, exit_layers); exits 1 on any mismatch.
 Each enabled candidate's head is built into the design, by default with rows x cols
 multipliers (--head-macs); --head da4ml builds da4ml heads instead, one large design per
@@ -75,14 +75,17 @@ from __future__ import annotations
 
 import argparse
 
-from hw import gemm, schedule
+from hw.rtl import gemm
+from hw.cost import schedule
 from qexit.commands.rtl import add_buffer_args
 from qexit.reports import markdown_table, report_dir, write_summary
 from pathlib import Path
 
 from model.errors import QexitError
 from qexit.commands.common import INTMODEL_DEFAULT, add_exit_path_args, add_head_args, head_macs, positive
-from sim import model_ops, runner, verify
+from sim import model as model_ops
+from sim import simulator as runner
+from sim import gemm as verify
 from sim import units as sim_units
 
 HELP = ("bit-exact RTL checks under cocotb: `verify gemm` (the GEMM engine), "
@@ -290,7 +293,7 @@ def run_gemm(args) -> int:
             + ("" if reset is None else
                f"Reset in the middle of a GEMM, then a GEMM: {'passed' if reset.passed else 'FAILED'}.\n")
             + "\nCycles count the edges from the one that samples `start` to the one that raises "
-              "`done`; `io` is the load and unload beats around them (`hw/schedule.py`).\n\n"
+              "`done`; `io` is the load and unload beats around them (`hw/cost/schedule.py`).\n\n"
             + markdown_table(["case", "seed", "bit-exact", "cycles", "predicted", "error", "io",
                               "utilization", "with io"], rows) + "\n")
     return 0 if ok else 1
@@ -353,7 +356,7 @@ def _test_images(n: int):
 def run_model(args) -> int:
     import torch
 
-    from hw.schedule import WeightSource
+    from hw.cost.schedule import WeightSource
     from model.data import load_fashion_mnist
     WeightSource(args.bandwidth, args.latency)
     runner.pick(args.simulator)
@@ -396,8 +399,8 @@ def run_model(args) -> int:
 def run_block(args) -> int:
     import torch
 
-    from hw.schedule import WeightSource
-    from sim import layer
+    from hw.cost.schedule import WeightSource
+    from sim import block as layer
 
     source = WeightSource(args.bandwidth, args.latency)
     if args.rows != args.cols:
@@ -483,7 +486,7 @@ def run_comparator(args) -> int:
                 for j, lay in enumerate(ep.layers + [ep.depth])]
         (folder / "README.md").write_text(
             f"# verify comparator: {res.matched}/{res.total} decisions bit-exact\n\n"
-            f"The exit comparator's RTL (`hw/comparator.py`, {runner.pick(args.simulator)} under cocotb) on the "
+            f"The exit comparator's RTL (`hw/rtl/comparator.py`, {runner.pick(args.simulator)} under cocotb) on the "
             f"fixed-point head's class scores and gates for the first {n} test images, as `qexit exits` "
             f"evaluated them: per image, the candidate layers in order until the comparator exits "
             f"({res.decisions} decisions, {res.decisions * ep.test_scores.shape[2]} score beats). Every decision "
@@ -538,10 +541,10 @@ def run_head(args) -> int:
         rows = [[c.layer, c.sets, f"{c.matched}/{c.total}", c.cycles_predicted,
                  ", ".join(map(str, sorted(set(c.cycles_measured)))), f"{c.dense_seconds:.0f}",
                  f"{c.build_seconds:.0f}", f"{c.sim_seconds:.0f}"] for c in checks]
-        from hw import head as hw_head
+        from hw.rtl import head as hw_head
         (folder / "README.md").write_text(
             f"# verify head: {matched}/{total} outputs bit-exact\n\n"
-            f"The exit head as RTL (`hw/head.py`: the three dense layers "
+            f"The exit head as RTL (`hw/rtl/head.py`: the three dense layers "
             f"{'as da4ml constant-matrix adder graphs' if args.head == 'da4ml' else f'on {head_macs(args, 64)} int8 multipliers, weights in a ROM'}, "
             f"Amaranth for the rest) under cocotb ({runner.pick(args.simulator)}), on the golden "
             f"model's int8 tokens of the first {n} test images at each layer, {args.lanes} values per beat. "
@@ -558,7 +561,7 @@ def run_head(args) -> int:
 def run_run(args) -> int:
     import torch
 
-    from hw.schedule import WeightSource
+    from hw.cost.schedule import WeightSource
     from model.data import load_fashion_mnist
     from model.exits import exit_path
     from sim import dist

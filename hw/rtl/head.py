@@ -1,0 +1,659 @@
+"""The exit head as RTL (issue F, item 5): one candidate layer's fixed-point head and gate, from
+the engine's int8 tokens to the comparator's input stream.
+
+``ExitHead`` computes ``model.exits.fixed.FixedHead.layer`` for one layer, with that layer's
+constants built in. Its three dense layers (``fc1``, ``fc2`` and the class scores) are built
+one of two ways:
+
+* ``MacDense(macs)``: ``macs`` int8 multipliers and an adder tree, the weights in a ROM, one
+  word of ``macs`` weights a cycle (N ceil(K / macs) cycles a layer, plus a short pipeline).
+  Small, and what the early-exit run, the cost model and synthesis use by default;
+* da4ml constant-matrix adder graphs (``dense_rtl``: da4ml traces ``x @ W + b`` on int8
+  inputs, in blocks of ``DENSE_BLOCK`` output columns, and writes pipelined Verilog that
+  Amaranth instantiates): a few cycles a layer, but a design of 126k Verilog lines per
+  candidate at full size.
+
+Everything else is Amaranth, and the LayerNorm and the softmax are the layer engine's own
+units (``hw.rtl.layernorm``, ``hw.rtl.softmax`` with 15-bit probabilities). One image at a time, in
+phases (cycles with no stalls; W = D / lanes):
+
+| phase | cycles | what |
+|---|---|---|
+| BOOT | W, once after reset | the LayerNorm's g, b from a ROM into the unit |
+| SUMS | T W (the input) | S_i += x, Q_i += x**2 over the patch tokens ([CLS] clears them) |
+| FEED | W | a = sat8(round_shift(S m_a, sh_a)) into the LayerNorm; V += P Q_i - S_i**2 |
+| LN | the unit's OUT phase | y (D int8) into a register vector |
+| FC1, FC2, SCORES (MAC) | N ceil(K / macs) + 7, + 7, + 3 | row by row from the ROM: W1 y + b1 and W2 h + b2 through one ``hw.rtl.gemm.Requantizer`` (h = max(sat8(...), 0), e = sat8(...), n += e**2), d = sat32(T e) |
+| FC1, FC2, SCORES (da4ml) | the da4ml latency + 1 each | the adder graph on the held input vector: W1 y + b1, W2 h + b2, T e |
+| RQ1, RQ2 (da4ml) | H / lanes + 3, E / lanes + 3 | lanes channels a cycle through ``hw.rtl.gemm.Requantizer`` (per-channel M, shift from a ROM): h = max(sat8(...), 0), e = sat8(...) |
+| (SCORES, da4ml) | | d = sat32(T e); n = sum e**2 |
+| SQRT | 28 | r = isqrt(n << 16), one root bit a cycle |
+| DIV | 41 | inv = floor(2**40 / max(r, 1)), one quotient bit a cycle |
+| Z | C + 1 | z_c = sat32(round_shift(round_shift(d_c inv, 24) m_z, sh_z)), one class a cycle in two stages (one multiplier pair, not C) |
+| SOFTMAX | the unit's row (one lane) | p = softmax(z) at 2**-15; the top two kept as p streams out |
+| GATE, GATE_SUM | 2 | margin, sav = min(V >> sav_shift, 2**16 - 1), the three products; then G = sat32(w . f + bias) |
+| OUT | C | one beat per class: {score d_c, gate G, layer, last}, the comparator's ``INP`` |
+
+Widths (P patch tokens, D, H, E, C the sizes; the shipped model's in brackets: P 49, D 64, H 128,
+E 384, C 10): S_i signed, |S| <= 128 P (14 bits); Q_i unsigned, <= 2**14 P (20 bits); V signed,
+<= D P**2 2**14 (34 bits); a, y, h, e int8; each dense output as wide as da4ml's interval
+arithmetic makes it (W x + b exact), then saturated to int32; n = sum e**2 < E 2**14 (23 bits);
+r 28 bits; inv <= 2**40 (41 bits); d inv < 2**73 before the round-shift; z int32; p 15 bits
+unsigned; sav 16 bits; G int32. The requantizers are ``hw.rtl.gemm.Requantizer`` (sat32 input, 63-bit
+product, sat8 output).
+
+``head_cycles`` gives the cycles from the first token beat to the last output beat; the cocotb
+check (``sim.exit.verify_head``) measures them. Every width follows from the constants and
+the sizes: the products with constants are exact (Amaranth widens them), and the saturations
+are the reference's (int32 after each dense, int8 after each requantizer).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from amaranth import Array, Cat, ClockSignal, Const, Instance, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from hw.rtl import comparator
+from hw.rtl import layernorm
+from hw.rtl import softmax
+from hw.rtl.gemm import Requantizer, clamp
+from model import intops
+from model.errors import QexitError
+from model.exits.fixed import FixedHead, GATE_PROB_BITS, INV_BITS, NORM_FRAC, SAV_BITS, Z1_SHIFT
+
+DENSE_BLOCK = 8                     # output columns per da4ml solve (its solver is superlinear)
+SOLVER = {"search_all_decompose_dc": False}
+LATENCY_CUTOFF = 8                  # adder levels per pipeline stage of a dense layer
+CACHE_DIR = Path(".cache/qexit/da4ml")
+ROOT_BITS = intops.ISQRT_BITS // 2  # 28
+SOFTMAX_LANES = 1                   # C scores once per image: one lane is enough
+
+
+# --------------------------------------------------------------------------- da4ml dense layers
+
+@dataclass(frozen=True)
+class DenseRTL:
+    """One da4ml constant-matrix layer: ``module`` (the wrapper's name) maps int8 inputs packed
+    LSB first (``model_inp``) to outputs of ``out_bits`` bits each (``model_out``), two's
+    complement, in units of 2**``lsb``, ``latency`` clock edges after the input."""
+    module: str
+    n_in: int
+    n_out: int
+    out_bits: int
+    lsb: int
+    latency: int
+    sources: dict            # file name -> Verilog text
+
+
+def dense_rtl(name: str, w: torch.Tensor, b: torch.Tensor | None, cache_dir: Path | None = CACHE_DIR) -> DenseRTL:
+    """da4ml Verilog of y = W x + b for int8 x: ``w`` (N, K) int8, ``b`` (N,) int or None.
+    Cached on disk by the weights, the options and the da4ml version (a solve takes seconds)."""
+    import da4ml
+
+    w_np = w.to(torch.int64).numpy()
+    b_np = None if b is None else b.to(torch.int64).numpy()
+    key = hashlib.sha256(json.dumps([name, w_np.tolist(), None if b_np is None else b_np.tolist(), SOLVER,
+                                     DENSE_BLOCK, LATENCY_CUTOFF, da4ml.__version__]).encode()).hexdigest()[:16]
+    folder = None if cache_dir is None else Path(cache_dir) / f"{name}-{key}"
+    if folder is not None and (folder / "dense.json").is_file():
+        meta = json.loads((folder / "dense.json").read_text())
+        return DenseRTL(**{**meta, "sources": {f: (folder / f).read_text() for f in meta["sources"]}})
+    out = _solve_dense(name, w_np, b_np)
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        for f, text in out.sources.items():
+            (folder / f).write_text(text)
+        meta = {k: getattr(out, k) for k in ("module", "n_in", "n_out", "out_bits", "lsb", "latency")}
+        (folder / "dense.json").write_text(json.dumps({**meta, "sources": sorted(out.sources)}))
+    return out
+
+
+def _solve_dense(name: str, w: np.ndarray, b: np.ndarray | None) -> DenseRTL:
+    from da4ml.codegen import VerilogModel
+    from da4ml.trace import FixedVariableArrayInput, comb_trace
+    from da4ml.trace.ops import quantize
+
+    n_out, n_in = w.shape
+    kernel = w.T.astype(np.float32)                                   # (in, out), as da4ml takes it
+    inp = FixedVariableArrayInput(n_in, solver_options=dict(SOLVER))
+    x = quantize(inp, 1, 7, 0)                                        # signed, 7 integer bits: int8
+    y = np.concatenate([x @ kernel[:, j:j + DENSE_BLOCK] for j in range(0, n_out, DENSE_BLOCK)])
+    if b is not None:
+        y = y + b.astype(np.float32)
+    comb = comb_trace(inp, y, keep_dead_inputs=True)
+    with tempfile.TemporaryDirectory(prefix="qexit-da4ml-") as tmp:
+        VerilogModel(comb, name, tmp, latency_cutoff=LATENCY_CUTOFF).write()
+        src = Path(tmp) / "src"
+        files = sorted(src.glob("*.v")) + sorted((src / "static").glob("*.v"))
+        sources = {f.name: f.read_text() for f in files}
+        meta = json.loads((Path(tmp) / "metadata.json").read_text())
+    wrapper = sources[f"{name}_wrapper.v"]
+    width = int(wrapper.split("model_out")[0].rsplit("[", 1)[1].split(":")[0]) + 1
+    k, i, f = (np.asarray(v) for v in comb.out_kifs)
+    return DenseRTL(f"{name}_wrapper", n_in, n_out, width // n_out, -int(f.max()), int(meta["latency"]) + 1, sources)
+
+
+def head_dense(head: FixedHead, k: int, layer: int, cache_dir: Path | None = CACHE_DIR) -> dict[str, DenseRTL]:
+    """Candidate ``k``'s three da4ml layers (``fc1``, ``fc2``, ``scores``), named by its
+    backbone ``layer``: what ``ExitHead`` instantiates and whose latencies ``head_cycles``
+    (and so the cost model) reads."""
+    p = head.layers[k].params
+    return {"fc1": dense_rtl(f"qx_l{layer:02d}_fc1", p["w1"], p["b1"], cache_dir),
+            "fc2": dense_rtl(f"qx_l{layer:02d}_fc2", p["w2"], p["b2"], cache_dir),
+            "scores": dense_rtl(f"qx_l{layer:02d}_scores", head.class_t, None, cache_dir)}
+
+
+def dense_latencies(dense: dict[str, DenseRTL]) -> tuple[int, int, int]:
+    return tuple(dense[n].latency for n in ("fc1", "fc2", "scores"))
+
+
+ROW_CONST = (33, intops.MULT_BITS, 6)   # a MAC head's row constants in its ROM: bias, multiplier, shift bits
+MAC_PIPE = 3        # a MAC head's row pipeline: the ROM read, the multiply, the add into the row's sum
+
+
+@dataclass(frozen=True)
+class MacDense:
+    """The head's dense layers on ``macs`` int8 multipliers instead of da4ml adder graphs: the
+    weights of fc1, fc2 and the class scores sit in one ROM, row by row, ceil(K / macs) words
+    of ``macs`` bytes a row; one word a cycle goes into ``macs`` products and an adder tree,
+    and each row's sum starts from its bias. fc1's and fc2's finished rows go through one
+    ``Requantizer``; the scores are saturated to int32. A layer of N rows takes
+    N ceil(K / macs) cycles plus the pipeline (``MAC_PIPE``, and the requantizer's latency
+    and its write for fc1 and fc2): ``cycles``."""
+    macs: int
+
+    def __post_init__(self):
+        if not isinstance(self.macs, int) or self.macs < 1:
+            raise QexitError(f"the head's multipliers ({self.macs}) must be an integer >= 1 (e.g. --head-macs 64)")
+
+    @staticmethod
+    def shapes(head: FixedHead) -> list[tuple[int, int]]:
+        """(K, N) of fc1, fc2 and the class scores."""
+        return [(head.width, head.hidden), (head.hidden, head.embed_dim), (head.embed_dim, head.classes)]
+
+    def rom_words(self, head: FixedHead) -> list[int]:
+        """ROM words per layer: N rows of ceil(K / macs) words."""
+        return [n * -(-k // self.macs) for k, n in self.shapes(head)]
+
+    def cycles(self, head: FixedHead) -> int:
+        r1, r2, r3 = self.rom_words(head)
+        tail = MAC_PIPE + Requantizer.LATENCY + 1
+        return (r1 + tail) + (r2 + tail) + (r3 + MAC_PIPE)
+
+
+def dense_cycles(head: FixedHead, lanes: int, dense) -> int:
+    """Cycles of the head's dense phases (FC1 to SCORES, with the requantizer passes) for a
+    ``MacDense``, or for da4ml layers (their dict, or their latencies (fc1, fc2, scores))."""
+    if isinstance(dense, MacDense):
+        return dense.cycles(head)
+    latencies = dense_latencies(dense) if isinstance(dense, dict) else dense
+    rq = sum(-(-n // lanes) + Requantizer.LATENCY for n in (head.hidden, head.embed_dim))
+    return sum(lat + 1 for lat in latencies) + rq
+
+
+def verilog_sources(denses: list[DenseRTL]) -> str:
+    """The da4ml modules of several layers, each shared helper module once; helper modules that
+    no other module instantiates are left out (da4ml's ``lookup_table`` reads a placeholder
+    memory file that synthesis would look for)."""
+    seen: dict[str, str] = {}
+    for d in denses:
+        for f, text in d.sources.items():
+            if seen.setdefault(f, text) != text:
+                raise QexitError(f"two da4ml layers define {f} differently; give them distinct names")
+    names = {f: re.search(r"^\s*module\s+(\w+)", text, re.M) for f, text in seen.items()}
+    used = {f for f, m in names.items() if m is None or f.endswith("_wrapper.v") or any(
+        re.search(rf"\b{m.group(1)}\s*(#\s*\(|\w+\s*\()", other) for g, other in seen.items() if g != f)}
+    return "\n".join(text for f, text in seen.items() if f in used)
+
+
+def head_dense_plan(ep, k: int, macs: int | None):
+    """What candidate ``k``'s dense layers are: ``MacDense(macs)``, or with ``macs`` None its
+    da4ml layers (solved, or read from the cache)."""
+    return head_dense(ep.head, k, ep.layers[k]) if macs is None else MacDense(macs)
+
+
+def dense_verilog(plans) -> str:
+    """The da4ml modules that the heads of ``plans`` instantiate (none for ``MacDense``)."""
+    return verilog_sources([d for p in plans if isinstance(p, dict) for d in p.values()])
+
+
+def head_design(ep, ks: list[int], lanes: int, macs: int | None = None):
+    """(ExitHead, Verilog of it and its da4ml layers, top name, seconds in da4ml) for the
+    candidates ``ks`` of an exit path (``model.exits.exit_path.ExitPath``): one head with
+    ``macs`` multipliers (``MacDense``) for all of them, or with ``macs`` None one candidate's
+    da4ml head."""
+    import time
+
+    from hw.rtl import emit
+
+    t = time.time()
+    dense = head_dense_plan(ep, ks[0], macs)
+    seconds = time.time() - t
+    dut = ExitHead(ep.head, ks, ep.tokens, dense, lanes)
+    top = "qexit_head_l" + "_".join(f"{ep.layers[k]:02d}" for k in dut.ks) + ("" if macs is None else f"_m{macs}")
+    return dut, emit.to_verilog(dut, top) + "\n" + dense_verilog([dense]), top, seconds
+
+
+# --------------------------------------------------------------------------- the head
+
+def _round_shift(x, s):
+    """round_shift by a constant shift, or by a 6-bit shift signal (>= 1)."""
+    if isinstance(s, int):
+        return (x + (1 << (s - 1))) >> s
+    return (x + (Const(1, 64) << (s - 1)[:6])) >> s
+
+
+def _shape_of(values: list[int]):
+    """The narrowest shape that holds every value."""
+    bits = max(max(abs(v), 1).bit_length() for v in values) + 1
+    return signed(bits) if min(values) < 0 else unsigned(bits - 1)
+
+
+def _sat(x, bits: int):
+    return clamp(x, -2 ** (bits - 1), 2 ** (bits - 1) - 1)
+
+
+def _tree_sum(items: list):
+    """A balanced adder tree (a chain of hundreds of terms is too deep for Amaranth)."""
+    while len(items) > 1:
+        items = [items[i] + items[i + 1] if i + 1 < len(items) else items[i] for i in range(0, len(items), 2)]
+    return items[0]
+
+
+def _ln_words(g: torch.Tensor, b: torch.Tensor, lanes: int) -> list[int]:
+    """The LayerNorm's parameter words, ``lanes`` channels each (``layernorm.LN_PARAM``)."""
+    gb, bb = (data.StructLayout.cast(layernorm.LN_PARAM).members[k].width for k in ("g", "b"))
+    lane = gb + bb
+    words = []
+    for w in range(len(g) // lanes):
+        word = 0
+        for c in range(lanes):
+            ch = w * lanes + c
+            word |= ((int(g[ch]) & (2 ** gb - 1)) | ((int(b[ch]) & (2 ** bb - 1)) << gb)) << (c * lane)
+        words.append(word)
+    return words
+
+
+def head_cycles(head: FixedHead, tokens: int, lanes: int, dense) -> int:
+    """Cycles from an image's first token beat to its last output beat, with tokens arriving
+    every cycle and the output never stalled (the phases of the module docstring); ``dense``
+    as ``dense_cycles`` takes it."""
+    w = head.width // lanes
+    ln_out = layernorm.row_cycles(head.width, lanes) - w         # the LayerNorm after its LOAD
+    sm = softmax.row_cycles(head.classes, SOFTMAX_LANES)
+    return tokens * w + w + ln_out + dense_cycles(head, lanes, dense) + ROOT_BITS + (INV_BITS + 1) \
+        + (head.classes + 1) + sm + 2 + head.classes
+
+
+class ExitHead(wiring.Component):
+    """The head of the candidates ``ks`` (indices into ``head.layers``), one image at a time:
+    ``index`` names the candidate whose tokens come next (sampled with the first token beat),
+    ``inp`` takes the int8 tokens (``lanes`` per beat, [CLS] first, T x D/lanes beats per image)
+    and ``out`` gives the comparator's ``INP`` beats (the C class scores, the gate on each,
+    ``last`` on the final one, ``layer`` = the candidate index). Each candidate's constants are
+    built in: with ``MacDense`` one head serves every candidate of ``ks`` (its weights and row
+    constants in ROMs, its scalars in small tables); da4ml layers are one candidate's, so a
+    da4ml head has one candidate."""
+
+    def __init__(self, head: FixedHead, ks: list[int], tokens: int, dense: dict[str, DenseRTL] | MacDense,
+                 lanes: int = 8):
+        if head.width % lanes:
+            raise QexitError(f"the head's width {head.width} must be a multiple of lanes = {lanes}")
+        ks = sorted(set(ks))
+        if not ks or not all(0 <= k < len(head.layers) for k in ks):
+            raise QexitError(f"candidates {ks} must be indices of the head's {len(head.layers)} layers")
+        if not isinstance(dense, MacDense):
+            if len(ks) != 1:
+                raise QexitError(f"da4ml layers are one candidate's; build one head per candidate, not {ks}")
+            for key, (n_in, n_out) in zip(("fc1", "fc2", "scores"), MacDense.shapes(head)):
+                if key not in dense or (dense[key].n_in, dense[key].n_out) != (n_in, n_out):
+                    raise QexitError(f"the head needs a {n_in} -> {n_out} da4ml layer {key!r}")
+        self.head, self.ks, self.tokens, self.dense, self.lanes = head, ks, tokens, dense, lanes
+        super().__init__({"inp": In(stream.Signature(data.ArrayLayout(signed(8), lanes))),
+                          "out": Out(stream.Signature(comparator.INP)),
+                          "index": In(range(len(head.layers)))})
+
+    @property
+    def cycles(self) -> int:
+        return head_cycles(self.head, self.tokens, self.lanes, self.dense)
+
+    def _scalar(self, name: str, cand):
+        """A per-candidate constant: an int for a single candidate, else a table read at ``cand``."""
+        values = [int(self.head.layers[k].params[name]) if k in self.ks else 0 for k in range(len(self.head.layers))]
+        if len(self.ks) == 1:
+            return values[self.ks[0]]
+        return Array(Const(v, _shape_of(values)) for v in values)[cand]
+
+    def elaborate(self, platform):
+        m = Module()
+        h, L = self.head, self.lanes
+        D, H, E, C, T = h.width, h.hidden, h.embed_dim, h.classes, self.tokens
+        W, P = D // L, T - 1
+        first = Signal()                 # the image's first token beat: the candidate is sampled
+        if len(self.ks) == 1:
+            cand = Const(self.ks[0], range(len(h.layers)))
+        else:
+            cand = Signal(range(len(h.layers)), init=self.ks[0])
+            with m.If(first):
+                m.d.sync += cand.eq(self.index)
+        c_ = lambda name: self._scalar(name, cand)
+
+        # ---- the units of the layer engine
+        m.submodules.ln = ln = layernorm.LayerNormUnit(D, L)
+        m.submodules.sm = sm = softmax.SoftmaxUnit(C, SOFTMAX_LANES, GATE_PROB_BITS)
+        Ls, Ws = SOFTMAX_LANES, -(-C // SOFTMAX_LANES)
+        m.d.comb += [ln.d.eq(D), ln.shift.eq(c_("ln_shift")), ln.eps.eq(c_("ln_eps")), sm.length.eq(C)]
+        m.d.comb += [getattr(sm, key).eq(int(v)) for key, v in h.softmax.items()]
+
+        # ---- registers
+        s_bits, q_bits = (128 * P).bit_length() + 1, (128 * 128 * P).bit_length()
+        S = [Signal(signed(s_bits), name=f"s{i}") for i in range(D)]
+        Q = [Signal(unsigned(q_bits), name=f"q{i}") for i in range(D)]
+        V = Signal(signed((D * P * 128 * 128 * P).bit_length() + 2))
+        Y = [Signal(signed(8), name=f"y{i}") for i in range(D)]
+        Hr = [Signal(signed(8), name=f"h{i}") for i in range(H)]
+        Er = [Signal(signed(8), name=f"e{i}") for i in range(E)]
+        Dr = [Signal(signed(32), name=f"d{i}") for i in range(C)]
+        Zr = [Signal(signed(32), name=f"z{i}") for i in range(C)]
+        top1, top2 = Signal(unsigned(GATE_PROB_BITS)), Signal(unsigned(GATE_PROB_BITS))
+        z1 = Signal(signed(32 + INV_BITS + 2 - Z1_SHIFT))                  # round_shift(d inv, 24)
+        g_w = max(abs(int(h.layers[k].params[n])) for k in self.ks for n in ("w_c", "w_m", "w_s")).bit_length()
+        g_c, g_m, g_s = (Signal(signed(g_w + max(GATE_PROB_BITS, SAV_BITS) + 2), name=f"gate_{n}") for n in "cms")
+        n = Signal(unsigned((E * 128 * 128).bit_length()))
+        root = Signal(unsigned(ROOT_BITS))
+        inv = Signal(unsigned(INV_BITS + 1))
+        rem = Signal(unsigned(ROOT_BITS + 1))
+        gate = Signal(signed(32))
+        mac = isinstance(self.dense, MacDense)
+        longest = (max(self.dense.rom_words(h)) + MAC_PIPE + Requantizer.LATENCY + 1 if mac
+                   else max(d.latency for d in self.dense.values()))
+        step = Signal(range(max(ROOT_BITS, INV_BITS + 1, -(-E // L) + Requantizer.LATENCY, longest) + 1))
+        tok = Signal(range(T))
+        word = Signal(range(max(W, Ws, C) + 1))
+
+        # ---- the LayerNorm's parameters: the candidate's W words, written with the [CLS] beats
+        p_bits = len(ln.p_in.payload.as_value())
+        zero_words = [0] * W
+        ln_rom = Array(Array(Const(w_, p_bits) for w_ in (_ln_words(h.layers[k].params["ln_g"], h.layers[k].params["ln_b"], L)
+                                                           if k in self.ks else zero_words))
+                       for k in range(len(h.layers)))
+
+        def next_word(count: int, state: str, also=()):
+            """Advance ``word``; after the ``count``-th, clear it and go to ``state``."""
+            m.d.sync += word.eq(word + 1)
+            with m.If(word == count - 1):
+                m.d.sync += [word.eq(0), *also]
+                m.next = state
+
+        def write_word(vec: list, lanes: int, values) -> None:
+            """``values`` (``lanes`` of them) into ``vec`` at the word ``word``."""
+            for w_ in range(-(-len(vec) // lanes)):
+                with m.If(word == w_):
+                    m.d.sync += [vec[w_ * lanes + c].eq(values[c]) for c in range(lanes) if w_ * lanes + c < len(vec)]
+
+        with m.FSM():
+            with m.State("SUMS"):
+                m.d.comb += self.inp.ready.eq(1)
+                m.d.comb += first.eq(self.inp.valid & (tok == 0) & (word == 0))
+                m.d.comb += [ln.p_in.valid.eq(self.inp.valid & (tok == 0)),
+                             ln.p_in.payload.as_value().eq(ln_rom[Mux(first, self.index, cand)][word])]
+                with m.If(self.inp.valid):
+                    for w_ in range(W):
+                        with m.If(word == w_):
+                            for c in range(L):
+                                x, ch = self.inp.payload[c], w_ * L + c
+                                with m.If(tok == 0):
+                                    m.d.sync += [S[ch].eq(0), Q[ch].eq(0)]
+                                with m.Else():
+                                    m.d.sync += [S[ch].eq(S[ch] + x), Q[ch].eq(Q[ch] + x * x)]
+                    m.d.sync += word.eq(word + 1)
+                    with m.If(word == W - 1):
+                        m.d.sync += [word.eq(0), tok.eq(tok + 1)]
+                        with m.If(tok == T - 1):
+                            m.d.sync += [tok.eq(0), V.eq(0)]
+                            m.next = "FEED"
+            with m.State("FEED"):
+                s_sel = [Array(S[w_ * L + c] for w_ in range(W))[word] for c in range(L)]
+                q_sel = [Array(Q[w_ * L + c] for w_ in range(W))[word] for c in range(L)]
+                m.d.comb += ln.inp.valid.eq(1)
+                for c in range(L):
+                    m.d.comb += ln.inp.payload[c].eq(_sat(_round_shift(s_sel[c] * c_("m_a"), c_("sh_a")), 8))
+                with m.If(ln.inp.ready):
+                    m.d.sync += V.eq(V + _tree_sum([P * q_sel[c] - s_sel[c] * s_sel[c] for c in range(L)]))
+                    next_word(W, "LN")
+            with m.State("LN"):
+                m.d.comb += ln.out.ready.eq(1)
+                with m.If(ln.out.valid):
+                    write_word(Y, L, ln.out.payload)
+                    next_word(W, "FC1", [step.eq(0)])
+            if mac:
+                self._mac_states(m, Y, Hr, Er, Dr, n, root, step, cand)
+            else:
+                self._da4ml_states(m, Y, Hr, Er, Dr, n, root, step)
+            with m.State("SQRT"):           # root = isqrt(n << 2 NORM_FRAC), from bit 27 down
+                trial = root | (Const(1 << (ROOT_BITS - 1), ROOT_BITS) >> step)
+                with m.If(trial * trial <= (n << (2 * NORM_FRAC))):
+                    m.d.sync += root.eq(trial)
+                m.d.sync += step.eq(step + 1)
+                with m.If(step == ROOT_BITS - 1):
+                    m.d.sync += [step.eq(0), rem.eq(0), inv.eq(0)]
+                    m.next = "DIV"
+            with m.State("DIV"):            # inv = floor(2**40 / max(root, 1)), one quotient bit a cycle
+                den = Mux(root == 0, 1, root)
+                shifted = Cat(step == 0, rem)          # the dividend 2**40 has one bit, the first
+                ge = shifted >= den
+                m.d.sync += [rem.eq(Mux(ge, shifted - den, shifted)), inv.eq(Cat(ge, inv)), step.eq(step + 1)]
+                with m.If(step == INV_BITS):
+                    m.d.sync += step.eq(0)
+                    m.next = "Z"
+            with m.State("Z"):     # one class a cycle, in two stages: Dr rotates once round, z shifts into Zr
+                with m.If(word < C):
+                    m.d.sync += z1.eq(_round_shift(Dr[0] * inv, Z1_SHIFT))
+                    m.d.sync += [Dr[j].eq(Dr[(j + 1) % C]) for j in range(C)]
+                with m.If(word >= 1):
+                    m.d.sync += [Zr[j].eq(Zr[j + 1]) for j in range(C - 1)]
+                    m.d.sync += Zr[C - 1].eq(_sat(_round_shift(z1 * c_("m_z"), c_("sh_z")), 32))
+                next_word(C + 1, "SOFTMAX_IN")
+            with m.State("SOFTMAX_IN"):
+                m.d.comb += sm.inp.valid.eq(1)
+                m.d.sync += [top1.eq(0), top2.eq(0)]
+                for w_ in range(Ws):
+                    with m.If(word == w_):
+                        m.d.comb += [sm.inp.payload[c].eq(Zr[w_ * Ls + c] if w_ * Ls + c < C else intops.INT32_MAX)
+                                     for c in range(Ls)]
+                with m.If(sm.inp.ready):
+                    next_word(Ws, "SOFTMAX_OUT")
+            with m.State("SOFTMAX_OUT"):   # the two largest probabilities as they stream out, duplicates kept
+                m.d.comb += sm.out.ready.eq(1)  # (torch.topk); p >= 0, so both start at 0
+                with m.If(sm.out.valid):
+                    t1, t2 = top1, top2
+                    for c in range(Ls):
+                        p_c = sm.out.payload[c]
+                        n1, n2 = Mux(p_c > t1, p_c, t1), Mux(p_c > t1, t1, Mux(p_c > t2, p_c, t2))
+                        # a padding lane of the last beat (Ls not dividing C) leaves them as they are
+                        valid = (word * Ls + c) < C
+                        t1, t2 = Mux(valid, n1, t1), Mux(valid, n2, t2)
+                    m.d.sync += [top1.eq(t1), top2.eq(t2)]
+                    next_word(Ws, "GATE")
+            with m.State("GATE"):           # the gate's three products, then their sum
+                shifted_v = V >> c_("sav_shift")
+                sav = Mux(shifted_v > 2 ** SAV_BITS - 1, 2 ** SAV_BITS - 1, shifted_v)[:SAV_BITS]
+                m.d.sync += [g_c.eq(c_("w_c") * top1), g_m.eq(c_("w_m") * (top1 - top2 if C > 1 else top1)),
+                             g_s.eq(c_("w_s") * sav)]
+                m.next = "GATE_SUM"
+            with m.State("GATE_SUM"):
+                m.d.sync += [gate.eq(_sat(g_c + g_m + g_s + c_("bias"), 32)), word.eq(0)]
+                m.next = "OUT"
+            with m.State("OUT"):
+                m.d.comb += [self.out.valid.eq(1), self.out.payload.score.eq(Array(Dr)[word]),
+                             self.out.payload.gate.eq(gate), self.out.payload.layer.eq(cand),
+                             self.out.payload.last.eq(word == C - 1)]
+                with m.If(self.out.ready):
+                    next_word(C, "SUMS")
+        return m
+
+    def _da4ml_states(self, m, Y, Hr, Er, Dr, n, root, step):
+        """FC1 to SCORES with the da4ml adder graphs: each holds its input vector until its
+        output is valid; RQ1 and RQ2 requantize ``lanes`` channels a cycle."""
+        p, L, C = self.head.layers[self.ks[0]].params, self.lanes, self.head.classes
+        outs = {}
+        for key, vec in (("fc1", Y), ("fc2", Hr), ("scores", Er)):
+            d = self.dense[key]
+            o = Signal(d.n_out * d.out_bits, name=f"{key}_out")
+            m.submodules[key] = Instance(d.module, i_clk=ClockSignal(), i_model_inp=Cat(*vec), o_model_out=o)
+            outs[key] = [o.word_select(j, d.out_bits).as_signed() << d.lsb for j in range(d.n_out)]
+        rq = [Requantizer() for _ in range(L)]            # fc1's and fc2's, L channels a cycle
+        for c, r in enumerate(rq):
+            m.submodules[f"rq{c}"] = r
+        for key, nxt in (("fc1", "RQ1"), ("fc2", "RQ2"), ("scores", "SQRT")):
+            with m.State(key.upper()):      # hold the input vector until the adder graph's output is valid
+                m.d.sync += step.eq(step + 1)
+                with m.If(step == self.dense[key].latency):
+                    if key == "scores":
+                        m.d.sync += [Dr[j].eq(_sat(outs[key][j], 32)) for j in range(C)]
+                        m.d.sync += [n.eq(_tree_sum([e * e for e in Er])), root.eq(0)]
+                    m.d.sync += step.eq(0)
+                    m.next = nxt
+        for state, key, target, mult, shift, relu, nxt in (("RQ1", "fc1", Hr, p["m1"], p["sh1"], True, "FC2"),
+                                                           ("RQ2", "fc2", Er, p["m2"], p["sh2"], False, "SCORES")):
+            with m.State(state):            # L channels a cycle through the requantizers
+                words = -(-len(target) // L)
+                pad = words + Requantizer.LATENCY
+
+                def column(values, c, default=0):
+                    return Array([values[w_ * L + c] if w_ * L + c < len(target) else Const(default)
+                                  for w_ in range(pad)])[step]
+                for c in range(L):
+                    m.d.comb += [rq[c].acc.eq(_sat(column(outs[key], c), 32)), rq[c].bias.eq(0),
+                                 rq[c].mult.eq(column([Const(int(v), intops.MULT_BITS) for v in mult], c)),
+                                 rq[c].shift.eq(column([Const(int(v), 6) for v in shift], c, 1))]
+                done = step - Requantizer.LATENCY           # the word whose results are on y now
+                for w_ in range(words):
+                    with m.If((step >= Requantizer.LATENCY) & (done == w_)):
+                        m.d.sync += [target[w_ * L + c].eq(clamp(rq[c].y, 0, 127) if relu else rq[c].y)
+                                     for c in range(L) if w_ * L + c < len(target)]
+                m.d.sync += step.eq(step + 1)
+                with m.If(step == words - 1 + Requantizer.LATENCY):
+                    m.d.sync += step.eq(0)
+                    m.next = nxt
+
+    def _mac_states(self, m, Y, Hr, Er, Dr, n, root, step, cand):
+        """FC1, FC2 and SCORES on ``macs`` multipliers (``MacDense``): each phase issues its
+        ROM words one a cycle (row j, chunk c: W[j, c M:(c + 1) M]) with the row's constants
+        (bias, requantizer multiplier and shift, from a second ROM) and the input vector's chunk
+        c; the next cycle multiplies them, the one after adds the products to the row's sum,
+        which the row's first chunk starts from its bias; a finished row goes through the requantizer (fc1:
+        relu) into its vector, and for fc2 its square into n; a score row is saturated to
+        int32. The phase ends when its last row is written. The ROMs hold every candidate's
+        fc1 and fc2 (at bases read from a table at ``cand``) and the class embeddings once."""
+        h, M = self.head, self.dense.macs
+        m.submodules.rq = rq = Requantizer()
+        n_cand = len(h.layers)
+
+        def rows_of(w: torch.Tensor) -> list[int]:
+            """A weight matrix (N, K) as ROM words: row by row, ceil(K / M) words of M bytes."""
+            n_out, k_in = w.shape
+            wb = w.to(torch.int64).numpy() & 0xFF
+            return [sum(int(wb[j, c * M + i]) << (8 * i) for i in range(M) if c * M + i < k_in)
+                    for j in range(n_out) for c in range(-(-k_in // M))]
+
+        P_B, P_M, _ = ROW_CONST                           # a row's constants: bias | mult << P_B | shift << P_B + P_M
+        words, consts = [], []
+        w_base = {key: [0] * n_cand for key in ("fc1", "fc2")}
+        p_base = {key: [0] * n_cand for key in ("fc1", "fc2")}
+        for k in self.ks:
+            prm = h.layers[k].params
+            for key, w, b, mult, shift in (("fc1", prm["w1"], prm["b1"], prm["m1"], prm["sh1"]),
+                                           ("fc2", prm["w2"], prm["b2"], prm["m2"], prm["sh2"])):
+                w_base[key][k], p_base[key][k] = len(words), len(consts)
+                words += rows_of(w)
+                consts += [(int(bb) & (2 ** P_B - 1)) | (int(mm) << P_B) | (int(ss) << (P_B + P_M))
+                           for bb, mm, ss in zip(b, mult, shift)]
+        scores_base = len(words)
+        words += rows_of(h.class_t)
+        m.submodules.rom = rom = memory.Memory(shape=unsigned(8 * M), depth=len(words), init=words)
+        m.submodules.row_consts = prom = memory.Memory(shape=unsigned(sum(ROW_CONST)), depth=len(consts), init=consts)
+        rd, prd = rom.read_port(), prom.read_port()
+        p_bias, p_mult, p_shift = prd.data[:P_B].as_signed(), prd.data[P_B:P_B + P_M], prd.data[P_B + P_M:]
+
+        K_max = max(k for k, _ in MacDense.shapes(h))
+        N_max = max(nn for _, nn in MacDense.shapes(h))
+        acc = Signal(signed((K_max * 128 * 128 + 2 ** 32).bit_length() + 1))
+        chunk = Signal(range(-(-K_max // M)))
+        xs1 = Signal(8 * M)                               # the input chunk, beside the ROM word
+        prod = [Signal(signed(16), name=f"prod{i}") for i in range(M)]
+        v2p, first2, last2 = Signal(), Signal(), Signal()
+        bias2, mult2, shift2 = Signal(signed(P_B)), Signal(unsigned(P_M)), Signal(unsigned(6))
+        row = Signal(range(N_max))
+        v1, first1, last1, v2 = Signal(), Signal(), Signal(), Signal()
+        q_mult, q_shift = Signal(unsigned(P_M)), Signal(unsigned(6))
+        qv = [Signal(name=f"qv{i}") for i in range(Requantizer.LATENCY)]
+        m.d.sync += [qv[0].eq(v2)] + [qv[i + 1].eq(qv[i]) for i in range(len(qv) - 1)]
+
+        def shift_in(target, value):
+            """Rows finish in order, so a finished row shifts into the end of its vector: after
+            N rows, target[j] holds row j (no N-way write decoder)."""
+            return [target[j].eq(target[j + 1]) for j in range(len(target) - 1)] + [target[-1].eq(value)]
+
+        def base(table: list[int]):
+            return table[self.ks[0]] if len(self.ks) == 1 else Array(Const(v, range(max(table) + 1)) for v in table)[cand]
+
+        layers = [("FC1", "fc1", Y, Hr, True, "FC2"), ("FC2", "fc2", Hr, Er, False, "SCORES"),
+                  ("SCORES", None, Er, Dr, False, "SQRT")]
+        for (state, key, x_vec, target, relu, nxt), (k_in, n_out) in zip(layers, MacDense.shapes(h)):
+            per = -(-k_in // M)
+            rows = n_out * per
+            tail = MAC_PIPE + (Requantizer.LATENCY + 1 if key else 0)
+            with m.State(state):
+                # issue: ROM word base + step and the row's constants, while step < rows
+                issuing = step < rows
+                m.d.comb += rd.addr.eq((base(w_base[key]) if key else scores_base) + step)
+                if key:
+                    m.d.comb += prd.addr.eq(base(p_base[key]) + row)
+                zero = Const(0, signed(8))
+                xs = Array(Cat(*(x_vec[c * M + i] if c * M + i < k_in else zero for i in range(M)))
+                           for c in range(per))[chunk]
+                m.d.sync += [v1.eq(issuing), first1.eq(chunk == 0), last1.eq(chunk == per - 1), xs1.eq(xs)]
+                with m.If(issuing):
+                    m.d.sync += chunk.eq(chunk + 1)
+                    with m.If(chunk == per - 1):
+                        m.d.sync += [chunk.eq(0), row.eq(row + 1)]
+                # multiply: the ROM word against the input vector's chunk (both registered)
+                m.d.sync += [prod[i].eq(rd.data.word_select(i, 8).as_signed() * xs1.word_select(i, 8).as_signed())
+                             for i in range(M)]
+                m.d.sync += [v2p.eq(v1), first2.eq(first1), last2.eq(last1)]
+                if key:
+                    m.d.sync += [bias2.eq(p_bias), mult2.eq(p_mult), shift2.eq(p_shift)]
+                # add: the products into the row's sum, which its first chunk starts from the bias
+                with m.If(v2p):
+                    m.d.sync += acc.eq(Mux(first2, bias2 if key else 0, acc) + _tree_sum(prod))
+                    if key:
+                        m.d.sync += [q_mult.eq(mult2), q_shift.eq(shift2)]
+                m.d.sync += v2.eq(v2p & last2)
+                # a finished row
+                if key is None:
+                    with m.If(v2):
+                        m.d.sync += shift_in(target, _sat(acc, 32))
+                else:
+                    m.d.comb += [rq.acc.eq(_sat(acc, 32)), rq.bias.eq(0), rq.mult.eq(q_mult), rq.shift.eq(q_shift)]
+                    with m.If(qv[-1]):
+                        m.d.sync += shift_in(target, clamp(rq.y, 0, 127) if relu else rq.y)
+                        if target is Er:
+                            m.d.sync += n.eq(n + rq.y * rq.y)
+                m.d.sync += step.eq(step + 1)
+                with m.If(step == rows + tail - 1):
+                    m.d.sync += [step.eq(0), chunk.eq(0), row.eq(0)]
+                    if nxt == "FC2":
+                        m.d.sync += n.eq(0)
+                    if nxt == "SQRT":
+                        m.d.sync += root.eq(0)
+                    m.next = nxt

@@ -1,0 +1,166 @@
+"""The LayerNorm unit: ``model.intops.layernorm`` over a token row, ``lanes`` int8 values per beat.
+
+Per row of D values (D = the ``d`` port, at most ``max_d``, a multiple of ``lanes``; W = D/lanes
+beats):
+
+1. **LOAD** (W cycles): each beat goes into the row buffer while S = sum(x) (20 bits signed)
+   and Q = sum(x**2) (27 bits) accumulate: the one-pass form of ``intops.layernorm``;
+2. **VAR** (1 cycle): n = ((D*Q - S**2) << 2*LN_SQRT_BITS) + eps, var_num < 2**38, n < 2**55;
+3. **SQRT** (28 cycles): den = isqrt(n) by the digit recurrence of ``intops.isqrt``, one root
+   bit a cycle, from bit 27 down;
+4. **DIV** (41 cycles): r = floor(2**40 / max(den, 1)) by restoring division, one quotient
+   bit a cycle;
+5. **OUT** (W cycles plus 4 of latency when nothing stalls): for each stored x_i (``lanes`` at a time), with the
+   channel's g_i, b_i from the parameter buffer: c = D*x_i - S (21 bits), y = round_shift(c*r,
+   20) (|y| < 2**20), out = sat8(round_shift(g*y + b, shift)) (g*y + b < 2**49), streamed out
+   under the shared stall rule (``hw.rtl.units.Pipeline``).
+
+Then the next row is accepted. The parameters (g int17, b int48 per channel, ``intops``'
+``check_layernorm_params`` ranges) are written through ``p_in``, ``lanes`` channels per beat in
+channel order; its pointer wraps after W beats, so load exactly W words per set.
+"""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from amaranth import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from hw.rtl.gemm import clamp
+from hw.rtl.units import Pipeline, check_lanes
+from model import intops
+from model.errors import QexitError
+
+LN_PARAM = data.StructLayout({"g": signed(intops.GAMMA_BITS + 2), "b": signed(intops.LN_B_BITS + 1)})
+ROOT_BITS = intops.ISQRT_BITS // 2                     # 28
+RECIP_BITS = intops.LN_RECIP_BITS                      # 40
+Y_SHIFT = intops.LN_RECIP_BITS - intops.LN_SQRT_BITS - intops.LN_FRAC_BITS    # 20
+
+
+def row_cycles(d: int, lanes: int = 1) -> int:
+    """Cycles from a row's first input beat to its last output beat when nothing stalls."""
+    w = -(-d // lanes)
+    return w + 1 + ROOT_BITS + (RECIP_BITS + 1) + w + LayerNormUnit.LATENCY
+
+
+class LayerNormUnit(wiring.Component):
+    LATENCY = 4       # OUT: buffer read, c*r, g*y, round + saturate
+
+    def __init__(self, max_d: int = 1024, lanes: int = 1):
+        if not isinstance(max_d, int) or not 1 <= max_d <= intops.LN_MAX_D:
+            raise QexitError(f"LayerNorm max_d = {max_d} must be in [1, {intops.LN_MAX_D}]")
+        check_lanes(lanes)
+        self.max_d, self.lanes = max_d, lanes
+        super().__init__({
+            "inp": In(stream.Signature(data.ArrayLayout(signed(8), lanes))),
+            "out": Out(stream.Signature(data.ArrayLayout(signed(8), lanes))),
+            "p_in": In(stream.Signature(data.ArrayLayout(LN_PARAM, lanes))),
+            "d": In(range(max_d + 1)),                 # a multiple of lanes
+            "shift": In(unsigned(6)),                  # intops.LN_SHIFT: [1, 52]
+            "eps": In(unsigned(intops.LN_EPS_BITS)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        max_d, L = self.max_d, self.lanes
+        words = -(-max_d // L)
+        m.submodules.rows = rows = memory.Memory(shape=data.ArrayLayout(signed(8), L), depth=words, init=[])
+        m.submodules.params = params = memory.Memory(shape=data.ArrayLayout(LN_PARAM, L), depth=words, init=[])
+        row_wr, row_rd = rows.write_port(), rows.read_port()
+        par_wr, par_rd = params.write_port(), params.read_port()
+
+        # ------------------------------------------------------------ parameters
+        p_ptr = Signal(range(words))
+        p_elem = Signal(range(max_d + L + 1))
+        m.d.comb += [self.p_in.ready.eq(1), par_wr.en.eq(self.p_in.valid), par_wr.addr.eq(p_ptr),
+                     par_wr.data.eq(self.p_in.payload)]
+        with m.If(self.p_in.valid):
+            with m.If(p_elem + L >= self.d):
+                m.d.sync += [p_ptr.eq(0), p_elem.eq(0)]
+            with m.Else():
+                m.d.sync += [p_ptr.eq(p_ptr + 1), p_elem.eq(p_elem + L)]
+
+        # ------------------------------------------------------------ row statistics
+        cnt = Signal(range(words + 1))                 # words loaded
+        cnt_e = Signal(range(max_d + L + 1))           # values loaded
+        s = Signal(signed(20))
+        q = Signal(unsigned(27))
+        n = Signal(unsigned(intops.ISQRT_BITS))
+        root = Signal(unsigned(ROOT_BITS))
+        bit = Signal(range(ROOT_BITS))
+        rem = Signal(unsigned(ROOT_BITS + 1))
+        quot = Signal(unsigned(RECIP_BITS + 1))
+        k = Signal(range(RECIP_BITS + 1))
+        den = Signal(unsigned(ROOT_BITS))
+        sent = Signal(range(max_d + L + 1))            # values sent
+        issue = SimpleNamespace(valid=Signal(name="issue_valid"), ready=Signal(name="issue_ready"))
+        i = Signal(range(words + 1))                   # words issued
+        i_e = Signal(range(max_d + L + 1))             # values issued
+
+        trial = Signal(unsigned(ROOT_BITS))
+        m.d.comb += trial.eq(root | (Const(1, ROOT_BITS) << bit))
+        rem2 = Signal(unsigned(ROOT_BITS + 1))
+        m.d.comb += rem2.eq((rem << 1) | (k == RECIP_BITS))
+
+        with m.FSM():
+            with m.State("LOAD"):
+                x = self.inp.payload
+                m.d.comb += [self.inp.ready.eq(1), row_wr.en.eq(self.inp.valid), row_wr.addr.eq(cnt),
+                             row_wr.data.eq(x)]
+                with m.If(self.inp.valid):
+                    lane_sum = sum(x[c] for c in range(L))
+                    lane_sq = sum(x[c] * x[c] for c in range(L))
+                    m.d.sync += [s.eq(s + lane_sum), q.eq(q + lane_sq), cnt.eq(cnt + 1), cnt_e.eq(cnt_e + L)]
+                    with m.If(cnt_e + L >= self.d):
+                        m.next = "VAR"
+            with m.State("VAR"):
+                var_num = Signal(unsigned(38))
+                m.d.comb += var_num.eq(self.d * q - s * s)
+                m.d.sync += [n.eq((var_num << (2 * intops.LN_SQRT_BITS)) + self.eps),
+                             root.eq(0), bit.eq(ROOT_BITS - 1)]
+                m.next = "SQRT"
+            with m.State("SQRT"):
+                with m.If(trial * trial <= n):
+                    m.d.sync += root.eq(trial)
+                m.d.sync += bit.eq(bit - 1)
+                with m.If(bit == 0):
+                    m.d.sync += [rem.eq(0), quot.eq(0), k.eq(RECIP_BITS)]
+                    m.next = "DIV"
+            with m.State("DIV"):
+                m.d.comb += den.eq(Mux(root == 0, 1, root))
+                ge = rem2 >= den
+                m.d.sync += [rem.eq(Mux(ge, rem2 - den, rem2)), quot.eq((quot << 1) | ge), k.eq(k - 1)]
+                with m.If(k == 0):
+                    m.d.sync += [i.eq(0), i_e.eq(0), sent.eq(0)]
+                    m.next = "OUT"
+            with m.State("OUT"):
+                m.d.comb += issue.valid.eq(i_e < self.d)
+                with m.If(issue.valid & issue.ready):
+                    m.d.sync += [i.eq(i + 1), i_e.eq(i_e + L)]
+                with m.If(self.out.valid & self.out.ready):
+                    m.d.sync += sent.eq(sent + L)
+                    with m.If(sent + L >= self.d):
+                        m.d.sync += [cnt.eq(0), cnt_e.eq(0), s.eq(0), q.eq(0)]
+                        m.next = "LOAD"
+
+        # ------------------------------------------------------------ OUT pipeline
+        pipe = Pipeline(m, issue, self.out, self.LATENCY)
+        m.d.comb += [row_rd.addr.eq(i), row_rd.en.eq(pipe.advance),
+                     par_rd.addr.eq(i), par_rd.en.eq(pipe.advance)]
+        half = (Const(1, 52) << (self.shift - 1)[:6])[:52]
+        for lane in range(L):
+            c = Signal(signed(21), name=f"c{lane}")
+            m.d.comb += c.eq(self.d * row_rd.data[lane] - s)
+            prod = pipe.stage(c * quot, signed(62), f"cr{lane}")
+            g2 = pipe.stage(par_rd.data[lane].g, signed(intops.GAMMA_BITS + 2), f"g2_{lane}")
+            b2 = pipe.stage(par_rd.data[lane].b, signed(intops.LN_B_BITS + 1), f"b2_{lane}")
+            y = Signal(signed(21), name=f"y{lane}")
+            m.d.comb += y.eq((prod + (1 << (Y_SHIFT - 1))) >> Y_SHIFT)
+            gy = pipe.stage(g2 * y, signed(38), f"gy{lane}")
+            b3 = pipe.stage(b2, signed(intops.LN_B_BITS + 1), f"b3_{lane}")
+            total = Signal(signed(54), name=f"total{lane}")   # |g*y| < 2**37, |b| < 2**47, half <= 2**51
+            m.d.comb += total.eq(gy + b3 + half)
+            out = pipe.stage(clamp(total >> self.shift, intops.INT8_MIN, intops.INT8_MAX), signed(8), f"ln_out{lane}")
+            m.d.comb += self.out.payload[lane].eq(out)
+        return m

@@ -1,0 +1,213 @@
+"""The streaming softmax unit: ``model.intops.softmax`` over one attention row at a time.
+
+``SoftmaxUnit`` takes ``lanes`` int32 scores per ``inp`` beat and gives ``lanes`` int8
+probabilities (0..127, at scale 2**-7) per ``out`` beat, in input order. A row of T scores
+spans W = ceil(T / lanes) beats; the unused lanes of its last beat are ignored on the way in
+and zero on the way out. Each phase below handles a beat per cycle, every lane in parallel
+(the lanes' maxima, e values and sum are combined in the same cycle). Its constants are input ports that
+the host (or the layer controller) holds steady while a row is in flight: the row length
+``length`` (T, 1..max_row) and the i-exp constants ``pre``, ``x0``, ``qb``, ``qc`` (within
+``intops.SOFTMAX_PRE``/``X0``/``QB``/``QC`` with qb > x0, as ``intops.check_softmax_params``
+accepts). Out-of-range constants or a length outside 1..max_row give unspecified results.
+
+A row goes through four phases, one after the other (the unit then takes the next row):
+
+* LOAD (W cycles): accept W beats, write them to the row buffer (an Amaranth ``Memory`` of
+  ceil(max_row / lanes) words of ``lanes`` 32-bit values) and keep the running row maximum (int32).
+* EXP (W + 3 cycles): read the scores back (one per cycle, synchronous read) through a
+  three-stage pipeline and write each e over its score, adding it to the row sum:
+
+  - stage 1, the read: score s (int32);
+  - stage 2: d = s - max in [-(2**32 - 1), 0] (33 bits); d = max(d, d_min); x = d >> pre (floor)
+    or d << -pre (64 bits); nx = -max(x, x_min) = min(-x, 30 x0) in [0, 3960] (12 bits), with
+    (d_min, x_min) = ``intops.exp_floor(pre, x0)``, formed here from the ports: x_min = -30 x0,
+    d_min = x_min << pre (pre >= 0, 45 bits) or -((30 x0) >> -pre) - 1 (pre < 0);
+  - stage 3: z = nx // x0 in [0, 30] (5 bits) by a five-step restoring division whose
+    remainder is -p = nx - z x0 in [0, x0) (8 bits); u = p + qb = qb - (-p) in [1, 256] (9 bits);
+  - then e = (u**2 + qc) >> z in [0, 2**17) (``intops.EXP_BITS``), written to the buffer, and
+    sum += e (sum < max_row * 2**17 <= 2**31: 31 bits for max_row = 2**14).
+
+* DIV (``DIV_STEPS`` = 19 cycles): r = floor(2**32 / sum) by a sequential restoring division
+  (one quotient bit per cycle, remainder < sum: 31 bits, shifted 32). sum >= qb**2 + qc >=
+  2**14 + 2**13 (the row maximum's e), so 2**32 >> 19 = 2**13 < sum: the division starts from
+  remainder 2**13 and needs only the 19 low quotient bits, r <= 2**18 (19 bits).
+* OUT (W + 2 cycles without back-pressure): read each e back; p = min(127, (e * r + 2**24) >> 25)
+  (e * r <= 2**32: 36-bit product; ``intops.round_shift`` by RECIP_BITS - PROB_BITS = 25, then
+  saturated at 127; with ``prob_bits`` = b, the exit gate's 15, the shift is 32 - b and the
+  saturation 2**b - 1, on signed(b + 1) lanes), streamed with the stall rule of ``hw.rtl.units.Pipeline``: the read port and
+  the output register advance together when ``~out.valid | out.ready``.
+
+A row therefore takes 3W + 24 cycles when the input never waits and the output is never
+stalled (``row_cycles``). ``inp.ready`` is high only in LOAD.
+"""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from hw.rtl.gemm import clamp
+from hw.rtl.units import Pipeline, check_lanes
+from model import intops
+from model.errors import QexitError
+
+DIV_STEPS = 19                                          # quotient bits of floor(2**32 / sum)
+X_BITS = (intops.EXP_MAX_SHIFT * intops.SOFTMAX_X0[1]).bit_length()     # 12: nx = -x in [0, 3960]
+
+# sum >= SOFTMAX_QB[0]**2 + SOFTMAX_QC[0] must exceed the division's starting remainder.
+assert intops.RECIP_BITS - DIV_STEPS < (intops.SOFTMAX_QB[0] ** 2 + intops.SOFTMAX_QC[0]).bit_length()
+
+
+def row_cycles(length: int, lanes: int = 1) -> int:
+    """Clock cycles of one row of ``length`` scores (W = ceil(length / lanes) beats) with no
+    input gaps and no output stalls."""
+    w = -(-length // lanes)
+    return w + (w + 3) + DIV_STEPS + (w + 2)
+
+
+class SoftmaxUnit(wiring.Component):
+    """int32 scores (``lanes`` per beat) → int8 probabilities 0..127 (``lanes`` per beat), row by row.
+
+    A row of T scores spans W = ceil(T / lanes) beats; the unused lanes of its last beat are
+    ignored on the way in and are zero on the way out.
+
+    Ports: ``inp`` (int32 lanes), ``out`` (int8 lanes), ``length`` (1..max_row),
+    ``pre`` signed(6), ``x0`` unsigned(8), ``qb`` unsigned(9), ``qc`` unsigned(16).
+    """
+
+    def __init__(self, max_row: int = 256, lanes: int = 1, prob_bits: int = intops.PROB_BITS):
+        if not isinstance(prob_bits, int) or not 1 <= prob_bits <= 15:
+            raise QexitError(f"softmax prob_bits = {prob_bits} must be an integer in [1, 15]")
+        if not isinstance(max_row, int) or not 1 <= max_row <= intops.SOFTMAX_MAX_ROW:
+            raise QexitError(f"softmax max_row = {max_row} must be an integer in "
+                             f"[1, {intops.SOFTMAX_MAX_ROW}]")
+        check_lanes(lanes)
+        self.max_row, self.lanes, self.prob_bits = max_row, lanes, prob_bits
+        super().__init__({
+            "inp": In(stream.Signature(data.ArrayLayout(signed(32), lanes))),
+            "out": Out(stream.Signature(data.ArrayLayout(signed(prob_bits + 1), lanes))),
+            "length": In(unsigned(max_row.bit_length())),
+            "pre": In(signed(max(-intops.SOFTMAX_PRE[0], intops.SOFTMAX_PRE[1]).bit_length() + 1)),
+            "x0": In(unsigned(intops.SOFTMAX_X0[1].bit_length())),
+            "qb": In(unsigned(intops.SOFTMAX_QB[1].bit_length())),
+            "qc": In(unsigned(intops.SOFTMAX_QC[1].bit_length())),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        L = self.lanes
+        words = -(-self.max_row // L)
+        pos_shape = unsigned((self.max_row + L).bit_length())
+        sum_bits = (self.max_row * (2 ** intops.EXP_BITS - 1)).bit_length()   # <= 31
+
+        # the row buffer: scores (LOAD), overwritten by their e (EXP), read out (OUT)
+        m.submodules.buf = buf = memory.Memory(shape=data.ArrayLayout(unsigned(32), L), depth=words, init=[])
+        wr, rd = buf.write_port(), buf.read_port()
+
+        cnt = Signal(range(words + 1))  # buffer writes so far in this phase (LOAD, EXP)
+        cnt_e = Signal(pos_shape)       # ... times L: the position of the word being written
+        idx = Signal(range(words + 1))  # buffer reads issued so far in this phase (EXP, OUT)
+        idx_e = Signal(pos_shape)
+        row_max = Signal(signed(32))
+        total = Signal(unsigned(sum_bits))
+        recip = Signal(unsigned(DIV_STEPS))
+        rem = Signal(unsigned(sum_bits))
+        step = Signal(range(DIV_STEPS))
+
+        def lane_valid(pos, c):        # lane c of the word at position pos holds a score of the row
+            return pos + c < self.length
+
+        # ---- constants from the ports: exp_floor(pre, x0) and the shift amounts
+        neg = self.pre < 0
+        rshift = self.pre.as_unsigned()[:5]          # pre when pre >= 0
+        lshift = (-self.pre)[:5]                      # -pre when pre < 0
+        x30 = Signal(X_BITS)                          # -x_min = 30 x0 <= 3960
+        d_min = Signal(signed(X_BITS + 32 + 1))       # x_min << pre or -((-x_min) >> -pre) - 1
+        m.d.comb += [x30.eq(self.x0 * intops.EXP_MAX_SHIFT),
+                     d_min.eq(Mux(neg, -(x30 >> lshift) - 1, -(x30 << rshift)))]
+
+        # ---- OUT: read port (stage 1) and output register (stage 2) under one stall rule
+        issue = SimpleNamespace(valid=Signal(), ready=Signal())
+        pipe = Pipeline(m, issue, self.out, 2)
+        pos1 = pipe.stage(idx_e, pos_shape, "pos1")
+        last1 = Signal()
+        m.d.comb += last1.eq(pos1 + L >= self.length)
+        last2 = pipe.stage(last1, name="last2")
+        for c in range(L):
+            e_out = rd.data[c][:intops.EXP_BITS]
+            shift = intops.RECIP_BITS - self.prob_bits
+            prob = (e_out * recip + (1 << (shift - 1))) >> shift
+            value = Mux(lane_valid(pos1, c), clamp(prob, 0, 2 ** self.prob_bits - 1), 0)
+            m.d.comb += self.out.payload[c].eq(pipe.stage(value, signed(self.prob_bits + 1), f"prob{c}"))
+
+        # ---- EXP pipeline: v1 (score on rd.data), v2 (nx), v3 (z, u)
+        v1, v2, v3 = Signal(), Signal(), Signal()
+        e_word = Signal(data.ArrayLayout(unsigned(32), L))
+        e_sum = 0
+        for c in range(L):
+            d = Signal(signed(33), name=f"d{c}")
+            dc = Signal(signed(33), name=f"dc{c}")     # max(d, d_min) >= d: fits in 33 bits
+            x = Signal(signed(64), name=f"x{c}")
+            nx2 = Signal(X_BITS, name=f"nx2_{c}")
+            m.d.comb += [d.eq(rd.data[c].as_signed() - row_max),
+                         dc.eq(Mux(d < d_min, d_min, d)),
+                         x.eq(Mux(neg, dc << lshift, dc >> rshift))]
+            r = nx2                                   # restoring division nx // x0, 5 steps
+            z_bits = []
+            for i in reversed(range(5)):
+                t = self.x0 << i
+                ge = r >= t
+                z_bits.append(ge)
+                r = Mux(ge, r - t, r)
+            z3 = Signal(5, name=f"z3_{c}")
+            u3 = Signal(9, name=f"u3_{c}")            # p + qb = qb - (nx - z x0) in [1, 256]
+            e = Signal(intops.EXP_BITS, name=f"e{c}")
+            m.d.comb += [e.eq((u3 * u3 + self.qc) >> z3), e_word[c].eq(e)]
+            m.d.sync += [nx2.eq(Mux(x < -x30, x30, -x)), z3.eq(Cat(*reversed(z_bits))), u3.eq(self.qb - r)]
+            e_sum = e_sum + Mux(lane_valid(cnt_e, c), e, 0)
+
+        m.d.comb += [rd.addr.eq(idx), rd.en.eq(pipe.advance), wr.addr.eq(cnt)]
+        m.d.sync += [v1.eq(0), v2.eq(v1), v3.eq(v2)]
+
+        with m.FSM():
+            with m.State("LOAD"):
+                m.d.comb += [self.inp.ready.eq(1), wr.data.eq(self.inp.payload), wr.en.eq(self.inp.valid)]
+                with m.If(self.inp.valid):
+                    best = Mux(cnt == 0, self.inp.payload[0], row_max)
+                    for c in range(L):          # a chain of named maxima (each referenced twice)
+                        s = self.inp.payload[c]
+                        mx = Signal(signed(32), name=f"max{c}")
+                        m.d.comb += mx.eq(Mux(lane_valid(cnt_e, c) & (s > best), s, best))
+                        best = mx
+                    m.d.sync += [row_max.eq(best), cnt.eq(cnt + 1), cnt_e.eq(cnt_e + L)]
+                    with m.If(cnt_e + L >= self.length):
+                        m.d.sync += [cnt.eq(0), cnt_e.eq(0), idx.eq(0), idx_e.eq(0), total.eq(0)]
+                        m.next = "EXP"
+            with m.State("EXP"):
+                m.d.comb += rd.en.eq(1)
+                with m.If(idx_e < self.length):
+                    m.d.sync += [v1.eq(1), idx.eq(idx + 1), idx_e.eq(idx_e + L)]
+                m.d.comb += [wr.data.eq(e_word), wr.en.eq(v3)]
+                with m.If(v3):
+                    m.d.sync += [total.eq(total + e_sum), cnt.eq(cnt + 1), cnt_e.eq(cnt_e + L)]
+                    with m.If(cnt_e + L >= self.length):
+                        m.d.sync += [cnt.eq(0), cnt_e.eq(0), idx.eq(0), idx_e.eq(0), step.eq(0),
+                                     rem.eq(1 << (intops.RECIP_BITS - DIV_STEPS)), recip.eq(0)]
+                        m.next = "DIV"
+            with m.State("DIV"):
+                shifted = Cat(Const(0, 1), rem)                 # rem * 2 < 2 * sum
+                ge = shifted >= total
+                m.d.sync += [rem.eq(Mux(ge, shifted - total, shifted)),
+                             recip.eq(Cat(ge, recip)), step.eq(step + 1)]
+                with m.If(step == DIV_STEPS - 1):
+                    m.next = "OUT"
+            with m.State("OUT"):
+                m.d.comb += issue.valid.eq(idx_e < self.length)
+                with m.If(issue.valid & pipe.advance):
+                    m.d.sync += [idx.eq(idx + 1), idx_e.eq(idx_e + L)]
+                with m.If(self.out.valid & self.out.ready & last2):
+                    m.d.sync += [idx.eq(0), idx_e.eq(0)]
+                    m.next = "LOAD"
+        return m

@@ -1,0 +1,184 @@
+"""Element-wise streaming units beside the array: requantizer, residual add and i-GELU.
+
+Each is a ``wiring.Component`` with an ``inp`` and an ``out`` stream (``amaranth.lib.stream``)
+carrying ``lanes`` values per beat (lane 0 in the low bits), and its constants as input
+ports that the host (or the layer controller) holds steady while the unit runs. Each computes
+exactly the integers of its ``model.intops`` kernel, with the widths stated there:
+
+* ``RequantUnit``: int32 → int8, ``requantize(acc, m, shift)`` (scalar m, shift);
+* ``AddUnit``: two int8 → int8, ``add(a, b, m_a, m_b, shift)``;
+* ``GeluUnit``: int8 → int8, ``gelu(x, qb, qc, m, shift)``, computed (not tabulated):
+  ``t = min(|x|, -qb)``, ``(t + qb)**2``, ``x * (erf + qc)`` in int32, then the requantizer.
+
+Flow control is one rule for every pipeline here (``Pipeline``): all stages advance together
+when the output register is empty or being read (``advance = ~out.valid | out.ready``), and
+``inp.ready = advance``. A unit therefore takes one beat per cycle when nothing stalls, holds
+its state under back-pressure, and never drops or duplicates a beat.
+"""
+from __future__ import annotations
+
+from amaranth import Array, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from hw.rtl.gemm import Requantizer, clamp
+from model import intops
+from model.errors import QexitError
+
+
+def check_lanes(lanes: int) -> None:
+    if not isinstance(lanes, int) or lanes < 1:
+        raise QexitError(f"lanes = {lanes} must be an integer >= 1")
+
+
+class Pipeline:
+    """The stall rule shared by the units: stage registers update only on ``advance``."""
+
+    def __init__(self, m: Module, inp, out, latency: int):
+        self.m = m
+        self.advance = Signal()
+        valid = [Signal(name=f"valid_{i}") for i in range(latency)]
+        m.d.comb += [self.advance.eq(~out.valid | out.ready), inp.ready.eq(self.advance),
+                     out.valid.eq(valid[-1])]
+        with m.If(self.advance):
+            m.d.sync += valid[0].eq(inp.valid)
+            for a, b in zip(valid, valid[1:]):
+                m.d.sync += b.eq(a)
+
+    def stage(self, value, shape=None, name: str = "stage"):
+        """``value`` registered once, on ``advance``."""
+        reg = Signal(shape if shape is not None else value.shape(), name=name)
+        with self.m.If(self.advance):
+            self.m.d.sync += reg.eq(value)
+        return reg
+
+    def requantizer(self, acc, mult, shift, name: str):
+        """``sat8(round_shift(acc * mult, shift))`` in Requantizer.LATENCY stages."""
+        rq = Requantizer()
+        self.m.submodules[name] = rq
+        self.m.d.comb += [rq.acc.eq(acc), rq.bias.eq(0), rq.mult.eq(mult), rq.shift.eq(shift),
+                          rq.en.eq(self.advance)]
+        return rq.y
+
+
+class ElementwiseUnit(wiring.Component):
+    """``lanes`` values of ``inp_shape`` in, ``lanes`` int8 out, plus the unit's constant ports."""
+
+    def __init__(self, lanes: int, inp_shape, constants: dict):
+        check_lanes(lanes)
+        self.lanes = lanes
+        super().__init__({"inp": In(stream.Signature(data.ArrayLayout(inp_shape, lanes))),
+                          "out": Out(stream.Signature(data.ArrayLayout(signed(8), lanes))),
+                          **{name: In(shape) for name, shape in constants.items()}})
+
+
+class RequantUnit(ElementwiseUnit):
+    """int32 lanes → int8 lanes: ``intops.requantize`` with one (mult, shift) for all lanes."""
+    LATENCY = Requantizer.LATENCY
+
+    def __init__(self, lanes: int = 1):
+        super().__init__(lanes, signed(32), {"mult": unsigned(intops.MULT_BITS), "shift": unsigned(6)})
+
+    def elaborate(self, platform):
+        m = Module()
+        pipe = Pipeline(m, self.inp, self.out, self.LATENCY)
+        for i in range(self.lanes):
+            m.d.comb += self.out.payload[i].eq(
+                pipe.requantizer(self.inp.payload[i], self.mult, self.shift, f"rq{i}"))
+        return m
+
+
+class AddUnit(ElementwiseUnit):
+    """Two int8 lanes → int8 lanes: ``intops.add``: ``sat8((a*m_a + b*m_b + half) >> shift)``.
+
+    Widths: a*m_a and b*m_b are 8 x 31 bits (39-bit products), their sum 40 bits; stage 1
+    multiplies, stage 2 adds the rounding half, shifts (floor) and saturates.
+    """
+    LATENCY = 2
+
+    def __init__(self, lanes: int = 1):
+        super().__init__(lanes, data.StructLayout({"a": signed(8), "b": signed(8)}),
+                         {"m_a": unsigned(intops.MULT_BITS), "m_b": unsigned(intops.MULT_BITS),
+                          "shift": unsigned(6)})
+
+    def elaborate(self, platform):
+        m = Module()
+        pipe = Pipeline(m, self.inp, self.out, self.LATENCY)
+        half = (Const(1, 62) << (self.shift - 1)[:6])[:62]
+        for i in range(self.lanes):
+            lane = self.inp.payload[i]
+            pa = pipe.stage(lane.a * self.m_a, signed(40), f"pa{i}")
+            pb = pipe.stage(lane.b * self.m_b, signed(40), f"pb{i}")
+            total = Signal(signed(64), name=f"sum{i}")
+            m.d.comb += total.eq(pa + pb + half)
+            y = pipe.stage(clamp(total >> self.shift, intops.INT8_MIN, intops.INT8_MAX), signed(8), f"y{i}")
+            m.d.comb += self.out.payload[i].eq(y)
+        return m
+
+
+class TableUnit(wiring.Component):
+    """int8 lanes → int8 lanes through a 256-entry table (``intops.table_lookup``: an activation
+    without an integer formula, CLIP's quick_gelu), looked up per lane in one stage.
+
+    The table arrives on ``t_in``, ``lanes`` entries a beat in index order (256 / lanes beats a
+    layer); each beat shifts the table down by ``lanes`` entries, so after the last one entry i
+    holds value i (no write decoder). Its 256 saturated int8 values are 2,048 flip-flops.
+    """
+    LATENCY = 1
+    ENTRIES = intops.TABLE_SIZE
+
+    def __init__(self, lanes: int = 1):
+        check_lanes(lanes)
+        if self.ENTRIES % lanes:
+            raise QexitError(f"the activation table's {self.ENTRIES} entries do not split into {lanes} lanes")
+        self.lanes = lanes
+        lanes_of = stream.Signature(data.ArrayLayout(signed(8), lanes))
+        super().__init__({"inp": In(lanes_of), "out": Out(lanes_of), "t_in": In(lanes_of)})
+
+    def elaborate(self, platform):
+        m = Module()
+        L = self.lanes
+        table = Array(Signal(signed(8), name=f"t{i}") for i in range(self.ENTRIES))
+        m.d.comb += self.t_in.ready.eq(1)
+        with m.If(self.t_in.valid):
+            for i in range(self.ENTRIES - L):
+                m.d.sync += table[i].eq(table[i + L])
+            for j in range(L):
+                m.d.sync += table[self.ENTRIES - L + j].eq(self.t_in.payload[j])
+        pipe = Pipeline(m, self.inp, self.out, self.LATENCY)
+        for i in range(L):
+            index = (self.inp.payload[i] + 128)[:8]              # x + 128 in [0, 255]
+            m.d.comb += self.out.payload[i].eq(pipe.stage(table[index], signed(8), f"y{i}"))
+        return m
+
+
+class GeluUnit(ElementwiseUnit):
+    """int8 lanes → int8 lanes: ``intops.gelu`` (I-BERT i-GELU), computed per lane.
+
+    Stage 1: t = min(|x|, -qb) in [0, 128], u = t + qb in [-4096, 0] (13 bits signed);
+    stage 2: u**2 < 2**24; stage 3: erf + qc = (2 qc - u**2, u**2 or qc for x >, < or = 0),
+    x * (erf + qc) in (-2**31, 2**31); then the requantizer (3 stages).
+    """
+    LATENCY = 3 + Requantizer.LATENCY
+
+    def __init__(self, lanes: int = 1):
+        super().__init__(lanes, signed(8), {
+            "qb": signed(13),                          # intops.GELU_QB: [-2**12, -1]
+            "qc": unsigned(23),                        # intops.GELU_QC: [0, 2**23)
+            "mult": unsigned(intops.MULT_BITS), "shift": unsigned(6)})
+
+    def elaborate(self, platform):
+        m = Module()
+        pipe = Pipeline(m, self.inp, self.out, self.LATENCY)
+        for i in range(self.lanes):
+            x = self.inp.payload[i]
+            mag = Mux(x < 0, -x, x)
+            t = Mux(mag < -self.qb, mag, -self.qb)
+            x1 = pipe.stage(x, signed(8), f"x1_{i}")
+            u = pipe.stage(t + self.qb, signed(14), f"u{i}")
+            x2 = pipe.stage(x1, signed(8), f"x2_{i}")
+            sq = pipe.stage(u * u, unsigned(25), f"sq{i}")
+            erf_qc = Mux(x2 > 0, 2 * self.qc - sq, Mux(x2 < 0, sq, self.qc))
+            prod = pipe.stage(x2 * erf_qc, signed(32), f"prod{i}")
+            m.d.comb += self.out.payload[i].eq(pipe.requantizer(prod, self.mult, self.shift, f"rq{i}"))
+        return m

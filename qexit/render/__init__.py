@@ -1,0 +1,1 @@
+"""Rendering of reports: Markdown tables and PNG plots, for every step."""

