@@ -28,6 +28,10 @@ import threading
 import time
 from pathlib import Path
 
+import torch
+
+from sim import dist
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -66,9 +70,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "bench_dist.json")
     a = ap.parse_args()
 
-    import torch
 
-    from sim import dist
 
     idx = torch.randperm(10_000, generator=torch.Generator().manual_seed(1))[:a.images].tolist()
     spec = dist.RunSpec(a.intmodel, a.exit_path, 8, 8.0, 20, 64)

@@ -15,11 +15,18 @@ import json
 import sys
 from pathlib import Path
 
+import torch
+
+from hw import program  # noqa: E402
+from hw.cost import timeline
+from hw.cost.schedule import WeightSource  # noqa: E402
+from model.checkpoint import load_checkpoint
+from model.data import load_fashion_mnist
+from model.quantize import quantize
+from sim.block import random_block_model
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hw.cost import timeline
-from hw import program  # noqa: E402
-from hw.cost.schedule import WeightSource  # noqa: E402
 
 BANDWIDTHS = [1, 2, 4, 8, 16]
 LATENCY = 20
@@ -41,12 +48,7 @@ def sweep(im, lanes: int) -> list[dict]:
 
 
 def main() -> int:
-    import torch
 
-    from model.checkpoint import load_checkpoint
-    from model.data import load_fashion_mnist
-    from model.quantize import quantize
-    from sim.block import random_block_model
 
     torch.set_num_threads(1)
     model, _ = load_checkpoint()

@@ -11,17 +11,19 @@ import json
 import sys
 from pathlib import Path
 
+import torch
+
+from hw.cost.schedule import WeightSource
+from model.checkpoint import load_checkpoint
+from model.data import load_fashion_mnist
+from model.quantize import quantize
+from sim import block as layer
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main() -> int:
-    import torch
 
-    from hw.cost.schedule import WeightSource
-    from model.checkpoint import load_checkpoint
-    from model.data import load_fashion_mnist
-    from model.quantize import quantize
-    from sim import block as layer
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=8, help="array size L (L x L)")

@@ -97,12 +97,20 @@ import argparse
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import torch
+
+from hw import program
+from hw.cost.schedule import WeightSource, predict_cycles, scalesim_v2_ws_formula, tile_counts
+from hw.rtl import timing
+from sim.block import random_block_model
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV = ROOT / ".venv-scalesim"
@@ -238,12 +246,8 @@ def scalesim_env(py: Path) -> dict:
 def layer_gemms(width: int, heads: int, mlp: int, tokens: int, lanes: int) -> list[dict]:
     """The layer's GEMMs as the model defines them, with the engine's output chunks, checked
     against the real program's gemm descriptors."""
-    import re
 
-    import torch
 
-    from hw import program
-    from sim.block import random_block_model
 
     t, d, dh = tokens, width, width // heads
     chunk = lambda n: [b - a for a, b in program.chunks(n, d)]      # noqa: E731  (as _linear cuts)
@@ -279,8 +283,6 @@ def layer_gemms(width: int, heads: int, mlp: int, tokens: int, lanes: int) -> li
 
 
 def our_cycles(g: dict, lanes: int) -> dict:
-    from hw.rtl import timing
-    from hw.cost.schedule import WeightSource, predict_cycles, scalesim_v2_ws_formula, tile_counts
 
     r = c = lanes
     m, k, n = g["m"], g["k"], g["n"]

@@ -47,6 +47,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from model.errors import QexitError
 from model.vit import ACTIVATIONS, CLIPViT, ViTConfig
@@ -70,7 +71,6 @@ def clip_crop(image, size: int) -> torch.Tensor:
     """PIL image → uint8 pixels (3, size, size) as CLIP crops them: RGB, the short side resized to
     ``size`` (bicubic), the centre cropped. What the whole flow reads (``load_image_folder``'s
     ``preprocess``): the model normalises inside, with CLIP's statistics in its config."""
-    from PIL import Image
 
     image = image.convert("RGB")
     w, h = image.size
@@ -101,7 +101,7 @@ def load_clip(folder: Path | str, class_names) -> tuple[CLIPViT, torch.Tensor, C
     if bad is not None:
         raise QexitError(f"class name {bad} ({names[bad]!r}) is empty or not text; pass one name per class")
     try:
-        from transformers import CLIPModel, CLIPTokenizer
+        from transformers import CLIPModel, CLIPTokenizer  # lazy: the optional clip extra
     except ImportError:
         raise QexitError("loading a CLIP checkpoint needs transformers; install it with "
                          "`pip install -e .[clip]`") from None
@@ -228,7 +228,7 @@ def open_clip_model(folder: Path):
     gives ``quick_gelu``, the vision ``head_width`` (64), the text ``heads`` (8), a LayerNorm eps
     (``norm_kwargs``, 1e-5) and the preprocessing mean and std. Variants qexit's ViT does not have
     (attention pooling, no pre-LN, a Linear text projection, timm or HF towers) are refused."""
-    from transformers import CLIPConfig, CLIPModel
+    from transformers import CLIPConfig, CLIPModel  # lazy: the optional clip extra, checked by load_clip
 
     hint = "pass open_clip's CLIP ViT (e.g. ViT-B-32) saved as " + " or ".join(OPEN_CLIP_WEIGHTS)
     try:
@@ -243,7 +243,7 @@ def open_clip_model(folder: Path):
     if path is None:
         raise QexitError(f"{folder} has {OPEN_CLIP_CONFIG} but no weights; {hint}")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+        from safetensors.torch import load_file  # lazy: comes with the optional clip extra
         sd = _load(lambda: load_file(path), folder)
     else:
         sd = _load(lambda: torch.load(path, map_location="cpu", weights_only=True), folder)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
 
 from model.errors import QexitError
 
@@ -106,7 +107,6 @@ def load_image_folder(root: Path | str, image_size: int = 28, channels: int = 1,
     ImageFolder. Images are resized to ``image_size`` and converted to ``channels`` (1 or 3), as uint8.
     ``preprocess`` (a PIL image → tensor (C, H, W)) replaces that resizing: ``model.clip.clip_crop``
     gives CLIP's uint8 crops (what the flow reads), ``load_clip``'s preprocess its float pixels."""
-    from PIL import Image, UnidentifiedImageError
 
     root = Path(root)
     class_dirs = [root / name for name in folder_classes(root)]

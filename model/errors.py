@@ -1,4 +1,7 @@
 """The one exception type that users see as a single line."""
+from pathlib import Path
+
+import torch
 
 
 class QexitError(Exception):
@@ -14,9 +17,7 @@ def load_artifact(path, kind: str, fmt: str, version: int, fix: str, weights_onl
 
     ``kind`` names it for the user ("checkpoint", "IntModel"); ``fix`` says how to make a good one.
     """
-    from pathlib import Path
 
-    import torch
 
     path = Path(path)
     if not path.is_file():

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from typing import Callable
 
+import matplotlib
+import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 
@@ -85,9 +87,7 @@ def analyze(fp32_model, quant_hidden: HiddenFn, images: torch.Tensor, batch_size
 
 def plot(analyses: dict[str, dict[str, list[float]]], path) -> None:
     """One PNG with a panel per metric; one line per INT8 mode."""
-    import matplotlib
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, 3, figsize=(13, 7))
     for ax, metric in zip(axes.flat, METRICS):

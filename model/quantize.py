@@ -29,11 +29,13 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
+from torch.ao.quantization import quantize_dynamic
 
 from model import intops
 from model.errors import QexitError, load_artifact
@@ -390,9 +392,7 @@ def load_intmodel(path: Path | str, config: ViTConfig | None = None) -> IntModel
 
 def dynamic_int8(model: CLIPViT) -> CLIPViT:
     """The paper's mode: ``torch.ao.quantization.quantize_dynamic`` on every Linear of the vision tower."""
-    import warnings
 
-    from torch.ao.quantization import quantize_dynamic
 
     with warnings.catch_warnings():  # torch deprecates torch.ao in favour of torchao; the paper used it
         warnings.simplefilter("ignore")
@@ -407,7 +407,6 @@ def pixels_to_patches(images: torch.Tensor, patch: int) -> torch.Tensor:
 def random_intmodel(cfg: ViTConfig, seed: int = 0, images: int = MIN_CALIBRATION_IMAGES) -> IntModel:
     """A valid IntModel of any size: a randomly initialised FP32 ViT, calibrated on random
     images and quantized like a trained one (for RTL checks at sizes no checkpoint has)."""
-    from model.vit import CLIPViT
 
     torch.manual_seed(seed)
     model = CLIPViT(cfg).eval()

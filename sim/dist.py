@@ -27,7 +27,16 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import torch
+from tqdm import tqdm
+
+from hw.cost.schedule import WeightSource
+from model.data import load_fashion_mnist
 from model.errors import QexitError
+from model.exits import exit_path
+from model.quantize import load_intmodel
+from sim import run as sim_run
+from sim.run import RunResult
 
 RETRIES = 2
 
@@ -62,11 +71,6 @@ _DESIGNS: dict = {}        # per process: RunSpec -> (RunDesign, test images)
 
 def _design(spec: RunSpec):
     if spec not in _DESIGNS:
-        from hw.cost.schedule import WeightSource
-        from model.data import load_fashion_mnist
-        from model.exits import exit_path
-        from model.quantize import load_intmodel
-        from sim import run as sim_run
 
         ep = exit_path.load(spec.exit_path)
         if spec.layers is not None:
@@ -79,9 +83,7 @@ def _design(spec: RunSpec):
 
 def run_shard(spec: RunSpec, shard: int, indices: list[int]) -> dict:
     """One shard on this process's design: what the merge needs, per image, and the timings."""
-    import torch
 
-    from sim import run as sim_run
 
     torch.set_num_threads(1)
     t0 = time.time()
@@ -129,7 +131,6 @@ def open_work(work: Path, key: dict, resume: bool) -> set[int]:
 def run(spec: RunSpec, indices: list[int], shard_size: int = 10, workers: int = 1, cluster: str | None = None,
         work: Path = Path("reports/.verify-run-shards"), resume: bool = False, progress: bool = True) -> dict:
     """Run every shard not yet in ``work`` and merge all of them (module docstring)."""
-    from tqdm import tqdm
 
     check_workers(workers)
     if shard_size < 1:
@@ -202,7 +203,7 @@ def map_tasks(fn, tasks: list[tuple], workers: int = 1, cluster: str | None = No
             finished(fn(*args))
         return
     try:
-        from dask.distributed import Client, LocalCluster, as_completed
+        from dask.distributed import Client, LocalCluster, as_completed  # lazy: the optional dist extra
     except ImportError:
         raise QexitError("Dask is not installed: pip install -e .[dist] (or `make setup`)") from None
     local = None
@@ -228,7 +229,6 @@ def map_tasks(fn, tasks: list[tuple], workers: int = 1, cluster: str | None = No
 def merge(work: Path, n_shards: int) -> dict:
     """The shards in shard order as one run: ``sim.run.RunResult.summary``'s keys (the per-shard
     timings are dropped, so the merge is the same for any number of workers)."""
-    from sim.run import RunResult
 
     parts = []
     for i in range(n_shards):

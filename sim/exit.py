@@ -19,16 +19,23 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from hw.rtl import comparator
 from hw.rtl.head import head_design
+from hw.tools import hls as head_hls
+from model.data import load_fashion_mnist
 from model.errors import QexitError
 from model.exits.decision import decide
 from model.exits.exit_path import ExitPath
 from model.exits.fixed import token_sums
+from model.golden import Golden
+from model.quantize import load_intmodel
+from sim import simulator as runner, units as sim_units
+from sim.packing import lanes_to_words
+from sim.units import pack_fields, run_cases
 
 
 def exit_tokens(im, ep: ExitPath, images: torch.Tensor, batch_size: int = 100) -> list[torch.Tensor]:
     """The golden model's int8 tokens (N, T, D) after each of the exit path's layers."""
-    from model.golden import Golden
 
     ep.check_width(im.config.width)
     if im.config.depth != ep.depth:
@@ -78,7 +85,6 @@ def verify_hls(ep: ExitPath, tokens: list[torch.Tensor], folder: Path, progress:
                jobs: int | None = None) -> list[LayerCheck]:
     """Convert each layer's head into an hls4ml project under ``folder``, compile them
     (``jobs`` at a time), and C-simulate each on its tokens."""
-    from hw.tools import hls as head_hls
 
     head_hls.check_gxx()
     models = [head_hls.build(ep.head, k, ep.tokens, folder / f"layer{lay:02d}", compile=False)
@@ -108,8 +114,6 @@ def images_for(sets: int, layers: int) -> int:
 def test_tokens(ep: ExitPath, intmodel: Path, sets: int, layers: int) -> tuple[int, list[torch.Tensor]]:
     """(n, tokens): the golden model's tokens of the first n test images, n the fewest that give
     ``sets`` token sets over ``layers`` layers, at every exit layer (``exit_tokens``)."""
-    from model.data import load_fashion_mnist
-    from model.quantize import load_intmodel
 
     if not Path(intmodel).is_file():
         raise QexitError(f"no IntModel at {intmodel}; write it with `qexit quantize` or pass --intmodel")
@@ -175,8 +179,6 @@ def image_outcomes(stream: dict, ep: ExitPath, idx: torch.Tensor, exit_bits: tor
 
 def comparator_cases(ep: ExitPath, stream: dict, per_case: int = 2000) -> list[dict]:
     """The stream as ``sim.units`` cases: the threshold registers, then the decisions' beats."""
-    from hw.rtl import comparator
-    from sim.units import pack_fields
 
     k, c = len(ep.layers), ep.test_scores.shape[2]
     th = pack_fields([list(w) for w in ep.register_words()], comparator.THRESHOLD)
@@ -198,7 +200,6 @@ def comparator_cases(ep: ExitPath, stream: dict, per_case: int = 2000) -> list[d
 def verify_comparator(ep: ExitPath, images: int | None = None, simulator: str | None = None,
                       folder: Path | None = None) -> ComparatorCheck:
     """Replay the first ``images`` test images (all by default) through the comparator RTL."""
-    from sim import units as sim_units
 
     n = ep.test_scores.shape[0] if images is None else min(images, ep.test_scores.shape[0])
     if n < 1:
@@ -270,9 +271,6 @@ def verify_head(ep: ExitPath, tokens: list[torch.Tensor], layers: list[int], lan
     (every other one) against ``head_cycles``. With ``macs`` one head (``MacDense``) serves
     them all, and the images take turns among the candidates; with ``macs`` None each
     candidate gets its own da4ml head."""
-    from sim import simulator as runner
-    from sim.packing import lanes_to_words
-    from sim.units import run_cases
 
     out = {}
     groups = [[k] for k in layers] if macs is None else [sorted(set(layers))]

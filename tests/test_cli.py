@@ -8,8 +8,9 @@ import torch
 
 from model.checkpoint import load_checkpoint
 from model.data import load_fashion_mnist
-
+from model.quantize import load_intmodel
 from qexit.cli import COMMANDS, main
+from sim import simulator as runner
 
 
 def run_cli(*argv, cwd=None):
@@ -87,7 +88,6 @@ def test_quantize_step_writes_intmodel_and_qirc(tiny_trained, tmp_path, monkeypa
 
 def test_quantize_an_assignment(tiny_trained, tmp_path, monkeypatch):
     """`qexit quantize --assignment`: a mixed IntModel, evaluated and QIRC'd like the 8-bit one."""
-    from model.quantize import load_intmodel
     _, ckpt = tiny_trained
     monkeypatch.chdir(tmp_path)
     assert main(["quantize", "--checkpoint", str(ckpt), "--calib-images", "64", "--test-images", "100",
@@ -121,7 +121,6 @@ def test_quantize_an_assignment(tiny_trained, tmp_path, monkeypatch):
     (["verify", "run", "--exit-path", "none.pt"], "none.pt"),
 ])
 def test_verify_bad_input_is_one_line_before_any_simulation(argv, message, tmp_path, monkeypatch, capsys):
-    from sim import simulator as runner
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(runner, "build", lambda *a, **k: pytest.fail("simulation started"))
     assert main(argv) == 2

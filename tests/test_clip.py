@@ -8,8 +8,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from hw.program import make_plan
 from model.clip import CLIP_MEAN, CLIP_STD, TEMPLATES, clip_preprocess, load_clip
 from model.errors import QexitError
+from model.golden import Golden
+from model.quantize import load_intmodel, quantize
+from qexit.cli import main
 
 CLASSES = ["cat", "dog", "traffic light"]
 
@@ -311,9 +315,6 @@ def test_clip_tower_quantizes_to_the_integer_only_model(clip_folders, name, tmp_
     """The CLIP layout through the integer path: per-channel pixel statistics folded into the
     patch embedding, the pre-LN as an integer LayerNorm, quick_gelu as a 256-entry table. The
     golden model's int8 embeddings point where the FP32 tower's do."""
-    from hw.program import make_plan
-    from model.golden import Golden
-    from model.quantize import load_intmodel, quantize
 
     folder, _ = clip_folders[name]
     vit, _, _ = load_clip(folder, CLASSES)
@@ -337,7 +338,6 @@ def test_the_flow_takes_a_clip_folder(clip_folders, tmp_path, monkeypatch):
     """`qexit report --model clip:DIR --data DIR`: eval, quantize and exits on the CLIP folder
     (class names from test/'s folders, images cropped as CLIP crops them), then cost on the
     layer engine; each writes its usual summary, and index.md lists only this run's steps."""
-    from qexit.cli import main
 
     folder, _ = clip_folders["a"]
     g = np.random.default_rng(0)

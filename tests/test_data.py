@@ -1,9 +1,12 @@
+from functools import partial
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from model import data
+from model.clip import clip_preprocess
 from model.errors import QexitError
 
 
@@ -60,9 +63,7 @@ def test_image_folder_loads_and_resizes(tmp_path):
 
 
 def test_image_folder_with_a_preprocess_gives_its_float_pixels(tmp_path):
-    from functools import partial
 
-    from model.clip import clip_preprocess
 
     _write_folder(tmp_path)
     ds = data.load_image_folder(tmp_path, preprocess=partial(clip_preprocess, size=16))

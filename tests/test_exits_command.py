@@ -2,14 +2,16 @@
 import argparse
 import json
 
+import numpy as np
 import pytest
 import torch
 
 from model.checkpoint import save_checkpoint
 from model.data import SPLITS, load_fashion_mnist
 from model.errors import QexitError
+from model.exits import evaluate
 from model.vit import CLIPViT, ViTConfig
-from qexit.commands import exits
+from qexit.commands import common, exits
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +21,6 @@ def small_data():
 
 @pytest.fixture
 def env(tmp_path, monkeypatch, small_data):
-    from qexit.commands import common
     monkeypatch.setattr(common, "load_dataset", lambda split, *args: small_data[split])
     n = torch.get_num_threads()
     torch.manual_seed(0)
@@ -103,8 +104,6 @@ def test_bad_input_is_one_line(env, argv, words):
 
 def test_empty_candidates_after_pruning(env, monkeypatch):
     tmp_path, ckpt = env
-    import numpy as np
-    from model.exits import evaluate
     # plant a noise spike at layer 2 so that Eq. 6 drops the only candidate
     real = evaluate.prune_layers
     monkeypatch.setattr(evaluate, "prune_layers", lambda cands, inr, noise, kappa: real(

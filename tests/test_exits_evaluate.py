@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 
 from model.errors import QexitError
-from model.exits.evaluate import ExitConfig, check_budget, check_disjoint, quadrants, run_seed, selectivity
+from model.exits.evaluate import ExitConfig, check_budget, check_disjoint, mean_std, quadrants, run_seed, selectivity
 from model.exits.features import Features
+from model.exits.fixed import token_sums
 from model.vit import ViTConfig
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -43,7 +43,6 @@ def test_budget_outside_unit_interval(budget):
 
 
 def test_mean_std_skips_nan():
-    from model.exits.evaluate import mean_std
     assert mean_std([0.5, float("nan"), 0.7]) == (pytest.approx(0.6), pytest.approx(0.1414, abs=1e-4))
     assert mean_std([0.3]) == (0.3, 0.0)
     assert all(math.isnan(x) for x in mean_std([float("nan")]))
@@ -131,7 +130,6 @@ def test_run_seed_prunes_the_spike_and_reports_everything(one_seed):
 def synthetic_int8(n, cfg, seed, noise_levels, s_x=0.05):
     """Like ``synthetic`` but from int8 tokens, as the int8 mode extracts them: the float SSA and
     SAV are the integer sums times the token scale, and the integer sums ride along."""
-    from model.exits.fixed import token_sums
     g = torch.Generator().manual_seed(seed)
     labels = torch.randint(0, cfg.num_classes, (n,), generator=g)
     protos = torch.randn(cfg.num_classes, cfg.width, generator=torch.Generator().manual_seed(99))

@@ -5,11 +5,11 @@ import math
 
 import pytest
 
-from hw.cost import timeline
 from hw import cost, program
-from hw.cost import tables
-from hw.rtl.head import head_cycles
+from hw.cost import tables, timeline
+from hw.rtl.head import MacDense, head_cycles
 from model.errors import QexitError
+from model.exits import exit_path
 from model.quantize import random_intmodel
 from model.vit import ViTConfig
 
@@ -24,7 +24,6 @@ def im():
 
 @pytest.fixture(scope="module")
 def ep(exit_path_files):
-    from model.exits import exit_path
     return exit_path.load(exit_path_files[0])
 
 
@@ -59,7 +58,6 @@ def test_an_exit_costs_its_layers_taps_and_decisions(im, ep, costs):
 def test_a_mac_head_costs_its_rows_and_rom_reads(im, ep):
     """With the MAC head (one for both candidates), a decision takes the head's rows, one ROM
     word a cycle, and reads every word of one candidate's fc1 and fc2 and the class embeddings."""
-    from hw.rtl.head import MacDense
     h, mac = ep.head, MacDense(4)
     c = cost.build(im, cost.Machine(8, 2.0, 20, 200.0), tables.load(), {1: mac, 3: mac}, h)
     with_lat = cost.build(im, cost.Machine(8, 2.0, 20, 200.0), tables.load(), {1: LAT, 3: LAT}, h)

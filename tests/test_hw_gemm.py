@@ -2,21 +2,19 @@
 simulator (tiny shapes) and under cocotb on Verilator through sim/gemm.py and sim/simulator.py
 (the default run: 4x4 and one 8x8 smoke shape; ``-m slow``: the full sweep over 4x4, 8x8 and
 16x16 with the ViT-B/32 shapes)."""
+import json
 import random
 
 import pytest
 import torch
 from amaranth.sim import Simulator
 
-from hw.rtl import gemm
 from hw.cost import schedule
+from hw.rtl import gemm
 from model import intops
 from model.errors import QexitError
 from qexit.cli import main as cli_main
-from sim import harness
-from sim import packing as host
-from sim import simulator as runner
-from sim import gemm as verify
+from sim import gemm as verify, harness, packing as host, simulator as runner
 
 needs_simulator = pytest.mark.simulator()
 
@@ -303,7 +301,6 @@ def test_verify_gemm_command(tmp_path, monkeypatch, capsys):
     assert cli_main(["verify", "gemm", "--rows", "4", "--cols", "4", "--shapes", "7x9x5", "--seed", "3"]) == 0
     out = capsys.readouterr().out
     assert "bit-exact: " in out and "reset mid-GEMM, then a GEMM: passed" in out
-    import json
     s = json.loads((tmp_path / "reports" / "verify-gemm" / "summary.json").read_text())
     for key in ("matched", "total", "mismatches", "cycles_measured", "cycles_predicted", "utilization"):
         assert key in s

@@ -2,6 +2,7 @@
 fixed-point head on real tokens, to the integer and to the cycle; its da4ml layers; and its
 refusals."""
 import gc
+import json
 import warnings
 
 import pytest
@@ -11,7 +12,9 @@ from hw.rtl import head as hw_head
 from model.errors import QexitError
 from model.exits import exit_path
 from qexit.cli import main
-from sim import exit as sim_exit
+from sim import exit as sim_exit, simulator as runner
+from sim.packing import lanes_to_words
+from sim.units import run_cases
 
 
 @pytest.fixture(scope="module")
@@ -45,9 +48,6 @@ def test_head_rtl_is_bit_and_cycle_exact(real, tmp_path):
     for c in cases:
         c["expected"][:, 1] += 1
     dut, verilog, top, _ = hw_head.head_design(ep, [0], 8)
-    from sim import simulator as runner
-    from sim.packing import lanes_to_words
-    from sim.units import run_cases
     bad = run_cases(runner.build(verilog, top), top, cases, lambda c: lanes_to_words(c["inputs"], 8), 3, 32)
     assert bad.matched == bad.total - 10 * ep.head.classes
 
@@ -97,7 +97,6 @@ def test_verify_head_bad_input_is_one_line(exit_path_files, capsys, argv, words)
 
 def test_verify_head_defaults_to_the_middle_layer(exit_path_files, tmp_path, monkeypatch):
     """The command's plumbing (the RTL run itself is test_head_rtl_is_bit_and_cycle_exact)."""
-    import json
     path, intmodel, _ = exit_path_files
     seen = {}
 

@@ -1,13 +1,15 @@
 """The layer engine (hw/rtl/layer.py) running hw/program.py's program: bit-exact against the golden
 model and cycle-exact against the program's cycle model, in Amaranth's simulator and under
 cocotb; and the bad inputs it refuses before any simulation."""
+from dataclasses import replace
+
 import pytest
 import torch
 
-from hw.cost import timeline
 from hw import program
-from hw.rtl.isa import LayerConfig
+from hw.cost import timeline
 from hw.cost.schedule import WeightSource
+from hw.rtl.isa import LayerConfig
 from model.errors import QexitError
 from model.quantize import random_intmodel
 from model.vit import ViTConfig
@@ -48,7 +50,6 @@ def test_pixels_to_logits_in_amaranth(tiny, source):
 def test_a_clip_layout_runs_bit_and_cycle_exact(act):
     """CLIP's pre-LN (a LayerNorm on the embedded tokens, in place in x) and quick_gelu (a
     256-entry table loaded per layer into the TableUnit) through the engine."""
-    from dataclasses import replace
     im = random_intmodel(replace(TINY, pre_ln=True, act=act), seed=4)
     plan, segs = program.model_program(im, 4)
     assert "pre.ln" in [d.name for d in segs[0]]
@@ -74,7 +75,6 @@ def test_a_wrong_weight_changes_the_tokens(tiny):
 @pytest.mark.parametrize("clip", [False, True], ids=["fmnist", "clip-layout"])
 def test_verify_block_under_cocotb(tiny, tmp_path, clip):
     """Under cocotb and Verilator; the CLIP layout (pre-LN, quick_gelu on the TableUnit) too."""
-    from dataclasses import replace
     im = random_intmodel(replace(TINY, pre_ln=True, act="quick_gelu"), seed=4) if clip else tiny
     res = layer.verify_block(im, _images(1, seed=5), lanes=4, source=WeightSource(3, 5))
     assert res.passed, res.log

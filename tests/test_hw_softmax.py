@@ -13,6 +13,7 @@ from amaranth.sim import Simulator
 from hw.rtl import softmax
 from model import intops
 from model.errors import QexitError
+from model.exits.fixed import GATE_PROB_BITS, Z_BITS
 from sim import units
 
 needs_simulator = pytest.mark.simulator()
@@ -109,7 +110,6 @@ def test_softmax_unit_random_constants_in_amaranth_sim(lanes):
 
 def test_softmax_unit_with_15_bit_probabilities():
     """The exit gate's softmax: the same i-exp with 15-bit outputs (``prob_bits``)."""
-    from model.exits.fixed import GATE_PROB_BITS, Z_BITS
     prm = {k: int(v) for k, v in intops.softmax_params(2.0 ** -Z_BITS).items()}
     g = torch.Generator().manual_seed(3)
     rows = torch.randint(-2 ** 20, 2 ** 20, (4, 10), generator=g)

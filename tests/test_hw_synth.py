@@ -1,10 +1,13 @@
 """hw/tools/synth.py: yosys + nextpnr-ecp5 on a real block, the log parsers, and the refusals."""
+import importlib.metadata
+
 import pytest
 
 from hw.rtl import emit
-from hw.tools import synth
 from hw.rtl.comparator import ExitComparator
+from hw.tools import synth
 from model.errors import QexitError
+from model.quantize import load_intmodel
 
 LOG = """Info: Device utilisation:
 Info:             TRELLIS_IO:       0/    365     0%
@@ -34,7 +37,6 @@ def test_parsers():
 
 
 def test_missing_tools_are_one_line(monkeypatch):
-    import importlib.metadata
 
     def missing(name):
         raise importlib.metadata.PackageNotFoundError(name)
@@ -61,7 +63,6 @@ def test_the_comparator_on_an_ecp5(tmp_path, monkeypatch):
 def test_designs_include_the_mac_head(exit_path_files):
     """With a head layer, the designs end with that candidate's MAC head, fed the smallest
     array's lanes, with that array's multipliers (Verilog only; nothing is synthesized)."""
-    from model.quantize import load_intmodel
     path, im_file, _ = exit_path_files
     got = list(synth.designs(load_intmodel(im_file), [8], path, head_layer=3))
     name, verilog, top, lanes = got[-1]

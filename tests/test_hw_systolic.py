@@ -1,10 +1,20 @@
 """hw/rtl/systolic.py: the skewed array computes a @ W per row, and switches weight banks per row."""
+import gc
+import json
 import random
+import warnings
 
 import pytest
+import torch
+from amaranth.hdl import UnusedElaboratable
 from amaranth.sim import Simulator
 
+from hw.rtl.emit import to_verilog
+from hw.rtl.pe import MAX_PACKED_ROWS
 from hw.rtl.systolic import SystolicArray
+from model.errors import QexitError
+from sim import simulator as runner
+from sim.packing import lanes_to_words, words_to_lanes
 
 
 def run_array(rows, cols, loads, stream, scalable=False):
@@ -108,13 +118,8 @@ def test_scalable_array_packs_two_4bit_columns_a_pe(rows, cols):
 
 
 def test_scalable_array_refuses_rows_its_low_lane_cannot_hold():
-    import gc
-    import warnings
 
-    from amaranth.hdl import UnusedElaboratable
 
-    from hw.rtl.pe import MAX_PACKED_ROWS
-    from model.errors import QexitError
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UnusedElaboratable)     # the refused and the never elaborated objects
         SystolicArray(MAX_PACKED_ROWS, 2, scalable=True)
@@ -128,13 +133,8 @@ def test_scalable_array_refuses_rows_its_low_lane_cannot_hold():
 def test_array_under_cocotb(scalable, tmp_path):
     """The same kind of schedule through the Verilog of both arrays under cocotb and the default
     simulator (``sim.tb.array``): every sampled column sum against the host's own."""
-    import json
 
-    import torch
 
-    from hw.rtl.emit import to_verilog
-    from sim import simulator as runner
-    from sim.packing import lanes_to_words, words_to_lanes
     rows, cols = 8, 3
     rng = random.Random(5 + scalable)
     w4 = lambda: rng.choice([-8, 7, rng.randint(-8, 7)])

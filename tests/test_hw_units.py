@@ -1,14 +1,15 @@
 """hw/rtl/units.py: the requantizer, residual-add and i-GELU units against model.intops, in
 Amaranth's simulator (a few rows) and under cocotb (thousands of rows with random constants,
 corner rows and back-pressure) through sim/units.py."""
+import json
+
 import pytest
 import torch
 
-from hw.rtl import gemm
-from hw.rtl import units
+from hw.rtl import gemm, units
 from model.errors import QexitError
-from sim import packing as host
-from sim import units as sim_units
+from qexit.cli import main as cli_main
+from sim import packing as host, units as sim_units
 
 ELEMENTWISE = ("requant", "add", "gelu")
 
@@ -54,9 +55,7 @@ def test_pack_unpack_round_trip():
 
 @pytest.mark.simulator()
 def test_verify_units_command(tmp_path, monkeypatch, capsys):
-    import json
 
-    from qexit.cli import main as cli_main
     monkeypatch.chdir(tmp_path)
     assert cli_main(["verify", "units", "--vectors", "200", "--units", "requant,add", "--seed", "2"]) == 0
     assert "bit-exact: 1600/1600" in capsys.readouterr().out

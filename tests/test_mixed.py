@@ -7,14 +7,15 @@ import pytest
 import torch
 
 from hw import cost, program
-from hw.cost import tables
-from hw.cost import schedule
+from hw.cost import schedule, tables
 from model import flops
-from studies import mixed
+from model.checkpoint import load_checkpoint
+from model.data import load_fashion_mnist
 from model.exits.thresholds import route
 from model.golden import Golden
 from model.quantize import calibrate, from_scales
 from qexit.cli import main
+from studies import mixed
 
 
 def test_expected_bops_by_hand():
@@ -34,8 +35,6 @@ def test_expected_bops_by_hand():
 
 @pytest.fixture(scope="module")
 def shipped_scales():
-    from model.checkpoint import load_checkpoint
-    from model.data import load_fashion_mnist
     model, _ = load_checkpoint()
     return model, calibrate(model, load_fashion_mnist("gate").subset(64).images)
 

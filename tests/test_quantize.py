@@ -2,9 +2,12 @@ import pytest
 import torch
 
 from model.errors import QexitError
-from model.quantize import (IntModel, calibrate, dynamic_int8, expected_shapes, load_intmodel, quantize,
-                            trace_fp32, validate)
+from model.golden import Golden
+from model.quantize import (
+    IntModel, calibrate, dynamic_int8, expected_shapes, load_intmodel, quantize, trace_fp32, validate
+)
 from model.train import evaluate
+from model.vit import CLIPViT, ViTConfig
 from tests.conftest import TINY
 
 
@@ -96,8 +99,6 @@ def test_too_few_calibration_images(tiny_trained, fmnist_gate):
 def test_clip_style_options_quantize(option):
     """Each CLIP option on its own (a pre-LN, quick_gelu as a table, other and per-channel pixel
     statistics folded into the patch embedding): the golden model tracks the FP32 model."""
-    from model.golden import Golden
-    from model.vit import CLIPViT, ViTConfig
     torch.manual_seed(0)
     model = CLIPViT(ViTConfig(**{**TINY.to_dict(), **option})).eval()
     c = model.cfg

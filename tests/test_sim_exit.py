@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from model.exits import exit_path
+from model.quantize import random_intmodel
+from model.vit import ViTConfig
 from qexit.cli import main
 from sim import exit as sim_exit
 
@@ -62,8 +64,6 @@ def test_hls_command(exit_path_files, tmp_path, capsys):
     (["hls", "--exit-path", "{ep}", "--intmodel", "{im}", "--out", "{tmp}/file"], "cannot write the report folder"),
 ])
 def test_bad_input_is_one_line(exit_path_files, tmp_path, capsys, argv, words):
-    from model.quantize import random_intmodel
-    from model.vit import ViTConfig
 
     path, intmodel, _ = exit_path_files
     (tmp_path / "file").write_text("")

@@ -1,9 +1,13 @@
 """sim/run.py: the early-exit run in RTL on a small model: the layer engine, the exit heads and
 the comparator, sequenced image by image; exits, classes, every decision and every image's
 cycles against the golden model, the fixed-point head and the cost model."""
+import json
+
 import pytest
 
+from model.errors import QexitError
 from model.exits import exit_path
+from qexit.cli import main
 from sim import run as sim_run
 
 
@@ -24,7 +28,6 @@ def test_reference_routes_like_the_evaluation(small):
 
 
 def test_only_switches_the_other_exits_off(small):
-    from model.errors import QexitError
     _, ep, _ = small
     one = sim_run.only(ep, [3])
     assert one.registers == [None, ep.registers[1]] and sim_run.enabled(one) == [1]
@@ -46,9 +49,7 @@ def test_early_exit_run_is_bit_and_cycle_exact(small, tmp_path, macs):
 
 @pytest.mark.simulator
 def test_verify_run_command_writes_its_summary(exit_path_files, tmp_path, monkeypatch):
-    import json
 
-    from qexit.cli import main
     ep_file, im_file, _ = exit_path_files
     monkeypatch.chdir(tmp_path)
     assert main(["verify", "run", "--exit-path", str(ep_file), "--intmodel", str(im_file), "--images", "4",

@@ -6,9 +6,13 @@ import json
 
 import pytest
 
-from studies import sweep
+from hw import cost
+from hw.cost import tables
+from hw.rtl.head import MacDense
 from model.errors import QexitError
+from model.exits import exit_path
 from qexit.commands import sweep as sweep_cmd
+from studies import sweep
 from tests.test_hw_cost import exits_json
 
 
@@ -27,10 +31,6 @@ def argv(exit_path_files, tmp_path):
 
 
 def test_every_point_is_the_cost_models(argv, tmp_path, exit_path_files):
-    from hw import cost
-    from hw.cost import tables
-    from hw.rtl.head import MacDense
-    from model.exits import exit_path
     assert sweep_cmd.run(parse(*argv, "--out", str(tmp_path / "r1"))) == 0
     s = json.loads((tmp_path / "r1" / "sweep" / "summary.json").read_text())
     assert s["points"] == 2 * 2 * 4 and s["machines"] == 4          # operating point, 2 budgets, full depth

@@ -65,16 +65,23 @@ a model only: the engine's buffers hold one image, and no RTL checks it.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from hw.cost import timeline
+import matplotlib
+import matplotlib.pyplot as plt
+from tqdm import tqdm
+
 from hw import program
-from hw.rtl import comparator
-from hw.cost import schedule
+from hw.cost import schedule, timeline
 from hw.cost.tables import EnergyTable
-from hw.rtl.head import ROW_CONST, MacDense, head_cycles
+from hw.rtl import comparator
+from hw.rtl.head import ROW_CONST, MacDense, dense_latencies, head_cycles, head_dense
 from hw.rtl.isa import FETCH_CYCLES, Dst, Op, Src, Unit
 from model.errors import QexitError
 
@@ -238,7 +245,6 @@ def packs(widths: tuple[int, int]) -> bool:
 def packed(seg: list[program.Desc], lanes: int) -> list[program.Desc]:
     """A layer segment on precision-scalable PEs: every weight-streamed GEMM as the 8-bit GEMM
     with half the output tiles (the module docstring); everything else as it is."""
-    import dataclasses
 
     out = []
     for d in seg:
@@ -493,8 +499,6 @@ def atheena(costs: Costs, dist: Distribution) -> dict:
 
 def read_exits(path) -> dict:
     """``qexit exits``'s exit_distribution.json, or one line on what is wrong with it."""
-    import json
-    from pathlib import Path
 
     try:
         return json.loads(Path(path).read_text())
@@ -538,9 +542,7 @@ def load_distribution(exits: dict, seed: int | None, depth: int) -> tuple[Distri
 def head_latencies(ep, layers: list[int], jobs: int = 1, progress: bool = False) -> dict[int, tuple]:
     """da4ml pipeline latencies (fc1, fc2, scores) of the exit path's head at each backbone
     layer in ``layers`` (a solve takes tens of seconds a layer at full size; cached)."""
-    from concurrent.futures import ProcessPoolExecutor
 
-    from tqdm import tqdm
 
     missing = [k for k in layers if k not in ep.layers]
     if missing:
@@ -555,7 +557,6 @@ def head_latencies(ep, layers: list[int], jobs: int = 1, progress: bool = False)
 
 
 def _latencies(head, k: int, layer: int) -> tuple:
-    from hw.rtl.head import dense_latencies, head_dense
     return dense_latencies(head_dense(head, k, layer))
 
 
@@ -624,9 +625,7 @@ def summary(costs: Costs, dist: Distribution, batch: int, reported: dict | None 
 def plot(s: dict, path) -> None:
     """cost.png: per backbone layer, full-depth cycles against the expected cycles with exits
     (and the exit decisions), and energy per image by category, full depth against early exit."""
-    import matplotlib
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     parts = {p["part"]: p for p in s["parts"]}
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
@@ -677,9 +676,7 @@ def pareto(costs: Costs, routes: list[dict]) -> list[dict]:
 def plot_pareto(points: list[dict], chosen: dict, path) -> None:
     """pareto.png: top-1 against the energy saving of every LCT budget, and against its FLOPs
     saving, with the operating point the cost report prices."""
-    import matplotlib
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
     pts = sorted(points, key=lambda p: p["energy_saving"])

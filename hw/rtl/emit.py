@@ -27,6 +27,7 @@ from contextlib import contextmanager
 
 import amaranth
 from amaranth.back import rtlil, verilog
+from amaranth.hdl import _nir
 
 from model.errors import QexitError
 
@@ -66,7 +67,6 @@ def _skip_zero_memory_init():
 def _emit_init(self, cell_idx, cell) -> None:
     """amaranth's ``emit_memory``, with DATA as one constant sigspec built from the words
     (word 0 in the low bits, most significant bit first, as ``sigspec`` writes constants)."""
-    from amaranth.hdl import _nir
 
     w = cell.width
     bits = "".join(format(row & ((1 << w) - 1), f"0{w}b") for row in reversed(cell.init))

@@ -53,22 +53,25 @@ import hashlib
 import json
 import re
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import da4ml
 import numpy as np
 import torch
 from amaranth import Array, Cat, ClockSignal, Const, Instance, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
+from da4ml.codegen import VerilogModel
+from da4ml.trace import FixedVariableArrayInput, comb_trace
+from da4ml.trace.ops import quantize
 
-from hw.rtl import comparator
-from hw.rtl import layernorm
-from hw.rtl import softmax
+from hw.rtl import comparator, emit, layernorm, softmax
 from hw.rtl.gemm import Requantizer, clamp
 from model import intops
 from model.errors import QexitError
-from model.exits.fixed import FixedHead, GATE_PROB_BITS, INV_BITS, NORM_FRAC, SAV_BITS, Z1_SHIFT
+from model.exits.fixed import GATE_PROB_BITS, INV_BITS, NORM_FRAC, SAV_BITS, Z1_SHIFT, FixedHead
 
 DENSE_BLOCK = 8                     # output columns per da4ml solve (its solver is superlinear)
 SOLVER = {"search_all_decompose_dc": False}
@@ -97,7 +100,6 @@ class DenseRTL:
 def dense_rtl(name: str, w: torch.Tensor, b: torch.Tensor | None, cache_dir: Path | None = CACHE_DIR) -> DenseRTL:
     """da4ml Verilog of y = W x + b for int8 x: ``w`` (N, K) int8, ``b`` (N,) int or None.
     Cached on disk by the weights, the options and the da4ml version (a solve takes seconds)."""
-    import da4ml
 
     w_np = w.to(torch.int64).numpy()
     b_np = None if b is None else b.to(torch.int64).numpy()
@@ -118,9 +120,6 @@ def dense_rtl(name: str, w: torch.Tensor, b: torch.Tensor | None, cache_dir: Pat
 
 
 def _solve_dense(name: str, w: np.ndarray, b: np.ndarray | None) -> DenseRTL:
-    from da4ml.codegen import VerilogModel
-    from da4ml.trace import FixedVariableArrayInput, comb_trace
-    from da4ml.trace.ops import quantize
 
     n_out, n_in = w.shape
     kernel = w.T.astype(np.float32)                                   # (in, out), as da4ml takes it
@@ -231,9 +230,7 @@ def head_design(ep, ks: list[int], lanes: int, macs: int | None = None):
     candidates ``ks`` of an exit path (``model.exits.exit_path.ExitPath``): one head with
     ``macs`` multipliers (``MacDense``) for all of them, or with ``macs`` None one candidate's
     da4ml head."""
-    import time
 
-    from hw.rtl import emit
 
     t = time.time()
     dense = head_dense_plan(ep, ks[0], macs)

@@ -28,16 +28,24 @@ Vitis HLS; ``compile()`` builds the C simulation with g++ and ``predict()`` runs
 """
 from __future__ import annotations
 
+import os
 import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import hls4ml
+import hls4ml.utils.torch
 import numpy as np
 import torch
+from hls4ml.backends.template import FunctionCallTemplate, LayerConfigTemplate
+from hls4ml.model.layers import Layer
+from hls4ml.model.types import IntegerPrecisionType
 from torch import nn
 
 from model import intops
 from model.errors import QexitError
-from model.exits.fixed import FixedHead
+from model.exits.fixed import FixedHead, token_sums
 
 HEADER = Path(__file__).parent / "hls_include" / "nnet_qexit_head.h"
 BACKEND = "Vitis"
@@ -56,7 +64,6 @@ def _f64(x: torch.Tensor) -> torch.Tensor:
 
 
 def _hls_module():
-    import hls4ml.utils.torch
     return hls4ml.utils.torch.HLS4MLModule
 
 
@@ -73,7 +80,6 @@ def _modules():
             self.tokens, self.width = tokens, width
 
         def forward(self, x):
-            from model.exits.fixed import token_sums
             s, v = token_sums(_i64(x).reshape(-1, self.tokens, self.width))
             return _f64(torch.cat([s, v[:, None]], 1))
 
@@ -158,10 +164,6 @@ def register() -> None:
     (once per process)."""
     if BACKEND in _REGISTERED:
         return
-    import hls4ml
-    from hls4ml.backends.template import FunctionCallTemplate, LayerConfigTemplate
-    from hls4ml.model.layers import Layer
-    from hls4ml.model.types import IntegerPrecisionType
 
     include = ["nnet_utils/nnet_qexit_head.h"]
 
@@ -289,7 +291,6 @@ def register() -> None:
 
 def hls_config(net: HeadNet, trace: bool = False) -> dict:
     """Every precision of the graph (the table in the module docstring)."""
-    import hls4ml
     cfg = hls4ml.utils.config_from_pytorch_model(net, (net.tokens * net.width,), granularity="name", backend=BACKEND,
                                                  default_precision="ap_int<32>")
     names = cfg["LayerName"]
@@ -320,7 +321,6 @@ def build(head: FixedHead, k: int, tokens: int, folder: Path | str, compile: boo
     """Convert candidate ``k``'s head into an HLS project in ``folder`` and, with ``compile``,
     write and build it; returns the hls4ml model, whose ``predict`` takes (N, T*D) int8 tokens
     as float64 (``predict`` below)."""
-    import hls4ml
 
     folder = Path(folder)
     try:
@@ -347,9 +347,6 @@ def compile_all(models: list, jobs: int | None = None) -> list[float]:
     """Write and compile hls4ml models, ``jobs`` g++ builds at a time (default: one per CPU);
     returns each one's wall seconds. (hls4ml runs its build script with ``cwd=``, so builds in
     threads do not interfere.)"""
-    import os
-    import time
-    from concurrent.futures import ThreadPoolExecutor
 
     check_gxx()
 

@@ -31,7 +31,14 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from hw import program
+from hw.rtl import emit
+from hw.rtl.comparator import ExitComparator
+from hw.rtl.gemm import GemmEngine
+from hw.rtl.head import head_design
+from hw.rtl.layer import LayerEngine
 from model.errors import QexitError
+from model.exits import exit_path as ep_mod
 
 DEVICE = "LFE5U-85F"
 NEXTPNR_DEVICE = "--85k"
@@ -171,11 +178,6 @@ def designs(im, arrays: list[int], exit_path=None, head_layer: int | None = None
     8x8 (or the largest size when 8 is not among them), the exit comparator, and with
     ``head_layer`` the exit path's head at that layer, fed L = the smallest array's lanes a beat,
     its dense layers on ``head_macs`` multipliers (default L x L, as many as that array)."""
-    from hw import program
-    from hw.rtl import emit
-    from hw.rtl.comparator import ExitComparator
-    from hw.rtl.gemm import GemmEngine
-    from hw.rtl.layer import LayerEngine
 
     for i, lanes in enumerate(arrays):
         try:
@@ -190,8 +192,6 @@ def designs(im, arrays: list[int], exit_path=None, head_layer: int | None = None
             yield f"GEMM engine {lanes}x{lanes} (inside the layer engine)", emit.to_verilog(GemmEngine(cfg.gemm), gtop), gtop, lanes
     yield "exit comparator", emit.to_verilog(ExitComparator(im.config.depth), "qexit_comparator"), "qexit_comparator", 0
     if head_layer is not None:
-        from hw.rtl.head import head_design
-        from model.exits import exit_path as ep_mod
 
         ep = ep_mod.load(exit_path)
         if head_layer not in ep.layers:

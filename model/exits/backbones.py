@@ -24,6 +24,7 @@ from typing import Callable, NamedTuple
 import torch
 from torch import nn
 
+from model import golden, intops, quantize, vit
 from model.errors import QexitError
 from model.vit import CLIPViT
 
@@ -83,12 +84,10 @@ def file_digest(path: Path | str) -> str:
 
 
 def fp32_backbone(model: CLIPViT) -> Backbone:
-    from model import vit
     return clip_backbone("fp32", model.eval(), f"fp32-{model_digest(model)}-{code_digest(vit)}")
 
 
 def dynamic_backbone(model: CLIPViT) -> Backbone:
-    from model import quantize, vit
     return clip_backbone("dynamic", quantize.dynamic_int8(model), f"dynamic-{model_digest(model)}-{code_digest(vit)}")
 
 
@@ -100,7 +99,6 @@ def int8_backbone(model: CLIPViT, intmodel_path: Path | str | None = None,
     An ``intmodel_path`` is loaded and validated at once (a bad file fails before any work);
     without one, the checkpoint is quantized on first use, so a run with cached features skips it.
     """
-    from model import golden, intops, quantize
 
     code = code_digest(golden, intops, quantize)
     if intmodel_path is not None and not Path(intmodel_path).is_file():

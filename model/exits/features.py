@@ -24,6 +24,7 @@ import torch
 from tqdm import tqdm
 
 from model.exits.backbones import Backbone
+from model.exits.fixed import token_sums
 from model.golden import BATCH
 from model.qirc import NoiseAccumulator, reference_states
 from model.vit import CLIPViT
@@ -91,7 +92,6 @@ def extract_features(backbone: Backbone, images: torch.Tensor, labels: torch.Ten
         hs, emb, logits = out.hidden_states, out.embedding, out.logits
         ssa, cls, sav = layer_features(hs)
         if out.tokens is not None:     # the integer sums the fixed-point exit head reads
-            from model.exits.fixed import token_sums
             sums = [token_sums(t) for t in out.tokens]
             parts["ssa_sum"].append(torch.stack([s for s, _ in sums], 1))
             parts["sav_num"].append(torch.stack([v for _, v in sums], 1))

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from model.flops import block_flops, exit_head_flops, full_depth_flops, patch_embed_flops
+
 GRID = tuple(float(x) for x in np.round(np.linspace(0.5, 0.99, 25), 4))
 NEVER = float("inf")
 ALWAYS = 0.0
@@ -126,7 +128,6 @@ def lct_thresholds(scores: np.ndarray, head_correct: np.ndarray, full_correct: n
 
 def exit_costs(cfg, candidates: list[int], head_hidden: int, pooled: bool = True) -> ExitCosts:
     """``ExitCosts`` for candidate layers (1-based) of a ``ViTConfig``, from ``model.flops``."""
-    from model.flops import block_flops, exit_head_flops, full_depth_flops, patch_embed_flops
 
     full = full_depth_flops(cfg)
     backbone = [(patch_embed_flops(cfg) + c * block_flops(cfg)) / full for c in candidates] + [1.0]

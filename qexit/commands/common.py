@@ -1,10 +1,12 @@
 """Options and loaders shared by several subcommands."""
 from __future__ import annotations
 
+from functools import partial
 import argparse
 from pathlib import Path
 
 from model.checkpoint import SHIPPED_WEIGHTS, load_checkpoint
+from model.clip import clip_crop, load_clip
 from model.data import Dataset, folder_classes, load_dataset
 from model.errors import QexitError
 
@@ -97,7 +99,6 @@ def load_model(args):
     folder = clip_folder(args)
     if folder is None:
         return load_checkpoint(args.checkpoint)
-    from model.clip import load_clip
 
     vit, _, _ = load_clip(folder, folder_classes(Path(args.data) / "test"))
     return vit, {"model": args.model}
@@ -107,8 +108,5 @@ def load_split(args, split: str, n: int | None = None, cfg=None) -> Dataset:
     size, ch = (cfg.image_size, cfg.channels) if cfg is not None else (28, 1)
     crop = None
     if clip_folder(args) is not None:
-        from functools import partial
-
-        from model.clip import clip_crop
         crop = partial(clip_crop, size=size)
     return load_dataset(split, args.data, size, ch, crop).subset(n)

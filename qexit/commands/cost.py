@@ -10,10 +10,18 @@ is counted and what is left out.
 """
 from __future__ import annotations
 
+import argparse
 import os
 import time
 from pathlib import Path
 
+from hw import cost
+from hw.cost import tables
+from hw.rtl.head import MacDense
+from hw.tools.synth import clock_for
+from model.errors import QexitError
+from model.exits import exit_path
+from model.quantize import load_intmodel
 from qexit.commands.common import add_data_args, add_exit_path_args, add_head_args, head_macs, load_model, positive
 from qexit.reports import REPORTS_DIR, markdown_table, report_dir, write_summary
 
@@ -24,7 +32,6 @@ SYNTH_DEFAULT = Path("reports") / "synth" / "summary.json"
 
 def clock(args) -> tuple[float, str]:
     """--clock-mhz, else the synthesized Fmax of this array size, else the 100 MHz target."""
-    from hw.tools.synth import clock_for
 
     if args.clock_mhz is not None:
         return args.clock_mhz, "--clock-mhz"
@@ -32,7 +39,6 @@ def clock(args) -> tuple[float, str]:
 
 
 def positive_float(value: str) -> float:
-    import argparse
 
     x = float(value)
     if not x > 0:
@@ -41,7 +47,6 @@ def positive_float(value: str) -> float:
 
 
 def seed_arg(value: str):
-    import argparse
 
     if value == "mean":
         return None
@@ -77,12 +82,6 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from hw import cost
-    from hw.cost import tables
-    from hw.rtl.head import MacDense
-    from model.errors import QexitError
-    from model.exits import exit_path
-    from model.quantize import load_intmodel
 
     t0 = time.time()
     if args.rows != args.cols:

@@ -15,8 +15,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import hls4ml
+
+from hw.tools import hls as head_hls
+from model.exits import exit_path
 from qexit.commands.common import add_exit_path_args, positive
 from qexit.reports import REPORTS_DIR, markdown_table, report_dir, write_summary
+from sim import exit as sim_exit
 
 HELP = "the exit head through hls4ml: HLS projects, C simulation bit-exact against the fixed-point head"
 
@@ -32,11 +37,7 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    import hls4ml
 
-    from hw.tools import hls as head_hls
-    from model.exits import exit_path
-    from sim import exit as sim_exit
 
     t0 = time.time()
     ep = exit_path.load(args.exit_path)
@@ -72,7 +73,6 @@ def run(args) -> int:
 
 
 def readme(s: dict, checks) -> str:
-    from hw.tools import hls as head_hls
 
     rows = [[c.layer, c.sets, f"{c.matched}/{c.total}", c.total - c.matched, f"{c.compile_seconds:.1f}",
              f"{c.csim_seconds:.2f}"] for c in checks]

@@ -17,8 +17,16 @@ import json
 import time
 from pathlib import Path
 
+import torch
+
+from hw import cost
+from hw.cost import tables
+from hw.rtl.head import MacDense
+from model.errors import QexitError
+from model.quantize import check_widths
 from qexit.commands.common import add_model_args, load_model, load_split, model_name, parse_assignment, positive
 from qexit.reports import REPORTS_DIR, markdown_table, report_dir, write_summary
+from studies import mixed
 
 HELP = "per-block bit-widths with exits: PMQ/MAQEE allocators, frontier, BOPs/energy savings, Rescue-Effect sweep"
 
@@ -49,14 +57,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    import torch
 
-    from hw import cost
-    from hw.cost import tables
-    from hw.rtl.head import MacDense
-    from studies import mixed
-    from model.errors import QexitError
-    from model.quantize import check_widths
 
     t0 = time.time()
     if not 0 <= args.risk <= 1 or not 0 <= args.max_drop <= 1:

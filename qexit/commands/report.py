@@ -24,6 +24,7 @@ import json
 from pathlib import Path
 
 from model.checkpoint import SHIPPED_WEIGHTS
+from qexit.cli import main as cli_main
 from qexit.commands.common import INTMODEL_DEFAULT
 from qexit.reports import REPORTS_DIR
 
@@ -81,7 +82,6 @@ def steps(fast: bool) -> list[list[str]]:
 
 
 def run(args) -> int:
-    from qexit.cli import main as cli_main  # the flow calls the same commands a user would
 
     flow = steps(args.fast) if args.model is None else clip_steps(args.model, args.data, args.fast)
     for argv in flow:

@@ -20,9 +20,15 @@ import csv
 import time
 from pathlib import Path
 
+from tqdm import tqdm
+
+from hw.cost import read_exits
+from model.errors import QexitError
 from qexit.commands.common import add_exit_path_args
 from qexit.commands.cost import EXITS_DEFAULT, SYNTH_DEFAULT
 from qexit.reports import REPORTS_DIR, markdown_table, report_dir, write_summary
+from sim.dist import check_workers, confirm, map_tasks
+from studies import sweep
 
 HELP = "cycles, latency, energy and top-1 over a grid of array sizes, bandwidths and exit budgets"
 
@@ -59,12 +65,7 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from tqdm import tqdm
 
-    from studies import sweep
-    from hw.cost import read_exits
-    from model.errors import QexitError
-    from sim.dist import check_workers, confirm, map_tasks
 
     t0 = time.time()
     check_workers(args.workers)

@@ -17,6 +17,9 @@ import argparse
 import time
 from pathlib import Path
 
+from hw.tools import synth
+from model.errors import QexitError
+from model.quantize import load_intmodel
 from qexit.commands.common import add_exit_path_args, positive
 from qexit.reports import REPORTS_DIR, markdown_table, report_dir, write_summary
 
@@ -46,9 +49,6 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from hw.tools import synth
-    from model.errors import QexitError
-    from model.quantize import load_intmodel
 
     t0 = time.time()
     if not args.freq_mhz > 0:

@@ -74,19 +74,25 @@ candidate at full size (see `verify head`).
 from __future__ import annotations
 
 import argparse
-
-from hw.rtl import gemm
-from hw.cost import schedule
-from qexit.commands.rtl import add_buffer_args
-from qexit.reports import markdown_table, report_dir, write_summary
 from pathlib import Path
 
+import torch
+
+from hw.cost import schedule
+from hw.cost.schedule import WeightSource
+from hw.rtl import gemm, head as hw_head
+from model.checkpoint import load_checkpoint
+from model.data import load_fashion_mnist
 from model.errors import QexitError
+from model.exits import exit_path
+from model.quantize import load_intmodel, quantize
 from qexit.commands.common import INTMODEL_DEFAULT, add_exit_path_args, add_head_args, head_macs, positive
-from sim import model as model_ops
-from sim import simulator as runner
-from sim import gemm as verify
-from sim import units as sim_units
+from qexit.commands.rtl import add_buffer_args
+from qexit.reports import markdown_table, report_dir, write_summary
+from sim import (
+    block as layer, dist, exit as sim_exit, gemm as verify, model as model_ops, run as sim_run, simulator as runner,
+    units as sim_units
+)
 
 HELP = ("bit-exact RTL checks under cocotb: `verify gemm` (the GEMM engine), "
         "`verify units` (requantizer, add, GELU, LayerNorm, softmax, exit comparator), "
@@ -336,9 +342,6 @@ def run_units(args) -> int:
 
 
 def _shipped_intmodel(path: Path):
-    from model.checkpoint import load_checkpoint
-    from model.data import load_fashion_mnist
-    from model.quantize import load_intmodel, quantize
 
     if path.exists():
         im = load_intmodel(path)
@@ -349,15 +352,11 @@ def _shipped_intmodel(path: Path):
 
 
 def _test_images(n: int):
-    from model.data import load_fashion_mnist
     return load_fashion_mnist("test").subset(n).images
 
 
 def run_model(args) -> int:
-    import torch
 
-    from hw.cost.schedule import WeightSource
-    from model.data import load_fashion_mnist
     WeightSource(args.bandwidth, args.latency)
     runner.pick(args.simulator)
     im = _shipped_intmodel(args.intmodel)
@@ -397,10 +396,7 @@ def run_model(args) -> int:
 
 
 def run_block(args) -> int:
-    import torch
 
-    from hw.cost.schedule import WeightSource
-    from sim import block as layer
 
     source = WeightSource(args.bandwidth, args.latency)
     if args.rows != args.cols:
@@ -463,8 +459,6 @@ def run_block(args) -> int:
 
 
 def run_comparator(args) -> int:
-    from model.exits import exit_path
-    from sim import exit as sim_exit
 
     ep = exit_path.load(args.exit_path)
     runner.pick(args.simulator)
@@ -497,8 +491,6 @@ def run_comparator(args) -> int:
 
 
 def run_head(args) -> int:
-    from model.exits import exit_path
-    from sim import exit as sim_exit
 
     ep = exit_path.load(args.exit_path)
     runner.pick(args.simulator)
@@ -541,7 +533,6 @@ def run_head(args) -> int:
         rows = [[c.layer, c.sets, f"{c.matched}/{c.total}", c.cycles_predicted,
                  ", ".join(map(str, sorted(set(c.cycles_measured)))), f"{c.dense_seconds:.0f}",
                  f"{c.build_seconds:.0f}", f"{c.sim_seconds:.0f}"] for c in checks]
-        from hw.rtl import head as hw_head
         (folder / "README.md").write_text(
             f"# verify head: {matched}/{total} outputs bit-exact\n\n"
             f"The exit head as RTL (`hw/rtl/head.py`: the three dense layers "
@@ -559,13 +550,7 @@ def run_head(args) -> int:
 
 
 def run_run(args) -> int:
-    import torch
 
-    from hw.cost.schedule import WeightSource
-    from model.data import load_fashion_mnist
-    from model.exits import exit_path
-    from sim import dist
-    from sim import run as sim_run
 
     source = WeightSource(args.bandwidth, args.latency)
     if args.rows != args.cols:

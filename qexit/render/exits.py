@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 
 from model.exits.evaluate import mean_std
@@ -21,9 +23,7 @@ def _pct(ms: tuple[float, float], nseeds: int) -> str:
 
 def plot_all(out: Path, cfg, modes, results, noise, top1_fp32) -> None:
     """exit_distribution.png, pareto.png, cls_vs_ssa.png and (quantized modes) noise.png in ``out``."""
-    import matplotlib
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     layers = np.arange(1, cfg.depth + 1)
     # exit distribution
