@@ -1,4 +1,4 @@
-"""The cost model at real CLIP ViT-B/32 size (issue H): cycles and energy per image, full depth
+"""The cost model at real CLIP ViT-B/32 size: cycles and energy per image, full depth
 against the paper's operating point (LRA-EE, 13.38% fewer FLOPs on ImageNet-1K).
 
 No CLIP weights can be downloaded here, so the backbone is a random model of ViT-B/32's exact

@@ -1,4 +1,4 @@
-"""The precision-scalable systolic array (issue I's stretch goal) against the INT8 one, through
+"""The precision-scalable systolic array against the INT8 one, through
 yosys (``synth_ecp5``) and nextpnr-ecp5 on the LFE5U-85F, out of context (``hw.tools.synth``).
 
 ``hw.rtl.pe.ScalablePE`` packs two 4-bit weights into its one multiplier's operand, so that a

@@ -11,7 +11,7 @@ Quantization scheme (see "The numeric contract" in docs/architecture.md and mode
   folded into the patch-embedding weights and bias; the position embedding becomes a per-token int32 bias;
 * every requantization point stores an int32 multiplier and a shift (``intops.quantize_multiplier``).
 
-**Mixed precision** (issue I): ``widths`` gives each encoder block a (weight bits, activation
+**Mixed precision**: ``widths`` gives each encoder block a (weight bits, activation
 bits) pair in 2..8 (``IntModel.widths``; ``None`` = 8 everywhere). Block i's weights (qkv, proj,
 fc1, fc2) are per-channel symmetric at ``w`` bits (scale max|w| / (2**(w-1) - 1)); its
 activations ``ACT_POINTS`` (everything the block computes except the residual stream x_mid and

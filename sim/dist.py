@@ -1,4 +1,4 @@
-"""The early-exit RTL run, sharded over a Dask cluster (issue J, item 2).
+"""The early-exit RTL run, sharded over a Dask cluster.
 
 The test images are cut into shards of ``shard_size`` images in a fixed order. Each shard is
 one task, ``run_shard``: it runs ``sim.run.run_images`` on a ``RunDesign`` that its worker

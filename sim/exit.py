@@ -1,4 +1,4 @@
-"""Checks of the exit path in hardware against the fixed-point reference (issue F).
+"""Checks of the exit path in hardware against the fixed-point reference.
 
 * ``verify_hls``: the hls4ml head (``hw.tools.hls``), one C-simulated project per candidate
   layer, on the golden model's real int8 tokens, against ``FixedHead.layer`` computed on the

@@ -199,7 +199,7 @@ def layer_top_name(cfg) -> str:
 
 
 class RunHarness(LayerHarness):
-    """The early-exit run (issue G): ``LayerHarness`` plus the exit heads (``hw.rtl.head.ExitHead``)
+    """The early-exit run: ``LayerHarness`` plus the exit heads (``hw.rtl.head.ExitHead``)
     and the exit comparator. ``heads`` lists (candidate indices, dense layers) per head: one
     ``MacDense`` head serves every enabled candidate, a da4ml head one. The words the program
     sends to the host are also teed to the head whose candidates include ``sel`` (candidate

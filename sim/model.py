@@ -14,8 +14,8 @@ golden model's:
 
 Because each operation's inputs are the golden model's own, a match everywhere means the RTL
 blocks, chained, compute the golden model's integers from pixels to logits. The host
-sequences the operations here; the on-chip layer controller that chains them is issue D's
-layer engine, not built yet.
+sequences the operations here, one block at a time; ``sim.block`` runs the same model on the
+layer engine, whose controller chains them on chip.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The early-exit run in RTL (issue G, item 1): the layer engine runs the model layer by layer on
+"""The early-exit run in RTL: the layer engine runs the model layer by layer on
 real test images; after each candidate layer whose exit is on, its exit head (``ExitHead``)
 takes the layer's tokens from the engine's tap and the exit comparator decides; on ``exit`` the
 sequencer (the cocotb testbench, ``sim/tb/run.py``) ends the image. Harness:

@@ -1,4 +1,4 @@
-"""Mixed precision with early exits (issue I): per-block bit-widths measured with the exits,
+"""Mixed precision with early exits: per-block bit-widths measured with the exits,
 costed utilization-aware, allocated by a PMQ-style and a MAQEE-style search, and the noise
 sweep that looks for the Rescue Effect.
 

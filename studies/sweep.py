@@ -1,4 +1,4 @@
-"""A design-space sweep on the cost model (issue J, item 3): array size x weight-stream
+"""A design-space sweep on the cost model: array size x weight-stream
 bandwidth x exit budget.
 
 Each machine (an L x L layer engine, B bytes/cycle after the stream latency, the clock its

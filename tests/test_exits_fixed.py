@@ -1,4 +1,4 @@
-"""model/exits/fixed.py: the fixed-point exit head and gate (issue F, item 1) against the float
+"""model/exits/fixed.py: the fixed-point exit head and gate against the float
 head and gate they are quantized from, and the widths of every stored constant."""
 import torch
 

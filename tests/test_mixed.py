@@ -1,4 +1,4 @@
-"""qexit mixed (issue I): utilization-aware costs, the precision-scalable engine, the bench's
+"""qexit mixed: utilization-aware costs, the precision-scalable engine, the bench's
 restart from cached 8-bit tokens, the allocators and the command end to end on the tiny ViT."""
 import json
 

@@ -1,4 +1,4 @@
-"""Per-block bit-widths in the IntModel and the golden model (issue I, item 1)."""
+"""Per-block bit-widths in the IntModel and the golden model."""
 import pytest
 import torch
 

@@ -43,7 +43,7 @@ what a read does (the table gives reads only). **Left out**: static (leakage) po
 tree and control, and loading each segment's program (one word per descriptor) before its
 start, which ``timeline.predict`` does not count either.
 
-**Mixed precision** (issue I): an IntModel's per-block widths change nothing on the INT8
+**Mixed precision**: an IntModel's per-block widths change nothing on the INT8
 engine (``Machine.scalable`` False): its PEs, buffers and DRAM words are 8-bit, so a 6- or
 4-bit block costs what an 8-bit one does. With ``scalable`` the PEs are precision-scalable:
 one int8 PE does one 8x8 MAC or two 4x4 MACs a cycle (``hw.rtl.pe.ScalablePE``: two 4-bit weights

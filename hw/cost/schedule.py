@@ -47,7 +47,7 @@ when the host keeps up. The engine accepts those loads only while idle, so they 
 the array waits: ``io_cycles`` counts them (the two load streams are independent ports, so a
 host that feeds them together waits for the longer), and every utilization is stated two
 ways, ``utilization`` (start to done) and ``utilization_with_io`` (plus the loads and the
-unload). In the layer engine (issue D) activations stay on chip and these loads go away.
+unload). In the layer engine activations stay on chip and these loads go away.
 """
 from __future__ import annotations
 
@@ -250,7 +250,7 @@ def predict_cycles(rows: int, cols: int, m: int, k: int, n: int, source: WeightS
 
 # --------------------------------------------------------------------------- peers' formulas
 # These are the cycle formulas of SCALE-Sim v2's paper, not the SCALE-Sim package: the real
-# package (scalesim 3.0.0) is run side by side in issue G.
+# package (scalesim 3.0.0) is run side by side in benchmarks/bench_scalesim.py.
 
 def scalesim_v2_os_formula(rows: int, cols: int, m: int, k: int, n: int) -> int:
     """SCALE-Sim v2's output-stationary formula: ceil(M/R) ceil(N/C) (R + C + K - 2), no overlap of folds."""

@@ -1,4 +1,4 @@
-"""The exit head as RTL (issue F, item 5): one candidate layer's fixed-point head and gate, from
+"""The exit head as RTL: one candidate layer's fixed-point head and gate, from
 the engine's int8 tokens to the comparator's input stream.
 
 ``ExitHead`` computes ``model.exits.fixed.FixedHead.layer`` for one layer, with that layer's

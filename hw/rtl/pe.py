@@ -12,7 +12,7 @@ An int8 x int8 multiply-accumulate with an int32 partial sum, and two int8 weigh
 The partial sum cannot overflow: the array has at most 2**17 - 1 rows in total over all K
 tiles (see ``hw.rtl.timing.MAX_K``), and |a * w| <= 2**14.
 
-**Precision-scalable** (``ScalablePE``, issue I; the layer engine does not use it yet): with
+**Precision-scalable** (``ScalablePE``; the layer engine does not use it yet): with
 ``pack_in`` high the weight byte holds two signed 4-bit weights ``w_lo`` (low nibble) and
 ``w_hi`` (high nibble) for two output columns, the activation is a 4-bit value, and the PE's
 one multiplier computes ``a * (w_hi * 2**PACK_SHIFT + w_lo)``: two 4 x 4 MACs a cycle in one

@@ -15,7 +15,7 @@ Interface, all unskewed (the array skews and deskews internally):
 Nothing inside has a valid bit: rows that carry no data compute garbage that the GEMM
 controller ignores (its tokens travel beside the data).
 
-``scalable=True`` builds the array from ``hw.rtl.pe.ScalablePE`` (issue I's precision-scalable
+``scalable=True`` builds the array from ``hw.rtl.pe.ScalablePE`` (the precision-scalable
 PE): a ``pack`` bit enters with each activation row, and a packed row (4-bit activations, two
 signed 4-bit weights a weight byte) gives two column sums per column: the low nibbles' on
 ``psum`` and the high nibbles' on ``psum_hi`` (``split_lanes`` separates the packed partial

@@ -1,4 +1,4 @@
-"""The exit head's datapath through hls4ml (issue F, item 3): one HLS project per candidate layer.
+"""The exit head's datapath through hls4ml: one HLS project per candidate layer.
 
 Each project is hls4ml's conversion of a PyTorch module (``HeadNet``) that is the fixed-point
 head of ``model.exits.fixed.FixedHead`` for one layer, from the engine's int8 tokens to the

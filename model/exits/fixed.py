@@ -1,4 +1,4 @@
-"""The exit head and gate in fixed point, defined as the hardware computes them (issue F, item 1).
+"""The exit head and gate in fixed point, defined as the hardware computes them.
 
 The float head (``model.exits.heads``) and gate (``model.exits.gate``) are trained as before,
 then quantized here. The input at candidate layer l is what the golden model's int8 tokens x

@@ -1,4 +1,4 @@
-"""Turn an exit distribution into cycles and energy on the layer engine (issue G, item 2).
+"""Turn an exit distribution into cycles and energy on the layer engine.
 
 Reads the IntModel (the program of every segment), the exit path (the exit head, whose dense
 layers, built as --head says, set its decision time) and `qexit exits`'s exit_distribution.json (by

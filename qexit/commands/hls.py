@@ -1,4 +1,4 @@
-"""Build the exit head with hls4ml and check its C simulation bit-exact (issue F, item 3).
+"""Build the exit head with hls4ml and check its C simulation bit-exact.
 
 For every candidate layer of the exit path that `qexit exits` wrote (int8 mode), converts
 the fixed-point head and gate (hw/tools/hls.py: hls4ml's PyTorch frontend, Vitis backend,

@@ -1,4 +1,4 @@
-"""Mixed precision with exits (issue I): per-block bit-widths, allocated and costed with the exits.
+"""Mixed precision with exits: per-block bit-widths, allocated and costed with the exits.
 
 Builds the bench (calibration, the 8-bit traces, exit heads and gate on 8-bit features), then
 the uniform 8/6/4-bit baselines, the PMQ-style and MAQEE-style allocators, the frontier of

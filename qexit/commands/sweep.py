@@ -1,4 +1,4 @@
-"""Sweep the cost model over a design grid (issue J, item 3): array size x weight-stream
+"""Sweep the cost model over a design grid: array size x weight-stream
 bandwidth x exit budget.
 
 Each machine of the grid (an L x L layer engine with an L x L-MAC exit head, weights streamed

@@ -1,4 +1,4 @@
-"""Synthesize the accelerator's blocks for a Lattice ECP5 LFE5U-85F (issue G, item 4).
+"""Synthesize the accelerator's blocks for a Lattice ECP5 LFE5U-85F.
 
 yosys (synth_ecp5) and nextpnr-ecp5, the YoWASP builds (`pip install -e .[synth]`), on the
 Verilog that Amaranth writes for: the layer engine (the GEMM engine with its buffers, the units,
