@@ -28,7 +28,7 @@ import torch
 
 from hw import cost
 from hw.cost import tables
-from hw.rtl.head import MacDense
+from hw.rtl.dense import MacDense
 from model import flops
 from model.clip import CLIP_MEAN, CLIP_STD
 from model.exits import fixed

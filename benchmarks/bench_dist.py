@@ -30,14 +30,16 @@ from pathlib import Path
 
 import torch
 
-from sim import dist
+from hw.cost import Machine
+from sim import dist, run as sim_run
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def strip(s: dict) -> str:
-    return json.dumps({k: v for k, v in s.items() if k != "timing"}, sort_keys=True)
+def strip(r) -> str:
+    """A merged run as JSON, for comparing runs (the timings are apart from it)."""
+    return json.dumps(r.to_dict(), sort_keys=True)
 
 
 def kill_one_worker_later(work: Path, after_shards: int, log: list) -> threading.Thread:
@@ -73,24 +75,25 @@ def main() -> int:
 
 
     idx = torch.randperm(10_000, generator=torch.Generator().manual_seed(1))[:a.images].tolist()
-    spec = dist.RunSpec(a.intmodel, a.exit_path, 8, 8.0, 20, 64)
+    spec = dist.RunSpec(a.intmodel, a.exit_path, Machine(8, 8.0, 20), 64)
     res = {"images": a.images, "shard_size": a.shard_size, "cpus": os.cpu_count()}
 
-    one = dist.run(spec, idx, a.shard_size, 1, work=a.work / "w1", progress=False)
-    two = dist.run(spec, idx, a.shard_size, 2, work=a.work / "w2", progress=False)
-    res["one_worker"] = {**one["timing"], "passed": one["passed"], "decisions": one["decisions"],
-                         "decisions_matched": one["decisions_matched"], "cycles_equal": one["cycles_equal"]}
-    res["two_workers"] = two["timing"]
+    one, t_one = dist.run(spec, idx, a.shard_size, 1, work=a.work / "w1", progress=False)
+    two, t_two = dist.run(spec, idx, a.shard_size, 2, work=a.work / "w2", progress=False)
+    s = sim_run.summary(one)
+    res["one_worker"] = {**t_one, "passed": one.passed, "decisions": s["decisions"],
+                         "decisions_matched": s["decisions_matched"], "cycles_equal": s["cycles_equal"]}
+    res["two_workers"] = t_two
     res["same_summary_1_and_2"] = strip(one) == strip(two)
-    res["speedup_2_over_1"] = round(two["timing"]["images_per_s"] / one["timing"]["images_per_s"], 3)
-    print(f"1 worker: {one['timing']['images_per_s']} img/s; 2 workers: {two['timing']['images_per_s']} img/s "
-          f"({res['speedup_2_over_1']}x); same summary: {res['same_summary_1_and_2']}; passed: {one['passed']}",
+    res["speedup_2_over_1"] = round(t_two["images_per_s"] / t_one["images_per_s"], 3)
+    print(f"1 worker: {t_one['images_per_s']} img/s; 2 workers: {t_two['images_per_s']} img/s "
+          f"({res['speedup_2_over_1']}x); same summary: {res['same_summary_1_and_2']}; passed: {one.passed}",
           flush=True)
 
     log: list = []
     kill_one_worker_later(a.work / "fault", 2, log)
-    fault = dist.run(spec, idx, a.shard_size, 2, work=a.work / "fault", progress=False)
-    res["fault"] = {"killed": log, "timing": fault["timing"], "same_summary": strip(fault) == strip(one)}
+    fault, t_fault = dist.run(spec, idx, a.shard_size, 2, work=a.work / "fault", progress=False)
+    res["fault"] = {"killed": log, "timing": t_fault, "same_summary": strip(fault) == strip(one)}
     print(f"worker killed: {bool(log)}; finished with the same summary: {res['fault']['same_summary']}", flush=True)
 
     cmd = [sys.executable, "-m", "qexit.cli", "verify", "run", "--images", str(a.images), "--seed", "1",
@@ -102,10 +105,10 @@ def main() -> int:
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     on_disk = len(list((a.work / "resume").glob("shard-*.json")))
-    again = dist.run(spec, idx, a.shard_size, 2, work=a.work / "resume", resume=True, progress=False)
-    res["resume"] = {"shards_on_disk_after_kill": on_disk, "timing": again["timing"],
+    again, t_again = dist.run(spec, idx, a.shard_size, 2, work=a.work / "resume", resume=True, progress=False)
+    res["resume"] = {"shards_on_disk_after_kill": on_disk, "timing": t_again,
                      "same_summary": strip(again) == strip(one)}
-    print(f"run killed with {on_disk} shard(s) on disk; --resume computed {again['timing']['images_computed']} "
+    print(f"run killed with {on_disk} shard(s) on disk; --resume computed {t_again['images_computed']} "
           f"image(s); same summary: {res['resume']['same_summary']}", flush=True)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(res, indent=1))

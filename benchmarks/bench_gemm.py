@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from hw.cost import Machine, schedule
 from hw.rtl import gemm
-from hw.cost import schedule
 from sim import gemm as verify
 
 SHAPES = "50x768x768,50x768x3072,197x192x192"
@@ -45,13 +45,13 @@ def main(argv=None) -> int:
     rows, speed, ok = [], [], True
     for size in sizes:
         t0 = time.time()
-        res = verify.verify_gemm(size, size, shapes, seed=args.seed, bandwidth=args.bandwidth,
-                                 latency=args.latency)
-        source = schedule.WeightSource(args.bandwidth, args.latency)
+        machine = Machine(size, args.bandwidth, args.latency)
+        res = verify.verify_gemm(machine, shapes, seed=args.seed)
+        source = machine.source
         ok &= res.passed
         print(f"{size}x{size}: bit-exact {res.matched}/{res.total}, {res.cycle_errors} cycle errors, "
               f"{time.time() - t0:.0f} s (build {res.build_seconds:.0f} s)", flush=True)
-        for c in res.cases:
+        for c in res.records:
             m, k, n = (int(d) for d in c["shape"].split("x"))
             os_c = schedule.scalesim_v2_os_formula(size, size, m, k, n)
             ws_c = schedule.scalesim_v2_ws_formula(size, size, m, k, n)
@@ -71,7 +71,7 @@ def main(argv=None) -> int:
                          "os_formula_over_ours_with_io": os_c / with_io,
                          "ws_formula_over_ours_with_io": ws_c / with_io,
                          "cocotb_cycles_per_s": cyc / c["run_seconds"]})
-        big = max(res.cases, key=lambda c: c["cycles_measured"])
+        big = max(res.records, key=lambda c: c["cycles_measured"])
         m, k, n = (int(d) for d in big["shape"].split("x"))
         free = verify.free_running(gemm.GemmConfig(size, size), m, k, n)
         # free-running Verilator feeds the weights from an ideal source

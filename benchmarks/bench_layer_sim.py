@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from hw.cost.schedule import WeightSource
+from hw.cost import Machine
 from model.checkpoint import load_checkpoint
 from model.data import load_fashion_mnist
 from model.quantize import quantize
@@ -33,9 +33,9 @@ def main() -> int:
     torch.set_num_threads(1)
     model, _ = load_checkpoint()
     im = quantize(model, load_fashion_mnist("gate").subset(256).images)
-    source = WeightSource(args.bandwidth, args.latency)
-    free = layer.free_running(im, args.rows, source)
-    res = layer.verify_block(im, load_fashion_mnist("test").subset(1).images, args.rows, 1, source)
+    machine = Machine(args.rows, args.bandwidth, args.latency)
+    free = layer.free_running(im, machine)
+    res = layer.verify_block(im, load_fashion_mnist("test").subset(1).images, machine, 1)
     rec = next(r for r in res.records if r["name"] == "b0")
     cocotb = rec["cycles"] / rec["run_s"]
     out = {"rows": args.rows, "cycles": rec["cycles"], "free_running_cycles": free["cycles"],

@@ -1,5 +1,5 @@
 """The layer engine's program: one list of descriptors, generated here from an IntModel, that
-the controller (``hw.rtl.layer``) runs and the cycle model (``predict``) reads. Nothing else
+the controller (``hw.rtl.layer``) runs and the cycle model (``hw.cost.timeline``) reads. Nothing else
 describes what the engine does, so the two cannot drift apart.
 
 A program is made of **segments**, each one run by one ``start``: the patch embedding, one

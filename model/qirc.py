@@ -18,8 +18,6 @@ from __future__ import annotations
 
 from typing import Callable
 
-import matplotlib
-import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 
@@ -83,23 +81,3 @@ def analyze(fp32_model, quant_hidden: HiddenFn, images: torch.Tensor, batch_size
         x = images[i:i + batch_size]
         acc.update(reference_states(fp32_model, x), quant_hidden(x))
     return acc.result()
-
-
-def plot(analyses: dict[str, dict[str, list[float]]], path) -> None:
-    """One PNG with a panel per metric; one line per INT8 mode."""
-    matplotlib.use("Agg")
-
-    fig, axes = plt.subplots(2, 3, figsize=(13, 7))
-    for ax, metric in zip(axes.flat, METRICS):
-        for mode, a in analyses.items():
-            ax.plot(range(1, len(a[metric]) + 1), a[metric], marker="o", label=mode)
-        ax.set_title(metric)
-        ax.set_xlabel("block")
-        ax.grid(alpha=0.3)
-        if metric in ("mse", "nsr"):
-            ax.set_yscale("log")
-    axes.flat[0].legend()
-    fig.suptitle("QIRC: layer-wise quantization noise against FP32")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)

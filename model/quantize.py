@@ -28,6 +28,8 @@ activation other than GELU (quick_gelu), keeps it as a 256-entry table (``b{i}.g
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -42,6 +44,10 @@ from model.errors import QexitError, load_artifact
 from model.vit import CLIPViT, ViTConfig, patchify
 
 FORMAT = "qexit-intmodel"
+# The embedded default's IntModel, calibrated once and shipped so that every CPU gets the same
+# integers (calibration runs float kernels, which differ by a few ulps between machines).
+SHIPPED_INTMODEL = Path(__file__).parent / "weights" / "vit_fmnist_int8.pt"
+SHIPPED_INTMODEL_DIGEST = SHIPPED_INTMODEL.with_suffix(".sha256")
 VERSION = 1
 MIN_CALIBRATION_IMAGES = 32
 BLOCK_POINTS = ("x_in", "ln1", "q", "k", "v", "ctx", "attn", "x_mid", "ln2", "h", "g", "mlp", "x_out")
@@ -103,6 +109,17 @@ class IntModel:
         """Parameters under ``prefix.`` with the prefix stripped, e.g. prefix('b0.qkv') → {w, b, m, shift}."""
         n = len(prefix) + 1
         return {k[n:]: v for k, v in self.params.items() if k.startswith(prefix + ".")}
+
+    def digest(self) -> str:
+        """SHA-256 of what the IntModel computes with: its config, widths and every parameter's
+        name, dtype, shape and values (not the file's bytes, which depend on torch's writer)."""
+        h = hashlib.sha256(json.dumps({"config": self.config.to_dict(), "widths": self.widths},
+                                      sort_keys=True, default=list).encode())
+        for name in sorted(self.params):
+            v = self.params[name].contiguous()
+            h.update(f"{name}:{v.dtype}:{tuple(v.shape)}".encode())
+            h.update(v.numpy().tobytes())
+        return h.hexdigest()
 
     def save(self, path: Path | str) -> None:
         path = Path(path)
@@ -385,7 +402,16 @@ def load_intmodel(path: Path | str, config: ViTConfig | None = None) -> IntModel
                          "on this checkpoint")
     im = IntModel(cfg, blob["params"], blob["scales"], blob.get("calibration", {}), blob.get("widths"))
     validate(im)
+    if Path(path).resolve() == SHIPPED_INTMODEL.resolve() and im.digest() != shipped_intmodel_digest():
+        raise QexitError(f"the shipped IntModel {SHIPPED_INTMODEL} does not match its recorded hash "
+                         f"({SHIPPED_INTMODEL_DIGEST.name}); restore it with `git checkout {SHIPPED_INTMODEL.name}` "
+                         "or pass your own with --intmodel")
     return im
+
+
+def shipped_intmodel_digest() -> str:
+    """The recorded hash of the shipped IntModel (``IntModel.digest``)."""
+    return SHIPPED_INTMODEL_DIGEST.read_text().split()[0]
 
 
 # --------------------------------------------------------------------------- the paper's dynamic INT8

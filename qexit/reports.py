@@ -1,4 +1,6 @@
-"""Writing a step's report folder atomically: reports/<step>/{summary.json, README.md, *.png}."""
+"""Writing a step's report folder atomically: reports/<step>/{summary.json, README.md, *.png}.
+
+What goes into README.md and the PNGs is made in qexit/render/ (one module per report)."""
 from __future__ import annotations
 
 import json
@@ -8,9 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from model.errors import QexitError
-from qexit.render.markdown import markdown_table
 
-__all__ = ["REPORTS_DIR", "markdown_table", "report_dir", "write_summary"]
+__all__ = ["REPORTS_DIR", "report_dir", "write_summary"]
 
 REPORTS_DIR = Path("reports")
 

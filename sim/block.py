@@ -13,9 +13,7 @@ Protocol per segment (``drive_segment``), on ``sim.harness.LayerHarness``:
 """
 from __future__ import annotations
 
-import json
 import math
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +22,7 @@ import torch
 from amaranth.sim import Simulator
 
 from hw import program
-from hw.cost import memories, timeline
+from hw.cost import Machine, memories, timeline
 from hw.cost.schedule import IDEAL, WeightSource, utilization
 from hw.rtl import emit
 from hw.rtl.gemm import PARAM_BITS
@@ -35,9 +33,10 @@ from model.golden import Golden
 from model.quantize import IntModel, pixels_to_patches, random_intmodel
 from model.vit import ViTConfig
 from sim import simulator as runner
-from sim.harness import LayerHarness, layer_top_name, source_ports
+from sim.harness import LayerHarness, check_machine, layer_top_name, source_ports
 from sim.packing import lanes_to_words, pack_activations, pack_params, pack_token_bias, pack_weights, words_to_lanes
 from sim.simulator import log_tail
+from sim.result import Result
 from sim.units import layernorm_param_words
 
 
@@ -124,11 +123,11 @@ def segment_job(name: str, seg: list[program.Desc], im: IntModel, plan: program.
                       timeline.predict(seg, plan.lanes, source), taps)
 
 
-def model_jobs(im: IntModel, images: torch.Tensor, lanes: int, layers: int | None,
-               source: WeightSource = IDEAL):
-    """Every segment of every image as a job: (plan, cfg, layout, [(image, name, segment, job)],
-    the harness's memory sizes (weight words, parameter words, trace words))."""
-
+def model_jobs(im: IntModel, images: torch.Tensor, machine: Machine, layers: int | None):
+    """Every segment of every image on ``machine`` (its L x L array and weight stream) as a job:
+    (plan, cfg, layout, [(image, name, segment, job)], the harness's memory sizes (weight words,
+    parameter words, trace words))."""
+    lanes, source = check_machine(machine, square=True).lanes, machine.source
     depth = im.config.depth if layers is None else layers
     plan, segs = program.model_program(im, lanes, depth)
     cfg = program.engine_config(plan, segs)
@@ -236,7 +235,6 @@ async def drive_segment(driver, job: SegmentJob, source: WeightSource = IDEAL) -
 
 def onchip_bits(cfg, layout_bits: int) -> dict[str, int]:
     """Bits of every on-chip memory of the layer engine (the weights stream; none are stored)."""
-
     out = {name: words * bits for name, (words, bits) in memories(cfg).items()}
     out["program"] = cfg.prog_words * layout_bits
     out["layernorm rows+params"] = cfg.max_d * (8 + 65)
@@ -244,72 +242,47 @@ def onchip_bits(cfg, layout_bits: int) -> dict[str, int]:
     return out
 
 
-@dataclass
-class BlockResult:
-    lanes: int
-    images: int
-    layers: int
-    records: list[dict]                   # per segment run: name, image, cycles, predicted, macs, matched, total
-    onchip: dict[str, int]
-    simulator: str = ""
-    build_seconds: float = 0.0
-    sim_seconds: float = 0.0
-    predictions_matched: bool | None = None
-    log: str = ""
-
-    @property
-    def matched(self) -> int:
-        return sum(r["matched"] for r in self.records)
-
-    @property
-    def total(self) -> int:
-        return sum(r["total"] for r in self.records)
-
-    @property
-    def cycles_measured(self) -> int:
-        return sum(r["cycles"] for r in self.records)
-
-    @property
-    def cycles_predicted(self) -> int:
-        return sum(r["predicted"] for r in self.records)
-
-    @property
-    def utilization(self) -> float:
-        return utilization(sum(r["macs"] for r in self.records), self.lanes, self.lanes, self.cycles_measured)
-
-    @property
-    def passed(self) -> bool:
-        return (bool(self.records) and self.matched == self.total and self.cycles_measured == self.cycles_predicted
-                and all(r["cycles"] == r["predicted"] == r["counter"] for r in self.records)
-                and self.predictions_matched is not False)
-
-    def by_segment(self) -> dict[str, dict]:
-        """Per segment name (embed, b0 .. b{L-1}, head), summed over the images."""
-        out: dict[str, dict] = {}
-        for r in self.records:
-            s = out.setdefault(r["name"], {"matched": 0, "total": 0, "cycles_measured": 0, "cycles_predicted": 0,
-                                           "macs": 0, "run_s": 0.0, "shares": {}})
-            s["run_s"] = round(s["run_s"] + r.get("run_s", 0.0), 3)
-            s["matched"] += r["matched"]
-            s["total"] += r["total"]
-            s["cycles_measured"] += r["cycles"]
-            s["cycles_predicted"] += r["predicted"]
-            s["macs"] += r["macs"]
-            for k, v in r["shares"].items():
-                s["shares"][k] = s["shares"].get(k, 0) + v
-        return out
+def block_result(records: list[dict], lanes: int, **figures) -> Result:
+    """Per segment run records (name, image, cycles, counter, predicted, macs, matched, total)
+    as a result: passed when every tap matched and every segment took its predicted cycles, as
+    the RTL's own counter also says (and the predictions matched, where checked)."""
+    cycles = sum(r["cycles"] for r in records)
+    out = Result("block", sum(r["matched"] for r in records), sum(r["total"] for r in records),
+                 cycles_measured=cycles, cycles_predicted=sum(r["predicted"] for r in records), records=records,
+                 figures={"lanes": lanes, **figures,
+                          "utilization": utilization(sum(r["macs"] for r in records), lanes, lanes, cycles)})
+    out.passed = (bool(records) and out.matched == out.total and out.cycles_measured == out.cycles_predicted
+                  and all(r["cycles"] == r["predicted"] == r["counter"] for r in records)
+                  and figures.get("predictions_matched") is not False)
+    return out
 
 
-def verify_block(im: IntModel, images: torch.Tensor, lanes: int, layers: int | None = None,
-                 source: WeightSource = IDEAL, simulator: str | None = None, waves: bool = False,
-                 folder=None) -> BlockResult:
+def by_segment(result: Result) -> dict[str, dict]:
+    """Per segment name (embed, b0 .. b{L-1}, head), summed over the images."""
+    out: dict[str, dict] = {}
+    for r in result.records:
+        s = out.setdefault(r["name"], {"matched": 0, "total": 0, "cycles_measured": 0, "cycles_predicted": 0,
+                                       "macs": 0, "run_s": 0.0, "shares": {}})
+        s["run_s"] = round(s["run_s"] + r.get("run_s", 0.0), 3)
+        s["matched"] += r["matched"]
+        s["total"] += r["total"]
+        s["cycles_measured"] += r["cycles"]
+        s["cycles_predicted"] += r["predicted"]
+        s["macs"] += r["macs"]
+        for k, v in r["shares"].items():
+            s["shares"][k] = s["shares"].get(k, 0) + v
+    return out
+
+
+def verify_block(im: IntModel, images: torch.Tensor, machine: Machine, layers: int | None = None,
+                 simulator: str | None = None, waves: bool = False, folder=None) -> Result:
     """Run ``layers`` encoder layers (all, then the head, by default) of every image through the
-    layer engine's RTL, segment by segment, and check every tap against the golden model and
-    every segment's cycles against ``hw.cost.timeline.predict``."""
-
-
+    layer engine's RTL (``machine``'s L x L array, its weight stream), segment by segment, and
+    check every tap against the golden model and every segment's cycles against
+    ``hw.cost.timeline.predict``: a result with one record per segment run (``block_result``)."""
     depth = im.config.depth if layers is None else layers
-    plan, cfg, layout, entries, sizes = model_jobs(im, images, lanes, layers, source)
+    plan, cfg, layout, entries, sizes = model_jobs(im, images, machine, layers)
+    lanes, source = machine.lanes, machine.source
     jobs, meta = [j for *_, j in entries], [(n, name, seg) for n, name, seg, _ in entries]
     top = layer_top_name(cfg)
     b = runner.build(emit.to_verilog(LayerHarness(cfg, *sizes), top), top, simulator=simulator, waves=waves)
@@ -321,9 +294,7 @@ def verify_block(im: IntModel, images: torch.Tensor, lanes: int, layers: int | N
         res = runner.run(b, "sim.tb.block", testcase="segments", folder=folder,
                          settings={"QEXIT_TB_CASES": str(cases), "QEXIT_TB_RESULTS": str(results)})
         got = torch.load(results, weights_only=False) if results.exists() else []
-    out = BlockResult(lanes, len(images), depth, [], onchip_bits(cfg, layout.size), b.simulator, b.seconds,
-                      res.seconds)
-    preds = []
+    records, preds = [], []
     for n, image in enumerate(images):
         exp = expected_taps(im, image, plan, depth)
         taps = {}
@@ -334,28 +305,29 @@ def verify_block(im: IntModel, images: torch.Tensor, lanes: int, layers: int | N
             if g is not None:
                 taps.update(read_taps(job, g["trace"], lanes))
             cmp = compare(taps, mine, plan)
-            out.records.append({"image": n, "name": name, "cycles": g["cycles"] if g else -1,
-                                "run_s": round(g["run_s"], 3) if g else 0.0,
-                                "counter": g["counter"] if g else -1, "predicted": job.cycles_predicted,
-                                "macs": program.segment_macs(seg),
-                                "shares": timeline.shares(seg, lanes, source),
-                                "matched": sum(v[0] for v in cmp.values()), "total": sum(v[1] for v in cmp.values())})
+            records.append({"image": n, "name": name, "cycles": g["cycles"] if g else -1,
+                            "run_s": round(g["run_s"], 3) if g else 0.0,
+                            "counter": g["counter"] if g else -1, "predicted": job.cycles_predicted,
+                            "macs": program.segment_macs(seg), "shares": timeline.shares(seg, lanes, source),
+                            "matched": sum(v[0] for v in cmp.values()), "total": sum(v[1] for v in cmp.values())})
         if "logits" in taps:
             preds.append(int(taps["logits"].reshape(-1)[:plan.classes].argmax()) ==
                          int(exp["logits"].reshape(-1)[:plan.classes].argmax()))
-    out.predictions_matched = all(preds) if preds else None
-    if not res.passed or len(got) != len(jobs):
-        out.log = log_tail(res)
-        out.records.append({"image": -1, "name": "simulation", "cycles": -1, "counter": -1, "predicted": 0,
-                            "macs": 0, "shares": {}, "matched": 0, "total": 1})
+    failed = not res.passed or len(got) != len(jobs)
+    if failed:
+        records.append({"image": -1, "name": "simulation", "cycles": -1, "counter": -1, "predicted": 0,
+                        "macs": 0, "shares": {}, "matched": 0, "total": 1})
+    onchip = onchip_bits(cfg, layout.size)
+    out = block_result(records, lanes, images=len(images), layers=depth, onchip=onchip,
+                       onchip_bits=sum(onchip.values()), predictions_matched=all(preds) if preds else None)
+    out.simulator, out.build_seconds, out.sim_seconds = b.simulator, b.seconds, res.seconds
+    out.log = log_tail(res) if failed else ""
     return out
 
 
 def random_block_model(width: int, heads: int, mlp: int, tokens: int, layers: int, seed: int = 0) -> IntModel:
     """A random, valid IntModel of ``layers`` encoder layers at ViT-B/32's input layout (3
     channels, patch 32): ``tokens`` - 1 must be a square number of patches."""
-
-
     grid = math.isqrt(max(tokens - 1, 0))
     if tokens < 2 or grid * grid != tokens - 1:
         raise QexitError(f"--tokens {tokens} must be 1 + a square number of patches (e.g. 50 = 1 + 7x7)")
@@ -368,13 +340,11 @@ def random_block_model(width: int, heads: int, mlp: int, tokens: int, layers: in
     return random_intmodel(cfg, seed)
 
 
-def run_in_amaranth(im: IntModel, images: torch.Tensor, lanes: int, layers: int | None = None,
-                    source: WeightSource = IDEAL) -> list[dict]:
+def run_in_amaranth(im: IntModel, images: torch.Tensor, machine: Machine, layers: int | None = None) -> list[dict]:
     """The same segments in Amaranth's own simulator (no HDL simulator needed): per segment
     run, {image, name, cycles, predicted, taps} with the taps unpacked."""
-
-
-    _, cfg, _, entries, sizes = model_jobs(im, images, lanes, layers, source)
+    _, cfg, _, entries, sizes = model_jobs(im, images, machine, layers)
+    lanes, source = machine.lanes, machine.source
     jobs = [(n, j) for n, _, _, j in entries]
     dut = LayerHarness(cfg, *sizes)
     out = []
@@ -395,95 +365,22 @@ def run_in_amaranth(im: IntModel, images: torch.Tensor, lanes: int, layers: int 
 
 # --------------------------------------------------------------------------- free-running speed
 
-FREE_RUNNING_MAIN = r"""
-// The layer harness alone in Verilator: no cocotb, no VPI. Loads one segment from argv[1]
-// (for prog_in, w_load, q_load, s_in: a count, then that many hex words; then ideal, bw_num,
-// bw_den, latency), starts it and times start -> done.
-#include <chrono>
-#include <cstdint>
-#include <cstdio>
-#include <fstream>
-#include <string>
-#include <vector>
-#include "Vtop.h"
-#include "verilated.h"
-
-static std::vector<uint32_t> chunks(const std::string& hex) {
-    std::vector<uint32_t> out;
-    for (long end = (long)hex.size(); end > 0; end -= 8) {
-        long start = end - 8 < 0 ? 0 : end - 8;
-        out.push_back((uint32_t)std::stoul(hex.substr(start, end - start), nullptr, 16));
-    }
-    return out;
-}
-static uint32_t at(const std::vector<uint32_t>& w, size_t i) { return i < w.size() ? w[i] : 0; }
-template <std::size_t N> static void set(VlWide<N>& p, const std::vector<uint32_t>& w) {
-    for (size_t i = 0; i < N; ++i) p[i] = at(w, i);
-}
-static void set(QData& p, const std::vector<uint32_t>& w) { p = (QData)at(w, 0) | ((QData)at(w, 1) << 32); }
-static void set(IData& p, const std::vector<uint32_t>& w) { p = at(w, 0); }
-static void set(SData& p, const std::vector<uint32_t>& w) { p = (SData)at(w, 0); }
-static void set(CData& p, const std::vector<uint32_t>& w) { p = (CData)at(w, 0); }
-
-int main(int argc, char** argv) {
-    VerilatedContext* ctx = new VerilatedContext;
-    Vtop* top = new Vtop{ctx};
-    auto tick = [&]() { top->clk = 0; top->eval(); top->clk = 1; top->eval(); ctx->timeInc(1); };
-    top->rst = 1; tick(); tick(); top->rst = 0; tick();
-    std::ifstream f(argv[1]);
-    auto load = [&](auto& valid, auto& payload) {
-        long n; f >> n;
-        for (long i = 0; i < n; ++i) { std::string h; f >> h; set(payload, chunks(h)); valid = 1; tick(); }
-        valid = 0;
-    };
-    load(top->prog_in___05Fvalid, top->prog_in___05Fpayload);
-    load(top->w_load___05Fvalid, top->w_load___05Fpayload);
-    load(top->q_load___05Fvalid, top->q_load___05Fpayload);
-    load(top->s_in___05Fvalid, top->s_in___05Fpayload);
-    unsigned ideal, bw_num, bw_den, latency;
-    f >> ideal >> bw_num >> bw_den >> latency;
-    top->ideal = ideal; top->bw_num = bw_num; top->bw_den = bw_den; top->latency = latency; top->stall_seed = 0;
-    top->pc = 0; top->start = 1;
-    tick();                                     // this edge samples start
-    top->start = 0;
-    long cycles = 0;
-    auto t0 = std::chrono::steady_clock::now();
-    while (!top->done && cycles < 2000000000L) { tick(); ++cycles; }
-    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    printf("{\"cycles\": %ld, \"counter\": %u, \"seconds\": %.6f}\n", cycles, (unsigned)top->cycles, s);
-    top->final();
-    delete top;
-    delete ctx;
-    return 0;
-}
-"""
-
-
-def free_running(im: IntModel, lanes: int, source: WeightSource = IDEAL, segment: int = 1) -> dict:
+def free_running(im: IntModel, machine: Machine, segment: int = 1) -> dict:
     """Cycles and wall seconds of one segment (default: the first encoder layer) on the layer
-    harness free-running in Verilator, with no cocotb: the speed cocotb is compared with."""
-
-
+    harness free-running in Verilator (``sim.simulator.free_running``), with no cocotb: the
+    speed cocotb is compared with."""
+    lanes, source = check_machine(machine, square=True).lanes, machine.source
     plan, segs = program.model_program(im, lanes, max(1, segment))
     cfg = program.engine_config(plan, segs)
     layout = desc_layout(cfg)
     job = segment_job("segment", segs[segment], im, plan, layout, source)
-    sizes = (max(1, len(job.weights)), max(1, len(job.params)), max(1, sum(t[1] for t in job.taps)))
     top = layer_top_name(cfg)
-    exe = runner.build_free_running(emit.to_verilog(LayerHarness(cfg, *sizes), top), top, FREE_RUNNING_MAIN)
+    addr_bits = max(1, (cfg.scratch_words - 1).bit_length())
+    streams = {"prog_in": job.program, "w_load": job.weights, "q_load": job.params,
+               "s_in": [a | (w << addr_bits) for a, w in job.scratch]}
     ports = source_ports(source)
-    with tempfile.TemporaryDirectory(prefix="qexit-free-") as tmp:
-        path = Path(tmp) / "segment.txt"
-        lines = []
-        addr_bits = max(1, (cfg.scratch_words - 1).bit_length())
-        scratch = [a | (w << addr_bits) for a, w in job.scratch]
-        for words in (job.program, job.weights, job.params, scratch):
-            lines.append(str(len(words)))
-            lines += [f"{w:x}" for w in words]
-        lines.append(" ".join(str(ports[k]) for k in ("ideal", "bw_num", "bw_den", "latency")))
-        path.write_text("\n".join(lines) + "\n")
-        done = subprocess.run([str(exe), str(path)], capture_output=True, text=True, check=True)
-    out = json.loads(done.stdout.strip().splitlines()[-1])
+    out = runner.free_running(emit.to_verilog(LayerHarness(cfg, *harness_sizes([job])), top), top, streams,
+                              {**{k: ports[k] for k in ("ideal", "bw_num", "bw_den", "latency")},
+                               "stall_seed": 0, "pc": 0})
     out["predicted"] = job.cycles_predicted
-    out["cycles_per_second"] = out["cycles"] / max(out["seconds"], 1e-9)
     return out

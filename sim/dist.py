@@ -6,10 +6,11 @@ process prepares once (Verilog generation and the simulator build; builds are sh
 processes through the build cache, ``sim.simulator.build``, which locks a build while it
 compiles) and keeps for every later shard. The client writes each finished shard to
 ``<work>/shard-NNNNN.json`` as it completes (write, then rename, so a file is whole or
-absent); the merge reads the shards in shard order, so the summary does not depend on how
-many workers ran them, or in which order they finished. ``<work>/config.json`` names the
-configuration (the IntModel's and exit path's hashes, the array, the stream, the head, the
-exits on, the images); ``resume`` keeps the shards of the same configuration and computes only
+absent): its ``sim.result.Result`` (``to_dict``), the worker and the timings. The merge reads
+the results back (``from_dict``) in shard order and joins them (``Result.merge``), so the
+merged result does not depend on how many workers ran them, or in which order they finished.
+``<work>/config.json`` names the configuration (the IntModel's and exit path's hashes, the
+array, the stream, the head, the exits on, the images); ``resume`` keeps the shards of the same configuration and computes only
 the missing ones, and refuses a folder of another configuration.
 
 Workers: 1 runs the shards in this process, one after another (no Dask); more start a Dask
@@ -20,43 +21,48 @@ written once, by the client, when its result arrives, so nothing is counted twic
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from hw.cost.schedule import WeightSource
+from hw.cost import Machine
 from model.data import load_fashion_mnist
 from model.errors import QexitError
 from model.exits import exit_path
 from model.quantize import load_intmodel
 from sim import run as sim_run
-from sim.run import RunResult
+from sim.result import Result
 
 RETRIES = 2
+SHARD_FORMAT = 2           # a shard file holds {"shard", "indices", "result", "worker", "timing"}
 
 
 @dataclass(frozen=True)
 class RunSpec:
-    """Everything that decides a run's results (paths, and the files' hashes in ``key``)."""
+    """Everything that decides a run's results (paths, and the files' hashes in ``key``): the
+    machine (its L x L array and weight stream; its clock decides nothing here), the head's
+    multipliers (None: da4ml heads), the exits on (None: the exit path's), the simulator."""
     intmodel: str
     exit_path: str
-    lanes: int = 8
-    bandwidth: float | None = 8.0
-    latency: int = 20
+    machine: Machine = Machine()
     macs: int | None = 64
-    layers: tuple[int, ...] | None = None        # exits on (None: the exit path's)
+    layers: tuple[int, ...] | None = None
     simulator: str | None = None
 
     def key(self, indices: list[int], shard_size: int) -> dict:
-        return {**asdict(self), "layers": None if self.layers is None else list(self.layers),
-                "intmodel_sha256": _sha256(self.intmodel), "exit_path_sha256": _sha256(self.exit_path),
-                "indices": indices, "shard_size": shard_size}
+        m = self.machine
+        return {"intmodel": self.intmodel, "exit_path": self.exit_path, "lanes": m.lanes, "bandwidth": m.bandwidth,
+                "latency": m.latency, "macs": self.macs, "layers": None if self.layers is None else list(self.layers),
+                "simulator": self.simulator, "intmodel_sha256": _sha256(self.intmodel),
+                "exit_path_sha256": _sha256(self.exit_path), "indices": indices, "shard_size": shard_size,
+                "shard_format": SHARD_FORMAT}
 
 
 def _sha256(path: str) -> str:
@@ -71,30 +77,28 @@ _DESIGNS: dict = {}        # per process: RunSpec -> (RunDesign, test images)
 
 def _design(spec: RunSpec):
     if spec not in _DESIGNS:
-
         ep = exit_path.load(spec.exit_path)
         if spec.layers is not None:
             ep = sim_run.only(ep, list(spec.layers))
-        d = sim_run.prepare(load_intmodel(spec.intmodel), ep, spec.lanes, WeightSource(spec.bandwidth, spec.latency),
-                            spec.simulator, spec.macs)
+        d = sim_run.prepare(load_intmodel(spec.intmodel), ep, spec.machine, spec.simulator, spec.macs)
         _DESIGNS[spec] = (d, load_fashion_mnist("test").images)
     return _DESIGNS[spec]
 
 
 def run_shard(spec: RunSpec, shard: int, indices: list[int]) -> dict:
-    """One shard on this process's design: what the merge needs, per image, and the timings."""
-
-
+    """One shard on this process's design: its result (``Result.to_dict``; each record's
+    ``image`` is its test index), and apart from it the worker and the timings, which the merge
+    leaves out."""
     torch.set_num_threads(1)
     t0 = time.time()
     d, images = _design(spec)
     prep = time.time() - t0
     r = sim_run.run_images(d, images[torch.tensor(indices)])
-    return {"shard": shard, "indices": indices, "exit_layers": r.exit_layers, "expected_layers": r.expected_layers,
-            "classes": r.classes, "expected_classes": r.expected_classes, "decisions": r.decisions,
-            "decisions_matched": r.decisions_matched, "cycles_measured": r.cycles_measured,
-            "cycles_predicted": r.cycles_predicted, "log": r.log, "worker": os.getpid(),
-            "timing": {"prepare_s": round(prep, 1), "sim_s": round(r.sim_seconds, 1)}}
+    for rec in r.records:
+        rec["image"] = indices[rec["image"]]
+    timing = {"prepare_s": round(prep, 1), "build_s": round(r.build_seconds, 1), "sim_s": round(r.sim_seconds, 1)}
+    r = dataclasses.replace(r, build_seconds=0.0, sim_seconds=0.0)
+    return {"shard": shard, "indices": indices, "result": r.to_dict(), "worker": os.getpid(), "timing": timing}
 
 
 def shards_of(indices: list[int], shard_size: int) -> list[list[int]]:
@@ -129,9 +133,10 @@ def open_work(work: Path, key: dict, resume: bool) -> set[int]:
 
 
 def run(spec: RunSpec, indices: list[int], shard_size: int = 10, workers: int = 1, cluster: str | None = None,
-        work: Path = Path("reports/.verify-run-shards"), resume: bool = False, progress: bool = True) -> dict:
-    """Run every shard not yet in ``work`` and merge all of them (module docstring)."""
-
+        work: Path = Path("reports/.verify-run-shards"), resume: bool = False,
+        progress: bool = True) -> tuple[Result, dict]:
+    """Run every shard not yet in ``work`` and merge all of them (module docstring): the merged
+    result (``sim.run.summary`` lists its figures) and the timing of this call."""
     check_workers(workers)
     if shard_size < 1:
         raise QexitError(f"--shard-size {shard_size}: give at least 1 image a shard")
@@ -158,29 +163,29 @@ def run(spec: RunSpec, indices: list[int], shard_size: int = 10, workers: int = 
     finally:
         bar.close()
     wall = time.time() - t0
-    merged = merge(work, len(shards))
-    merged["timing"] = {"wall_s": round(wall, 1), "images_computed": new_images,
-                        "images_per_s": round(new_images / wall, 3) if wall > 0 and new_images else None,
-                        "workers": "cluster " + cluster if cluster else workers, "shards_resumed": len(done)}
-    return merged
+    timing = {"wall_s": round(wall, 1), "images_computed": new_images,
+              "images_per_s": round(new_images / wall, 3) if wall > 0 and new_images else None,
+              "workers": "cluster " + cluster if cluster else workers, "shards_resumed": len(done)}
+    return merge(work, len(shards)), timing
 
 
-def confirm(intmodel: str, exit_path: str, machines: list[tuple[int, float]], images: int, latency: int = 20,
-            workers: int = 1, cluster: str | None = None, work: Path = Path("reports/.sweep-confirm"),
+def confirm(intmodel: str, exit_path: str, machines: list[Machine], images: int, workers: int = 1,
+            cluster: str | None = None, work: Path = Path("reports/.sweep-confirm"),
             progress: bool = True) -> list[dict]:
     """``qexit sweep --confirm``: the first ``images`` test images through the early-exit RTL on
-    each machine (L x L array, B bytes/cycle, an L x L-MAC exit head), the same run and checks
-    as ``verify run``: exit layers, classes and decisions against the golden model, and each
-    image's cycles against the cost model that priced the sweep."""
+    each machine (its L x L array and weight stream, an L x L-MAC exit head), the same run and
+    checks as ``verify run``: exit layers, classes and decisions against the golden model, and
+    each image's cycles against the cost model that priced the sweep."""
     out = []
-    for lanes, bandwidth in machines:
-        spec = RunSpec(intmodel, exit_path, lanes, bandwidth, latency, lanes * lanes)
-        r = run(spec, list(range(images)), max(1, -(-images // workers)), workers, cluster,
-                Path(work) / f"{lanes}x{lanes}-{bandwidth:g}", progress=progress)
-        out.append({"rows": lanes, "cols": lanes, "bandwidth": bandwidth, "images": r["images"],
-                    "matched": r["matched"], "decisions_matched": r["decisions_matched"], "decisions": r["decisions"],
-                    "cycles_measured": r["cycles_measured"], "cycles_predicted": r["cycles_predicted"],
-                    "cycles_equal": r["cycles_equal"], "passed": r["passed"], "wall_s": r["timing"]["wall_s"]})
+    for m in machines:
+        spec = RunSpec(intmodel, exit_path, m, m.lanes * m.lanes)
+        r, timing = run(spec, list(range(images)), max(1, -(-images // workers)), workers, cluster,
+                        Path(work) / f"{m.lanes}x{m.lanes}-{m.bandwidth:g}", progress=progress)
+        s = sim_run.summary(r)
+        out.append({"rows": m.rows, "cols": m.cols, "bandwidth": m.bandwidth,
+                    **{k: s[k] for k in ("images", "matched", "decisions_matched", "decisions", "cycles_measured",
+                                         "cycles_predicted", "cycles_equal", "passed")},
+                    "wall_s": timing["wall_s"]})
     return out
 
 
@@ -226,24 +231,13 @@ def map_tasks(fn, tasks: list[tuple], workers: int = 1, cluster: str | None = No
             local.close()
 
 
-def merge(work: Path, n_shards: int) -> dict:
-    """The shards in shard order as one run: ``sim.run.RunResult.summary``'s keys (the per-shard
-    timings are dropped, so the merge is the same for any number of workers)."""
-
+def merge(work: Path, n_shards: int) -> Result:
+    """The shards' results in shard order as one (``Result.merge``; the per-shard timings are
+    kept apart, so the merge is the same for any number of workers)."""
     parts = []
     for i in range(n_shards):
         f = _shard_file(work, i)
         if not f.exists():
             raise QexitError(f"shard {i} is missing from {work}; rerun with --resume to compute it")
-        parts.append(json.loads(f.read_text()))
-    cat = lambda key: [x for p in parts for x in p[key]]
-    r = RunResult(len(cat("indices")), cat("exit_layers"), cat("expected_layers"), cat("classes"),
-                  cat("expected_classes"), sum(p["decisions_matched"] for p in parts), sum(p["decisions"] for p in parts),
-                  cat("cycles_measured"), cat("cycles_predicted"))
-    s = r.summary()
-    for k in ("build_seconds", "sim_seconds"):
-        s.pop(k)
-    s.update({"test_indices": cat("indices"), "expected_layers": r.expected_layers, "classes": r.classes,
-              "expected_classes": r.expected_classes, "cycles_per_image_measured": r.cycles_measured,
-              "cycles_per_image_predicted": r.cycles_predicted, "logs": [p["log"] for p in parts if p["log"]]})
-    return s
+        parts.append(Result.from_dict(json.loads(f.read_text())["result"]))
+    return Result.merge(parts)

@@ -2,28 +2,29 @@
 
 ``verify_gemm`` validates everything first (array size, shapes against the buffers,
 operands against the numeric contract), generates the engine's Verilog, builds it once
-(cached), writes the cases for ``sim.tb.gemm``, runs it and returns matched/total and
-measured vs predicted cycles per case. Nothing is simulated when an input is bad.
+(cached), writes the cases for ``sim.tb.gemm``, runs it and returns a ``sim.result.Result``:
+matched/total, and measured vs predicted cycles, with one record per case. Nothing is
+simulated when an input is bad.
 """
 from __future__ import annotations
 
 import json
 import math
 import random
-import subprocess
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from hw.cost import Machine, schedule
 from hw.rtl import gemm
-from hw.cost import schedule
 from model import intops
 from model.errors import QexitError
 from sim import harness
 from sim import packing as host
 from sim import simulator as runner
+from sim.harness import check_machine
+from sim.result import Result
 
 CORNERS = ("min", "max", "mixed", "alternating", "zero")
 SATURATE_SHAPE = (2, 2048, 8)     # |acc| = 2**25: int32 saturation shows in the int8 output
@@ -103,88 +104,45 @@ def case_shape(record: dict) -> tuple[int, int, int]:
     return m, k, n
 
 
-@dataclass
-class VerifyResult:
-    rows: int
-    cols: int
-    simulator: str
-    cases: list[dict] = field(default_factory=list)
-    passed: bool = False
-    log: str = ""
-    build_seconds: float = 0.0
-    sim_seconds: float = 0.0
+def _timed(records: list[dict]) -> list[dict]:
+    """The cases with a cycle prediction (all but those with random stream stalls)."""
+    return [c for c in records if c["cycles_predicted"] is not None]
 
-    @property
-    def matched(self) -> int:
-        return sum(c["matched"] for c in self.cases)
 
-    @property
-    def total(self) -> int:
-        return sum(c["total"] for c in self.cases)
+def outputs_by_kind(records: list[dict]) -> dict[str, int]:
+    """Outputs checked per operand kind: ``random`` (uniform int8), the corner patterns,
+    ``saturate`` (int32-saturating sums); all with synthetic operands, no model weights."""
+    out: dict[str, int] = {}
+    for c in records:
+        kind = c["name"].split("-")[0]
+        out[kind] = out.get(kind, 0) + c["total"]
+    return out
 
-    @property
-    def mismatches(self) -> int:
-        return self.total - self.matched
 
-    def _timed(self) -> list[dict]:
-        """The cases with a cycle prediction (all but those with random stream stalls)."""
-        return [c for c in self.cases if c["cycles_predicted"] is not None]
-
-    @property
-    def cycles_measured(self) -> int:
-        """Start-to-done cycles of the cases with a prediction."""
-        return sum(c["cycles_measured"] for c in self._timed())
-
-    @property
-    def cycles_predicted(self) -> int:
-        return sum(c["cycles_predicted"] for c in self._timed())
-
-    @property
-    def cycle_errors(self) -> int:
-        """Cases whose measured cycles differ from the schedule's prediction."""
-        return sum(c["cycles_measured"] != c["cycles_predicted"] for c in self._timed())
-
-    def _macs(self) -> int:
-        return sum(math.prod(case_shape(c)) for c in self._timed())
-
-    @property
-    def utilization(self) -> float:
-        """Compute only (start to done), over every case."""
-        return schedule.utilization(self._macs(), self.rows, self.cols, self.cycles_measured)
-
-    @property
-    def io_cycles(self) -> int:
-        """Cycles the engine waits, idle, for loads and unloads (``Schedule.io_cycles``)."""
-        return sum(schedule.plan(self.rows, self.cols, *case_shape(c)).io_cycles for c in self._timed())
-
-    @property
-    def utilization_with_io(self) -> float:
-        """Counting the loads and unloads the engine waits for as well."""
-        return schedule.utilization(self._macs(), self.rows, self.cols, self.cycles_measured + self.io_cycles)
-
-    def outputs_by_kind(self) -> dict[str, int]:
-        """Outputs checked per operand kind: ``random`` (uniform int8), the corner patterns,
-        ``saturate`` (int32-saturating sums); all with synthetic operands, no model weights."""
-        out: dict[str, int] = {}
-        for c in self.cases:
-            kind = c["name"].split("-")[0]
-            out[kind] = out.get(kind, 0) + c["total"]
-        return out
-
-    def summary(self) -> dict:
-        return {"rows": self.rows, "cols": self.cols, "simulator": self.simulator,
-                "matched": self.matched, "total": self.total, "mismatches": self.mismatches,
-                "outputs_by_kind": self.outputs_by_kind(), "operands": "synthetic",
-                "cycles_measured": self.cycles_measured, "cycles_predicted": self.cycles_predicted,
-                "cycle_errors": self.cycle_errors, "io_cycles": self.io_cycles,
-                "utilization": self.utilization, "utilization_with_io": self.utilization_with_io,
-                "passed": self.passed, "cases": self.cases}
+def gemm_result(rows: int, cols: int, records: list[dict]) -> Result:
+    """The records of a run of cases on an R x C engine as a result: outputs matched, and the
+    cycles (start to done) of the cases with a prediction against ``hw.cost.schedule``; the
+    figures ``rows``, ``cols``, ``cycle_errors`` (cases off their prediction), ``io_cycles``
+    (the load and unload beats the engine waits for, idle: ``Schedule.io_cycles``),
+    ``utilization`` (compute only, start to done) and ``utilization_with_io``."""
+    timed = _timed(records)
+    measured = sum(c["cycles_measured"] for c in timed)
+    macs = sum(math.prod(case_shape(c)) for c in timed)
+    io = sum(schedule.plan(rows, cols, *case_shape(c)).io_cycles for c in timed)
+    return Result("gemm", sum(c["matched"] for c in records), sum(c["total"] for c in records),
+                  cycles_measured=measured, cycles_predicted=sum(c["cycles_predicted"] for c in timed),
+                  records=records,
+                  figures={"rows": rows, "cols": cols,
+                           "cycle_errors": sum(c["cycles_measured"] != c["cycles_predicted"] for c in timed),
+                           "io_cycles": io, "utilization": schedule.utilization(macs, rows, cols, measured),
+                           "utilization_with_io": schedule.utilization(macs, rows, cols, measured + io)})
 
 
 def run_cases(cfg: gemm.GemmConfig, cases: list[dict], *, test: str = "gemm_cases",
               simulator: str | None = None, waves: bool = False,
-              folder: Path | None = None) -> VerifyResult:
-    """Check, build (cached) and simulate ``cases`` on the engine ``cfg``."""
+              folder: Path | None = None) -> Result:
+    """Check, build (cached) and simulate ``cases`` on the engine ``cfg``: one record per case
+    (``gemm_result``), in case order; a simulation that ends early leaves fewer."""
     for case in cases:
         host.check_operands(case["a"], case["w"], case["bias"], case["mult"], case["shift"])
         cfg.check_shape(case["a"].shape[0], case["a"].shape[1], case["w"].shape[0], bool(case.get("raw")),
@@ -199,30 +157,31 @@ def run_cases(cfg: gemm.GemmConfig, cases: list[dict], *, test: str = "gemm_case
                          settings={"QEXIT_TB_CASES": str(cases_path),
                                    "QEXIT_TB_RESULTS": str(results_path)})
         records = json.loads(results_path.read_text()) if results_path.exists() else []
-    out = VerifyResult(cfg.rows, cfg.cols, b.simulator, records, build_seconds=b.seconds,
-                       sim_seconds=res.seconds)
-    out.passed = res.passed and len(records) == len(cases) and out.mismatches == 0 \
-        and out.cycle_errors == 0
+    out = gemm_result(cfg.rows, cfg.cols, records)
+    out.simulator, out.build_seconds, out.sim_seconds = b.simulator, b.seconds, res.seconds
+    out.first_mismatches = [dict(m, case=c["name"]) for c in records for m in c["mismatches"][:3]]
+    out.passed = res.passed and len(records) == len(cases) and out.mismatches == 0 and out.cycle_errors == 0
     if not out.passed:
         out.log = runner.log_tail(res)
     return out
 
 
-def verify_gemm(rows: int, cols: int, shapes: list[tuple[int, int, int]], seed: int = 0, *,
+def verify_gemm(machine: Machine, shapes: list[tuple[int, int, int]], seed: int = 0, *,
                 corners: bool = False, backpressure: bool = False, max_m: int = 256,
-                max_k: int = 3072, max_n: int = 3072, bandwidth: float | None = None, latency: int = 0,
+                max_k: int = 3072, max_n: int = 3072,
                 raw: bool = False, max_raw_n: int = 256, token_bias: bool = False, max_bias_n: int = 768,
                 simulator: str | None = None, waves: bool = False,
-                folder: Path | None = None) -> VerifyResult:
+                folder: Path | None = None) -> Result:
     """Random operands for every shape (seed ``seed + index``), plus the corner patterns on
-    the first shape when ``corners``; the weights stream from a memory model of ``bandwidth``
-    bytes/cycle (None: whenever wanted) and ``latency`` cycles; ``raw`` checks the int32 output
+    the first shape when ``corners``, on the engine of ``machine``'s R x C array, the weights
+    streamed from a memory model of its bandwidth (None: whenever wanted) and first-word
+    latency; ``raw`` checks the int32 output
     path (``sat32(a @ w.T + bias)`` on ``raw_out``) instead of the requantized int8 one;
     ``token_bias`` gives every case a per-token bias (M, N) in place of the per-channel one;
     ``backpressure`` applies random stream stalls to every other case (those cases check
     values, not cycles)."""
-    schedule.WeightSource(bandwidth, latency)            # bad values fail before any work
-    cfg = gemm.GemmConfig(rows, cols, max_m=max_m, max_k=max_k, max_n=max_n, max_raw_n=max_raw_n,
+    check_machine(machine)
+    cfg = gemm.GemmConfig(machine.rows, machine.cols, max_m=max_m, max_k=max_k, max_n=max_n, max_raw_n=max_raw_n,
                           max_bias_n=max_bias_n)
     for shape in shapes:
         cfg.check_shape(*shape, raw=raw, token_bias=token_bias)
@@ -232,13 +191,15 @@ def verify_gemm(rows: int, cols: int, shapes: list[tuple[int, int, int]], seed: 
         if all(cap >= d for cap, d in zip((cfg.max_m, cfg.max_k, cfg.max_n), SATURATE_SHAPE)):
             cases.append(make_case(*SATURATE_SHAPE, seed=seed, kind="saturate"))
     for case in cases:
-        case["bandwidth"], case["latency"], case["raw"] = bandwidth, latency, raw
+        case["bandwidth"], case["latency"], case["raw"] = machine.bandwidth, machine.latency, raw
         if token_bias:
             case["bias"] = per_token_bias(case["a"].shape[0], case["w"].shape[0], case["a"].shape[1], case["seed"])
     if backpressure:
         for case in cases[::2]:
             case["backpressure"] = True
-    return run_cases(cfg, cases, simulator=simulator, waves=waves, folder=folder)
+    res = run_cases(cfg, cases, simulator=simulator, waves=waves, folder=folder)
+    res.figures.update(outputs_by_kind=outputs_by_kind(res.records), operands="synthetic")
+    return res
 
 
 def per_token_bias(m: int, n: int, k: int, seed: int) -> torch.Tensor:
@@ -261,52 +222,17 @@ def random_shapes(count: int, seed: int, max_m: int = 64, max_k: int = 96,
 
 # --------------------------------------------------------------------------- free-running speed
 
-FREE_RUNNING_MAIN = r"""
-// The GEMM harness (engine + ideal memory model) alone in Verilator: no cocotb, no VPI. Runs M x K x N once.
-#include <chrono>
-#include <cstdio>
-#include <cstdlib>
-#include "Vtop.h"
-#include "verilated.h"
-
-int main(int argc, char** argv) {
-    VerilatedContext* ctx = new VerilatedContext;
-    Vtop* top = new Vtop{ctx};
-    const int m = atoi(argv[1]), k = atoi(argv[2]), n = atoi(argv[3]);
-    auto tick = [&]() { top->clk = 0; top->eval(); top->clk = 1; top->eval(); ctx->timeInc(1); };
-    top->rst = 1; tick(); tick(); top->rst = 0; tick();
-    top->ideal = 1; top->latency = 0;           // an ideal memory model (the data do not matter)
-    top->m = m; top->k = k; top->n = n; top->start = 1;
-    tick();                                     // this edge samples start
-    top->start = 0;
-    long cycles = 0;
-    auto t0 = std::chrono::steady_clock::now();
-    while (!top->done && cycles < 2000000000L) { tick(); ++cycles; }
-    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    printf("{\"cycles\": %ld, \"counter\": %u, \"seconds\": %.6f}\n", cycles, (unsigned)top->cycles, s);
-    top->final();
-    delete top;
-    delete ctx;
-    return 0;
-}
-"""
-
-
 def free_running(cfg: gemm.GemmConfig, m: int, k: int, n: int) -> dict:
     """Cycles and wall seconds of one GEMM on the harness free-running in Verilator with an
     ideal memory model (the buffers hold whatever they power up with: the schedule, and so the
     speed, do not depend on the data)."""
     cfg.check_shape(m, k, n)
-    exe = runner.build_free_running(harness.to_verilog(cfg), harness.top_name(cfg), FREE_RUNNING_MAIN)
-    done = subprocess.run([str(exe), str(m), str(k), str(n)], capture_output=True,
-                                 text=True, check=True)
-    out = json.loads(done.stdout.strip().splitlines()[-1])
-    out["cycles_per_second"] = out["cycles"] / max(out["seconds"], 1e-9)
-    return out
+    return runner.free_running(harness.to_verilog(cfg), harness.top_name(cfg), {},
+                               {"ideal": 1, "latency": 0, "m": m, "k": k, "n": n})
 
 
 def verify_reset(cfg: gemm.GemmConfig, shape: tuple[int, int, int], seed: int = 0, *,
-                 simulator: str | None = None, folder: Path | None = None) -> VerifyResult:
+                 simulator: str | None = None, folder: Path | None = None) -> Result:
     """Reset the engine halfway through a GEMM, then check a full GEMM run after it."""
     return run_cases(cfg, [make_case(*shape, seed=seed)], test="reset_mid_gemm",
                      simulator=simulator, folder=folder)

@@ -29,14 +29,26 @@ from amaranth import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from hw.cost import Machine
 from hw.cost.schedule import WeightSource
 from hw.rtl import comparator, emit
 from hw.rtl.comparator import ExitComparator
 from hw.rtl.gemm import GemmConfig, GemmEngine, engine_ports
 from hw.rtl.head import ExitHead
 from hw.rtl.layer import LayerEngine
+from model.errors import QexitError
 
 STALL_THRESHOLD = 5        # valid is dropped when the LFSR's low 4 bits are below this (5/16)
+
+
+def check_machine(machine: Machine, square: bool = False) -> Machine:
+    """``machine`` if the RTL can run it: int8 PEs (precision-scalable PEs are priced by the cost
+    model, not built into an engine), and with ``square`` an R x R array (the layer engine)."""
+    if machine.scalable:
+        raise QexitError("the engines' PEs are int8: a precision-scalable machine is a cost model only")
+    if square and machine.rows != machine.cols:
+        raise QexitError(f"the layer engine needs a square array (--rows {machine.rows} --cols {machine.cols})")
+    return machine
 
 
 def source_ports(source: WeightSource, stall_seed: int = 0) -> dict[str, int]:

@@ -19,17 +19,19 @@ layer engine, whose controller chains them on chip.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 
+from hw.cost import Machine
 from hw.rtl import gemm
-from model.golden import Golden
 from model import intops
+from model.errors import QexitError
+from model.golden import Golden
 from model.quantize import IntModel
-from sim import packing as host
 from sim import gemm as verify
+from sim import packing as host
 from sim import units as sim_units
+from sim.harness import check_machine
+from sim.result import Result
 
 
 def record_ops(im: IntModel, images: torch.Tensor) -> tuple[list[tuple], torch.Tensor]:
@@ -103,29 +105,6 @@ def unit_cases(im: IntModel, ops: list[tuple]) -> dict[str, list[dict]]:
     return cases
 
 
-@dataclass
-class ModelOpsResult:
-    images: int
-    by_op: dict[str, dict] = field(default_factory=dict)      # op kind → matched, total
-    by_layer: dict[str, dict] = field(default_factory=dict)   # embed, b0..b11, head → matched, total
-    gemm: verify.VerifyResult | None = None
-    units: dict = field(default_factory=dict)
-    predictions_match: bool = False
-
-    @property
-    def matched(self) -> int:
-        return sum(v["matched"] for v in self.by_op.values())
-
-    @property
-    def total(self) -> int:
-        return sum(v["total"] for v in self.by_op.values())
-
-    @property
-    def passed(self) -> bool:
-        return self.total > 0 and self.matched == self.total and self.predictions_match \
-            and (self.gemm is None or self.gemm.cycle_errors == 0)
-
-
 def _layer(name: str) -> str:
     return name.split(".")[0]
 
@@ -136,41 +115,60 @@ def _tally(table: dict, key: str, matched: int, total: int) -> None:
     row["total"] += total
 
 
-def verify_model_ops(im: IntModel, images: torch.Tensor, *,
-                     rows: int = 8, cols: int = 8, bandwidth: float | None = None, latency: int = 0,
-                     simulator: str | None = None, progress=print) -> ModelOpsResult:
-    """Run every operation of ``im`` on ``images`` through the RTL; compare with the golden model."""
+def verify_model_ops(im: IntModel, images: torch.Tensor, machine: Machine, *,
+                     simulator: str | None = None, progress=print) -> Result:
+    """Run every operation of ``im`` on ``images`` through the RTL (the GEMMs on the engine of
+    ``machine``'s R x C array, the weights streamed at its bandwidth and latency) and compare
+    with the golden model. Matched and total count output integers; the cycles are the GEMMs'
+    (start to done, against ``hw.cost.schedule``); the figures: ``images``, ``by_op`` and
+    ``by_layer`` (matched, total), ``units`` (each unit's summary), ``cycle_errors`` (GEMMs off
+    their prediction) and ``predictions_matched``. A GEMM the simulation returned no result for
+    counts its outputs as not matched."""
+    check_machine(machine)
     ops, predictions = record_ops(im, images)
-    result = ModelOpsResult(len(images))
+    by_op: dict[str, dict] = {}
+    by_layer: dict[str, dict] = {}
     cases = gemm_cases(ops)
-    cfg = gemm.GemmConfig(rows, cols, max_m=max(256, len(images)), max_k=3072, max_n=3072,
+    cfg = gemm.GemmConfig(machine.rows, machine.cols, max_m=max(256, len(images)), max_k=3072, max_n=3072,
                           max_raw_n=max(256, im.config.num_classes), max_bias_n=im.config.width)
     for c in cases:
-        c["bandwidth"], c["latency"] = bandwidth, latency
-    progress(f"  {len(cases)} GEMMs on the {rows}x{cols} engine", flush=True)
+        c["bandwidth"], c["latency"] = machine.bandwidth, machine.latency
+    progress(f"  {len(cases)} GEMMs on the {machine.rows}x{machine.cols} engine", flush=True)
     res = verify.run_cases(cfg, cases, simulator=simulator)
-    result.gemm = res
-    for case, record in zip(cases, res.cases):
+    if len(res.records) > len(cases):
+        raise QexitError(f"the GEMM testbench returned {len(res.records)} results for {len(cases)} cases")
+    logs = [res.log] if res.log else []
+    for i, case in enumerate(cases):
+        record = res.records[i] if i < len(res.records) else None
         # the testbench compares the RTL with model.intops; this ties that to the golden model
         same = torch.equal(host.reference(case["a"], case["w"], case["bias"], case["mult"], case["shift"],
                                           case["raw"]), case["expected"])
-        matched = record["matched"] if same else 0
+        matched = record["matched"] if record is not None and same else 0
         kind = "attention" if (".scores." in case["name"] or ".ctx." in case["name"]) else \
             ("logits" if case["raw"] else "gemm")
-        _tally(result.by_op, kind, matched, record["total"])
-        _tally(result.by_layer, _layer(case["name"]), matched, record["total"])
+        _tally(by_op, kind, matched, case["expected"].numel())
+        _tally(by_layer, _layer(case["name"]), matched, case["expected"].numel())
+    units = {}
     for name, unit_list in unit_cases(im, ops).items():
         if not unit_list:
             continue
         progress(f"  {name}: {len(unit_list)} operations", flush=True)
         ur = sim_units.run_unit(name, unit_list, simulator=simulator)
-        result.units[name] = ur.summary()
-        _tally(result.by_op, name, ur.matched, ur.total)
-        counts = ur.case_matched or [0] * len(unit_list)
-        for case, matched in zip(unit_list, counts):
-            _tally(result.by_layer, _layer(case["name"]), matched, case["expected"].numel())
+        units[name] = ur.summary()
+        logs += [ur.log] if ur.log else []
+        _tally(by_op, name, ur.matched, ur.total)
+        counts = [r["matched"] for r in ur.records] or [0] * len(unit_list)
+        for case, matched in zip(unit_list, counts, strict=True):
+            _tally(by_layer, _layer(case["name"]), matched, case["expected"].numel())
     logits = next(out for kind, name, _, out in ops if name == "head.logits")
-    got = [r for r in res.cases if r["name"] == "head.logits"]
-    result.predictions_match = bool(got) and got[0]["matched"] == got[0]["total"] and \
+    got = [r for r in res.records if r["name"] == "head.logits"]
+    predictions_matched = bool(got) and got[0]["matched"] == got[0]["total"] and \
         torch.equal(logits.argmax(-1), predictions)
-    return result
+    out = Result("model", sum(v["matched"] for v in by_op.values()), sum(v["total"] for v in by_op.values()),
+                 cycles_measured=res.cycles_measured, cycles_predicted=res.cycles_predicted,
+                 figures={"images": len(images), "by_op": by_op, "by_layer": by_layer, "units": units,
+                          "cycle_errors": res.cycle_errors, "predictions_matched": predictions_matched},
+                 simulator=res.simulator, build_seconds=res.build_seconds, sim_seconds=res.sim_seconds,
+                 log="\n\n".join(logs))
+    out.passed = out.total > 0 and out.matched == out.total and predictions_matched and res.cycle_errors == 0
+    return out

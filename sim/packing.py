@@ -173,7 +173,6 @@ async def drive(driver, job: GemmJob, source: WeightSource = IDEAL, stall_seed: 
     ``stall`` goes to the driver's ``load`` and ``unload`` (e.g. a random generator for gaps
     and dropped ready).
     """
-
     for port, words in job.loads:
         await driver.load(port, words, **stall)
     modes = {"raw": int(job.raw), "token_bias": int(job.token_bias)}

@@ -12,16 +12,21 @@
 * ``waves=True`` records a VCD (``dump.vcd`` in the run folder for Verilator).
 * Settings reach a testbench as environment variables; cocotb_tools copies ``os.environ``
   over its own ``extra_env``, so they are set on ``os.environ`` for the duration of the run.
+* ``free_running`` runs a harness under Verilator with no cocotb at all: the one C++ main
+  (``FREE_RUNNING_MAIN``) loads its streams, sets its ports, starts it and times start to done
+  (the speed cocotb is compared with, for the GEMM and the layer harness alike).
 """
 from __future__ import annotations
 
 import fcntl
 import hashlib
 import io
+import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
@@ -182,7 +187,8 @@ def _build(verilog: str, top: str, simulator: str, waves: bool, folder: Path, st
 
 
 @dataclass(frozen=True)
-class Result:
+class Run:
+    """What a cocotb run of a testbench did (its checks are the verify's: ``sim.result``)."""
     tests: int
     failed: int
     folder: Path            # where the run wrote its log, results and waves
@@ -194,7 +200,7 @@ class Result:
 
 
 def run(b: Build, module: str, testcase: str | None = None, settings: dict[str, str] | None = None,
-        folder: Path | None = None, seed: int | None = None) -> Result:
+        folder: Path | None = None, seed: int | None = None) -> Run:
     """Run the cocotb tests of ``module`` (e.g. ``sim.tb.gemm``) on a build."""
     folder = Path(folder).resolve() if folder is not None else b.folder / "run"
     folder.mkdir(parents=True, exist_ok=True)
@@ -219,11 +225,11 @@ def run(b: Build, module: str, testcase: str | None = None, settings: dict[str, 
         tests, failed = get_results(results)
     except RuntimeError:
         tests, failed = 0, 1
-    return Result(tests, failed, folder, time.time() - t0)
+    return Run(tests, failed, folder, time.time() - t0)
 
 
-def log_tail(result: Result, lines: int = 40) -> str:
-    log = result.folder / "sim.log"
+def log_tail(run: Run, lines: int = 40) -> str:
+    log = run.folder / "sim.log"
     if not log.exists():
         return "(no simulator log)"
     return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
@@ -231,10 +237,86 @@ def log_tail(result: Result, lines: int = 40) -> str:
 
 # --------------------------------------------------------------------------- free-running Verilator
 
-def build_free_running(verilog: str, top: str, harness_cpp: str, root: Path = BUILD_ROOT) -> Path:
-    """Compile ``verilog`` with a C++ ``main`` (no cocotb, no VPI) and return the executable."""
+FREE_RUNNING_MAIN = r"""
+// A harness alone in Verilator: no cocotb, no VPI. Reads argv[1]: for each stream port of
+// STREAMS a count, then that many hex words, loaded one a cycle (valid high) after reset; then
+// a hex value for each port of SETTINGS. Pulses start and times start -> done.
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <vector>
+#include "Vtop.h"
+#include "verilated.h"
+
+static std::vector<uint32_t> chunks(const std::string& hex) {
+    std::vector<uint32_t> out;
+    for (long end = (long)hex.size(); end > 0; end -= 8) {
+        long start = end - 8 < 0 ? 0 : end - 8;
+        out.push_back((uint32_t)std::stoul(hex.substr(start, end - start), nullptr, 16));
+    }
+    return out;
+}
+static uint32_t at(const std::vector<uint32_t>& w, size_t i) { return i < w.size() ? w[i] : 0; }
+template <std::size_t N> static void set(VlWide<N>& p, const std::vector<uint32_t>& w) {
+    for (size_t i = 0; i < N; ++i) p[i] = at(w, i);
+}
+static void set(QData& p, const std::vector<uint32_t>& w) { p = (QData)at(w, 0) | ((QData)at(w, 1) << 32); }
+static void set(IData& p, const std::vector<uint32_t>& w) { p = at(w, 0); }
+static void set(SData& p, const std::vector<uint32_t>& w) { p = (SData)at(w, 0); }
+static void set(CData& p, const std::vector<uint32_t>& w) { p = (CData)at(w, 0); }
+
+int main(int argc, char** argv) {
+    VerilatedContext* ctx = new VerilatedContext;
+    Vtop* top = new Vtop{ctx};
+    auto tick = [&]() { top->clk = 0; top->eval(); top->clk = 1; top->eval(); ctx->timeInc(1); };
+    top->rst = 1; tick(); tick(); top->rst = 0; tick();
+    std::ifstream f(argv[1]);
+    auto load = [&](auto& valid, auto& payload) {
+        long n; f >> n;
+        for (long i = 0; i < n; ++i) { std::string h; f >> h; set(payload, chunks(h)); valid = 1; tick(); }
+        valid = 0;
+    };
+    auto setting = [&](auto& port) { std::string h; f >> h; set(port, chunks(h)); };
+STREAMS
+SETTINGS
+    top->start = 1;
+    tick();                                     // this edge samples start
+    top->start = 0;
+    long cycles = 0;
+    auto t0 = std::chrono::steady_clock::now();
+    while (!top->done && cycles < 2000000000L) { tick(); ++cycles; }
+    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    printf("{\"cycles\": %ld, \"counter\": %u, \"seconds\": %.6f}\n", cycles, (unsigned)top->cycles, s);
+    top->final();
+    delete top;
+    delete ctx;
+    return 0;
+}
+"""
+
+
+def _cpp_port(name: str) -> str:
+    """A port's member of Verilator's top class (it writes ``__`` as ``___05F``)."""
+    return "top->" + name.replace("__", "___05F")
+
+
+def free_running_main(streams: tuple[str, ...], settings: tuple[str, ...]) -> str:
+    """The C++ main for a harness with ``clk``, ``rst``, ``start``, ``done`` and ``cycles``: it
+    loads the ``streams`` (ports ``<name>__valid`` / ``<name>__payload``) and sets the
+    ``settings`` ports, in these orders, from the file ``run_free_running`` writes."""
+    loads = "".join(f"    load({_cpp_port(s + '__valid')}, {_cpp_port(s + '__payload')});\n" for s in streams)
+    sets = "".join(f"    setting({_cpp_port(s)});\n" for s in settings)
+    return FREE_RUNNING_MAIN.replace("STREAMS\n", loads).replace("SETTINGS\n", sets)
+
+
+def build_free_running(verilog: str, top: str, streams: tuple[str, ...], settings: tuple[str, ...],
+                       root: Path = BUILD_ROOT) -> Path:
+    """Compile ``verilog`` with the free-running main (no cocotb, no VPI) and return the executable."""
     if "verilator" not in available():
         raise QexitError(NO_SIMULATOR.replace("no HDL simulator found", "Verilator not found"))
+    harness_cpp = free_running_main(streams, settings)
     key = hashlib.sha256(f"{top}\n{VERILATOR_ARGS}\n{harness_cpp}\n{verilog}".encode()).hexdigest()[:16]
     folder = Path(root) / f"free-{top}-{key}"
     exe = folder / "obj" / "Vfree"
@@ -252,3 +334,22 @@ def build_free_running(verilog: str, top: str, harness_cpp: str, root: Path = BU
     if done.returncode != 0:
         raise QexitError(f"free-running Verilator build failed; see {folder / 'build.log'}")
     return exe
+
+
+def free_running(verilog: str, top: str, streams: dict[str, list[int]], settings: dict[str, int]) -> dict:
+    """Build (cached) and run ``verilog`` free-running: load ``streams`` (port -> words) after
+    reset, set ``settings`` (port -> value), pulse ``start`` and count the edges to ``done``.
+    Returns the cycles, the RTL's own counter, the wall seconds and the cycles per second."""
+    exe = build_free_running(verilog, top, tuple(streams), tuple(settings))
+    lines = []
+    for words in streams.values():
+        lines.append(str(len(words)))
+        lines += [f"{w:x}" for w in words]
+    lines += [f"{v:x}" for v in settings.values()]
+    with tempfile.TemporaryDirectory(prefix="qexit-free-") as tmp:
+        path = Path(tmp) / "inputs.txt"
+        path.write_text("\n".join(lines) + "\n")
+        done = subprocess.run([str(exe), str(path)], capture_output=True, text=True, check=True)
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    out["cycles_per_second"] = out["cycles"] / max(out["seconds"], 1e-9)
+    return out

@@ -3,7 +3,8 @@
 For each unit, ``*_cases`` draws random valid constants and random input rows (plus corner
 rows), and computes the expected outputs with ``model.intops`` here, on the host. The
 testbench (``sim.tb.units``) only streams the packed beats through the RTL and returns the
-output beats; ``verify_unit`` compares every output integer with the expectation.
+output beats (``simulate``); ``verify_unit`` compares every output integer with the
+expectation (``compare``) and returns a ``sim.result.Result`` (one record per case).
 
 A *row* is one input beat of ``lanes`` values for the element-wise units (requantizer, add,
 GELU), and one whole token row (D values) or attention row (T scores) for LayerNorm and
@@ -18,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -32,6 +33,7 @@ from model.errors import QexitError
 from model.exits.decision import decide
 from sim import simulator as runner
 from sim.packing import lanes_to_words, words_to_lanes
+from sim.result import Result
 
 LANES = 4                   # lanes of every unit under test
 ROWS_PER_CASE = 500         # rows that share one set of constants
@@ -265,7 +267,6 @@ def comparator_cases(rows: int, seed: int, per_case: int = ROWS_PER_CASE) -> lis
     set of threshold registers each (random thresholds, random candidate masks). Scores, by
     case % 3: the full int32 range; a narrow range (ties); all equal. Gates: near the layer's
     threshold (equal, one below, one above) half the time, else anywhere in int32."""
-
     g = torch.Generator().manual_seed(seed)
     lo, hi = intops.INT32_MIN, intops.INT32_MAX
     rand = lambda a, b, shape=(): torch.randint(a, b + 1, shape, generator=g)
@@ -336,31 +337,11 @@ UNITS: dict[str, Unit] = {
 }
 
 
-@dataclass
-class UnitResult:
-    name: str
-    rows: int
-    matched: int = 0
-    total: int = 0
-    mismatches: list[dict] = field(default_factory=list)
-    case_matched: list[int] = field(default_factory=list)    # matched outputs per case
-    cycles: list = field(default_factory=list)               # per case: first input to last output
-    passed: bool = False
-    seconds: float = 0.0
-    log: str = ""
-
-    def summary(self) -> dict:
-        return {"unit": self.name, "rows": self.rows, "matched": self.matched, "total": self.total,
-                "mismatches": self.total - self.matched, "first_mismatches": self.mismatches[:5],
-                "passed": self.passed, "sim_seconds": round(self.seconds, 2)}
-
-
 def run_in_amaranth(unit: Unit, case: dict, timing: dict | None = None) -> torch.Tensor:
     """One case through the unit in Amaranth's own simulator (the same steps as ``sim.tb.units``,
     without back-pressure): the output values, shaped like ``case["expected"]``. ``timing``,
     when given, receives the cycles from the first input beat taken to the last output beat
     (``cycles``), both counted."""
-
     dut = unit.make_rtl()
 
     def raw(port):       # layout-typed payloads are read and written as plain integers
@@ -406,7 +387,7 @@ def run_in_amaranth(unit: Unit, case: dict, timing: dict | None = None) -> torch
 
 
 def verify_unit(name: str, rows: int, seed: int, *, simulator: str | None = None,
-                stall: bool = True, folder: Path | None = None) -> UnitResult:
+                stall: bool = True, folder: Path | None = None) -> Result:
     """Build (cached) and run one unit on ``rows`` random rows plus its corners."""
     if name not in UNITS:
         raise QexitError(f"unknown unit {name!r}; choose from {', '.join(UNITS)}")
@@ -415,43 +396,78 @@ def verify_unit(name: str, rows: int, seed: int, *, simulator: str | None = None
     return run_unit(name, UNITS[name].cases(rows, seed), seed, simulator=simulator, stall=stall, folder=folder)
 
 
+def build_unit(name: str, simulator: str | None = None) -> runner.Build:
+    """The unit's RTL, built (cached)."""
+    unit = UNITS[name]
+    return runner.build(emit.to_verilog(unit.make_rtl(), unit.top), unit.top, simulator=simulator)
+
+
 def run_unit(name: str, cases: list[dict], seed: int = 0, *, simulator: str | None = None,
-             stall: bool = True, folder: Path | None = None) -> UnitResult:
+             stall: bool = True, folder: Path | None = None) -> Result:
     """Build (cached) and run one unit on the given cases (``ports``, ``loads``, ``inputs``,
     ``expected``); random back-pressure on every other case when ``stall``."""
     unit = UNITS[name]
-    b = runner.build(emit.to_verilog(unit.make_rtl(), unit.top), unit.top, simulator=simulator)
-    return run_cases(b, name, cases, unit.beats, unit.out_lanes, unit.out_bits, seed, stall=stall, folder=folder)
+    res = run_cases(build_unit(name, simulator), cases, unit.beats, unit.out_lanes, unit.out_bits, seed,
+                    stall=stall, folder=folder)
+    res.figures = {"unit": name, **res.figures}
+    return res
 
 
-def run_cases(b: runner.Build, name: str, cases: list[dict], beats: Callable[[dict], list[int]], out_lanes: int,
-              out_bits: int, seed: int = 0, *, stall: bool = True, folder: Path | None = None) -> UnitResult:
+@dataclass(frozen=True)
+class Outputs:
+    """What ``simulate`` read back: per case the output values shaped like its ``expected``
+    (None when the simulation gave no results), the cycles from its first input beat to its
+    last output beat, whether it ran with random back-pressure; and the cocotb run."""
+    values: list[torch.Tensor] | None
+    cycles: list[int | None]
+    stalled: list[bool]
+    run: runner.Run
+    simulator: str
+    build_seconds: float
+
+
+def simulate(b: runner.Build, cases: list[dict], beats: Callable[[dict], list[int]], out_lanes: int,
+             out_bits: int, seed: int = 0, *, stall: bool = True, folder: Path | None = None) -> Outputs:
     """Run the cases through a built design with an ``inp`` and an ``out`` stream (the testbench
-    ``sim.tb.units``) and compare every output with ``expected``; ``cycles`` gets each case's
-    cycles from its first input beat to its last output beat."""
+    ``sim.tb.units``): random back-pressure on every other case when ``stall``."""
     tb = [{"ports": c["ports"], "loads": c.get("loads", {}), "beats": beats(c),
            "count": c["expected"].numel() // out_lanes, "seed": seed * 1000 + i,
            "stall": stall and i % 2 == 1} for i, c in enumerate(cases)]
     with tempfile.TemporaryDirectory(prefix="qexit-units-") as tmp:
         cases_path, results_path = Path(tmp) / "cases.pt", Path(tmp) / "results.json"
         torch.save(tb, cases_path)
-        res = runner.run(b, "sim.tb.units", folder=folder,
+        run = runner.run(b, "sim.tb.units", folder=folder,
                          settings={"QEXIT_TB_CASES": str(cases_path), "QEXIT_TB_RESULTS": str(results_path)})
         results = json.loads(results_path.read_text()) if results_path.exists() else None
-    out = UnitResult(name, sum(c.get("rows", c["expected"].shape[0]) for c in cases), seconds=res.seconds)
-    out.total = sum(c["expected"].numel() for c in cases)
+    stalled = [t["stall"] for t in tb]
     if results is None or len(results["outputs"]) != len(cases):
-        out.log = runner.log_tail(res)
-        return out
-    out.cycles = results["cycles"]
-    for i, (case, words) in enumerate(zip(cases, results["outputs"])):
-        got = words_to_lanes(words, out_lanes, out_bits).reshape(case["expected"].shape)
-        wrong = (got != case["expected"]).nonzero().tolist()
-        out.case_matched.append(case["expected"].numel() - len(wrong))
-        out.matched += out.case_matched[-1]
-        out.mismatches += [{"case": i, "ports": case["ports"], "index": w, "got": int(got[tuple(w)]),
-                            "expected": int(case["expected"][tuple(w)])} for w in wrong[:3]]
-    out.passed = res.passed and out.matched == out.total
-    if not out.passed:
-        out.log = runner.log_tail(res)
-    return out
+        return Outputs(None, [None] * len(cases), stalled, run, b.simulator, b.seconds)
+    values = [words_to_lanes(words, out_lanes, out_bits).reshape(case["expected"].shape)
+              for case, words in zip(cases, results["outputs"], strict=True)]
+    return Outputs(values, results["cycles"], stalled, run, b.simulator, b.seconds)
+
+
+def compare(cases: list[dict], out: Outputs, check: str = "unit") -> Result:
+    """Every output value against the case's ``expected``: one record per case (its outputs
+    matched, its cycles, whether it ran stalled), the first three mismatches of each."""
+    res = Result(check, total=sum(c["expected"].numel() for c in cases), simulator=out.simulator,
+                 build_seconds=out.build_seconds, sim_seconds=out.run.seconds,
+                 figures={"rows": sum(c.get("rows", c["expected"].shape[0]) for c in cases)})
+    if out.values is not None:
+        for i, (case, got) in enumerate(zip(cases, out.values, strict=True)):
+            wrong = (got != case["expected"]).nonzero().tolist()
+            matched = case["expected"].numel() - len(wrong)
+            res.matched += matched
+            res.records.append({"case": i, "matched": matched, "total": case["expected"].numel(),
+                                "cycles": out.cycles[i], "stalled": out.stalled[i]})
+            res.first_mismatches += [{"case": i, "ports": case["ports"], "index": w, "got": int(got[tuple(w)]),
+                                      "expected": int(case["expected"][tuple(w)])} for w in wrong[:3]]
+    res.passed = out.run.passed and out.values is not None and res.matched == res.total
+    res.log = "" if res.passed else runner.log_tail(out.run)
+    return res
+
+
+def run_cases(b: runner.Build, cases: list[dict], beats: Callable[[dict], list[int]], out_lanes: int,
+              out_bits: int, seed: int = 0, *, stall: bool = True, folder: Path | None = None) -> Result:
+    """``simulate`` the cases and ``compare`` every output with ``expected``."""
+    return compare(cases, simulate(b, cases, beats, out_lanes, out_bits, seed, stall=stall, folder=folder))

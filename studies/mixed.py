@@ -58,14 +58,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-import matplotlib
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from hw import cost
-from hw.rtl.head import MacDense
+from hw.rtl.dense import MacDense
 from model import flops
 from model.errors import QexitError
 from model.exits.evaluate import quadrants
@@ -198,7 +196,6 @@ class Bench:
     def operate(self, m: Measure, budget: float, thr: np.ndarray | None = None) -> dict:
         """Thresholds at ``budget`` (chosen on the gating split unless given), the test split
         routed with them, and the routing's accuracy, flips, BOPs, cycles and energy."""
-
         cfg, k = self.cfg, len(self.candidates)
         thr = self.thresholds(m, budget) if thr is None else thr
         res = {"budget": budget, "thresholds": [None if not np.isfinite(t) else float(t) for t in thr]}
@@ -498,59 +495,3 @@ def study(bench: Bench, probe: int = 500, points: int = 8, risk: float = RISK, m
     s["rescue_sweep"] = rescue_sweep(bench, progress=progress) if rescue else []
     s["seconds_study"] = round(time.time() - t0, 1)
     return s
-
-
-ALLOCATOR_STYLE = {"uniform 8-bit": ("k", "s"), "uniform 6-bit": ("tab:gray", "s"), "uniform 4-bit": ("tab:brown", "s"),
-                   "PMQ": ("tab:blue", "o"), "MAQEE": ("tab:orange", "^")}
-
-
-def plot_frontier(s: dict, path) -> None:
-    """Test top-1 against expected energy (precision-scalable engine) and against E[BOPs]."""
-    matplotlib.use("Agg")
-
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    for ax, key, scale, label in ((axes[0], "energy_pj_scalable", 1e-6, "expected energy per image (µJ), precision-scalable 8x8 engine"),
-                                  (axes[1], "bops", 1e-9, "expected GBOPs per image")):
-        for name, (color, marker) in ALLOCATOR_STYLE.items():
-            pts = [p for p in s["points"] if p["allocator"] == name]
-            if pts:
-                ax.scatter([p[key] * scale for p in pts], [100 * p["top1_test"] for p in pts], s=14, c=color,
-                           marker=marker, alpha=0.6, label=name)
-        fr = s["frontier_energy" if key.startswith("energy") else "frontier_bops"]
-        ax.plot([p[key] * scale for p in fr], [100 * p["top1_test"] for p in fr], "k--", lw=1, label="frontier")
-        for name, color in (("chosen", "r"), ("chosen_bops", "m")):
-            if s.get(name):
-                ax.scatter([s[name][key] * scale], [100 * s[name]["top1_test"]], s=120, facecolors="none",
-                           edgecolors=color, label="chosen (energy)" if name == "chosen" else "cheapest in BOPs")
-        ax.axhline(100 * (s["top1_uniform8"] - s["max_drop"]), color="r", lw=0.6, ls=":")
-        ax.set_xlabel(label)
-        ax.set_ylabel("top-1 (%)")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    fig.suptitle("Mixed precision with exits: every assignment at every LCT budget (test split)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def plot_rescue(rows: list[dict], path) -> None:
-    """NSR at the deepest block against net rescue (rescue - loss), one point per setting."""
-    matplotlib.use("Agg")
-
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    for a in sorted({r["activation_bits"] for r in rows}, reverse=True):
-        pts = [r for r in rows if r["activation_bits"] == a]
-        ax.plot([r["nsr_deepest"] for r in pts], [100 * r["net_rescue"] for r in pts], "o-",
-                label=f"a = {a} bits" if a < 8 else "uniform 8-bit")
-        for r in pts:
-            ax.annotate(f"k={r['last_blocks']}", (r["nsr_deepest"], 100 * r["net_rescue"]), fontsize=7)
-    ax.axhline(0, color="k", lw=0.8)
-    ax.axvline(0.5, color="r", lw=0.6, ls=":")
-    ax.set_xlabel("NSR at the deepest block")
-    ax.set_ylabel("net rescue = rescue - loss (% of test images)")
-    ax.set_title("Rescue Effect: lower the activation bits of the last k blocks")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

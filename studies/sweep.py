@@ -17,12 +17,9 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
-import matplotlib.pyplot as plt
-
 from hw import cost
 from hw.cost import Distribution, load_distribution, tables
-from hw.rtl.head import MacDense
+from hw.rtl.dense import MacDense
 from hw.tools.synth import clock_for
 from model.errors import QexitError
 from model.exits import exit_path as ep_mod
@@ -57,7 +54,6 @@ class Grid:
 def load_grid(path: Path) -> Grid:
     """A grid from a small TOML file: ``arrays = [4, 8]``, ``bandwidths = [2, 8]``,
     ``budgets = "all"`` (or a list), ``latency = 20``; missing keys keep their defaults."""
-
     try:
         data = tomllib.loads(Path(path).read_text())
     except FileNotFoundError:
@@ -76,7 +72,6 @@ def load_grid(path: Path) -> Grid:
 def routes(exits: dict, seed: int, depth: int, budgets) -> list[dict]:
     """The budgets to price: (name, Distribution, top-1) for the operating point, every LCT
     budget of the exits' Pareto sweep for ``seed`` (or those in ``budgets``), and full depth."""
-
     dist, rep = load_distribution(exits, seed, depth)
     out = [{"budget": "operating point", "dist": dist, "top1": rep.get("top1")}]
     pareto = rep.get("pareto") or []
@@ -100,7 +95,6 @@ _LOADED: dict = {}
 def machine_points(intmodel: str, exit_path: str, exits: dict, seed: int, lanes: int, bandwidth: float, latency: int,
                    synth_summary: str | None, budgets) -> list[dict]:
     """Every budget on one machine (module docstring)."""
-
     if (intmodel, exit_path) not in _LOADED:
         _LOADED[intmodel, exit_path] = (load_intmodel(intmodel), ep_mod.load(exit_path))
     im, ep = _LOADED[intmodel, exit_path]
@@ -139,31 +133,3 @@ def pareto_front(points: list[dict]) -> list[dict]:
         better = a["energy_uj"] < b["energy_uj"] or a["latency_us"] < b["latency_us"] or a["top1"] > b["top1"]
         return no_worse and better
     return [p for p in pts if not any(beats(q, p) for q in pts)]
-
-
-def plot(points: list[dict], front: list[dict], path: Path) -> None:
-    """energy per image against latency, every point coloured by top-1; the front circled."""
-    matplotlib.use("Agg")
-
-    pts = [p for p in points if "error" not in p and p.get("top1") is not None]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    sc = ax.scatter([p["latency_us"] / 1e3 for p in pts], [p["energy_uj"] for p in pts],
-                    c=[100 * p["top1"] for p in pts], cmap="viridis", s=18)
-    ax.scatter([p["latency_us"] / 1e3 for p in front], [p["energy_uj"] for p in front], facecolors="none",
-               edgecolors="r", s=70, label=f"Pareto front ({len(front)})")
-    for a in sorted({p["rows"] for p in pts}):
-        sub = [p for p in pts if p["rows"] == a and p["budget"] == "full depth"]
-        for p in sub[:1]:
-            ax.annotate(f"{a}x{a}", (p["latency_us"] / 1e3, p["energy_uj"]), fontsize=8)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("latency per image (ms)")
-    ax.set_ylabel("energy per image (uJ)")
-    fig.colorbar(sc, label="top-1 (%)")
-    ax.legend(loc="upper right", fontsize=8)
-    ax.set_title("qexit sweep: array x bandwidth x exit budget")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-

@@ -1,4 +1,5 @@
 """The `qexit` command: help texts, one-line errors, and the FP32 steps end to end on tiny inputs."""
+import argparse
 import json
 import subprocess
 import sys
@@ -6,10 +7,13 @@ import sys
 import pytest
 import torch
 
+from hw.cost import Machine
 from model.checkpoint import load_checkpoint
 from model.data import load_fashion_mnist
+from model.errors import QexitError
 from model.quantize import load_intmodel
 from qexit.cli import COMMANDS, main
+from qexit.commands.common import add_machine_args, clock_from_args, machine_from_args
 from sim import simulator as runner
 
 
@@ -30,6 +34,32 @@ def test_each_command_has_help(name, capsys):
         main([name, "--help"])
     assert e.value.code == 0
     assert "usage: qexit " + name in capsys.readouterr().out
+
+
+def test_the_machine_options_make_one_machine(tmp_path):
+    """add_machine_args declares --rows --cols --bandwidth --latency --clock-mhz once, with the
+    step's defaults; machine_from_args turns them into the one hw.cost.Machine."""
+    p = argparse.ArgumentParser()
+    add_machine_args(p, bandwidth=4.0, latency=10)
+    assert machine_from_args(p.parse_args([])) == Machine(8, 4.0, 10, 100.0)
+    m = machine_from_args(p.parse_args(["--rows", "4", "--cols", "4", "--bandwidth", "2.5", "--clock-mhz", "50"]),
+                          scalable=True)
+    assert m == Machine(4, 2.5, 10, 50.0, True) and (m.rows, m.cols) == (4, 4)
+    for argv, words in ((["--rows", "8", "--cols", "4"], "square"), (["--bandwidth", "0"], "bandwidth 0.0"),
+                        (["--latency", "-2"], "latency -2"), (["--clock-mhz", "-1"], "clock -1.0 MHz")):
+        with pytest.raises(QexitError, match=words):
+            machine_from_args(p.parse_args(argv))
+    gemm = argparse.ArgumentParser()                  # the GEMM engine: any R x C, an ideal stream by default
+    add_machine_args(gemm, rows=4, bandwidth=None, latency=0, square=False, options=("rows", "cols", "bandwidth"))
+    m = machine_from_args(gemm.parse_args(["--cols", "6"]))
+    assert (m.rows, m.cols, m.bandwidth, m.latency) == (4, 6, None, 0) and "--latency" not in gemm.format_help()
+    synth = argparse.ArgumentParser()                 # the clock from `qexit synth`'s Fmax for this size
+    add_machine_args(synth, clock_mhz=None, synth=tmp_path / "synth.json")
+    (tmp_path / "synth.json").write_text(json.dumps({"device": "LFE5U-85F", "designs": [
+        {"design": "layer engine 4x4", "fits": True, "fmax_mhz": 61.5}]}))
+    args = synth.parse_args(["--rows", "4", "--cols", "4"])
+    assert machine_from_args(args).clock_mhz == 61.5 and "Fmax" in clock_from_args(args)[1]
+    assert clock_from_args(synth.parse_args([]))[0] == 100.0
 
 
 def test_missing_checkpoint_is_one_line(tmp_path):

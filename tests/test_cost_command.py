@@ -31,7 +31,7 @@ def test_help_explains_the_options():
         assert opt in text
 
 
-def test_writes_the_summary_the_issue_names(files, capsys):
+def test_writes_the_headline_summary_keys(files, capsys):
     argv, tmp = files
     assert cost_cmd.run(parse(*argv, "--bandwidth", "2")) == 0
     out = tmp / "rep" / "cost"
@@ -63,6 +63,9 @@ def test_the_clock_comes_from_synthesis(files):
 @pytest.mark.parametrize("extra,words", [
     (["--seed", "3"], "seed 3 is not in"),
     (["--rows", "8", "--cols", "4"], "square"),
+    (["--bandwidth", "0"], "bandwidth 0.0 must be > 0"),
+    (["--latency", "-1"], "latency -1 must be an integer >= 0"),
+    (["--rows", "0", "--cols", "0"], "rows = 0"),
 ])
 def test_bad_input_is_one_line(files, extra, words):
     argv, tmp = files
@@ -83,5 +86,5 @@ def test_bad_files_are_refused(files):
     (tmp / "t.json").write_text(json.dumps({"source": "x", "unit": "pJ"}))
     with pytest.raises(QexitError, match="misses int8_add"):
         cost_cmd.run(parse(*argv, "--exits", str(tmp / "none.json"), "--energy-table", str(tmp / "t.json")))
-    with pytest.raises(SystemExit):
-        parse(*argv, "--clock-mhz", "0")
+    with pytest.raises(QexitError, match="clock 0.0 MHz must be > 0"):
+        cost_cmd.run(parse(*argv, "--clock-mhz", "0"))

@@ -1,12 +1,14 @@
-"""model/exits/summary.py: cross-seed aggregates and the Rescue verdict on small synthetic results."""
+"""model/exits/summary.py: cross-seed aggregates on small synthetic results, and the Rescue
+verdict the exits README states (qexit/render/exits.py)."""
 import statistics
 
 import pytest
 
 from model.exits.evaluate import ExitConfig
-from model.exits.summary import build_summary, layer_fractions, rescue_verdict
+from model.exits.summary import build_summary, layer_fractions
 from model.flops import full_depth_flops
 from model.vit import ViTConfig
+from qexit.render.exits import rescue_verdict
 
 CFG = ViTConfig(width=16, depth=4, heads=2, embed_dim=24)
 NOISE = {"nsr": [0.1, 0.4, 0.2, 0.3]}

@@ -1,13 +1,15 @@
-"""hw/cost/: the cost model's cycles come from the program, its counts agree with MACs and
-weight bytes computed from the model's shapes on their own, and bad input is one line."""
+"""hw/cost/: the cost model's cycles equal those the RTL measured, its counts agree with MACs
+and weight bytes computed from the model's shapes on their own, and bad input is one line."""
 import json
 import math
+from pathlib import Path
 
 import pytest
 
 from hw import cost, program
 from hw.cost import tables, timeline
-from hw.rtl.head import MacDense, head_cycles
+from hw.rtl.dense import MacDense
+from hw.rtl.head import head_cycles
 from model.errors import QexitError
 from model.exits import exit_path
 from model.quantize import random_intmodel
@@ -15,6 +17,9 @@ from model.vit import ViTConfig
 
 CFG = ViTConfig(width=16, depth=4, heads=2, embed_dim=24)
 LAT = (3, 3, 5)
+ROOT = Path(__file__).resolve().parents[1]
+VERIFY_BLOCK = ROOT / "reports" / "example" / "verify-block" / "summary.json"
+SHIPPED_CONFIG = ROOT / "model" / "weights" / "vit_fmnist.json"
 
 
 @pytest.fixture(scope="module")
@@ -32,13 +37,29 @@ def costs(im, ep):
     return cost.build(im, cost.Machine(8, 2.0, 20, 200.0), tables.load(), {1: LAT, 3: LAT}, ep.head)
 
 
-def test_full_depth_is_the_programs_cycles(im, costs):
-    """INT8 full depth = every segment of the program (no taps), as timeline.predict gives them."""
-    plan, segs = program.model_program(im, 8, tap=False)
-    src = costs.machine.source
-    assert costs.cycles(costs.route_full()) == sum(sum(timeline.predict(s, 8, src)) for s in segs)
-    dist = cost.Distribution((4,), (1.0,), ())
-    assert cost.expected(costs, dist)["cycles"] == costs.cycles(costs.route_full())
+def test_segments_are_the_cycles_the_rtl_measured():
+    """The cost model against the RTL, not against the timeline it is built on: `qexit verify
+    block` ran the shipped model's whole program on the 8x8 layer engine with the weights at
+    4 B/cycle after 20 cycles and counted every segment's cycles (reports/example/verify-block,
+    committed). Cycles depend on the shapes alone, so a random IntModel of the shipped config
+    has the same program. verify block taps every layer's tokens to the host; full depth does
+    not, and a tap costs T x W words, one a cycle, plus its fetch, start and read latency."""
+    rtl = json.loads(VERIFY_BLOCK.read_text())
+    assert (rtl["rows"], rtl["cols"], rtl["bandwidth"], rtl["latency"], rtl["passed"]) == (8, 8, 4.0, 20, True)
+    measured = {name: seg["cycles_measured"] for name, seg in rtl["segments"].items()}
+    cfg = ViTConfig(**json.loads(SHIPPED_CONFIG.read_text())["config"])
+    im = random_intmodel(cfg, seed=0)
+    c = cost.build(im, cost.Machine(8, 4.0, 20, 100.0), tables.load(), {})
+    plan, _ = program.model_program(im, 8)
+    tapped = {i: cost.segment_part(f"layer {i}", program.layer_segment(plan, im, i - 1, tap=True), 8,
+                                   c.machine.source, c.mems, i) for i in range(1, cfg.depth + 1)}
+    assert c.embed.cycles == measured["embed"] and c.final.cycles == measured["head"]
+    assert all(tapped[i].cycles == measured[f"b{i - 1}"] for i in tapped)
+    tap = cfg.tokens * (cfg.width // 8) + 3 + 2
+    assert all(c.plain[i].cycles == measured[f"b{i - 1}"] - tap for i in tapped)
+    assert c.cycles(c.route_full()) == rtl["cycles_measured"] - cfg.depth * tap == 796_304
+    dist = cost.Distribution((cfg.depth,), (1.0,), ())
+    assert cost.expected(c, dist)["cycles"] == c.cycles(c.route_full())
 
 
 def test_an_exit_costs_its_layers_taps_and_decisions(im, ep, costs):

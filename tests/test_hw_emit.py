@@ -26,8 +26,20 @@ class TwoMemories(wiring.Component):
         return m
 
 
-def test_patch_applies_to_the_pinned_amaranth():
-    emit.check_patch()      # raises when amaranth is not the version the patch was checked on
+def test_patch_applies_to_the_pinned_amaranth_only(monkeypatch):
+    """The pinned amaranth passes the check; another version, or an emitter without the
+    ``$meminit_v2`` cell it wraps, is refused with the fix."""
+    emit.check_patch()
+    monkeypatch.setattr(emit.amaranth, "__version__", "0.6.0")
+    with pytest.raises(QexitError, match="amaranth 0.6.0 is installed.*make setup"):
+        emit.check_patch()
+    monkeypatch.undo()
+
+    def emit_memory(self, cell_idx, cell):      # the same signature, but another body
+        return None
+    monkeypatch.setattr(emit.rtlil.ModuleEmitter, "emit_memory", emit_memory)
+    with pytest.raises(QexitError, match="checked against"):
+        emit.check_patch()
 
 
 def test_zero_init_is_dropped_and_other_init_kept():

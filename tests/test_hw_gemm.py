@@ -9,14 +9,20 @@ import pytest
 import torch
 from amaranth.sim import Simulator
 
-from hw.cost import schedule
+from hw.cost import Machine, schedule
 from hw.rtl import gemm
 from model import intops
 from model.errors import QexitError
 from qexit.cli import main as cli_main
 from sim import gemm as verify, harness, packing as host, simulator as runner
+from sim.result import Result
 
 needs_simulator = pytest.mark.simulator()
+
+
+def ideal(size: int) -> Machine:
+    """A size x size array whose weights come from a source that always has the next word."""
+    return Machine(size, None, 0)
 
 
 # --------------------------------------------------------------------------- requantizer
@@ -196,7 +202,9 @@ def test_bad_operands_stop_before_any_simulation(monkeypatch):
     with pytest.raises(QexitError, match="outside int8"):
         verify.run_cases(cfg, [case])
     with pytest.raises(QexitError, match="exceeds"):
-        verify.verify_gemm(4, 4, [(9, 4, 4)], max_m=8)
+        verify.verify_gemm(ideal(4), [(9, 4, 4)], max_m=8)
+    with pytest.raises(QexitError, match="precision-scalable"):
+        verify.verify_gemm(Machine(4, None, 0, scalable=True), [(2, 4, 4)])
 
 
 def test_verilog_has_the_streams_and_no_memory_initialisation():
@@ -211,7 +219,7 @@ def test_verilog_has_the_streams_and_no_memory_initialisation():
 
 # --------------------------------------------------------------------------- cocotb on Verilator (or Icarus)
 
-def _report(res: verify.VerifyResult) -> str:
+def _report(res: Result) -> str:
     return f"{res.matched}/{res.total} bit-exact, {res.cycle_errors} cycle errors\n{res.log}"
 
 
@@ -219,11 +227,11 @@ def _report(res: verify.VerifyResult) -> str:
 def test_gemm_runner():
     """4x4: non-multiples, corner operands, int32 saturation and random back-pressure."""
     shapes = [(50, 17, 13), (5, 7, 6), (1, 1, 1), (16, 40, 9)]
-    res = verify.verify_gemm(4, 4, shapes, seed=11, corners=True, backpressure=True)
+    res = verify.verify_gemm(ideal(4), shapes, seed=11, corners=True, backpressure=True)
     assert res.passed, _report(res)
-    assert len(res.cases) == len(shapes) + len(verify.CORNERS) + 1
+    assert len(res.records) == len(shapes) + len(verify.CORNERS) + 1
     assert res.cycles_measured == res.cycles_predicted
-    assert all(c["cycles_counter"] == c["cycles_measured"] for c in res.cases)
+    assert all(c["cycles_counter"] == c["cycles_measured"] for c in res.records)
 
 
 @needs_simulator
@@ -232,9 +240,9 @@ def test_streamed_weights_runner(bandwidth, latency):
     """The weights from a memory model of a given bandwidth and first-word latency: every
     output exact, and the stalls as hw/cost/schedule.py predicts them, cycle for cycle."""
     shapes = [(50, 40, 13), (3, 17, 9)]
-    res = verify.verify_gemm(4, 4, shapes, seed=12, bandwidth=bandwidth, latency=latency)
+    res = verify.verify_gemm(Machine(4, bandwidth, latency), shapes, seed=12)
     assert res.passed and res.cycle_errors == 0, _report(res)
-    assert all(c["cycles_predicted"] is not None for c in res.cases)
+    assert all(c["cycles_predicted"] is not None for c in res.records)
 
 
 @pytest.mark.simulator("verilator")
@@ -245,15 +253,15 @@ def test_free_running_harness_counts_the_ideal_cycles():
 
 @needs_simulator
 def test_int32_output_runner():
-    res = verify.verify_gemm(4, 4, [(50, 40, 13), (7, 9, 50)], seed=13, corners=True, backpressure=True,
-                             raw=True, bandwidth=3, latency=5)
+    res = verify.verify_gemm(Machine(4, 3, 5), [(50, 40, 13), (7, 9, 50)], seed=13, corners=True,
+                             backpressure=True, raw=True)
     assert res.passed and res.cycle_errors == 0, _report(res)
 
 
 @needs_simulator
 def test_per_token_bias_runner():
-    res = verify.verify_gemm(4, 4, [(49, 17, 64), (5, 9, 6)], seed=14, corners=True, backpressure=True,
-                             token_bias=True, bandwidth=4, latency=2)
+    res = verify.verify_gemm(Machine(4, 4, 2), [(49, 17, 64), (5, 9, 6)], seed=14, corners=True,
+                             backpressure=True, token_bias=True)
     assert res.passed and res.cycle_errors == 0, _report(res)
 
 
@@ -265,13 +273,13 @@ def test_reset_mid_gemm_runner():
 
 @pytest.mark.simulator("icarus")
 def test_icarus_fallback_runner():
-    res = verify.verify_gemm(4, 4, [(9, 20, 11)], seed=6, simulator="icarus")
+    res = verify.verify_gemm(ideal(4), [(9, 20, 11)], seed=6, simulator="icarus")
     assert res.passed and res.simulator == "icarus", _report(res)
 
 
 @needs_simulator
 def test_smoke_8x8_runner():
-    res = verify.verify_gemm(8, 8, [(50, 96, 40)], seed=4)
+    res = verify.verify_gemm(ideal(8), [(50, 96, 40)], seed=4)
     assert res.passed, _report(res)
 
 
@@ -280,7 +288,7 @@ def test_runner_catches_a_broken_requantizer(monkeypatch):
     """The checks can fail: an engine whose int8 saturation wraps instead is caught, with the
     case and its seed named (model.intops is computed independently of the RTL)."""
     monkeypatch.setattr(gemm, "clamp", lambda value, lo, hi: value)
-    res = verify.verify_gemm(4, 4, [(6, 9, 7)], seed=5)
+    res = verify.verify_gemm(ideal(4), [(6, 9, 7)], seed=5)
     assert not res.passed and res.mismatches > 0
     assert "seed 5" in res.log
 
@@ -320,7 +328,7 @@ def test_sweep_runner(size):
     operands, and at 16x16 the ViT-B/32 shapes; every output and every cycle count exact."""
     seed = 100 * size       # = qexit verify gemm --rows S --cols S --random-shapes 21 --seed 100S
     shapes = [(50, 17, 13)] + SWEEP[size] + verify.random_shapes(21, seed)
-    res = verify.verify_gemm(size, size, shapes, seed=seed, corners=True, backpressure=True)
+    res = verify.verify_gemm(ideal(size), shapes, seed=seed, corners=True, backpressure=True)
     assert res.passed, _report(res)
-    assert len([c for c in res.cases if c["name"].startswith("random")]) >= 20
+    assert len([c for c in res.records if c["name"].startswith("random")]) >= 20
     assert res.total >= 10_000 and res.mismatches == 0 and res.cycle_errors == 0

@@ -10,14 +10,14 @@ from hw.tools import hls as head_hls
 from model.errors import QexitError
 from model.exits import exit_path
 from model.exits.fixed import token_sums
-from sim import exit as sim_exit
+from sim import head as sim_head
 
 
 @pytest.fixture(scope="module")
 def real(exit_path_files, fmnist_test):
     path, _, im = exit_path_files
     ep = exit_path.load(path)
-    return ep, sim_exit.exit_tokens(im, ep, fmnist_test.images[:40])
+    return ep, sim_head.exit_tokens(im, ep, fmnist_test.images[:40])
 
 
 def corner_tokens(t: int, d: int) -> torch.Tensor:
@@ -48,12 +48,12 @@ def test_c_simulation_is_bit_exact(real, tmp_path):
     assert (tmp_path / "prj" / "build_prj.tcl").is_file()
     assert (tmp_path / "prj" / "firmware" / "nnet_utils" / "nnet_qexit_head.h").is_file()
     x = torch.cat([tokens[k], corner_tokens(ep.tokens, ep.head.width)])
-    res = sim_exit.compare_head(ep.layers[k], head_hls.predict(model, x), *ep.head.layer(k, *token_sums(x)))
+    res = sim_head.compare_head(ep.layers[k], head_hls.predict(model, x), *ep.head.layer(k, *token_sums(x)))
     assert res.matched == res.total == len(x) * (ep.head.classes + 1), res.first_mismatches
     # the comparison can fail: the same outputs against a head with one bias changed
     ep.head.layers[k].params["b2"][0] += 1000
     try:
-        bad = sim_exit.compare_head(ep.layers[k], head_hls.predict(model, x), *ep.head.layer(k, *token_sums(x)))
+        bad = sim_head.compare_head(ep.layers[k], head_hls.predict(model, x), *ep.head.layer(k, *token_sums(x)))
     finally:
         ep.head.layers[k].params["b2"][0] -= 1000
     assert bad.matched < bad.total

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from hw import program
-from hw.cost import timeline
+from hw.cost import Machine, timeline
 from hw.cost.schedule import WeightSource
 from hw.rtl.isa import LayerConfig
 from model.errors import QexitError
@@ -28,9 +28,9 @@ def _images(n, seed=0):
     return torch.randint(0, 256, (n, 1, 8, 8), dtype=torch.uint8, generator=g)
 
 
-def check_pixels_to_logits(im, images, source=WeightSource()):
+def check_pixels_to_logits(im, images, machine=Machine(4, None, 0)):
     """Every tap of every image bit-exact against the golden model, every segment's cycles as predicted."""
-    runs = layer.run_in_amaranth(im, images, lanes=4, source=source)
+    runs = layer.run_in_amaranth(im, images, machine)
     plan, _ = program.model_program(im, 4)
     assert [r["cycles"] for r in runs] == [r["predicted"] for r in runs]
     for n, image in enumerate(images):
@@ -41,9 +41,9 @@ def check_pixels_to_logits(im, images, source=WeightSource()):
             assert matched == total, name
 
 
-@pytest.mark.parametrize("source", [WeightSource(), WeightSource(1.5, 7)], ids=["ideal", "slow"])
-def test_pixels_to_logits_in_amaranth(tiny, source):
-    check_pixels_to_logits(tiny, _images(2), source)
+@pytest.mark.parametrize("machine", [Machine(4, None, 0), Machine(4, 1.5, 7)], ids=["ideal", "slow"])
+def test_pixels_to_logits_in_amaranth(tiny, machine):
+    check_pixels_to_logits(tiny, _images(2), machine)
 
 
 @pytest.mark.parametrize("act", ["gelu", "quick_gelu"])
@@ -63,7 +63,7 @@ def test_a_wrong_weight_changes_the_tokens(tiny):
     w = bad.params["b0.fc2.w"]
     w[0, 0] = 127 if int(w[0, 0]) != 127 else -128
     image = _images(1)
-    runs = layer.run_in_amaranth(bad, image, lanes=4, layers=1)
+    runs = layer.run_in_amaranth(bad, image, Machine(4, None, 0), layers=1)
     plan, _ = program.model_program(tiny, 4, 1)
     exp = layer.expected_taps(tiny, image[0], plan, 1)
     got = {k: v for r in runs for k, v in r["taps"].items()}
@@ -76,7 +76,7 @@ def test_a_wrong_weight_changes_the_tokens(tiny):
 def test_verify_block_under_cocotb(tiny, tmp_path, clip):
     """Under cocotb and Verilator; the CLIP layout (pre-LN, quick_gelu on the TableUnit) too."""
     im = random_intmodel(replace(TINY, pre_ln=True, act="quick_gelu"), seed=4) if clip else tiny
-    res = layer.verify_block(im, _images(1, seed=5), lanes=4, source=WeightSource(3, 5))
+    res = layer.verify_block(im, _images(1, seed=5), Machine(4, 3, 5))
     assert res.passed, res.log
     assert res.matched == res.total == 2 * 80 + 8 + 3
     assert res.cycles_measured == res.cycles_predicted
@@ -102,10 +102,12 @@ def test_bad_inputs(tiny):
         layer.random_block_model(64, 5, 256, 50, 1)
     with pytest.raises(QexitError, match="LayerNorm"):
         LayerConfig(lanes=4, max_d=8192)
+    with pytest.raises(QexitError, match="square array"):
+        layer.run_in_amaranth(tiny, _images(1), Machine(4, None, 0, cols=8))
 
 
 @pytest.mark.simulator("verilator")
 def test_free_running_layer_takes_the_predicted_cycles(tiny):
     """The free-running harness (the speed baseline, no cocotb) runs a layer in the predicted cycles."""
-    out = layer.free_running(tiny, 4, WeightSource(3, 5))
+    out = layer.free_running(tiny, Machine(4, 3, 5))
     assert out["cycles"] == out["counter"] == out["predicted"]

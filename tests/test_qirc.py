@@ -3,6 +3,7 @@ import torch
 from model import qirc
 from model.golden import Golden
 from model.quantize import dynamic_int8
+from qexit.render.quantize import plot_qirc
 
 
 def test_analysis_shapes_and_sanity(tiny_trained, tiny_intmodel, fmnist_test, tmp_path):
@@ -15,7 +16,7 @@ def test_analysis_shapes_and_sanity(tiny_trained, tiny_intmodel, fmnist_test, tm
     assert all(0 < c <= 1.0 + 1e-9 for c in a["cos_tokens"])
     assert all(n > 0 for n in a["nsr"]) and all(r >= 1 for r in a["outlier_ratio"])
     d = qirc.analyze(model, dynamic_int8(model).hidden_states, x)
-    qirc.plot({"int8": a, "dynamic": d}, tmp_path / "q.png")
+    plot_qirc({"int8": a, "dynamic": d}, tmp_path / "q.png")
     assert (tmp_path / "q.png").stat().st_size > 1000
 
 

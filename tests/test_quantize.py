@@ -1,10 +1,13 @@
 import pytest
 import torch
 
+from model import quantize as quantize_mod
+from model.checkpoint import load_checkpoint
 from model.errors import QexitError
 from model.golden import Golden
 from model.quantize import (
-    IntModel, calibrate, dynamic_int8, expected_shapes, load_intmodel, quantize, trace_fp32, validate
+    SHIPPED_INTMODEL, IntModel, calibrate, dynamic_int8, expected_shapes, load_intmodel, quantize,
+    shipped_intmodel_digest, trace_fp32, validate
 )
 from model.train import evaluate
 from model.vit import CLIPViT, ViTConfig
@@ -126,3 +129,33 @@ def test_dynamic_int8_is_close_to_fp32(tiny_trained, fmnist_test):
     assert "quantized" in type(dyn.blocks[0].fc1).__module__
     with torch.no_grad():
         assert abs(evaluate(dyn, fmnist_test) - evaluate(model, fmnist_test)) < 0.05
+
+
+def test_shipped_intmodel_loads_with_its_hash():
+    """The embedded default's IntModel ships beside its checkpoint: valid, 8-bit, and its
+    digest equals the recorded one."""
+    im = load_intmodel(SHIPPED_INTMODEL)
+    assert im.digest() == shipped_intmodel_digest() and len(im.digest()) == 64
+    im.require_uniform8("the shipped IntModel")
+    model, _ = load_checkpoint()
+    assert im.config == model.cfg
+
+
+def test_digest_sees_every_integer(tiny_intmodel, tmp_path):
+    d = tiny_intmodel.digest()
+    tiny_intmodel.save(tmp_path / "a.pt")
+    assert load_intmodel(tmp_path / "a.pt").digest() == d          # a round trip keeps it
+    name = next(n for n in tiny_intmodel.params if n.endswith(".w"))
+    tiny_intmodel.params[name][0, 0] += 1 if tiny_intmodel.params[name][0, 0] < 127 else -1
+    assert tiny_intmodel.digest() != d
+
+
+def test_a_changed_shipped_intmodel_is_refused(tiny_intmodel, tmp_path, monkeypatch):
+    """A shipped IntModel whose integers no longer match the recorded hash: one line with the fix."""
+    fake = tmp_path / "vit_fmnist_int8.pt"
+    tiny_intmodel.save(fake)
+    (tmp_path / "vit_fmnist_int8.sha256").write_text("0" * 64 + "\n")
+    monkeypatch.setattr(quantize_mod, "SHIPPED_INTMODEL", fake)
+    monkeypatch.setattr(quantize_mod, "SHIPPED_INTMODEL_DIGEST", tmp_path / "vit_fmnist_int8.sha256")
+    with pytest.raises(QexitError, match="does not match its recorded hash.*git checkout"):
+        load_intmodel(fake)

@@ -1,7 +1,9 @@
-"""qexit/commands/report.py: the flow's steps and reports/index.md with its headline table and plots."""
+"""qexit/commands/report.py and qexit/render/report.py: the flow's steps and reports/index.md
+with its headline table and plots."""
 import json
 
 from qexit.commands import report
+from qexit.render.report import table_text
 
 
 def test_the_flow_runs_synth_before_cost():
@@ -28,4 +30,4 @@ def test_index_has_the_headline_table_and_the_plots(tmp_path):
     assert "| verify-gemm: bit-exact | 10/10; cycles 5 measured, 5 predicted |" in text
     assert "791,584 -> 413,585 (47.75% saved)" in text and "![" in text and "(cost/cost.png)" in text
     assert "pareto.png" not in text and ".cost.tmp" not in text
-    assert "FP32 top-1" in report.table_text(rows)
+    assert "FP32 top-1" in table_text(rows)

@@ -5,8 +5,10 @@ import json
 
 import pytest
 
+from hw.cost import Machine
 from model.errors import QexitError
-from sim import dist
+from sim import dist, run as sim_run
+from sim.result import Result
 
 INDICES = [5, 0, 7, 3, 2]          # not sorted: the merge keeps this order
 
@@ -14,28 +16,43 @@ INDICES = [5, 0, 7, 3, 2]          # not sorted: the merge keeps this order
 @pytest.fixture(scope="module")
 def spec(exit_path_files):
     ep_file, im_file, _ = exit_path_files
-    return dist.RunSpec(str(im_file), str(ep_file), 8, 8.0, 20, 8)
+    return dist.RunSpec(str(im_file), str(ep_file), Machine(8, 8.0, 20), 8)
+
+
+def same(a: Result, b: Result) -> bool:
+    return json.dumps(a.to_dict(), sort_keys=True) == json.dumps(b.to_dict(), sort_keys=True)
 
 
 @pytest.mark.simulator
 def test_one_and_two_workers_merge_the_same(spec, tmp_path):
-    one = dist.run(spec, INDICES, 2, 1, work=tmp_path / "w1", progress=False)
-    assert one["passed"] and one["test_indices"] == INDICES and one["decisions"] == one["decisions_matched"] > 0
-    assert one["cycles_equal"] and one["timing"]["images_computed"] == 5
+    one, t1 = dist.run(spec, INDICES, 2, 1, work=tmp_path / "w1", progress=False)
+    s = sim_run.summary(one)
+    assert one.passed and s["test_indices"] == INDICES and s["decisions"] == s["decisions_matched"] > 0
+    assert s["cycles_equal"] and t1["images_computed"] == 5
+    # a shard file holds the shard's result as Result.to_dict wrote it
+    shard = json.loads((tmp_path / "w1" / "shard-00000.json").read_text())
+    assert Result.from_dict(shard["result"]).records == one.records[:2]
     pytest.importorskip("dask.distributed")
-    two = dist.run(spec, INDICES, 2, 2, work=tmp_path / "w2", progress=False)
-    one.pop("timing")
-    t2 = two.pop("timing")
-    assert json.dumps(one, sort_keys=True) == json.dumps(two, sort_keys=True)
+    two, t2 = dist.run(spec, INDICES, 2, 2, work=tmp_path / "w2", progress=False)
+    assert same(one, two)
     assert t2["workers"] == 2 and t2["images_computed"] == 5
 
     # resume: a lost shard is the only one computed again
     (tmp_path / "w1" / "shard-00001.json").unlink()
-    again = dist.run(spec, INDICES, 2, 1, work=tmp_path / "w1", resume=True, progress=False)
-    assert again.pop("timing")["images_computed"] == 2 and again == one
+    again, t3 = dist.run(spec, INDICES, 2, 1, work=tmp_path / "w1", resume=True, progress=False)
+    assert t3["images_computed"] == 2 and same(again, one)
     # another configuration in the same folder is refused
     with pytest.raises(QexitError, match="another configuration .*shard_size"):
         dist.run(spec, INDICES, 3, 1, work=tmp_path / "w1", resume=True, progress=False)
+
+
+def test_the_key_names_the_machine_that_decides_the_results(spec):
+    key = spec.key(INDICES, 2)
+    assert (key["lanes"], key["bandwidth"], key["latency"], key["macs"]) == (8, 8.0, 20, 8)
+    other = dist.RunSpec(spec.intmodel, spec.exit_path, Machine(8, 4.0, 20), 8)
+    assert other.key(INDICES, 2)["bandwidth"] == 4.0
+    faster = dist.RunSpec(spec.intmodel, spec.exit_path, Machine(8, 8.0, 20, clock_mhz=200.0), 8)
+    assert faster.key(INDICES, 2) == key                 # the clock decides no cycle
 
 
 def test_bad_input_is_one_line(spec, tmp_path):

@@ -5,10 +5,13 @@ import json
 
 import pytest
 
+from hw.cost import Machine
 from model.errors import QexitError
 from model.exits import exit_path
 from qexit.cli import main
 from sim import run as sim_run
+
+IDEAL = Machine(8, None, 0)
 
 
 @pytest.fixture(scope="module")
@@ -35,21 +38,49 @@ def test_only_switches_the_other_exits_off(small):
         sim_run.only(ep, [2])
 
 
+class Prices:
+    """A stand-in cost model: a route is its exit layer (None: full depth), priced 1000 + layer."""
+
+    def route(self, layer, candidates):
+        return layer
+
+    def cycles(self, route):
+        return 1000 + (99 if route is None else route)
+
+
+def test_an_image_is_priced_on_the_references_route(small):
+    """The RTL exits at candidate 0 (layer 1) where the reference goes on to full depth: the
+    image's predicted cycles are the reference route's, so its cycles differ as its exit does."""
+    _, ep, _ = small
+    depth = ep.depth
+    word = 1 | (2 << 1) | (0 << sim_run.LAYER_SHIFT)                 # exit, class 2, candidate 0
+    got = {"decisions": [{"sel": 0, "word": word, "t_done": 10, "t_dec": 14}],
+           "segments": [{"cycles": 100}, {"cycles": 200}], "trace": []}
+    reference = (depth, 7, {(0, 0): (False, 2)})
+    rec = sim_run.image_record(0, got, reference, ep, depth, ep.layers, Prices(), lambda trace: -1)
+    assert rec["exit_layer"] == ep.layers[0] and rec["expected_layer"] == depth
+    assert rec["cycles_measured"] == 100 + 200 + 5
+    assert rec["cycles_predicted"] == 1000 + 99                      # the full-depth route, not layer 1's
+    assert rec["decisions"] == 1 and rec["decisions_matched"] == 0
+    res = sim_run.run_result([rec], 1)
+    assert not res.passed and res.matched == 0 and res.total == 1
+
+
 @pytest.mark.simulator
 @pytest.mark.parametrize("macs", [8, None], ids=["mac-head", "da4ml-head"])
 def test_early_exit_run_is_bit_and_cycle_exact(small, tmp_path, macs):
     im, ep, images = small
-    r = sim_run.verify_run(im, ep, images[:6], lanes=8, folder=tmp_path, macs=macs)
+    r = sim_run.verify_run(im, ep, images[:6], IDEAL, folder=tmp_path, macs=macs)
     assert r.log == "", r.log
-    assert r.exit_layers == r.expected_layers and r.classes == r.expected_classes
-    assert r.decisions == r.decisions_matched > 0
-    assert r.cycles_measured == r.cycles_predicted, (r.cycles_measured, r.cycles_predicted)
-    assert r.passed and len(set(r.exit_layers)) > 1
+    s = sim_run.summary(r)
+    assert s["exit_layers"] == s["expected_layers"] and s["classes"] == s["expected_classes"]
+    assert s["decisions"] == s["decisions_matched"] > 0
+    assert s["cycles_per_image_measured"] == s["cycles_per_image_predicted"], s
+    assert r.passed and len(set(s["exit_layers"])) > 1 and s["test_indices"] == list(range(6))
 
 
 @pytest.mark.simulator
 def test_verify_run_command_writes_its_summary(exit_path_files, tmp_path, monkeypatch):
-
     ep_file, im_file, _ = exit_path_files
     monkeypatch.chdir(tmp_path)
     assert main(["verify", "run", "--exit-path", str(ep_file), "--intmodel", str(im_file), "--images", "4",

@@ -103,3 +103,13 @@ def test_verilator_waves(tmp_path, tb_module):
 def test_icarus_fallback(tmp_path, tb_module):
     b = runner.build(COUNTER, "counter", "icarus", root=tmp_path)
     assert runner.run(b, tb_module, testcase="counts", folder=tmp_path / "run").passed
+
+
+def test_one_free_running_main_for_every_harness():
+    """The GEMM and the layer harness run free on the same C++ main, which loads the streams and
+    sets the ports each names (Verilator writes a port's ``__`` as ``___05F``)."""
+    gemm = runner.free_running_main((), ("ideal", "latency", "m", "k", "n"))
+    layer = runner.free_running_main(("prog_in", "w_load"), ("ideal", "pc"))
+    assert "load(top->prog_in___05Fvalid, top->prog_in___05Fpayload);" in layer and "setting(top->pc);" in layer
+    assert "setting(top->m);" in gemm and "___05Fvalid" not in gemm
+    assert gemm.split("int main")[0] == layer.split("int main")[0]       # the same helpers

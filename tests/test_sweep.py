@@ -8,7 +8,7 @@ import pytest
 
 from hw import cost
 from hw.cost import tables
-from hw.rtl.head import MacDense
+from hw.rtl.dense import MacDense
 from model.errors import QexitError
 from model.exits import exit_path
 from qexit.commands import sweep as sweep_cmd

@@ -10,7 +10,7 @@ threshold register is on:
 * the layer segment's tap: the layer's T x D/L token words leave the scratchpad one a cycle
   into the exit head (``ExitHead``, L int8 a beat), which takes them as they come;
 * the **decision**: the head's work after its last token beat (``head_cycles`` less the
-  T x D/L input beats; its dense phases depend on how they are built: ``hw.rtl.head.MacDense``'s
+  T x D/L input beats; its dense phases depend on how they are built: ``hw.rtl.dense.MacDense``'s
   multipliers, or the da4ml layers' pipeline latencies), the comparator's ``LATENCY`` and one
   cycle for the sequencer to act on it, counted from the segment's ``done``
   (``decision_cycles``; ``qexit verify run`` checks it against the RTL).
@@ -73,15 +73,14 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import matplotlib
-import matplotlib.pyplot as plt
 from tqdm import tqdm
 
 from hw import program
 from hw.cost import schedule, timeline
 from hw.cost.tables import EnergyTable
 from hw.rtl import comparator
-from hw.rtl.head import ROW_CONST, MacDense, dense_latencies, head_cycles, head_dense
+from hw.rtl.dense import ROW_CONST, MacDense, dense_latencies, head_dense
+from hw.rtl.head import head_cycles
 from hw.rtl.isa import FETCH_CYCLES, Dst, Op, Src, Unit
 from model.errors import QexitError
 
@@ -98,23 +97,42 @@ UNIT_OPS = {
 
 @dataclass(frozen=True)
 class Machine:
-    """The operating point: an L x L array, the weight stream, the clock."""
+    """The operating point: an R x C array, the weight stream, the clock.
+
+    ``lanes`` is R, the array's rows; ``cols`` is C (None: as many as the rows, the square
+    layer engine, the only shape ``build`` prices). ``bandwidth`` is the weight stream in
+    bytes per cycle (None: a source that always has the next word) and ``latency`` its
+    first-word latency in cycles (``schedule.WeightSource``); ``clock_mhz`` turns cycles into
+    time. ``scalable``: precision-scalable PEs, two 4x4 MACs a cycle (the module docstring)."""
     lanes: int = 8
     bandwidth: float | None = 8.0
     latency: int = 20
     clock_mhz: float = 100.0
-    scalable: bool = False      # precision-scalable PEs: two 4x4 MACs a cycle (the docstring)
+    scalable: bool = False
+    cols: int | None = None
 
     def __post_init__(self):
-        if not isinstance(self.lanes, int) or self.lanes < 1:
-            raise QexitError(f"array size {self.lanes} must be an integer >= 1 (e.g. --rows 8 --cols 8)")
+        if self.cols is None:
+            object.__setattr__(self, "cols", self.lanes)
+        if any(not isinstance(n, int) or n < 1 for n in (self.lanes, self.cols)):
+            raise QexitError(f"array rows = {self.lanes}, cols = {self.cols}: both must be integers >= 1 "
+                             f"(e.g. --rows 8 --cols 8)")
         if not (isinstance(self.clock_mhz, (int, float)) and self.clock_mhz > 0):
             raise QexitError(f"clock {self.clock_mhz} MHz must be > 0 (e.g. --clock-mhz 100)")
         self.source                                   # checks bandwidth and latency
 
     @property
+    def rows(self) -> int:
+        return self.lanes
+
+    @property
     def source(self) -> schedule.WeightSource:
         return schedule.WeightSource(self.bandwidth, self.latency)
+
+    def describe(self) -> dict:
+        """The machine as a report's summary.json names it."""
+        return {"rows": self.rows, "cols": self.cols, "bandwidth_bytes_per_cycle": self.bandwidth,
+                "weight_latency_cycles": self.latency, "clock_mhz": self.clock_mhz}
 
 
 @dataclass
@@ -245,7 +263,6 @@ def packs(widths: tuple[int, int]) -> bool:
 def packed(seg: list[program.Desc], lanes: int) -> list[program.Desc]:
     """A layer segment on precision-scalable PEs: every weight-streamed GEMM as the 8-bit GEMM
     with half the output tiles (the module docstring); everything else as it is."""
-
     out = []
     for d in seg:
         if d.kind == "gemm" and d["op"] == Op.GEMM and not d["w_scratch"]:
@@ -281,7 +298,7 @@ def decision_cycles(head, tokens: int, lanes: int, dense) -> int:
     head's work after the last token beat (``head_cycles`` less the T D/L input beats), the
     comparator's latency and one cycle for the sequencer, less the ``TAP_TAIL`` cycles of
     that work that fall inside the segment (the tap is the segment's last descriptor before
-    END). ``dense`` is what ``hw.rtl.head.dense_cycles`` takes. ``qexit verify run`` measures it
+    END). ``dense`` is what ``hw.rtl.dense.dense_cycles`` takes. ``qexit verify run`` measures it
     from the RTL's counters."""
     return (head_cycles(head, tokens, lanes, dense) - tokens * (head.width // lanes)
             + comparator.ExitComparator.LATENCY + 1 - TAP_TAIL)
@@ -330,10 +347,13 @@ class Costs:
 
 def build(im, machine: Machine, table: EnergyTable, candidates: dict, head=None) -> Costs:
     """The parts of ``im`` on ``machine``. ``candidates`` maps each backbone layer (1-based)
-    whose exit is on to its head's dense layers as ``hw.rtl.head.dense_cycles`` takes them (a
+    whose exit is on to its head's dense layers as ``hw.rtl.dense.dense_cycles`` takes them (a
     ``MacDense``, or da4ml latencies (fc1, fc2, scores)); ``head`` is the ``FixedHead``
     (needed when there are candidates)."""
     depth = im.config.depth
+    if machine.rows != machine.cols:
+        raise QexitError(f"the layer engine's array is square; got {machine.rows}x{machine.cols} "
+                         f"(--rows {machine.rows} --cols {machine.cols})")
     bad = [k for k in candidates if not 1 <= k < depth]
     if bad:
         raise QexitError(f"exit layers {bad} are outside 1..{depth - 1} (the last layer is full depth)")
@@ -499,7 +519,6 @@ def atheena(costs: Costs, dist: Distribution) -> dict:
 
 def read_exits(path) -> dict:
     """``qexit exits``'s exit_distribution.json, or one line on what is wrong with it."""
-
     try:
         return json.loads(Path(path).read_text())
     except FileNotFoundError:
@@ -542,8 +561,6 @@ def load_distribution(exits: dict, seed: int | None, depth: int) -> tuple[Distri
 def head_latencies(ep, layers: list[int], jobs: int = 1, progress: bool = False) -> dict[int, tuple]:
     """da4ml pipeline latencies (fc1, fc2, scores) of the exit path's head at each backbone
     layer in ``layers`` (a solve takes tens of seconds a layer at full size; cached)."""
-
-
     missing = [k for k in layers if k not in ep.layers]
     if missing:
         raise QexitError(f"the exit path has no head at layers {missing} (it has {ep.layers})")
@@ -590,8 +607,7 @@ def summary(costs: Costs, dist: Distribution, batch: int, reported: dict | None 
         "layer_cycles_full": [costs.plain[i].cycles for i in range(1, costs.depth + 1)],
         "macs_full": macs_full, "macs_exit": ex["macs"], "bops_full": 64 * macs_full, "bops_exit": 64 * ex["macs"],
         "bop_saving": 1 - ex["macs"] / macs_full,
-        "machine": {"rows": m.lanes, "cols": m.lanes, "bandwidth_bytes_per_cycle": m.bandwidth,
-                    "weight_latency_cycles": m.latency, "clock_mhz": m.clock_mhz},
+        "machine": m.describe(),
         "distribution": {"layers": list(dist.layers), "fraction": list(dist.fraction),
                          "candidates": list(dist.candidates)},
         "latency_mode": {"cycles_full": cyc_full, "cycles_exit": ex["cycles"], "energy_full_pj": e_full,
@@ -622,42 +638,6 @@ def summary(costs: Costs, dist: Distribution, batch: int, reported: dict | None 
     return out
 
 
-def plot(s: dict, path) -> None:
-    """cost.png: per backbone layer, full-depth cycles against the expected cycles with exits
-    (and the exit decisions), and energy per image by category, full depth against early exit."""
-    matplotlib.use("Agg")
-
-    parts = {p["part"]: p for p in s["parts"]}
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    xs = list(range(1, len(s["layer_cycles_full"]) + 1))
-    per_layer_full = s["layer_cycles_full"]
-    exp_layer = [parts.get(f"layer {i}", {}).get("cycles", 0) for i in xs]
-    exp_exit = [parts.get(f"exit {i}", {}).get("cycles", 0) for i in xs]
-    ax1.bar([x - 0.2 for x in xs], per_layer_full, 0.4, label="full depth", color="#999999")
-    ax1.bar([x + 0.2 for x in xs], exp_layer, 0.4, label="early exit: layer", color="#1f77b4")
-    ax1.bar([x + 0.2 for x in xs], exp_exit, 0.4, bottom=exp_layer, label="early exit: decision", color="#d62728")
-    ax1.set_xlabel("backbone layer")
-    ax1.set_ylabel("cycles per image (expected)")
-    ax1.set_title(f"cycles: {s['cycles_full']:,.0f} full, {s['cycles_exit']:,.0f} with exits")
-    ax1.legend(fontsize=8)
-    cats = list(s["energy_by_category_full_pj"])
-    colors = {"mac": "#1f77b4", "alu": "#ff7f0e", "sram": "#2ca02c", "dram": "#d62728"}
-    for j, (label, key) in enumerate((("full depth", "energy_by_category_full_pj"),
-                                      ("early exit", "energy_by_category_exit_pj"))):
-        bottom = 0.0
-        for c in cats:
-            v = s[key][c] / 1e6
-            ax2.bar(j, v, 0.6, bottom=bottom, color=colors.get(c), label=c if j == 0 else None)
-            bottom += v
-    ax2.set_xticks([0, 1], ["full depth", "early exit"])
-    ax2.set_ylabel("energy per image (uJ)")
-    ax2.set_title(f"energy: {100 * s['energy_saving']:.1f}% saved ({s['energy_table']['name']})")
-    ax2.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def pareto(costs: Costs, routes: list[dict]) -> list[dict]:
     """Each LCT budget's routing (``qexit exits``'s Pareto sweep, per seed) priced on this
     machine: top-1 against the saving in cycles and in energy, beside the FLOPs saving."""
@@ -671,26 +651,3 @@ def pareto(costs: Costs, routes: list[dict]) -> list[dict]:
         out.append({"budget": r["budget"], "top1": r["top1"], "flops_saving": r["flops_saving"],
                     "cycle_saving": 1 - ex["cycles"] / c_full, "energy_saving": 1 - ex["energy_pj"] / e_full})
     return out
-
-
-def plot_pareto(points: list[dict], chosen: dict, path) -> None:
-    """pareto.png: top-1 against the energy saving of every LCT budget, and against its FLOPs
-    saving, with the operating point the cost report prices."""
-    matplotlib.use("Agg")
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    pts = sorted(points, key=lambda p: p["energy_saving"])
-    ax.plot([100 * p["energy_saving"] for p in pts], [100 * p["top1"] for p in pts], "o-", label="energy saving")
-    ax.plot([100 * p["flops_saving"] for p in pts], [100 * p["top1"] for p in pts], "s--", color="#999999",
-            label="FLOPs saving", alpha=0.7)
-    if chosen.get("top1") is not None:
-        ax.plot([100 * chosen["energy_saving"]], [100 * chosen["top1"]], "r*", markersize=14, label="this report")
-    if chosen.get("top1_full_depth"):
-        ax.axhline(100 * chosen["top1_full_depth"], color="k", lw=0.8, ls=":", label="INT8 full depth")
-    ax.set_xlabel("saving against INT8 full depth (%)")
-    ax.set_ylabel("top-1 (%)")
-    ax.set_title("LCT budgets: accuracy against energy")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)

@@ -1,4 +1,4 @@
-"""Cross-seed aggregates of the exits evaluation: summary.json, exit_distribution.json, Rescue verdicts.
+"""Cross-seed aggregates of the exits evaluation: summary.json and exit_distribution.json.
 
 ``results`` maps each mode to its per-seed ``run_seed`` dicts; ``noise`` maps each mode to its
 gating-split noise (``nsr`` per layer). Per-mode keys end in ``_<mode>`` (and ``_<mode>_std``);
@@ -93,20 +93,3 @@ def build_summary(cfg: ViTConfig, modes: list[str], results: dict, noise: dict, 
     if "int8" in modes:  # the documented headline key of the int8 mode
         summary["top1_int8_full"] = summary["top1_full_int8"]
     return summary, dist
-
-
-def rescue_verdict(m: str, s: dict, noise: dict) -> str:
-    """One sentence on whether a Rescue Effect appears in mode ``m``, and how much of it is quantization's."""
-    r, lo, net = 100 * s[f"rescue_{m}"], 100 * s[f"loss_{m}"], 100 * s[f"net_rescue_{m}"]
-    text = (f"rescue {r:.2f}% > loss {lo:.2f}%: a Rescue Effect appears (net {net:+.2f}%p)" if r > lo else
-            f"rescue {r:.2f}% ≤ loss {lo:.2f}%: no Rescue Effect (net {net:+.2f}%p)")
-    if m == "fp32":
-        return text + "; this is the no-quantization control."
-    nsr = noise["nsr"]
-    text += (f". Quantization errors (full depth wrong, FP32 right): {100 * s[f'quantization_errors_{m}']:.2f}% of "
-             f"images, of which the exits rescue {100 * s[f'rescue_of_quantization_errors_{m}']:.2f}%")
-    if f"net_rescue_beyond_fp32_{m}" in s:
-        text += (f"; the FP32 control's net rescue is {net - 100 * s[f'net_rescue_beyond_fp32_{m}']:+.2f}%p, so "
-                 f"{100 * s[f'net_rescue_beyond_fp32_{m}']:+.2f}%p is attributable to quantization")
-    return text + (f". NSR on the gating split: {nsr[0]:.3g} after block 1, max {max(nsr):.3g} "
-                   f"(block {int(np.argmax(nsr)) + 1}).")

@@ -1,17 +1,109 @@
 """Options and loaders shared by several subcommands."""
 from __future__ import annotations
 
-from functools import partial
 import argparse
+from functools import partial
 from pathlib import Path
 
+from hw.cost import Machine
+from hw.tools.synth import DEFAULT_CLOCK_MHZ, clock_for
 from model.checkpoint import SHIPPED_WEIGHTS, load_checkpoint
 from model.clip import clip_crop, load_clip
 from model.data import Dataset, folder_classes, load_dataset
 from model.errors import QexitError
+from model.quantize import SHIPPED_INTMODEL
 
-INTMODEL_DEFAULT = Path("reports") / "quantize" / "intmodel.pt"
+# every step after quantize reads the shipped IntModel by default (the same integers on every CPU);
+# `qexit quantize` writes its own to INTMODEL_OUT
+INTMODEL_DEFAULT = SHIPPED_INTMODEL
+INTMODEL_OUT = Path("reports") / "quantize" / "intmodel.pt"
 EXIT_PATH_DEFAULT = Path("reports") / "exits" / "exit_path.pt"
+
+
+MACHINE_OPTIONS = ("rows", "cols", "bandwidth", "latency", "clock")
+
+
+def add_machine_args(p: argparse.ArgumentParser, *, rows: int = 8, bandwidth: float | None = 8.0, latency: int = 20,
+                     clock_mhz: float | None = DEFAULT_CLOCK_MHZ, synth: Path | None = None, square: bool = True,
+                     options: tuple[str, ...] = MACHINE_OPTIONS) -> None:
+    """Declare the options of the machine a step runs or prices; ``machine_from_args`` reads them.
+
+    ``add_machine_args(p, *, rows=8, bandwidth=8.0, latency=20, clock_mhz=100.0, synth=None,
+    square=True, options=MACHINE_OPTIONS)`` adds, of ``options``:
+
+    * "rows", "cols": ``--rows R`` and ``--cols C``, the array (default ``rows`` for both; a step
+      that declares "rows" alone has C = R). ``square``: the step needs R = C (the layer
+      engine), which ``machine_from_args`` checks; False for the GEMM engine (any R x C);
+    * "bandwidth": ``--bandwidth B``, the weight stream in bytes per cycle (fractions allowed);
+      default ``bandwidth``; None: a source that always has the next word;
+    * "latency": ``--latency N``, the weight stream's first-word latency in cycles (default
+      ``latency``);
+    * "clock": ``--clock-mhz F``, the clock that turns cycles into time (default ``clock_mhz``).
+      With ``synth`` (a path), also ``--synth PATH`` (default ``synth``), and ``--clock-mhz``
+      defaults to the Fmax that ``qexit synth`` measured for an R x R layer engine there, else
+      100 MHz (``clock_mhz`` must then be None).
+
+    An option left out of ``options`` takes the default given here in ``machine_from_args``.
+    Values are checked there (``hw.cost.Machine``), each a one-line ``QexitError``; a step that
+    reads only part of the machine (the clock's source: ``clock_from_args``) reads it there too."""
+    unknown = set(options) - set(MACHINE_OPTIONS)
+    if unknown:
+        raise ValueError(f"unknown machine options {sorted(unknown)}; known: {MACHINE_OPTIONS}")
+    if synth is not None and clock_mhz is not None:
+        raise ValueError("add_machine_args: with synth, the clock comes from it (give clock_mhz=None)")
+    note = " (the layer engine is square: R = C)" if square else ""
+    if "rows" in options:
+        p.add_argument("--rows", type=int, default=rows, help=f"array rows R{note}")
+    if "cols" in options:
+        p.add_argument("--cols", type=int, default=rows, help="array columns C")
+    if "bandwidth" in options:
+        p.add_argument("--bandwidth", type=float, default=bandwidth,
+                       help="weight stream from external memory, bytes per cycle"
+                            + ("" if bandwidth is not None else " (None: a source that always has the next word)"))
+    if "latency" in options:
+        p.add_argument("--latency", type=int, default=latency, help="weight stream's first-word latency, cycles")
+    if "clock" in options:
+        p.add_argument("--clock-mhz", type=float, default=clock_mhz,
+                       help="clock for latency and throughput, MHz" + (
+                           "; not given: the Fmax `qexit synth` measured for this array size (--synth), else "
+                           f"{DEFAULT_CLOCK_MHZ:g} MHz, the layer engine's target" if synth is not None else ""))
+        if synth is not None:
+            p.add_argument("--synth", type=Path, default=synth, help="`qexit synth`'s summary.json, for the clock")
+    p.set_defaults(machine_defaults={"rows": rows, "bandwidth": bandwidth, "latency": latency,
+                                     "clock_mhz": clock_mhz, "square": square})
+
+
+def clock_from_args(args) -> tuple[float, str]:
+    """The clock in MHz and where it comes from: --clock-mhz, else the Fmax `qexit synth`
+    measured for this array size (--synth), else the 100 MHz target."""
+    d = _machine_defaults(args)
+    if getattr(args, "clock_mhz", None) is not None:
+        return args.clock_mhz, "--clock-mhz"
+    if "clock_mhz" not in args and d["clock_mhz"] is not None:
+        return d["clock_mhz"], f"{d['clock_mhz']:g} MHz"
+    if getattr(args, "synth", None) is not None:
+        return clock_for(args.synth, getattr(args, "rows", d["rows"]))
+    return DEFAULT_CLOCK_MHZ, f"the {DEFAULT_CLOCK_MHZ:g} MHz target"
+
+
+def _machine_defaults(args) -> dict:
+    return getattr(args, "machine_defaults", None) or {
+        "rows": Machine.lanes, "bandwidth": Machine.bandwidth, "latency": Machine.latency,
+        "clock_mhz": Machine.clock_mhz, "square": True}
+
+
+def machine_from_args(args, *, scalable: bool = False) -> Machine:
+    """The ``hw.cost.Machine`` of the options ``add_machine_args`` declared: an R x C array, the
+    weight stream, the clock (``clock_from_args``); ``scalable``: precision-scalable PEs. A bad
+    value (R or C < 1, R != C where the step declared ``square``, a bandwidth or clock <= 0, a
+    negative latency) is a one-line ``QexitError``."""
+    d = _machine_defaults(args)
+    rows = getattr(args, "rows", d["rows"])
+    cols = getattr(args, "cols", rows)
+    if d["square"] and rows != cols:
+        raise QexitError(f"the layer engine's array is square; got --rows {rows} --cols {cols}")
+    return Machine(rows, getattr(args, "bandwidth", d["bandwidth"]), getattr(args, "latency", d["latency"]),
+                   clock_from_args(args)[0], scalable, cols)
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -51,7 +143,7 @@ def add_head_args(p: argparse.ArgumentParser, default_macs: str) -> None:
 
 
 def head_macs(args, default: int) -> int | None:
-    """The head's multipliers for ``hw.rtl.head.head_dense_plan`` (None: da4ml)."""
+    """The head's multipliers for ``hw.rtl.dense.head_dense_plan`` (None: da4ml)."""
     return None if args.head == "da4ml" else (args.head_macs or default)
 
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from model.train import evaluate
 from qexit.commands.common import add_model_args, load_model, load_split, model_name, positive
-from qexit.reports import markdown_table, report_dir, write_summary
+from qexit.render import eval as render
+from qexit.reports import report_dir, write_summary
 
 HELP = "top-1 of the FP32 model on the test split"
 
@@ -22,10 +23,6 @@ def run(args) -> int:
     trained = blob.get("metrics", {})
     with report_dir("eval") as d:
         write_summary(d, summary)
-        rows = [["top-1 (test)", f"{top1:.4f}"], ["images", len(test)], ["parameters", model.num_params()]]
-        if "train_time_s" in trained:
-            rows += [["training time (s)", trained["train_time_s"]], ["trained on", trained.get("machine", "?")]]
-        (d / "README.md").write_text("# FP32 evaluation\n\n" + markdown_table(["", "value"], rows) +
-                                     f"\n\nCheckpoint: `{summary['checkpoint']}`; config: `{model.cfg.to_dict()}`\n")
+        (d / "README.md").write_text(render.readme(summary, trained, model.cfg.to_dict()))
     print(f"top-1 {top1:.4f} on {len(test)} test images ({model.num_params()} parameters)")
     return 0

@@ -26,15 +26,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from model.checkpoint import SHIPPED_WEIGHTS
 from model.data import GATE_SIZE, SPLITS, split_ids
 from model.errors import QexitError
 from model.exits import exit_path
 from model.exits.backbones import MODES, dynamic_backbone, file_digest, fp32_backbone, int8_backbone
 from model.exits.evaluate import ExitConfig, check_disjoint, run_mode
 from model.exits.features import CACHE_DIR, cached_features
-from qexit.render.exits import plot_all, readme
 from model.exits.summary import build_summary
+from model.quantize import SHIPPED_INTMODEL
 from qexit.commands.common import add_model_args, load_model, load_split, model_name
+from qexit.render import exits as render
 from qexit.reports import REPORTS_DIR, report_dir, write_summary
 
 HELP = "LRA-EE early exits: heads, gate, LCT thresholds, layer pruning, Rescue-Effect evaluation"
@@ -43,8 +45,8 @@ HELP = "LRA-EE early exits: heads, gate, LCT thresholds, layer pruning, Rescue-E
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_args(p)           # --checkpoint or --model clip:DIR: the backbone and the distillation teacher
     p.add_argument("--intmodel", type=Path, default=None,
-                   help="IntModel file for the int8 mode; when none is given, the checkpoint is quantized, "
-                        "calibrated on --calib-images training images")
+                   help="IntModel file for the int8 mode (default: the shipped one for the shipped checkpoint; "
+                        "for any other model, the checkpoint is quantized, calibrated on --calib-images images)")
     p.add_argument("--calib-images", type=int, default=512, help="calibration images when quantizing for int8")
     p.add_argument("--modes", default="int8,dynamic,fp32",
                    help=f"comma-separated backbone modes from {', '.join(MODES)}; the first is the headline, fp32 "
@@ -135,6 +137,8 @@ def run(args) -> int:
         raise QexitError(f"--gate-split {args.gate_split} with --data would tune the gate on images the heads "
                          "learn from or the test split; use --gate-split gate (DIR/gate)")
 
+    if args.intmodel is None and args.model is None and Path(args.checkpoint).resolve() == SHIPPED_WEIGHTS.resolve():
+        args.intmodel = SHIPPED_INTMODEL
     backbones = {"fp32": fp32_backbone(model)}
     for m in modes:
         if m == "dynamic":
@@ -184,9 +188,9 @@ def run(args) -> int:
             exit_path.save(out / exit_path.FILENAME, exit_path.ExitPath(
                 **exit_paths[0], depth=cfg.depth, tokens=cfg.num_patches + 1,
                 intmodel_digest=file_digest(args.intmodel) if args.intmodel else None))
-        plot_all(out, cfg, modes, results, noise, top1_fp32)
-        (out / "README.md").write_text(readme(cfg, modes, results, noise, top1_fp32, xcfg, summary,
-                                              args.train_images, args.gate_split, args.grid))
+        render.plot_all(out, cfg, modes, results, noise, top1_fp32)
+        (out / "README.md").write_text(render.readme(cfg, modes, results, noise, top1_fp32, xcfg, summary,
+                                                     args.train_images, args.gate_split, args.grid))
     print(f"exits: {modes[0]}: top-1 full depth {100 * summary['top1_full']:.2f}% → LRA-EE "
           f"{100 * summary['top1_lraee']:.2f}% at {100 * summary['flops_saving']:.1f}% FLOPs saving; rescue "
           f"{100 * summary['rescue']:.2f}% vs loss {100 * summary['loss']:.2f}% ({seconds_total:.0f} s) → "

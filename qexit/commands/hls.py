@@ -20,8 +20,9 @@ import hls4ml
 from hw.tools import hls as head_hls
 from model.exits import exit_path
 from qexit.commands.common import add_exit_path_args, positive
-from qexit.reports import REPORTS_DIR, markdown_table, report_dir, write_summary
-from sim import exit as sim_exit
+from qexit.render import hls as render
+from qexit.reports import REPORTS_DIR, report_dir, write_summary
+from sim import head as sim_head
 
 HELP = "the exit head through hls4ml: HLS projects, C simulation bit-exact against the fixed-point head"
 
@@ -37,17 +38,15 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-
-
     t0 = time.time()
     ep = exit_path.load(args.exit_path)
     head_hls.check_gxx()
-    n, tokens = sim_exit.test_tokens(ep, args.intmodel, args.sets, len(ep.layers))
+    n, tokens = sim_head.test_tokens(ep, args.intmodel, args.sets, len(ep.layers))
     print(f"hls4ml {hls4ml.__version__}: {len(ep.layers)} candidate layers x {n} test images = "
           f"{n * len(ep.layers)} token sets", flush=True)
     with report_dir("hls", args.out) as folder:
         t1 = time.time()
-        checks = sim_exit.verify_hls(ep, tokens, folder, progress=not args.quiet, jobs=args.jobs)
+        checks = sim_head.verify_hls(ep, tokens, folder, progress=not args.quiet, jobs=args.jobs)
         build_wall = time.time() - t1
         matched, total = sum(c.matched for c in checks), sum(c.total for c in checks)
         same = sum(c.evaluation_matched for c in checks)
@@ -68,23 +67,5 @@ def run(args) -> int:
                    "seconds_total": round(time.time() - t0, 1), "exit_path": str(args.exit_path),
                    "intmodel": str(args.intmodel)}
         write_summary(folder, summary)
-        (folder / "README.md").write_text(readme(summary, checks))
+        (folder / "README.md").write_text(render.readme(summary, checks))
     return 0 if ok else 1
-
-
-def readme(s: dict, checks) -> str:
-
-    rows = [[c.layer, c.sets, f"{c.matched}/{c.total}", c.total - c.matched, f"{c.compile_seconds:.1f}",
-             f"{c.csim_seconds:.2f}"] for c in checks]
-    table = head_hls.__doc__.split("\n\n")[1]
-    return (f"# hls4ml exit head: {s['matched']}/{s['total']} outputs bit-exact\n\n"
-            f"hls4ml {s['hls4ml']}, {s['backend']} backend, {s['io_type']}. One project per candidate layer "
-            f"(`layerNN/`, with hls4ml's `build_prj.tcl`), compiled with g++ and run (`predict()`, the C "
-            f"simulation) on the golden model's int8 tokens of the first {s['images']} test images at that layer: "
-            f"{s['token_sets']} token sets. Each output (the class scores, then the gate's pre-activation) is "
-            f"compared with `model/exits/fixed.py` computed on the host from the same tokens.\n\n"
-            + markdown_table(["layer", "token sets", "outputs bit-exact", "mismatches", "compile s", "C-sim s"], rows)
-            + f"\n\nCompile {s['compile_seconds']} s (g++, summed over the projects, built in parallel) and C "
-              f"simulation {s['csim_seconds']} s in all; conversion, builds and C simulation took "
-              f"{s['convert_compile_csim_wall_seconds']} s of wall time, {s['seconds_total']} s with the golden model's tokens.\n\n## The datapath and its precisions\n\n"
-            + table + "\n\n" + head_hls.__doc__.split("\n\n")[2] + "\n")

@@ -15,10 +15,12 @@ import torch
 
 from model import qirc
 from model.golden import FLOAT_KERNELS, Golden, run_batched
-from model.quantize import check_widths, dynamic_int8, quantize
+from model.checkpoint import SHIPPED_WEIGHTS
+from model.quantize import check_widths, dynamic_int8, quantize, shipped_intmodel_digest
 from model.train import evaluate
-from qexit.commands.common import INTMODEL_DEFAULT, add_model_args, load_model, load_split, parse_assignment, positive
-from qexit.reports import markdown_table, report_dir, write_summary
+from qexit.commands.common import INTMODEL_OUT, add_model_args, load_model, load_split, parse_assignment, positive
+from qexit.render import quantize as render
+from qexit.reports import report_dir, write_summary
 
 HELP = "FP32 → IntModel (static INT8), accuracy of both INT8 modes, QIRC noise analysis"
 
@@ -34,11 +36,19 @@ def add_arguments(p):
     p.add_argument("--assignment", default=None,
                    help="per-block bit-widths W:A (weights:activations, 2..8), comma-separated, one per block; "
                         "default 8:8 everywhere (see `qexit mixed`)")
-    p.add_argument("--out", type=Path, default=INTMODEL_DEFAULT, help="where to write the IntModel")
+    p.add_argument("--out", type=Path, default=INTMODEL_OUT,
+                   help="where to write the IntModel (later steps read the shipped one unless given --intmodel)")
 
 
 def top1(pred: torch.Tensor, labels: torch.Tensor) -> float:
     return (pred == labels).float().mean().item()
+
+
+def equals_shipped(args, im) -> bool | None:
+    """Whether this calibration gives the shipped IntModel's integers (None: not the shipped model)."""
+    if args.model is not None or args.assignment or Path(args.checkpoint).resolve() != SHIPPED_WEIGHTS.resolve():
+        return None
+    return im.digest() == shipped_intmodel_digest()
 
 
 def run(args) -> int:
@@ -76,41 +86,20 @@ def run(args) -> int:
         "nsr_per_layer_dynamic": analyses["dynamic"]["nsr"], "cos_per_layer_dynamic": analyses["dynamic"]["cos_tokens"],
         "qirc": analyses, "saturated_values": gold.overflow.total_overflows,
         "saturated_fraction_max": max(gold.overflow.summary().values(), default=0.0),
-        "ablation_top1": ablation, "intmodel": str(args.out), "seconds": round(time.time() - t0, 1),
+        "ablation_top1": ablation, "intmodel": str(args.out), "intmodel_digest": im.digest(),
+        "equals_shipped": equals_shipped(args, im), "seconds": round(time.time() - t0, 1),
         "widths": [list(p) for p in im.block_widths],
     }
     with report_dir("quantize") as d:
         im.save(d / "intmodel.pt")
         write_summary(d, summary)
-        qirc.plot(analyses, d / "qirc.png")
-        (d / "README.md").write_text(render(summary, cfg.depth))
-    if Path(args.out) != INTMODEL_DEFAULT:
+        render.plot_qirc(analyses, d / "qirc.png")
+        (d / "README.md").write_text(render.readme(summary, cfg.depth))
+    if Path(args.out) != INTMODEL_OUT:
         im.save(args.out)
+    if summary["equals_shipped"] is not None:
+        print("the IntModel equals the shipped one" if summary["equals_shipped"] else
+              "the IntModel differs from the shipped one (this CPU's float kernels); later steps read the shipped "
+              "one unless given --intmodel")
     print(f"wrote reports/quantize/ (IntModel, summary.json, README.md, qirc.png) in {summary['seconds']} s")
     return 0
-
-
-def render(s: dict, depth: int) -> str:
-    a, dy = s["qirc"]["int8"], s["qirc"]["dynamic"]
-    rows = [[l + 1, a["nsr"][l], dy["nsr"][l], a["rel_err"][l], a["cos_tokens"][l], dy["cos_tokens"][l],
-             a["cos_pooled"][l], a["mse"][l], a["outlier_ratio"][l]] for l in range(depth)]
-    text = [
-        "# Quantization: FP32 → integer-only INT8", "",
-        markdown_table(["model", "top-1"], [["FP32", s["top1_fp32"]], ["INT8 integer-only (golden)", s["top1_int8"]],
-                                            ["INT8 dynamic (paper mode)", s["top1_dynamic_int8"]]]),
-        "", f"Test images: {s['images']}. Calibration: {s['calibration']} on the gating split.",
-        "Bit-widths (weights/activations per block): " + " ".join(f"{w}/{a}" for w, a in s["widths"])
-        + ("" if all(p == [8, 8] for p in s["widths"]) else " (mixed: the 'INT8' rows are this assignment)"),
-        f"Saturated values (int8/int32 range, counted, never wrapped): {s['saturated_values']} "
-        f"(worst point {s['saturated_fraction_max']:.2e} of its values).", "",
-        "## QIRC: layer-wise noise (Eq. 1)", "",
-        "NSR = ‖ĥ−h‖/‖h−h_prev‖; cos = INT8↔FP32 token cosine; pooled = patch-mean cosine; "
-        "outlier = max/p99.9 of FP32 |h|.", "",
-        markdown_table(["block", "NSR int8", "NSR dyn", "rel err int8", "cos int8", "cos dyn", "pooled cos int8",
-                        "MSE int8", "outlier ratio"], rows),
-        "", "![QIRC](qirc.png)", "",
-    ]
-    if s["ablation_top1"]:
-        text += ["## Per-kernel ablation (kernel replaced by float)", "",
-                 markdown_table(["float kernel(s)", "top-1"], [[k, v] for k, v in s["ablation_top1"].items()]), ""]
-    return "\n".join(text)

@@ -25,7 +25,8 @@ from pathlib import Path
 
 from model.checkpoint import SHIPPED_WEIGHTS
 from qexit.cli import main as cli_main
-from qexit.commands.common import INTMODEL_DEFAULT
+from qexit.commands.common import INTMODEL_OUT
+from qexit.render import report as render
 from qexit.reports import REPORTS_DIR
 
 HELP = "run the whole flow on the embedded default and write reports/index.md"
@@ -45,7 +46,8 @@ def clip_steps(model: str, data: Path | None, fast: bool) -> list[list[str]]:
     m = ["--model", model] + (["--data", str(data)] if data is not None else [])
     n = ["--test-images", "1000"] if fast else []
     return [["eval", *m] + (["--images", "1000"] if fast else []), ["quantize", *m] + n,
-            ["exits", *m, "--intmodel", str(INTMODEL_DEFAULT), "--threads", "2"] + n, ["cost", "--quiet", *m]]
+            ["exits", *m, "--intmodel", str(INTMODEL_OUT), "--threads", "2"] + n,
+            ["cost", "--quiet", "--intmodel", str(INTMODEL_OUT), *m]]
 
 
 def steps(fast: bool) -> list[list[str]]:
@@ -55,7 +57,7 @@ def steps(fast: bool) -> list[list[str]]:
         ["eval"] + (["--images", "1000"] if fast else []),
         ["quantize"] + n,
         # two torch threads: the golden model's features are the flow's longest step
-        ["exits", "--intmodel", str(INTMODEL_DEFAULT), "--threads", "2"] + n,
+        ["exits", "--threads", "2"] + n,     # on the shipped IntModel
         # the exit head through hls4ml (C simulation) on >= 5,000 real token sets
         ["hls", "--quiet"] + (["--sets", "1000"] if fast else []),
         # ECP5 resources and Fmax of the layer engine (4x4, 8x8), GEMM engine and comparator;
@@ -82,7 +84,6 @@ def steps(fast: bool) -> list[list[str]]:
 
 
 def run(args) -> int:
-
     flow = steps(args.fast) if args.model is None else clip_steps(args.model, args.data, args.fast)
     for argv in flow:
         print(f"== qexit {' '.join(argv)}", flush=True)
@@ -90,47 +91,13 @@ def run(args) -> int:
         if rc:
             return rc
     rows = write_index(only=None if args.model is None else {a[0] for a in flow}, title=args.model)
-    print(f"\n{table_text(rows)}\n\nwrote {REPORTS_DIR / 'index.md'}")
+    print(f"\n{render.table_text(rows)}\n\nwrote {REPORTS_DIR / 'index.md'}")
     return 0
 
 
-HEADLINES = {  # the headline keys of each step (docs/architecture.md); other steps show their first keys
-    "eval": ["top1", "images", "params"],
-    "quantize": ["top1_fp32", "top1_int8", "top1_dynamic_int8", "saturated_values"],
-    "exits": ["mode", "top1_full", "top1_lraee", "flops_saving", "rescue", "loss"],
-    "verify-gemm": ["matched", "total", "mismatches", "cycles_measured", "cycles_predicted", "utilization",
-                    "utilization_with_io"],
-    "verify-units": ["matched", "total", "mismatches"],
-    "synth": ["rows", "cols", "luts", "dsps", "ffs", "brams", "fmax_mhz", "device"],
-    "cost": ["cycles_full", "cycles_exit", "cycle_saving", "energy_full_pj", "energy_exit_pj", "energy_saving",
-             "latency_us", "throughput_ips", "clock_mhz"],
-    "hls": ["matched", "total", "mismatches", "token_sets"],
-    "verify-comparator": ["matched", "total", "decisions", "images", "images_matched"],
-    "verify-head": ["matched", "total", "token_sets", "latency_cycles"],
-    "verify-model": ["images", "matched", "total", "predictions_matched", "cycles_measured", "cycles_predicted"],
-    "verify-run": ["images", "matched", "total", "decisions_matched", "decisions", "cycles_measured",
-                   "cycles_predicted"],
-    "verify-block": ["images", "layers", "matched", "total", "cycles_measured", "cycles_predicted", "utilization",
-                     "onchip_bits", "predictions_matched"],
-    "mixed": ["top1_uniform8", "top1_mixed", "bops_saving", "energy_saving", "assignment"],
-}
-
-
-PLOTS = [  # (step folder, file, caption): the figures index.md shows
-    ("quantize", "qirc.png", "Quantization noise (NSR) per layer, integer-only INT8 against FP32"),
-    ("exits", "exit_distribution.png", "Where the test images exit"),
-    ("cost", "pareto.png", "Accuracy against energy saving for every LCT budget (and against FLOPs)"),
-    ("cost", "cost.png", "Cycles per layer and energy per category: INT8 full depth against early exit"),
-]
-
-
-def _load(root: Path, step: str) -> dict:
+def _load(root: Path, step: str) -> dict | None:
     f = root / step / "summary.json"
-    return json.loads(f.read_text()) if f.exists() else {}
-
-
-def _pct(x) -> str:
-    return f"{100 * x:.2f}%" if isinstance(x, (int, float)) else "-"
+    return json.loads(f.read_text()) if f.exists() else None
 
 
 def _steps(root: Path, only: set[str] | None) -> list[str]:
@@ -138,67 +105,12 @@ def _steps(root: Path, only: set[str] | None) -> list[str]:
                   and (only is None or p.name in only))
 
 
-def headline_rows(root: Path = REPORTS_DIR, only: set[str] | None = None) -> list[tuple[str, str, str]]:
-    """(what, value, source folder) for the figures a reader looks for first; steps that have
-    not run (or are not in ``only``) are left out."""
-    rows = []
-    present = _steps(root, only)
-    ev, q, ex, c, sy = (_load(root, k) if k in present else {} for k in ("eval", "quantize", "exits", "cost", "synth"))
-    if ev:
-        rows.append(("FP32 top-1", _pct(ev.get("top1")), "eval"))
-    if q:
-        rows.append(("INT8 (integer-only) top-1", _pct(q.get("top1_int8")), "quantize"))
-    if ex:
-        rows.append(("LRA-EE top-1 / FLOPs saving", f"{_pct(ex.get('top1_lraee'))} / {_pct(ex.get('flops_saving'))}",
-                     "exits"))
-    if c:
-        seed = f" (seed {c.get('seed')})" if "seed" in c else ""
-        rows.append((f"cycles per image, full depth -> early exit{seed}",
-                     f"{c['cycles_full']:,.0f} -> {c['cycles_exit']:,.0f} ({_pct(c['cycle_saving'])} saved)", "cost"))
-        rows.append((f"energy per image, full depth -> early exit{seed}",
-                     f"{c['energy_full_pj'] / 1e6:,.1f} -> {c['energy_exit_pj'] / 1e6:,.1f} uJ "
-                     f"({_pct(c['energy_saving'])} saved)", "cost"))
-        rows.append((f"latency at {c['clock_mhz']:g} MHz / throughput (batch)",
-                     f"{c['latency_us']:,.0f} us / {c['throughput_ips']:,.0f} img/s", "cost"))
-    if sy:
-        rows.append((f"ECP5 {sy.get('device')}: largest layer engine",
-                     f"{sy['rows']}x{sy['cols']}, {sy['luts']:,} LUT4, {sy['dsps']} DSP, {sy['brams']} BRAM, "
-                     f"Fmax {sy['fmax_mhz']} MHz", "synth"))
-    for step in [n for n in present if n.startswith(("verify-", "hls"))]:
-        s = _load(root, step)
-        if "matched" in s and "total" in s:
-            extra = ""
-            if "cycles_measured" in s and "cycles_predicted" in s:
-                extra = f"; cycles {s['cycles_measured']:,} measured, {s['cycles_predicted']:,} predicted"
-            rows.append((f"{step}: bit-exact", f"{s['matched']:,}/{s['total']:,}{extra}", step))
-    return rows
-
-
 def write_index(root: Path = REPORTS_DIR, only: set[str] | None = None, title: str | None = None
                 ) -> list[tuple[str, str, str]]:
     """reports/index.md: the headline table, the plots, and one line per step (of ``only``, when
     given: the steps a run wrote). Returns the table."""
-    rows = headline_rows(root, only)
-    lines = ["# qexit reports" + (f": {title}" if title else ""), "", "| | value | report |", "|---|---|---|"]
-    lines += [f"| {what} | {value} | [{src}]({src}/README.md) |" for what, value, src in rows]
-    lines.append("")
-    for step, png, caption in PLOTS:
-        if (root / step / png).exists() and (only is None or step in only):
-            lines += [f"## {caption}", "", f"![{caption}]({step}/{png})", ""]
-    lines += ["## Every step", ""]
-    for d in (root / n for n in _steps(root, only)):
-        f = d / "summary.json"
-        if not f.exists():
-            continue
-        s = json.loads(f.read_text())
-        flat = {k: v for k, v in s.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
-        keys = [k for k in HEADLINES.get(d.name, []) if k in flat] or list(flat)[:8]
-        head = ", ".join(f"{k}={flat[k]:.4g}" if isinstance(flat[k], float) else f"{k}={flat[k]}" for k in keys)
-        lines.append(f"- [{d.name}]({d.name}/README.md): {head}")
-    (root / "index.md").write_text("\n".join(lines) + "\n")
-    return rows
-
-
-def table_text(rows: list[tuple[str, str, str]]) -> str:
-    w = max((len(r[0]) for r in rows), default=0)
-    return "\n".join(f"{what:<{w}}  {value}" for what, value, _ in rows)
+    summaries = {step: _load(root, step) for step in _steps(root, only)}
+    plots = [(step, png, caption) for step, png, caption in render.PLOTS
+             if step in summaries and (root / step / png).exists()]
+    (root / "index.md").write_text(render.index(summaries, plots, title))
+    return render.headline_rows(summaries)

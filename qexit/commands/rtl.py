@@ -11,8 +11,9 @@ from pathlib import Path
 
 from hw.rtl import gemm
 from hw.cost import schedule
-from qexit.commands.common import positive
-from qexit.reports import markdown_table, report_dir, write_summary
+from qexit.commands.common import add_machine_args, machine_from_args, positive
+from qexit.render import rtl as render
+from qexit.reports import report_dir, write_summary
 
 HELP = "generate Verilog: `rtl gemm` writes the systolic INT8 GEMM engine"
 
@@ -33,8 +34,7 @@ def add_buffer_args(p) -> None:
 def add_arguments(p):
     sub = p.add_subparsers(dest="block", metavar="<block>", required=True)
     g = sub.add_parser("gemm", help="the systolic INT8 GEMM engine", description=__doc__)
-    g.add_argument("--rows", type=int, default=16, help="array rows R (K per tile)")
-    g.add_argument("--cols", type=int, default=16, help="array columns C (N per tile)")
+    add_machine_args(g, rows=16, square=False, options=("rows", "cols"))     # R: K per tile, C: N per tile
     add_buffer_args(g)
     g.add_argument("--out", type=Path, default=None, help="also write the Verilog here")
     g.set_defaults(_block=run_gemm)
@@ -45,7 +45,8 @@ def run(args) -> int:
 
 
 def run_gemm(args) -> int:
-    cfg = gemm.GemmConfig(args.rows, args.cols, max_m=args.max_m, max_k=args.max_k, max_n=args.max_n,
+    machine = machine_from_args(args)
+    cfg = gemm.GemmConfig(machine.rows, machine.cols, max_m=args.max_m, max_k=args.max_k, max_n=args.max_n,
                           max_raw_n=args.max_raw_n, max_bias_n=args.max_bias_n)
     text = gemm.to_verilog(cfg)
     name = f"gemm_{cfg.rows}x{cfg.cols}.v"
@@ -62,14 +63,7 @@ def run_gemm(args) -> int:
     with report_dir("rtl-gemm") as folder:
         (folder / name).write_text(text)
         write_summary(folder, summary)
-        rows = [[k, d, w, d * w // 8192] for k, (d, w) in buffers.items()]
-        (folder / "README.md").write_text(
-            f"# RTL: INT8 GEMM engine {cfg.rows}x{cfg.cols}\n\n"
-            f"`{name}`, top module `{cfg.name}` ({summary['verilog_lines']} lines): "
-            f"{cfg.rows * cfg.cols} int8 MACs, buffers for up to "
-            f"{cfg.max_m}x{cfg.max_k}x{cfg.max_n} (MxKxN).\n\n"
-            + markdown_table(["buffer", "words", "bits/word", "KiB"], rows) + "\n\n"
-            "Dataflow, schedule and host protocol: see `hw/cost/schedule.py` and `hw/rtl/gemm.py`.\n")
+        (folder / "README.md").write_text(render.gemm_readme(summary))
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text)

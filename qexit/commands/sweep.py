@@ -22,11 +22,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from hw.cost import read_exits
+from hw.cost import Machine, read_exits
 from model.errors import QexitError
-from qexit.commands.common import add_exit_path_args
+from qexit.commands.common import add_exit_path_args, add_machine_args, machine_from_args
 from qexit.commands.cost import EXITS_DEFAULT, SYNTH_DEFAULT
-from qexit.reports import REPORTS_DIR, markdown_table, report_dir, write_summary
+from qexit.render import sweep as render
+from qexit.reports import REPORTS_DIR, report_dir, write_summary
 from sim.dist import check_workers, confirm, map_tasks
 from studies import sweep
 
@@ -51,7 +52,7 @@ def add_arguments(p):
                    help="weight stream bandwidths, bytes/cycle")
     p.add_argument("--budgets", default="all",
                    help="'all' (every LCT budget of the exits' sweep), or comma-separated budgets")
-    p.add_argument("--latency", type=int, default=20, help="weight stream first-word latency, cycles")
+    add_machine_args(p, options=("latency",))        # the grid's machines share the stream's latency
     p.add_argument("--grid", type=Path, default=None,
                    help="a TOML file with arrays, bandwidths, budgets and latency (overrides those flags)")
     p.add_argument("--synth", type=Path, default=SYNTH_DEFAULT, help="`qexit synth`'s summary.json, for the clocks")
@@ -65,8 +66,6 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-
-
     t0 = time.time()
     check_workers(args.workers)
     if args.confirm < 0:
@@ -75,7 +74,7 @@ def run(args) -> int:
         grid = sweep.load_grid(args.grid)
     else:
         budgets = "all" if args.budgets.strip() == "all" else tuple(float(b) for b in args.budgets.split(",") if b.strip())
-        grid = sweep.Grid(args.arrays, args.bandwidths, budgets, args.latency)
+        grid = sweep.Grid(args.arrays, args.bandwidths, budgets, machine_from_args(args).latency)
     exits = read_exits(args.exits)
     for f in (args.intmodel, args.exit_path):
         if not Path(f).is_file():
@@ -102,9 +101,9 @@ def run(args) -> int:
     wall = time.time() - t0                                            # the pricing; the RTL confirmation is apart
     confirmed = []
     if args.confirm:
-        machines = list(dict.fromkeys((p["rows"], p["bandwidth"]) for p in front))
+        machines = list(dict.fromkeys(Machine(p["rows"], p["bandwidth"], grid.latency) for p in front))
         print(f"RTL confirmation: {args.confirm} test image(s) on each of {len(machines)} front machine(s)", flush=True)
-        confirmed = confirm(str(args.intmodel), str(args.exit_path), machines, args.confirm, grid.latency,
+        confirmed = confirm(str(args.intmodel), str(args.exit_path), machines, args.confirm,
                             args.workers, args.cluster, Path(args.out) / ".sweep-confirm", not args.quiet)
     summary = {"points": len(good), "machines": len(tasks), "failed_machines": [p for p in points if "error" in p],
                "front": front, "grid": {"arrays": list(grid.arrays), "bandwidths": list(grid.bandwidths),
@@ -122,36 +121,10 @@ def run(args) -> int:
             w.writeheader()
             w.writerows(good)
         write_summary(folder, summary)
-        sweep.plot(good, front, folder / "pareto.png")
-        rows = [[f"{p['rows']}x{p['cols']}", f"{p['bandwidth']:g}", f"{p['clock_mhz']:g}", str(p["budget"]),
-                 f"{100 * p['top1']:.2f}%", f"{p['latency_us'] / 1e3:,.2f}", f"{p['energy_uj']:,.1f}"]
-                for p in sorted(front, key=lambda p: p["energy_uj"])]
-        (folder / "README.md").write_text(
-            f"# qexit sweep: {len(good)} design points, {len(front)} on the Pareto front\n\n"
-            + __doc__.split("\n\n")[1].replace("\n", " ") + "\n\n"
-            + f"Grid: arrays {list(grid.arrays)}, bandwidths {list(grid.bandwidths)} B/cycle, budgets "
-            + f"{grid.budgets}, stream latency {grid.latency} cycles; seed {args.seed} of `{args.exits}`. "
-            + f"{len(tasks)} machines in {wall:.1f} s on {args.cluster or args.workers} worker(s).\n\n"
-            + "![sweep](pareto.png)\n\n## The Pareto front (energy, latency, top-1)\n\n"
-            + markdown_table(["array", "B/cycle", "MHz", "budget", "top-1", "latency (ms)", "energy (uJ)"], rows)
-            + "\n\nEvery point is in `points.csv`.\n" + confirm_text(confirmed))
+        render.plot(good, front, folder / "pareto.png")
+        (folder / "README.md").write_text(render.readme(summary))
     print(f"{len(good)} points from {len(tasks)} machines in {wall:.1f} s; Pareto front: {len(front)} points "
           f"-> {Path(args.out) / 'sweep'}")
-    for c in confirmed:
-        print(f"  RTL {c['rows']}x{c['cols']} at {c['bandwidth']:g} B/cycle: {c['matched']}/{c['images']} images, "
-              f"{c['decisions_matched']}/{c['decisions']} decisions, cycles {c['cycles_measured']:,} measured, "
-              f"{c['cycles_predicted']:,} predicted ({'equal' if c['cycles_equal'] else 'DIFFERENT'})")
+    if confirmed:
+        print(render.confirmations_text(confirmed))
     return 0 if all(c["passed"] for c in confirmed) else 1
-
-
-def confirm_text(confirmed: list[dict]) -> str:
-    if not confirmed:
-        return ""
-    rows = [[f"{c['rows']}x{c['cols']}", f"{c['bandwidth']:g}", f"{c['matched']}/{c['images']}",
-             f"{c['decisions_matched']}/{c['decisions']}", f"{c['cycles_measured']:,}", f"{c['cycles_predicted']:,}",
-             "yes" if c["cycles_equal"] else "**no**", f"{c['wall_s']:.0f}"] for c in confirmed]
-    return ("\n## RTL confirmation of the front's machines\n\nThe first test images through the early-exit RTL on "
-            "each machine, checked as `qexit verify run` checks them: exit layer and class, every decision word, "
-            "and each image's cycles against the cost model that priced the sweep.\n\n"
-            + markdown_table(["array", "B/cycle", "images matched", "decisions", "cycles measured", "cycles predicted",
-                              "equal", "seconds"], rows) + "\n")

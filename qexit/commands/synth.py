@@ -21,7 +21,8 @@ from hw.tools import synth
 from model.errors import QexitError
 from model.quantize import load_intmodel
 from qexit.commands.common import add_exit_path_args, positive
-from qexit.reports import REPORTS_DIR, markdown_table, report_dir, write_summary
+from qexit.render import synth as render
+from qexit.reports import REPORTS_DIR, report_dir, write_summary
 
 HELP = "LUT, DSP, FF, BRAM and Fmax of the layer engine, GEMM engine, comparator and head on an ECP5 LFE5U-85F"
 
@@ -49,7 +50,6 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-
     t0 = time.time()
     if not args.freq_mhz > 0:
         raise QexitError(f"--freq-mhz {args.freq_mhz} must be > 0")
@@ -76,26 +76,7 @@ def run(args) -> int:
                "out_of_context": True, "intmodel": str(args.intmodel), "seconds": round(time.time() - t0, 1)}
     with report_dir("synth", args.out) as folder:
         write_summary(folder, summary)
-        (folder / "README.md").write_text(readme(summary))
+        (folder / "README.md").write_text(render.readme(summary))
     print(f"largest layer engine that fits: {lanes}x{lanes}, {best.luts:,} LUT4, {best.dsps} DSP, "
           f"{best.brams} BRAM, Fmax {best.fmax_mhz} MHz (target {args.freq_mhz})")
     return 0
-
-
-def readme(s: dict) -> str:
-    table = [[d["design"], d["top"], f"{d['luts']:,}", f"{d['ffs']:,}", d["dsps"], d["brams"],
-              d["fmax_mhz"] if d["fmax_mhz"] else "-", "yes" if d["fits"] else f"no: {d['error']}",
-              f"{d['yosys_seconds'] + d['nextpnr_seconds']:.0f}"] for d in s["designs"]]
-    av = s["available"]
-    return (f"# Synthesis on an ECP5 {s['device']}\n\n"
-            f"yosys `synth_ecp5` and nextpnr-ecp5 (YoWASP builds), target {s['target_mhz']} MHz, out of context "
-            f"(no IO buffers; the figures leave the IO out). The device has {av.get('luts', 0):,} LUT4, "
-            f"{av.get('ffs', 0):,} FF, {av.get('dsps', 0)} MULT18X18D and {av.get('brams', 0)} DP16KD.\n\n"
-            f"**The largest layer engine that fits: {s['rows']}x{s['cols']}**, {s['luts']:,} LUT4, {s['ffs']:,} FF, "
-            f"{s['dsps']} DSP, {s['brams']} BRAM, Fmax {s['fmax_mhz']} MHz "
-            f"({'meets' if s['meets_target'] else 'misses'} the {s['target_mhz']} MHz target).\n\n"
-            + markdown_table(["design", "top", "LUT4", "FF", "DSP", "BRAM", "Fmax (MHz)", "fits", "tool s"], table)
-            + "\n\n## Critical paths (nextpnr: where the slowest path starts and ends)\n\n"
-            + "\n".join(f"- {d['design']}: " + "; ".join(f"`{c}`" for c in d["critical_path"])
-                        for d in s["designs"] if d.get("critical_path"))
-            + "\n")

@@ -1,4 +1,5 @@
-"""The exits step's report: README.md text and the PNG plots (matplotlib, Agg backend).
+"""The exits step's report: README.md text, the Rescue verdicts and the PNG plots (matplotlib,
+Agg backend).
 
 ``results``, ``noise`` and the summary ``s`` are those of ``model.exits.summary.build_summary``.
 """
@@ -11,8 +12,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from model.exits.evaluate import mean_std
-from model.exits.summary import layer_fractions, rescue_verdict
+from model.exits.summary import layer_fractions
 from qexit.render.markdown import markdown_table
+
+matplotlib.use("Agg")
 
 MODE_NAMES = {"fp32": "FP32", "dynamic": "dynamic INT8 (quantize_dynamic)", "int8": "integer-only INT8 (golden)"}
 
@@ -23,8 +26,6 @@ def _pct(ms: tuple[float, float], nseeds: int) -> str:
 
 def plot_all(out: Path, cfg, modes, results, noise, top1_fp32) -> None:
     """exit_distribution.png, pareto.png, cls_vs_ssa.png and (quantized modes) noise.png in ``out``."""
-    matplotlib.use("Agg")
-
     layers = np.arange(1, cfg.depth + 1)
     # exit distribution
     fig, ax = plt.subplots(figsize=(7, 3.5))
@@ -98,6 +99,23 @@ def _draw_noise(ax, cfg, m, runs, noise, top1_fp32):
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
     ax.legend(h1 + h2, l1 + l2, fontsize=8)
+
+
+def rescue_verdict(m: str, s: dict, noise: dict) -> str:
+    """One sentence on whether a Rescue Effect appears in mode ``m``, and how much of it is quantization's."""
+    r, lo, net = 100 * s[f"rescue_{m}"], 100 * s[f"loss_{m}"], 100 * s[f"net_rescue_{m}"]
+    text = (f"rescue {r:.2f}% > loss {lo:.2f}%: a Rescue Effect appears (net {net:+.2f}%p)" if r > lo else
+            f"rescue {r:.2f}% ≤ loss {lo:.2f}%: no Rescue Effect (net {net:+.2f}%p)")
+    if m == "fp32":
+        return text + "; this is the no-quantization control."
+    nsr = noise["nsr"]
+    text += (f". Quantization errors (full depth wrong, FP32 right): {100 * s[f'quantization_errors_{m}']:.2f}% of "
+             f"images, of which the exits rescue {100 * s[f'rescue_of_quantization_errors_{m}']:.2f}%")
+    if f"net_rescue_beyond_fp32_{m}" in s:
+        text += (f"; the FP32 control's net rescue is {net - 100 * s[f'net_rescue_beyond_fp32_{m}']:+.2f}%p, so "
+                 f"{100 * s[f'net_rescue_beyond_fp32_{m}']:+.2f}%p is attributable to quantization")
+    return text + (f". NSR on the gating split: {nsr[0]:.3g} after block 1, max {max(nsr):.3g} "
+                   f"(block {int(np.argmax(nsr)) + 1}).")
 
 
 def readme(cfg, modes, results, noise, top1_fp32, xcfg, s, train_images: int, gate_split: str, grid: str) -> str:

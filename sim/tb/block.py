@@ -16,6 +16,8 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge, Timer
 from cocotb.utils import get_sim_time
 
+from sim.tb.streams import load
+
 CLOCK_NS = 10
 
 
@@ -35,22 +37,6 @@ class Layer:
         d.rst.value = 0
         await self.edge
 
-    async def load(self, name: str, words: list[int]):
-        """One word per cycle; the port is ready whenever the engine is idle."""
-        if not words:
-            return
-        valid = getattr(self.dut, f"{name}__valid")
-        payload = getattr(self.dut, f"{name}__payload")
-        await ReadOnly()
-        assert int(getattr(self.dut, f"{name}__ready").value), f"{name} is not ready (engine busy)"
-        await self.edge
-        edge = self.edge
-        for word in words:
-            payload.value = word
-            valid.value = 1
-            await edge
-        valid.value = 0
-
     async def run(self, ports: dict[str, int]) -> dict:
         d = self.dut
         for name, value in ports.items():
@@ -69,10 +55,10 @@ class Layer:
     async def segment(self, job: dict) -> dict:
         """Load a segment job (program, weight and parameter streams, scratchpad words) while
         the engine is idle, then start it and wait for ``done``."""
-        await self.load("prog_in", job["program"])
-        await self.load("w_load", job["weights"])
-        await self.load("q_load", job["params"])
-        await self.load("s_in", [addr | (word << self.addr_bits) for addr, word in job["scratch"]])
+        await load(self.dut, "prog_in", job["program"])
+        await load(self.dut, "w_load", job["weights"])
+        await load(self.dut, "q_load", job["params"])
+        await load(self.dut, "s_in", [addr | (word << self.addr_bits) for addr, word in job["scratch"]])
         return await self.run(job["ports"])
 
     async def trace(self) -> list[int]:

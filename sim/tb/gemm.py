@@ -32,7 +32,7 @@ from cocotb.utils import get_sim_time
 from hw.cost import schedule
 from sim import harness
 from sim import packing as host
-from sim.tb.units import drain
+from sim.tb.streams import drain, load
 
 CLOCK_NS = 10
 LOAD_GAP = 0.3             # back-pressure cases: chance of an idle beat before each load word
@@ -63,25 +63,9 @@ class Engine:
         await self.edge
 
     async def load(self, name: str, words: list[int], rng: random.Random | None = None):
-        """One word per cycle into stream ``name``; ``rng`` inserts gaps (probability LOAD_GAP).
-
-        ``ready`` equals the engine being idle, which only ``start`` or a reset changes, so it
-        is checked once rather than on every beat (that keeps Python off the per-beat path).
-        """
-        valid = getattr(self.dut, f"{name}__valid")
-        payload = getattr(self.dut, f"{name}__payload")
-        await ReadOnly()
-        assert int(getattr(self.dut, f"{name}__ready").value), f"{name} is not ready (engine busy)"
-        await self.edge
-        edge = self.edge
-        for word in words:
-            if rng is not None and rng.random() < LOAD_GAP:
-                valid.value = 0
-                await edge
-            payload.value = word
-            valid.value = 1
-            await edge
-        valid.value = 0
+        """One word per cycle into stream ``name`` (``sim.tb.streams.load``); ``rng`` inserts
+        gaps (probability LOAD_GAP)."""
+        await load(self.dut, name, words, rng, LOAD_GAP)
 
     async def start(self, m: int, k: int, n: int, ports: dict[str, int]):
         d = self.dut

@@ -15,17 +15,9 @@ import torch
 from cocotb.triggers import ReadOnly, RisingEdge
 
 from sim.tb.block import Layer
+from sim.tb.streams import load
 
 DECISION_LIMIT = 100_000        # cycles to wait for a decision before giving up
-
-
-async def load_thresholds(dut, words: list[int]):
-    edge = RisingEdge(dut.clk)
-    for w in words:
-        dut.th_in__payload.value = w
-        dut.th_in__valid.value = 1
-        await edge
-    dut.th_in__valid.value = 0
 
 
 async def wait_decision(dut) -> dict:
@@ -54,7 +46,7 @@ async def run(dut):
     await layer.start_clock()
     spec = torch.load(os.environ["QEXIT_TB_CASES"], weights_only=False)
     dut.layers.value = spec["layers"]
-    await load_thresholds(dut, spec["thresholds"])
+    await load(dut, "th_in", spec["thresholds"], ready=False)
     results = []
     for image in spec["images"]:
         out = {"segments": [], "decisions": [], "trace": []}

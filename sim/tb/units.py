@@ -20,8 +20,9 @@ import torch
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 
+from sim.tb.streams import drain, load
+
 CLOCK_NS = 10
-TIMEOUT_CYCLES = 20000      # no output beat for this long is a failure
 
 
 class EdgeCount:
@@ -57,32 +58,6 @@ async def _feed(dut, beats: list[int], rng: random.Random | None, clock: EdgeCou
     dut.inp__valid.value = 0
 
 
-async def drain(dut, count: int, rng: random.Random | None = None, ready_prob: float = 0.6,
-                port: str = "out", clock: EdgeCount | None = None, stamps: dict | None = None) -> list[int]:
-    """``count`` beats from the stream ``port``; with ``rng``, ``ready`` is high with probability
-    ``ready_prob`` in each cycle; ``stamps["last"]`` = the edge that took the last beat. Shared by
-    every testbench that reads an output stream."""
-    edge = RisingEdge(dut.clk)
-    ready_sig, valid_sig = getattr(dut, f"{port}__ready"), getattr(dut, f"{port}__valid")
-    payload = getattr(dut, f"{port}__payload")
-    words, idle = [], 0
-    while len(words) < count:
-        ready = 1 if rng is None or rng.random() < ready_prob else 0
-        ready_sig.value = ready
-        await ReadOnly()
-        if ready and int(valid_sig.value):
-            words.append(int(payload.value))
-            idle = 0
-            if stamps is not None and len(words) == count:
-                stamps["last"] = clock.now + 1
-        else:
-            idle += 1
-            assert idle < TIMEOUT_CYCLES, f"{port} stream stalled after {len(words)}/{count} beats"
-        await edge
-    ready_sig.value = 0
-    return words
-
-
 @cocotb.test()
 async def unit_cases(dut):
     Clock(dut.clk, CLOCK_NS, unit="ns").start()
@@ -99,11 +74,7 @@ async def unit_cases(dut):
             getattr(dut, name).value = value
         await RisingEdge(dut.clk)
         for port, words in case.get("loads", {}).items():      # e.g. per-channel parameters
-            for word in words:
-                getattr(dut, f"{port}__payload").value = word
-                getattr(dut, f"{port}__valid").value = 1
-                await RisingEdge(dut.clk)
-            getattr(dut, f"{port}__valid").value = 0
+            await load(dut, port, words, ready=False)
         rng = random.Random(case["seed"]) if case.get("stall") else None
         stamps: dict = {}
         feeder = cocotb.start_soon(_feed(dut, case["beats"], rng, clock, stamps))

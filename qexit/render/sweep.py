@@ -1,0 +1,80 @@
+"""The sweep step's report: pareto.png and README.md, from ``studies.sweep``'s points and front
+and the command's summary."""
+from __future__ import annotations
+
+import matplotlib
+import matplotlib.pyplot as plt
+
+from qexit.render.markdown import markdown_table
+
+matplotlib.use("Agg")
+
+ABOUT = ("Each machine of the grid (an L x L layer engine with an L x L-MAC exit head, weights streamed "
+         "at B bytes/cycle after the stream latency, clocked at its synthesized Fmax where `qexit synth` "
+         "has one, else 100 MHz) is priced at every exit budget: the operating point the exit path "
+         "holds, every LCT budget of `qexit exits`'s Pareto sweep, and full depth. Cycles, latency and "
+         "energy are the cost model's (`hw/cost/`), per image in latency mode; top-1 is what the exits step "
+         "measured for that routing.")
+
+
+def plot(points: list[dict], front: list[dict], path) -> None:
+    """Energy per image against latency, every point coloured by top-1; the front circled."""
+    pts = [p for p in points if "error" not in p and p.get("top1") is not None]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    sc = ax.scatter([p["latency_us"] / 1e3 for p in pts], [p["energy_uj"] for p in pts],
+                    c=[100 * p["top1"] for p in pts], cmap="viridis", s=18)
+    ax.scatter([p["latency_us"] / 1e3 for p in front], [p["energy_uj"] for p in front], facecolors="none",
+               edgecolors="r", s=70, label=f"Pareto front ({len(front)})")
+    for a in sorted({p["rows"] for p in pts}):
+        sub = [p for p in pts if p["rows"] == a and p["budget"] == "full depth"]
+        for p in sub[:1]:
+            ax.annotate(f"{a}x{a}", (p["latency_us"] / 1e3, p["energy_uj"]), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("latency per image (ms)")
+    ax.set_ylabel("energy per image (uJ)")
+    fig.colorbar(sc, label="top-1 (%)")
+    ax.legend(loc="upper right", fontsize=8)
+    ax.set_title("qexit sweep: array x bandwidth x exit budget")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def readme(s: dict) -> str:
+    """README.md of reports/sweep/ from the summary the command writes."""
+    g, front = s["grid"], s["front"]
+    rows = [[f"{p['rows']}x{p['cols']}", f"{p['bandwidth']:g}", f"{p['clock_mhz']:g}", str(p["budget"]),
+             f"{100 * p['top1']:.2f}%", f"{p['latency_us'] / 1e3:,.2f}", f"{p['energy_uj']:,.1f}"]
+            for p in sorted(front, key=lambda p: p["energy_uj"])]
+    budgets = g["budgets"] if g["budgets"] == "all" else tuple(g["budgets"])
+    return (f"# qexit sweep: {s['points']} design points, {len(front)} on the Pareto front\n\n"
+            + ABOUT + "\n\n"
+            + f"Grid: arrays {g['arrays']}, bandwidths {g['bandwidths']} B/cycle, budgets "
+            + f"{budgets}, stream latency {g['latency']} cycles; seed {s['seed']} of `{s['exits']}`. "
+            + f"{s['machines']} machines in {s['seconds']:.1f} s on {s['workers']} worker(s).\n\n"
+            + "![sweep](pareto.png)\n\n## The Pareto front (energy, latency, top-1)\n\n"
+            + markdown_table(["array", "B/cycle", "MHz", "budget", "top-1", "latency (ms)", "energy (uJ)"], rows)
+            + "\n\nEvery point is in `points.csv`.\n" + confirm_text(s["confirmations"]))
+
+
+def confirm_text(confirmed: list[dict]) -> str:
+    """The README's section on the RTL runs of the front's machines (empty without any)."""
+    if not confirmed:
+        return ""
+    rows = [[f"{c['rows']}x{c['cols']}", f"{c['bandwidth']:g}", f"{c['matched']}/{c['images']}",
+             f"{c['decisions_matched']}/{c['decisions']}", f"{c['cycles_measured']:,}", f"{c['cycles_predicted']:,}",
+             "yes" if c["cycles_equal"] else "**no**", f"{c['wall_s']:.0f}"] for c in confirmed]
+    return ("\n## RTL confirmation of the front's machines\n\nThe first test images through the early-exit RTL on "
+            "each machine, checked as `qexit verify run` checks them: exit layer and class, every decision word, "
+            "and each image's cycles against the cost model that priced the sweep.\n\n"
+            + markdown_table(["array", "B/cycle", "images matched", "decisions", "cycles measured", "cycles predicted",
+                              "equal", "seconds"], rows) + "\n")
+
+
+def confirmations_text(confirmed: list[dict]) -> str:
+    """The console lines on the RTL runs of the front's machines."""
+    return "\n".join(
+        f"  RTL {c['rows']}x{c['cols']} at {c['bandwidth']:g} B/cycle: {c['matched']}/{c['images']} images, "
+        f"{c['decisions_matched']}/{c['decisions']} decisions, cycles {c['cycles_measured']:,} measured, "
+        f"{c['cycles_predicted']:,} predicted ({'equal' if c['cycles_equal'] else 'DIFFERENT'})" for c in confirmed)
