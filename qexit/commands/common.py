@@ -156,15 +156,18 @@ def parse_assignment(text: str) -> list[tuple[int, int]]:
         raise QexitError(f"--assignment {text!r} must be W:A pairs, one per block, e.g. 8:8,8:8,6:6,4:4") from None
 
 
-def model_name(args) -> str:
-    """The model a report names: --model, or the checkpoint (relative to the working folder when inside it)."""
-    if args.model:
-        return args.model
-    path = Path(args.checkpoint).resolve()
+def report_path(path: Path | str) -> str:
+    """A file as a report names it: relative to the working folder when inside it."""
+    path = Path(path).resolve()
     try:
         return str(path.relative_to(Path.cwd()))
     except ValueError:
         return str(path)
+
+
+def model_name(args) -> str:
+    """The model a report names: --model, or the checkpoint (``report_path``)."""
+    return args.model or report_path(args.checkpoint)
 
 
 def positive(value: str) -> int:

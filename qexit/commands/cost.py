@@ -20,8 +20,10 @@ from hw.cost import tables
 from hw.rtl.dense import MacDense
 from model.exits import exit_path
 from model.quantize import load_intmodel
-from qexit.commands.common import (add_data_args, add_exit_path_args, add_head_args, add_machine_args, clock_from_args,
-                                   head_macs, load_model, machine_from_args, positive)
+from qexit.commands.common import (
+    add_data_args, add_exit_path_args, add_head_args, add_machine_args, clock_from_args, head_macs, load_model,
+    machine_from_args, positive, report_path
+)
 from qexit.render import cost as render
 from qexit.reports import REPORTS_DIR, report_dir, write_summary
 
@@ -77,7 +79,7 @@ def run(args) -> int:
     costs = cost.build(im, machine, table, dense, ep.head)
     s = cost.summary(costs, dist, args.batch, reported)
     s["pareto"] = cost.pareto(costs, routes)
-    s.update({"clock_source": clock_source, "seed": "mean" if args.seed is None else args.seed, "intmodel": str(args.intmodel),
+    s.update({"clock_source": clock_source, "seed": "mean" if args.seed is None else args.seed, "intmodel": report_path(args.intmodel),
               "exit_path": str(args.exit_path), "exits": str(args.exits), "head": {"dense": args.head, "macs": macs,
                        "decision_cycles": {str(k): p.cycles for k, p in costs.decision.items()},
                        **({"da4ml_latencies": {str(k): v for k, v in dense.items()}} if macs is None else {})},

@@ -19,7 +19,7 @@ import hls4ml
 
 from hw.tools import hls as head_hls
 from model.exits import exit_path
-from qexit.commands.common import add_exit_path_args, positive
+from qexit.commands.common import add_exit_path_args, positive, report_path
 from qexit.render import hls as render
 from qexit.reports import REPORTS_DIR, report_dir, write_summary
 from sim import head as sim_head
@@ -65,7 +65,7 @@ def run(args) -> int:
                    "convert_compile_csim_wall_seconds": round(build_wall, 1),
                    "csim_seconds": round(sum(c.csim_seconds for c in checks), 2),
                    "seconds_total": round(time.time() - t0, 1), "exit_path": str(args.exit_path),
-                   "intmodel": str(args.intmodel)}
+                   "intmodel": report_path(args.intmodel)}
         write_summary(folder, summary)
         (folder / "README.md").write_text(render.readme(summary, checks))
     return 0 if ok else 1

@@ -25,8 +25,9 @@ from hw.cost import tables
 from hw.rtl.dense import MacDense
 from model.errors import QexitError
 from model.quantize import check_widths
-from qexit.commands.common import (add_machine_args, add_model_args, load_model, load_split, machine_from_args,
-                                   model_name, parse_assignment, positive)
+from qexit.commands.common import (
+    add_machine_args, add_model_args, load_model, load_split, machine_from_args, model_name, parse_assignment, positive
+)
 from qexit.render import mixed as render
 from qexit.reports import REPORTS_DIR, report_dir, write_summary
 from studies import mixed

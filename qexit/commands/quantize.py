@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 
 from model import qirc
-from model.golden import FLOAT_KERNELS, Golden, run_batched
 from model.checkpoint import SHIPPED_WEIGHTS
+from model.golden import FLOAT_KERNELS, Golden, run_batched
 from model.quantize import check_widths, dynamic_int8, quantize, shipped_intmodel_digest
 from model.train import evaluate
 from qexit.commands.common import INTMODEL_OUT, add_model_args, load_model, load_split, parse_assignment, positive

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hw.rtl import gemm
 from hw.cost import schedule
+from hw.rtl import gemm
 from qexit.commands.common import add_machine_args, machine_from_args, positive
 from qexit.render import rtl as render
 from qexit.reports import report_dir, write_summary

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from hw.cost import Machine, read_exits
 from model.errors import QexitError
-from qexit.commands.common import add_exit_path_args, add_machine_args, machine_from_args
+from qexit.commands.common import add_exit_path_args, add_machine_args, machine_from_args, report_path
 from qexit.commands.cost import EXITS_DEFAULT, SYNTH_DEFAULT
 from qexit.render import sweep as render
 from qexit.reports import REPORTS_DIR, report_dir, write_summary
@@ -109,7 +109,7 @@ def run(args) -> int:
                "front": front, "grid": {"arrays": list(grid.arrays), "bandwidths": list(grid.bandwidths),
                                         "budgets": grid.budgets if grid.budgets == "all" else list(grid.budgets),
                                         "latency": grid.latency},
-               "seed": args.seed, "exits": str(args.exits), "intmodel": str(args.intmodel),
+               "seed": args.seed, "exits": str(args.exits), "intmodel": report_path(args.intmodel),
                "exit_path": str(args.exit_path), "clock_source": synth or "100 MHz target", "seconds": round(wall, 1),
                "seconds_confirm": round(time.time() - t0 - wall, 1),
                "workers": args.cluster or args.workers, "confirmations": confirmed, "all_points": good}

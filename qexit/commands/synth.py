@@ -20,7 +20,7 @@ from pathlib import Path
 from hw.tools import synth
 from model.errors import QexitError
 from model.quantize import load_intmodel
-from qexit.commands.common import add_exit_path_args, positive
+from qexit.commands.common import add_exit_path_args, positive, report_path
 from qexit.render import synth as render
 from qexit.reports import REPORTS_DIR, report_dir, write_summary
 
@@ -73,7 +73,7 @@ def run(args) -> int:
                "rows": lanes, "cols": lanes, "device": best.device, "target_mhz": args.freq_mhz,
                "meets_target": bool(best.fmax_mhz and best.fmax_mhz >= args.freq_mhz),
                "available": best.available, "designs": [dict(r.summary(), lanes=n) for r, n in rows],
-               "out_of_context": True, "intmodel": str(args.intmodel), "seconds": round(time.time() - t0, 1)}
+               "out_of_context": True, "intmodel": report_path(args.intmodel), "seconds": round(time.time() - t0, 1)}
     with report_dir("synth", args.out) as folder:
         write_summary(folder, summary)
         (folder / "README.md").write_text(render.readme(summary))

@@ -17,7 +17,7 @@ from __future__ import annotations
 from hw.rtl import head as hw_head
 from model.errors import QexitError
 from model.exits import exit_path
-from qexit.commands.common import add_exit_path_args, add_head_args, head_macs, positive
+from qexit.commands.common import add_exit_path_args, add_head_args, head_macs, positive, report_path
 from qexit.commands.verify.shared import add_simulator, exit_layers, write_report
 from qexit.reports import report_dir
 from sim import head as sim_head, simulator as runner
@@ -76,7 +76,7 @@ def run(args) -> int:
         summary = {"matched": matched, "total": total, "mismatches": total - matched, "passed": ok,
                    "token_sets": n * len(chosen), "images": n, "latency_cycles": max(c.latency_cycles for c in checks),
                    "lanes": args.lanes, "layers": [{**c.summary(), "per_image": c.records} for c in checks],
-                   "exit_path": str(args.exit_path), "intmodel": str(args.intmodel)}
+                   "exit_path": str(args.exit_path), "intmodel": report_path(args.intmodel)}
         rows = [[c.layer, c.sets, f"{c.matched}/{c.total}", c.latency_cycles, measured(c), f"{c.dense_seconds:.0f}",
                  f"{c.build_seconds:.0f}", f"{c.sim_seconds:.0f}"] for c in checks]
         dense = ("as da4ml constant-matrix adder graphs" if args.head == "da4ml"

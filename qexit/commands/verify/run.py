@@ -20,7 +20,7 @@ import torch
 
 from model.data import load_fashion_mnist
 from model.exits import exit_path
-from qexit.commands.common import add_exit_path_args, add_head_args, head_macs, positive
+from qexit.commands.common import add_exit_path_args, add_head_args, head_macs, positive, report_path
 from qexit.commands.verify.shared import (
     add_machine, add_simulator, exit_layers, machine, prose, stream_text, write_report
 )
@@ -84,7 +84,7 @@ def run(args) -> int:
     with report_dir("verify-run") as folder:
         summary = {**s, "timing": t, "seed": args.seed, "rows": m.rows, "cols": m.cols, "bandwidth": m.bandwidth,
                    "latency": m.latency, "head": args.head, "head_macs": macs, "shard_size": args.shard_size,
-                   "exit_path": str(args.exit_path), "intmodel": str(args.intmodel)}
+                   "exit_path": str(args.exit_path), "intmodel": report_path(args.intmodel)}
         rows = [[r["image"], r["exit_layer"], r["expected_layer"], r["class"], r["expected_class"],
                  r["cycles_measured"], r["cycles_predicted"]] for r in res.records]
         heads = (f"one MAC exit head with {macs} multipliers for every candidate" if macs
