@@ -7,13 +7,15 @@ one task, ``machine_points``: ``hw.cost.build`` once, then every exit budget pri
 ``hw.cost.expected``. The budgets are every LCT budget of the exits step's Pareto sweep (its
 routing per budget), the operating point the exit path holds, and full depth (no exits). A
 point's top-1 is what the exits step measured for that routing; cycles, latency and energy are
-the cost model's, per image in latency mode. The Pareto front keeps the points that no other
-point beats on energy, latency and top-1 at once. The tasks run on ``sim.dist.map_tasks``
-(here, or on Dask).
+the cost model's, per image in latency mode, energy under the default table (Horowitz's 45 nm
+ASIC figures; ``energy_table`` describes it), with ``dram_share`` the share of it that is DRAM.
+The Pareto front keeps the points that no other point beats on energy, latency and top-1 at
+once. The tasks run on ``sim.dist.map_tasks`` (here, or on Dask).
 """
 from __future__ import annotations
 
 import tomllib
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,6 +94,11 @@ def routes(exits: dict, seed: int, depth: int, budgets) -> list[dict]:
 _LOADED: dict = {}
 
 
+def energy_table() -> dict:
+    """The energy table every point is priced under, as a report names it."""
+    return tables.load().describe()
+
+
 def machine_points(intmodel: str, exit_path: str, exits: dict, seed: int, lanes: int, bandwidth: float, latency: int,
                    synth_summary: str | None, budgets) -> list[dict]:
     """Every budget on one machine (module docstring)."""
@@ -109,17 +116,21 @@ def machine_points(intmodel: str, exit_path: str, exits: dict, seed: int, lanes:
         return [{"rows": lanes, "cols": lanes, "bandwidth": bandwidth, "error": str(err)}]
     full = costs.route_full()
     c_full, e_full = costs.cycles(full), costs.energy_pj(full)
+    full_cat = Counter()
+    for part in full:
+        full_cat.update(part.energy(costs.table, costs.mems))
     out = []
     for r in rs:
         if r["dist"] is None:
-            cyc, e = c_full, e_full
+            cyc, e, dram = c_full, e_full, cost.dram_share(full_cat)
         else:
             ex = cost.expected(costs, r["dist"])
             cyc, e = ex["cycles"], ex["energy_pj"]
+            dram = cost.dram_share(sum((row["energy"] for row in ex["parts"].values()), Counter()))
         out.append({"rows": lanes, "cols": lanes, "bandwidth": bandwidth, "latency_cycles": latency,
                     "clock_mhz": mhz, "budget": r["budget"], "top1": r["top1"], "cycles": cyc,
                     "latency_us": cyc / mhz, "energy_uj": e / 1e6, "cycle_saving": 1 - cyc / c_full,
-                    "energy_saving": 1 - e / e_full})
+                    "energy_saving": 1 - e / e_full, "dram_share": dram})
     return out
 
 

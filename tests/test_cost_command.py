@@ -4,6 +4,8 @@ import json
 
 import pytest
 
+from hw import cost
+from hw.cost import tables
 from model.errors import QexitError
 from qexit.commands import cost as cost_cmd
 from tests.test_hw_cost import exits_json
@@ -88,3 +90,43 @@ def test_bad_files_are_refused(files):
         cost_cmd.run(parse(*argv, "--exits", str(tmp / "none.json"), "--energy-table", str(tmp / "t.json")))
     with pytest.raises(QexitError, match="clock 0.0 MHz must be > 0"):
         cost_cmd.run(parse(*argv, "--clock-mhz", "0"))
+
+
+def test_energy_is_labelled_and_priced_under_both_tables(files, exit_path_files, capsys):
+    argv, tmp = files
+    assert cost_cmd.run(parse(*argv)) == 0
+    out = tmp / "rep" / "cost"
+    s = json.loads((out / "summary.json").read_text())
+    assert s["energy_table"]["name"] == "horowitz_45nm" and s["energy_table"]["kind"] == "45 nm ASIC"
+    assert "ISSCC 2014" in s["energy_table"]["source"]
+    assert s["energy_table_fpga"]["name"] == "fpga_ecp5_scaled" and "Kuon" in s["energy_table_fpga"]["source"]
+    # DRAM energy from the counts on its own: every weight and parameter byte the route streams, at
+    # the table's 64-bit DRAM read per 8 bytes; the same bytes under both tables
+    c = cost.build(exit_path_files[2], cost.Machine(), tables.load(), {})
+    dram_pj = 1950.0 / 8
+    full = sum(p.counts["dram_bytes"] for p in c.route_full()) * dram_pj
+    layers, fraction = s["distribution"]["layers"], s["distribution"]["fraction"]
+    exit_ = sum(f * sum(p.counts["dram_bytes"] for p in c.route(None if k == 4 else k, ())) for k, f in zip(layers, fraction)) * dram_pj
+    for suffix in ("", "_fpga"):
+        assert s[f"dram_share_full{suffix}"] == pytest.approx(full / s[f"energy_full_pj{suffix}"])
+        assert s[f"dram_share_exit{suffix}"] == pytest.approx(exit_ / s[f"energy_exit_pj{suffix}"])
+        assert 0 < s[f"dram_share_full{suffix}"] <= 1 and 0 < s[f"dram_share_exit{suffix}"] <= 1
+        assert 0 < s[f"energy_saving{suffix}"] < 1
+    # the FPGA table: on-chip energy x 14, DRAM the same
+    assert s["energy_full_pj_fpga"] == pytest.approx(14 * (s["energy_full_pj"] - full) + full)
+    assert s["energy_exit_pj_fpga"] == pytest.approx(14 * (s["energy_exit_pj"] - exit_) + exit_)
+    text = (out / "README.md").read_text()
+    console = capsys.readouterr().out
+    for words in ("energy per image (uJ, Horowitz 45 nm ASIC)", "energy per image (uJ, FPGA estimate",
+                  "of which DRAM (Horowitz 45 nm ASIC)", f"{100 * s['dram_share_full']:.1f}%"):
+        assert words in text and words in console, words
+    assert "DRAM share" in text and "Kuon" in text and "ISSCC 2014" in text
+
+
+def test_a_bad_energy_table_is_one_line(files):
+    argv, tmp = files
+    values = {**json.loads(tables.DEFAULT.read_text()), "kind": ""}
+    (tmp / "t.json").write_text(json.dumps(values))
+    with pytest.raises(QexitError, match="kind must be one line") as err:
+        cost_cmd.run(parse(*argv, "--energy-table", str(tmp / "t.json")))
+    assert "\n" not in str(err.value) and not (tmp / "rep" / "cost").exists()

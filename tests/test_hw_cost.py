@@ -196,3 +196,30 @@ def test_pareto_prices_every_budget(costs):
     full = costs.cycles(costs.route_full())
     assert pts[0]["cycle_saving"] == pytest.approx(1 - cost.expected(costs, dist)["cycles"] / full)
     assert pts[1]["cycle_saving"] == 0 and pts[1]["energy_saving"] == 0 and pts[1]["top1"] == 0.9
+
+
+def test_summary_prices_under_both_tables_with_dram_shares(costs, tmp_path):
+    dist = cost.Distribution((1, 3, 4), (0.3, 0.2, 0.5), (1, 3))
+    values = json.loads(tables.DEFAULT.read_text())
+    doubled = {k: (v * 2 if isinstance(v, (int, float)) else {s: e * 2 for s, e in v.items()} if isinstance(v, dict) else v)
+               for k, v in {**values, "kind": "twice", "name": "x2"}.items()}
+    (tmp_path / "x2.json").write_text(json.dumps(doubled))
+    s = cost.summary(costs, dist, 4, fpga=tables.load(tmp_path / "x2.json"))
+    assert s["energy_full_pj_fpga"] == pytest.approx(2 * s["energy_full_pj"])
+    assert s["energy_exit_pj_fpga"] == pytest.approx(2 * s["energy_exit_pj"])
+    assert s["energy_saving_fpga"] == pytest.approx(s["energy_saving"])
+    assert s["energy_table"]["kind"] == "45 nm ASIC" and s["energy_table_fpga"]["name"] == "x2"
+    # DRAM share from the counts: the weight and parameter bytes of the route, at 1950 pJ a 64-bit read
+    full_bytes = sum(p.counts["dram_bytes"] for p in costs.route_full())
+    exit_bytes = sum(f * sum(p.counts["dram_bytes"] for p in costs.route(None if k == 4 else k, (1, 3)))
+                     for k, f in zip(dist.layers, dist.fraction))
+    assert s["dram_share_full"] == pytest.approx(full_bytes * 1950 / 8 / s["energy_full_pj"])
+    assert s["dram_share_exit"] == pytest.approx(exit_bytes * 1950 / 8 / s["energy_exit_pj"])
+    assert 0 < s["dram_share_exit"] <= 1 and s["dram_share_full_fpga"] == pytest.approx(s["dram_share_full"])
+    # the shipped FPGA table by default: on-chip energy x 14, DRAM the same
+    d = cost.summary(costs, dist, 4)
+    dram_full = d["dram_share_full"] * d["energy_full_pj"]
+    assert d["energy_full_pj_fpga"] == pytest.approx(14 * (d["energy_full_pj"] - dram_full) + dram_full)
+    assert d["energy_by_category_full_pj_fpga"]["dram"] == pytest.approx(dram_full)
+    assert 0 < d["dram_share_full_fpga"] < d["dram_share_full"] <= 1
+    assert d["energy_table_fpga"]["name"] == "fpga_ecp5_scaled"

@@ -148,6 +148,13 @@ def test_mixed_command(tiny_trained, tmp_path, capsys):
         assert len(s["assignment"]) == 2 and (tmp_path / "mixed" / "intmodel.pt").is_file()
     for f in ("README.md", "frontier.png", "rescue.png"):
         assert (tmp_path / "mixed" / f).is_file()
+    assert s["energy_table"] == "horowitz_45nm" and s["energy_table_kind"] == "45 nm ASIC"
+    assert "ISSCC 2014" in s["energy_table_source"]
+    assert "energy scalable (µJ, Horowitz 45 nm ASIC)" in (tmp_path / "mixed" / "README.md").read_text()
+    if s["top1_mixed"] is not None:
+        c = json.loads((tmp_path / "mixed" / "chosen_cost.json").read_text())
+        assert c["energy_table"]["label"] == "Horowitz 45 nm ASIC" and c["energy_table_fpga"]["name"] == "fpga_ecp5_scaled"
+        assert 0 < c["dram_share_full"] <= 1 and c["energy_full_pj_fpga"] > c["energy_full_pj"]
     assert "mixed: " in capsys.readouterr().out
 
 

@@ -46,6 +46,13 @@ def test_every_point_is_the_cost_models(argv, tmp_path, exit_path_files):
     assert p["cycles"] == pytest.approx(cost.expected(c, dist)["cycles"])
     full = next(p for p in s["all_points"] if p["rows"] == 4 and p["bandwidth"] == 8.0 and p["budget"] == "full depth")
     assert full["cycles"] == c.cycles(c.route_full()) and full["energy_saving"] == 0
+    # energy is labelled with its table, and each point says how much of it is DRAM (from the counts)
+    assert s["energy_table"]["name"] == "horowitz_45nm" and s["energy_table"]["kind"] == "45 nm ASIC"
+    dram = sum(q.counts["dram_bytes"] for q in c.route_full()) * 1950 / 8
+    assert full["dram_share"] == pytest.approx(dram / (full["energy_uj"] * 1e6))
+    assert all(0 < q["dram_share"] <= 1 for q in s["all_points"]) and all(r["dram_share"] for r in rows)
+    text = (tmp_path / "r1" / "sweep" / "README.md").read_text()
+    assert "energy (uJ, Horowitz 45 nm ASIC)" in text and "DRAM share" in text and "ISSCC 2014" in text
     # the front: nothing in it is beaten on all three, and everything outside is
     front, ranked = s["front"], [p for p in s["all_points"] if p["top1"] is not None]
     key = lambda p: (p["energy_uj"], p["latency_us"], -p["top1"])

@@ -21,7 +21,7 @@ decisions at every candidate up to e; an image that never exits also pays the fi
 INT8 full depth is the same model with no exit path: no taps, no heads.
 
 **Energy** is operation and access counts times an energy table (``hw.cost.tables``; Horowitz,
-ISSCC 2014, 45 nm by default), per descriptor of the program:
+ISSCC 2014, 45 nm ASIC by default), per descriptor of the program:
 
 * a GEMM: m k n int8 MACs; the row unit's int32 adds (the bias, and the partial sums of every
   k tile after the first) and, unless the output stays int32, one int32 multiply per output
@@ -39,9 +39,12 @@ ISSCC 2014, 45 nm by default), per descriptor of the program:
   comparator's compares.
 
 SRAM accesses are priced by each memory's size (``memories``) and word width; a write costs
-what a read does (the table gives reads only). **Left out**: static (leakage) power, clock
-tree and control, and loading each segment's program (one word per descriptor) before its
-start, which ``timeline.predict`` does not count either.
+what a read does (the table gives reads only). The counts do not depend on the table, so
+``priced`` prices the same image under another one: ``summary`` shows the default table and,
+beside it, the FPGA estimate (``hw/cost/tables/fpga_ecp5_scaled.json``: on-chip entries x 14,
+DRAM unchanged), each with the share of its total that is DRAM. **Left out**: static
+(leakage) power, clock tree and control, and loading each segment's program (one word per
+descriptor) before its start, which ``timeline.predict`` does not count either.
 
 **Mixed precision**: an IntModel's per-block widths change nothing on the INT8
 engine (``Machine.scalable`` False): its PEs, buffers and DRAM words are 8-bit, so a 6- or
@@ -77,7 +80,8 @@ from tqdm import tqdm
 
 from hw import program
 from hw.cost import schedule, timeline
-from hw.cost.tables import EnergyTable
+from hw.cost.tables import FPGA, EnergyTable
+from hw.cost.tables import load as load_table
 from hw.rtl import comparator
 from hw.rtl.dense import ROW_CONST, MacDense, dense_latencies, head_dense
 from hw.rtl.head import head_cycles
@@ -577,15 +581,44 @@ def _latencies(head, k: int, layer: int) -> tuple:
     return dense_latencies(head_dense(head, k, layer))
 
 
-def summary(costs: Costs, dist: Distribution, batch: int, reported: dict | None = None) -> dict:
+def dram_share(by_category: dict) -> float:
+    """The share of an energy split by category (``energy``'s) that is DRAM."""
+    total = sum(by_category.values())
+    return by_category.get("dram", 0.0) / total if total > 0 else 0.0
+
+
+def priced(costs: Costs, dist: Distribution, table: EnergyTable, ex: dict | None = None) -> dict:
+    """Energy per image under ``table`` (the same counts as ``costs``): full depth (no exit
+    path) and early exit under ``dist``, the saving, each split by category and its DRAM share;
+    ``ex`` is ``expected(costs, dist)`` where ``costs`` already prices with ``table``."""
+    c = dataclasses.replace(costs, table=table)
+    full: Counter = Counter()
+    for p in c.route_full():
+        full.update(p.energy(table, c.mems))
+    ex = expected(c, dist) if ex is None or costs.table is not table else ex
+    exit_cat = {k: sum(r["energy"][k] for r in ex["parts"].values()) for k in full}
+    e_full = sum(full.values())
+    return {"energy_full_pj": e_full, "energy_exit_pj": ex["energy_pj"], "energy_saving": 1 - ex["energy_pj"] / e_full,
+            "dram_share_full": dram_share(full), "dram_share_exit": dram_share(exit_cat),
+            "energy_by_category_full_pj": dict(full), "energy_by_category_exit_pj": exit_cat}
+
+
+def summary(costs: Costs, dist: Distribution, batch: int, reported: dict | None = None,
+            fpga: EnergyTable | None = None) -> dict:
     """Everything ``qexit cost`` reports: full depth against early exit in cycles, energy,
     latency, throughput, MACs, BOPs and FLOPs, with the per-part breakdown; ``reported`` is what
-    ``load_distribution`` read beside the distribution (FLOPs, top-1)."""
+    ``load_distribution`` read beside the distribution (FLOPs, top-1). Energy is under
+    ``costs.table`` (the unsuffixed keys, ``energy_table`` naming it) and, beside it, under
+    ``fpga`` (default: ``hw/cost/tables/fpga_ecp5_scaled.json``; the keys ending ``_fpga``,
+    ``energy_table_fpga`` naming it); ``dram_share_*`` is the share of each total that is DRAM."""
     m = costs.machine
     full_parts = costs.route_full()
     cyc_full, e_full = costs.cycles(full_parts), costs.energy_pj(full_parts)
     macs_full = sum(p.macs for p in full_parts)
     ex = expected(costs, dist)
+    own = priced(costs, dist, costs.table, ex)
+    fpga = load_table(FPGA) if fpga is None else fpga
+    beside = priced(costs, dist, fpga)
     thr_full, thr_exit = throughput(costs, None, batch), throughput(costs, dist, batch)
     ath = atheena(costs, dist)
     us = 1 / m.clock_mhz
@@ -624,7 +657,10 @@ def summary(costs: Costs, dist: Distribution, batch: int, reported: dict | None 
         "cycles_by_kind_exit": dict(sum((Counter(r["kinds"]) for r in ex["parts"].values()), Counter())),
         "parts": [{"part": name, "reach": r["reach"], "cycles": r["cycles"], "energy_pj": r["energy_pj"],
                    "energy_pj_by_category": dict(r["energy"])} for name, r in ex["parts"].items()],
-        "energy_table": {"name": costs.table.name, "source": costs.table.source},
+        "energy_table": costs.table.describe(),
+        "dram_share_full": own["dram_share_full"], "dram_share_exit": own["dram_share_exit"],
+        **{f"{k}_fpga": v for k, v in beside.items()},
+        "energy_table_fpga": fpga.describe(),
     }
     if reported:
         out.update({"top1_exit": reported.get("top1"), "top1_full_depth": reported.get("top1_full_depth")})

@@ -5,8 +5,11 @@ layers, built as --head says, set its decision time) and `qexit exits`'s exit_di
 default seed 0, the routing the exit path carries; `--seed mean` for the mean over seeds), and
 writes reports/cost/: summary.json (cycles_full, cycles_exit, cycle_saving, energy_full_pj,
 energy_exit_pj, energy_saving, latency_us, throughput_ips, clock_mhz and the breakdowns), a
-README with the tables and cost.png. The model itself is hw/cost/; its docstring says what
-is counted and what is left out.
+README with the tables and cost.png. Energy is priced under --energy-table (default: Horowitz's
+45 nm ASIC table; energy_table names it) and, beside it, under the FPGA estimate
+hw/cost/tables/fpga_ecp5_scaled.json (the keys ending _fpga; energy_table_fpga names it), each
+with the share of its total that is DRAM (dram_share_full, dram_share_exit and their _fpga
+twins). The model itself is hw/cost/; its docstring says what is counted and what is left out.
 """
 from __future__ import annotations
 
@@ -48,7 +51,8 @@ def add_arguments(p):
     add_machine_args(p, clock_mhz=None, synth=SYNTH_DEFAULT)
     p.add_argument("--batch", type=positive, default=16, help="images in flight in throughput mode")
     p.add_argument("--energy-table", type=Path, default=None,
-                   help="a JSON energy table like hw/cost/tables/horowitz_45nm.json (default: Horowitz, ISSCC 2014, 45 nm)")
+                   help="a JSON energy table like hw/cost/tables/horowitz_45nm.json (default: Horowitz, ISSCC 2014, "
+                        "45 nm ASIC); the FPGA estimate hw/cost/tables/fpga_ecp5_scaled.json is shown beside it")
     add_head_args(p, "rows x cols, as many as the array")
     p.add_argument("--jobs", type=positive, default=None, help="--head da4ml: solves at a time (default: one per CPU)")
     p.add_argument("--model", default=None, metavar="clip:DIR",

@@ -5,8 +5,10 @@ the uniform 8/6/4-bit baselines, the PMQ-style and MAQEE-style allocators, the f
 top-1 against expected energy and BOPs, the chosen assignment (the cheapest within --max-drop of
 uniform INT8 full depth, with its decision flips within --risk) and the Rescue-Effect sweep.
 Writes reports/mixed/: summary.json (top1_uniform8, top1_mixed, bops_saving, energy_saving,
-assignment, rescue_sweep, the points, the frontier), README.md, frontier.png, rescue.png,
-chosen_cost.json (the chosen assignment's cost report, as `qexit cost` writes) and
+assignment, rescue_sweep, the points, the frontier; energy_table and energy_table_label, _kind and
+_source name the energy table), README.md, frontier.png, rescue.png,
+chosen_cost.json (the chosen assignment's cost report, as `qexit cost` writes, with the FPGA
+estimate and the DRAM shares beside it) and
 intmodel.pt (its IntModel). `--assignment` measures one given assignment instead of searching.
 The logic is studies/mixed.py (its docstring says what is measured), the costs hw/cost/.
 """
@@ -52,7 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="measure this assignment only: W:A per block, comma-separated (e.g. 8:8,8:8,...,4:4)")
     p.add_argument("--no-rescue", action="store_true", help="skip the Rescue-Effect sweep")
     add_machine_args(p, options=("rows", "bandwidth", "latency", "clock"))     # the layer engine that prices it: R x R
-    p.add_argument("--energy-table", type=Path, default=None, help="a JSON energy table (default: Horowitz 45 nm)")
+    p.add_argument("--energy-table", type=Path, default=None, help="a JSON energy table (default: Horowitz, ISSCC 2014, 45 nm ASIC)")
     p.add_argument("--threads", type=positive, default=2, help="torch CPU threads")
     p.add_argument("--out", type=Path, default=REPORTS_DIR, help="reports root; writes <out>/mixed/")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -85,7 +87,8 @@ def run(args) -> int:
         s = mixed.study(bench, args.probe, args.points, args.risk, args.max_drop, not args.no_rescue, progress)
         chosen = s["chosen"]
     s.update({"checkpoint": model_name(args), "machine": int8.describe(),
-              "energy_table": table.name, "seconds_bench": round(t_bench, 1), "seconds": round(time.time() - t0, 1)})
+              "energy_table": table.name, "energy_table_label": table.label, "energy_table_kind": table.kind,
+              "energy_table_source": table.source, "seconds_bench": round(t_bench, 1), "seconds": round(time.time() - t0, 1)})
     with report_dir("mixed", args.out) as folder:
         if chosen is not None:
             im = bench.intmodel(chosen["widths"])

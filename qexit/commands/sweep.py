@@ -10,7 +10,8 @@ holds, every LCT budget of `qexit exits`'s Pareto sweep, and full depth. The gri
 --cluster ADDRESS. --confirm N then runs the first N test images through the early-exit RTL on
 each machine of the Pareto front (`verify run`'s checks, cycles against this cost model).
 Writes reports/sweep/: points.csv (every point), summary.json (the points, the Pareto front over
-energy, latency and top-1, the confirmations, and the wall time), pareto.png and a README.
+energy, latency and top-1, the confirmations, the wall time, and energy_table: the table the
+energy is priced under, Horowitz's 45 nm ASIC figures), pareto.png and a README.
 The model itself is studies/sweep.py and hw/cost/.
 """
 from __future__ import annotations
@@ -112,16 +113,17 @@ def run(args) -> int:
                "seed": args.seed, "exits": str(args.exits), "intmodel": report_path(args.intmodel),
                "exit_path": str(args.exit_path), "clock_source": synth or "100 MHz target", "seconds": round(wall, 1),
                "seconds_confirm": round(time.time() - t0 - wall, 1),
-               "workers": args.cluster or args.workers, "confirmations": confirmed, "all_points": good}
+               "workers": args.cluster or args.workers, "confirmations": confirmed, "all_points": good,
+               "energy_table": sweep.energy_table()}
     keys = ["rows", "cols", "bandwidth", "latency_cycles", "clock_mhz", "budget", "top1", "cycles", "latency_us",
-            "energy_uj", "cycle_saving", "energy_saving"]
+            "energy_uj", "cycle_saving", "energy_saving", "dram_share"]
     with report_dir("sweep", args.out) as folder:
         with open(folder / "points.csv", "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=keys)
             w.writeheader()
             w.writerows(good)
         write_summary(folder, summary)
-        render.plot(good, front, folder / "pareto.png")
+        render.plot(good, front, folder / "pareto.png", summary["energy_table"])
         (folder / "README.md").write_text(render.readme(summary))
     print(f"{len(good)} points from {len(tasks)} machines in {wall:.1f} s; Pareto front: {len(front)} points "
           f"-> {Path(args.out) / 'sweep'}")

@@ -1,6 +1,7 @@
 """The mixed step's report: frontier.png, rescue.png, README.md and the console line, from the
 summary that ``studies.mixed.study`` builds (plus the command's keys: ``checkpoint``,
-``machine``, ``energy_table``, ``seconds_bench``, ``seconds``)."""
+``machine``, ``energy_table`` and its ``energy_table_label``, ``_kind`` and ``_source``,
+``seconds_bench``, ``seconds``)."""
 from __future__ import annotations
 
 import matplotlib
@@ -17,13 +18,23 @@ HEAD = ["allocator", "budget", "widths w/a per block", "top-1 (test)", "flips (g
         "energy INT8 (µJ)", "energy scalable (µJ)", "cycles scalable"]
 
 
+def table_label(s: dict) -> str:
+    """How the report names the energy table the summary is priced under."""
+    return s.get("energy_table_label") or s.get("energy_table") or "energy table not named"
+
+
+def head(s: dict) -> list[str]:
+    """The points' table header, its energy columns naming the table."""
+    return [h.replace("(µJ)", f"(µJ, {table_label(s)})") for h in HEAD]
+
+
 def plot_frontier(s: dict, path) -> None:
     """Test top-1 against expected energy (precision-scalable engine) and against E[BOPs]."""
     m = s.get("machine", {})
     engine = f"{m.get('rows', 8)}x{m.get('cols', 8)}"
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for ax, key, scale, label in ((axes[0], "energy_pj_scalable", 1e-6,
-                                   f"expected energy per image (µJ), precision-scalable {engine} engine"),
+                                   f"expected energy per image (µJ, {table_label(s)}), precision-scalable {engine} engine"),
                                   (axes[1], "bops", 1e-9, "expected GBOPs per image")):
         for name, (color, marker) in ALLOCATOR_STYLE.items():
             pts = [p for p in s["points"] if p["allocator"] == name]
@@ -86,8 +97,8 @@ def headline(s: dict) -> str:
                     f"(uniform 8-bit {100 * s['top1_uniform8']:.2f}%), E[BOPs] {p['bops'] / 1e9:.3f} G")
         return "mixed: no assignment met the accuracy and risk bounds"
     return (f"mixed: top-1 {100 * s['top1_mixed']:.2f}% (uniform INT8 full depth {100 * s['top1_uniform8']:.2f}%), "
-            f"{100 * s['bops_saving']:.1f}% fewer BOPs, {100 * s['energy_saving']:.1f}% less energy "
-            f"(precision-scalable engine; {100 * s['energy_int8_saving']:.1f}% on the INT8 engine)"
+            f"{100 * s['bops_saving']:.1f}% fewer BOPs, {100 * s['energy_saving']:.1f}% less energy ({table_label(s)}, "
+            f"precision-scalable engine; {100 * s['energy_int8_saving']:.1f}% on the INT8 engine)"
             + (f"; the cheapest in BOPs: {100 * s['chosen_bops']['savings']['bops_saving']:.1f}% fewer"
                if s.get("chosen_bops") else "") + f"; {s['seconds']:.0f} s")
 
@@ -99,30 +110,33 @@ def _row(p: dict) -> list[str]:
             f"{p['cycles_scalable']:,.0f}"]
 
 
-def savings_table(sv: dict) -> str:
+def savings_table(sv: dict, table: str = "") -> str:
+    on = f" ({table})" if table else ""
     return markdown_table(
         ["saving against uniform INT8 full depth", "total", "exits only (8-bit, same budget)",
          "bit-widths only (full depth)"],
         [[name, f"{100 * sv[f'{k}_saving']:.1f}%", f"{100 * sv[f'{k}_saving_exits_only']:.1f}%",
           f"{100 * sv[f'{k}_saving_bits_only']:.1f}%"]
-         for name, k in (("E[BOPs]", "bops"), ("energy, precision-scalable engine", "energy"),
-                         ("cycles, precision-scalable engine", "cycles"), ("energy, INT8 engine", "energy_int8"))])
+         for name, k in (("E[BOPs]", "bops"), (f"energy{on}, precision-scalable engine", "energy"),
+                         ("cycles, precision-scalable engine", "cycles"), (f"energy{on}, INT8 engine", "energy_int8"))])
 
 
 def readme(s: dict) -> str:
     """README.md of reports/mixed/: one given assignment (``nsr`` in ``s``) or the whole search."""
     if "nsr" in s:
         return ("# Mixed precision: one assignment\n\n"
-                + markdown_table(HEAD, [_row(p) for p in s["points"]]) + "\n\nNSR per block: "
+                + markdown_table(head(s), [_row(p) for p in s["points"]]) + "\n\nNSR per block: "
                 + ", ".join(f"{x:.3f}" for x in s["nsr"]) + "\n")
     parts = [f"# Mixed precision with exits (`qexit mixed`)\n\n"
              f"Model `{s['checkpoint']}`, {s['depth']} blocks; exit candidates {s['candidates']}; "
              f"{s['images']['gate']} gating and {s['images']['test']} test images; heads and gate trained on the "
              f"8-bit features; every figure from the test split unless it says gate. Costs: `hw/cost/` on the "
              f"{s['machine']['rows']}x{s['machine']['cols']} layer engine at {s['machine']['bandwidth_bytes_per_cycle']} "
-             f"B/cycle, {s['machine']['clock_mhz']} MHz, {s['energy_table']}; 'scalable' is the same engine with "
+             f"B/cycle, {s['machine']['clock_mhz']} MHz, energy under {table_label(s)}; 'scalable' is the same engine with "
              f"precision-scalable PEs (two 4x4 MACs a cycle), 'INT8' the engine as built (bit-widths change nothing "
-             f"there). How each number is made: `studies/mixed.py`'s docstring.\n"]
+             f"there). How each number is made: `studies/mixed.py`'s docstring.\n"
+             + (f"\nEnergy table: **{table_label(s)}** ({s.get('energy_table_kind', 'kind not given')}): "
+                f"{s['energy_table_source']}\n" if s.get("energy_table_source") else "")]
     if s.get("chosen"):
         c = s["chosen"]
         parts.append(
@@ -130,7 +144,7 @@ def readme(s: dict) -> str:
             f"{' '.join(f'{w}/{a}' for w, a in c['widths'])}. Top-1 {100 * c['top1_test']:.2f}% against uniform "
             f"INT8 full depth {100 * s['top1_uniform8']:.2f}% (FP32 {100 * s['top1_fp32']:.2f}%); decision flips "
             f"{100 * c.get('flips_gate', 0):.1f}% (gate) and {100 * c.get('flips_test', 0):.1f}% (test).\n\n"
-            + savings_table(s) + "\n")
+            + savings_table(s, table_label(s)) + "\n")
     else:
         parts.append(f"\n## Chosen\n\nNo point met top-1 within {100 * s['max_drop']:.1f} pt and flips within "
                      f"{100 * s['risk']:.1f}%.\n")
@@ -142,10 +156,10 @@ def readme(s: dict) -> str:
             f"\n## The cheapest in BOPs under the same bounds\n\n{c['allocator']} at LCT budget {c['budget']:g}: "
             f"widths (w/a) {' '.join(f'{w}/{a}' for w, a in c['widths'])}. Top-1 {100 * c['top1_test']:.2f}%; "
             f"decision flips {100 * c.get('flips_gate', 0):.1f}% (gate) and {100 * c.get('flips_test', 0):.1f}% "
-            f"(test).\n\n" + savings_table(c["savings"]) + "\n")
+            f"(test).\n\n" + savings_table(c["savings"], table_label(s)) + "\n")
     parts.append("\n## Frontier (test top-1 against expected energy on the precision-scalable engine)\n\n"
-                 "![frontier](frontier.png)\n\n" + markdown_table(HEAD, [_row(p) for p in s["frontier_energy"]]) + "\n")
-    parts.append("\n## Frontier against E[BOPs]\n\n" + markdown_table(HEAD, [_row(p) for p in s["frontier_bops"]]) + "\n")
+                 "![frontier](frontier.png)\n\n" + markdown_table(head(s), [_row(p) for p in s["frontier_energy"]]) + "\n")
+    parts.append("\n## Frontier against E[BOPs]\n\n" + markdown_table(head(s), [_row(p) for p in s["frontier_bops"]]) + "\n")
     parts.append("\n## Allocator run time\n\n" + markdown_table(
         ["allocator", "seconds (incl. the shared per-move sensitivity)"],
         [[k, f"{v:.1f}"] for k, v in s["seconds_allocators"].items()])

@@ -53,9 +53,16 @@ def headline_rows(summaries: dict[str, dict]) -> list[tuple[str, str, str]]:
         seed = f" (seed {c.get('seed')})" if "seed" in c else ""
         rows.append((f"cycles per image, full depth -> early exit{seed}",
                      f"{c['cycles_full']:,.0f} -> {c['cycles_exit']:,.0f} ({_pct(c['cycle_saving'])} saved)", "cost"))
-        rows.append((f"energy per image, full depth -> early exit{seed}",
-                     f"{c['energy_full_pj'] / 1e6:,.1f} -> {c['energy_exit_pj'] / 1e6:,.1f} uJ "
-                     f"({_pct(c['energy_saving'])} saved)", "cost"))
+        for suffix in ("", "_fpga"):
+            if f"energy_full_pj{suffix}" not in c:
+                continue
+            table = c.get(f"energy_table{suffix}")
+            name = (table.get("label") or table.get("name")) if isinstance(table, dict) else "table not named"
+            dram = (f"; DRAM {_pct(c[f'dram_share_full{suffix}'])} -> {_pct(c[f'dram_share_exit{suffix}'])} of it"
+                    if f"dram_share_full{suffix}" in c else "")
+            rows.append((f"energy per image, full depth -> early exit{seed} ({name})",
+                         f"{c[f'energy_full_pj{suffix}'] / 1e6:,.1f} -> {c[f'energy_exit_pj{suffix}'] / 1e6:,.1f} uJ "
+                         f"({_pct(c[f'energy_saving{suffix}'])} saved{dram})", "cost"))
         rows.append((f"latency at {c['clock_mhz']:g} MHz / throughput (batch)",
                      f"{c['latency_us']:,.0f} us / {c['throughput_ips']:,.0f} img/s", "cost"))
     if sy:

@@ -17,8 +17,14 @@ ABOUT = ("Each machine of the grid (an L x L layer engine with an L x L-MAC exit
          "measured for that routing.")
 
 
-def plot(points: list[dict], front: list[dict], path) -> None:
-    """Energy per image against latency, every point coloured by top-1; the front circled."""
+def label(table: dict | None) -> str:
+    """How the report names the energy table (the summary's ``energy_table``)."""
+    return (table.get("label") or table["name"]) if table else "energy table not named"
+
+
+def plot(points: list[dict], front: list[dict], path, table: dict | None = None) -> None:
+    """Energy per image against latency, every point coloured by top-1; the front circled;
+    ``table`` is the energy table the points are priced under."""
     pts = [p for p in points if "error" not in p and p.get("top1") is not None]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     sc = ax.scatter([p["latency_us"] / 1e3 for p in pts], [p["energy_uj"] for p in pts],
@@ -32,7 +38,7 @@ def plot(points: list[dict], front: list[dict], path) -> None:
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("latency per image (ms)")
-    ax.set_ylabel("energy per image (uJ)")
+    ax.set_ylabel(f"energy per image (uJ, {label(table)})")
     fig.colorbar(sc, label="top-1 (%)")
     ax.legend(loc="upper right", fontsize=8)
     ax.set_title("qexit sweep: array x bandwidth x exit budget")
@@ -44,17 +50,22 @@ def plot(points: list[dict], front: list[dict], path) -> None:
 def readme(s: dict) -> str:
     """README.md of reports/sweep/ from the summary the command writes."""
     g, front = s["grid"], s["front"]
+    table = s.get("energy_table")
     rows = [[f"{p['rows']}x{p['cols']}", f"{p['bandwidth']:g}", f"{p['clock_mhz']:g}", str(p["budget"]),
-             f"{100 * p['top1']:.2f}%", f"{p['latency_us'] / 1e3:,.2f}", f"{p['energy_uj']:,.1f}"]
+             f"{100 * p['top1']:.2f}%", f"{p['latency_us'] / 1e3:,.2f}", f"{p['energy_uj']:,.1f}",
+             f"{100 * p['dram_share']:.1f}%" if "dram_share" in p else "-"]
             for p in sorted(front, key=lambda p: p["energy_uj"])]
+    source = (f" Energy table: **{label(table)}** ({table.get('kind', 'kind not given')}): {table['source']}"
+              if table else "")
     budgets = g["budgets"] if g["budgets"] == "all" else tuple(g["budgets"])
     return (f"# qexit sweep: {s['points']} design points, {len(front)} on the Pareto front\n\n"
-            + ABOUT + "\n\n"
+            + ABOUT + source + "\n\n"
             + f"Grid: arrays {g['arrays']}, bandwidths {g['bandwidths']} B/cycle, budgets "
             + f"{budgets}, stream latency {g['latency']} cycles; seed {s['seed']} of `{s['exits']}`. "
             + f"{s['machines']} machines in {s['seconds']:.1f} s on {s['workers']} worker(s).\n\n"
             + "![sweep](pareto.png)\n\n## The Pareto front (energy, latency, top-1)\n\n"
-            + markdown_table(["array", "B/cycle", "MHz", "budget", "top-1", "latency (ms)", "energy (uJ)"], rows)
+            + markdown_table(["array", "B/cycle", "MHz", "budget", "top-1", "latency (ms)",
+                              f"energy (uJ, {label(table)})", "DRAM share"], rows)
             + "\n\nEvery point is in `points.csv`.\n" + confirm_text(s["confirmations"]))
 
 

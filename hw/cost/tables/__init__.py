@@ -1,7 +1,9 @@
 """Energy tables: operation and access energies in picojoules, each a data file that cites its
-source (``horowitz_45nm.json``, the default). ``load`` reads one and refuses a table with missing
-keys by name; ``EnergyTable.sram_read`` gives an SRAM read of ``bits`` from an array of
-``size_bytes``."""
+source and says what it prices (``kind``: "45 nm ASIC", ...). ``horowitz_45nm.json`` is the
+default; ``fpga_ecp5_scaled.json`` (``FPGA``) is the same table with its on-chip entries scaled
+by the FPGA/ASIC dynamic-power gap, an estimate shown beside it. ``load`` reads one and refuses
+a table with missing keys by name; ``EnergyTable.sram_read`` gives an SRAM read of ``bits`` from
+an array of ``size_bytes``; ``EnergyTable.describe`` is how reports name a table."""
 from __future__ import annotations
 
 import json
@@ -12,8 +14,11 @@ from pathlib import Path
 from model.errors import QexitError
 
 DEFAULT = Path(__file__).parent / "horowitz_45nm.json"
-KEYS = ("source", "unit", "int8_add", "int32_add", "int8_mult", "int32_mult", "sram_read_64b",
-        "dram_read_64b")
+FPGA = Path(__file__).parent / "fpga_ecp5_scaled.json"
+ENERGIES = ("int8_add", "int32_add", "int8_mult", "int32_mult", "sram_read_64b", "dram_read_64b")
+KEYS = ("source", "unit", *ENERGIES, "kind")
+ON_CHIP = ("int8_add", "int32_add", "int8_mult", "int32_mult", "sram_read_64b")     # dram_read_64b is off-chip
+TEXT_MAX = 60          # kind and label are short: they go into plot labels
 
 
 @dataclass(frozen=True)
@@ -21,9 +26,19 @@ class EnergyTable:
     name: str
     source: str
     values: dict
+    kind: str = "unspecified"
+    label: str = ""
+
+    def __post_init__(self):
+        if not self.label:
+            object.__setattr__(self, "label", f"{self.name}, {self.kind}")
 
     def __getitem__(self, key: str) -> float:
         return float(self.values[key])
+
+    def describe(self) -> dict:
+        """The table as a report's summary.json names it."""
+        return {"name": self.name, "kind": self.kind, "label": self.label, "source": self.source}
 
     @property
     def int8_mac(self) -> float:
@@ -51,8 +66,12 @@ class EnergyTable:
         return self["dram_read_64b"] * n / 8
 
 
+def _short_text(value) -> bool:
+    return isinstance(value, str) and value.strip() != "" and "\n" not in value and len(value) <= TEXT_MAX
+
+
 def load(path: Path | str | None = None) -> EnergyTable:
-    """Read an energy table (default: Horowitz, ISSCC 2014, 45 nm)."""
+    """Read an energy table (default: Horowitz, ISSCC 2014, 45 nm ASIC)."""
     path = DEFAULT if path is None else Path(path)
     try:
         values = json.loads(path.read_text())
@@ -67,11 +86,19 @@ def load(path: Path | str | None = None) -> EnergyTable:
         raise QexitError(f"energy table {path} misses {', '.join(missing)}; every table needs {', '.join(KEYS)}")
     if values["unit"] != "pJ":
         raise QexitError(f"energy table {path} is in {values['unit']!r}; give its energies in pJ")
-    bad = [k for k in KEYS[2:] if k != "sram_read_64b" and not (isinstance(values[k], (int, float)) and values[k] > 0)]
+    bad = [k for k in ENERGIES if k != "sram_read_64b" and not (isinstance(values[k], (int, float)) and values[k] > 0)]
     sram = values["sram_read_64b"]
-    if not isinstance(sram, dict) or not sram or any(not str(k).isdigit() or not float(v) > 0 for k, v in sram.items()):
+    if not isinstance(sram, dict) or not sram or any(
+            not str(k).isdigit() or not isinstance(v, (int, float)) or not v > 0 for k, v in sram.items()):
         bad.append("sram_read_64b")
     if bad:
         raise QexitError(f"energy table {path}: {', '.join(bad)} must be positive energies in pJ "
                          f"(sram_read_64b: {{size in bytes: pJ}})")
-    return EnergyTable(values.get("name", path.stem), values["source"], values)
+    text = [k for k in ("kind", "label") if k in values and not _short_text(values[k])]
+    if text:
+        raise QexitError(f"energy table {path}: {' and '.join(text)} must be one line of 1 to {TEXT_MAX} characters "
+                         f"saying what the table prices (e.g. \"kind\": \"45 nm ASIC\")")
+    if not isinstance(values["source"], str) or not values["source"].strip():
+        raise QexitError(f"energy table {path}: source must cite where its energies come from")
+    return EnergyTable(values.get("name", path.stem), values["source"], values, values["kind"],
+                       values.get("label", ""))
