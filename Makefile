@@ -28,7 +28,7 @@ report: setup
 
 test: setup
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q -n $(JOBS)
+	$(BIN)/python -m pytest -q -n $(JOBS) --dist worksteal
 
 test-slow: setup
 	$(BIN)/python -m pytest -q -n $(JOBS) -m slow

@@ -67,7 +67,7 @@ def test_an_image_is_priced_on_the_references_route(small):
 
 
 @pytest.mark.simulator
-@pytest.mark.parametrize("macs", [8, None], ids=["mac-head", "da4ml-head"])
+@pytest.mark.parametrize("macs", [8, pytest.param(None, marks=pytest.mark.slow)], ids=["mac-head", "da4ml-head"])
 def test_early_exit_run_is_bit_and_cycle_exact(small, tmp_path, macs):
     im, ep, images = small
     r = sim_run.verify_run(im, ep, images[:6], IDEAL, folder=tmp_path, macs=macs)
