@@ -1,4 +1,6 @@
-"""qexit model side: FP32 ViT, integer golden model, exits. Imports nothing from hw/sim/qexit."""
+"""The model side, the truth: the FP32 ViT, data, the quantizer and IntModel, the integer
+kernels and golden model, QIRC and the early exits. It imports nothing else of the project
+(the layers contract in pyproject.toml, checked by `lint-imports`)."""
 from model.errors import QexitError
 
 __all__ = ["QexitError"]

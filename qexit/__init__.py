@@ -1,1 +1,1 @@
-"""qexit: the command line and the report flow. Imports model, hw and sim; nothing imports it."""
+"""qexit: the command line (one module per verb in commands/) and report rendering (render/). It imports every other layer; nothing imports it (the layers contract in pyproject.toml)."""

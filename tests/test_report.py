@@ -21,7 +21,7 @@ def test_index_has_the_headline_table_and_the_plots(tmp_path):
     put("eval", {"top1": 0.8874})
     put("cost", {"cycles_full": 791584, "cycles_exit": 413585.2, "cycle_saving": 0.4775, "energy_full_pj": 2.48e8,
                  "energy_exit_pj": 1.28e8, "energy_saving": 0.4834, "clock_mhz": 100.0, "latency_us": 4135.9,
-                 "throughput_ips": 244.7, "seed": 0, "energy_table": {"name": "horowitz_45nm", "label": "Horowitz 45 nm ASIC"},
+                 "throughput_ips": 244.7, "seed": 0, "energy_table": {"name": "horowitz_45nm", "kind": "45 nm ASIC", "label": "Horowitz 45 nm ASIC"},
                  "dram_share_full": 0.75, "dram_share_exit": 0.7}, "cost.png")
     put("verify-gemm", {"matched": 10, "total": 10, "cycles_measured": 5, "cycles_predicted": 5})
     (tmp_path / ".cost.tmp").mkdir()                          # a half-written step is not listed
@@ -29,7 +29,7 @@ def test_index_has_the_headline_table_and_the_plots(tmp_path):
     text = (tmp_path / "index.md").read_text()
     assert ("FP32 top-1", "88.74%", "eval") in rows
     assert "| verify-gemm: bit-exact | 10/10; cycles 5 measured, 5 predicted |" in text
-    assert "(seed 0) (Horowitz 45 nm ASIC) | 248.0 -> 128.0 uJ (48.34% saved; DRAM 75.00% -> 70.00% of it)" in text
+    assert "| energy per image, 45 nm ASIC | 248.0 -> 128.0 uJ (48.34% saved; DRAM 75.00% -> 70.00%) |" in text
     assert "791,584 -> 413,585 (47.75% saved)" in text and "![" in text and "(cost/cost.png)" in text
     assert "pareto.png" not in text and ".cost.tmp" not in text
     assert "FP32 top-1" in table_text(rows)

@@ -86,12 +86,12 @@ def test_bad_grids_are_one_line(argv, tmp_path):
 def test_confirm_runs_the_front_machines_in_rtl(argv, tmp_path):
     """--confirm: the front's machine (here the grid's only one, the design `verify run` builds
     by default, so the build is shared) runs test images in RTL, cycles equal to the cost model."""
-    args = [a for a in argv] + ["--out", str(tmp_path / "r"), "--confirm", "2"]
+    args = [a for a in argv] + ["--out", str(tmp_path / "r"), "--confirm", "1"]
     args[args.index("--arrays") + 1], args[args.index("--bandwidths") + 1] = "8", "8"
     assert sweep_cmd.run(parse(*args)) == 0
     s = json.loads((tmp_path / "r" / "sweep" / "summary.json").read_text())
     (c,) = s["confirmations"]
-    assert (c["rows"], c["bandwidth"], c["images"]) == (8, 8.0, 2)
+    assert (c["rows"], c["bandwidth"], c["images"]) == (8, 8.0, 1)
     assert c["passed"] and c["cycles_equal"] and c["cycles_measured"] == c["cycles_predicted"] > 0
     assert c["decisions"] == c["decisions_matched"] > 0
     assert "RTL confirmation" in (tmp_path / "r" / "sweep" / "README.md").read_text()

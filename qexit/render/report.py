@@ -57,10 +57,10 @@ def headline_rows(summaries: dict[str, dict]) -> list[tuple[str, str, str]]:
             if f"energy_full_pj{suffix}" not in c:
                 continue
             table = c.get(f"energy_table{suffix}")
-            name = (table.get("label") or table.get("name")) if isinstance(table, dict) else "table not named"
-            dram = (f"; DRAM {_pct(c[f'dram_share_full{suffix}'])} -> {_pct(c[f'dram_share_exit{suffix}'])} of it"
+            name = (table.get("kind") or table.get("name")) if isinstance(table, dict) else "table not named"
+            dram = (f"; DRAM {_pct(c[f'dram_share_full{suffix}'])} -> {_pct(c[f'dram_share_exit{suffix}'])}"
                     if f"dram_share_full{suffix}" in c else "")
-            rows.append((f"energy per image, full depth -> early exit{seed} ({name})",
+            rows.append((f"energy per image, {name}",
                          f"{c[f'energy_full_pj{suffix}'] / 1e6:,.1f} -> {c[f'energy_exit_pj{suffix}'] / 1e6:,.1f} uJ "
                          f"({_pct(c[f'energy_saving{suffix}'])} saved{dram})", "cost"))
         rows.append((f"latency at {c['clock_mhz']:g} MHz / throughput (batch)",
