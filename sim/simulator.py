@@ -105,6 +105,16 @@ def _environment(simulator: str, extra: dict[str, str]):
 
 VERILATOR_ARGS = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "-O3", "--x-assign", "fast",
                   "--x-initial", "fast"]
+# The C++ optimisation of Verilator builds: Verilator's own (-Os, the fastest simulation) unless
+# QEXIT_VERILATOR_OPT names another, e.g. -O0: the test suite's short runs set it, since -O0
+# compiles the softmax unit's model in 7.0 s against 17.6 s at -Os (this machine, 2026-12-07).
+OPT_ENV = "QEXIT_VERILATOR_OPT"
+
+
+def cxx_opt() -> list[str]:
+    """make variables for the C++ optimisation (none: Verilator's default)."""
+    opt = os.environ.get(OPT_ENV, "").strip()
+    return [f"OPT_FAST={opt}", f"OPT_GLOBAL={opt}", f"OPT_SLOW={opt}"] if opt else []
 
 
 @dataclass(frozen=True)
@@ -127,7 +137,7 @@ def _build_verilator(source: Path, top: str, folder: Path, waves: bool) -> None:
                 + [str(vlt), str(cocotb_config.share_dir / "lib" / "verilator" / "verilator.cpp"),
                    str(source)])
     make = ["make", "-j", str(os.cpu_count() or 1), "-C", str(folder), "-f", "Vtop.mk",
-            f"VM_TRACE={int(waves)}"]
+            f"VM_TRACE={int(waves)}"] + cxx_opt()
     with open(folder / "build.log", "w") as log:
         for cmd in (verilate, make):
             if subprocess.run(cmd, cwd=folder, stdout=log, stderr=subprocess.STDOUT).returncode:
@@ -136,7 +146,7 @@ def _build_verilator(source: Path, top: str, folder: Path, waves: bool) -> None:
 
 def build_folder(verilog: str, top: str, simulator: str, waves: bool, root: Path = BUILD_ROOT) -> Path:
     """Where a build lives: keyed by the Verilog text, the simulator, waves and the recipe."""
-    recipe = f"{simulator}\n{waves}\n{top}\n{VERILATOR_ARGS}\npublic-top\n"
+    recipe = f"{simulator}\n{waves}\n{top}\n{VERILATOR_ARGS}\n{cxx_opt()}\npublic-top\n"
     key = hashlib.sha256((recipe + verilog).encode()).hexdigest()[:16]
     return Path(root) / f"{simulator}-{top}-{key}"
 
@@ -317,7 +327,7 @@ def build_free_running(verilog: str, top: str, streams: tuple[str, ...], setting
     if "verilator" not in available():
         raise QexitError(NO_SIMULATOR.replace("no HDL simulator found", "Verilator not found"))
     harness_cpp = free_running_main(streams, settings)
-    key = hashlib.sha256(f"{top}\n{VERILATOR_ARGS}\n{harness_cpp}\n{verilog}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(f"{top}\n{VERILATOR_ARGS}\n{cxx_opt()}\n{harness_cpp}\n{verilog}".encode()).hexdigest()[:16]
     folder = Path(root) / f"free-{top}-{key}"
     exe = folder / "obj" / "Vfree"
     if exe.exists():
@@ -327,7 +337,7 @@ def build_free_running(verilog: str, top: str, streams: tuple[str, ...], setting
     (folder / "main.cpp").write_text(harness_cpp)
     cmd = (["verilator", "--cc", "--exe", "--build", "-j", str(os.cpu_count() or 1),
             "--top-module", top, "--prefix", "Vtop", "-o", "Vfree", "-Mdir", str(folder / "obj")]
-           + VERILATOR_ARGS + [f"{top}.v", "main.cpp"])
+           + VERILATOR_ARGS + [arg for flag in cxx_opt() for arg in ("-MAKEFLAGS", flag)] + [f"{top}.v", "main.cpp"])
     with _environment("verilator", {}):
         with open(folder / "build.log", "w") as log:
             done = subprocess.run(cmd, cwd=folder, stdout=log, stderr=subprocess.STDOUT)

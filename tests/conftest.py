@@ -18,6 +18,10 @@ from sim import simulator as runner
 
 TINY = ViTConfig(width=16, depth=2, heads=2, mlp_ratio=2)
 
+# Verilator models compiled at -O0: the tests' runs are short, so compiling dominates (2.5x faster
+# to build than Verilator's -Os); the integers are the same. A user's runs keep -Os.
+os.environ.setdefault(runner.OPT_ENV, "-O0")
+
 
 @pytest.fixture
 def one_thread():
