@@ -22,7 +22,7 @@ from pathlib import Path
 from hw import cost
 from hw.cost import Distribution, load_distribution, tables
 from hw.rtl.dense import MacDense
-from hw.tools.synth import clock_for
+from hw.tools.synth import clock_for, fits
 from model.errors import QexitError
 from model.exits import exit_path as ep_mod
 from model.quantize import load_intmodel
@@ -108,6 +108,8 @@ def machine_points(intmodel: str, exit_path: str, exits: dict, seed: int, lanes:
     depth = im.config.depth
     rs = routes(exits, seed, depth, budgets)
     mhz, _ = clock_for(synth_summary, lanes)          # the 100 MHz target without a synthesis result
+    fit = fits(synth_summary, lanes)                  # None: not synthesized
+    clock_source = "synth" if fit else "target"      # the Fmax of a design that fits, else 100 MHz
     heads = sorted({k for r in rs if r["dist"] is not None for k in r["dist"].candidates})
     try:
         costs = cost.build(im, cost.Machine(lanes, bandwidth, latency, mhz), tables.load(),
@@ -128,7 +130,7 @@ def machine_points(intmodel: str, exit_path: str, exits: dict, seed: int, lanes:
             cyc, e = ex["cycles"], ex["energy_pj"]
             dram = cost.dram_share(sum((row["energy"] for row in ex["parts"].values()), Counter()))
         out.append({"rows": lanes, "cols": lanes, "bandwidth": bandwidth, "latency_cycles": latency,
-                    "clock_mhz": mhz, "budget": r["budget"], "top1": r["top1"], "cycles": cyc,
+                    "clock_mhz": mhz, "clock_source": clock_source, "fits": fit, "budget": r["budget"], "top1": r["top1"], "cycles": cyc,
                     "latency_us": cyc / mhz, "energy_uj": e / 1e6, "cycle_saving": 1 - cyc / c_full,
                     "energy_saving": 1 - e / e_full, "dram_share": dram})
     return out
@@ -136,8 +138,9 @@ def machine_points(intmodel: str, exit_path: str, exits: dict, seed: int, lanes:
 
 def pareto_front(points: list[dict]) -> list[dict]:
     """The points no other point beats on energy, latency and top-1 at once (lower, lower,
-    higher; a point without top-1 is left out)."""
-    pts = [p for p in points if p.get("top1") is not None and "error" not in p]
+    higher; a point without top-1, or on a machine synthesis found does not fit the device, is
+    left out: such points stay in the list, marked ``fits: False``)."""
+    pts = [p for p in points if p.get("top1") is not None and "error" not in p and p.get("fits") is not False]
 
     def beats(a, b):
         no_worse = a["energy_uj"] <= b["energy_uj"] and a["latency_us"] <= b["latency_us"] and a["top1"] >= b["top1"]

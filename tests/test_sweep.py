@@ -97,3 +97,24 @@ def test_confirm_runs_the_front_machines_in_rtl(argv, tmp_path):
     assert "RTL confirmation" in (tmp_path / "r" / "sweep" / "README.md").read_text()
     with pytest.raises(QexitError, match="--confirm -1"):
         sweep_cmd.run(parse(*argv, "--confirm", "-1"))
+
+
+def test_a_machine_that_does_not_fit_stays_off_the_front(argv, tmp_path):
+    """With a synthesis summary where the 4x4 layer engine fits at 29.23 MHz and the 8x8 does not,
+    the 4x4 points take that clock (clock_source synth), the 8x8 points are marked and kept off
+    the front, whatever their cost."""
+    synth = tmp_path / "synth.json"
+    synth.write_text(json.dumps({"device": "LFE5U-85F", "designs": [
+        {"design": "layer engine 4x4", "fits": True, "fmax_mhz": 29.23},
+        {"design": "layer engine 8x8", "fits": False, "fmax_mhz": None}]}))
+    args = list(argv)
+    args[args.index("--synth") + 1] = str(synth)
+    assert sweep_cmd.run(parse(*args, "--out", str(tmp_path / "r"))) == 0
+    s = json.loads((tmp_path / "r" / "sweep" / "summary.json").read_text())
+    four = [p for p in s["all_points"] if p["rows"] == 4]
+    eight = [p for p in s["all_points"] if p["rows"] == 8]
+    assert four and all(p["fits"] is True and p["clock_source"] == "synth" and p["clock_mhz"] == 29.23 for p in four)
+    assert eight and all(p["fits"] is False and p["clock_source"] == "target" and p["clock_mhz"] == 100.0
+                         for p in eight)
+    assert s["front"] and all(p["rows"] == 4 for p in s["front"]) and s["arrays_not_fitting"] == [8]
+    assert "8x8 does not fit the device" in (tmp_path / "r" / "sweep" / "README.md").read_text()

@@ -205,15 +205,29 @@ def designs(im, arrays: list[int], exit_path=None, head_layer: int | None = None
 DEFAULT_CLOCK_MHZ = 100.0
 
 
-def clock_for(summary_path, lanes: int) -> tuple[float, str]:
-    """The clock for an L x L layer engine, and where it comes from: the Fmax that ``qexit
-    synth`` reported for that size (its summary.json at ``summary_path``) when it fits, else the
-    100 MHz target."""
+def layer_engine_result(summary_path, lanes: int) -> tuple[dict, str] | None:
+    """(the design's row, the device) that ``qexit synth`` reported for the L x L layer engine in
+    its summary.json at ``summary_path``; None when it has no such row (or no readable file)."""
     try:
         s = json.loads(Path(summary_path).read_text())
         for d in s.get("designs", []):
-            if d.get("design") == f"layer engine {lanes}x{lanes}" and d.get("fits") and d.get("fmax_mhz"):
-                return float(d["fmax_mhz"]), f"the layer engine's Fmax on the {s['device']} ({summary_path})"
-    except (OSError, ValueError, KeyError, TypeError):
+            if d.get("design") == f"layer engine {lanes}x{lanes}":
+                return d, s.get("device", "?")
+    except (OSError, ValueError, TypeError, AttributeError):
         pass
-    return DEFAULT_CLOCK_MHZ, "the 100 MHz target (no synthesis result for this array size)"
+    return None
+
+
+def fits(summary_path, lanes: int) -> bool | None:
+    """Whether the L x L layer engine fits the device, as synthesis found (None: not synthesized)."""
+    found = layer_engine_result(summary_path, lanes)
+    return None if found is None else bool(found[0].get("fits"))
+
+
+def clock_for(summary_path, lanes: int) -> tuple[float, str]:
+    """The clock for an L x L layer engine, and where it comes from: the Fmax that ``qexit
+    synth`` reported for that size when it fits, else the 100 MHz target."""
+    found = layer_engine_result(summary_path, lanes)
+    if found is not None and found[0].get("fits") and found[0].get("fmax_mhz"):
+        return float(found[0]["fmax_mhz"]), f"the layer engine's Fmax on the {found[1]} ({summary_path})"
+    return DEFAULT_CLOCK_MHZ, "the 100 MHz target (no synthesis result that fits, for this array size)"

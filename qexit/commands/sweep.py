@@ -114,9 +114,10 @@ def run(args) -> int:
                "exit_path": str(args.exit_path), "clock_source": synth or "100 MHz target", "seconds": round(wall, 1),
                "seconds_confirm": round(time.time() - t0 - wall, 1),
                "workers": args.cluster or args.workers, "confirmations": confirmed, "all_points": good,
-               "energy_table": sweep.energy_table()}
-    keys = ["rows", "cols", "bandwidth", "latency_cycles", "clock_mhz", "budget", "top1", "cycles", "latency_us",
-            "energy_uj", "cycle_saving", "energy_saving", "dram_share"]
+               "energy_table": sweep.energy_table(),
+               "arrays_not_fitting": sorted({p["rows"] for p in good if p.get("fits") is False})}
+    keys = ["rows", "cols", "bandwidth", "latency_cycles", "clock_mhz", "clock_source", "fits", "budget", "top1", "cycles",
+            "latency_us", "energy_uj", "cycle_saving", "energy_saving", "dram_share"]
     with report_dir("sweep", args.out) as folder:
         with open(folder / "points.csv", "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=keys)

@@ -66,7 +66,17 @@ def readme(s: dict) -> str:
             + "![sweep](pareto.png)\n\n## The Pareto front (energy, latency, top-1)\n\n"
             + markdown_table(["array", "B/cycle", "MHz", "budget", "top-1", "latency (ms)",
                               f"energy (uJ, {label(table)})", "DRAM share"], rows)
-            + "\n\nEvery point is in `points.csv`.\n" + confirm_text(s["confirmations"]))
+            + "\n\nEvery point is in `points.csv`." + fit_text(s.get("arrays_not_fitting", [])) + "\n"
+            + confirm_text(s["confirmations"]))
+
+
+def fit_text(arrays: list[int]) -> str:
+    """The README's line on the machines synthesis found do not fit the device (kept off the front)."""
+    if not arrays:
+        return ""
+    names = ", ".join(f"{a}x{a}" for a in arrays)
+    return (f" The layer engine at {names} does not fit the device (`qexit synth`): its points are priced "
+            f"at the 100 MHz target, marked `fits: false`, and kept off the front.")
 
 
 def confirm_text(confirmed: list[dict]) -> str:
