@@ -1,6 +1,9 @@
 """Shared fixtures: a tiny ViT (2 blocks, width 16) trained briefly, and its IntModel."""
 from __future__ import annotations
 
+import argparse
+import json
+import math
 import os
 
 import pytest
@@ -119,3 +122,29 @@ def exit_path_files(tmp_path_factory, fmnist_test):
     im.save(folder / "intmodel.pt")
     exit_path.save(folder / "exit_path.pt", ep)
     return folder / "exit_path.pt", folder / "intmodel.pt", im
+
+
+def parse_command(command, *argv):
+    """A ``qexit.commands`` module's options parsed from ``argv``, as the CLI would."""
+    p = argparse.ArgumentParser()
+    command.add_arguments(p)
+    return p.parse_args(list(argv))
+
+
+def exits_json(depth=4):
+    """An exits step's exit_distribution.json for the exit path fixture: seed 0's routing and a
+    two-budget Pareto sweep."""
+    seed = {"layers": [1, 3, 4], "fraction": [0.3, 0.2, 0.5], "flops": [10, 30, 45], "full_depth_flops": 40,
+            "thresholds": {"1": 0.9, "2": math.inf, "3": 0.8},
+            "pareto": [{"budget": 0.5, "top1": 0.8, "flops_saving": 0.3, "layers": [1, 3, 4], "fraction": [0.3, 0.2, 0.5]},
+                       {"budget": 1.0, "top1": 0.9, "flops_saving": 0.0, "layers": [4], "fraction": [1.0]}]}
+    return {"mode_primary": "int8", "depth": depth, "full_depth_flops": 40,
+            "modes": {"int8": {"layers": [1, 2, 3, 4], "fraction": [0.3, 0.0, 0.2, 0.5], "seeds": [seed]}}}
+
+
+@pytest.fixture
+def exit_argv(exit_path_files, tmp_path):
+    """--exit-path, --intmodel and --exits of the exit path fixture, with an exit distribution file."""
+    ep, im, _ = exit_path_files
+    (tmp_path / "dist.json").write_text(json.dumps(exits_json()))
+    return ["--exit-path", str(ep), "--intmodel", str(im), "--exits", str(tmp_path / "dist.json")]

@@ -8,21 +8,17 @@ from hw import cost
 from hw.cost import tables
 from model.errors import QexitError
 from qexit.commands import cost as cost_cmd
-from tests.test_hw_cost import exits_json
+from tests.conftest import exits_json, parse_command
 
 
 def parse(*argv):
-    p = argparse.ArgumentParser()
-    cost_cmd.add_arguments(p)
-    return p.parse_args(list(argv))
+    return parse_command(cost_cmd, *argv)
 
 
 @pytest.fixture
-def files(exit_path_files, tmp_path):
-    ep, im, _ = exit_path_files
-    (tmp_path / "dist.json").write_text(json.dumps(exits_json()))
-    return ["--exit-path", str(ep), "--intmodel", str(im), "--exits", str(tmp_path / "dist.json"),
-            "--out", str(tmp_path / "rep"), "--quiet", "--jobs", "1", "--synth", str(tmp_path / "synth.json")], tmp_path
+def files(exit_argv, tmp_path):
+    return exit_argv + ["--out", str(tmp_path / "rep"), "--quiet", "--jobs", "1",
+                        "--synth", str(tmp_path / "synth.json")], tmp_path
 
 
 def test_help_explains_the_options():

@@ -1,7 +1,6 @@
 """hw/cost/: the cost model's cycles equal those the RTL measured, its counts agree with MACs
 and weight bytes computed from the model's shapes on their own, and bad input is one line."""
 import json
-import math
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from model.errors import QexitError
 from model.exits import exit_path
 from model.quantize import random_intmodel
 from model.vit import ViTConfig
+from tests.conftest import exits_json
 
 CFG = ViTConfig(width=16, depth=4, heads=2, embed_dim=24)
 LAT = (3, 3, 5)
@@ -166,15 +166,6 @@ def test_bad_machines_and_candidates(im, ep):
         cost.build(im, cost.Machine(), tables.load(), {4: LAT}, ep.head)
     with pytest.raises(QexitError, match="batch 0"):
         cost.throughput(cost.build(im, cost.Machine(), tables.load(), {}, None), None, 0)
-
-
-def exits_json(depth=4):
-    seed = {"layers": [1, 3, 4], "fraction": [0.3, 0.2, 0.5], "flops": [10, 30, 45], "full_depth_flops": 40,
-            "thresholds": {"1": 0.9, "2": math.inf, "3": 0.8},
-            "pareto": [{"budget": 0.5, "top1": 0.8, "flops_saving": 0.3, "layers": [1, 3, 4], "fraction": [0.3, 0.2, 0.5]},
-                       {"budget": 1.0, "top1": 0.9, "flops_saving": 0.0, "layers": [4], "fraction": [1.0]}]}
-    return {"mode_primary": "int8", "depth": depth, "full_depth_flops": 40,
-            "modes": {"int8": {"layers": [1, 2, 3, 4], "fraction": [0.3, 0.0, 0.2, 0.5], "seeds": [seed]}}}
 
 
 def test_load_distribution():

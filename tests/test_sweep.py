@@ -1,6 +1,5 @@
 """studies/sweep.py and `qexit sweep`: the grid's points are the cost model's, the front is
 non-dominated, the result does not depend on the worker count, and bad grids are one line."""
-import argparse
 import csv
 import json
 
@@ -13,21 +12,16 @@ from model.errors import QexitError
 from model.exits import exit_path
 from qexit.commands import sweep as sweep_cmd
 from studies import sweep
-from tests.test_hw_cost import exits_json
+from tests.conftest import exits_json, parse_command
 
 
 def parse(*argv):
-    p = argparse.ArgumentParser()
-    sweep_cmd.add_arguments(p)
-    return p.parse_args(list(argv))
+    return parse_command(sweep_cmd, *argv)
 
 
 @pytest.fixture
-def argv(exit_path_files, tmp_path):
-    ep, im, _ = exit_path_files
-    (tmp_path / "dist.json").write_text(json.dumps(exits_json()))
-    return ["--exit-path", str(ep), "--intmodel", str(im), "--exits", str(tmp_path / "dist.json"), "--quiet",
-            "--synth", str(tmp_path / "none.json"), "--arrays", "4,8", "--bandwidths", "2,8"]
+def argv(exit_argv, tmp_path):
+    return exit_argv + ["--quiet", "--synth", str(tmp_path / "none.json"), "--arrays", "4,8", "--bandwidths", "2,8"]
 
 
 def test_every_point_is_the_cost_models(argv, tmp_path, exit_path_files):
