@@ -43,7 +43,7 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    m = machine(args, square=True)
+    m = machine(args)
     runner.pick(args.simulator)
     torch.set_num_threads(1)
     if args.random:

@@ -53,7 +53,7 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    m = machine(args, square=True)
+    m = machine(args)
     dist.check_workers(args.workers)
     simulator = runner.pick(args.simulator)
     ep = exit_path.load(args.exit_path)

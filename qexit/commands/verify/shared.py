@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from hw.cost import Machine
-from model.checkpoint import load_checkpoint
 from model.data import load_fashion_mnist
 from model.errors import QexitError
-from model.quantize import load_intmodel, quantize
+from model.quantize import load_intmodel
 from qexit.commands.common import add_machine_args, machine_from_args
 from qexit.render.markdown import markdown_table
 from qexit.reports import write_summary
@@ -25,13 +24,10 @@ def add_machine(p, *, rows: int = 8, bandwidth: float | None = 8.0, latency: int
                      options=("rows", "cols", "bandwidth", "latency"))
 
 
-def machine(args, square: bool = False) -> Machine:
-    """The machine of ``add_machine``'s options; ``square`` for the layer engine (R = C)."""
-    cols = args.rows if args.cols is None else args.cols
-    if square and args.rows != cols:
-        raise QexitError(f"the layer engine needs a square array (--rows {args.rows} --cols {cols}): a GEMM's "
-                         f"output words are the next GEMM's input words")
-    return check_machine(machine_from_args(args), square)
+def machine(args) -> Machine:
+    """The machine of ``add_machine``'s options (a step declared ``square`` refuses R != C there),
+    if the RTL can run it (``sim.harness.check_machine``)."""
+    return check_machine(machine_from_args(args))
 
 
 def add_simulator(p) -> None:
@@ -47,13 +43,11 @@ def stream_text(m: Machine) -> str:
 
 
 def intmodel(path: Path):
-    """The IntModel at ``path`` (uniform int8), or the shipped model quantized when it is missing."""
-    if path.exists():
-        im = load_intmodel(path)
-        im.require_uniform8("qexit verify")
-        return im
-    model, _ = load_checkpoint()
-    return quantize(model, load_fashion_mnist("gate").subset(512).images)
+    """The IntModel at ``path`` (the shipped one by default), refused unless uniform int8; a
+    missing file is a one-line error (``load_intmodel``), never a silent calibration here."""
+    im = load_intmodel(path)
+    im.require_uniform8("qexit verify")
+    return im
 
 
 def first_test_images(n: int):
