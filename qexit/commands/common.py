@@ -101,7 +101,8 @@ def machine_from_args(args, *, scalable: bool = False) -> Machine:
     rows = getattr(args, "rows", d["rows"])
     cols = getattr(args, "cols", rows)
     if d["square"] and rows != cols:
-        raise QexitError(f"the layer engine's array is square; got --rows {rows} --cols {cols}")
+        raise QexitError(f"the layer engine needs a square array (--rows {rows} --cols {cols}): a GEMM's "
+                         f"output words are the next GEMM's input words")
     return Machine(rows, getattr(args, "bandwidth", d["bandwidth"]), getattr(args, "latency", d["latency"]),
                    clock_from_args(args)[0], scalable, cols)
 
