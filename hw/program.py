@@ -30,7 +30,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
-from hw.rtl.isa import Dst, LayerConfig, Op, Src, Unit
+from hw.rtl.isa import Dst, LayerConfig, Op, Src, Unit, bus_bits, param_beats
+from hw.rtl.timing import tile_counts
 from hw.rtl.units import TableUnit
 from model.errors import QexitError
 
@@ -163,6 +164,24 @@ def _to(p: Plan, name: str, region: str, rows: int, row_words: int, first_row: i
     return out
 
 
+def addressed(p: Plan, prog: list[Desc]) -> list[Desc]:
+    """``prog`` with every stream descriptor's ``words`` and ``addr`` set: a GEMM on streamed
+    weights takes KT NT R weight words, a PARAM MOVE its parameter words; each reads them at
+    ``addr``, its byte offset in the segment's weight or parameter region, where the words lie
+    in descriptor order (a weight word L bytes, a parameter word ``param_beats`` L bytes)."""
+    w_off = q_off = 0
+    step = bus_bits(p.lanes) // 8
+    for d in prog:
+        if d.kind == "gemm" and d.data:
+            kt, nt = tile_counts(d["k"], d["n"], p.lanes, p.lanes)
+            d.fields.update(words=kt * nt * p.lanes, addr=w_off)
+            w_off += kt * nt * p.lanes * step
+        elif d["op"] == Op.MOVE and d["src"] == Src.PARAM:
+            d.fields["addr"] = q_off
+            q_off += d["words"] * param_beats(p.lanes) * step
+    return prog
+
+
 def embed_segment(p: Plan, im) -> list[Desc]:
     """The patch embedding in chunks of ``embed_chunk`` channels (its per-token bias, which
     holds the position embedding, fills the engine's bias buffer one chunk at a time), then the
@@ -185,7 +204,7 @@ def embed_segment(p: Plan, im) -> list[Desc]:
                       wr=_rows(p, "x", 1, dw, dw)))
     if im.config.pre_ln:           # CLIP's LayerNorm on the tokens before the first block
         prog += _ln(p, "pre.ln", im, t, dst="x")
-    return prog + [Desc("end", "end", {"op": Op.END})]
+    return addressed(p, prog + [Desc("end", "end", {"op": Op.END})])
 
 
 def embed_chunk(p: Plan) -> int:
@@ -248,10 +267,12 @@ def layer_segment(p: Plan, im, i: int, tap: bool = True) -> list[Desc]:
     prog += _linear(p, f"{b}.fc2", t, p.hidden, d, (p.regions["hid"][0], hw_), add(f"{b}.add2", add2))
     if tap:
         prog += [_move(f"{b} tokens", "tap", Src.SCRATCH, Unit.NONE, Dst.HOST, t * dw, rd=_rows(p, "x", t, dw, dw))]
-    return prog + [Desc("end", "end", {"op": Op.END})]
+    return addressed(p, prog + [Desc("end", "end", {"op": Op.END})])
 
 
-def head_segment(p: Plan, im) -> list[Desc]:
+def head_segment(p: Plan, im, embedding: bool = True) -> list[Desc]:
+    """The final LayerNorm, the projection and the class logits; the embedding goes to the
+    host too unless ``embedding`` is off (the accelerator reads only the logits)."""
     e, L = p.embed_dim, p.lanes
     ew = -(-e // L)
     cw = -(-p.classes // L)
@@ -260,13 +281,14 @@ def head_segment(p: Plan, im) -> list[Desc]:
     prog += _linear(p, "head.proj", 1, p.width, e, (p.regions["h"][0], p.dw),
                     lambda n0, n1: [_move(f"head.proj[{n0}:{n1}] out", "move", Src.ENG_OUT, Unit.NONE, Dst.SCRATCH,
                                           -(-(n1 - n0) // L), wr=_pat(emb + n0 // L, 1, 0, -(-(n1 - n0) // L), 1))])
-    return prog + [
-        _move("embedding", "tap", Src.SCRATCH, Unit.NONE, Dst.HOST, ew, rd=_pat(emb, 1, 0, ew, 1)),
+    if embedding:
+        prog.append(_move("embedding", "tap", Src.SCRATCH, Unit.NONE, Dst.HOST, ew, rd=_pat(emb, 1, 0, ew, 1)))
+    return addressed(p, prog + [
         _params(p, "head.logits", p.classes, ("zero_params", p.classes)),
         _gemm("head.logits", 1, e, p.classes, emb, ew, ("weights", "head.class_emb", 0, p.classes), raw=1),
         _move("logits", "tap", Src.ENG_RAW, Unit.NONE, Dst.HOST, cw),
         Desc("end", "end", {"op": Op.END}),
-    ]
+    ])
 
 
 def model_program(im, lanes: int, layers: int | None = None, tap: bool = True) -> tuple[Plan, list[list[Desc]]]:
@@ -279,6 +301,18 @@ def model_program(im, lanes: int, layers: int | None = None, tap: bool = True) -
     if depth == cfg.depth:
         segs.append(head_segment(p, im))
     return p, segs
+
+
+def accelerator_segments(im, lanes: int, taps: set[int]) -> tuple[Plan, dict[str, list[Desc]]]:
+    """(plan, segments by name) that the accelerator (``hw.rtl.accelerator``) runs for ``im``:
+    ``embed``, ``b0`` .. (the blocks; those ending at backbone layers ``taps`` send their
+    tokens to the exit head) and ``final`` (the logits only)."""
+    plan, segs = model_program(im, lanes, tap=False)
+    named = {"embed": segs[0]}
+    for i in range(im.config.depth):
+        named[f"b{i}"] = layer_segment(plan, im, i, tap=True) if i + 1 in taps else segs[i + 1]
+    named["final"] = head_segment(plan, im, embedding=False)
+    return plan, named
 
 
 def engine_config(p: Plan, segments: list[list[Desc]], **extra) -> LayerConfig:

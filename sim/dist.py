@@ -41,7 +41,7 @@ from sim import run as sim_run
 from sim.result import Result
 
 RETRIES = 2
-SHARD_FORMAT = 2           # a shard file holds {"shard", "indices", "result", "worker", "timing"}
+SHARD_FORMAT = 3           # a shard file holds {"shard", "indices", "result", "worker", "timing"}
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ def run_shard(spec: RunSpec, shard: int, indices: list[int]) -> dict:
     r = sim_run.run_images(d, images[torch.tensor(indices)])
     for rec in r.records:
         rec["image"] = indices[rec["image"]]
-    timing = {"prepare_s": round(prep, 1), "build_s": round(r.build_seconds, 1), "sim_s": round(r.sim_seconds, 1)}
+    timing = {"prepare_s": round(prep, 1), "build_s": round(r.build_seconds, 1), "sim_s": round(r.sim_seconds, 3)}
     r = dataclasses.replace(r, build_seconds=0.0, sim_seconds=0.0)
     return {"shard": shard, "indices": indices, "result": r.to_dict(), "worker": os.getpid(), "timing": timing}
 
@@ -163,7 +163,9 @@ def run(spec: RunSpec, indices: list[int], shard_size: int = 10, workers: int = 
     finally:
         bar.close()
     wall = time.time() - t0
-    timing = {"wall_s": round(wall, 1), "images_computed": new_images,
+    timing = {"wall_s": round(wall, 1), "sim_s": round(sum(json.loads(_shard_file(work, i).read_text())["timing"]["sim_s"]
+                                                          for i in range(len(shards))), 3),
+              "images_computed": new_images,
               "images_per_s": round(new_images / wall, 3) if wall > 0 and new_images else None,
               "workers": "cluster " + cluster if cluster else workers, "shards_resumed": len(done)}
     return merge(work, len(shards)), timing

@@ -25,16 +25,15 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-from amaranth import Cat, Module, Mux, Signal, unsigned
-from amaranth.lib import memory, stream, wiring
+from amaranth import Module, Mux, Signal, unsigned
+from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.cost import Machine
 from hw.cost.schedule import WeightSource
-from hw.rtl import comparator, emit
-from hw.rtl.comparator import ExitComparator
+from hw.rtl import axi, comparator, emit
+from hw.rtl.accelerator import csr_signature
 from hw.rtl.gemm import GemmConfig, GemmEngine, engine_ports
-from hw.rtl.head import ExitHead
 from hw.rtl.layer import LayerEngine
 from model.errors import QexitError
 
@@ -210,48 +209,134 @@ def layer_top_name(cfg) -> str:
     return f"{cfg.name}_harness"
 
 
-class RunHarness(LayerHarness):
-    """The early-exit run: ``LayerHarness`` plus the exit heads (``hw.rtl.head.ExitHead``)
-    and the exit comparator. ``heads`` lists (candidate indices, dense layers) per head: one
-    ``MacDense`` head serves every enabled candidate, a da4ml head one. The words the program
-    sends to the host are also teed to the head whose candidates include ``sel`` (candidate
-    index; ``len(heads)`` or more: none), one beat a cycle (a head in its input phase always
-    takes them), with ``sel`` on its ``index``; the heads' outputs go to the comparator, and its
-    decision is held in ``dec`` (``dec_valid`` until ``dec_clear``). ``now`` counts cycles from
-    reset; ``t_done`` and ``t_dec`` hold it at the segment's ``done`` and at the decision, so
-    every cycle of the run is read from the RTL."""
+class AxiMemory(wiring.Component):
+    """The accelerator's external memory in simulation: ``words`` words of ``data_bits``,
+    an AXI4 subordinate on both ports, timed like ``WeightMemory``.
 
-    def __init__(self, cfg, sizes: tuple[int, int, int], head, heads: list[tuple[list[int], object]], tokens: int,
-                 candidates: int):
-        self.head, self.heads, self.tokens, self.candidates = head, heads, tokens, candidates
-        super().__init__(cfg, *sizes, extra={
-            "sel": In(range(candidates + 1)), "th_in": In(stream.Signature(comparator.THRESHOLD)),
-            "layers": In(range(candidates + 1)), "dec_valid": Out(1), "dec": Out(comparator.OUT),
-            "dec_clear": In(1), "now": Out(32), "t_done": Out(32), "t_dec": Out(32)})
+    Reads: AR is taken whenever the queue of ``axi.MAX_OUTSTANDING`` bursts has room; the
+    bursts are served in order, one beat a cycle at most. A burst that finds the memory idle
+    (no burst being served, none queued) restarts the timing: beat j of the bursts that follow
+    back to back is offered from cycle ``WeightSource(bandwidth, latency).available(j,
+    data_bits / 8)`` after the AR (0 = the first cycle after it is taken). So a fetch whose
+    bursts are queued before the previous one ends pays the first-word latency once.
+    Writes: AW and W are taken at once (one beat a cycle), B follows the last beat.
+    The host port: ``load`` writes a word while the accelerator is stopped, ``peek_addr`` /
+    ``peek_data`` read one (combinational)."""
+
+    def __init__(self, words: int, data_bits: int):
+        self.words, self.data_bits = words, data_bits
+        super().__init__({
+            "rd": In(axi.read_port(data_bits)), "wr": In(axi.write_port(data_bits)),
+            "load": In(stream.Signature(data.StructLayout({"addr": range(words), "data": data_bits}))),
+            "peek_addr": In(range(words)), "peek_data": Out(data_bits),
+            "ideal": In(1), "bw_num": In(32), "bw_den": In(32), "latency": In(32)})
 
     def elaborate(self, platform):
+        m = Module()
+        DW = self.data_bits
+        shift = (DW // 8).bit_length() - 1
+        m.submodules.mem = mem = memory.Memory(shape=unsigned(DW), depth=self.words, init=[])
+        rd_port, peek = mem.read_port(domain="comb"), mem.read_port(domain="comb")
+        wr_port = mem.write_port()
+        m.d.comb += [peek.addr.eq(self.peek_addr), self.peek_data.eq(peek.data)]
 
-        m = super().elaborate(platform)
-        eng, L = self.engine, self.cfg.lanes
-        m.submodules.comparator = cmp = ExitComparator(self.candidates)
-        wiring.connect(m, wiring.flipped(self.th_in), cmp.th_in)
-        m.d.comb += cmp.layers.eq(self.layers)
-        m.d.sync += self.now.eq(self.now + 1)
-        for i, (ks, dense) in enumerate(self.heads):
-            m.submodules[f"head{i}"] = h = ExitHead(self.head, ks, self.tokens, dense, L)
-            mine = Signal(name=f"sel_head{i}")
-            m.d.comb += mine.eq(Cat(*(self.sel == k for k in h.ks)).any())
-            m.d.comb += [h.index.eq(self.sel), h.inp.valid.eq(eng.out.valid & mine),
-                         h.inp.payload.eq(eng.out.payload[:8 * L]), h.out.ready.eq(cmp.inp.ready & mine)]
-            with m.If(mine):
-                m.d.comb += [cmp.inp.valid.eq(h.out.valid), cmp.inp.payload.eq(h.out.payload)]
-        done_q = Signal()
-        m.d.sync += done_q.eq(self.done)
-        with m.If(self.done & ~done_q):
-            m.d.sync += self.t_done.eq(self.now)
-        m.d.comb += cmp.out.ready.eq(1)
-        with m.If(cmp.out.valid):
-            m.d.sync += [self.dec_valid.eq(1), self.dec.eq(cmp.out.payload), self.t_dec.eq(self.now)]
-        with m.Elif(self.dec_clear):
-            m.d.sync += self.dec_valid.eq(0)
+        # ---- reads
+        rd = self.rd
+        burst = data.StructLayout({"addr": range(self.words), "len": 9})
+        m.submodules.queue = q = fifo.SyncFIFO(width=burst.size, depth=axi.MAX_OUTSTANDING)
+        active = Signal()
+        addr = Signal(range(self.words))
+        left = Signal(9)
+        t = Signal(32)
+        credit = Signal(64)
+        need = Signal(64)
+        step = (DW // 8) * self.bw_den
+        arrived = Mux(self.ideal, t >= self.latency, credit >= need)
+        m.d.comb += [rd.arready.eq(q.w_rdy), rd.rvalid.eq(active & arrived), rd.rdata.eq(rd_port.data),
+                     rd.rlast.eq(left == 1), rd.rresp.eq(0), rd_port.addr.eq(addr)]
+        ar = Signal(burst)
+        m.d.comb += [ar.addr.eq(rd.araddr >> shift), ar.len.eq(rd.arlen + 1)]
+        ar_take = rd.arvalid & rd.arready
+        m.d.sync += [t.eq(t + 1), credit.eq(credit + Mux(t + 1 >= self.latency, self.bw_num, 0))]
+
+        def serve(b, restart):
+            m.d.sync += [active.eq(1), addr.eq(b.addr), left.eq(b.len)]
+            if restart:
+                m.d.sync += [t.eq(0), credit.eq(Mux(self.latency == 0, self.bw_num, 0)), need.eq(step)]
+
+        beat = rd.rvalid & rd.rready
+        head = Signal(burst)
+        m.d.comb += head.as_value().eq(q.r_data)
+        with m.If(beat):
+            m.d.sync += [addr.eq(addr + 1), left.eq(left - 1), need.eq(need + step)]
+        with m.If(~active | (beat & (left == 1))):
+            with m.If(q.r_rdy):                       # the next queued burst, back to back (or after idle)
+                m.d.comb += q.r_en.eq(1)
+                serve(head, restart=False)
+                with m.If(~active):
+                    serve(head, restart=True)
+            with m.Elif(ar_take & ~active):           # an AR that finds the memory idle
+                serve(ar, restart=True)
+            with m.Else():
+                m.d.sync += active.eq(0)
+        # an AR goes into the queue unless it is served at once
+        m.d.comb += [q.w_en.eq(ar_take & ~(~active & ~q.r_rdy)), q.w_data.eq(ar.as_value())]
+
+        # ---- writes (and the host's loads while stopped)
+        wr = self.wr
+        w_addr = Signal(range(self.words))
+        w_open = Signal()
+        b_pending = Signal()
+        m.d.comb += [wr.awready.eq(~w_open & ~b_pending), wr.wready.eq(w_open), wr.bvalid.eq(b_pending),
+                     wr.bresp.eq(0)]
+        with m.If(wr.awvalid & wr.awready):
+            m.d.sync += [w_addr.eq(wr.awaddr >> shift), w_open.eq(1)]
+        with m.If(wr.wvalid & wr.wready):
+            m.d.comb += [wr_port.en.eq(1), wr_port.addr.eq(w_addr), wr_port.data.eq(wr.wdata)]
+            m.d.sync += w_addr.eq(w_addr + 1)
+            with m.If(wr.wlast):
+                m.d.sync += [w_open.eq(0), b_pending.eq(1)]
+        with m.If(b_pending & wr.bready):
+            m.d.sync += b_pending.eq(0)
+        m.d.comb += self.load.ready.eq(1)
+        with m.If(self.load.valid):
+            m.d.comb += [wr_port.en.eq(1), wr_port.addr.eq(self.load.payload.addr), wr_port.data.eq(self.load.payload.data)]
+        return m
+
+
+class AcceleratorHarness(wiring.Component):
+    """The accelerator (``hw.rtl.accelerator.Accelerator``) with its memory (``AxiMemory``) and
+    the host's ports: ``load`` / ``peek`` on the memory, the control bus ``csr`` passed through,
+    ``host_writes_busy``: control-bus writes taken while the accelerator was busy, and a trace
+    of every decision word the sequencer took since reset (``t_count`` of them, read at
+    ``t_addr``; the first ``trace_words`` are kept)."""
+
+    def __init__(self, acc, words: int, trace_words: int = 1 << 14):
+        self.acc, self.words, self.trace_words = acc, words, trace_words
+        super().__init__({
+            "t_addr": In(range(trace_words)), "t_data": Out(comparator.OUT.size), "t_count": Out(32),
+            "csr": In(csr_signature()),
+            "load": In(stream.Signature(data.StructLayout({"addr": range(words), "data": acc.dw}))),
+            "peek_addr": In(range(words)), "peek_data": Out(acc.dw),
+            "busy": Out(1), "host_writes_busy": Out(32),
+            "ideal": In(1), "bw_num": In(32), "bw_den": In(32), "latency": In(32)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.acc = acc = self.acc
+        m.submodules.memory = mem = AxiMemory(self.words, acc.dw)
+        wiring.connect(m, acc.mem, mem.rd)
+        wiring.connect(m, acc.res, mem.wr)
+        wiring.connect(m, wiring.flipped(self.csr), acc.csr)
+        wiring.connect(m, wiring.flipped(self.load), mem.load)
+        m.d.comb += [mem.peek_addr.eq(self.peek_addr), self.peek_data.eq(mem.peek_data), self.busy.eq(acc.busy)]
+        m.d.comb += [getattr(mem, p).eq(getattr(self, p)) for p in ("ideal", "bw_num", "bw_den", "latency")]
+        with m.If(self.csr.cyc & self.csr.stb & self.csr.we & self.csr.ack & acc.busy):
+            m.d.sync += self.host_writes_busy.eq(self.host_writes_busy + 1)
+        m.submodules.trace = tr = memory.Memory(shape=unsigned(comparator.OUT.size), depth=self.trace_words, init=[])
+        t_wr, t_rd = tr.write_port(), tr.read_port(domain="comb")
+        m.d.comb += [t_wr.en.eq(acc.dec_valid & (self.t_count < self.trace_words)), t_wr.addr.eq(self.t_count),
+                     t_wr.data.eq(acc.dec), t_rd.addr.eq(self.t_addr), self.t_data.eq(t_rd.data)]
+        with m.If(acc.dec_valid):
+            m.d.sync += self.t_count.eq(self.t_count + 1)
         return m

@@ -363,3 +363,128 @@ def free_running(verilog: str, top: str, streams: dict[str, list[int]], settings
     out = json.loads(done.stdout.strip().splitlines()[-1])
     out["cycles_per_second"] = out["cycles"] / max(out["seconds"], 1e-9)
     return out
+
+
+ACCELERATOR_MAIN = r"""
+// The accelerator harness (sim.harness.AcceleratorHarness) alone in Verilator: no cocotb, no
+// VPI, no Python while it runs. argv[1] holds, in hex: the memory words as `load` payloads
+// (a count, then the words), the memory model's settings (ideal, bw_num, bw_den, latency),
+// the control-register writes (a count, then register index and value pairs; the last one
+// starts the run), the cycle limit, and the result words to read back (first word, count).
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <vector>
+#include "Vtop.h"
+#include "verilated.h"
+
+static std::vector<uint32_t> chunks(const std::string& hex) {
+    std::vector<uint32_t> out;
+    for (long end = (long)hex.size(); end > 0; end -= 8) {
+        long start = end - 8 < 0 ? 0 : end - 8;
+        out.push_back((uint32_t)std::stoul(hex.substr(start, end - start), nullptr, 16));
+    }
+    return out;
+}
+static uint32_t at(const std::vector<uint32_t>& w, size_t i) { return i < w.size() ? w[i] : 0; }
+template <std::size_t N> static void set(VlWide<N>& p, const std::vector<uint32_t>& w) {
+    for (size_t i = 0; i < N; ++i) p[i] = at(w, i);
+}
+static void set(QData& p, const std::vector<uint32_t>& w) { p = (QData)at(w, 0) | ((QData)at(w, 1) << 32); }
+static void set(IData& p, const std::vector<uint32_t>& w) { p = at(w, 0); }
+static void set(SData& p, const std::vector<uint32_t>& w) { p = (SData)at(w, 0); }
+static void set(CData& p, const std::vector<uint32_t>& w) { p = (CData)at(w, 0); }
+template <std::size_t N> static std::string hex(const VlWide<N>& p) {
+    std::string s; char b[9];
+    for (long i = N - 1; i >= 0; --i) { snprintf(b, 9, "%08x", (unsigned)p[i]); s += b; }
+    return s;
+}
+static std::string hex(QData p) { char b[17]; snprintf(b, 17, "%016llx", (unsigned long long)p); return b; }
+static std::string hex(IData p) { char b[9]; snprintf(b, 9, "%08x", (unsigned)p); return b; }
+
+int main(int argc, char** argv) {
+    VerilatedContext* ctx = new VerilatedContext;
+    Vtop* top = new Vtop{ctx};
+    long now = 0;
+    auto tick = [&]() { top->clk = 0; top->eval(); top->clk = 1; top->eval(); ctx->timeInc(1); ++now; };
+    auto wb = [&](unsigned adr, unsigned value, bool write) -> unsigned {
+        top->csr___05Fadr = adr; top->csr___05Fdat_w = value; top->csr___05Fwe = write;
+        top->csr___05Fsel = 15; top->csr___05Fcyc = 1; top->csr___05Fstb = 1;
+        do { tick(); } while (!top->csr___05Fack);
+        unsigned got = top->csr___05Fdat_r;
+        top->csr___05Fcyc = 0; top->csr___05Fstb = 0; top->csr___05Fwe = 0;
+        tick();
+        return got;
+    };
+    top->rst = 1; tick(); tick(); top->rst = 0; tick();
+    std::ifstream f(argv[1]);
+    std::string h;
+    long n; f >> std::hex >> n;
+    auto l0 = std::chrono::steady_clock::now();
+    for (long i = 0; i < n; ++i) { f >> h; set(top->load___05Fpayload, chunks(h)); top->load___05Fvalid = 1; tick(); }
+    top->load___05Fvalid = 0;
+    double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - l0).count();
+    f >> h; set(top->ideal, chunks(h)); f >> h; set(top->bw_num, chunks(h));
+    f >> h; set(top->bw_den, chunks(h)); f >> h; set(top->latency, chunks(h));
+    long writes; f >> writes;
+    for (long i = 0; i < writes; ++i) { unsigned r, v; f >> r >> v; wb(r, v, true); }
+    long limit, first, count; f >> limit >> first >> count;
+    long begin = now;
+    auto t0 = std::chrono::steady_clock::now();
+    while (top->busy && now - begin < limit) tick();
+    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    long cycles = now - begin;
+    bool timed_out = top->busy;
+    unsigned writes_busy = top->host_writes_busy;
+    unsigned status = wb(REG_STATUS, 0, false), error = wb(REG_ERROR, 0, false);
+    unsigned done = wb(REG_IMAGES_DONE, 0, false), counted = wb(REG_CYCLES, 0, false);
+    printf("{\"cycles\": %ld, \"counter\": %u, \"seconds\": %.6f, \"load_seconds\": %.6f, \"timed_out\": %s, "
+           "\"status\": %u, \"error\": %u, \"images_done\": %u, \"host_writes_while_busy\": %u, \"records\": [",
+           cycles, counted, s, load_s, timed_out ? "true" : "false", status, error, done, writes_busy);
+    for (long i = 0; i < count; ++i) {
+        top->peek_addr = first + i; top->eval();
+        printf("%s\"%s\"", i ? ", " : "", hex(top->peek_data).c_str());
+    }
+    printf("], \"decisions\": [");
+    for (unsigned i = 0; i < top->t_count && i < TRACE_WORDS; ++i) {
+        top->t_addr = i; top->eval();
+        printf("%s%u", i ? ", " : "", (unsigned)top->t_data);
+    }
+    printf("], \"decisions_total\": %u}\n", (unsigned)top->t_count);
+    top->final();
+    delete top;
+    delete ctx;
+    return 0;
+}
+"""
+
+
+def build_accelerator(verilog: str, top: str, defines: dict[str, int], root: Path = BUILD_ROOT) -> Path:
+    """Compile the accelerator harness with ``ACCELERATOR_MAIN`` (cached by its text and the
+    recipe) and return the executable; ``defines``: the word index of REG_STATUS, REG_ERROR,
+    REG_IMAGES_DONE and REG_CYCLES, and TRACE_WORDS."""
+    if "verilator" not in available():
+        raise QexitError(NO_SIMULATOR.replace("no HDL simulator found", "Verilator not found"))
+    main = "".join(f"#define {k} {v}\n" for k, v in defines.items()) + ACCELERATOR_MAIN
+    key = hashlib.sha256(f"{top}\n{VERILATOR_ARGS}\n{cxx_opt()}\n{main}\n{verilog}".encode()).hexdigest()[:16]
+    folder = Path(root) / f"accel-{top}-{key}"
+    exe = folder / "obj" / "Vaccel"
+    if exe.exists():
+        return exe
+    folder.mkdir(parents=True, exist_ok=True)
+    with _locked(folder.with_name(folder.name + ".lock")):
+        if exe.exists():
+            return exe
+        (folder / f"{top}.v").write_text(verilog)
+        (folder / "main.cpp").write_text(main)
+        cmd = (["verilator", "--cc", "--exe", "--build", "-j", str(os.cpu_count() or 1),
+                "--top-module", top, "--prefix", "Vtop", "-o", "Vaccel", "-Mdir", str(folder / "obj")]
+               + VERILATOR_ARGS + [arg for flag in cxx_opt() for arg in ("-MAKEFLAGS", flag)] + [f"{top}.v", "main.cpp"])
+        with _environment("verilator", {}):
+            with open(folder / "build.log", "w") as log:
+                done = subprocess.run(cmd, cwd=folder, stdout=log, stderr=subprocess.STDOUT)
+        if done.returncode != 0:
+            raise QexitError(f"Verilator build of the accelerator failed; see {folder / 'build.log'}")
+    return exe

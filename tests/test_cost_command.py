@@ -6,7 +6,9 @@ import pytest
 
 from hw import cost
 from hw.cost import tables
+from hw.rtl.dense import MacDense
 from model.errors import QexitError
+from model.exits import exit_path
 from qexit.commands import cost as cost_cmd
 from tests.conftest import exits_json, parse_command
 
@@ -98,11 +100,14 @@ def test_energy_is_labelled_and_priced_under_both_tables(files, exit_path_files,
     assert s["energy_table_fpga"]["name"] == "fpga_ecp5_scaled" and "Kuon" in s["energy_table_fpga"]["source"]
     # DRAM energy from the counts on its own: every weight and parameter byte the route streams, at
     # the table's 64-bit DRAM read per 8 bytes; the same bytes under both tables
-    c = cost.build(exit_path_files[2], cost.Machine(), tables.load(), {})
+    # (a tapped layer's program has one more descriptor to fetch; the heads read no DRAM yet)
+    ep = exit_path.load(exit_path_files[0])
+    c = cost.build(exit_path_files[2], cost.Machine(), tables.load(), {1: MacDense(64), 3: MacDense(64)}, ep.head)
     dram_pj = 1950.0 / 8
     full = sum(p.counts["dram_bytes"] for p in c.route_full()) * dram_pj
     layers, fraction = s["distribution"]["layers"], s["distribution"]["fraction"]
-    exit_ = sum(f * sum(p.counts["dram_bytes"] for p in c.route(None if k == 4 else k, ())) for k, f in zip(layers, fraction)) * dram_pj
+    exit_ = sum(f * sum(p.counts["dram_bytes"] for p in c.route(None if k == 4 else k, (1, 3)))
+                for k, f in zip(layers, fraction)) * dram_pj
     for suffix in ("", "_fpga"):
         assert s[f"dram_share_full{suffix}"] == pytest.approx(full / s[f"energy_full_pj{suffix}"])
         assert s[f"dram_share_exit{suffix}"] == pytest.approx(exit_ / s[f"energy_exit_pj{suffix}"])

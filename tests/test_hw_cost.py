@@ -7,6 +7,8 @@ import pytest
 
 from hw import cost, program
 from hw.cost import tables, timeline
+from hw.cost.schedule import WeightSource
+from hw.rtl.isa import Op, Src, param_beats
 from hw.rtl.dense import MacDense
 from hw.rtl.head import head_cycles
 from model.errors import QexitError
@@ -37,43 +39,54 @@ def costs(im, ep):
     return cost.build(im, cost.Machine(8, 2.0, 20, 200.0), tables.load(), {1: LAT, 3: LAT}, ep.head)
 
 
-def test_segments_are_the_cycles_the_rtl_measured():
-    """The cost model against the RTL, not against the timeline it is built on: `qexit verify
-    block` ran the shipped model's whole program on the 8x8 layer engine with the weights at
-    4 B/cycle after 20 cycles and counted every segment's cycles (reports/example/verify-block,
-    committed). Cycles depend on the shapes alone, so a random IntModel of the shipped config
-    has the same program. verify block taps every layer's tokens to the host; full depth does
-    not, and a tap costs T x W words, one a cycle, plus its fetch, start and read latency."""
+def test_the_engine_timeline_is_the_cycles_the_rtl_measured():
+    """The layer engine's timeline against the RTL, not against itself: `qexit verify block`
+    ran the shipped model's whole program on the 8x8 layer engine (its parameters from a stream
+    that always has the next word) with the weights at 4 B/cycle after 20 cycles and counted
+    every segment's cycles (reports/example/verify-block, committed). Cycles depend on the
+    shapes alone, so a random IntModel of the shipped config has the same program. The
+    accelerator adds its sequencer to these (tests/test_accelerator.py checks that in RTL)."""
     rtl = json.loads(VERIFY_BLOCK.read_text())
     assert (rtl["rows"], rtl["cols"], rtl["bandwidth"], rtl["latency"], rtl["passed"]) == (8, 8, 4.0, 20, True)
     measured = {name: seg["cycles_measured"] for name, seg in rtl["segments"].items()}
     cfg = ViTConfig(**json.loads(SHIPPED_CONFIG.read_text())["config"])
     im = random_intmodel(cfg, seed=0)
-    c = cost.build(im, cost.Machine(8, 4.0, 20, 100.0), tables.load(), {})
-    plan, _ = program.model_program(im, 8)
-    tapped = {i: cost.segment_part(f"layer {i}", program.layer_segment(plan, im, i - 1, tap=True), 8,
-                                   c.machine.source, c.mems, i) for i in range(1, cfg.depth + 1)}
-    assert c.embed.cycles == measured["embed"] and c.final.cycles == measured["head"]
-    assert all(tapped[i].cycles == measured[f"b{i - 1}"] for i in tapped)
-    tap = cfg.tokens * (cfg.width // 8) + 3 + 2
-    assert all(c.plain[i].cycles == measured[f"b{i - 1}"] - tap for i in tapped)
-    assert c.cycles(c.route_full()) == rtl["cycles_measured"] - cfg.depth * tap == 796_304
-    dist = cost.Distribution((cfg.depth,), (1.0,), ())
-    assert cost.expected(c, dist)["cycles"] == c.cycles(c.route_full())
+    plan, segs = program.model_program(im, 8)
+    src = WeightSource(4.0, 20)
+    names = ["embed"] + [f"b{i}" for i in range(cfg.depth)] + ["head"]
+    assert [sum(timeline.predict(seg, 8, src)) for seg in segs] == [measured[n] for n in names]
+
+
+def test_a_segment_costs_its_program_its_engine_and_the_sequencer(im, costs):
+    """Each part is ``timeline.segment_cycles``: the program's fetch, the engine with weights and
+    parameters through the memory port, the sequencer's states; the embedding adds its IMAGE
+    state and the image's words, the final head its logits into the comparator."""
+    port, db = costs.machine.port, costs.prog_beats
+    seg = costs.plain[2].seg
+    engine = sum(timeline.predict(seg, 8, port=port))
+    assert costs.plain[2].cycles == 4 + port.beat(len(seg) * db - 1) + engine
+    images = CFG.num_patches * CFG.patch_dim // 8
+    e = costs.embed.seg
+    assert costs.embed.cycles == 1 + 4 + port.beat(len(e) * db - 1) + sum(timeline.predict(e, 8, port=port)) \
+        + port.beat(images - 1) + 1
+    f = costs.final.seg
+    assert costs.final.cycles == 4 + port.beat(len(f) * db - 1) + sum(timeline.predict(f, 8, port=port)) + 10 + 2
+    assert costs.result.cycles == 5                         # AW, the record's beat, B, back to IMAGE
 
 
 def test_an_exit_costs_its_layers_taps_and_decisions(im, ep, costs):
-    plan, _ = program.model_program(im, 8)
-    src = costs.machine.source
-    tap = {i: sum(timeline.predict(program.layer_segment(plan, im, i - 1, tap=True), 8, src)) for i in (1, 3)}
-    plain = {i: sum(timeline.predict(program.layer_segment(plan, im, i - 1, tap=False), 8, src)) for i in (2,)}
     tokens, w = CFG.num_patches + 1, CFG.width // 8
-    decision = head_cycles(ep.head, tokens, 8, LAT) - tokens * w + 2 + 1 - 3       # less the END after the tap
+    decision = head_cycles(ep.head, tokens, 8, LAT) - tokens * w + 2 + 1 - 3 - 1   # less the END after the tap
     assert costs.decision[1].cycles == decision
-    assert costs.cycles(costs.route(3)) == costs.embed.cycles + tap[1] + plain[2] + tap[3] + 2 * decision
-    assert tap[1] == plain[2] + tokens * w + 3 + 2          # the tap: T W words, fetch, start, read latency
+    tap, plain = costs.layers, costs.plain
+    assert costs.cycles(costs.route(3)) == costs.embed.cycles + tap[1].cycles + plain[2].cycles + tap[3].cycles \
+        + 2 * decision + costs.result.cycles
+    port, n, db = costs.machine.port, len(plain[2].seg), costs.prog_beats
+    more_program = port.beat((n + 1) * db - 1) - port.beat(n * db - 1)      # the tap's descriptor
+    assert tap[1].cycles == plain[2].cycles + tokens * w + 3 + 2 + more_program   # T W words, fetch, start, read
     full = costs.cycles(costs.route(None))
-    assert full == costs.cycles(costs.route_full()) + 2 * (tokens * w + 5) + 2 * decision
+    assert full == costs.cycles(costs.route_full()) + 2 * (tokens * w + 5 + more_program) + 2 * decision
+    assert costs.record_cycles(costs.route(None)) == full - costs.result.cycles
 
 
 def test_a_mac_head_costs_its_rows_and_rom_reads(im, ep):
@@ -92,13 +105,15 @@ def test_a_mac_head_costs_its_rows_and_rom_reads(im, ep):
 
 
 def test_counts_match_the_models_shapes(im, costs):
-    """MACs and streamed weight bytes per layer, from the ViT's shapes alone (8 divides every dim)."""
+    """MACs and memory bytes per layer, from the ViT's shapes alone (8 divides every dim): the
+    weights, the parameter words (``param_beats`` beats each) and the program's descriptors."""
     t, d, f = CFG.tokens, CFG.width, CFG.hidden
     layer = costs.plain[2]
     assert layer.counts["mac8"] == layer.macs == t * d * 3 * d + 2 * t * t * d + t * d * d + 2 * t * d * f
     weights = sum(im.p(f"b1.{n}.w").numel() for n in ("qkv", "proj", "fc1", "fc2"))
-    params = layer.counts["dram_bytes"] - weights
-    assert 0 < params < weights                             # biases, multipliers, LN constants
+    params = sum(x["words"] for x in layer.seg if x["op"] == Op.MOVE and x["src"] == Src.PARAM)
+    assert params > 0 and costs.prog_beats > 0
+    assert layer.counts["dram_bytes"] == weights + 8 * (params * param_beats(8) + len(layer.seg) * costs.prog_beats)
     assert costs.embed.counts["mac8"] == CFG.num_patches * CFG.patch_dim * d
 
 
@@ -141,8 +156,8 @@ def test_atheena_two_stages(costs):
     dist = cost.Distribution((2, 4), (0.4, 0.6), (2,))
     a = cost.atheena(two, dist)
     f = two.machine.clock_mhz * 1e6
-    t1 = f / two.cycles([two.embed, two.plain[1], two.layers[2], two.decision[2]])
-    t2 = f / two.cycles([two.plain[3], two.plain[4], two.final])
+    t1 = f / two.cycles([two.embed, two.plain[1], two.layers[2], two.decision[2], two.result])
+    t2 = f / two.cycles([two.plain[3], two.plain[4], two.final, two.result])
     assert a["engines"] == 2 and a["throughput_ips"] == pytest.approx(min(t1, t2 / 0.6))
 
 

@@ -1,6 +1,6 @@
-"""sim/run.py: the early-exit run in RTL on a small model: the layer engine, the exit heads and
-the comparator, sequenced image by image; exits, classes, every decision and every image's
-cycles against the golden model, the fixed-point head and the cost model."""
+"""sim/run.py: the early-exit run on the whole accelerator in RTL on a small model, one start for
+the batch; exits, classes, every decision and every image's cycles against the golden model,
+the fixed-point head and the cost model."""
 import json
 
 import pytest
@@ -11,7 +11,7 @@ from model.exits import exit_path
 from qexit.cli import main
 from sim import run as sim_run
 
-IDEAL = Machine(8, None, 0)
+IDEAL = Machine(4, None, 0)          # 4 lanes: the same build as tests/test_accelerator.py
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ class Prices:
     def route(self, layer, candidates):
         return layer
 
-    def cycles(self, route):
+    def record_cycles(self, route):
         return 1000 + (99 if route is None else route)
 
 
@@ -54,40 +54,50 @@ def test_an_image_is_priced_on_the_references_route(small):
     _, ep, _ = small
     depth = ep.depth
     word = 1 | (2 << 1) | (0 << sim_run.LAYER_SHIFT)                 # exit, class 2, candidate 0
-    got = {"decisions": [{"sel": 0, "word": word, "t_done": 10, "t_dec": 14}],
-           "segments": [{"cycles": 100}, {"cycles": 200}], "trace": []}
+    got = {"layer": ep.layers[0], "class": 2, "cycles": 305}
     reference = (depth, 7, {(0, 0): (False, 2)})
-    rec = sim_run.image_record(0, got, reference, ep, depth, ep.layers, Prices(), lambda trace: -1)
+    rec = sim_run.image_record(0, got, [word], reference, ep, depth, Prices(), ep.layers)
     assert rec["exit_layer"] == ep.layers[0] and rec["expected_layer"] == depth
-    assert rec["cycles_measured"] == 100 + 200 + 5
+    assert rec["cycles_measured"] == 305
     assert rec["cycles_predicted"] == 1000 + 99                      # the full-depth route, not layer 1's
     assert rec["decisions"] == 1 and rec["decisions_matched"] == 0
     res = sim_run.run_result([rec], 1)
     assert not res.passed and res.matched == 0 and res.total == 1
 
 
-@pytest.mark.simulator
-@pytest.mark.parametrize("macs", [8, pytest.param(None, marks=pytest.mark.slow)], ids=["mac-head", "da4ml-head"])
-def test_early_exit_run_is_bit_and_cycle_exact(small, tmp_path, macs):
+def test_the_trace_splits_at_each_images_exit():
+    assert sim_run.split_decisions([0b10, 0b101, 1, 0b100, 0b11]) == [[0b10, 0b101], [1], [0b100, 0b11]]
+
+
+@pytest.mark.simulator("verilator")
+def test_early_exit_run_is_bit_and_cycle_exact(small):
     im, ep, images = small
-    r = sim_run.verify_run(im, ep, images[:6], IDEAL, folder=tmp_path, macs=macs)
+    r = sim_run.verify_run(im, ep, images[:6], IDEAL)
     assert r.log == "", r.log
     s = sim_run.summary(r)
+    assert s["sequencer"] == "rtl" and s["host_writes_while_busy"] == 0 and s["cycles_per_second"] > 0
+    assert s["memory"] == {"protocol": "AXI4", "data_bits": 32, "bandwidth_bytes_per_cycle": None, "latency_cycles": 0}
     assert s["exit_layers"] == s["expected_layers"] and s["classes"] == s["expected_classes"]
     assert s["decisions"] == s["decisions_matched"] > 0
     assert s["cycles_per_image_measured"] == s["cycles_per_image_predicted"], s
     assert r.passed and len(set(s["exit_layers"])) > 1 and s["test_indices"] == list(range(6))
 
 
-@pytest.mark.simulator
+def test_a_da4ml_head_is_refused_in_one_line(small):
+    im, ep, _ = small
+    with pytest.raises(QexitError, match="verify head --head da4ml"):
+        sim_run.prepare(im, ep, IDEAL, macs=None)
+
+
+@pytest.mark.simulator("verilator")
 def test_verify_run_command_writes_its_summary(exit_path_files, tmp_path, monkeypatch):
     ep_file, im_file, _ = exit_path_files
     monkeypatch.chdir(tmp_path)
     assert main(["verify", "run", "--exit-path", str(ep_file), "--intmodel", str(im_file), "--images", "4",
-                 "--seed", "-1"]) == 0
+                 "--seed", "-1", "--rows", "4", "--cols", "4", "--head-macs", "8"]) == 0
     s = json.loads((tmp_path / "reports" / "verify-run" / "summary.json").read_text())
     for key in ("images", "decisions_matched", "matched", "total", "cycles_measured", "cycles_predicted",
-                "exit_layers"):
+                "exit_layers", "sequencer", "host_writes_while_busy", "cycles_per_second", "memory"):
         assert key in s, key
     assert s["matched"] == s["total"] == 4 and s["cycles_measured"] == s["cycles_predicted"]
     assert s["test_indices"] == [0, 1, 2, 3]

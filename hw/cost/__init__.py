@@ -83,9 +83,10 @@ from hw.cost import schedule, timeline
 from hw.cost.tables import FPGA, EnergyTable
 from hw.cost.tables import load as load_table
 from hw.rtl import comparator
+from hw.rtl.accelerator import record_bytes
 from hw.rtl.dense import ROW_CONST, MacDense, dense_latencies, head_dense
 from hw.rtl.head import head_cycles
-from hw.rtl.isa import FETCH_CYCLES, Dst, Op, Src, Unit
+from hw.rtl.isa import FETCH_CYCLES, Dst, Op, Src, Unit, bus_bits, desc_beats, param_beats
 from model.errors import QexitError
 
 # Operations per element (and per row) of each unit, read off its datapath: "mult32" a
@@ -132,6 +133,11 @@ class Machine:
     @property
     def source(self) -> schedule.WeightSource:
         return schedule.WeightSource(self.bandwidth, self.latency)
+
+    @property
+    def port(self) -> schedule.MemoryPort:
+        """The accelerator's memory port: this bandwidth and latency, beats of one weight word."""
+        return schedule.MemoryPort(self.bandwidth, self.latency, bus_bits(self.lanes) // 8)
 
     def describe(self) -> dict:
         """The machine as a report's summary.json names it."""
@@ -228,8 +234,7 @@ def desc_counts(d: program.Desc, lanes: int, mems: dict) -> Counter:
     elif src == Src.ENG_RAW:
         c["gemm.raw:r"] += total
     elif src == Src.PARAM:
-        bits = mems[PARAM_BITS[dst]][1] if dst in PARAM_BITS else (8 + 65) * L if dst == Dst.LN_P else 8 * L
-        c["dram_bytes"] += total * bits // 8
+        c["dram_bytes"] += total * param_beats(L) * bus_bits(L) // 8       # a parameter word's footprint
     if dst in (Dst.SCRATCH, Dst.TRANSPOSE):
         c["scratch:w"] += total
     elif dst in PARAM_BITS:
@@ -248,13 +253,19 @@ def desc_counts(d: program.Desc, lanes: int, mems: dict) -> Counter:
     return c
 
 
-def segment_part(name: str, seg: list[program.Desc], lanes: int, source: schedule.WeightSource, mems: dict,
-                 layer: int) -> Part:
+def segment_part(name: str, seg: list[program.Desc], lanes: int, port: schedule.MemoryPort, mems: dict,
+                 layer: int, prog_beats: int, image_words: int = 0, extra: int = 0) -> Part:
+    """A segment as the accelerator runs it (``timeline.segment_cycles``): its descriptors, the
+    program fetch, the image load (``image_words``), the sequencer's cycles and ``extra``."""
     counts: Counter = Counter()
     for d in seg:
         counts.update(desc_counts(d, lanes, mems))
-    return Part(name, sum(timeline.predict(seg, lanes, source)), timeline.shares(seg, lanes, source), counts,
-                program.segment_macs(seg), layer, seg)
+    step = port.beat_bytes
+    counts["dram_bytes"] += (len(seg) * prog_beats + image_words) * step
+    cycles = timeline.segment_cycles(seg, lanes, port, prog_beats, image_words) + extra
+    kinds = timeline.shares(seg, lanes, port.weights, port)
+    kinds["sequencer"] = cycles - sum(kinds.values())
+    return Part(name, cycles, kinds, counts, program.segment_macs(seg), layer, seg)
 
 
 PACK_BITS = 4           # a block at most this wide (weights and activations) packs two MACs a PE
@@ -310,9 +321,11 @@ def decision_cycles(head, tokens: int, lanes: int, dense) -> int:
 
 @dataclass
 class Costs:
-    """Every part of an image on one machine: ``embed``, ``layers`` (with the tap where
-    ``candidates`` has the layer, without it in ``plain``), ``decision`` per candidate layer,
-    ``final`` (the final head), and the memories the energies price."""
+    """Every part of an image on one machine, as the accelerator runs it: ``embed`` (the
+    IMAGE state, the image's load and the patch embedding), ``layers`` (with the tap where
+    ``candidates`` has the layer, without it in ``plain``), ``decision`` per candidate layer (the
+    head and the comparator after the segment's ``done``), ``final`` (the final head and its
+    decision), ``result`` (the record's write), and the memories the energies price."""
     machine: Machine
     depth: int
     embed: Part
@@ -320,13 +333,15 @@ class Costs:
     plain: dict[int, Part]
     decision: dict[int, Part]
     final: Part
+    result: Part
     mems: dict
     table: EnergyTable
+    prog_beats: int = 0           # memory beats per descriptor word
 
     def route(self, exit_layer: int | None, on=None) -> list[Part]:
         """The parts an image runs: exit at a candidate layer, or ``None`` for full depth, with
-        a decision at every layer of ``on`` on the way (default: every candidate built);
-        ``route_full`` is full depth with no exit path."""
+        a decision at every layer of ``on`` on the way (default: every candidate built), then
+        its result's write; ``route_full`` is full depth with no exit path."""
         on = set(self.decision if on is None else on)
         missing = on - set(self.decision)
         if missing:
@@ -337,13 +352,17 @@ class Costs:
             parts.append(self.layers[i] if i in on else self.plain[i])
             if i in on:
                 parts.append(self.decision[i])
-        return parts + ([self.final] if exit_layer is None else [])
+        return parts + ([self.final] if exit_layer is None else []) + [self.result]
 
     def route_full(self) -> list[Part]:
-        return [self.embed] + [self.plain[i] for i in range(1, self.depth + 1)] + [self.final]
+        return [self.embed] + [self.plain[i] for i in range(1, self.depth + 1)] + [self.final, self.result]
 
     def cycles(self, parts: list[Part]) -> int:
         return sum(p.cycles for p in parts)
+
+    def record_cycles(self, parts: list[Part]) -> int:
+        """What the accelerator's result record holds: the route's cycles up to its write."""
+        return self.cycles([p for p in parts if p is not self.result])
 
     def energy_pj(self, parts: list[Part]) -> float:
         return sum(sum(p.energy(self.table, self.mems).values()) for p in parts)
@@ -363,26 +382,34 @@ def build(im, machine: Machine, table: EnergyTable, candidates: dict, head=None)
         raise QexitError(f"exit layers {bad} are outside 1..{depth - 1} (the last layer is full depth)")
     if candidates and head is None:
         raise QexitError("candidate layers need the exit head (pass the exit path)")
-    L, src = machine.lanes, machine.source
+    L = machine.lanes
+    port = machine.port
     plan, segs = program.model_program(im, L, tap=False)
-    mems = memories(program.engine_config(plan, segs))
+    _, named = program.accelerator_segments(im, L, set(candidates))
+    cfg = program.engine_config(plan, list(named.values()) + [program.layer_segment(plan, im, 0, tap=True)])
+    mems = memories(cfg)
+    db = desc_beats(cfg)
     widths = getattr(im, "block_widths", ((8, 8),) * depth)
 
     def layer_part(i: int, seg: list[program.Desc]) -> Part:
         if not (machine.scalable and packs(widths[i - 1])):
-            return segment_part(f"layer {i}", seg, L, src, mems, i)
-        part = segment_part(f"layer {i}", packed(seg, L), L, src, mems, i)
+            return segment_part(f"layer {i}", seg, L, port, mems, i, db)
+        part = segment_part(f"layer {i}", packed(seg, L), L, port, mems, i, db)
         part.macs = program.segment_macs(seg)          # the MACs done; the cycles and energy packed
         return part
 
-    embed = segment_part("embed", segs[0], L, src, mems, 1)
+    image_words = (plan.tokens - 1) * -(-plan.patch_dim // L)        # the patches, as sim.image packs them
+    embed = segment_part("embed", segs[0], L, port, mems, 1, db, image_words, extra=1)
     plain = {i: layer_part(i, segs[i]) for i in range(1, depth + 1)}
     layers = {i: layer_part(i, program.layer_segment(plan, im, i - 1, tap=True)) for i in candidates}
-    final = segment_part("final head", segs[-1], L, src, mems, depth)
+    final = segment_part("final head", named["final"], L, port, mems, depth, db,
+                         extra=timeline.final_cycles(plan.classes))
+    result = Part("result", timeline.result_cycles(L), {"sequencer": timeline.result_cycles(L)}, Counter(), 0, depth)
+    result.counts["dram_bytes"] += record_bytes(L)
     decision = {}
     shared = [k for k, d in candidates.items() if isinstance(d, MacDense)]   # one MAC head serves them
     for i, dense in sorted(candidates.items()):
-        c = decision_cycles(head, plan.tokens, L, dense)
+        c = decision_cycles(head, plan.tokens, L, dense) - 1
         ops = head_ops(head, plan.tokens)
         if isinstance(dense, MacDense):
             fc1, fc2, scores = dense.rom_words(head)
@@ -392,7 +419,7 @@ def build(im, machine: Machine, table: EnergyTable, candidates: dict, head=None)
             ops["head.consts:r"] += head.hidden + head.embed_dim
         decision[i] = Part(f"exit {i}", c, {"exit": c}, ops,
                            head.width * head.hidden + head.hidden * head.embed_dim + head.embed_dim * head.classes, i)
-    return Costs(machine, depth, embed, layers, plain, decision, final, mems, table)
+    return Costs(machine, depth, embed, layers, plain, decision, final, result, mems, table, db)
 
 
 # --------------------------------------------------------------------------- distributions
@@ -446,13 +473,14 @@ def expected(costs: Costs, dist: Distribution) -> dict:
     return {"cycles": cycles, "energy_pj": energy_pj, "macs": macs, "parts": per_part}
 
 
-def batch_part(seg: list[program.Desc], lanes: int, source: schedule.WeightSource, mems: dict, b: int) -> Part:
-    """A segment for b images in throughput mode (module docstring): the streamed-weight GEMMs
-    once with M = b m, their parameters once, everything else b times."""
+def batch_part(seg: list[program.Desc], lanes: int, port: schedule.MemoryPort, mems: dict, b: int) -> Part:
+    """A segment's descriptors for b images in throughput mode (module docstring): the
+    streamed-weight GEMMs once with M = b m, their parameters once, everything else b times."""
     part = Part("batch", 0)
     if b <= 0:
         return part
-    for d, c in zip(seg, timeline.predict(seg, lanes, source)):
+    source = port.weights
+    for d, c in zip(seg, timeline.predict(seg, lanes, port=port)):
         if d.kind == "gemm" and not d["w_scratch"]:
             big = program.Desc(d.name, d.kind, {**d.fields, "m": b * d["m"]}, d.data)
             part.cycles += c - schedule.predict_cycles(lanes, lanes, d["m"], d["k"], d["n"], source) \
@@ -467,11 +495,11 @@ def batch_part(seg: list[program.Desc], lanes: int, source: schedule.WeightSourc
     return part
 
 
-def _blend(seg: list[program.Desc], lanes: int, source: schedule.WeightSource, mems: dict, b: float) -> Part:
+def _blend(seg: list[program.Desc], lanes: int, port: schedule.MemoryPort, mems: dict, b: float) -> Part:
     """``batch_part`` at a fractional batch: the two integer batches around it, weighted."""
     lo = math.floor(b)
     w = b - lo
-    a, c = batch_part(seg, lanes, source, mems, lo), batch_part(seg, lanes, source, mems, lo + 1) if w else None
+    a, c = batch_part(seg, lanes, port, mems, lo), batch_part(seg, lanes, port, mems, lo + 1) if w else None
     if c is None:
         return a
     part = Part("batch", (1 - w) * a.cycles + w * c.cycles)
@@ -484,15 +512,25 @@ def throughput(costs: Costs, dist: Distribution | None, batch: int) -> dict:
     """Throughput mode at ``batch`` images in flight: images per second and energy per image;
     ``dist`` None is INT8 full depth with no exit path. Images that exit are replaced, so in
     steady state B P(reach l) images run layer l (a fractional count weighs the integer
-    batches around it); at batch 1 this is the latency mode's expectation."""
+    batches around it); at batch 1 this is the latency mode's expectation. A segment's
+    sequencer work (its program fetch, the table read, the image loads) is charged once per
+    batch that runs it (at most once; at batch 1 its share P(reach)): the accelerator in RTL runs one image at a time, so this mode is an estimate of a
+    batched variant."""
     if not isinstance(batch, int) or batch < 1:
         raise QexitError(f"batch {batch} must be an integer >= 1 (e.g. --batch 16)")
     m = costs.machine
     parts = []
     for p in (costs.route_full() if dist is None else costs.route(None, dist.candidates)):
-        b = batch if dist is None or p is costs.embed else batch * dist.reach(p.layer)
+        b = batch if dist is None or p is costs.embed or p is costs.result else batch * dist.reach(p.layer)
         if p.seg:
-            parts.append(_blend(p.seg, m.lanes, m.source, costs.mems, b))
+            parts.append(_blend(p.seg, m.lanes, m.port, costs.mems, b))
+            engine = sum(timeline.predict(p.seg, m.lanes, port=m.port))
+            once = min(b, 1.0)                          # the segment runs at all in this batch
+            counts = Counter(p.counts)
+            for d in p.seg:
+                counts.subtract(desc_counts(d, m.lanes, costs.mems))
+            parts.append(Part("sequencer", once * (p.cycles - engine)))
+            _scale(counts, once, parts[-1].counts)
         else:                                          # a decision: once per image
             parts.append(Part("decisions", b * p.cycles))
             _scale(p.counts, b, parts[-1].counts)
@@ -511,7 +549,7 @@ def atheena(costs: Costs, dist: Distribution) -> dict:
     bounds = [0] + sorted(on) + [costs.depth]
     stages = []
     for lo, hi in zip(bounds, bounds[1:]):
-        before = len(costs.route(lo, on)) if lo else 0
+        before = len(costs.route(lo, on)) - 1 if lo else 0          # its parts before the result's write
         c = costs.cycles(costs.route(None if hi == costs.depth else hi, on)[before:])
         p = dist.reach(lo + 1) if lo else 1.0
         stages.append({"layers": [lo + 1, hi], "cycles": c, "reach": p, "rate_ips": f / c,

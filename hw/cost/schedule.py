@@ -99,6 +99,32 @@ class WeightSource:
 
 IDEAL = WeightSource()
 
+FETCH_DELAY = 2         # a fetch's go -> its first burst's AR taken -> t = 0 of the memory's timing
+
+
+@dataclass(frozen=True)
+class MemoryPort:
+    """The accelerator's memory read port as the cycle model sees it (``sim.harness.AxiMemory``
+    is the same definition in HDL): ``bandwidth`` bytes/cycle (None: one beat every cycle),
+    ``latency`` cycles to the first beat of a fetch that finds the memory idle, beats of
+    ``beat_bytes``, at most one a cycle, and a fetcher that queues its bursts ahead (so a fetch
+    pays the latency once)."""
+    bandwidth: float | None
+    latency: int
+    beat_bytes: int
+
+    def beat(self, j: int) -> int:
+        """The cycle beat ``j`` of a fetch is offered, counted from the fetch's ``go``, when
+        every earlier beat was taken as soon as it was offered."""
+        arrive = j if self.bandwidth is None else max(j, WeightSource(self.bandwidth, 0).available(j, self.beat_bytes))
+        return FETCH_DELAY + self.latency + arrive
+
+    @property
+    def weights(self) -> WeightSource:
+        """The weight stream as a GEMM sees it: its fetch starts with the GEMM (engine cycle 0
+        is the cycle after go)."""
+        return WeightSource(self.bandwidth, self.latency + FETCH_DELAY - 1)
+
 
 @dataclass(frozen=True)
 class Tile:

@@ -5,15 +5,19 @@ from __future__ import annotations
 
 from hw.cost import schedule
 from hw.program import Desc
-from hw.rtl.isa import FETCH_CYCLES, Op, Src, Unit
+from hw.rtl.accelerator import record_beats
+from hw.rtl.isa import FETCH_CYCLES, Op, Src, Unit, param_beats
 from hw.rtl.layernorm import row_cycles as ln_row_cycles
 from hw.rtl.softmax import row_cycles as softmax_row_cycles
 from hw.rtl.timing import READ_LATENCY, SIDE_LATENCY
 from hw.rtl.units import AddUnit, GeluUnit, TableUnit
 
-def desc_cycles(d: Desc, lanes: int, source: schedule.WeightSource = schedule.IDEAL) -> int:
+def desc_cycles(d: Desc, lanes: int, source: schedule.WeightSource = schedule.IDEAL,
+                port: schedule.MemoryPort | None = None) -> int:
     """Cycles of one descriptor that does not wait, from the cycle its fetch starts to the cycle
-    the next fetch starts (a SOFTMAX: its issue only; ``softmax_cycles`` is the side channel's)."""
+    the next fetch starts (a SOFTMAX: its issue only; ``softmax_cycles`` is the side channel's).
+    With ``port`` (the accelerator's memory) a PARAM MOVE's words come through it, each
+    ``param_beats`` beats; without, from a stream that always has the next word."""
     f = d.fields
     if d.kind == "end":
         return FETCH_CYCLES
@@ -23,6 +27,8 @@ def desc_cycles(d: Desc, lanes: int, source: schedule.WeightSource = schedule.ID
         src = schedule.WeightSource(lanes, READ_LATENCY) if f.get("w_scratch") else source
         return FETCH_CYCLES + 1 + schedule.predict_cycles(lanes, lanes, f["m"], f["k"], f["n"], src) + 1
     total = f["total"]
+    if port is not None and f["src"] == Src.PARAM:          # the last word with its last beat
+        return FETCH_CYCLES + port.beat(total * param_beats(lanes) - 1) + 1
     lat = READ_LATENCY if f["src"] == Src.SCRATCH or f["unit"] == Unit.ADD else 0
     unit = f["unit"]
     if unit == Unit.LN:
@@ -48,7 +54,8 @@ def softmax_cycles(d: Desc, lanes: int) -> int:
     return SIDE_LATENCY + rows * softmax_row_cycles(d["elems"], lanes) - 1
 
 
-def timeline(segment: list[Desc], lanes: int, source: schedule.WeightSource = schedule.IDEAL) -> list[tuple[int, int]]:
+def timeline(segment: list[Desc], lanes: int, source: schedule.WeightSource = schedule.IDEAL,
+             port: schedule.MemoryPort | None = None) -> list[tuple[int, int]]:
     """(cycles, waited) of every descriptor: the controller's time from its fetch to the next
     fetch, and how many of those cycles it waited for the softmax side channel. A descriptor
     that waits (``wait``, every SOFTMAX and the END) is dispatched at max(fetch + 1, the first
@@ -58,7 +65,7 @@ def timeline(segment: list[Desc], lanes: int, source: schedule.WeightSource = sc
         waits = bool(d["wait"]) or d.kind == "end" or d["op"] == Op.SOFTMAX
         dispatch = max(t + 1, idle_at) if waits else t + 1
         waited = dispatch - (t + 1)
-        nxt = dispatch + 1 if d.kind == "end" else dispatch - 1 + desc_cycles(d, lanes, source)
+        nxt = dispatch + 1 if d.kind == "end" else dispatch - 1 + desc_cycles(d, lanes, source, port)
         if d["op"] == Op.SOFTMAX and d.kind != "end":
             idle_at = dispatch + 2 + softmax_cycles(d, lanes)
         out.append((nxt - t, waited))
@@ -66,19 +73,52 @@ def timeline(segment: list[Desc], lanes: int, source: schedule.WeightSource = sc
     return out
 
 
-def predict(segment: list[Desc], lanes: int, source: schedule.WeightSource = schedule.IDEAL) -> list[int]:
-    """Cycles of every descriptor of a segment; their sum is the segment's start → done count."""
-    return [c for c, _ in timeline(segment, lanes, source)]
+def predict(segment: list[Desc], lanes: int, source: schedule.WeightSource = schedule.IDEAL,
+            port: schedule.MemoryPort | None = None) -> list[int]:
+    """Cycles of every descriptor of a segment; their sum is the segment's start → done count.
+    With ``port``, as the accelerator runs it: weights and parameters through its memory."""
+    if port is not None:
+        source = port.weights
+    return [c for c, _ in timeline(segment, lanes, source, port)]
+
+
+# ---------------------------------------------------------------------------- the sequencer
+# (hw.rtl.accelerator): the cycles of an image from its IMAGE state to its result's WRITE
+
+def segment_cycles(segment: list[Desc], lanes: int, port: schedule.MemoryPort, prog_beats: int,
+                   image_words: int = 0) -> int:
+    """A segment in the accelerator, from its SEGMENT_READ to the next one: the table read (1),
+    the image's words into the scratchpad (``image_words``; the PROGRAM state's 1), the program's
+    ``prog_beats`` beats a descriptor, START (1), the engine's IDLE (1) and its start-to-done,
+    and the cycle that sees ``done``."""
+    c = 4 + port.beat(len(segment) * prog_beats - 1) + sum(predict(segment, lanes, port=port))
+    if image_words:
+        c += port.beat(image_words - 1) + 1
+    return c
+
+
+def result_cycles(lanes: int) -> int:
+    """The result's write, from WRITE to the next image's IMAGE state: AW, the record's beats,
+    B (the memory model answers the cycle after the last beat), the writer's and the sequencer's
+    return."""
+    return 4 + record_beats(lanes)
+
+
+def final_cycles(classes: int) -> int:
+    """After the final segment's ``done``: its logits one a cycle into the comparator, the
+    comparator's decision (``ExitComparator.LATENCY``) and the cycle that sees it."""
+    return classes + 2
 
 
 
 
-def shares(segment: list[Desc], lanes: int, source: schedule.WeightSource = schedule.IDEAL) -> dict[str, int]:
+def shares(segment: list[Desc], lanes: int, source: schedule.WeightSource = schedule.IDEAL,
+           port: schedule.MemoryPort | None = None) -> dict[str, int]:
     """Controller cycles per descriptor kind (gemm, ln, softmax, gelu, add, move, transpose,
     params, tap, end). Softmax runs beside the GEMMs: its share is its issue plus the cycles
     the controller waited for it, the time it still takes from the layer."""
     out: dict[str, int] = {}
-    for d, (c, waited) in zip(segment, timeline(segment, lanes, source)):
+    for d, (c, waited) in zip(segment, timeline(segment, lanes, source, port)):
         out[d.kind] = out.get(d.kind, 0) + c - waited
         out["softmax"] = out.get("softmax", 0) + waited
     return out

@@ -49,6 +49,7 @@ class Dst(IntEnum):
 
 
 COUNT = 20                 # bits of every count, stride and length field (< 2**20)
+ADDR_BITS = 32             # memory byte addresses
 FETCH_CYCLES = 2           # program read + decode
 
 
@@ -101,6 +102,22 @@ class LayerConfig:
         return PARAM_BITS * self.lanes               # the widest stream word: a parameter word
 
 
+def bus_bits(lanes: int) -> int:
+    """The external memory's data width: one weight word (a row of L int8)."""
+    return 8 * lanes
+
+
+def param_beats(lanes: int) -> int:
+    """Memory beats per parameter word (``PARAM_BITS`` a lane): a parameter word's footprint
+    in memory is this many weight words."""
+    return -(-PARAM_BITS * lanes // bus_bits(lanes))
+
+
+def desc_beats(cfg: LayerConfig) -> int:
+    """Memory beats per descriptor word."""
+    return -(-desc_layout(cfg).size // bus_bits(cfg.lanes))
+
+
 def pattern_layout(addr_bits: int) -> data.StructLayout:
     """A 2-D address walk: base + o*ostride + i*istride for o < ocount, i < icount (i inner)."""
     return data.StructLayout({"base": addr_bits, "ocount": COUNT, "ostride": COUNT,
@@ -120,7 +137,8 @@ def desc_layout(cfg: LayerConfig) -> data.StructLayout:
         "elems": COUNT,             # row length: LN d, softmax length, the transpose's row
         "groups": COUNT,            # transposed writer: words per transposed row (token groups)
         "total": 24,                # destination beats that end a MOVE
-        "words": 24,                # parameter-stream words a MOVE takes (the stream has no end of its own)
+        "words": 24,                # stream words it takes: a PARAM MOVE's parameter words, a GEMM's weight words
+        "addr": ADDR_BITS,          # byte offset of those words in the segment's parameter or weight region
         "ln_shift": 6, "ln_eps": intops.LN_EPS_BITS,
         "pre": signed(6), "x0": 8, "sqb": 9, "sqc": 16,
         "gqb": signed(13), "gqc": 23,

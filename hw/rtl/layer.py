@@ -46,7 +46,7 @@ from amaranth.lib.wiring import In, Out
 
 from hw.rtl import emit
 from hw.rtl.gemm import PARAM_BITS, GemmEngine
-from hw.rtl.isa import COUNT, Dst, LayerConfig, Op, Src, Unit, desc_layout, pattern_layout
+from hw.rtl.isa import ADDR_BITS, COUNT, Dst, LayerConfig, Op, Src, Unit, desc_layout, pattern_layout
 from hw.rtl.layernorm import LN_PARAM, LayerNormUnit
 from hw.rtl.softmax import SoftmaxUnit
 from hw.rtl.units import AddUnit, GeluUnit, TableUnit
@@ -137,6 +137,9 @@ class LayerEngine(wiring.Component):
             "pc": In(range(cfg.prog_words)),
             "start": In(1), "busy": Out(1), "done": Out(1), "cycles": Out(32), "gemm_start": Out(1),
             "at": Out(range(cfg.prog_words + 1)),       # the descriptor being run (for waves and hangs)
+            # a descriptor that takes stream words starts: a GEMM on streamed weights (param 0)
+            # or a PARAM MOVE (param 1), ``fetch_words`` words at ``fetch_addr`` of its region
+            "fetch": Out(1), "fetch_param": Out(1), "fetch_addr": Out(ADDR_BITS), "fetch_words": Out(24),
         })
 
     def elaborate(self, platform):
@@ -182,7 +185,9 @@ class LayerEngine(wiring.Component):
         moving = Signal()           # a MOVE is running
         gemm_go = Signal()
         move_go = Signal()
-        m.d.comb += [self.gemm_start.eq(gemm_go)]
+        m.d.comb += [self.gemm_start.eq(gemm_go), self.fetch_addr.eq(d.addr), self.fetch_words.eq(d.words),
+                     self.fetch_param.eq(d.src == Src.PARAM),
+                     self.fetch.eq(gemm_go & ~d.w_scratch | move_go & (d.src == Src.PARAM))]
 
         m.d.comb += eng.a_data.eq(Mux(d.a_from_p, p_rd.data, s_rd_a.data))
 

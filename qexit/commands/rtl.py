@@ -1,21 +1,38 @@
-"""Generate Verilog for the hardware blocks.
+"""Generate Verilog for the hardware blocks, and the memory image that feeds the accelerator.
 
 `qexit rtl gemm --rows R --cols C` writes the INT8 GEMM engine (an R x C weight-stationary
 systolic array with its activation, weight, parameter, accumulator and output buffers, the
 tile controller and the requantize unit) as one Verilog file, reports/rtl-gemm/gemm_RxC.v
 (and a copy at --out), with summary.json (array size, buffer sizes, Verilog lines) and a README.
+
+`qexit rtl accelerator --rows R --cols C --out DIR` writes the whole accelerator for an
+IntModel and exit path (hw/rtl/accelerator.py: the layer engine, the exit head, the comparator
+and the RTL sequencer, one AXI4 read port, one AXI4 write port, Wishbone control registers):
+its Verilog, the register map as JSON and as a C header, and a README with the memory image's
+layout. `qexit rtl image --images N --out DIR` writes a memory image of the first N test
+images for it (sim/image.py): one `<word address> <word>` line per word (hex), the control
+registers' values and the image's SHA-256.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
+import json
+
 from hw.cost import schedule
-from hw.rtl import gemm
-from qexit.commands.common import add_machine_args, machine_from_args, positive
+from hw.rtl import accelerator, gemm
+from hw.rtl.accelerator import to_verilog
+from model.data import load_fashion_mnist
+from model.errors import QexitError
+from model.exits import exit_path
+from model.quantize import load_intmodel
+from qexit.commands.common import EXIT_PATH_DEFAULT, add_exit_path_args, add_machine_args, machine_from_args, positive
+from sim.accelerator import HEAD_MACS, design, register_writes, top_name
+from sim.image import memory_image
 from qexit.render import rtl as render
 from qexit.reports import report_dir, write_summary
 
-HELP = "generate Verilog: `rtl gemm` writes the systolic INT8 GEMM engine"
+HELP = "generate Verilog: the GEMM engine, the whole accelerator, and its memory image"
 
 
 def add_buffer_args(p) -> None:
@@ -38,6 +55,17 @@ def add_arguments(p):
     add_buffer_args(g)
     g.add_argument("--out", type=Path, default=None, help="also write the Verilog here")
     g.set_defaults(_block=run_gemm)
+    for name, fn, what in (("accelerator", run_accelerator, "the whole accelerator: Verilog, register map, README"),
+                           ("image", run_image, "a memory image of test images for the accelerator")):
+        a = sub.add_parser(name, help=what, description=__doc__)
+        add_machine_args(a, rows=8, square=True, options=("rows", "cols"))
+        add_exit_path_args(a)
+        a.add_argument("--head-macs", type=positive, default=HEAD_MACS,
+                       help="the exit head's multipliers (one memory word of int8 weights a cycle at 8)")
+        if name == "image":
+            a.add_argument("--images", type=positive, default=10, help="the first N test images")
+        a.add_argument("--out", type=Path, default=Path(f"reports/rtl-{name}"), help="the folder to write")
+        a.set_defaults(_block=fn)
 
 
 def run(args) -> int:
@@ -69,4 +97,50 @@ def run_gemm(args) -> int:
         args.out.write_text(text)
     print(f"wrote reports/rtl-gemm/{name}" + (f" and {args.out}" if args.out else "")
           + f" ({summary['verilog_lines']} lines, top module {cfg.name})")
+    return 0
+
+
+def _model(args):
+    """(IntModel, exit path or None): no exit path when the default one was never written."""
+    im = load_intmodel(args.intmodel)
+    if not Path(args.exit_path).exists():
+        if args.exit_path != EXIT_PATH_DEFAULT:
+            raise QexitError(f"no exit path at {args.exit_path}; run `qexit exits` or leave --exit-path out")
+        print(f"no exit path at {args.exit_path} (run `qexit exits`): the accelerator is built without exits")
+        return im, None
+    return im, exit_path.load(args.exit_path)
+
+
+def run_accelerator(args) -> int:
+    machine = machine_from_args(args)
+    im, ep = _model(args)
+    lanes = machine.lanes
+    a = design(im, ep, lanes, args.head_macs)
+    top = top_name(lanes)
+    text = to_verilog(a, top)
+    img, layout = memory_image(im, ep, lanes, load_fashion_mnist("test").images[:1])
+    regmap = accelerator.register_map(lanes)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{top}.v").write_text(text)
+    (out / "registers.json").write_text(json.dumps(regmap, indent=2) + "\n")
+    (out / "qexit_accelerator.h").write_text(accelerator.c_header(lanes))
+    (out / "README.md").write_text(render.accelerator_readme(top, lanes, regmap, img, layout, ep is not None))
+    print(f"wrote {out}/{top}.v ({text.count(chr(10))} lines), registers.json, qexit_accelerator.h, README.md")
+    return 0
+
+
+def run_image(args) -> int:
+    machine = machine_from_args(args)
+    im, ep = _model(args)
+    img, layout = memory_image(im, ep, machine.lanes, load_fashion_mnist("test").images[:args.images])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    img.save(out / "memory.hex")
+    info = {"sha256": img.digest(), "words": img.words, "word_bytes": img.word_bytes,
+            "registers": {r.name: v for r, v in register_writes(layout)},
+            "regions": {name: {"address": base, "words": len(words)} for name, (base, words) in img.regions.items()}}
+    (out / "memory.json").write_text(json.dumps(info, indent=2) + "\n")
+    print(f"wrote {out}/memory.hex ({img.words} words of {img.word_bytes} bytes, sha256 {info['sha256'][:16]}...) "
+          f"and memory.json")
     return 0

@@ -1,16 +1,18 @@
-"""`qexit verify run --images N --seed S --rows R --cols C --bandwidth B` runs the early-exit
-accelerator in RTL (sim/run.py): the layer engine runs each image layer by layer; after every
-candidate layer whose exit is on, that layer's exit head (hw/rtl/head.py) takes the layer's tokens
-from the engine's tap and the exit comparator decides; on exit the sequencer ends the image.
-Images: N test images drawn with seed S (seed -1: the first N). Every image's exit layer and
-class must equal the reference (the golden model's tokens, model/exits/fixed.py and the
-threshold registers, computed on the host), every decision word the reference's, and every
-image's total cycles (pixels to decision, from the RTL's own counters) the cost model's
-(hw/cost/) for the reference's route, exactly. Writes reports/verify-run/summary.json
-(images, decisions_matched, matched, total, cycles_measured, cycles_predicted, exit_layers);
-exits 1 on any mismatch. Each enabled candidate's head is built into the design, by default
-with rows x cols multipliers (--head-macs); --head da4ml builds da4ml heads instead, one large
-design per candidate at full size (see `verify head`).
+"""`qexit verify run --images N --seed S --rows R --cols C --bandwidth B --latency L` runs the
+whole accelerator in RTL (hw/rtl/accelerator.py, sim/run.py): one start runs a batch of test
+images with no host action until done; its RTL sequencer runs each image segment by segment,
+after every candidate layer whose exit is on the exit head (hw/rtl/head.py) takes the layer's
+tokens and the exit comparator decides, and on exit the sequencer writes the image's result and
+goes on to the next. Everything comes through one AXI4 memory port, modelled in HDL with B
+bytes/cycle and an L-cycle first-word latency. Images: N test images drawn with seed S (seed
+-1: the first N). Every image's exit layer and class must equal the reference (the golden
+model's tokens, model/exits/fixed.py and the threshold registers, computed on the host), every
+decision word the reference's, every image's cycles (its start to its result's write, from the
+RTL's own counter) the cost model's (hw/cost/) for the reference's route, and the control-bus
+writes while busy 0. Writes reports/verify-run/summary.json (images, decisions_matched,
+matched, total, cycles_measured, cycles_predicted, exit_layers, sequencer,
+host_writes_while_busy, cycles_per_second, memory); exits 1 on any mismatch. One MAC exit head
+serves every candidate, by default with rows x cols multipliers (--head-macs).
 """
 from __future__ import annotations
 
@@ -74,7 +76,7 @@ def run(args) -> int:
           f"shards of {args.shard_size} on {args.cluster or f'{args.workers} worker(s)'}", flush=True)
     res, t = dist.run(spec, idx.tolist(), args.shard_size, args.workers, args.cluster, args.work, args.resume,
                       not args.quiet)
-    s = sim_run.summary(res)
+    s = sim_run.summary(res, t["sim_s"])
     print(f"images matched: {s['matched']}/{s['images']}; decisions bit-exact: {s['decisions_matched']}/"
           f"{s['decisions']}; cycles measured {s['cycles_measured']:,}, predicted {s['cycles_predicted']:,}"
           f" ({'equal' if s['cycles_equal'] else 'DIFFERENT'} image by image); {t['images_computed']} image(s) "

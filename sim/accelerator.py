@@ -1,0 +1,141 @@
+"""The whole accelerator in simulation: build it for an IntModel and exit path
+(``design``), compile its harness with the free-running main (``build``), write a memory image
+of a batch of images, run it with one ``start`` and read back every result (``run_batch``).
+
+Nothing in Python runs between ``start`` and ``done``: the C++ main loads the memory image,
+writes the control registers, waits for ``busy`` to fall and reads the result records; the
+harness counts control-bus writes taken while busy (``host_writes_while_busy``, 0 by design).
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import torch
+
+from hw import cost, program
+from hw.cost import Machine, tables
+from hw.rtl import accelerator as acc
+from hw.rtl import emit
+from hw.rtl.dense import MacDense
+from hw.rtl.isa import bus_bits
+from model.errors import QexitError
+from model.quantize import IntModel
+from sim import simulator as runner
+from sim.harness import AcceleratorHarness, check_machine
+from sim.image import Layout, MemoryImage, memory_image
+
+HEAD_MACS = 8                # the exit head's multipliers: one memory word of weights a cycle
+CYCLE_LIMIT = 10 ** 10
+
+
+def enabled(ep) -> list[int]:
+    return [] if ep is None else [k for k, r in enumerate(ep.registers) if r is not None]
+
+
+def design(im: IntModel, ep, lanes: int, macs: int = HEAD_MACS) -> acc.Accelerator:
+    """The accelerator for ``im`` with the exits of ``ep`` that are on (``None``: no exits)."""
+    on = enabled(ep)
+    plan, named = program.accelerator_segments(im, lanes, {ep.layers[k] for k in on})
+    cfg = program.engine_config(plan, list(named.values()))
+    if not on:
+        return acc.Accelerator(cfg, plan.classes)
+    ep.check_width(im.config.width)
+    return acc.Accelerator(cfg, plan.classes, ep.head, on, ep.tokens, MacDense(macs),
+                           max(len(ep.layers), 1))
+
+
+@dataclass(frozen=True)
+class Built:
+    exe: Path
+    top: str
+    words: int               # the harness memory's size in words
+    lanes: int
+
+
+def top_name(lanes: int) -> str:
+    return f"qexit_accelerator_{lanes}x{lanes}"
+
+
+def build(a: acc.Accelerator, words: int) -> Built:
+    """Compile the harness of ``a`` with a memory of ``words`` words (cached)."""
+    top = top_name(a.cfg.lanes) + "_harness"
+    h = AcceleratorHarness(a, words)
+    verilog = emit.to_verilog(h, top)
+    regs = {f"REG_{r.name}": r.value for r in (acc.Reg.STATUS, acc.Reg.ERROR, acc.Reg.IMAGES_DONE, acc.Reg.CYCLES)}
+    return Built(runner.build_accelerator(verilog, top, {**regs, "TRACE_WORDS": h.trace_words}), top, words,
+                 a.cfg.lanes)
+
+
+def memory_settings(machine: Machine) -> list[int]:
+    """(ideal, bw_num, bw_den, latency) of the memory model."""
+    if machine.bandwidth is None:
+        return [1, 1, 1, machine.latency]
+    frac = Fraction(str(machine.bandwidth))
+    return [0, frac.numerator, frac.denominator, machine.latency]
+
+
+def register_writes(layout: Layout) -> list[tuple[int, int]]:
+    """The control registers in the order the host writes them; the last starts the run."""
+    R = acc.Reg
+    return [(R.IMAGES, layout.count), (R.TABLE, layout.table), (R.IMAGES_BASE, layout.images),
+            (R.IMAGE_STRIDE, layout.image_stride), (R.RESULTS, layout.results), (R.LIMIT, layout.limit),
+            (R.CTRL, 1)]
+
+
+def decode(word: int) -> dict:
+    return {"cycles": word & 0xFFFFFFFF, "class": (word >> 32) & 0xFFFF, "layer": (word >> 48) & 0xFF,
+            "candidate": (word >> 56) & 0xFF}
+
+
+def run_image(b: Built, img: MemoryImage, layout: Layout, machine: Machine, limit: int = CYCLE_LIMIT) -> dict:
+    """Run a memory image once: the main's JSON plus ``results`` (one decoded record per image)."""
+    if img.words > b.words:
+        raise QexitError(f"the memory image needs {img.words} words; the harness was built with {b.words}")
+    step = img.word_bytes
+    abits = max(1, (b.words - 1).bit_length())
+    payloads = [addr | (w << abits) for base, words in img.regions.values()
+                for addr, w in enumerate(words, start=base // step) if w]
+    rec = acc.record_beats(b.lanes)
+    lines = [f"{len(payloads):x}"] + [f"{p:x}" for p in payloads]
+    lines += [f"{v:x}" for v in memory_settings(machine)]
+    writes = register_writes(layout)
+    lines.append(f"{len(writes):x}")
+    lines += [f"{int(r):x} {v:x}" for r, v in writes]
+    lines += [f"{limit:x}", f"{layout.results // step:x}", f"{layout.count * rec:x}"]
+    with tempfile.TemporaryDirectory(prefix="qexit-acc-") as tmp:
+        path = Path(tmp) / "inputs.txt"
+        path.write_text("\n".join(lines) + "\n")
+        done = subprocess.run([str(b.exe), str(path)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise QexitError(f"the accelerator simulation failed: {done.stderr.strip()[-400:]}")
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    words = [int(w, 16) for w in out.pop("records")]
+    bits = bus_bits(b.lanes)
+    out["results"] = [decode(sum(words[i * rec + j] << (bits * j) for j in range(rec)))
+                      for i in range(layout.count)]
+    out["cycles_per_second"] = out["cycles"] / max(out["seconds"], 1e-9)
+    return out
+
+
+def run_batch(im: IntModel, ep, images: torch.Tensor, machine: Machine, b: Built | None = None) -> dict:
+    """Build (cached) and run ``images`` through the accelerator on ``machine``."""
+    lanes = check_machine(machine, square=True).lanes
+    img, layout = memory_image(im, ep, lanes, images)
+    if b is None:
+        b = build(design(im, ep, lanes), img.words)
+    out = run_image(b, img, layout, machine)
+    out["image_digest"] = img.digest()
+    return out
+
+
+def predicted_cycles(im: IntModel, ep, machine: Machine, exit_layer: int | None, macs: int = HEAD_MACS) -> int:
+    """An image's record cycles (its IMAGE state to its result's WRITE) from the cost model, for
+    an image that exits at backbone layer ``exit_layer`` (None: full depth)."""
+    on = enabled(ep)
+    costs = cost.build(im, machine, tables.load(), {ep.layers[k]: MacDense(macs) for k in on}, ep.head if on else None)
+    return costs.record_cycles(costs.route(exit_layer, [ep.layers[k] for k in on]))

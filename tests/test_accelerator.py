@@ -1,0 +1,85 @@
+"""The whole accelerator (hw.rtl.accelerator) under Verilator with the free-running main: one
+start runs a batch of images by itself; every class and exit layer equals the golden model's
+and the fixed-point head's, computed on the host on their own, and every image's cycles equal
+the cost model's."""
+import json
+
+import pytest
+
+from hw.cost import Machine
+from hw.rtl import accelerator as acc
+from model.exits import exit_path
+from model.data import load_fashion_mnist
+from model.golden import Golden
+from qexit.cli import main
+from sim import accelerator as sa
+from sim.image import memory_image
+from sim.run import prepare, reference
+
+pytestmark = pytest.mark.simulator("verilator")
+LANES = 4
+MACHINE = Machine(lanes=LANES, bandwidth=3.0, latency=7)
+
+
+@pytest.fixture(scope="module")
+def built(exit_path_files):
+    """The build `verify run` makes (tests/test_sim_run.py shares it)."""
+    path, _, im = exit_path_files
+    ep = exit_path.load(path)
+    return im, ep, prepare(im, ep, MACHINE).build
+
+
+def test_one_start_runs_every_image_to_the_reference_exit(built, fmnist_test):
+    im, ep, b = built
+    images = fmnist_test.images[:6]
+    img, layout = memory_image(im, ep, LANES, images)
+    out = sa.run_image(b, img, layout, MACHINE)
+    layers, classes, _ = reference(im, ep, images)
+    assert out["error"] == 0 and out["images_done"] == 6 and out["host_writes_while_busy"] == 0
+    got = out["results"]
+    assert [r["layer"] for r in got] == layers
+    assert [r["class"] for r in got] == classes
+    assert len(set(layers)) > 1                        # some exit early, some run to full depth
+    predicted = [sa.predicted_cycles(im, ep, MACHINE, None if lay == im.config.depth else lay) for lay in layers]
+    assert [r["cycles"] for r in got] == predicted
+
+
+def test_without_exits_every_image_runs_to_the_golden_class(exit_path_files, fmnist_test):
+    _, _, im = exit_path_files
+    images = fmnist_test.images[:3]
+    out = sa.run_batch(im, None, images, MACHINE)
+    assert [r["class"] for r in out["results"]] == Golden(im).forward(images).logits.argmax(-1).tolist()
+    assert {r["layer"] for r in out["results"]} == {im.config.depth}
+    assert [r["cycles"] for r in out["results"]] == [sa.predicted_cycles(im, None, MACHINE, None)] * 3
+
+
+def test_a_wrong_table_address_is_an_error_code(built, fmnist_test):
+    im, ep, b = built
+    img, layout = memory_image(im, ep, LANES, fmnist_test.images[:1])
+    layout.table = layout.images                       # no magic there
+    out = sa.run_image(b, img, layout, MACHINE)
+    assert out["error"] == acc.Err.TABLE and out["images_done"] == 0 and not out["timed_out"]
+
+
+def test_a_read_past_the_image_is_an_error_code(built, fmnist_test):
+    im, ep, b = built
+    img, layout = memory_image(im, ep, LANES, fmnist_test.images[:1])
+    layout.limit = img.address("params b1")            # the second block's parameters lie beyond it
+    out = sa.run_image(b, img, layout, MACHINE)
+    assert out["error"] == acc.Err.ADDRESS and out["images_done"] == 0 and not out["timed_out"]
+
+
+def test_rtl_accelerator_writes_the_verilog_the_register_map_and_the_layout(exit_path_files, tmp_path):
+    path, im_file, im = exit_path_files
+    common = ["--rows", "4", "--cols", "4", "--exit-path", str(path), "--intmodel", str(im_file)]
+    assert main(["rtl", "accelerator", *common, "--out", str(tmp_path / "acc")]) == 0
+    assert "module qexit_accelerator_4x4" in (tmp_path / "acc" / "qexit_accelerator_4x4.v").read_text()
+    assert json.loads((tmp_path / "acc" / "registers.json").read_text()) == json.loads(json.dumps(acc.register_map(4)))
+    assert f"#define QEXIT_REG_LIMIT 0x{4 * acc.Reg.LIMIT:02X}u" in (tmp_path / "acc" / "qexit_accelerator.h").read_text()
+    assert "| thresholds |" in (tmp_path / "acc" / "README.md").read_text()
+    assert main(["rtl", "image", *common, "--images", "2", "--out", str(tmp_path / "img")]) == 0
+    info = json.loads((tmp_path / "img" / "memory.json").read_text())
+    img, _ = memory_image(im, exit_path.load(path), LANES, load_fashion_mnist("test").images[:2])
+    assert info["sha256"] == img.digest() and info["registers"]["CTRL"] == 1
+    words = {int(a, 16): int(w, 16) for a, w in (line.split() for line in (tmp_path / "img" / "memory.hex").open())}
+    assert (words[0], words[1]) == (acc.MAGIC, 2)      # the table's header: magic, two candidates (32-bit words)
