@@ -75,7 +75,7 @@ def main() -> int:
 
 
     idx = torch.randperm(10_000, generator=torch.Generator().manual_seed(1))[:a.images].tolist()
-    spec = dist.RunSpec(a.intmodel, a.exit_path, Machine(8, 8.0, 20), 64)
+    spec = dist.RunSpec(a.intmodel, a.exit_path, Machine(8, 8.0, 20))
     res = {"images": a.images, "shard_size": a.shard_size, "cpus": os.cpu_count()}
 
     one, t_one = dist.run(spec, idx, a.shard_size, 1, work=a.work / "w1", progress=False)

@@ -21,7 +21,7 @@ from hw import cost, program
 from hw.cost import Machine, tables
 from hw.rtl import accelerator as acc
 from hw.rtl import emit
-from hw.rtl.dense import MacDense
+from hw.rtl.dense import StreamDense
 from hw.rtl.isa import bus_bits
 from model.errors import QexitError
 from model.quantize import IntModel
@@ -29,7 +29,6 @@ from sim import simulator as runner
 from sim.harness import AcceleratorHarness, check_machine
 from sim.image import Layout, MemoryImage, memory_image
 
-HEAD_MACS = 8                # the exit head's multipliers: one memory word of weights a cycle
 CYCLE_LIMIT = 10 ** 10
 
 
@@ -37,16 +36,16 @@ def enabled(ep) -> list[int]:
     return [] if ep is None else [k for k, r in enumerate(ep.registers) if r is not None]
 
 
-def design(im: IntModel, ep, lanes: int, macs: int = HEAD_MACS) -> acc.Accelerator:
-    """The accelerator for ``im`` with the exits of ``ep`` that are on (``None``: no exits)."""
+def design(im: IntModel, ep, lanes: int) -> acc.Accelerator:
+    """The accelerator for ``im`` with the exits of ``ep`` that are on (``None``: no exits): one
+    exit head of ``lanes`` multipliers, its blocks streamed (``StreamDense``), serves them all."""
     on = enabled(ep)
     plan, named = program.accelerator_segments(im, lanes, {ep.layers[k] for k in on})
     cfg = program.engine_config(plan, list(named.values()))
     if not on:
         return acc.Accelerator(cfg, plan.classes)
     ep.check_width(im.config.width)
-    return acc.Accelerator(cfg, plan.classes, ep.head, on, ep.tokens, MacDense(macs),
-                           max(len(ep.layers), 1))
+    return acc.Accelerator(cfg, plan.classes, ep.head, on, ep.tokens, StreamDense(lanes), max(len(ep.layers), 1))
 
 
 @dataclass(frozen=True)
@@ -92,8 +91,10 @@ def decode(word: int) -> dict:
             "candidate": (word >> 56) & 0xFF}
 
 
-def run_image(b: Built, img: MemoryImage, layout: Layout, machine: Machine, limit: int = CYCLE_LIMIT) -> dict:
-    """Run a memory image once: the main's JSON plus ``results`` (one decoded record per image)."""
+def run_image(b: Built, img: MemoryImage, layout: Layout, machine: Machine, limit: int = CYCLE_LIMIT,
+              hang_after: int = 0) -> dict:
+    """Run a memory image once: the main's JSON plus ``results`` (one decoded record per image);
+    ``hang_after`` > 0: the memory stops answering after that many beats."""
     if img.words > b.words:
         raise QexitError(f"the memory image needs {img.words} words; the harness was built with {b.words}")
     step = img.word_bytes
@@ -102,7 +103,7 @@ def run_image(b: Built, img: MemoryImage, layout: Layout, machine: Machine, limi
                 for addr, w in enumerate(words, start=base // step) if w]
     rec = acc.record_beats(b.lanes)
     lines = [f"{len(payloads):x}"] + [f"{p:x}" for p in payloads]
-    lines += [f"{v:x}" for v in memory_settings(machine)]
+    lines += [f"{v:x}" for v in memory_settings(machine) + [hang_after]]
     writes = register_writes(layout)
     lines.append(f"{len(writes):x}")
     lines += [f"{int(r):x} {v:x}" for r, v in writes]
@@ -133,9 +134,10 @@ def run_batch(im: IntModel, ep, images: torch.Tensor, machine: Machine, b: Built
     return out
 
 
-def predicted_cycles(im: IntModel, ep, machine: Machine, exit_layer: int | None, macs: int = HEAD_MACS) -> int:
+def predicted_cycles(im: IntModel, ep, machine: Machine, exit_layer: int | None) -> int:
     """An image's record cycles (its IMAGE state to its result's WRITE) from the cost model, for
     an image that exits at backbone layer ``exit_layer`` (None: full depth)."""
     on = enabled(ep)
-    costs = cost.build(im, machine, tables.load(), {ep.layers[k]: MacDense(macs) for k in on}, ep.head if on else None)
+    costs = cost.build(im, machine, tables.load(), {ep.layers[k]: StreamDense(machine.lanes) for k in on},
+                       ep.head if on else None)
     return costs.record_cycles(costs.route(exit_layer, [ep.layers[k] for k in on]))

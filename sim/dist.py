@@ -47,19 +47,18 @@ SHARD_FORMAT = 3           # a shard file holds {"shard", "indices", "result", "
 @dataclass(frozen=True)
 class RunSpec:
     """Everything that decides a run's results (paths, and the files' hashes in ``key``): the
-    machine (its L x L array and weight stream; its clock decides nothing here), the head's
-    multipliers (None: da4ml heads), the exits on (None: the exit path's), the simulator."""
+    machine (its L x L array and memory; its clock decides nothing here), the exits on (None:
+    the exit path's), the simulator."""
     intmodel: str
     exit_path: str
     machine: Machine = Machine()
-    macs: int | None = 64
     layers: tuple[int, ...] | None = None
     simulator: str | None = None
 
     def key(self, indices: list[int], shard_size: int) -> dict:
         m = self.machine
         return {"intmodel": self.intmodel, "exit_path": self.exit_path, "lanes": m.lanes, "bandwidth": m.bandwidth,
-                "latency": m.latency, "macs": self.macs, "layers": None if self.layers is None else list(self.layers),
+                "latency": m.latency, "layers": None if self.layers is None else list(self.layers),
                 "simulator": self.simulator, "intmodel_sha256": _sha256(self.intmodel),
                 "exit_path_sha256": _sha256(self.exit_path), "indices": indices, "shard_size": shard_size,
                 "shard_format": SHARD_FORMAT}
@@ -80,7 +79,7 @@ def _design(spec: RunSpec):
         ep = exit_path.load(spec.exit_path)
         if spec.layers is not None:
             ep = sim_run.only(ep, list(spec.layers))
-        d = sim_run.prepare(load_intmodel(spec.intmodel), ep, spec.machine, spec.simulator, spec.macs)
+        d = sim_run.prepare(load_intmodel(spec.intmodel), ep, spec.machine, spec.simulator)
         _DESIGNS[spec] = (d, load_fashion_mnist("test").images)
     return _DESIGNS[spec]
 
@@ -175,12 +174,12 @@ def confirm(intmodel: str, exit_path: str, machines: list[Machine], images: int,
             cluster: str | None = None, work: Path = Path("reports/.sweep-confirm"),
             progress: bool = True) -> list[dict]:
     """``qexit sweep --confirm``: the first ``images`` test images through the early-exit RTL on
-    each machine (its L x L array and weight stream, an L x L-MAC exit head), the same run and
+    each machine (its L x L array and memory), the same run and
     checks as ``verify run``: exit layers, classes and decisions against the golden model, and
     each image's cycles against the cost model that priced the sweep."""
     out = []
     for m in machines:
-        spec = RunSpec(intmodel, exit_path, m, m.lanes * m.lanes)
+        spec = RunSpec(intmodel, exit_path, m)
         r, timing = run(spec, list(range(images)), max(1, -(-images // workers)), workers, cluster,
                         Path(work) / f"{m.lanes}x{m.lanes}-{m.bandwidth:g}", progress=progress)
         s = sim_run.summary(r)

@@ -221,7 +221,8 @@ class AxiMemory(wiring.Component):
     bursts are queued before the previous one ends pays the first-word latency once.
     Writes: AW and W are taken at once (one beat a cycle), B follows the last beat.
     The host port: ``load`` writes a word while the accelerator is stopped, ``peek_addr`` /
-    ``peek_data`` read one (combinational)."""
+    ``peek_data`` read one (combinational). ``hang_after`` != 0: the memory stops answering
+    after that many read beats (to check the accelerator's watchdog)."""
 
     def __init__(self, words: int, data_bits: int):
         self.words, self.data_bits = words, data_bits
@@ -229,7 +230,7 @@ class AxiMemory(wiring.Component):
             "rd": In(axi.read_port(data_bits)), "wr": In(axi.write_port(data_bits)),
             "load": In(stream.Signature(data.StructLayout({"addr": range(words), "data": data_bits}))),
             "peek_addr": In(range(words)), "peek_data": Out(data_bits),
-            "ideal": In(1), "bw_num": In(32), "bw_den": In(32), "latency": In(32)})
+            "ideal": In(1), "bw_num": In(32), "bw_den": In(32), "latency": In(32), "hang_after": In(32)})
 
     def elaborate(self, platform):
         m = Module()
@@ -252,7 +253,11 @@ class AxiMemory(wiring.Component):
         need = Signal(64)
         step = (DW // 8) * self.bw_den
         arrived = Mux(self.ideal, t >= self.latency, credit >= need)
-        m.d.comb += [rd.arready.eq(q.w_rdy), rd.rvalid.eq(active & arrived), rd.rdata.eq(rd_port.data),
+        served = Signal(32)                       # beats served since reset (``hang_after``: a memory that stops)
+        hung = (self.hang_after != 0) & (served >= self.hang_after)
+        with m.If(rd.rvalid & rd.rready):
+            m.d.sync += served.eq(served + 1)
+        m.d.comb += [rd.arready.eq(q.w_rdy), rd.rvalid.eq(active & arrived & ~hung), rd.rdata.eq(rd_port.data),
                      rd.rlast.eq(left == 1), rd.rresp.eq(0), rd_port.addr.eq(addr)]
         ar = Signal(burst)
         m.d.comb += [ar.addr.eq(rd.araddr >> shift), ar.len.eq(rd.arlen + 1)]
@@ -319,7 +324,7 @@ class AcceleratorHarness(wiring.Component):
             "load": In(stream.Signature(data.StructLayout({"addr": range(words), "data": acc.dw}))),
             "peek_addr": In(range(words)), "peek_data": Out(acc.dw),
             "busy": Out(1), "host_writes_busy": Out(32),
-            "ideal": In(1), "bw_num": In(32), "bw_den": In(32), "latency": In(32)})
+            "ideal": In(1), "bw_num": In(32), "bw_den": In(32), "latency": In(32), "hang_after": In(32)})
 
     def elaborate(self, platform):
         m = Module()
@@ -330,7 +335,7 @@ class AcceleratorHarness(wiring.Component):
         wiring.connect(m, wiring.flipped(self.csr), acc.csr)
         wiring.connect(m, wiring.flipped(self.load), mem.load)
         m.d.comb += [mem.peek_addr.eq(self.peek_addr), self.peek_data.eq(mem.peek_data), self.busy.eq(acc.busy)]
-        m.d.comb += [getattr(mem, p).eq(getattr(self, p)) for p in ("ideal", "bw_num", "bw_den", "latency")]
+        m.d.comb += [getattr(mem, p).eq(getattr(self, p)) for p in ("ideal", "bw_num", "bw_den", "latency", "hang_after")]
         with m.If(self.csr.cyc & self.csr.stb & self.csr.we & self.csr.ack & acc.busy):
             m.d.sync += self.host_writes_busy.eq(self.host_writes_busy + 1)
         m.submodules.trace = tr = memory.Memory(shape=unsigned(comparator.OUT.size), depth=self.trace_words, init=[])

@@ -1,6 +1,6 @@
 """The accelerator's memory image: what the host writes before ``start``, laid out as
 ``hw.rtl.accelerator`` describes (run table, thresholds, programs, each segment's weight and
-parameter regions, the images, room for the results).
+parameter regions, each candidate's head block, the images, room for the results).
 
 ``memory_image`` builds it from an IntModel, an exit path and a batch of images; ``MemoryImage``
 holds it as words of the memory's data width (``8 L`` bits) with the addresses the control
@@ -16,6 +16,7 @@ import torch
 
 from hw import program
 from hw.rtl import accelerator as acc
+from hw.rtl.head import stream_block
 from hw.rtl.isa import bus_bits, desc_beats, desc_layout, param_beats
 from model.errors import QexitError
 from model.quantize import IntModel, pixels_to_patches
@@ -91,7 +92,7 @@ class Layout:
 
 
 def table_entries(im: IntModel, ep, named: dict, programs: dict[str, int], regions: dict[str, tuple[int, int]],
-                  plan, image_words: int, thresholds: int) -> list[int]:
+                  plan, image_words: int, thresholds: int, heads: dict[int, tuple[int, int]]) -> list[int]:
     """The run table: the header, then one entry per segment (``hw.rtl.accelerator``)."""
     on = {} if ep is None else {ep.layers[k]: k for k, r in enumerate(ep.registers) if r is not None}
     candidates = 0 if ep is None else len(ep.layers)
@@ -109,7 +110,8 @@ def table_entries(im: IntModel, ep, named: dict, programs: dict[str, int], regio
             layer = int(name[1:]) + 1
             cand = on.get(layer, acc.NO_CANDIDATE)
         w_base, q_base = regions[name]
-        rows.append([flags | cand << 8 | layer << 16, programs[name], len(seg), w_base, q_base])
+        block, beats = heads.get(cand, (0, 0))
+        rows.append([flags | cand << 8 | layer << 16, programs[name], len(seg), w_base, q_base, block, beats])
     return [fields_word(r) for r in rows]
 
 
@@ -149,12 +151,16 @@ def memory_image(im: IntModel, ep, lanes: int, images: torch.Tensor) -> tuple[Me
                     raise QexitError(f"{d.name}: its parameters lie at {len(q) * bits // 8}, not at its addr {d['addr']}")
                 q += [b for word in words for b in split(word, pb, bits)]
         regions[name] = (img.add(f"weights {name}", w), img.add(f"params {name}", q))
+    heads = {}                                                       # candidate -> (block address, beats)
+    for k in ([] if ep is None else [k for k, r in enumerate(ep.registers) if r is not None]):
+        block = stream_block(ep.head, k, lanes, lanes)
+        heads[k] = (img.add(f"head {ep.layers[k]}", block), len(block))
     patches = [pack_activations(pixels_to_patches(x[None], im.config.patch)[0], lanes) for x in images]
     per = len(patches[0]) if patches else 0
     base = img.add("images", [w for p in patches for w in p])
     limit = img.end
     results = img.add("results", [0] * max(len(images), 1) * acc.record_beats(lanes))
     img.regions["results"] = (results, [])                           # room only: the accelerator writes it
-    table = table_entries(im, ep, named, programs, regions, plan, per, img.address("thresholds"))
+    table = table_entries(im, ep, named, programs, regions, plan, per, img.address("thresholds"), heads)
     img.regions["table"] = (0, [w for e in table for w in split(e, acc.entry_beats(lanes), bits)])
     return img, Layout(0, base, per * bits // 8, results, limit, len(images))

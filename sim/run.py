@@ -28,7 +28,7 @@ import torch
 from hw import cost
 from hw.cost import Machine, tables
 from hw.rtl import comparator
-from hw.rtl.dense import MacDense
+from hw.rtl.dense import StreamDense
 from model.errors import QexitError
 from model.exits.decision import decide
 from model.exits.exit_path import ExitPath
@@ -88,7 +88,6 @@ class RunDesign:
     im: IntModel
     ep: ExitPath
     machine: Machine
-    macs: int
     build: accelerator.Built
     costs: object
     on: list
@@ -97,15 +96,11 @@ class RunDesign:
 MAX_BATCH = 1000          # images a batch's memory image holds (the harness memory is sized for it)
 
 
-def prepare(im: IntModel, ep: ExitPath, machine: Machine, simulator: str | None = None,
-            macs: int = accelerator.HEAD_MACS) -> RunDesign:
+def prepare(im: IntModel, ep: ExitPath, machine: Machine, simulator: str | None = None) -> RunDesign:
     """Generate and build the accelerator for ``im`` and ``ep`` on ``machine`` (its L x L array,
-    its memory's bandwidth and latency), one exit head of ``macs`` multipliers for every exit
-    that is on, with its memory sized for ``MAX_BATCH`` images."""
+    its memory's bandwidth and latency; one streamed exit head of L multipliers serves every exit
+    that is on), with its memory sized for ``MAX_BATCH`` images."""
     lanes = check_machine(machine, square=True).lanes
-    if macs is None:
-        raise QexitError("the accelerator's exit head is a MAC head (--head-macs); a da4ml head is checked on "
-                         "its own by `qexit verify head --head da4ml`")
     if simulator not in (None, "verilator"):
         raise QexitError(f"the accelerator runs under Verilator's free-running main, not {simulator}; "
                          f"leave --simulator out or give --simulator verilator")
@@ -113,18 +108,18 @@ def prepare(im: IntModel, ep: ExitPath, machine: Machine, simulator: str | None 
     im.require_uniform8("the early-exit RTL run")
     c = im.config
     img, _ = memory_image(im, ep, lanes, torch.zeros(MAX_BATCH, c.channels, c.image_size, c.image_size))
-    b = accelerator.build(accelerator.design(im, ep, lanes, macs), 1 << (img.words - 1).bit_length())
+    b = accelerator.build(accelerator.design(im, ep, lanes), 1 << (img.words - 1).bit_length())
     on = enabled(ep)
-    costs = cost.build(im, machine, tables.load(), {ep.layers[k]: MacDense(macs) for k in on}, ep.head)
-    return RunDesign(im, ep, machine, macs, b, costs, on)
+    costs = cost.build(im, machine, tables.load(), {ep.layers[k]: StreamDense(lanes) for k in on}, ep.head)
+    return RunDesign(im, ep, machine, b, costs, on)
 
 
-def verify_run(im: IntModel, ep: ExitPath, images: torch.Tensor, machine: Machine, simulator: str | None = None,
-               macs: int = accelerator.HEAD_MACS) -> Result:
+def verify_run(im: IntModel, ep: ExitPath, images: torch.Tensor, machine: Machine,
+               simulator: str | None = None) -> Result:
     """Run ``images`` through the accelerator on ``machine`` and check them (module docstring)."""
     if len(images) == 0:
         raise QexitError("no images to run; give --images >= 1")
-    return run_images(prepare(im, ep, machine, simulator, macs), images)
+    return run_images(prepare(im, ep, machine, simulator), images)
 
 
 def image_record(n: int, got: dict, decisions: list[int], reference: tuple[int, int, dict], ep: ExitPath,

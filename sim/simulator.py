@@ -368,7 +368,8 @@ def free_running(verilog: str, top: str, streams: dict[str, list[int]], settings
 ACCELERATOR_MAIN = r"""
 // The accelerator harness (sim.harness.AcceleratorHarness) alone in Verilator: no cocotb, no
 // VPI, no Python while it runs. argv[1] holds, in hex: the memory words as `load` payloads
-// (a count, then the words), the memory model's settings (ideal, bw_num, bw_den, latency),
+// (a count, then the words), the memory model's settings (ideal, bw_num, bw_den, latency,
+// hang_after),
 // the control-register writes (a count, then register index and value pairs; the last one
 // starts the run), the cycle limit, and the result words to read back (first word, count).
 #include <chrono>
@@ -427,7 +428,7 @@ int main(int argc, char** argv) {
     top->load___05Fvalid = 0;
     double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - l0).count();
     f >> h; set(top->ideal, chunks(h)); f >> h; set(top->bw_num, chunks(h));
-    f >> h; set(top->bw_den, chunks(h)); f >> h; set(top->latency, chunks(h));
+    f >> h; set(top->bw_den, chunks(h)); f >> h; set(top->latency, chunks(h)); f >> h; set(top->hang_after, chunks(h));
     long writes; f >> writes;
     for (long i = 0; i < writes; ++i) { unsigned r, v; f >> r >> v; wb(r, v, true); }
     long limit, first, count; f >> limit >> first >> count;

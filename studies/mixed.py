@@ -63,7 +63,7 @@ import torch
 from tqdm import tqdm
 
 from hw import cost
-from hw.rtl.dense import MacDense
+from hw.rtl.dense import StreamDense
 from model import flops
 from model.errors import QexitError
 from model.exits.evaluate import quadrants
@@ -224,7 +224,7 @@ class Bench:
                                     float((exit_layer == cfg.depth).mean()))
         dist = cost.Distribution(tuple(res["exit_layers"]), tuple(res["exit_fraction"]), tuple(layers))
         for name, machine in self.machines.items():
-            costs = cost.build(m.im, machine, self.table, {c: MacDense(machine.lanes ** 2) for c in layers},
+            costs = cost.build(m.im, machine, self.table, {c: StreamDense(machine.lanes) for c in layers},
                                self.head if layers else None)
             if layers:
                 e = cost.expected(costs, dist)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from hw import cost
 from hw.cost import Distribution, load_distribution, tables
-from hw.rtl.dense import MacDense
+from hw.rtl.dense import StreamDense
 from hw.tools.synth import clock_for, fits
 from model.errors import QexitError
 from model.exits import exit_path as ep_mod
@@ -113,7 +113,7 @@ def machine_points(intmodel: str, exit_path: str, exits: dict, seed: int, lanes:
     heads = sorted({k for r in rs if r["dist"] is not None for k in r["dist"].candidates})
     try:
         costs = cost.build(im, cost.Machine(lanes, bandwidth, latency, mhz), tables.load(),
-                           {k: MacDense(lanes * lanes) for k in heads}, ep.head)
+                           {k: StreamDense(lanes) for k in heads}, ep.head)
     except QexitError as err:
         return [{"rows": lanes, "cols": lanes, "bandwidth": bandwidth, "error": str(err)}]
     full = costs.route_full()

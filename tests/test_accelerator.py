@@ -8,11 +8,13 @@ import pytest
 
 from hw.cost import Machine
 from hw.rtl import accelerator as acc
+from hw.rtl import axi
 from model.exits import exit_path
 from model.data import load_fashion_mnist
 from model.golden import Golden
 from qexit.cli import main
 from sim import accelerator as sa
+from sim import faults
 from sim.image import memory_image
 from sim.run import prepare, reference
 
@@ -53,22 +55,6 @@ def test_without_exits_every_image_runs_to_the_golden_class(exit_path_files, fmn
     assert [r["cycles"] for r in out["results"]] == [sa.predicted_cycles(im, None, MACHINE, None)] * 3
 
 
-def test_a_wrong_table_address_is_an_error_code(built, fmnist_test):
-    im, ep, b = built
-    img, layout = memory_image(im, ep, LANES, fmnist_test.images[:1])
-    layout.table = layout.images                       # no magic there
-    out = sa.run_image(b, img, layout, MACHINE)
-    assert out["error"] == acc.Err.TABLE and out["images_done"] == 0 and not out["timed_out"]
-
-
-def test_a_read_past_the_image_is_an_error_code(built, fmnist_test):
-    im, ep, b = built
-    img, layout = memory_image(im, ep, LANES, fmnist_test.images[:1])
-    layout.limit = img.address("params b1")            # the second block's parameters lie beyond it
-    out = sa.run_image(b, img, layout, MACHINE)
-    assert out["error"] == acc.Err.ADDRESS and out["images_done"] == 0 and not out["timed_out"]
-
-
 def test_rtl_accelerator_writes_the_verilog_the_register_map_and_the_layout(exit_path_files, tmp_path):
     path, im_file, im = exit_path_files
     common = ["--rows", "4", "--cols", "4", "--exit-path", str(path), "--intmodel", str(im_file)]
@@ -83,3 +69,21 @@ def test_rtl_accelerator_writes_the_verilog_the_register_map_and_the_layout(exit
     assert info["sha256"] == img.digest() and info["registers"]["CTRL"] == 1
     words = {int(a, 16): int(w, 16) for a, w in (line.split() for line in (tmp_path / "img" / "memory.hex").open())}
     assert (words[0], words[1]) == (acc.MAGIC, 2)      # the table's header: magic, two candidates (32-bit words)
+
+
+@pytest.mark.parametrize("case", faults.CASES, ids=[c.code.name for c in faults.CASES])
+def test_every_fault_stops_with_its_error_code(built, fmnist_test, case):
+    im, ep, b = built
+    r = faults.run_case(case, im, ep, MACHINE, fmnist_test.images[:1], b)
+    assert r["passed"] and r["got"] == case.code.name, r
+    assert r["cycles"] < axi.WATCHDOG + 10_000                # stopped by itself, within the watchdog's count
+
+
+def test_verify_faults_reports_each_code_and_its_cycles(exit_path_files, tmp_path, monkeypatch):
+    path, im_file, _ = exit_path_files
+    monkeypatch.chdir(tmp_path)
+    assert main(["verify", "faults", "--exit-path", str(path), "--intmodel", str(im_file), "--rows", "4",
+                 "--cols", "4", "--bandwidth", "3", "--latency", "7"]) == 0
+    s = json.loads((tmp_path / "reports" / "verify-faults" / "summary.json").read_text())
+    assert s["matched"] == s["total"] == len(faults.CASES)
+    assert [c["got"] for c in s["cases"]] == [c.code.name for c in faults.CASES] and all(c["cycles"] > 0 for c in s["cases"])

@@ -6,7 +6,7 @@ import pytest
 
 from hw import cost
 from hw.cost import tables
-from hw.rtl.dense import MacDense
+from hw.rtl.dense import StreamDense
 from model.errors import QexitError
 from model.exits import exit_path
 from qexit.commands import cost as cost_cmd
@@ -100,9 +100,9 @@ def test_energy_is_labelled_and_priced_under_both_tables(files, exit_path_files,
     assert s["energy_table_fpga"]["name"] == "fpga_ecp5_scaled" and "Kuon" in s["energy_table_fpga"]["source"]
     # DRAM energy from the counts on its own: every weight and parameter byte the route streams, at
     # the table's 64-bit DRAM read per 8 bytes; the same bytes under both tables
-    # (a tapped layer's program has one more descriptor to fetch; the heads read no DRAM yet)
+    # (a tapped layer's program has one more descriptor to fetch; each decision reads its head's block)
     ep = exit_path.load(exit_path_files[0])
-    c = cost.build(exit_path_files[2], cost.Machine(), tables.load(), {1: MacDense(64), 3: MacDense(64)}, ep.head)
+    c = cost.build(exit_path_files[2], cost.Machine(), tables.load(), {1: StreamDense(8), 3: StreamDense(8)}, ep.head)
     dram_pj = 1950.0 / 8
     full = sum(p.counts["dram_bytes"] for p in c.route_full()) * dram_pj
     layers, fraction = s["distribution"]["layers"], s["distribution"]["fraction"]

@@ -16,7 +16,7 @@ INDICES = [5, 0, 3]                # not sorted: the merge keeps this order
 @pytest.fixture(scope="module")
 def spec(exit_path_files):
     ep_file, im_file, _ = exit_path_files
-    return dist.RunSpec(str(im_file), str(ep_file), Machine(8, 8.0, 20), 8)
+    return dist.RunSpec(str(im_file), str(ep_file), Machine(8, 8.0, 20))
 
 
 def same(a: Result, b: Result) -> bool:
@@ -48,10 +48,10 @@ def test_one_and_two_workers_merge_the_same(spec, tmp_path):
 
 def test_the_key_names_the_machine_that_decides_the_results(spec):
     key = spec.key(INDICES, 2)
-    assert (key["lanes"], key["bandwidth"], key["latency"], key["macs"]) == (8, 8.0, 20, 8)
-    other = dist.RunSpec(spec.intmodel, spec.exit_path, Machine(8, 4.0, 20), 8)
+    assert (key["lanes"], key["bandwidth"], key["latency"]) == (8, 8.0, 20)
+    other = dist.RunSpec(spec.intmodel, spec.exit_path, Machine(8, 4.0, 20))
     assert other.key(INDICES, 2)["bandwidth"] == 4.0
-    faster = dist.RunSpec(spec.intmodel, spec.exit_path, Machine(8, 8.0, 20, clock_mhz=200.0), 8)
+    faster = dist.RunSpec(spec.intmodel, spec.exit_path, Machine(8, 8.0, 20, clock_mhz=200.0))
     assert faster.key(INDICES, 2) == key                 # the clock decides no cycle
 
 

@@ -83,18 +83,12 @@ def test_early_exit_run_is_bit_and_cycle_exact(small):
     assert r.passed and len(set(s["exit_layers"])) > 1 and s["test_indices"] == list(range(6))
 
 
-def test_a_da4ml_head_is_refused_in_one_line(small):
-    im, ep, _ = small
-    with pytest.raises(QexitError, match="verify head --head da4ml"):
-        sim_run.prepare(im, ep, IDEAL, macs=None)
-
-
 @pytest.mark.simulator("verilator")
 def test_verify_run_command_writes_its_summary(exit_path_files, tmp_path, monkeypatch):
     ep_file, im_file, _ = exit_path_files
     monkeypatch.chdir(tmp_path)
     assert main(["verify", "run", "--exit-path", str(ep_file), "--intmodel", str(im_file), "--images", "4",
-                 "--seed", "-1", "--rows", "4", "--cols", "4", "--head-macs", "8"]) == 0
+                 "--seed", "-1", "--rows", "4", "--cols", "4"]) == 0
     s = json.loads((tmp_path / "reports" / "verify-run" / "summary.json").read_text())
     for key in ("images", "decisions_matched", "matched", "total", "cycles_measured", "cycles_predicted",
                 "exit_layers", "sequencer", "host_writes_while_busy", "cycles_per_second", "memory"):

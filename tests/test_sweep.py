@@ -7,7 +7,7 @@ import pytest
 
 from hw import cost
 from hw.cost import tables
-from hw.rtl.dense import MacDense
+from hw.rtl.dense import StreamDense
 from model.errors import QexitError
 from model.exits import exit_path
 from qexit.commands import sweep as sweep_cmd
@@ -34,7 +34,7 @@ def test_every_point_is_the_cost_models(argv, tmp_path, exit_path_files):
     # one point priced on its own
     _, _, im = exit_path_files
     ep = exit_path.load(exit_path_files[0])
-    c = cost.build(im, cost.Machine(4, 8.0, 20, 100.0), tables.load(), {1: MacDense(16), 3: MacDense(16)}, ep.head)
+    c = cost.build(im, cost.Machine(4, 8.0, 20, 100.0), tables.load(), {1: StreamDense(4), 3: StreamDense(4)}, ep.head)
     dist, _ = cost.load_distribution(exits_json(), 0, 4)
     p = next(p for p in s["all_points"] if p["rows"] == 4 and p["bandwidth"] == 8.0 and p["budget"] == "operating point")
     assert p["cycles"] == pytest.approx(cost.expected(c, dist)["cycles"])

@@ -84,8 +84,8 @@ from hw.cost.tables import FPGA, EnergyTable
 from hw.cost.tables import load as load_table
 from hw.rtl import comparator
 from hw.rtl.accelerator import record_bytes
-from hw.rtl.dense import ROW_CONST, MacDense, dense_latencies, head_dense
-from hw.rtl.head import head_cycles
+from hw.rtl.dense import ROW_CONST, MacDense, StreamDense, dense_latencies, head_dense
+from hw.rtl.head import block_phases, head_cycles
 from hw.rtl.isa import FETCH_CYCLES, Dst, Op, Src, Unit, bus_bits, desc_beats, param_beats
 from model.errors import QexitError
 
@@ -408,9 +408,16 @@ def build(im, machine: Machine, table: EnergyTable, candidates: dict, head=None)
     result.counts["dram_bytes"] += record_bytes(L)
     decision = {}
     shared = [k for k, d in candidates.items() if isinstance(d, MacDense)]   # one MAC head serves them
+    streamed = None
     for i, dense in sorted(candidates.items()):
-        c = decision_cycles(head, plan.tokens, L, dense) - 1
         ops = head_ops(head, plan.tokens)
+        if isinstance(dense, StreamDense):             # the accelerator's head: its block through the port
+            if streamed is None:
+                streamed = timeline.streamed_head_cycles(head, L, port, TAP_TAIL)
+            c = streamed
+            ops["dram_bytes"] += sum(block_phases(head, L, L).values()) * port.beat_bytes
+        else:
+            c = decision_cycles(head, plan.tokens, L, dense) - 1
         if isinstance(dense, MacDense):
             fc1, fc2, scores = dense.rom_words(head)
             mems["head.rom"] = (len(shared) * (fc1 + fc2) + scores, 8 * dense.macs)

@@ -6,11 +6,16 @@ from __future__ import annotations
 from hw.cost import schedule
 from hw.program import Desc
 from hw.rtl.accelerator import record_beats
+from hw.rtl.comparator import ExitComparator
+from hw.rtl.dense import MAC_PIPE
+from hw.rtl.gemm import Requantizer
+from hw.rtl.head import ROOT_BITS, SOFTMAX_LANES, block_phases
 from hw.rtl.isa import FETCH_CYCLES, Op, Src, Unit, param_beats
 from hw.rtl.layernorm import row_cycles as ln_row_cycles
 from hw.rtl.softmax import row_cycles as softmax_row_cycles
 from hw.rtl.timing import READ_LATENCY, SIDE_LATENCY
 from hw.rtl.units import AddUnit, GeluUnit, TableUnit
+from model.exits.fixed import INV_BITS
 
 def desc_cycles(d: Desc, lanes: int, source: schedule.WeightSource = schedule.IDEAL,
                 port: schedule.MemoryPort | None = None) -> int:
@@ -122,3 +127,35 @@ def shares(segment: list[Desc], lanes: int, source: schedule.WeightSource = sche
         out[d.kind] = out.get(d.kind, 0) + c - waited
         out["softmax"] = out.get("softmax", 0) + waited
     return out
+
+
+def streamed_head_cycles(head, lanes: int, port: schedule.MemoryPort, tap_tail: int) -> int:
+    """A candidate's decision with the streamed head (``hw.rtl.dense.StreamDense``, ``lanes``
+    multipliers): the cycles from the one where the sequencer sees the tapped segment's
+    ``done`` (and starts the fetch of the candidate's block) to the one where it sees the
+    comparator's decision. The head took its last token ``tap_tail`` cycles before ``done``;
+    it then takes the block's beats, one a cycle at most, each when it has arrived
+    (``port.beat``) and its phase is ready: the header and the LayerNorm's words at once, fc1
+    after FEED and the LayerNorm, fc2 and the scores each after the previous layer's pipeline
+    tail; then the fixed phases (``head_cycles``' SQRT to OUT) and the comparator."""
+    ph = block_phases(head, lanes, lanes)
+    j = 0
+
+    def take(n: int, ready: int) -> int:
+        nonlocal j
+        c = ready - 1
+        for _ in range(n):
+            c = max(port.beat(j), c + 1)
+            j += 1
+        return c
+
+    w = head.width // lanes
+    tail = MAC_PIPE + Requantizer.LATENCY + 1
+    last = take(ph["header"] + ph["ln"], 1 - tap_tail)
+    last = take(ph["fc1"], last + 1 + w + ln_row_cycles(head.width, lanes) - w)
+    last = take(ph["fc2"], last + tail + 1)
+    last = take(ph["scores"], last + tail + 1)
+    sqrt = last + MAC_PIPE + 1
+    out = sqrt + ROOT_BITS + (INV_BITS + 1) + (head.classes + 1) \
+        + softmax_row_cycles(head.classes, SOFTMAX_LANES) + 2 + head.classes - 1
+    return out + ExitComparator.LATENCY

@@ -19,9 +19,10 @@ Memory (everything the host writes; ``sim.image`` lays it out)
   * segment: flags (bit 0 valid, bit 1 final: its host words are the class logits, bit 2
     image: the image is loaded before it, bits 8..15 the candidate whose head takes its
     tokens (``NO_CANDIDATE``: none), bits 16..23 the backbone layer it ends, which a result
-    names), the program's address, its descriptor count, the weight region's address and the
+    names), the program's address, its descriptor count, the weight region's address, the
     parameter region's address (each descriptor's stream words lie at its ``addr`` in one of
-    them: ``hw.program.addressed``);
+    them: ``hw.program.addressed``), and for a segment with a candidate the address and beat
+    count of the candidate's head block (``hw.rtl.head.stream_block``);
 * the thresholds: one 64-bit word per candidate (int32 threshold | candidate bit << 32);
 * the images: ``IMAGES`` words of ``8 L`` bits each ``IMAGE_STRIDE`` bytes apart;
 * the results: record n (``RECORD_BITS``) at ``RESULTS + n RECORD_BYTES``: cycles (bits 0..31,
@@ -34,8 +35,10 @@ On ``start`` it reads the run table (one entry a read, until the final entry) an
 thresholds, then for every image: for every segment, it loads the image into the
 scratchpad (segments flagged image), fetches the program into the engine, starts it and
 serves its stream reads (weights at the weight region + ``addr``, parameters at the
-parameter region + ``addr``) until ``done``. After a segment with a candidate it waits for the
-comparator's decision; on ``exit`` the image ends there. The final segment's logits go to the
+parameter region + ``addr``) until ``done``. After a segment with a candidate it fetches the
+candidate's head block (its scalars, LayerNorm words, dense rows and class embeddings) into the
+exit head, which finishes with it, and waits for the comparator's decision; on ``exit`` the
+image ends there. The final segment's logits go to the
 comparator as the last candidate, whose threshold is the lowest int32 (it always exits). The
 result is written, and the next image starts. No host action is needed between ``start`` and
 ``done``.
@@ -63,6 +66,7 @@ from model.errors import QexitError
 MAGIC = 0x54525851            # "QXRT" little-endian
 ENTRY_FIELDS = 8
 ENTRY_BITS = 32 * ENTRY_FIELDS
+ENTRY_KEPT = 7                # the fields of a segment entry the sequencer keeps on chip
 MAX_SEGMENTS = 64
 NO_CANDIDATE = 0xFF
 THRESHOLD_BITS = 64
@@ -155,10 +159,10 @@ def c_header(lanes: int) -> str:
 
 
 class Accelerator(wiring.Component):
-    """The whole accelerator for an engine ``cfg``: ``head`` (a ``FixedHead``), ``ks`` (its
-    candidates built into the head), ``tokens`` and ``dense`` (``MacDense``) describe the exit
-    head, or ``head`` None for an accelerator without exits; ``classes`` logits end a
-    full-depth image."""
+    """The whole accelerator for an engine ``cfg``: ``head`` (a ``FixedHead``: its shape; its
+    constants come from memory), ``ks`` (the candidates it may serve), ``tokens`` and ``dense``
+    (``StreamDense``) describe the exit head, or ``head`` None for an accelerator without
+    exits; ``classes`` logits end a full-depth image."""
 
     def __init__(self, cfg: LayerConfig, classes: int, head=None, ks=(), tokens: int = 0, dense=None,
                  max_candidates: int = 16):
@@ -214,12 +218,13 @@ class Accelerator(wiring.Component):
         # ------------------------------------------------------------ the run table, on chip
         n_cand = Signal(8)
         th_addr, img_words, img_scratch = Signal(32), Signal(24), Signal(32)
-        m.submodules.table = table = memory.Memory(shape=unsigned(5 * 32), depth=MAX_SEGMENTS, init=[])
+        m.submodules.table = table = memory.Memory(shape=unsigned(ENTRY_KEPT * 32), depth=MAX_SEGMENTS, init=[])
         t_wr, t_rd = table.write_port(), table.read_port()
         segs = Signal(range(MAX_SEGMENTS + 1))
         seg = Signal(range(MAX_SEGMENTS + 1))
-        cur = Signal(5 * 32)
-        flags, prog_addr, prog_words, w_base, q_base = (cur.word_select(i, 32) for i in range(5))
+        cur = Signal(ENTRY_KEPT * 32)
+        flags, prog_addr, prog_words, w_base, q_base, head_addr, head_beats = (
+            cur.word_select(i, 32) for i in range(ENTRY_KEPT))
         cand = flags[8:16]
         has_cand = cand != NO_CANDIDATE
         final = flags[Flag.FINAL]
@@ -319,6 +324,7 @@ class Accelerator(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(start):
+                    m.d.comb += cmp.th_rewind.eq(1)
                     m.d.sync += [busy.eq(1), done.eq(0), error.eq(0), regs[Reg.IMAGES_DONE].eq(0),
                                  regs[Reg.CYCLES].eq(0), segs.eq(0), image.eq(0)]
                     fetch(regs[Reg.TABLE], 1, entry_beats(L))
@@ -336,7 +342,7 @@ class Accelerator(wiring.Component):
                         fetch(regs[Reg.TABLE] + ENTRY_BITS // 8, 1, entry_beats(L))
                         m.next = "ENTRY"
             with state("ENTRY"):
-                m.d.comb += [fx.out.ready.eq(1), t_wr.addr.eq(segs), t_wr.data.eq(word[:5 * 32])]
+                m.d.comb += [fx.out.ready.eq(1), t_wr.addr.eq(segs), t_wr.data.eq(word[:ENTRY_KEPT * 32])]
                 e_flags = word[:32]
                 e_cand = e_flags[8:16]
                 with m.If(taken):
@@ -400,8 +406,11 @@ class Accelerator(wiring.Component):
                 m.next = "RUN"
             with state("RUN"):
                 m.d.comb += in_run.eq(1)
-                with m.If(eng.done):
-                    with m.If(has_cand):
+                with m.If(eng.done & eng.error):
+                    fail(Err.OPCODE)
+                with m.Elif(eng.done):
+                    with m.If(has_cand):                 # the candidate's head block, while it finishes its sums
+                        fetch(head_addr, head_beats, 1)
                         m.next = "DECIDE"
                     with m.Elif(final):
                         m.d.sync += serial.eq(1)
@@ -411,6 +420,9 @@ class Accelerator(wiring.Component):
                         m.next = "SEGMENT_READ"
             with state("DECIDE"):
                 m.d.comb += [cmp.out.ready.eq(1), self.dec_valid.eq(cmp.out.valid), self.dec.eq(cmp.out.payload)]
+                if head is not None:
+                    m.d.comb += [head.m_in.valid.eq(fx.out.valid & ~serial), head.m_in.payload.eq(word[:8 * L]),
+                                 fx.out.ready.eq(head.m_in.ready & ~serial)]
                 with m.If(cmp.out.valid):
                     with m.If(cmp.out.payload.exit):
                         m.d.sync += [result_cls.eq(cmp.out.payload.cls), result_layer.eq(flags[16:24]),

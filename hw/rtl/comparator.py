@@ -16,8 +16,8 @@ point, and no sigmoid is needed. The pathological-pruning mask is applied as the
 the image there. ``model.exits.decision.decide`` is the reference.
 
 The threshold registers are a memory of ``max_layers`` words (threshold int32, candidate),
-written through ``th_in`` in layer order. The pointer wraps after ``layers`` words, so load
-exactly ``layers`` words per set. Widths: scores and the gate are int32 (``SCORE_BITS``,
+written through ``th_in`` in layer order from ``th_rewind`` on (a pulse sets the write pointer
+to layer 0); the pointer also wraps after ``layers`` words. Widths: scores and the gate are int32 (``SCORE_BITS``,
 ``GATE_BITS``), and the comparison is signed.
 
 Timing: one score per cycle. A decision leaves 2 cycles after its last beat (the threshold
@@ -55,6 +55,7 @@ class ExitComparator(wiring.Component):
             "out": Out(stream.Signature(OUT)),
             "th_in": In(stream.Signature(THRESHOLD)),
             "layers": In(range(max_layers + 1)),
+            "th_rewind": In(1),
             "stop": Out(1),
         })
 
@@ -69,6 +70,8 @@ class ExitComparator(wiring.Component):
                      th_wr.data.eq(self.th_in.payload)]
         with m.If(self.th_in.valid):
             m.d.sync += ptr.eq(Mux(ptr == self.layers - 1, 0, ptr + 1))
+        with m.If(self.th_rewind):
+            m.d.sync += ptr.eq(0)
 
         # running arg-max over one decision's scores
         beat = self.inp.payload

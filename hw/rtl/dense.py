@@ -144,6 +144,22 @@ class MacDense:
         return (r1 + tail) + (r2 + tail) + (r3 + MAC_PIPE)
 
 
+@dataclass(frozen=True)
+class StreamDense:
+    """The head's dense layers on ``macs`` int8 multipliers as ``MacDense`` computes them, but
+    with no ROM: the weights and each row's constants come through the accelerator's memory
+    port, one beat of ``macs`` bytes a cycle at most, in the order ``hw.rtl.head.stream_block``
+    lays a candidate's block out. So the same hardware runs any head of the same shape; a
+    layer's cycles depend on when its beats arrive (``hw.cost.timeline.head_cycles_streamed``)."""
+    macs: int
+
+    def __post_init__(self):
+        if not isinstance(self.macs, int) or self.macs < 1:
+            raise QexitError(f"the head's multipliers ({self.macs}) must be an integer >= 1")
+
+    shapes = staticmethod(MacDense.shapes)
+
+
 def dense_cycles(head: FixedHead, lanes: int, dense) -> int:
     """Cycles of the head's dense phases (FC1 to SCORES, with the requantizer passes) for a
     ``MacDense``, or for da4ml layers (their dict, or their latencies (fc1, fc2, scores))."""

@@ -56,7 +56,8 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.rtl import comparator, emit, layernorm, softmax
-from hw.rtl.dense import MAC_PIPE, ROW_CONST, DenseRTL, MacDense, dense_cycles, dense_verilog, head_dense_plan
+from hw.rtl.dense import (MAC_PIPE, ROW_CONST, DenseRTL, MacDense, StreamDense, dense_cycles, dense_verilog,
+                           head_dense_plan)
 from hw.rtl.gemm import Requantizer, clamp
 from model import intops
 from model.errors import QexitError
@@ -121,6 +122,86 @@ def _ln_words(g: torch.Tensor, b: torch.Tensor, lanes: int) -> list[int]:
     return words
 
 
+# --------------------------------------------------------------------------- the streamed head's memory block
+
+FIELD_BITS = 64                  # a header field
+GATE_WEIGHT_BITS = 16            # the gate's weights w_c, w_m, w_s: int16 (|W| < 64 before the 2**9 scale)
+HEADER = {                       # the candidate's scalars, in block order, with the widths the hardware holds
+    "m_a": unsigned(intops.MULT_BITS), "sh_a": unsigned(6), "ln_shift": unsigned(6),
+    "ln_eps": unsigned(intops.LN_EPS_BITS), "m_z": unsigned(intops.MULT_BITS), "sh_z": unsigned(6),
+    "w_c": signed(GATE_WEIGHT_BITS), "w_m": signed(GATE_WEIGHT_BITS), "w_s": signed(GATE_WEIGHT_BITS),
+    "bias": signed(32), "sav_shift": unsigned(6)}
+
+
+def row_const(b, mult, shift) -> int:
+    """A dense row's constants as one word: bias | mult << 33 | shift << 33 + MULT_BITS."""
+    p_b, p_m, _ = ROW_CONST
+    return (int(b) & (2 ** p_b - 1)) | (int(mult) << p_b) | (int(shift) << (p_b + p_m))
+
+
+def weight_rows(w: torch.Tensor, macs: int) -> list[int]:
+    """A weight matrix (N, K) as words of ``macs`` bytes: row by row, ceil(K / macs) words a row."""
+    n_out, k_in = w.shape
+    wb = w.to(torch.int64).numpy() & 0xFF
+    return [sum(int(wb[j, c * macs + i]) << (8 * i) for i in range(macs) if c * macs + i < k_in)
+            for j in range(n_out) for c in range(-(-k_in // macs))]
+
+
+def beats(bits: int, macs: int) -> int:
+    """Memory beats (8 macs bits each) that ``bits`` take."""
+    return -(-bits // (8 * macs))
+
+
+def row_const_beats(macs: int) -> int:
+    return beats(sum(ROW_CONST), macs)
+
+
+def _fits(name: str, value: int, shape) -> None:
+    lo, hi = (-(2 ** (shape.width - 1)), 2 ** (shape.width - 1) - 1) if shape.signed else (0, 2 ** shape.width - 1)
+    if not lo <= value <= hi:
+        raise QexitError(f"the exit head's {name} = {value} does not fit its {shape.width}-bit "
+                         f"{'signed' if shape.signed else 'unsigned'} field; rerun `qexit exits`")
+
+
+def stream_block(head: FixedHead, k: int, lanes: int, macs: int) -> list[int]:
+    """Candidate ``k``'s block as memory beats of ``8 macs`` bits, in the order the streamed
+    head (``StreamDense``) takes them: the header (``HEADER``, one ``FIELD_BITS`` field each),
+    the LayerNorm's D / lanes parameter words, fc1's and fc2's rows (each its ``row_const``,
+    then its weight words) and the class scores' rows (weight words). Every constant must fit
+    its stated width; the hardware holds no wider."""
+    p, bits = head.layers[k].params, 8 * macs
+
+    def split(value: int, n: int) -> list[int]:
+        return [(value >> (bits * i)) & (2 ** bits - 1) for i in range(n)]
+
+    header = 0
+    for i, (name, shape) in enumerate(HEADER.items()):
+        v = int(p[name])
+        _fits(name, v, shape)
+        header |= (v & (2 ** FIELD_BITS - 1)) << (FIELD_BITS * i)
+    out = split(header, beats(FIELD_BITS * len(HEADER), macs))
+    ln_bits = lanes * sum(data.StructLayout.cast(layernorm.LN_PARAM).members[f].width for f in ("g", "b"))
+    for word in _ln_words(p["ln_g"], p["ln_b"], lanes):
+        out += split(word, beats(ln_bits, macs))
+    cb = row_const_beats(macs)
+    for w, b, mult, shift in ((p["w1"], p["b1"], p["m1"], p["sh1"]), (p["w2"], p["b2"], p["m2"], p["sh2"])):
+        per = -(-w.shape[1] // macs)
+        rows = weight_rows(w, macs)
+        for j in range(w.shape[0]):
+            _fits("dense bias", int(b[j]), signed(ROW_CONST[0]))
+            out += split(row_const(b[j], mult[j], shift[j]), cb) + rows[j * per:(j + 1) * per]
+    return out + weight_rows(head.class_t, macs)
+
+
+def block_phases(head: FixedHead, lanes: int, macs: int) -> dict[str, int]:
+    """The beats of each part of a candidate's block (``stream_block``'s order)."""
+    ln_bits = lanes * sum(data.StructLayout.cast(layernorm.LN_PARAM).members[f].width for f in ("g", "b"))
+    cb = row_const_beats(macs)
+    (d, hid), (_, e), (_, c) = MacDense.shapes(head)
+    return {"header": beats(FIELD_BITS * len(HEADER), macs), "ln": (head.width // lanes) * beats(ln_bits, macs),
+            "fc1": hid * (cb + -(-d // macs)), "fc2": e * (cb + -(-hid // macs)), "scores": c * -(-e // macs)}
+
+
 def head_cycles(head: FixedHead, tokens: int, lanes: int, dense) -> int:
     """Cycles from an image's first token beat to its last output beat, with tokens arriving
     every cycle and the output never stalled (the phases of the module docstring); ``dense``
@@ -149,16 +230,18 @@ class ExitHead(wiring.Component):
         ks = sorted(set(ks))
         if not ks or not all(0 <= k < len(head.layers) for k in ks):
             raise QexitError(f"candidates {ks} must be indices of the head's {len(head.layers)} layers")
-        if not isinstance(dense, MacDense):
+        if not isinstance(dense, (MacDense, StreamDense)):
             if len(ks) != 1:
                 raise QexitError(f"da4ml layers are one candidate's; build one head per candidate, not {ks}")
             for key, (n_in, n_out) in zip(("fc1", "fc2", "scores"), MacDense.shapes(head)):
                 if key not in dense or (dense[key].n_in, dense[key].n_out) != (n_in, n_out):
                     raise QexitError(f"the head needs a {n_in} -> {n_out} da4ml layer {key!r}")
         self.head, self.ks, self.tokens, self.dense, self.lanes = head, ks, tokens, dense, lanes
-        super().__init__({"inp": In(stream.Signature(data.ArrayLayout(signed(8), lanes))),
-                          "out": Out(stream.Signature(comparator.INP)),
-                          "index": In(range(len(head.layers)))})
+        ports = {"inp": In(stream.Signature(data.ArrayLayout(signed(8), lanes))),
+                 "out": Out(stream.Signature(comparator.INP)), "index": In(range(len(head.layers)))}
+        if isinstance(dense, StreamDense):               # the candidate's block (``stream_block``), beat by beat
+            ports["m_in"] = In(stream.Signature(8 * dense.macs))
+        super().__init__(ports)
 
     @property
     def cycles(self) -> int:
@@ -183,7 +266,9 @@ class ExitHead(wiring.Component):
             cand = Signal(range(len(h.layers)), init=self.ks[0])
             with m.If(first):
                 m.d.sync += cand.eq(self.index)
-        c_ = lambda name: self._scalar(name, cand)
+        streamed = isinstance(self.dense, StreamDense)
+        regs = {name: Signal(shape, name=f"hdr_{name}") for name, shape in HEADER.items()}
+        c_ = (lambda name: regs[name]) if streamed else (lambda name: self._scalar(name, cand))
 
         # ---- the units of the layer engine
         m.submodules.ln = ln = layernorm.LayerNormUnit(D, L)
@@ -204,26 +289,28 @@ class ExitHead(wiring.Component):
         Zr = [Signal(signed(32), name=f"z{i}") for i in range(C)]
         top1, top2 = Signal(unsigned(GATE_PROB_BITS)), Signal(unsigned(GATE_PROB_BITS))
         z1 = Signal(signed(32 + INV_BITS + 2 - Z1_SHIFT))                  # round_shift(d inv, 24)
-        g_w = max(abs(int(h.layers[k].params[n])) for k in self.ks for n in ("w_c", "w_m", "w_s")).bit_length()
+        g_w = (GATE_WEIGHT_BITS - 1 if streamed else
+               max(abs(int(h.layers[k].params[n])) for k in self.ks for n in ("w_c", "w_m", "w_s")).bit_length())
         g_c, g_m, g_s = (Signal(signed(g_w + max(GATE_PROB_BITS, SAV_BITS) + 2), name=f"gate_{n}") for n in "cms")
         n = Signal(unsigned((E * 128 * 128).bit_length()))
         root = Signal(unsigned(ROOT_BITS))
         inv = Signal(unsigned(INV_BITS + 1))
         rem = Signal(unsigned(ROOT_BITS + 1))
         gate = Signal(signed(32))
-        mac = isinstance(self.dense, MacDense)
-        longest = (max(self.dense.rom_words(h)) + MAC_PIPE + Requantizer.LATENCY + 1 if mac
-                   else max(d.latency for d in self.dense.values()))
+        mac = isinstance(self.dense, (MacDense, StreamDense))
+        longest = 0 if mac else max(d.latency for d in self.dense.values())
         step = Signal(range(max(ROOT_BITS, INV_BITS + 1, -(-E // L) + Requantizer.LATENCY, longest) + 1))
         tok = Signal(range(T))
         word = Signal(range(max(W, Ws, C) + 1))
 
         # ---- the LayerNorm's parameters: the candidate's W words, written with the [CLS] beats
+        # (streamed: after the tokens, from the candidate's block)
         p_bits = len(ln.p_in.payload.as_value())
-        zero_words = [0] * W
-        ln_rom = Array(Array(Const(w_, p_bits) for w_ in (_ln_words(h.layers[k].params["ln_g"], h.layers[k].params["ln_b"], L)
-                                                           if k in self.ks else zero_words))
-                       for k in range(len(h.layers)))
+        if not streamed:
+            zero_words = [0] * W
+            ln_rom = Array(Array(Const(w_, p_bits) for w_ in (
+                _ln_words(h.layers[k].params["ln_g"], h.layers[k].params["ln_b"], L) if k in self.ks else zero_words))
+                for k in range(len(h.layers)))
 
         def next_word(count: int, state: str, also=()):
             """Advance ``word``; after the ``count``-th, clear it and go to ``state``."""
@@ -242,8 +329,9 @@ class ExitHead(wiring.Component):
             with m.State("SUMS"):
                 m.d.comb += self.inp.ready.eq(1)
                 m.d.comb += first.eq(self.inp.valid & (tok == 0) & (word == 0))
-                m.d.comb += [ln.p_in.valid.eq(self.inp.valid & (tok == 0)),
-                             ln.p_in.payload.as_value().eq(ln_rom[Mux(first, self.index, cand)][word])]
+                if not streamed:
+                    m.d.comb += [ln.p_in.valid.eq(self.inp.valid & (tok == 0)),
+                                 ln.p_in.payload.as_value().eq(ln_rom[Mux(first, self.index, cand)][word])]
                 with m.If(self.inp.valid):
                     for w_ in range(W):
                         with m.If(word == w_):
@@ -258,7 +346,34 @@ class ExitHead(wiring.Component):
                         m.d.sync += [word.eq(0), tok.eq(tok + 1)]
                         with m.If(tok == T - 1):
                             m.d.sync += [tok.eq(0), V.eq(0)]
-                            m.next = "FEED"
+                            m.next = "HEADER" if streamed else "FEED"
+            if streamed:
+                M = self.dense.macs
+                hb = beats(FIELD_BITS * len(HEADER), M)
+                lb = beats(p_bits, M)
+                hdr = Signal(hb * 8 * M)
+                lnw = Signal(lb * 8 * M)
+                beat = Signal(range(max(hb, lb) + 1))
+                with m.State("HEADER"):     # the candidate's scalars, beat by beat
+                    m.d.comb += self.m_in.ready.eq(1)
+                    with m.If(self.m_in.valid):
+                        m.d.sync += [hdr.eq(Cat(hdr[8 * M:], self.m_in.payload)), beat.eq(beat + 1)]
+                        with m.If(beat == hb - 1):
+                            m.d.sync += [beat.eq(0), word.eq(0)]
+                            m.next = "LN_PARAMS"
+                with m.State("LN_PARAMS"):  # the LayerNorm's W parameter words, each its beats
+                    last = beat == lb - 1
+                    m.d.comb += [self.m_in.ready.eq(~last | ln.p_in.ready),
+                                 ln.p_in.valid.eq(self.m_in.valid & last),
+                                 ln.p_in.payload.as_value().eq(Cat(lnw, self.m_in.payload)[8 * M:][:p_bits])]
+                    with m.If(self.m_in.valid & self.m_in.ready):
+                        m.d.sync += [lnw.eq(Cat(lnw[8 * M:], self.m_in.payload)), beat.eq(beat + 1)]
+                        with m.If(last):
+                            m.d.sync += beat.eq(0)
+                            next_word(W, "FEED")
+                # the scalars: the header register's fields, held until the next candidate's header
+                for i, (name, shape) in enumerate(HEADER.items()):
+                    m.d.comb += regs[name].eq(hdr.word_select(i, FIELD_BITS)[:shape.width])
             with m.State("FEED"):
                 s_sel = [Array(S[w_ * L + c] for w_ in range(W))[word] for c in range(L)]
                 q_sel = [Array(Q[w_ * L + c] for w_ in range(W))[word] for c in range(L)]
@@ -385,88 +500,109 @@ class ExitHead(wiring.Component):
                     m.next = nxt
 
     def _mac_states(self, m, Y, Hr, Er, Dr, n, root, step, cand):
-        """FC1, FC2 and SCORES on ``macs`` multipliers (``MacDense``): each phase issues its
-        ROM words one a cycle (row j, chunk c: W[j, c M:(c + 1) M]) with the row's constants
-        (bias, requantizer multiplier and shift, from a second ROM) and the input vector's chunk
-        c; the next cycle multiplies them, the one after adds the products to the row's sum,
-        which the row's first chunk starts from its bias; a finished row goes through the requantizer (fc1:
-        relu) into its vector, and for fc2 its square into n; a score row is saturated to
-        int32. The phase ends when its last row is written. The ROMs hold every candidate's
-        fc1 and fc2 (at bases read from a table at ``cand``) and the class embeddings once."""
+        """FC1, FC2 and SCORES on ``macs`` multipliers (``MacDense`` or ``StreamDense``): each
+        phase issues its weight words one a cycle at most (row j, chunk c: W[j, c M:(c + 1) M])
+        with the row's constants (bias, requantizer multiplier and shift) and the input vector's
+        chunk c; the next cycle multiplies them, the one after adds the products to the row's
+        sum, which the row's first chunk starts from its bias; a finished row goes through the
+        requantizer (fc1: relu) into its vector, and for fc2 its square into n; a score row is
+        saturated to int32. The phase ends ``tail`` cycles after its last issue.
+
+        ``MacDense``: the words come from a ROM (every candidate's fc1 and fc2, at bases read
+        from a table at ``cand``, and the class embeddings once), one a cycle, and the row
+        constants from a second ROM. ``StreamDense``: they come through ``m_in`` in the block's
+        order (a row's constant beats, then its weight beats), and a word issues when it arrives."""
         h, M = self.head, self.dense.macs
+        stream_in = isinstance(self.dense, StreamDense)
         m.submodules.rq = rq = Requantizer()
         n_cand = len(h.layers)
+        P_B, P_M, P_S = ROW_CONST                         # a row's constants: bias | mult << P_B | shift << P_B + P_M
+        if stream_in:
+            cb = row_const_beats(M)
+            crow = Signal(cb * 8 * M)                     # the row's constant beats, as they came
+            w1 = Signal(8 * M)
+            c1 = Signal(sum(ROW_CONST))
+            c_src = c1
+        else:
+            words, consts = [], []
+            w_base = {key: [0] * n_cand for key in ("fc1", "fc2")}
+            p_base = {key: [0] * n_cand for key in ("fc1", "fc2")}
+            for k in self.ks:
+                prm = h.layers[k].params
+                for key, w, b, mult, shift in (("fc1", prm["w1"], prm["b1"], prm["m1"], prm["sh1"]),
+                                               ("fc2", prm["w2"], prm["b2"], prm["m2"], prm["sh2"])):
+                    w_base[key][k], p_base[key][k] = len(words), len(consts)
+                    words += weight_rows(w, M)
+                    consts += [row_const(bb, mm, ss) for bb, mm, ss in zip(b, mult, shift)]
+            scores_base = len(words)
+            words += weight_rows(h.class_t, M)
+            m.submodules.rom = rom = memory.Memory(shape=unsigned(8 * M), depth=len(words), init=words)
+            m.submodules.row_consts = prom = memory.Memory(shape=unsigned(sum(ROW_CONST)), depth=len(consts), init=consts)
+            rd, prd = rom.read_port(), prom.read_port()
+            w1, c_src = rd.data, prd.data
 
-        def rows_of(w: torch.Tensor) -> list[int]:
-            """A weight matrix (N, K) as ROM words: row by row, ceil(K / M) words of M bytes."""
-            n_out, k_in = w.shape
-            wb = w.to(torch.int64).numpy() & 0xFF
-            return [sum(int(wb[j, c * M + i]) << (8 * i) for i in range(M) if c * M + i < k_in)
-                    for j in range(n_out) for c in range(-(-k_in // M))]
-
-        P_B, P_M, _ = ROW_CONST                           # a row's constants: bias | mult << P_B | shift << P_B + P_M
-        words, consts = [], []
-        w_base = {key: [0] * n_cand for key in ("fc1", "fc2")}
-        p_base = {key: [0] * n_cand for key in ("fc1", "fc2")}
-        for k in self.ks:
-            prm = h.layers[k].params
-            for key, w, b, mult, shift in (("fc1", prm["w1"], prm["b1"], prm["m1"], prm["sh1"]),
-                                           ("fc2", prm["w2"], prm["b2"], prm["m2"], prm["sh2"])):
-                w_base[key][k], p_base[key][k] = len(words), len(consts)
-                words += rows_of(w)
-                consts += [(int(bb) & (2 ** P_B - 1)) | (int(mm) << P_B) | (int(ss) << (P_B + P_M))
-                           for bb, mm, ss in zip(b, mult, shift)]
-        scores_base = len(words)
-        words += rows_of(h.class_t)
-        m.submodules.rom = rom = memory.Memory(shape=unsigned(8 * M), depth=len(words), init=words)
-        m.submodules.row_consts = prom = memory.Memory(shape=unsigned(sum(ROW_CONST)), depth=len(consts), init=consts)
-        rd, prd = rom.read_port(), prom.read_port()
-        p_bias, p_mult, p_shift = prd.data[:P_B].as_signed(), prd.data[P_B:P_B + P_M], prd.data[P_B + P_M:]
+            def base(table: list[int]):
+                return table[self.ks[0]] if len(self.ks) == 1 else Array(Const(v, range(max(table) + 1)) for v in table)[cand]
+        p_bias, p_mult, p_shift = c_src[:P_B].as_signed(), c_src[P_B:P_B + P_M], c_src[P_B + P_M:]
 
         K_max = max(k for k, _ in MacDense.shapes(h))
         N_max = max(nn for _, nn in MacDense.shapes(h))
         acc = Signal(signed((K_max * 128 * 128 + 2 ** 32).bit_length() + 1))
         chunk = Signal(range(-(-K_max // M)))
-        xs1 = Signal(8 * M)                               # the input chunk, beside the ROM word
+        cbeat = Signal(range(4))                          # constant beats taken of the row
+        xs1 = Signal(8 * M)                               # the input chunk, beside the weight word
         prod = [Signal(signed(16), name=f"prod{i}") for i in range(M)]
         v2p, first2, last2 = Signal(), Signal(), Signal()
         bias2, mult2, shift2 = Signal(signed(P_B)), Signal(unsigned(P_M)), Signal(unsigned(6))
-        row = Signal(range(N_max))
+        row = Signal(range(N_max + 1))
         v1, first1, last1, v2 = Signal(), Signal(), Signal(), Signal()
         q_mult, q_shift = Signal(unsigned(P_M)), Signal(unsigned(6))
         qv = [Signal(name=f"qv{i}") for i in range(Requantizer.LATENCY)]
         m.d.sync += [qv[0].eq(v2)] + [qv[i + 1].eq(qv[i]) for i in range(len(qv) - 1)]
+        drain = Signal(range(MAC_PIPE + Requantizer.LATENCY + 3))   # cycles since the phase's last issue
 
         def shift_in(target, value):
             """Rows finish in order, so a finished row shifts into the end of its vector: after
             N rows, target[j] holds row j (no N-way write decoder)."""
             return [target[j].eq(target[j + 1]) for j in range(len(target) - 1)] + [target[-1].eq(value)]
 
-        def base(table: list[int]):
-            return table[self.ks[0]] if len(self.ks) == 1 else Array(Const(v, range(max(table) + 1)) for v in table)[cand]
-
         layers = [("FC1", "fc1", Y, Hr, True, "FC2"), ("FC2", "fc2", Hr, Er, False, "SCORES"),
                   ("SCORES", None, Er, Dr, False, "SQRT")]
         for (state, key, x_vec, target, relu, nxt), (k_in, n_out) in zip(layers, MacDense.shapes(h)):
             per = -(-k_in // M)
-            rows = n_out * per
             tail = MAC_PIPE + (Requantizer.LATENCY + 1 if key else 0)
             with m.State(state):
-                # issue: ROM word base + step and the row's constants, while step < rows
-                issuing = step < rows
-                m.d.comb += rd.addr.eq((base(w_base[key]) if key else scores_base) + step)
-                if key:
-                    m.d.comb += prd.addr.eq(base(p_base[key]) + row)
+                # issue: a weight word with the row's constants, while rows are left
+                left = row < n_out
+                if stream_in:
+                    m.d.comb += self.m_in.ready.eq(left)
+                    take = self.m_in.valid & left
+                    const_beat = (cbeat < cb) if key else Const(0)
+                    issue = take & ~const_beat
+                    with m.If(take & const_beat):
+                        m.d.sync += [crow.eq(Cat(crow[8 * M:], self.m_in.payload)), cbeat.eq(cbeat + 1)]
+                    m.d.sync += w1.eq(self.m_in.payload)
+                    if key:
+                        m.d.sync += c1.eq(crow[:sum(ROW_CONST)])
+                else:
+                    issue = left
+                    m.d.comb += rd.addr.eq((base(w_base[key]) if key else scores_base) + row * per + chunk)
+                    if key:
+                        m.d.comb += prd.addr.eq(base(p_base[key]) + row)
                 zero = Const(0, signed(8))
                 xs = Array(Cat(*(x_vec[c * M + i] if c * M + i < k_in else zero for i in range(M)))
                            for c in range(per))[chunk]
-                m.d.sync += [v1.eq(issuing), first1.eq(chunk == 0), last1.eq(chunk == per - 1), xs1.eq(xs)]
-                with m.If(issuing):
+                m.d.sync += [v1.eq(issue), first1.eq(chunk == 0), last1.eq(chunk == per - 1), xs1.eq(xs)]
+                with m.If(issue):
                     m.d.sync += chunk.eq(chunk + 1)
                     with m.If(chunk == per - 1):
-                        m.d.sync += [chunk.eq(0), row.eq(row + 1)]
-                # multiply: the ROM word against the input vector's chunk (both registered)
-                m.d.sync += [prod[i].eq(rd.data.word_select(i, 8).as_signed() * xs1.word_select(i, 8).as_signed())
+                        m.d.sync += [chunk.eq(0), row.eq(row + 1), cbeat.eq(0)]
+                        with m.If(row == n_out - 1):
+                            m.d.sync += drain.eq(1)
+                with m.If(drain != 0):
+                    m.d.sync += drain.eq(drain + 1)
+                # multiply: the weight word against the input vector's chunk (both registered)
+                m.d.sync += [prod[i].eq(w1.word_select(i, 8).as_signed() * xs1.word_select(i, 8).as_signed())
                              for i in range(M)]
                 m.d.sync += [v2p.eq(v1), first2.eq(first1), last2.eq(last1)]
                 if key:
@@ -487,9 +623,8 @@ class ExitHead(wiring.Component):
                         m.d.sync += shift_in(target, clamp(rq.y, 0, 127) if relu else rq.y)
                         if target is Er:
                             m.d.sync += n.eq(n + rq.y * rq.y)
-                m.d.sync += step.eq(step + 1)
-                with m.If(step == rows + tail - 1):
-                    m.d.sync += [step.eq(0), chunk.eq(0), row.eq(0)]
+                with m.If(drain == tail):
+                    m.d.sync += [step.eq(0), chunk.eq(0), row.eq(0), drain.eq(0), cbeat.eq(0)]
                     if nxt == "FC2":
                         m.d.sync += n.eq(0)
                     if nxt == "SQRT":

@@ -128,7 +128,7 @@ def desc_layout(cfg: LayerConfig) -> data.StructLayout:
     addr = max(1, (cfg.scratch_words - 1).bit_length())
     g = cfg.gemm
     return data.StructLayout({
-        "op": 2, "src": 2, "unit": 3, "dst": 3,
+        "op": 3, "src": 2, "unit": 3, "dst": 3,    # an op outside ``Op`` stops the engine with ``error``
         "m": range(g.max_m + 1), "k": range(g.max_k + 1), "n": range(g.max_n + 1),
         "raw": 1, "token_bias": 1, "w_scratch": 1, "a_base": max(addr, (cfg.p_words - 1).bit_length()),
         "a_stride": COUNT, "a_from_p": 1, "raw_bank": 1,

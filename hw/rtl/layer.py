@@ -136,6 +136,7 @@ class LayerEngine(wiring.Component):
             "out": Out(stream.Signature(32 * L)),
             "pc": In(range(cfg.prog_words)),
             "start": In(1), "busy": Out(1), "done": Out(1), "cycles": Out(32), "gemm_start": Out(1),
+            "error": Out(1),                            # the program stopped at an unknown opcode
             "at": Out(range(cfg.prog_words + 1)),       # the descriptor being run (for waves and hangs)
             # a descriptor that takes stream words starts: a GEMM on streamed weights (param 0)
             # or a PARAM MOVE (param 1), ``fetch_words`` words at ``fetch_addr`` of its region
@@ -347,7 +348,7 @@ class LayerEngine(wiring.Component):
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(start):
-                    m.d.sync += [pc.eq(self.pc), self.done.eq(0)]
+                    m.d.sync += [pc.eq(self.pc), self.done.eq(0), self.error.eq(0)]
                     m.next = "FETCH"
             with m.State("FETCH"):                 # the read port samples pc
                 m.next = "DECODE"
@@ -359,8 +360,11 @@ class LayerEngine(wiring.Component):
                         m.next = "GEMM_GO"
                     with m.Case(Op.SOFTMAX):
                         m.next = "SIDE_GO"
-                    with m.Default():
+                    with m.Case(Op.END):
                         m.d.sync += self.done.eq(1)
+                        m.next = "IDLE"
+                    with m.Default():                   # an unknown opcode: stop, with error set
+                        m.d.sync += [self.done.eq(1), self.error.eq(1)]
                         m.next = "IDLE"
 
             with m.State("DECODE"):

@@ -133,12 +133,16 @@ def add_exit_path_args(p: argparse.ArgumentParser, intmodel: bool = True) -> Non
                        help="the IntModel whose tokens feed the head (the one the exits ran on)")
 
 
-def add_head_args(p: argparse.ArgumentParser, default_macs: str) -> None:
-    """--head and --head-macs: how the exit heads' dense layers are built (hw/rtl/head.py)."""
-    p.add_argument("--head", choices=("mac", "da4ml"), default="mac",
-                   help="the exit head's dense layers: 'mac' (weights in a ROM, --head-macs multipliers) or "
-                        "'da4ml' (constant-matrix adder graphs: a few cycles, but a large design per candidate "
-                        "and tens of seconds of da4ml solving each)")
+def add_head_args(p: argparse.ArgumentParser, default_macs: str, stream: bool = False) -> None:
+    """--head and --head-macs: how the exit heads' dense layers are built (hw/rtl/head.py);
+    with ``stream``, also the accelerator's own head, the default."""
+    choices = ("stream", "mac", "da4ml") if stream else ("mac", "da4ml")
+    p.add_argument("--head", choices=choices, default=choices[0],
+                   help=("the exit head's dense layers: " + ("'stream' (the accelerator's: rows multipliers, its "
+                         "constants and weights through the memory port after each candidate layer), " if stream else "")
+                         + "'mac' (weights in a ROM, --head-macs multipliers) or 'da4ml' (constant-matrix adder "
+                         "graphs: a few cycles, but a large design per candidate and tens of seconds of da4ml "
+                         "solving each)"))
     p.add_argument("--head-macs", type=positive, default=None,
                    help=f"--head mac: the head's int8 multipliers (default: {default_macs})")
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from hw import cost
 from hw.cost import tables
-from hw.rtl.dense import MacDense
+from hw.rtl.dense import MacDense, StreamDense
 from model.exits import exit_path
 from model.quantize import load_intmodel
 from qexit.commands.common import (
@@ -53,7 +53,7 @@ def add_arguments(p):
     p.add_argument("--energy-table", type=Path, default=None,
                    help="a JSON energy table like hw/cost/tables/horowitz_45nm.json (default: Horowitz, ISSCC 2014, "
                         "45 nm ASIC); the FPGA estimate hw/cost/tables/fpga_ecp5_scaled.json is shown beside it")
-    add_head_args(p, "rows x cols, as many as the array")
+    add_head_args(p, "rows x cols, as many as the array", stream=True)
     p.add_argument("--jobs", type=positive, default=None, help="--head da4ml: solves at a time (default: one per CPU)")
     p.add_argument("--model", default=None, metavar="clip:DIR",
                    help="the CLIP folder the IntModel and the exits came from (`qexit quantize|exits --model`): "
@@ -75,9 +75,11 @@ def run(args) -> int:
     dist, reported = cost.load_distribution(exits, args.seed, im.config.depth)
     routes = reported.get("pareto") or []
     heads = sorted(set(dist.candidates) | {k for r in routes for k in r["layers"] if k < im.config.depth})
-    macs = head_macs(args, machine.rows * machine.cols)
+    macs = machine.lanes if args.head == "stream" else head_macs(args, machine.rows * machine.cols)
     if macs is None:
         dense = cost.head_latencies(ep, heads, args.jobs or os.cpu_count() or 1, not args.quiet)
+    elif args.head == "stream":
+        dense = {k: StreamDense(macs) for k in heads}
     else:
         dense = {k: MacDense(macs) for k in heads}
     costs = cost.build(im, machine, table, dense, ep.head)

@@ -24,7 +24,7 @@ import torch
 
 from hw import cost
 from hw.cost import tables
-from hw.rtl.dense import MacDense
+from hw.rtl.dense import StreamDense
 from model.errors import QexitError
 from model.quantize import check_widths
 from qexit.commands.common import (
@@ -94,7 +94,7 @@ def run(args) -> int:
             im = bench.intmodel(chosen["widths"])
             im.save(folder / "intmodel.pt")
             layers = [l for l in chosen["exit_layers"] if l < cfg.depth]
-            costs = cost.build(im, machines["scalable"], table, {c: MacDense(int8.rows * int8.cols) for c in layers},
+            costs = cost.build(im, machines["scalable"], table, {c: StreamDense(int8.lanes) for c in layers},
                                bench.head if layers else None)
             dist = cost.Distribution(tuple(chosen["exit_layers"]), tuple(chosen["exit_fraction"]), tuple(layers))
             c = {**cost.summary(costs, dist, 16), "widths": chosen["widths"], "top1": chosen["top1_test"],

@@ -27,7 +27,7 @@ from model.errors import QexitError
 from model.exits import exit_path
 from model.quantize import load_intmodel
 from qexit.commands.common import EXIT_PATH_DEFAULT, add_exit_path_args, add_machine_args, machine_from_args, positive
-from sim.accelerator import HEAD_MACS, design, register_writes, top_name
+from sim.accelerator import design, register_writes, top_name
 from sim.image import memory_image
 from qexit.render import rtl as render
 from qexit.reports import report_dir, write_summary
@@ -60,8 +60,6 @@ def add_arguments(p):
         a = sub.add_parser(name, help=what, description=__doc__)
         add_machine_args(a, rows=8, square=True, options=("rows", "cols"))
         add_exit_path_args(a)
-        a.add_argument("--head-macs", type=positive, default=HEAD_MACS,
-                       help="the exit head's multipliers (one memory word of int8 weights a cycle at 8)")
         if name == "image":
             a.add_argument("--images", type=positive, default=10, help="the first N test images")
         a.add_argument("--out", type=Path, default=Path(f"reports/rtl-{name}"), help="the folder to write")
@@ -115,7 +113,7 @@ def run_accelerator(args) -> int:
     machine = machine_from_args(args)
     im, ep = _model(args)
     lanes = machine.lanes
-    a = design(im, ep, lanes, args.head_macs)
+    a = design(im, ep, lanes)
     top = top_name(lanes)
     text = to_verilog(a, top)
     img, layout = memory_image(im, ep, lanes, load_fashion_mnist("test").images[:1])

@@ -4,7 +4,7 @@ own --help: gemm (the GEMM engine on synthetic operands), units (the streaming u
 exit comparator on random rows), model (every operation of the IntModel on its RTL block, the
 host sequencing them), block (the layer engine, whole layers from pixels to logits),
 comparator (the exit decisions of the test split), head (the exit head as RTL on real tokens)
-and run (the early-exit accelerator, image by image). Each writes reports/verify-<verb>/
+run (the whole accelerator, image by image) and faults (its error codes). Each writes reports/verify-<verb>/
 (summary.json and README.md) and exits 1 on any mismatch or cycle error.
 """
 from __future__ import annotations
@@ -12,16 +12,16 @@ from __future__ import annotations
 import argparse
 
 # `run` is both a verb (the module) and this package's entry point (the function below)
-from qexit.commands.verify import block, comparator, gemm, head, model, run as run_verb, units
+from qexit.commands.verify import block, comparator, faults, gemm, head, model, run as run_verb, units
 
 VERBS = {"gemm": gemm, "units": units, "model": model, "block": block, "comparator": comparator, "head": head,
-         "run": run_verb}
+         "run": run_verb, "faults": faults}
 
 HELP = ("bit-exact RTL checks under cocotb: `verify gemm` (the GEMM engine), "
         "`verify units` (requantizer, add, GELU, LayerNorm, softmax, exit comparator), "
         "`verify model` and `verify block` (the IntModel through the RTL), "
         "`verify comparator` (the exit decisions of the test split), `verify head` (the exit head as RTL), "
-        "`verify run` (the early-exit accelerator, image by image)")
+        "`verify run` (the whole accelerator, image by image), `verify faults` (its error codes)")
 
 
 def add_arguments(p):

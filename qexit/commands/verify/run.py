@@ -11,8 +11,9 @@ decision word the reference's, every image's cycles (its start to its result's w
 RTL's own counter) the cost model's (hw/cost/) for the reference's route, and the control-bus
 writes while busy 0. Writes reports/verify-run/summary.json (images, decisions_matched,
 matched, total, cycles_measured, cycles_predicted, exit_layers, sequencer,
-host_writes_while_busy, cycles_per_second, memory); exits 1 on any mismatch. One MAC exit head
-serves every candidate, by default with rows x cols multipliers (--head-macs).
+host_writes_while_busy, cycles_per_second, memory); exits 1 on any mismatch. One exit head
+with rows multipliers serves every candidate: its constants, dense rows and class embeddings
+stream through the memory port after each candidate layer (no ROM).
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import torch
 
 from model.data import load_fashion_mnist
 from model.exits import exit_path
-from qexit.commands.common import add_exit_path_args, add_head_args, head_macs, positive, report_path
+from qexit.commands.common import add_exit_path_args, positive, report_path
 from qexit.commands.verify.shared import (
     add_machine, add_simulator, exit_layers, machine, prose, stream_text, write_report
 )
@@ -41,7 +42,6 @@ def add_arguments(p):
     p.add_argument("--seed", type=int, default=0, help="which test images: a random draw with this seed (-1: the first N)")
     add_machine(p, square=True)
     add_simulator(p)
-    add_head_args(p, "rows x cols, as many as the array")
     p.add_argument("--workers", type=int, default=1,
                    help="processes that run shards at once: 1 runs them here; more start a local Dask cluster")
     p.add_argument("--cluster", default=None, metavar="ADDRESS",
@@ -67,8 +67,7 @@ def run(args) -> int:
     n = min(args.images, n_test)
     idx = (torch.arange(n) if args.seed < 0 else
            torch.randperm(n_test, generator=torch.Generator().manual_seed(args.seed))[:n])
-    macs = head_macs(args, m.rows * m.cols)
-    spec = dist.RunSpec(str(args.intmodel), str(args.exit_path), m, macs, layers, args.simulator)
+    spec = dist.RunSpec(str(args.intmodel), str(args.exit_path), m, layers, args.simulator)
     torch.set_num_threads(1)
     on = [ep.layers[k] for k in sim_run.enabled(ep)]
     stream = stream_text(m)
@@ -85,12 +84,11 @@ def run(args) -> int:
         print(log)
     with report_dir("verify-run") as folder:
         summary = {**s, "timing": t, "seed": args.seed, "rows": m.rows, "cols": m.cols, "bandwidth": m.bandwidth,
-                   "latency": m.latency, "head": args.head, "head_macs": macs, "shard_size": args.shard_size,
+                   "latency": m.latency, "head_macs": m.lanes, "shard_size": args.shard_size,
                    "exit_path": str(args.exit_path), "intmodel": report_path(args.intmodel)}
         rows = [[r["image"], r["exit_layer"], r["expected_layer"], r["class"], r["expected_class"],
                  r["cycles_measured"], r["cycles_predicted"]] for r in res.records]
-        heads = (f"one MAC exit head with {macs} multipliers for every candidate" if macs
-                 else "one da4ml head per candidate")
+        heads = f"one streamed exit head with {m.lanes} multipliers for every candidate"
         write_report(folder, summary, f"run: {s['matched']}/{s['images']} images, {s['decisions_matched']}/"
                      f"{s['decisions']} decisions, cycles {s['cycles_measured']:,} measured = "
                      f"{s['cycles_predicted']:,} predicted", [
