@@ -141,3 +141,27 @@ def predicted_cycles(im: IntModel, ep, machine: Machine, exit_layer: int | None)
     costs = cost.build(im, machine, tables.load(), {ep.layers[k]: StreamDense(machine.lanes) for k in on},
                        ep.head if on else None)
     return costs.record_cycles(costs.route(exit_layer, [ep.layers[k] for k in on]))
+
+
+def run_axiram(a: acc.Accelerator, img: MemoryImage, layout: Layout, simulator: str | None = None) -> dict:
+    """Run a memory image on the accelerator alone under cocotb, with cocotbext-axi's ``AxiRam``
+    as its memory (``sim/tb/accelerator.py``): the status and the decoded result records."""
+    top = top_name(a.cfg.lanes)
+    b = runner.build(emit.to_verilog(a, top), top, simulator=simulator)
+    rec = acc.record_bytes(a.cfg.lanes)
+    spec = {"size": img.end, "regions": [(base, b"".join(w.to_bytes(img.word_bytes, "little") for w in words))
+                                         for base, words in img.regions.values() if words],
+            "writes": [(int(r), v) for r, v in register_writes(layout)],
+            "reads": {"error": acc.Reg.ERROR, "images_done": acc.Reg.IMAGES_DONE, "cycles": acc.Reg.CYCLES},
+            "results": layout.results, "record_bytes": rec, "count": layout.count}
+    with tempfile.TemporaryDirectory(prefix="qexit-axiram-") as tmp:
+        cases, results = Path(tmp) / "cases.pt", Path(tmp) / "results.pt"
+        torch.save(spec, cases)
+        run = runner.run(b, "sim.tb.accelerator", testcase="run", folder=Path(tmp) / "sim",
+                         settings={"QEXIT_TB_CASES": str(cases), "QEXIT_TB_RESULTS": str(results)})
+        if not results.exists():
+            raise QexitError(f"the AxiRam run wrote no results:\n{runner.log_tail(run)}")
+        out = torch.load(results, weights_only=False)
+    raw = out.pop("records")
+    out["results"] = [decode(int.from_bytes(raw[i * rec:i * rec + 8], "little")) for i in range(layout.count)]
+    return out

@@ -87,3 +87,16 @@ def test_verify_faults_reports_each_code_and_its_cycles(exit_path_files, tmp_pat
     s = json.loads((tmp_path / "reports" / "verify-faults" / "summary.json").read_text())
     assert s["matched"] == s["total"] == len(faults.CASES)
     assert [c["got"] for c in s["cases"]] == [c.code.name for c in faults.CASES] and all(c["cycles"] > 0 for c in s["cases"])
+
+
+def test_the_memory_port_speaks_axi4_to_cocotbext_axis_ram(built, fmnist_test):
+    """The same memory image in cocotbext-axi's AxiRam instead of the HDL memory model: the
+    same classes and exit layers (the reference's); only the cycles differ, as the RAM's
+    timing does."""
+    im, ep, b = built
+    images = fmnist_test.images[:3]
+    img, layout = memory_image(im, ep, LANES, images)
+    got = sa.run_axiram(sa.design(im, ep, LANES), img, layout)
+    layers, classes, _ = reference(im, ep, images)
+    assert got["error"] == 0 and got["images_done"] == 3 and got["cycles"] > 0
+    assert [r["layer"] for r in got["results"]] == layers and [r["class"] for r in got["results"]] == classes

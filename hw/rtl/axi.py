@@ -23,6 +23,7 @@ from amaranth.lib.wiring import In, Out
 
 ADDR_BITS = 32
 LEN_BITS = 8              # AxLEN: beats - 1
+ID_BITS = 4               # AxID, xID: every transaction uses ID 0 (in order)
 MAX_BURST = 16            # beats per burst
 MAX_OUTSTANDING = 4       # bursts in flight
 WATCHDOG = 1 << 16        # cycles with a burst in flight and no beat before the read is refused
@@ -37,18 +38,18 @@ def size_code(data_bits: int) -> int:
 def read_port(data_bits: int) -> wiring.Signature:
     """The manager's side of the read channels (AR out, R in)."""
     return wiring.Signature({
-        "araddr": Out(ADDR_BITS), "arlen": Out(LEN_BITS), "arsize": Out(3), "arburst": Out(2),
+        "arid": Out(ID_BITS), "araddr": Out(ADDR_BITS), "arlen": Out(LEN_BITS), "arsize": Out(3), "arburst": Out(2),
         "arvalid": Out(1), "arready": In(1),
-        "rdata": In(data_bits), "rresp": In(2), "rlast": In(1), "rvalid": In(1), "rready": Out(1)})
+        "rid": In(ID_BITS), "rdata": In(data_bits), "rresp": In(2), "rlast": In(1), "rvalid": In(1), "rready": Out(1)})
 
 
 def write_port(data_bits: int) -> wiring.Signature:
     """The manager's side of the write channels (AW, W out, B in)."""
     return wiring.Signature({
-        "awaddr": Out(ADDR_BITS), "awlen": Out(LEN_BITS), "awsize": Out(3), "awburst": Out(2),
+        "awid": Out(ID_BITS), "awaddr": Out(ADDR_BITS), "awlen": Out(LEN_BITS), "awsize": Out(3), "awburst": Out(2),
         "awvalid": Out(1), "awready": In(1),
         "wdata": Out(data_bits), "wstrb": Out(data_bits // 8), "wlast": Out(1), "wvalid": Out(1), "wready": In(1),
-        "bresp": In(2), "bvalid": In(1), "bready": Out(1)})
+        "bid": In(ID_BITS), "bresp": In(2), "bvalid": In(1), "bready": Out(1)})
 
 
 class Fetcher(wiring.Component):
