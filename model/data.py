@@ -12,12 +12,14 @@ import gzip
 import os
 import struct
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from model.clip import clip_crop
 from model.errors import QexitError
 
 FASHION_MNIST_DIR = Path(os.environ.get("QEXIT_FMNIST_DIR", "/usr/share/datasets/fashion-mnist"))
@@ -139,6 +141,12 @@ def load_dataset(split: str, data: Path | str | None = None, image_size: int = 2
     if data is None:
         return load_fashion_mnist(split)
     return load_image_folder(Path(data) / split, image_size, channels, preprocess)
+
+
+def load_images(split: str, data: Path | str | None, image_size: int, channels: int, clip: bool = False) -> Dataset:
+    """``load_dataset`` for a model of this input size: a CLIP model's images cropped and
+    resized as CLIP does (``model.clip.clip_crop``), others resized."""
+    return load_dataset(split, data, image_size, channels, partial(clip_crop, size=image_size) if clip else None)
 
 
 def folder_classes(root: Path | str) -> list[str]:

@@ -33,7 +33,7 @@ import torch
 from tqdm import tqdm
 
 from hw.cost import Machine
-from model.data import load_fashion_mnist
+from model.data import load_images
 from model.errors import QexitError
 from model.exits import exit_path
 from model.quantize import load_intmodel
@@ -54,12 +54,14 @@ class RunSpec:
     machine: Machine = Machine()
     layers: tuple[int, ...] | None = None
     simulator: str | None = None
+    data: str | None = None        # the test images' folder (None: the embedded Fashion-MNIST)
+    clip: bool = False             # a CLIP model's images (cropped as CLIP does)
 
     def key(self, indices: list[int], shard_size: int) -> dict:
         m = self.machine
         return {"intmodel": self.intmodel, "exit_path": self.exit_path, "lanes": m.lanes, "bandwidth": m.bandwidth,
                 "latency": m.latency, "layers": None if self.layers is None else list(self.layers),
-                "simulator": self.simulator, "intmodel_sha256": _sha256(self.intmodel),
+                "simulator": self.simulator, "data": self.data, "clip": self.clip, "intmodel_sha256": _sha256(self.intmodel),
                 "exit_path_sha256": _sha256(self.exit_path), "indices": indices, "shard_size": shard_size,
                 "shard_format": SHARD_FORMAT}
 
@@ -79,8 +81,10 @@ def _design(spec: RunSpec):
         ep = exit_path.load(spec.exit_path)
         if spec.layers is not None:
             ep = sim_run.only(ep, list(spec.layers))
-        d = sim_run.prepare(load_intmodel(spec.intmodel), ep, spec.machine, spec.simulator)
-        _DESIGNS[spec] = (d, load_fashion_mnist("test").images)
+        im = load_intmodel(spec.intmodel)
+        d = sim_run.prepare(im, ep, spec.machine, spec.simulator)
+        c = im.config
+        _DESIGNS[spec] = (d, load_images("test", spec.data, c.image_size, c.channels, spec.clip).images)
     return _DESIGNS[spec]
 
 

@@ -5,6 +5,7 @@ the cost model's."""
 import json
 
 import pytest
+import torch
 
 from hw.cost import Machine
 from hw.rtl import accelerator as acc
@@ -12,6 +13,8 @@ from hw.rtl import axi
 from model.exits import exit_path
 from model.data import load_fashion_mnist
 from model.golden import Golden
+from model.quantize import random_intmodel
+from model.vit import ViTConfig
 from qexit.cli import main
 from sim import accelerator as sa
 from sim import faults
@@ -100,3 +103,16 @@ def test_the_memory_port_speaks_axi4_to_cocotbext_axis_ram(built, fmnist_test):
     layers, classes, _ = reference(im, ep, images)
     assert got["error"] == 0 and got["images_done"] == 3 and got["cycles"] > 0
     assert [r["layer"] for r in got["results"]] == layers and [r["class"] for r in got["results"]] == classes
+
+
+def test_a_clip_layout_model_runs_through_the_accelerator():
+    """CLIP's layout (a LayerNorm before the first block, quick_gelu on the activation table,
+    3-channel images, 8-pixel patches) on a random IntModel: every class the golden model's,
+    every image's cycles the cost model's."""
+    cfg = ViTConfig(image_size=32, patch=8, channels=3, width=32, depth=2, heads=2, pre_ln=True, act="quick_gelu",
+                    embed_dim=16)
+    im = random_intmodel(cfg, seed=2)
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    out = sa.run_batch(im, None, images, MACHINE)
+    assert out["error"] == 0 and [r["class"] for r in out["results"]] == Golden(im).forward(images).logits.argmax(-1).tolist()
+    assert [r["cycles"] for r in out["results"]] == [sa.predicted_cycles(im, None, MACHINE, None)] * 2

@@ -96,3 +96,4 @@ def test_verify_run_command_writes_its_summary(exit_path_files, tmp_path, monkey
     assert s["matched"] == s["total"] == 4 and s["cycles_measured"] == s["cycles_predicted"]
     assert s["test_indices"] == [0, 1, 2, 3]
     assert main(["verify", "run", "--exit-path", str(ep_file), "--intmodel", str(im_file), "--layers", "2"]) == 2
+    assert main(["verify", "run", "--exit-path", str(ep_file), "--intmodel", str(im_file), "--model", "clip:x"]) == 2

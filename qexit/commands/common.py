@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import argparse
-from functools import partial
 from pathlib import Path
 
 from hw.cost import Machine
 from hw.tools.synth import DEFAULT_CLOCK_MHZ, clock_for
 from model.checkpoint import SHIPPED_WEIGHTS, load_checkpoint
-from model.clip import clip_crop, load_clip
-from model.data import Dataset, folder_classes, load_dataset
+from model.clip import load_clip
+from model.data import Dataset, folder_classes, load_images
 from model.errors import QexitError
 from model.quantize import SHIPPED_INTMODEL
 
@@ -206,7 +205,4 @@ def load_model(args):
 
 def load_split(args, split: str, n: int | None = None, cfg=None) -> Dataset:
     size, ch = (cfg.image_size, cfg.channels) if cfg is not None else (28, 1)
-    crop = None
-    if clip_folder(args) is not None:
-        crop = partial(clip_crop, size=size)
-    return load_dataset(split, args.data, size, ch, crop).subset(n)
+    return load_images(split, args.data, size, ch, clip_folder(args) is not None).subset(n)

@@ -13,7 +13,8 @@ writes while busy 0. Writes reports/verify-run/summary.json (images, decisions_m
 matched, total, cycles_measured, cycles_predicted, exit_layers, sequencer,
 host_writes_while_busy, cycles_per_second, memory); exits 1 on any mismatch. One exit head
 with rows multipliers serves every candidate: its constants, dense rows and class embeddings
-stream through the memory port after each candidate layer (no ROM).
+stream through the memory port after each candidate layer (no ROM). --model clip:DIR with
+--data runs a CLIP-layout model (its IntModel and its exit path) on that folder's test images.
 """
 from __future__ import annotations
 
@@ -21,9 +22,10 @@ from pathlib import Path
 
 import torch
 
-from model.data import load_fashion_mnist
+from model.data import load_images
+from model.quantize import load_intmodel
 from model.exits import exit_path
-from qexit.commands.common import add_exit_path_args, positive, report_path
+from qexit.commands.common import add_data_args, add_exit_path_args, clip_folder, load_model, positive, report_path
 from qexit.commands.verify.shared import (
     add_machine, add_simulator, exit_layers, machine, prose, stream_text, write_report
 )
@@ -35,6 +37,10 @@ HELP = "the early-exit accelerator in RTL: engine, exit heads, comparator, seque
 
 def add_arguments(p):
     add_exit_path_args(p)
+    p.add_argument("--model", default=None, metavar="clip:DIR",
+                   help="the IntModel is a CLIP-layout model's (quantized with `qexit quantize --model clip:DIR`): "
+                        "its test images come from --data, cropped as CLIP does")
+    add_data_args(p)
     p.add_argument("--images", type=positive, default=20, help="test images to run")
     p.add_argument("--layers", default=None,
                    help="only these candidate layers' exits on (e.g. 2,6; the others off, as a threshold register "
@@ -63,11 +69,14 @@ def run(args) -> int:
     if args.layers:
         layers = tuple(exit_layers(args.layers, ep))
         ep = sim_run.only(ep, list(layers))
-    n_test = len(load_fashion_mnist("test"))
+    clip = clip_folder(args) is not None
+    cfg = load_intmodel(args.intmodel, load_model(args)[0].cfg if clip else None).config    # refuses another model's
+    n_test = len(load_images("test", args.data, cfg.image_size, cfg.channels, clip))
     n = min(args.images, n_test)
     idx = (torch.arange(n) if args.seed < 0 else
            torch.randperm(n_test, generator=torch.Generator().manual_seed(args.seed))[:n])
-    spec = dist.RunSpec(str(args.intmodel), str(args.exit_path), m, layers, args.simulator)
+    spec = dist.RunSpec(str(args.intmodel), str(args.exit_path), m, layers, args.simulator,
+                        None if args.data is None else str(args.data), clip)
     torch.set_num_threads(1)
     on = [ep.layers[k] for k in sim_run.enabled(ep)]
     stream = stream_text(m)
