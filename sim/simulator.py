@@ -254,19 +254,7 @@ def log_tail(run: Run, lines: int = 40) -> str:
 
 # --------------------------------------------------------------------------- free-running Verilator
 
-FREE_RUNNING_MAIN = r"""
-// A harness alone in Verilator: no cocotb, no VPI. Reads argv[1]: for each stream port of
-// STREAMS a count, then that many hex words, loaded one a cycle (valid high) after reset; then
-// a hex value for each port of SETTINGS. Pulses start and times start -> done.
-#include <chrono>
-#include <cstdint>
-#include <cstdio>
-#include <fstream>
-#include <string>
-#include <vector>
-#include "Vtop.h"
-#include "verilated.h"
-
+CPP_HELPERS = r"""
 static std::vector<uint32_t> chunks(const std::string& hex) {
     std::vector<uint32_t> out;
     for (long end = (long)hex.size(); end > 0; end -= 8) {
@@ -283,6 +271,22 @@ static void set(QData& p, const std::vector<uint32_t>& w) { p = (QData)at(w, 0) 
 static void set(IData& p, const std::vector<uint32_t>& w) { p = at(w, 0); }
 static void set(SData& p, const std::vector<uint32_t>& w) { p = (SData)at(w, 0); }
 static void set(CData& p, const std::vector<uint32_t>& w) { p = (CData)at(w, 0); }
+"""
+
+FREE_RUNNING_MAIN = r"""
+// A harness alone in Verilator: no cocotb, no VPI. Reads argv[1]: for each stream port of
+// STREAMS a count, then that many hex words, loaded one a cycle (valid high) after reset; then
+// a hex value for each port of SETTINGS. Pulses start and times start -> done.
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <vector>
+#include "Vtop.h"
+#include "verilated.h"
+
+HELPERS
 
 int main(int argc, char** argv) {
     VerilatedContext* ctx = new VerilatedContext;
@@ -331,25 +335,35 @@ def free_running_main(streams: tuple[str, ...], settings: tuple[str, ...]) -> st
 def build_free_running(verilog: str, top: str, streams: tuple[str, ...], settings: tuple[str, ...],
                        root: Path = BUILD_ROOT) -> Path:
     """Compile ``verilog`` with the free-running main (no cocotb, no VPI) and return the executable."""
+    return build_main(verilog, top, free_running_main(streams, settings), "free", cxx_opt(), root)
+
+
+def build_main(verilog: str, top: str, main: str, kind: str, opt: list[str], root: Path = BUILD_ROOT) -> Path:
+    """Compile ``verilog`` with a C++ ``main`` (its ``HELPERS`` line replaced by ``CPP_HELPERS``)
+    under Verilator, cached under ``<root>/<kind>-<top>-<hash>`` by the text and the recipe, and
+    return the executable (built once when processes share the cache)."""
     if "verilator" not in available():
         raise QexitError(NO_SIMULATOR.replace("no HDL simulator found", "Verilator not found"))
-    harness_cpp = free_running_main(streams, settings)
-    key = hashlib.sha256(f"{top}\n{VERILATOR_ARGS}\n{cxx_opt()}\n{harness_cpp}\n{verilog}".encode()).hexdigest()[:16]
-    folder = Path(root) / f"free-{top}-{key}"
-    exe = folder / "obj" / "Vfree"
+    main = main.replace("HELPERS\n", CPP_HELPERS)
+    key = hashlib.sha256(f"{top}\n{VERILATOR_ARGS}\n{opt}\n{main}\n{verilog}".encode()).hexdigest()[:16]
+    folder = Path(root) / f"{kind}-{top}-{key}"
+    exe = folder / "obj" / "Vmain"
     if exe.exists():
         return exe
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{top}.v").write_text(verilog)
-    (folder / "main.cpp").write_text(harness_cpp)
-    cmd = (["verilator", "--cc", "--exe", "--build", "-j", str(os.cpu_count() or 1),
-            "--top-module", top, "--prefix", "Vtop", "-o", "Vfree", "-Mdir", str(folder / "obj")]
-           + VERILATOR_ARGS + [arg for flag in cxx_opt() for arg in ("-MAKEFLAGS", flag)] + [f"{top}.v", "main.cpp"])
-    with _environment("verilator", {}):
-        with open(folder / "build.log", "w") as log:
-            done = subprocess.run(cmd, cwd=folder, stdout=log, stderr=subprocess.STDOUT)
-    if done.returncode != 0:
-        raise QexitError(f"free-running Verilator build failed; see {folder / 'build.log'}")
+    with _locked(folder.with_name(folder.name + ".lock")):
+        if exe.exists():
+            return exe
+        (folder / f"{top}.v").write_text(verilog)
+        (folder / "main.cpp").write_text(main)
+        cmd = (["verilator", "--cc", "--exe", "--build", "-j", str(os.cpu_count() or 1),
+                "--top-module", top, "--prefix", "Vtop", "-o", "Vmain", "-Mdir", str(folder / "obj")]
+               + VERILATOR_ARGS + [arg for flag in opt for arg in ("-MAKEFLAGS", flag)] + [f"{top}.v", "main.cpp"])
+        with _environment("verilator", {}):
+            with open(folder / "build.log", "w") as log:
+                done = subprocess.run(cmd, cwd=folder, stdout=log, stderr=subprocess.STDOUT)
+        if done.returncode != 0:
+            raise QexitError(f"Verilator build of {top} ({kind}) failed; see {folder / 'build.log'}")
     return exe
 
 
@@ -388,22 +402,7 @@ ACCELERATOR_MAIN = r"""
 #include "Vtop.h"
 #include "verilated.h"
 
-static std::vector<uint32_t> chunks(const std::string& hex) {
-    std::vector<uint32_t> out;
-    for (long end = (long)hex.size(); end > 0; end -= 8) {
-        long start = end - 8 < 0 ? 0 : end - 8;
-        out.push_back((uint32_t)std::stoul(hex.substr(start, end - start), nullptr, 16));
-    }
-    return out;
-}
-static uint32_t at(const std::vector<uint32_t>& w, size_t i) { return i < w.size() ? w[i] : 0; }
-template <std::size_t N> static void set(VlWide<N>& p, const std::vector<uint32_t>& w) {
-    for (size_t i = 0; i < N; ++i) p[i] = at(w, i);
-}
-static void set(QData& p, const std::vector<uint32_t>& w) { p = (QData)at(w, 0) | ((QData)at(w, 1) << 32); }
-static void set(IData& p, const std::vector<uint32_t>& w) { p = at(w, 0); }
-static void set(SData& p, const std::vector<uint32_t>& w) { p = (SData)at(w, 0); }
-static void set(CData& p, const std::vector<uint32_t>& w) { p = (CData)at(w, 0); }
+HELPERS
 template <std::size_t N> static std::string hex(const VlWide<N>& p) {
     std::string s; char b[9];
     for (long i = N - 1; i >= 0; --i) { snprintf(b, 9, "%08x", (unsigned)p[i]); s += b; }
@@ -470,30 +469,8 @@ int main(int argc, char** argv) {
 
 
 def build_accelerator(verilog: str, top: str, defines: dict[str, int], root: Path = BUILD_ROOT) -> Path:
-    """Compile the accelerator harness with ``ACCELERATOR_MAIN`` (cached by its text and the
-    recipe) and return the executable; ``defines``: the word index of REG_STATUS, REG_ERROR,
-    REG_IMAGES_DONE and REG_CYCLES, and TRACE_WORDS."""
-    if "verilator" not in available():
-        raise QexitError(NO_SIMULATOR.replace("no HDL simulator found", "Verilator not found"))
+    """Compile the accelerator harness with ``ACCELERATOR_MAIN`` at ``ACCELERATOR_OPT`` and return
+    the executable; ``defines``: the word index of REG_STATUS, REG_ERROR, REG_IMAGES_DONE and
+    REG_CYCLES, and TRACE_WORDS."""
     main = "".join(f"#define {k} {v}\n" for k, v in defines.items()) + ACCELERATOR_MAIN
-    opt = cxx_opt(ACCELERATOR_OPT)
-    key = hashlib.sha256(f"{top}\n{VERILATOR_ARGS}\n{opt}\n{main}\n{verilog}".encode()).hexdigest()[:16]
-    folder = Path(root) / f"accel-{top}-{key}"
-    exe = folder / "obj" / "Vaccel"
-    if exe.exists():
-        return exe
-    folder.mkdir(parents=True, exist_ok=True)
-    with _locked(folder.with_name(folder.name + ".lock")):
-        if exe.exists():
-            return exe
-        (folder / f"{top}.v").write_text(verilog)
-        (folder / "main.cpp").write_text(main)
-        cmd = (["verilator", "--cc", "--exe", "--build", "-j", str(os.cpu_count() or 1),
-                "--top-module", top, "--prefix", "Vtop", "-o", "Vaccel", "-Mdir", str(folder / "obj")]
-               + VERILATOR_ARGS + [arg for flag in opt for arg in ("-MAKEFLAGS", flag)] + [f"{top}.v", "main.cpp"])
-        with _environment("verilator", {}):
-            with open(folder / "build.log", "w") as log:
-                done = subprocess.run(cmd, cwd=folder, stdout=log, stderr=subprocess.STDOUT)
-        if done.returncode != 0:
-            raise QexitError(f"Verilator build of the accelerator failed; see {folder / 'build.log'}")
-    return exe
+    return build_main(verilog, top, main, "accel", cxx_opt(ACCELERATOR_OPT), root)

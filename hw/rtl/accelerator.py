@@ -386,21 +386,20 @@ class Accelerator(wiring.Component):
                 with m.Else():
                     fetch(t_rd.data[32:64], t_rd.data[64:96], desc_beats(cfg))
                     m.next = "LOAD_PROGRAM"
-            with state("LOAD_IMAGE"):
-                m.d.comb += [eng.s_in.valid.eq(fx.out.valid), fx.out.ready.eq(eng.s_in.ready)]
-                with m.If(taken):
-                    m.d.sync += count.eq(count + 1)
-                    with m.If(count == img_words - 1):
-                        m.next = "PROGRAM"
+            def load(name, port, words, nxt):
+                """A state that feeds the fetched words into ``port`` and, after ``words``, goes to ``nxt``."""
+                with state(name):
+                    m.d.comb += [port.valid.eq(fx.out.valid), fx.out.ready.eq(port.ready)]
+                    with m.If(taken):
+                        m.d.sync += count.eq(count + 1)
+                        with m.If(count == words - 1):
+                            m.next = nxt
+
+            load("LOAD_IMAGE", eng.s_in, img_words, "PROGRAM")
             with state("PROGRAM"):
                 fetch(prog_addr, prog_words, desc_beats(cfg))
                 m.next = "LOAD_PROGRAM"
-            with state("LOAD_PROGRAM"):
-                m.d.comb += [eng.prog_in.valid.eq(fx.out.valid), fx.out.ready.eq(eng.prog_in.ready)]
-                with m.If(taken):
-                    m.d.sync += count.eq(count + 1)
-                    with m.If(count == prog_words - 1):
-                        m.next = "START"
+            load("LOAD_PROGRAM", eng.prog_in, prog_words, "START")
             with state("START"):
                 m.d.comb += eng.start.eq(1)
                 m.next = "RUN"
