@@ -21,7 +21,7 @@ def small_data():
 
 @pytest.fixture
 def env(tmp_path, monkeypatch, small_data):
-    monkeypatch.setattr(common, "load_dataset", lambda split, *args: small_data[split])
+    monkeypatch.setattr(common, "load_images", lambda split, *args: small_data[split])
     n = torch.get_num_threads()
     torch.manual_seed(0)
     ckpt = tmp_path / "tiny.pt"
