@@ -12,7 +12,6 @@ import json
 import subprocess
 import tempfile
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
 import torch
@@ -26,14 +25,10 @@ from hw.rtl.isa import bus_bits
 from model.errors import QexitError
 from model.quantize import IntModel
 from sim import simulator as runner
-from sim.harness import AcceleratorHarness, check_machine
-from sim.image import Layout, MemoryImage, memory_image
+from sim.harness import AcceleratorHarness, check_machine, source_ports
+from sim.image import Layout, MemoryImage, enabled, memory_image
 
 CYCLE_LIMIT = 10 ** 10
-
-
-def enabled(ep) -> list[int]:
-    return [] if ep is None else [k for k, r in enumerate(ep.registers) if r is not None]
 
 
 def design(im: IntModel, ep, lanes: int) -> acc.Accelerator:
@@ -71,11 +66,9 @@ def build(a: acc.Accelerator, words: int) -> Built:
 
 
 def memory_settings(machine: Machine) -> list[int]:
-    """(ideal, bw_num, bw_den, latency) of the memory model."""
-    if machine.bandwidth is None:
-        return [1, 1, 1, machine.latency]
-    frac = Fraction(str(machine.bandwidth))
-    return [0, frac.numerator, frac.denominator, machine.latency]
+    """(ideal, bw_num, bw_den, latency) of the memory model, as ``source_ports`` gives them."""
+    ports = source_ports(machine.source)
+    return [ports[k] for k in ("ideal", "bw_num", "bw_den", "latency")]
 
 
 def register_writes(layout: Layout) -> list[tuple[int, int]]:
