@@ -319,12 +319,13 @@ def engine_config(p: Plan, segments: list[list[Desc]], **extra) -> LayerConfig:
     """The smallest LayerConfig that holds this program (capacities from its descriptors)."""
     gemms = [d for seg in segments for d in seg if d.kind == "gemm"]
     raw_n = max([d["n"] for d in gemms if d["raw"]] or [1])
+    raw_words = max([d["m"] * -(-d["n"] // p.lanes) for d in gemms if d["raw"]] or [1])
     bias_n = max([d["n"] for d in gemms if d["token_bias"]] or [1])
     return LayerConfig(
         lanes=p.lanes, scratch_words=p.scratch_words, prog_words=max(len(s) for s in segments),
         max_d=p.width, max_row=max(p.tokens, 1), max_m=max(d["m"] for d in gemms),
         max_k=max(d["k"] for d in gemms), max_n=max(d["n"] for d in gemms), max_raw_n=raw_n,
-        max_bias_n=bias_n, table=any(d.fields.get("unit") == Unit.TABLE for seg in segments for d in seg), **extra)
+        max_raw_words=raw_words, max_bias_n=bias_n, table=any(d.fields.get("unit") == Unit.TABLE for seg in segments for d in seg), **extra)
 
 
 def segment_macs(segment: list[Desc]) -> int:

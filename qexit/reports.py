@@ -11,7 +11,7 @@ from pathlib import Path
 
 from model.errors import QexitError
 
-__all__ = ["REPORTS_DIR", "report_dir", "write_summary"]
+__all__ = ["REPORTS_DIR", "report_dir", "write_summary", "write_text"]
 
 REPORTS_DIR = Path("reports")
 
@@ -44,3 +44,13 @@ def report_dir(step: str, root: Path | str = REPORTS_DIR):
 
 def write_summary(folder: Path, summary: dict) -> None:
     (Path(folder) / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+
+
+def write_text(path: Path | str, text: str) -> None:
+    """Write one file (its folder made), or one line that says why it cannot be written."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    except OSError as err:
+        raise QexitError(f"cannot write {path} ({err.strerror or err}); choose a writable path with --out") from None

@@ -26,7 +26,7 @@ from model.errors import QexitError
 from model.quantize import IntModel
 from sim import simulator as runner
 from sim.harness import AcceleratorHarness, check_machine, source_ports
-from sim.image import Layout, MemoryImage, enabled, memory_image
+from sim.image import Layout, MemoryImage, enabled, memory_image, register_writes
 
 CYCLE_LIMIT = 10 ** 10
 
@@ -41,6 +41,14 @@ def design(im: IntModel, ep, lanes: int) -> acc.Accelerator:
         return acc.Accelerator(cfg, plan.classes)
     ep.check_width(im.config.width)
     return acc.Accelerator(cfg, plan.classes, ep.head, on, ep.tokens, StreamDense(lanes), max(len(ep.layers), 1))
+
+
+def size(a: acc.Accelerator, verilog: str) -> dict:
+    """Verilog lines and every bit ``a`` stores on chip (memories and registers, by block)."""
+    bits = emit.storage_bits(a)
+    total = {k: sum(v.values()) for k, v in bits.items()}
+    return {"verilog_lines": verilog.count("\n"), "onchip_bits": total["memory"] + total["registers"],
+            "memory_bits": total["memory"], "register_bits": total["registers"], "by_block": bits}
 
 
 @dataclass(frozen=True)
@@ -65,18 +73,20 @@ def build(a: acc.Accelerator, words: int) -> Built:
                  a.cfg.lanes)
 
 
+MAX_BATCH = 1000          # images a batch's memory image holds (the harness memory is sized for it)
+
+
+def build_for(im: IntModel, ep, lanes: int, images: int = MAX_BATCH) -> Built:
+    """The harness of ``design(im, ep, lanes)`` with a memory that holds ``images`` images (cached)."""
+    c = im.config
+    img, _ = memory_image(im, ep, lanes, torch.zeros(images, c.channels, c.image_size, c.image_size))
+    return build(design(im, ep, lanes), 1 << (img.words - 1).bit_length())
+
+
 def memory_settings(machine: Machine) -> list[int]:
     """(ideal, bw_num, bw_den, latency) of the memory model, as ``source_ports`` gives them."""
     ports = source_ports(machine.source)
     return [ports[k] for k in ("ideal", "bw_num", "bw_den", "latency")]
-
-
-def register_writes(layout: Layout) -> list[tuple[int, int]]:
-    """The control registers in the order the host writes them; the last starts the run."""
-    R = acc.Reg
-    return [(R.IMAGES, layout.count), (R.TABLE, layout.table), (R.IMAGES_BASE, layout.images),
-            (R.IMAGE_STRIDE, layout.image_stride), (R.RESULTS, layout.results), (R.LIMIT, layout.limit),
-            (R.CTRL, 1)]
 
 
 def decode(word: int) -> dict:

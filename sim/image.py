@@ -5,10 +5,15 @@ parameter regions, each candidate's head block, the images, room for the results
 ``memory_image`` builds it from an IntModel, an exit path and a batch of images; ``MemoryImage``
 holds it as words of the memory's data width (``8 L`` bits) with the addresses the control
 registers take, writes it as a hex file (``save``) and names it by a SHA-256 of its words.
+``save_image`` writes that file with ``memory.json`` beside it (the hash, the registers, the
+regions, the IntModel's and exit path's digests); ``load_image`` reads both back and refuses, in
+one line, an image whose words do not match its hash or that another IntModel, exit path or array
+size made, naming the first region (the run table, a program, ...) that differs.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -169,3 +174,88 @@ def memory_image(im: IntModel, ep, lanes: int, images: torch.Tensor) -> tuple[Me
     table = table_entries(im, ep, named, programs, regions, plan, per, img.address("thresholds"), heads)
     img.regions["table"] = (0, [w for e in table for w in split(e, acc.entry_beats(lanes), bits)])
     return img, Layout(0, base, per * bits // 8, results, limit, len(images))
+
+
+def exit_path_digest(ep) -> str | None:
+    """SHA-256 of what an exit path decides with: its layers, registers and head (None: no exits)."""
+    if ep is None:
+        return None
+    h = hashlib.sha256(json.dumps({"layers": list(ep.layers), "registers": list(ep.registers)}).encode())
+
+    def walk(x):
+        if isinstance(x, dict):
+            for k in sorted(x):
+                h.update(str(k).encode())
+                walk(x[k])
+        elif isinstance(x, (list, tuple)):
+            for v in x:
+                walk(v)
+        elif isinstance(x, torch.Tensor):
+            h.update(f"{x.dtype}:{tuple(x.shape)}".encode() + x.contiguous().numpy().tobytes())
+        else:
+            h.update(repr(x).encode())
+    walk(ep.head.state())
+    return h.hexdigest()
+
+
+def save_image(folder: Path, img: MemoryImage, layout: Layout, im: IntModel, ep) -> dict:
+    """``memory.hex`` and ``memory.json`` in ``folder``; returns what memory.json holds."""
+    img.save(folder / "memory.hex")
+    info = {"sha256": img.digest(), "lanes": img.lanes, "words": img.words, "word_bytes": img.word_bytes,
+            "intmodel_digest": im.digest(), "exit_path_digest": exit_path_digest(ep),
+            "registers": {r.name: v for r, v in register_writes(layout)},
+            "regions": {name: {"address": base, "words": len(words)} for name, (base, words) in img.regions.items()}}
+    (folder / "memory.json").write_text(json.dumps(info, indent=2) + "\n")
+    return info
+
+
+def register_writes(layout: Layout) -> list[tuple[int, int]]:
+    """The control registers in the order the host writes them; the last starts the run."""
+    R = acc.Reg
+    return [(R.IMAGES, layout.count), (R.TABLE, layout.table), (R.IMAGES_BASE, layout.images),
+            (R.IMAGE_STRIDE, layout.image_stride), (R.RESULTS, layout.results), (R.LIMIT, layout.limit),
+            (R.CTRL, 1)]
+
+
+def load_image(folder: Path, im: IntModel, ep, lanes: int) -> tuple[MemoryImage, Layout]:
+    """The image ``save_image`` wrote in ``folder``, checked against its hash and against the one
+    ``im``, ``ep`` and ``lanes`` give (every region but the images and the results)."""
+    folder = Path(folder)
+    try:
+        info = json.loads((folder / "memory.json").read_text())
+        hexlines = (folder / "memory.hex").read_text().split("\n")
+        regs = info["registers"]
+        img = MemoryImage(int(info["lanes"]))
+        for name, r in sorted(info["regions"].items(), key=lambda kv: kv[1]["address"]):
+            img.regions[name] = (int(r["address"]), [0] * int(r["words"]))
+        img.end = int(info["words"]) * img.word_bytes
+        where = {}
+        for name, (base, words) in img.regions.items():
+            for i in range(len(words)):
+                where[base // img.word_bytes + i] = (name, i)
+        for line in hexlines:
+            if line.strip():
+                a, w = (int(x, 16) for x in line.split())
+                name, i = where[a]
+                img.regions[name][1][i] = w
+        layout = Layout(regs["TABLE"], regs["IMAGES_BASE"], regs["IMAGE_STRIDE"], regs["RESULTS"], regs["LIMIT"],
+                        regs["IMAGES"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise QexitError(f"{folder} is not a memory image that `qexit rtl image` wrote ({type(err).__name__}: "
+                         f"{err}); write one with `qexit rtl image --out {folder}`") from None
+    if img.digest() != info["sha256"]:
+        raise QexitError(f"{folder}/memory.hex does not match the SHA-256 in memory.json (it was changed or cut "
+                         f"short); write it again with `qexit rtl image`")
+    for what, got, want in (("IntModel", info["intmodel_digest"], im.digest()),
+                            ("exit path", info["exit_path_digest"], exit_path_digest(ep)),
+                            ("array", f"{img.lanes}x{img.lanes}", f"{lanes}x{lanes}")):
+        if got != want:
+            raise QexitError(f"the memory image in {folder} was built for another {what} ({str(got)[:16]}, not "
+                             f"{str(want)[:16]}); write it with `qexit rtl image` for this model and array")
+    c = im.config
+    mine, _ = memory_image(im, ep, lanes, torch.zeros(layout.count, c.channels, c.image_size, c.image_size))
+    for name, (base, words) in mine.regions.items():
+        if name not in ("images", "results") and img.regions.get(name) != (base, words):
+            raise QexitError(f"the memory image in {folder}: its {name} region is not the one this IntModel and "
+                             f"exit path give (written for another model); write it again with `qexit rtl image`")
+    return img, layout

@@ -36,7 +36,7 @@ from model.exits.fixed import token_sums
 from model.golden import Golden
 from model.quantize import IntModel
 from sim import accelerator
-from sim.accelerator import enabled
+from sim.accelerator import MAX_BATCH, enabled
 from sim.harness import check_machine
 from sim.image import memory_image
 from sim.result import Result
@@ -93,7 +93,6 @@ class RunDesign:
     on: list
 
 
-MAX_BATCH = 1000          # images a batch's memory image holds (the harness memory is sized for it)
 
 
 def prepare(im: IntModel, ep: ExitPath, machine: Machine, simulator: str | None = None) -> RunDesign:
@@ -106,9 +105,7 @@ def prepare(im: IntModel, ep: ExitPath, machine: Machine, simulator: str | None 
                          f"leave --simulator out or give --simulator verilator")
     ep.check_width(im.config.width)
     im.require_uniform8("the early-exit RTL run")
-    c = im.config
-    img, _ = memory_image(im, ep, lanes, torch.zeros(MAX_BATCH, c.channels, c.image_size, c.image_size))
-    b = accelerator.build(accelerator.design(im, ep, lanes), 1 << (img.words - 1).bit_length())
+    b = accelerator.build_for(im, ep, lanes)
     on = enabled(ep)
     costs = cost.build(im, machine, tables.load(), {ep.layers[k]: StreamDense(lanes) for k in on}, ep.head)
     return RunDesign(im, ep, machine, b, costs, on)

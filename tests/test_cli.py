@@ -158,6 +158,17 @@ def test_verify_bad_input_is_one_line_before_any_simulation(argv, message, tmp_p
     assert message in err and err.count("\n") == 0
 
 
+@pytest.mark.parametrize("argv", [["gemm", "--rows", "4", "--cols", "4", "--out", "/proc/qexit/g.v"],
+                                  ["accelerator", "--rows", "4", "--cols", "4", "--out", "/proc/qexit/acc"],
+                                  ["image", "--rows", "4", "--cols", "4", "--out", "/proc/qexit/img"]])
+def test_rtl_into_an_unwritable_folder_is_one_line(argv, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["rtl", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "cannot write" in err and "/proc/qexit" in err and err.count("\n") == 0
+    assert not (tmp_path / "reports" / "rtl-gemm").exists()         # nothing that looks complete
+
+
 @pytest.mark.parametrize("block", ["gemm", "units", "model", "block", "run"])
 def test_each_verify_block_has_its_own_help(block, capsys):
     with pytest.raises(SystemExit) as e:

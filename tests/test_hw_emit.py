@@ -77,3 +77,31 @@ def test_other_amaranth_version_is_refused(monkeypatch):
     monkeypatch.setattr(emit.amaranth, "__version__", "0.5.99")
     with pytest.raises(QexitError, match="make setup"):
         emit.check_patch()
+
+
+def test_storage_bits_counts_every_memory_and_register_by_block():
+    """A 8-word x 40-bit ROM in block ``rom``, a 6-bit register in the top, a 3-bit one in ``inner``."""
+    class Inner(wiring.Component):
+        x: In(3)
+        y: Out(3)
+
+        def elaborate(self, platform):
+            m = Module()
+            m.d.sync += self.y.eq(self.x)
+            return m
+
+    class Top(wiring.Component):
+        addr: In(3)
+        out: Out(signed(40))
+        count: Out(6)
+
+        def elaborate(self, platform):
+            m = Module()
+            m.submodules.rom = rom = memory.Memory(shape=signed(40), depth=8, init=[1, 2])
+            m.submodules.inner = inner = Inner()
+            rd = rom.read_port(domain="comb")
+            m.d.comb += [rd.addr.eq(self.addr), self.out.eq(rd.data), inner.x.eq(self.addr)]
+            m.d.sync += self.count.eq(self.count + inner.y)
+            return m
+
+    assert emit.storage_bits(Top()) == {"memory": {"rom": 320}, "registers": {"": 6, "inner": 3}}

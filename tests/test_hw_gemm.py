@@ -143,6 +143,11 @@ def test_int32_output_needs_the_raw_buffer():
     cfg.check_shape(4, 16, 64)
     with pytest.raises(QexitError, match="max-raw-n"):
         cfg.check_shape(4, 16, 9, raw=True)
+    words = gemm.GemmConfig(4, 4, max_m=8, max_k=16, max_n=64, max_raw_n=8, max_raw_words=4)
+    assert words.raw_words == 4 and words.buffers["raw"] == (4, 128)
+    words.check_shape(2, 16, 8, raw=True)                  # 2 rows x 2 tiles
+    with pytest.raises(QexitError, match="holds 4"):
+        words.check_shape(3, 16, 8, raw=True)
 
 
 def test_engine_runs_back_to_back_gemms_in_amaranth_sim():

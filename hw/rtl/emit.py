@@ -27,7 +27,8 @@ from contextlib import contextmanager
 
 import amaranth
 from amaranth.back import rtlil, verilog
-from amaranth.hdl import _nir
+from amaranth.hdl import _ast, _ir, _nir
+from amaranth.lib import wiring
 
 from model.errors import QexitError
 
@@ -87,3 +88,27 @@ def to_verilog(component, name: str) -> str:
     """``component`` (a ``wiring.Component``) as one Verilog file with top module ``name``."""
     with _skip_zero_memory_init():
         return verilog.convert(component, name=name, emit_src=False)
+
+
+def storage_bits(component) -> dict[str, dict[str, int]]:
+    """Every bit ``component`` stores, from its elaborated netlist: ``{"memory": {block: bits},
+    "registers": {block: bits}}``, a block being the top-level submodule that holds it ("" for
+    the top's own registers; a memory of the top's is a block of its own name). Memories count depth x width, registers every flip-flop bit."""
+    ports = {}
+    for path, member, value in component.signature.flatten(component):
+        value = value.as_value() if isinstance(value, _ast.ValueCastable) else value
+        ports["__".join(map(str, path))] = (value, _ir.PortDirection.Input if member.flow == wiring.In
+                                            else _ir.PortDirection.Output)
+    netlist = _ir.build_netlist(_ir.Fragment.get(component, None), ports=ports)
+    out = {"memory": {}, "registers": {}}
+    for cell in netlist.cells:
+        path = netlist.modules[cell.module_idx].name[1:]
+        if isinstance(cell, _nir.Memory):              # a memory's cell sits in its parent's module
+            kind, bits, path = "memory", cell.width * cell.depth, path + (cell.name,)
+        elif isinstance(cell, _nir.FlipFlop):
+            kind, bits = "registers", len(cell.data)
+        else:
+            continue
+        key = path[0].split("$")[0] if path else ""
+        out[kind][key] = out[kind].get(key, 0) + bits
+    return out

@@ -69,6 +69,9 @@ class GemmConfig:
     max_n: int = 3072
     max_raw_n: int = 256      # largest N of an int32-output GEMM (attention scores: N = tokens)
     max_bias_n: int = 768     # largest N of a GEMM with a per-token bias (the patch embedding: width)
+    max_raw_words: int = 0    # > 0: the int32 buffer's words a bank (largest M x N tiles of an int32-output
+                              # GEMM), when that is less than max_m x max_raw_n's tiles (a model whose
+                              # class-score GEMM has one row and many columns)
     raw_banks: int = 1        # 2: the int32 buffer has two banks (``raw_bank`` picks the one a GEMM
                               # writes) and a second read port (``raw_rd_addr`` → ``raw_rd_data``,
                               # one cycle later), so one bank is read while the next GEMM writes the other
@@ -82,6 +85,8 @@ class GemmConfig:
             raise QexitError(f"raw_banks = {self.raw_banks} must be 1 or 2")
         if not isinstance(self.a_external, int) or self.a_external < 0:
             raise QexitError(f"a_external = {self.a_external} must be a word count >= 0")
+        if not isinstance(self.max_raw_words, int) or self.max_raw_words < 0:
+            raise QexitError(f"max_raw_words = {self.max_raw_words} must be a word count >= 0")
         for name in ("max_m", "max_k", "max_n", "max_raw_n", "max_bias_n"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
@@ -108,7 +113,8 @@ class GemmConfig:
 
     @property
     def raw_words(self) -> int:
-        return self.max_m * timing.tile_counts(1, self.max_raw_n, 1, self.cols)[1]
+        full = self.max_m * timing.tile_counts(1, self.max_raw_n, 1, self.cols)[1]
+        return min(full, self.max_raw_words) if self.max_raw_words else full
 
     @property
     def bias_words(self) -> int:
@@ -140,6 +146,10 @@ class GemmConfig:
         if raw and n > self.max_raw_n:
             raise QexitError(f"int32-output GEMM {m}x{k}x{n}: N = {n} exceeds the int32 output buffer "
                              f"(at most {self.max_raw_n}); rebuild with a larger --max-raw-n")
+        if raw and m * timing.tile_counts(1, n, 1, self.cols)[1] > self.raw_words:
+            raise QexitError(f"int32-output GEMM {m}x{k}x{n} needs {m * timing.tile_counts(1, n, 1, self.cols)[1]} "
+                             f"words of the int32 output buffer, which holds {self.raw_words}; rebuild with a "
+                             f"larger max_raw_words")
         if token_bias and n > self.max_bias_n:
             raise QexitError(f"per-token-bias GEMM {m}x{k}x{n}: N = {n} exceeds the bias buffer "
                              f"(at most {self.max_bias_n}); rebuild with a larger --max-bias-n")

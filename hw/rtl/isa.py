@@ -66,6 +66,7 @@ class LayerConfig:
     max_n: int = 3072
     max_raw_n: int = 256
     max_bias_n: int = 768
+    max_raw_words: int = 0     # the int32 buffer's words a bank (0: max_m x max_raw_n's tiles)
     table: bool = False        # an activation-table unit (a model whose MLP activation is a table)
 
     def __post_init__(self):
@@ -86,7 +87,7 @@ class LayerConfig:
     def gemm(self) -> GemmConfig:
         """The GEMM engine inside: it reads its activations from the scratchpad (no a buffer)."""
         return GemmConfig(self.lanes, self.lanes, self.max_m, self.max_k, self.max_n, self.max_raw_n,
-                          self.max_bias_n, raw_banks=2, a_external=max(self.scratch_words, self.p_words))
+                          self.max_bias_n, self.max_raw_words, raw_banks=2, a_external=max(self.scratch_words, self.p_words))
 
     @property
     def name(self) -> str:

@@ -10,8 +10,15 @@ IntModel and exit path (hw/rtl/accelerator.py: the layer engine, the exit head, 
 and the RTL sequencer, one AXI4 read port, one AXI4 write port, Wishbone control registers):
 its Verilog, the register map as JSON and as a C header, and a README with the memory image's
 layout. `qexit rtl image --images N --out DIR` writes a memory image of the first N test
-images for it (sim/image.py): one `<word address> <word>` line per word (hex), the control
-registers' values and the image's SHA-256.
+images for it (sim/image.py): memory.hex, one `<word address> <word>` line per word (hex), and
+memory.json with the control registers' values, the regions, the image's SHA-256 and the
+digests of the IntModel and exit path it was made from.
+
+`qexit rtl run --image DIR` runs such an image through the accelerator under Verilator, as an SoC
+would: it writes the registers, waits for done and reads each image's record (class, exit layer,
+cycles). Before any simulation it refuses, in one line, an image whose words no longer match its
+hash or that another IntModel, exit path or array size made (naming the region that differs,
+the run table first). `qexit verify run` is the run checked against the golden model.
 """
 from __future__ import annotations
 
@@ -27,10 +34,11 @@ from model.errors import QexitError
 from model.exits import exit_path
 from model.quantize import load_intmodel
 from qexit.commands.common import EXIT_PATH_DEFAULT, add_exit_path_args, add_machine_args, machine_from_args, positive
-from sim.accelerator import design, register_writes, top_name
-from sim.image import memory_image
+from sim import accelerator as sim_accelerator
+from sim.accelerator import MAX_BATCH, build_for, design, size, top_name
+from sim.image import load_image, memory_image, save_image
 from qexit.render import rtl as render
-from qexit.reports import report_dir, write_summary
+from qexit.reports import report_dir, write_summary, write_text
 
 HELP = "generate Verilog: the GEMM engine, the whole accelerator, and its memory image"
 
@@ -56,10 +64,15 @@ def add_arguments(p):
     g.add_argument("--out", type=Path, default=None, help="also write the Verilog here")
     g.set_defaults(_block=run_gemm)
     for name, fn, what in (("accelerator", run_accelerator, "the whole accelerator: Verilog, register map, README"),
-                           ("image", run_image, "a memory image of test images for the accelerator")):
+                           ("image", run_image, "a memory image of test images for the accelerator"),
+                           ("run", run_memory, "run a memory image through the accelerator (Verilator)")):
         a = sub.add_parser(name, help=what, description=__doc__)
-        add_machine_args(a, rows=8, square=True, options=("rows", "cols"))
+        add_machine_args(a, rows=8, square=True,
+                         options=("rows", "cols", "bandwidth", "latency") if name == "run" else ("rows", "cols"))
         add_exit_path_args(a)
+        if name == "run":
+            a.add_argument("--image", type=Path, default=Path("reports/rtl-image"),
+                           help="the folder `qexit rtl image` wrote")
         if name == "image":
             a.add_argument("--images", type=positive, default=10, help="the first N test images")
         a.add_argument("--out", type=Path, default=Path(f"reports/rtl-{name}"), help="the folder to write")
@@ -90,9 +103,8 @@ def run_gemm(args) -> int:
         (folder / name).write_text(text)
         write_summary(folder, summary)
         (folder / "README.md").write_text(render.gemm_readme(summary))
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+        if args.out is not None:
+            write_text(args.out, text)
     print(f"wrote reports/rtl-gemm/{name}" + (f" and {args.out}" if args.out else "")
           + f" ({summary['verilog_lines']} lines, top module {cfg.name})")
     return 0
@@ -113,32 +125,53 @@ def run_accelerator(args) -> int:
     machine = machine_from_args(args)
     im, ep = _model(args)
     lanes = machine.lanes
-    a = design(im, ep, lanes)
-    top = top_name(lanes)
-    text = to_verilog(a, top)
-    img, layout = memory_image(im, ep, lanes, load_fashion_mnist("test").images[:1])
-    regmap = accelerator.register_map(lanes)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{top}.v").write_text(text)
-    (out / "registers.json").write_text(json.dumps(regmap, indent=2) + "\n")
-    (out / "qexit_accelerator.h").write_text(accelerator.c_header(lanes))
-    (out / "README.md").write_text(render.accelerator_readme(top, lanes, regmap, img, layout, ep is not None))
-    print(f"wrote {out}/{top}.v ({text.count(chr(10))} lines), registers.json, qexit_accelerator.h, README.md")
+    with report_dir(out.name, out.parent) as folder:
+        a = design(im, ep, lanes)
+        top = top_name(lanes)
+        text = to_verilog(a, top)
+        img, layout = memory_image(im, ep, lanes, load_fashion_mnist("test").images[:1])
+        regmap = accelerator.register_map(lanes)
+        (folder / f"{top}.v").write_text(text)
+        (folder / "registers.json").write_text(json.dumps(regmap, indent=2) + "\n")
+        (folder / "qexit_accelerator.h").write_text(accelerator.c_header(lanes))
+        summary = {"top": top, "rows": lanes, "cols": lanes, **size(a, text)}
+        write_summary(folder, summary)
+        (folder / "README.md").write_text(render.accelerator_readme(top, lanes, regmap, img, layout, ep is not None,
+                                                                    summary))
+    print(f"wrote {out}/{top}.v ({summary['verilog_lines']:,} lines; on chip {summary['onchip_bits']:,} bits: "
+          f"memories {summary['memory_bits']:,}, registers {summary['register_bits']:,}), registers.json, "
+          "qexit_accelerator.h, summary.json, README.md")
     return 0
 
 
 def run_image(args) -> int:
     machine = machine_from_args(args)
     im, ep = _model(args)
-    img, layout = memory_image(im, ep, machine.lanes, load_fashion_mnist("test").images[:args.images])
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    img.save(out / "memory.hex")
-    info = {"sha256": img.digest(), "words": img.words, "word_bytes": img.word_bytes,
-            "registers": {r.name: v for r, v in register_writes(layout)},
-            "regions": {name: {"address": base, "words": len(words)} for name, (base, words) in img.regions.items()}}
-    (out / "memory.json").write_text(json.dumps(info, indent=2) + "\n")
+    with report_dir(out.name, out.parent) as folder:
+        img, layout = memory_image(im, ep, machine.lanes, load_fashion_mnist("test").images[:args.images])
+        info = save_image(folder, img, layout, im, ep)
     print(f"wrote {out}/memory.hex ({img.words} words of {img.word_bytes} bytes, sha256 {info['sha256'][:16]}...) "
           f"and memory.json")
     return 0
+
+
+def run_memory(args) -> int:
+    machine = machine_from_args(args)
+    im, ep = _model(args)
+    img, layout = load_image(args.image, im, ep, machine.lanes)
+    out = Path(args.out)
+    with report_dir(out.name, out.parent) as folder:
+        b = build_for(im, ep, machine.lanes, max(layout.count, MAX_BATCH))
+        got = sim_accelerator.run_image(b, img, layout, machine)
+        summary = {"image": str(args.image), "image_sha256": img.digest(), "rows": machine.lanes,
+                   "cols": machine.lanes, "bandwidth": machine.bandwidth, "latency": machine.latency,
+                   "error": got["error"], "error_name": accelerator.Err(got["error"]).name if got["error"] else None,
+                   "images_done": got["images_done"], "cycles": got["cycles"], "results": got["results"]}
+        write_summary(folder, summary)
+    for n, r in enumerate(got["results"][:got["images_done"]]):
+        print(f"image {n}: class {r['class']}, exit layer {r['layer']}, {r['cycles']:,} cycles")
+    print(f"{got['images_done']}/{layout.count} images, {got['cycles']:,} cycles from start to done"
+          + (f"; stopped with error {summary['error_name']}" if got["error"] else "") + f" -> {out}/summary.json")
+    return 0 if got["error"] == 0 else 1

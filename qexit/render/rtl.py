@@ -14,8 +14,12 @@ def gemm_readme(s: dict) -> str:
             "Dataflow, schedule and host protocol: see `hw/cost/schedule.py` and `hw/rtl/gemm.py`.\n")
 
 
-def accelerator_readme(top: str, lanes: int, regmap: dict, img, layout, exits: bool) -> str:
-    """The accelerator's README: its ports, registers, error codes and a memory image's layout."""
+def accelerator_readme(top: str, lanes: int, regmap: dict, img, layout, exits: bool, summary: dict) -> str:
+    """The accelerator's README: its ports, registers, error codes, what it stores on chip and a
+    memory image's layout."""
+    blocks = sorted(set(summary["by_block"]["memory"]) | set(summary["by_block"]["registers"]))
+    store = [[b or "(top: sequencer)", f"{summary['by_block']['memory'].get(b, 0):,}",
+              f"{summary['by_block']['registers'].get(b, 0):,}"] for b in blocks]
     regs = [[name, f"0x{off:02X}", "rw" if name in regmap["writable"] else "r"] for name, off in regmap["registers"].items()]
     errs = [[name, code] for name, code in regmap["errors"].items()]
     regions = [[name, f"0x{base:08X}", len(words), len(words) * img.word_bytes]
@@ -32,6 +36,11 @@ def accelerator_readme(top: str, lanes: int, regmap: dict, img, layout, exits: b
             f"for {m['watchdog_cycles']} cycles stops the run (`WATCHDOG`).\n"
             "- `res_*`: AXI4 write port: one result record per image.\n"
             "- `csr_*`: Wishbone classic, 32-bit registers (`registers.json`, `qexit_accelerator.h`).\n\n"
+            f"## On chip\n\n{summary['verilog_lines']:,} Verilog lines. Every bit stored on chip, from the "
+            f"elaborated netlist (`hw.rtl.emit.storage_bits`): {summary['onchip_bits']:,} "
+            f"({summary['onchip_bits'] / 2 ** 20:.2f} Mbit); no weight is stored, weights and the head's "
+            "blocks stream through `mem_*`.\n\n"
+            + markdown_table(["block", "memory bits", "register bits"], store) + "\n\n"
             "## Registers\n\n" + markdown_table(["register", "byte offset", "access"], regs) + "\n\n"
             "## Error codes (`ERROR`)\n\n" + markdown_table(["error", "code"], errs) + "\n\n"
             "## Memory image\n\n"
