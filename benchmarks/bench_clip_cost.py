@@ -6,7 +6,10 @@ layout (224 px, patch 32, width 768, 12 layers of 12 heads, MLP 3072, pre-LN, qu
 projection 512, 1,000 classes), quantized like a trained one (``random_intmodel``): the cost
 model's cycles and energy depend on the shapes and the program, not on the weights' values. The
 exit heads (SSA MLP, hidden 128, on the paper's candidate layers 8, 10 and 11; Layer 9 is pruned
-in the paper) are random ones quantized on this model's tokens, as the tests' exit paths are.
+in the paper) are random ones quantized on this model's tokens, as the tests' exit paths are. They
+run as the accelerator runs them: one head of L multipliers whose block (scalars, LayerNorm words,
+fc1 and fc2 rows, the 1,000 class embeddings) streams through the memory port per decision
+(``StreamDense``).
 
 The paper names the candidate layers but its text lost the per-layer shares of Figure 2(b). This
 backs a distribution out of the 13.38% FLOPs saving: equal shares at layers 8, 10 and 11, their
@@ -28,7 +31,7 @@ import torch
 
 from hw import cost
 from hw.cost import tables
-from hw.rtl.dense import MacDense
+from hw.rtl.dense import StreamDense
 from model import flops
 from model.clip import CLIP_MEAN, CLIP_STD
 from model.exits import fixed
@@ -94,7 +97,7 @@ def main() -> None:
         size, bw = spec.split("@")
         lanes = int(size.split("x")[0])
         machine = cost.Machine(lanes, float(bw), 20, 100.0)
-        c = cost.build(im, machine, tables.load(), {k: MacDense(lanes * lanes) for k in CANDIDATES}, head)
+        c = cost.build(im, machine, tables.load(), {k: StreamDense(lanes) for k in CANDIDATES}, head)
         full = c.route_full()
         c_full, e_full = c.cycles(full), c.energy_pj(full)
         ex = cost.expected(c, dist)
