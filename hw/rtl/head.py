@@ -213,6 +213,38 @@ def head_cycles(head: FixedHead, tokens: int, lanes: int, dense) -> int:
         + (head.classes + 1) + sm + 2 + head.classes
 
 
+
+class _Banked:
+    """A vector of ``n`` int8 values in ``banks`` memories, value j in bank j % banks at address
+    j // banks. ``data``: values c banks .. c banks + banks - 1 (0 past the end) the cycle
+    ``chunk`` holds c, as a register vector's word select gives them; ``push`` writes the next
+    value in order, ``rewind`` starts again at value 0."""
+
+    def __init__(self, m: Module, name: str, n: int, banks: int, chunk: Signal):
+        self.depth = -(-n // banks)
+        last, tail = self.depth - 1, n - (self.depth - 1) * banks      # banks holding the last chunk
+        self.ports, data_ = [], []
+        for i in range(banks):
+            m.submodules[f"{name}_bank{i}"] = mem = memory.Memory(shape=signed(8), depth=self.depth, init=[])
+            rd, wr = mem.read_port(domain="comb"), mem.write_port()
+            m.d.comb += rd.addr.eq(chunk)
+            data_.append(rd.data if i < tail else Mux(chunk == last, Const(0, signed(8)), rd.data))
+            self.ports.append(wr)
+        self.data = Cat(*data_)
+        self.bank = Signal(range(banks), name=f"{name}_bank")
+        self.addr = Signal(range(self.depth), name=f"{name}_addr")
+
+    def push(self, m: Module, value) -> None:
+        for i, wr in enumerate(self.ports):
+            m.d.comb += [wr.en.eq(self.bank == i), wr.addr.eq(self.addr), wr.data.eq(value)]
+        with m.If(self.bank == len(self.ports) - 1):
+            m.d.sync += [self.bank.eq(0), self.addr.eq(self.addr + 1)]
+        with m.Else():
+            m.d.sync += self.bank.eq(self.bank + 1)
+
+    def rewind(self, m: Module) -> None:
+        m.d.sync += [self.bank.eq(0), self.addr.eq(0)]
+
 class ExitHead(wiring.Component):
     """The head of the candidates ``ks`` (indices into ``head.layers``), one image at a time:
     ``index`` names the candidate whose tokens come next (sampled with the first token beat),
@@ -279,12 +311,18 @@ class ExitHead(wiring.Component):
 
         # ---- registers
         s_bits, q_bits = (128 * P).bit_length() + 1, (128 * 128 * P).bit_length()
-        S = [Signal(signed(s_bits), name=f"s{i}") for i in range(D)]
-        Q = [Signal(unsigned(q_bits), name=f"q{i}") for i in range(D)]
+        # the per-channel sums of x and x**2 over the patch tokens, a word of L channels at
+        # ``word``: read the cycle it is addressed (as registers would be), written back
+        m.submodules.s_mem = s_mem = memory.Memory(shape=data.ArrayLayout(signed(s_bits), L), depth=W, init=[])
+        m.submodules.q_mem = q_mem = memory.Memory(shape=data.ArrayLayout(unsigned(q_bits), L), depth=W, init=[])
+        (s_rd, s_wr), (q_rd, q_wr) = ((mem.read_port(domain="comb"), mem.write_port()) for mem in (s_mem, q_mem))
         V = Signal(signed((D * P * 128 * 128 * P).bit_length() + 2))
         Y = [Signal(signed(8), name=f"y{i}") for i in range(D)]
-        Hr = [Signal(signed(8), name=f"h{i}") for i in range(H)]
-        Er = [Signal(signed(8), name=f"e{i}") for i in range(E)]
+        mac = isinstance(self.dense, (MacDense, StreamDense))
+        # MAC heads keep the hidden and embedding vectors in memories (``_mac_states``); the
+        # da4ml adder graphs take each whole vector at once, from registers
+        Hr = None if mac else [Signal(signed(8), name=f"h{i}") for i in range(H)]
+        Er = None if mac else [Signal(signed(8), name=f"e{i}") for i in range(E)]
         Dr = [Signal(signed(32), name=f"d{i}") for i in range(C)]
         Zr = [Signal(signed(32), name=f"z{i}") for i in range(C)]
         top1, top2 = Signal(unsigned(GATE_PROB_BITS)), Signal(unsigned(GATE_PROB_BITS))
@@ -297,11 +335,11 @@ class ExitHead(wiring.Component):
         inv = Signal(unsigned(INV_BITS + 1))
         rem = Signal(unsigned(ROOT_BITS + 1))
         gate = Signal(signed(32))
-        mac = isinstance(self.dense, (MacDense, StreamDense))
         longest = 0 if mac else max(d.latency for d in self.dense.values())
         step = Signal(range(max(ROOT_BITS, INV_BITS + 1, -(-E // L) + Requantizer.LATENCY, longest) + 1))
         tok = Signal(range(T))
         word = Signal(range(max(W, Ws, C) + 1))
+        m.d.comb += [port.addr.eq(word) for port in (s_rd, s_wr, q_rd, q_wr)]
 
         # ---- the LayerNorm's parameters: the candidate's W words, written with the [CLS] beats
         # (streamed: after the tokens, from the candidate's block)
@@ -332,15 +370,12 @@ class ExitHead(wiring.Component):
                 if not streamed:
                     m.d.comb += [ln.p_in.valid.eq(self.inp.valid & (tok == 0)),
                                  ln.p_in.payload.as_value().eq(ln_rom[Mux(first, self.index, cand)][word])]
-                with m.If(self.inp.valid):
-                    for w_ in range(W):
-                        with m.If(word == w_):
-                            for c in range(L):
-                                x, ch = self.inp.payload[c], w_ * L + c
-                                with m.If(tok == 0):
-                                    m.d.sync += [S[ch].eq(0), Q[ch].eq(0)]
-                                with m.Else():
-                                    m.d.sync += [S[ch].eq(S[ch] + x), Q[ch].eq(Q[ch] + x * x)]
+                with m.If(self.inp.valid):     # the [CLS] token (tok 0) clears the word's sums
+                    m.d.comb += [s_wr.en.eq(1), q_wr.en.eq(1)]
+                    for c in range(L):
+                        x = self.inp.payload[c]
+                        m.d.comb += [s_wr.data[c].eq(Mux(tok == 0, 0, s_rd.data[c] + x)),
+                                     q_wr.data[c].eq(Mux(tok == 0, 0, q_rd.data[c] + x * x))]
                     m.d.sync += word.eq(word + 1)
                     with m.If(word == W - 1):
                         m.d.sync += [word.eq(0), tok.eq(tok + 1)]
@@ -375,8 +410,8 @@ class ExitHead(wiring.Component):
                 for i, (name, shape) in enumerate(HEADER.items()):
                     m.d.comb += regs[name].eq(hdr.word_select(i, FIELD_BITS)[:shape.width])
             with m.State("FEED"):
-                s_sel = [Array(S[w_ * L + c] for w_ in range(W))[word] for c in range(L)]
-                q_sel = [Array(Q[w_ * L + c] for w_ in range(W))[word] for c in range(L)]
+                s_sel = [s_rd.data[c] for c in range(L)]
+                q_sel = [q_rd.data[c] for c in range(L)]
                 m.d.comb += ln.inp.valid.eq(1)
                 for c in range(L):
                     m.d.comb += ln.inp.payload[c].eq(_sat(_round_shift(s_sel[c] * c_("m_a"), c_("sh_a")), 8))
@@ -499,7 +534,7 @@ class ExitHead(wiring.Component):
                     m.d.sync += step.eq(0)
                     m.next = nxt
 
-    def _mac_states(self, m, Y, Hr, Er, Dr, n, root, step, cand):
+    def _mac_states(self, m, Y, _hr, _er, Dr, n, root, step, cand):
         """FC1, FC2 and SCORES on ``macs`` multipliers (``MacDense`` or ``StreamDense``): each
         phase issues its weight words one a cycle at most (row j, chunk c: W[j, c M:(c + 1) M])
         with the row's constants (bias, requantizer multiplier and shift) and the input vector's
@@ -561,10 +596,16 @@ class ExitHead(wiring.Component):
         m.d.sync += [qv[0].eq(v2)] + [qv[i + 1].eq(qv[i]) for i in range(len(qv) - 1)]
         drain = Signal(range(MAC_PIPE + Requantizer.LATENCY + 3))   # cycles since the phase's last issue
 
-        def shift_in(target, value):
-            """Rows finish in order, so a finished row shifts into the end of its vector: after
-            N rows, target[j] holds row j (no N-way write decoder)."""
-            return [target[j].eq(target[j + 1]) for j in range(len(target) - 1)] + [target[-1].eq(value)]
+        # fc1's and fc2's outputs, each in ``M`` memories read a chunk a cycle (``_Banked``)
+        Hr, Er = _Banked(m, "h", h.hidden, M, chunk), _Banked(m, "e", h.embed_dim, M, chunk)
+
+        def push(target, value) -> None:
+            """Rows finish in order: a finished row is its vector's next value. Into registers
+            it shifts in at the end (after N rows, target[j] holds row j; no N-way decoder)."""
+            if isinstance(target, _Banked):
+                target.push(m, value)
+            else:
+                m.d.sync += [target[j].eq(target[j + 1]) for j in range(len(target) - 1)] + [target[-1].eq(value)]
 
         layers = [("FC1", "fc1", Y, Hr, True, "FC2"), ("FC2", "fc2", Hr, Er, False, "SCORES"),
                   ("SCORES", None, Er, Dr, False, "SQRT")]
@@ -589,9 +630,12 @@ class ExitHead(wiring.Component):
                     m.d.comb += rd.addr.eq((base(w_base[key]) if key else scores_base) + row * per + chunk)
                     if key:
                         m.d.comb += prd.addr.eq(base(p_base[key]) + row)
-                zero = Const(0, signed(8))
-                xs = Array(Cat(*(x_vec[c * M + i] if c * M + i < k_in else zero for i in range(M)))
-                           for c in range(per))[chunk]
+                if isinstance(x_vec, _Banked):
+                    xs = x_vec.data
+                else:
+                    zero = Const(0, signed(8))
+                    xs = Array(Cat(*(x_vec[c * M + i] if c * M + i < k_in else zero for i in range(M)))
+                               for c in range(per))[chunk]
                 m.d.sync += [v1.eq(issue), first1.eq(chunk == 0), last1.eq(chunk == per - 1), xs1.eq(xs)]
                 with m.If(issue):
                     m.d.sync += chunk.eq(chunk + 1)
@@ -616,15 +660,17 @@ class ExitHead(wiring.Component):
                 # a finished row
                 if key is None:
                     with m.If(v2):
-                        m.d.sync += shift_in(target, _sat(acc, 32))
+                        push(target, _sat(acc, 32))
                 else:
                     m.d.comb += [rq.acc.eq(_sat(acc, 32)), rq.bias.eq(0), rq.mult.eq(q_mult), rq.shift.eq(q_shift)]
                     with m.If(qv[-1]):
-                        m.d.sync += shift_in(target, clamp(rq.y, 0, 127) if relu else rq.y)
+                        push(target, clamp(rq.y, 0, 127) if relu else rq.y)
                         if target is Er:
                             m.d.sync += n.eq(n + rq.y * rq.y)
                 with m.If(drain == tail):
                     m.d.sync += [step.eq(0), chunk.eq(0), row.eq(0), drain.eq(0), cbeat.eq(0)]
+                    if isinstance(target, _Banked):
+                        target.rewind(m)
                     if nxt == "FC2":
                         m.d.sync += n.eq(0)
                     if nxt == "SQRT":
