@@ -146,9 +146,12 @@ def predicted_cycles(im: IntModel, ep, machine: Machine, exit_layer: int | None)
     return costs.record_cycles(costs.route(exit_layer, [ep.layers[k] for k in on]))
 
 
-def run_axiram(a: acc.Accelerator, img: MemoryImage, layout: Layout, simulator: str | None = None) -> dict:
+def run_axiram(a: acc.Accelerator, img: MemoryImage, layout: Layout, simulator: str | None = None,
+               limit: int = CYCLE_LIMIT, pause_after: int = 0) -> dict:
     """Run a memory image on the accelerator alone under cocotb, with cocotbext-axi's ``AxiRam``
-    as its memory (``sim/tb/accelerator.py``): the status and the decoded result records."""
+    as its memory (``sim/tb/accelerator.py``): the status, the cycles from start to done (the
+    accelerator's ``CYCLES``), ``timed_out`` (busy after ``limit`` cycles) and the decoded result
+    records. ``pause_after`` > 0: the RAM stops answering reads that many cycles after start."""
     top = top_name(a.cfg.lanes)
     b = runner.build(emit.to_verilog(a, top), top, simulator=simulator)
     rec = acc.record_bytes(a.cfg.lanes)
@@ -156,7 +159,8 @@ def run_axiram(a: acc.Accelerator, img: MemoryImage, layout: Layout, simulator: 
                                          for base, words in img.regions.values() if words],
             "writes": [(int(r), v) for r, v in register_writes(layout)],
             "reads": {"error": acc.Reg.ERROR, "images_done": acc.Reg.IMAGES_DONE, "cycles": acc.Reg.CYCLES},
-            "results": layout.results, "record_bytes": rec, "count": layout.count}
+            "results": layout.results, "record_bytes": rec, "count": layout.count,
+            "limit_cycles": limit, "pause_after_cycles": pause_after}
     with tempfile.TemporaryDirectory(prefix="qexit-axiram-") as tmp:
         cases, results = Path(tmp) / "cases.pt", Path(tmp) / "results.pt"
         torch.save(spec, cases)

@@ -1,8 +1,13 @@
 """Faults end in an error code, never a hang or a silent misalignment: each case below
 breaks one thing in an otherwise good memory image (or in the memory), runs the accelerator
-under Verilator's free-running main (``sim.accelerator``) and reads back the code in ``ERROR``
-and the cycles from ``start`` to the stop. A case passes when the code is its own and the run
-stopped by itself (no cycle limit reached, no image done).
+and reads back the code in ``ERROR`` and the cycles from ``start`` to the stop. A case passes
+when the code is its own and the run stopped by itself (no cycle limit reached, no image done).
+
+Two ways to run a case: under cocotb with cocotbext-axi's ``AxiRam`` as the memory
+(``sim.accelerator.run_axiram``; the silent memory is the RAM's R channel paused ``hang_after``
+cycles after start), or under Verilator's free-running main with the HDL memory model
+(``sim.accelerator.run_image``; it stops after ``hang_after`` beats). The cycles differ as the
+two memories' timings do.
 """
 from __future__ import annotations
 
@@ -40,7 +45,7 @@ class Case:
     name: str
     code: acc.Err
     breaks: Callable[[MemoryImage, Layout, int], None]    # (image, layout, lanes): the fault
-    hang_after: int = 0                                     # the memory stops after this many beats
+    hang_after: int = 0                                     # the memory stops after this many beats (cycles)
 
 
 def _opcode(img, layout, lanes):
@@ -79,10 +84,15 @@ CASES = (
 
 
 def run_case(case: Case, im: IntModel, ep: ExitPath, machine: Machine, images: torch.Tensor,
-             build: accelerator.Built) -> dict:
+             build: accelerator.Built | None = None) -> dict:
+    """One case: under cocotb against ``AxiRam`` without ``build``, else on that free-running build."""
     img, layout = memory_image(im, ep, machine.lanes, images)
     case.breaks(img, layout, machine.lanes)
-    out = accelerator.run_image(build, img, layout, machine, CYCLE_LIMIT, case.hang_after)
+    if build is None:
+        out = accelerator.run_axiram(accelerator.design(im, ep, machine.lanes), img, layout, limit=CYCLE_LIMIT,
+                                     pause_after=case.hang_after)
+    else:
+        out = accelerator.run_image(build, img, layout, machine, CYCLE_LIMIT, case.hang_after)
     got = acc.Err(out["error"]).name if out["error"] in acc.Err._value2member_map_ else str(out["error"])
     return {"case": case.name, "expected": case.code.name, "got": got, "code": out["error"],
             "cycles": out["cycles"], "timed_out": out["timed_out"], "images_done": out["images_done"],
@@ -90,7 +100,7 @@ def run_case(case: Case, im: IntModel, ep: ExitPath, machine: Machine, images: t
 
 
 def verify_faults(im: IntModel, ep: ExitPath, machine: Machine, images: torch.Tensor,
-                  build: accelerator.Built) -> Result:
+                  build: accelerator.Built | None = None) -> Result:
     records = [run_case(c, im, ep, machine, images, build) for c in CASES]
     res = Result("faults", sum(r["passed"] for r in records), len(records), records=records)
     res.passed = res.matched == res.total

@@ -4,13 +4,18 @@ into the RAM, the host writes the control registers on the Wishbone bus, and the
 waits for ``busy`` to fall; then it reads the result records and the status back. Nothing
 but the RAM model runs in Python while the accelerator works. ``sim.accelerator.run_axiram``
 writes ``$QEXIT_TB_CASES`` and checks ``$QEXIT_TB_RESULTS``.
+
+``pause_after_cycles`` > 0: the RAM's R channel stops answering that many cycles after
+``start`` (a memory that hangs, for the fault checks); ``limit_cycles``: wait at most that long
+for ``busy`` to fall, then report ``timed_out``.
 """
+import itertools
 import os
 
 import cocotb
 import torch
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly, RisingEdge
+from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly, RisingEdge, SimTimeoutError, with_timeout
 from cocotbext.axi import AxiBus, AxiRam, AxiReadBus, AxiWriteBus
 
 CLOCK_NS = 10
@@ -47,9 +52,17 @@ async def run(dut):
     await ClockCycles(dut.clk, 2)
     for reg, value in spec["writes"]:
         await wishbone(dut, reg, value)
+    if spec.get("pause_after_cycles"):
+        ram.read_if.r_channel.set_pause_generator(
+            itertools.chain(itertools.repeat(False, spec["pause_after_cycles"]), itertools.repeat(True)))
+    timed_out = False
     if int(dut.busy.value):
-        await FallingEdge(dut.busy)
+        try:
+            await with_timeout(FallingEdge(dut.busy), spec.get("limit_cycles", 10 ** 9) * CLOCK_NS, "ns")
+        except SimTimeoutError:
+            timed_out = True
     await RisingEdge(dut.clk)
     out = {name: await wishbone(dut, reg, write=False) for name, reg in spec["reads"].items()}
+    out["timed_out"] = timed_out
     out["records"] = ram.read(spec["results"], spec["record_bytes"] * spec["count"])
     torch.save(out, os.environ["QEXIT_TB_RESULTS"])
