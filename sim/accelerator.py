@@ -146,15 +146,19 @@ def predicted_cycles(im: IntModel, ep, machine: Machine, exit_layer: int | None)
     return costs.record_cycles(costs.route(exit_layer, [ep.layers[k] for k in on]))
 
 
-def run_axiram(a: acc.Accelerator, img: MemoryImage, layout: Layout, simulator: str | None = None,
-               limit: int = CYCLE_LIMIT, pause_after: int = 0) -> dict:
-    """Run a memory image on the accelerator alone under cocotb, with cocotbext-axi's ``AxiRam``
-    as its memory (``sim/tb/accelerator.py``): the status, the cycles from start to done (the
-    accelerator's ``CYCLES``), ``timed_out`` (busy after ``limit`` cycles) and the decoded result
-    records. ``pause_after`` > 0: the RAM stops answering reads that many cycles after start."""
+def build_axiram(a: acc.Accelerator, simulator: str | None = None):
+    """The accelerator alone, built for cocotb (``run_axiram``; cached)."""
     top = top_name(a.cfg.lanes)
-    b = runner.build(emit.to_verilog(a, top), top, simulator=simulator)
-    rec = acc.record_bytes(a.cfg.lanes)
+    return runner.build(emit.to_verilog(a, top), top, simulator=simulator)
+
+
+def run_axiram(b, img: MemoryImage, layout: Layout, limit: int = CYCLE_LIMIT, pause_after: int = 0) -> dict:
+    """Run a memory image on the accelerator alone (``build_axiram``) under cocotb, with
+    cocotbext-axi's ``AxiRam`` as its memory (``sim/tb/accelerator.py``): the status, the cycles
+    from start to done (the accelerator's ``CYCLES``), ``timed_out`` (busy after ``limit``
+    cycles) and the decoded result records. ``pause_after`` > 0: the RAM stops answering reads
+    that many cycles after start."""
+    rec = acc.record_bytes(img.lanes)
     spec = {"size": img.end, "regions": [(base, b"".join(w.to_bytes(img.word_bytes, "little") for w in words))
                                          for base, words in img.regions.values() if words],
             "writes": [(int(r), v) for r, v in register_writes(layout)],

@@ -83,14 +83,14 @@ CASES = (
 )
 
 
-def run_case(case: Case, im: IntModel, ep: ExitPath, machine: Machine, images: torch.Tensor,
-             build: accelerator.Built | None = None) -> dict:
-    """One case: under cocotb against ``AxiRam`` without ``build``, else on that free-running build."""
+def run_case(case: Case, im: IntModel, ep: ExitPath, machine: Machine, images: torch.Tensor, build,
+             axiram: bool = False) -> dict:
+    """One case on ``build``: the cocotb build of ``sim.accelerator.build_axiram`` with ``axiram``,
+    else the free-running one of ``sim.accelerator.build``."""
     img, layout = memory_image(im, ep, machine.lanes, images)
     case.breaks(img, layout, machine.lanes)
-    if build is None:
-        out = accelerator.run_axiram(accelerator.design(im, ep, machine.lanes), img, layout, limit=CYCLE_LIMIT,
-                                     pause_after=case.hang_after)
+    if axiram:
+        out = accelerator.run_axiram(build, img, layout, CYCLE_LIMIT, case.hang_after)
     else:
         out = accelerator.run_image(build, img, layout, machine, CYCLE_LIMIT, case.hang_after)
     got = acc.Err(out["error"]).name if out["error"] in acc.Err._value2member_map_ else str(out["error"])
@@ -99,9 +99,8 @@ def run_case(case: Case, im: IntModel, ep: ExitPath, machine: Machine, images: t
             "passed": out["error"] == case.code and not out["timed_out"] and out["images_done"] == 0}
 
 
-def verify_faults(im: IntModel, ep: ExitPath, machine: Machine, images: torch.Tensor,
-                  build: accelerator.Built | None = None) -> Result:
-    records = [run_case(c, im, ep, machine, images, build) for c in CASES]
+def verify_faults(im: IntModel, ep: ExitPath, machine: Machine, images: torch.Tensor, build, axiram: bool) -> Result:
+    records = [run_case(c, im, ep, machine, images, build, axiram) for c in CASES]
     res = Result("faults", sum(r["passed"] for r in records), len(records), records=records)
     res.passed = res.matched == res.total
     return res

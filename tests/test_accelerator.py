@@ -139,7 +139,7 @@ def test_the_memory_port_speaks_axi4_to_cocotbext_axis_ram(built, fmnist_test):
     im, ep, b = built
     images = fmnist_test.images[:3]
     img, layout = memory_image(im, ep, LANES, images)
-    got = sa.run_axiram(sa.design(im, ep, LANES), img, layout)
+    got = sa.run_axiram(sa.build_axiram(sa.design(im, ep, LANES)), img, layout)
     layers, classes, _ = reference(im, ep, images)
     assert got["error"] == 0 and got["images_done"] == 3 and got["cycles"] > 0
     assert [r["layer"] for r in got["results"]] == layers and [r["class"] for r in got["results"]] == classes

@@ -93,7 +93,9 @@ def to_verilog(component, name: str) -> str:
 def storage_bits(component) -> dict[str, dict[str, int]]:
     """Every bit ``component`` stores, from its elaborated netlist: ``{"memory": {block: bits},
     "registers": {block: bits}}``, a block being the top-level submodule that holds it ("" for
-    the top's own registers; a memory of the top's is a block of its own name). Memories count depth x width, registers every flip-flop bit."""
+    the top's own registers; a memory of the top's is a block of its own name). Memories count
+    depth x width, registers every flip-flop bit. The ports are declared as
+    ``amaranth.back.rtlil.convert`` declares a component's."""
     ports = {}
     for path, member, value in component.signature.flatten(component):
         value = value.as_value() if isinstance(value, _ast.ValueCastable) else value

@@ -146,10 +146,10 @@ class GemmConfig:
         if raw and n > self.max_raw_n:
             raise QexitError(f"int32-output GEMM {m}x{k}x{n}: N = {n} exceeds the int32 output buffer "
                              f"(at most {self.max_raw_n}); rebuild with a larger --max-raw-n")
-        if raw and m * timing.tile_counts(1, n, 1, self.cols)[1] > self.raw_words:
-            raise QexitError(f"int32-output GEMM {m}x{k}x{n} needs {m * timing.tile_counts(1, n, 1, self.cols)[1]} "
-                             f"words of the int32 output buffer, which holds {self.raw_words}; rebuild with a "
-                             f"larger max_raw_words")
+        words = m * timing.tile_counts(1, n, 1, self.cols)[1]
+        if raw and words > self.raw_words:
+            raise QexitError(f"int32-output GEMM {m}x{k}x{n} needs {words} words of the int32 output buffer, "
+                             f"which holds {self.raw_words}; rebuild with a larger max_raw_words")
         if token_bias and n > self.max_bias_n:
             raise QexitError(f"per-token-bias GEMM {m}x{k}x{n}: N = {n} exceeds the bias buffer "
                              f"(at most {self.max_bias_n}); rebuild with a larger --max-bias-n")

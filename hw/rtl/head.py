@@ -213,7 +213,6 @@ def head_cycles(head: FixedHead, tokens: int, lanes: int, dense) -> int:
         + (head.classes + 1) + sm + 2 + head.classes
 
 
-
 class _Banked:
     """A vector of ``n`` int8 values in ``banks`` memories, value j in bank j % banks at address
     j // banks. ``data``: values c banks .. c banks + banks - 1 (0 past the end) the cycle
@@ -244,6 +243,7 @@ class _Banked:
 
     def rewind(self, m: Module) -> None:
         m.d.sync += [self.bank.eq(0), self.addr.eq(0)]
+
 
 class ExitHead(wiring.Component):
     """The head of the candidates ``ks`` (indices into ``head.layers``), one image at a time:
@@ -424,7 +424,7 @@ class ExitHead(wiring.Component):
                     write_word(Y, L, ln.out.payload)
                     next_word(W, "FC1", [step.eq(0)])
             if mac:
-                self._mac_states(m, Y, Hr, Er, Dr, n, root, step, cand)
+                self._mac_states(m, Y, Dr, n, root, step, cand)
             else:
                 self._da4ml_states(m, Y, Hr, Er, Dr, n, root, step)
             with m.State("SQRT"):           # root = isqrt(n << 2 NORM_FRAC), from bit 27 down
@@ -534,7 +534,7 @@ class ExitHead(wiring.Component):
                     m.d.sync += step.eq(0)
                     m.next = nxt
 
-    def _mac_states(self, m, Y, _hr, _er, Dr, n, root, step, cand):
+    def _mac_states(self, m, Y, Dr, n, root, step, cand):
         """FC1, FC2 and SCORES on ``macs`` multipliers (``MacDense`` or ``StreamDense``): each
         phase issues its weight words one a cycle at most (row j, chunk c: W[j, c M:(c + 1) M])
         with the row's constants (bias, requantizer multiplier and shift) and the input vector's

@@ -16,7 +16,7 @@ from model.quantize import load_intmodel
 from qexit.commands.common import add_exit_path_args, report_path
 from qexit.commands.verify.shared import add_machine, machine, write_report
 from qexit.reports import report_dir
-from sim import faults, run as sim_run
+from sim import accelerator, faults, run as sim_run
 
 HELP = "the accelerator's faults: each stops the run with its own error code"
 
@@ -32,13 +32,14 @@ def add_arguments(p):
 def run(args) -> int:
     m = machine(args)
     im, ep = load_intmodel(args.intmodel), exit_path.load(args.exit_path)
-    build = sim_run.prepare(im, ep, m).build if args.memory == "hdl" else None
-    res = faults.verify_faults(im, ep, m, load_fashion_mnist("test").images[:1], build)
+    axiram = args.memory == "axiram"
+    build = accelerator.build_axiram(accelerator.design(im, ep, m.lanes)) if axiram else sim_run.prepare(im, ep, m).build
+    res = faults.verify_faults(im, ep, m, load_fashion_mnist("test").images[:1], build, axiram)
     for r in res.records:
         print(f"{'ok  ' if r['passed'] else 'FAIL'} {r['case']}: {r['got']} (code {r['code']}) after "
               f"{r['cycles']:,} cycles")
     with report_dir("verify-faults") as folder:
-        memory = ({"model": "cocotbext-axi AxiRam under cocotb"} if build is None else
+        memory = ({"model": "cocotbext-axi AxiRam under cocotb"} if axiram else
                   {"model": "HDL memory model (free-running Verilator)", "bandwidth": m.bandwidth, "latency": m.latency})
         summary = {**res.summary(), "cases": res.records, "rows": m.rows, "cols": m.cols, "memory": memory, "intmodel": report_path(args.intmodel), "exit_path": str(args.exit_path)}
         rows = [[r["case"], r["expected"], r["got"], r["code"], f"{r['cycles']:,}", "yes" if r["passed"] else "NO"]
