@@ -23,7 +23,8 @@ from bench_clip_cost import CANDIDATES, VIT_B32, exit_head
 from hw.rtl.emit import to_verilog
 from model.exits import exit_path
 from model.quantize import SHIPPED_INTMODEL, load_intmodel, random_intmodel
-from sim.accelerator import design, size, top_name
+from hw.program import accelerator as design
+from sim.accelerator import size, top_name
 
 SHIPPED_EXIT_PATH = Path("reports/exits/exit_path.pt")
 GOAL_BITS = 4 * 2 ** 20

@@ -30,6 +30,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
+from hw.rtl import accelerator as acc
+from hw.rtl.dense import StreamDense
 from hw.rtl.isa import Dst, LayerConfig, Op, Src, Unit, bus_bits, param_beats
 from hw.rtl.timing import tile_counts
 from hw.rtl.units import TableUnit
@@ -313,6 +315,23 @@ def accelerator_segments(im, lanes: int, taps: set[int]) -> tuple[Plan, dict[str
         named[f"b{i}"] = layer_segment(plan, im, i, tap=True) if i + 1 in taps else segs[i + 1]
     named["final"] = head_segment(plan, im, embedding=False)
     return plan, named
+
+
+def enabled(ep) -> list[int]:
+    """Candidate indices whose exit is on (their heads run); none without an exit path."""
+    return [] if ep is None else [k for k, r in enumerate(ep.registers) if r is not None]
+
+
+def accelerator(im, ep, lanes: int) -> acc.Accelerator:
+    """The accelerator for ``im`` with the exits of ``ep`` that are on (``None``: no exits): one
+    exit head of ``lanes`` multipliers, its blocks streamed (``StreamDense``), serves them all."""
+    on = enabled(ep)
+    plan, named = accelerator_segments(im, lanes, {ep.layers[k] for k in on})
+    cfg = engine_config(plan, list(named.values()))
+    if not on:
+        return acc.Accelerator(cfg, plan.classes)
+    ep.check_width(im.config.width)
+    return acc.Accelerator(cfg, plan.classes, ep.head, on, ep.tokens, StreamDense(lanes), max(len(ep.layers), 1))
 
 
 def engine_config(p: Plan, segments: list[list[Desc]], **extra) -> LayerConfig:

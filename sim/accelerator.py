@@ -1,5 +1,5 @@
 """The whole accelerator in simulation: build it for an IntModel and exit path
-(``design``), compile its harness with the free-running main (``build``), write a memory image
+(``hw.program.accelerator``), compile its harness with the free-running main (``build``), write a memory image
 of a batch of images, run it with one ``start`` and read back every result (``run_batch``).
 
 Nothing in Python runs between ``start`` and ``done``: the C++ main loads the memory image,
@@ -26,21 +26,9 @@ from model.errors import QexitError
 from model.quantize import IntModel
 from sim import simulator as runner
 from sim.harness import AcceleratorHarness, check_machine, source_ports
-from sim.image import Layout, MemoryImage, enabled, memory_image, register_writes
+from sim.image import Layout, MemoryImage, memory_image, register_writes
 
 CYCLE_LIMIT = 10 ** 10
-
-
-def design(im: IntModel, ep, lanes: int) -> acc.Accelerator:
-    """The accelerator for ``im`` with the exits of ``ep`` that are on (``None``: no exits): one
-    exit head of ``lanes`` multipliers, its blocks streamed (``StreamDense``), serves them all."""
-    on = enabled(ep)
-    plan, named = program.accelerator_segments(im, lanes, {ep.layers[k] for k in on})
-    cfg = program.engine_config(plan, list(named.values()))
-    if not on:
-        return acc.Accelerator(cfg, plan.classes)
-    ep.check_width(im.config.width)
-    return acc.Accelerator(cfg, plan.classes, ep.head, on, ep.tokens, StreamDense(lanes), max(len(ep.layers), 1))
 
 
 def size(a: acc.Accelerator, verilog: str) -> dict:
@@ -77,10 +65,10 @@ MAX_BATCH = 1000          # images a batch's memory image holds (the harness mem
 
 
 def build_for(im: IntModel, ep, lanes: int, images: int = MAX_BATCH) -> Built:
-    """The harness of ``design(im, ep, lanes)`` with a memory that holds ``images`` images (cached)."""
+    """The harness of ``program.accelerator(im, ep, lanes)`` with a memory that holds ``images`` images (cached)."""
     c = im.config
     img, _ = memory_image(im, ep, lanes, torch.zeros(images, c.channels, c.image_size, c.image_size))
-    return build(design(im, ep, lanes), 1 << (img.words - 1).bit_length())
+    return build(program.accelerator(im, ep, lanes), 1 << (img.words - 1).bit_length())
 
 
 def memory_settings(machine: Machine) -> list[int]:
@@ -131,7 +119,7 @@ def run_batch(im: IntModel, ep, images: torch.Tensor, machine: Machine, b: Built
     lanes = check_machine(machine, square=True).lanes
     img, layout = memory_image(im, ep, lanes, images)
     if b is None:
-        b = build(design(im, ep, lanes), img.words)
+        b = build(program.accelerator(im, ep, lanes), img.words)
     out = run_image(b, img, layout, machine)
     out["image_digest"] = img.digest()
     return out
@@ -140,7 +128,7 @@ def run_batch(im: IntModel, ep, images: torch.Tensor, machine: Machine, b: Built
 def predicted_cycles(im: IntModel, ep, machine: Machine, exit_layer: int | None) -> int:
     """An image's record cycles (its IMAGE state to its result's WRITE) from the cost model, for
     an image that exits at backbone layer ``exit_layer`` (None: full depth)."""
-    on = enabled(ep)
+    on = program.enabled(ep)
     costs = cost.build(im, machine, tables.load(), {ep.layers[k]: StreamDense(machine.lanes) for k in on},
                        ep.head if on else None)
     return costs.record_cycles(costs.route(exit_layer, [ep.layers[k] for k in on]))

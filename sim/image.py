@@ -31,11 +31,6 @@ from sim.packing import pack_activations
 ALIGN = 4096                 # every region starts on a 4 KB boundary
 
 
-def enabled(ep) -> list[int]:
-    """Candidate indices whose exit is on (their heads run); none without an exit path."""
-    return [] if ep is None else [k for k, r in enumerate(ep.registers) if r is not None]
-
-
 def split(value: int, beats: int, bits: int) -> list[int]:
     """A wide word as ``beats`` memory words, the low bits first."""
     mask = (1 << bits) - 1
@@ -104,7 +99,7 @@ class Layout:
 def table_entries(im: IntModel, ep, named: dict, programs: dict[str, int], regions: dict[str, tuple[int, int]],
                   plan, image_words: int, thresholds: int, heads: dict[int, tuple[int, int]]) -> list[int]:
     """The run table: the header, then one entry per segment (``hw.rtl.accelerator``)."""
-    on = {ep.layers[k]: k for k in enabled(ep)}
+    on = {ep.layers[k]: k for k in program.enabled(ep)}
     candidates = 0 if ep is None else len(ep.layers)
     rows = [[acc.MAGIC, candidates, thresholds, image_words, plan.regions["img"][0]]]
     depth = im.config.depth
@@ -127,8 +122,8 @@ def table_entries(im: IntModel, ep, named: dict, programs: dict[str, int], regio
 
 def memory_image(im: IntModel, ep, lanes: int, images: torch.Tensor) -> tuple[MemoryImage, Layout]:
     """The memory image for running ``images`` through the accelerator built for ``im`` and
-    ``ep`` (``sim.accelerator.design``)."""
-    on = {ep.layers[k] for k in enabled(ep)}
+    ``ep`` (``hw.program.accelerator``)."""
+    on = {ep.layers[k] for k in program.enabled(ep)}
     plan, named = program.accelerator_segments(im, lanes, on)
     cfg = program.engine_config(plan, list(named.values()))
     layout = desc_layout(cfg)
@@ -162,7 +157,7 @@ def memory_image(im: IntModel, ep, lanes: int, images: torch.Tensor) -> tuple[Me
                 q += [b for word in words for b in split(word, pb, bits)]
         regions[name] = (img.add(f"weights {name}", w), img.add(f"params {name}", q))
     heads = {}                                                       # candidate -> (block address, beats)
-    for k in enabled(ep):
+    for k in program.enabled(ep):
         block = stream_block(ep.head, k, lanes, lanes)
         heads[k] = (img.add(f"head {ep.layers[k]}", block), len(block))
     patches = [pack_activations(pixels_to_patches(x[None], im.config.patch)[0], lanes) for x in images]

@@ -36,7 +36,8 @@ from model.exits.fixed import token_sums
 from model.golden import Golden
 from model.quantize import IntModel
 from sim import accelerator
-from sim.accelerator import MAX_BATCH, enabled
+from hw.program import enabled
+from sim.accelerator import MAX_BATCH
 from sim.harness import check_machine
 from sim.image import memory_image
 from sim.result import Result

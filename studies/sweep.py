@@ -1,8 +1,8 @@
 """A design-space sweep on the cost model: array size x weight-stream
 bandwidth x exit budget.
 
-Each machine (an L x L layer engine, B bytes/cycle after the stream latency, the clock its
-synthesized Fmax where ``qexit synth`` has one, else 100 MHz, an exit head with L x L MACs) is
+Each machine (an L x L accelerator, B bytes/cycle after the stream latency, clocked at its
+synthesized Fmax (``machine_clock``), an exit head with L multipliers) is
 one task, ``machine_points``: ``hw.cost.build`` once, then every exit budget priced on it with
 ``hw.cost.expected``. The budgets are every LCT budget of the exits step's Pareto sweep (its
 routing per budget), the operating point the exit path holds, and full depth (no exits). A
@@ -22,7 +22,7 @@ from pathlib import Path
 from hw import cost
 from hw.cost import Distribution, load_distribution, tables
 from hw.rtl.dense import StreamDense
-from hw.tools.synth import clock_for, fits
+from hw.tools import synth as synthesis
 from model.errors import QexitError
 from model.exits import exit_path as ep_mod
 from model.quantize import load_intmodel
@@ -99,20 +99,33 @@ def energy_table() -> dict:
     return tables.load().describe()
 
 
+def machine_clock(im, ep, lanes: int, clock_mhz: float | None, synth_summary=None) -> dict:
+    """How an L x L machine is clocked: ``clock_mhz`` (a what-if: ``clock_source`` "user") when
+    given, else the synthesized Fmax of its accelerator (``hw.tools.synth``; "synth"). A size that
+    synthesis found does not fit has ``fits`` False and one never synthesized ``fits`` None; both
+    have no clock (``clock_mhz`` None: priced in cycles and energy, no latency)."""
+    if clock_mhz is not None:
+        return {"clock_mhz": clock_mhz, "clock_source": "user", "fits": None}
+    row = synthesis.accelerator_synthesis(im, ep, lanes, synth_summary)
+    if row is None:
+        return {"clock_mhz": None, "clock_source": "none", "fits": None}
+    fit = bool(row.get("fits") and row.get("fmax_mhz"))
+    return {"clock_mhz": float(row["fmax_mhz"]) if fit else None, "clock_source": "synth" if fit else "none",
+            "fits": bool(row.get("fits"))}
+
+
 def machine_points(intmodel: str, exit_path: str, exits: dict, seed: int, lanes: int, bandwidth: float, latency: int,
-                   synth_summary: str | None, budgets) -> list[dict]:
+                   clock: dict, budgets) -> list[dict]:
     """Every budget on one machine (module docstring)."""
     if (intmodel, exit_path) not in _LOADED:
         _LOADED[intmodel, exit_path] = (load_intmodel(intmodel), ep_mod.load(exit_path))
     im, ep = _LOADED[intmodel, exit_path]
     depth = im.config.depth
     rs = routes(exits, seed, depth, budgets)
-    mhz, _ = clock_for(synth_summary, lanes)          # the 100 MHz target without a synthesis result
-    fit = fits(synth_summary, lanes)                  # None: not synthesized
-    clock_source = "synth" if fit else "target"      # the Fmax of a design that fits, else 100 MHz
+    mhz, clock_source, fit = clock["clock_mhz"], clock["clock_source"], clock["fits"]    # mhz None: no clock
     heads = sorted({k for r in rs if r["dist"] is not None for k in r["dist"].candidates})
     try:
-        costs = cost.build(im, cost.Machine(lanes, bandwidth, latency, mhz), tables.load(),
+        costs = cost.build(im, cost.Machine(lanes, bandwidth, latency, mhz or cost.Machine.clock_mhz), tables.load(),
                            {k: StreamDense(lanes) for k in heads}, ep.head)
     except QexitError as err:
         return [{"rows": lanes, "cols": lanes, "bandwidth": bandwidth, "error": str(err)}]
@@ -131,7 +144,7 @@ def machine_points(intmodel: str, exit_path: str, exits: dict, seed: int, lanes:
             dram = cost.dram_share(sum((row["energy"] for row in ex["parts"].values()), Counter()))
         out.append({"rows": lanes, "cols": lanes, "bandwidth": bandwidth, "latency_cycles": latency,
                     "clock_mhz": mhz, "clock_source": clock_source, "fits": fit, "budget": r["budget"], "top1": r["top1"], "cycles": cyc,
-                    "latency_us": cyc / mhz, "energy_uj": e / 1e6, "cycle_saving": 1 - cyc / c_full,
+                    "latency_us": cyc / mhz if mhz else None, "energy_uj": e / 1e6, "cycle_saving": 1 - cyc / c_full,
                     "energy_saving": 1 - e / e_full, "dram_share": dram})
     return out
 
@@ -140,7 +153,8 @@ def pareto_front(points: list[dict]) -> list[dict]:
     """The points no other point beats on energy, latency and top-1 at once (lower, lower,
     higher; a point without top-1, or on a machine synthesis found does not fit the device, is
     left out: such points stay in the list, marked ``fits: False``)."""
-    pts = [p for p in points if p.get("top1") is not None and "error" not in p and p.get("fits") is not False]
+    pts = [p for p in points if p.get("top1") is not None and "error" not in p and p.get("fits") is not False
+           and p.get("latency_us") is not None]
 
     def beats(a, b):
         no_worse = a["energy_uj"] <= b["energy_uj"] and a["latency_us"] <= b["latency_us"] and a["top1"] >= b["top1"]

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from hw import program
 from hw.cost import Machine, memories
 from hw.rtl import accelerator as acc
 from hw.rtl import axi
@@ -67,7 +68,7 @@ def test_rtl_accelerator_writes_the_verilog_the_register_map_and_the_layout(exit
     assert f"#define QEXIT_REG_LIMIT 0x{4 * acc.Reg.LIMIT:02X}u" in (tmp_path / "acc" / "qexit_accelerator.h").read_text()
     assert "| thresholds |" in (tmp_path / "acc" / "README.md").read_text()
     summary = json.loads((tmp_path / "acc" / "summary.json").read_text())
-    engine = sum(words * bits for words, bits in memories(sa.design(im, exit_path.load(path), 4).cfg).values())
+    engine = sum(words * bits for words, bits in memories(program.accelerator(im, exit_path.load(path), 4).cfg).values())
     assert summary["by_block"]["memory"]["engine"] >= engine > 0        # every buffer the cost model knows of
     assert summary["onchip_bits"] == summary["memory_bits"] + summary["register_bits"]
     assert main(["rtl", "image", *common, "--images", "2", "--out", str(tmp_path / "img")]) == 0
@@ -139,7 +140,7 @@ def test_the_memory_port_speaks_axi4_to_cocotbext_axis_ram(built, fmnist_test):
     im, ep, b = built
     images = fmnist_test.images[:3]
     img, layout = memory_image(im, ep, LANES, images)
-    got = sa.run_axiram(sa.build_axiram(sa.design(im, ep, LANES)), img, layout)
+    got = sa.run_axiram(sa.build_axiram(program.accelerator(im, ep, LANES)), img, layout)
     layers, classes, _ = reference(im, ep, images)
     assert got["error"] == 0 and got["images_done"] == 3 and got["cycles"] > 0
     assert [r["layer"] for r in got["results"]] == layers and [r["class"] for r in got["results"]] == classes
@@ -153,7 +154,7 @@ def test_a_clip_layout_model_runs_through_the_accelerator():
     cfg = ViTConfig(image_size=32, patch=8, channels=3, width=32, depth=2, heads=2, pre_ln=True, act="quick_gelu",
                     embed_dim=16, num_classes=40)
     im = random_intmodel(cfg, seed=2)
-    g = sa.design(im, None, MACHINE.lanes).cfg.gemm
+    g = program.accelerator(im, None, MACHINE.lanes).cfg.gemm
     assert g.raw_words < g.max_m * -(-g.max_raw_n // g.cols)
     images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     out = sa.run_batch(im, None, images, MACHINE)

@@ -53,13 +53,20 @@ def test_the_machine_options_make_one_machine(tmp_path):
     add_machine_args(gemm, rows=4, bandwidth=None, latency=0, square=False, options=("rows", "cols", "bandwidth"))
     m = machine_from_args(gemm.parse_args(["--cols", "6"]))
     assert (m.rows, m.cols, m.bandwidth, m.latency) == (4, 6, None, 0) and "--latency" not in gemm.format_help()
-    synth = argparse.ArgumentParser()                 # the clock from `qexit synth`'s Fmax for this size
-    add_machine_args(synth, clock_mhz=None, synth=tmp_path / "synth.json")
-    (tmp_path / "synth.json").write_text(json.dumps({"device": "LFE5U-85F", "designs": [
-        {"design": "layer engine 4x4", "fits": True, "fmax_mhz": 61.5}]}))
-    args = synth.parse_args(["--rows", "4", "--cols", "4"])
-    assert machine_from_args(args).clock_mhz == 61.5 and "Fmax" in clock_from_args(args)[1]
-    assert clock_from_args(synth.parse_args([]))[0] == 100.0
+    synth = argparse.ArgumentParser()                 # the clock from the accelerator's synthesized Fmax
+    add_machine_args(synth, clock_mhz=None, synth=True)
+    summary = tmp_path / "synth.json"
+    summary.write_text(json.dumps({"device": "LFE5U-85F", "accelerator": [
+        {"rows": 4, "cols": 4, "fits": True, "fmax_mhz": 61.5, "luts": 1, "ffs": 1, "dsps": 1, "brams": 1},
+        {"rows": 8, "cols": 8, "fits": False, "fmax_mhz": None, "luts": 1, "ffs": 1, "dsps": 200, "brams": 1}]}))
+    args = synth.parse_args(["--rows", "4", "--cols", "4", "--synth", str(summary)])
+    mhz, clock = clock_from_args(args)
+    assert machine_from_args(args).clock_mhz == mhz == 61.5 and clock["clock_source"] == "synth"
+    assert clock_from_args(synth.parse_args(["--rows", "8", "--clock-mhz", "75"])) == (75.0, {"clock_source": "user"})
+    for argv, words in ((["--rows", "8"], "8x8 accelerator does not fit the LFE5U-85F"),
+                        (["--rows", "16"], "no synthesis result for the 16x16 accelerator")):
+        with pytest.raises(QexitError, match=words + ".*--clock-mhz"):
+            clock_from_args(synth.parse_args(argv + ["--synth", str(summary)]))
 
 
 def test_missing_checkpoint_is_one_line(tmp_path):

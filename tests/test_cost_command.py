@@ -19,8 +19,7 @@ def parse(*argv):
 
 @pytest.fixture
 def files(exit_argv, tmp_path):
-    return exit_argv + ["--out", str(tmp_path / "rep"), "--quiet", "--jobs", "1",
-                        "--synth", str(tmp_path / "synth.json")], tmp_path
+    return exit_argv + ["--out", str(tmp_path / "rep"), "--quiet", "--jobs", "1", "--clock-mhz", "100"], tmp_path
 
 
 def test_help_explains_the_options():
@@ -45,19 +44,25 @@ def test_writes_the_headline_summary_keys(files, capsys):
     assert (out / "cost.png").stat().st_size > 10_000 and "ATHEENA" in (out / "README.md").read_text()
     assert [p["budget"] for p in s["pareto"]] == [0.5, 1.0] and (out / "pareto.png").stat().st_size > 10_000
     assert "early exit" in capsys.readouterr().out
-    assert s["clock_mhz"] == 100.0 and "no synthesis result" in s["clock_source"]
+    assert s["clock_mhz"] == 100.0 and s["clock_source"] == "user"
+    assert "a what-if" in (out / "README.md").read_text()
 
 
 def test_the_clock_comes_from_synthesis(files):
     argv, tmp = files
-    (tmp / "synth.json").write_text(json.dumps({"device": "LFE5U-85F", "designs": [
-        {"design": "layer engine 8x8", "fits": True, "fmax_mhz": 87.5}]}))
-    assert cost_cmd.run(parse(*argv)) == 0
+    argv = argv[:-2]                                  # no --clock-mhz
+    (tmp / "synth.json").write_text(json.dumps({"device": "LFE5U-85F", "accelerator": [
+        {"rows": 8, "cols": 8, "fits": True, "fmax_mhz": 87.5, "luts": 9, "ffs": 8, "dsps": 7, "brams": 6}]}))
+    assert cost_cmd.run(parse(*argv, "--synth", str(tmp / "synth.json"))) == 0
     s = json.loads((tmp / "rep" / "cost" / "summary.json").read_text())
-    assert s["clock_mhz"] == 87.5 and "Fmax" in s["clock_source"]
+    assert s["clock_mhz"] == 87.5 and s["clock_source"] == "synth" and s["synthesis"]["dsps"] == 7
+    assert "the Fmax nextpnr-ecp5 reached" in (tmp / "rep" / "cost" / "README.md").read_text()
     assert s["latency_us"] == pytest.approx(s["cycles_exit"] / 87.5)
     assert cost_cmd.run(parse(*argv, "--clock-mhz", "50")) == 0
     assert json.loads((tmp / "rep" / "cost" / "summary.json").read_text())["clock_mhz"] == 50.0
+    # this small model's accelerator was never synthesized: no shipped result, so no clock
+    with pytest.raises(QexitError, match="no synthesis result for the 8x8 accelerator.*--clock-mhz"):
+        cost_cmd.run(parse(*argv))
 
 
 @pytest.mark.parametrize("extra,words", [

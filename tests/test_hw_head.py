@@ -9,6 +9,7 @@ import pytest
 from amaranth.hdl import UnusedElaboratable
 
 from hw.rtl import dense, head as hw_head
+from hw.rtl.gemm import Requantizer
 from model.errors import QexitError
 from model.exits import exit_path
 from qexit.cli import main
@@ -69,7 +70,8 @@ def test_mac_head_rtl_is_bit_and_cycle_exact(real, tmp_path):
         assert res.cycles_equal and len(res.records) == 10, res.records
     h = ep.head
     rows = h.hidden * -(-h.width // 5) + h.embed_dim * -(-h.hidden // 5) + h.classes * -(-h.embed_dim // 5)
-    assert dense.dense_cycles(h, 8, dense.MacDense(5)) == rows + 2 * (3 + 3 + 1) + 3
+    # each of the two hidden layers drains the row pipeline and the requantizer, then a write
+    assert dense.dense_cycles(h, 8, dense.MacDense(5)) == rows + 2 * (dense.MAC_PIPE + Requantizer.LATENCY + 1) + 3
 
 
 def test_bad_sizes_are_refused(real):

@@ -6,6 +6,7 @@ import pytest
 from hw.rtl import emit
 from hw.rtl.comparator import ExitComparator
 from hw.tools import synth
+from model.exits import exit_path
 from model.errors import QexitError
 from model.quantize import load_intmodel
 
@@ -60,13 +61,40 @@ def test_the_comparator_on_an_ecp5(tmp_path, monkeypatch):
     assert again.luts == r.luts and len([f for f in tmp_path.iterdir() if f.suffix == ".json"]) == 1  # cached
 
 
-def test_designs_include_the_mac_head(exit_path_files):
-    """With a head layer, the designs end with that candidate's MAC head, fed the smallest
-    array's lanes, with that array's multipliers (Verilog only; nothing is synthesized)."""
+def test_designs_cover_the_accelerator_its_units_and_the_head(exit_path_files):
+    """--top picks the blocks: the whole accelerator (with the exit path's head), each unit alone at
+    the array's lanes, the comparator and, with a head layer, that candidate's MAC head fed the
+    smallest array's lanes, with that array's multipliers (Verilog only; nothing is synthesized)."""
     path, im_file, _ = exit_path_files
-    got = list(synth.designs(load_intmodel(im_file), [8], path, head_layer=3))
-    name, verilog, top, lanes = got[-1]
-    assert name == "exit head, layer 3, 8 lanes, 64 MACs" and top == "qexit_head_l03_m64" and lanes == 8
-    assert f"module {top}(" in verilog
+    im, ep = load_intmodel(im_file), exit_path.load(path)
+    got = list(synth.designs(im, [4], ("accelerator", "units", "comparator", "head"), ep, head_layer=3))
+    names = [g[0] for g in got]
+    assert names == ["accelerator 4x4", "LayerNorm unit, 4 lanes", "softmax unit, 4 lanes", "GELU unit, 4 lanes",
+                     "add unit, 4 lanes", "requantizer unit, 4 lanes", "exit comparator",
+                     "exit head, layer 3, 4 lanes, 16 MACs"]
+    for name, verilog, top, lanes in got:
+        assert f"module {top}(" in verilog, name
+    assert got[0][2] == "qexit_accelerator_4x4" and ".head" in got[0][1]          # the head is inside
     with pytest.raises(QexitError, match="no head at layer 2"):
-        list(synth.designs(load_intmodel(im_file), [8], path, head_layer=2))
+        list(synth.designs(im, [8], ("head",), ep, head_layer=2))
+    with pytest.raises(QexitError, match="no top sequencer; choose from accelerator, layer"):
+        list(synth.designs(im, [8], ("sequencer",)))
+    with pytest.raises(QexitError, match="--top head needs --head LAYER"):
+        list(synth.designs(im, [8], ("head",), ep))
+
+
+def test_cells_are_counted_by_the_block_they_came_from():
+    """yosys's flattened netlist: cells by hierarchy (hdlname, or the flattened name), a carry
+    cell as two LUT4s, and cells of the top's own logic under ""."""
+    netlist = {"modules": {"top": {"cells": {
+        "a": {"type": "LUT4", "attributes": {"hdlname": "engine sm max0"}},
+        "b": {"type": "CCU2C", "attributes": {"hdlname": "engine sm add"}},
+        "engine.eng.array.pe_0_0.$5_MULT18X18D_P9": {"type": "MULT18X18D", "attributes": {}},
+        "c": {"type": "TRELLIS_FF", "attributes": {"hdlname": "busy"}},
+        "d": {"type": "PFUMX", "attributes": {"hdlname": "engine sm x"}},
+        "e": {"type": "DP16KD", "attributes": {"hdlname": "engine scratch mem"}}}}}}
+    got = synth.block_cells(netlist, "top")
+    assert got == {"": {"luts": 0, "ffs": 1, "dsps": 0, "brams": 0},
+                   "engine.scratch": {"luts": 0, "ffs": 0, "dsps": 0, "brams": 1},
+                   "engine.eng.array": {"luts": 0, "ffs": 0, "dsps": 1, "brams": 0},
+                   "engine.sm": {"luts": 3, "ffs": 0, "dsps": 0, "brams": 0}}

@@ -21,7 +21,7 @@ def parse(*argv):
 
 @pytest.fixture
 def argv(exit_argv, tmp_path):
-    return exit_argv + ["--quiet", "--synth", str(tmp_path / "none.json"), "--arrays", "4,8", "--bandwidths", "2,8"]
+    return exit_argv + ["--quiet", "--clock-mhz", "100", "--arrays", "4,8", "--bandwidths", "2,8"]
 
 
 def test_every_point_is_the_cost_models(argv, tmp_path, exit_path_files):
@@ -94,21 +94,21 @@ def test_confirm_runs_the_front_machines_in_rtl(argv, tmp_path):
 
 
 def test_a_machine_that_does_not_fit_stays_off_the_front(argv, tmp_path):
-    """With a synthesis summary where the 4x4 layer engine fits at 29.23 MHz and the 8x8 does not,
-    the 4x4 points take that clock (clock_source synth), the 8x8 points are marked and kept off
-    the front, whatever their cost."""
+    """With a synthesis summary where the 4x4 accelerator fits at 29.23 MHz and the 8x8 does not,
+    the 4x4 points take that clock (clock_source synth), the 8x8 points are marked, have no clock
+    and are kept off the front, whatever their cost; a size never synthesized has no clock either."""
     synth = tmp_path / "synth.json"
-    synth.write_text(json.dumps({"device": "LFE5U-85F", "designs": [
-        {"design": "layer engine 4x4", "fits": True, "fmax_mhz": 29.23},
-        {"design": "layer engine 8x8", "fits": False, "fmax_mhz": None}]}))
-    args = list(argv)
-    args[args.index("--synth") + 1] = str(synth)
+    row = {"luts": 1, "ffs": 1, "dsps": 1, "brams": 1}
+    synth.write_text(json.dumps({"device": "LFE5U-85F", "accelerator": [
+        {"rows": 4, "cols": 4, "fits": True, "fmax_mhz": 29.23, **row},
+        {"rows": 8, "cols": 8, "fits": False, "fmax_mhz": None, **row}]}))
+    args = [a for a in argv if a not in ("--clock-mhz", "100")] + ["--synth", str(synth)]
     assert sweep_cmd.run(parse(*args, "--out", str(tmp_path / "r"))) == 0
     s = json.loads((tmp_path / "r" / "sweep" / "summary.json").read_text())
     four = [p for p in s["all_points"] if p["rows"] == 4]
     eight = [p for p in s["all_points"] if p["rows"] == 8]
     assert four and all(p["fits"] is True and p["clock_source"] == "synth" and p["clock_mhz"] == 29.23 for p in four)
-    assert eight and all(p["fits"] is False and p["clock_source"] == "target" and p["clock_mhz"] == 100.0
-                         for p in eight)
+    assert eight and all(p["fits"] is False and p["clock_source"] == "none" and p["clock_mhz"] is None
+                         and p["latency_us"] is None and p["energy_uj"] > 0 for p in eight)
     assert s["front"] and all(p["rows"] == 4 for p in s["front"]) and s["arrays_not_fitting"] == [8]
     assert "8x8 does not fit the device" in (tmp_path / "r" / "sweep" / "README.md").read_text()

@@ -160,36 +160,63 @@ def clamp(value, lo: int, hi: int):
 
 
 class Requantizer(wiring.Component):
-    """``sat8((sat32(acc + bias) * mult + 2**(shift-1)) >> shift)`` in three pipeline stages.
+    """``sat8((sat32(acc + bias) * mult + 2**(shift-1)) >> shift)`` in eight pipeline stages, each
+    short enough for the ECP5's fabric (one 16x16 multiply, or one carry chain, or a few LUT levels):
 
-    Stage 1 adds the bias in 33 bits and saturates to int32; stage 2 multiplies (63-bit
-    product); stage 3 adds the rounding half, shifts arithmetically (floor) and saturates to
-    int8. All inputs are sampled in the same cycle; ``y`` is valid ``LATENCY`` cycles later.
+    1. t = sat32(acc + bias) (33-bit add, saturate);
+    2. four 16 x 16 partial products of t = (t_hi, t_lo) and mult = (m_hi, m_lo), one DSP each;
+    3. two partial sums, t_lo * mult and t_hi * mult, each one add;
+    4. the 63-bit product t * mult, one add;
+    5. the rounding half 2**(shift-1) added (0 for shift 0);
+    6. the arithmetic shift by the shift's multiple of 8;
+    7. the shift by the rest (0..7);
+    8. saturation to int8.
+
+    All inputs are sampled in the same cycle; ``y`` is valid ``LATENCY`` cycles later.
     """
-    LATENCY = 3
+    LATENCY = 8
 
     acc: In(signed(32))
     bias: In(signed(32))
     mult: In(unsigned(intops.MULT_BITS))
     shift: In(unsigned(6))
-    en: In(1, init=1)         # all three stages advance when high (a stalled stream holds them)
+    en: In(1, init=1)         # all stages advance when high (a stalled stream holds them)
     y: Out(signed(8))
     total: Out(signed(32))    # stage 1: sat32(acc + bias), one cycle after the inputs
 
     def elaborate(self, platform):
         m = Module()
+        stages = []
+
+        def reg(value, shape, name):
+            r = Signal(shape, name=name)
+            stages.append(r.eq(value))
+            return r
+
         total = self.total
-        mult = Signal(unsigned(intops.MULT_BITS))
-        shift1 = Signal(6)
-        product = Signal(signed(63))
-        shift2 = Signal(6)
-        half = (Const(1, 62) << (shift2 - 1)[:6])[:62]
-        rounded = (product + half) >> shift2
+        stages.append(total.eq(clamp(self.acc + self.bias, intops.INT32_MIN, intops.INT32_MAX)))
+        mult, shift1 = reg(self.mult, unsigned(intops.MULT_BITS), "mult1"), reg(self.shift, 6, "shift1")
+        t_lo, t_hi = total.as_unsigned()[:16], total[16:].as_signed()
+        m_lo, m_hi = mult[:16], mult[16:]
+        ll = reg(t_lo * m_lo, unsigned(32), "pp_ll")
+        lh = reg(t_lo * m_hi, unsigned(31), "pp_lh")
+        hl = reg(t_hi * m_lo, signed(33), "pp_hl")
+        hh = reg(t_hi * m_hi, signed(32), "pp_hh")
+        shift2 = reg(shift1, 6, "shift2")
+        lo = reg(ll + (lh << 16), unsigned(48), "sum_lo")             # t_lo * mult
+        hi = reg(hl + (hh << 16), signed(49), "sum_hi")               # t_hi * mult
+        shift3 = reg(shift2, 6, "shift3")
+        product = reg(lo + (hi << 16), signed(64), "product")        # |t * mult| < 2**62
+        shift4 = reg(shift3, 6, "shift4")
+        half = (Const(1, 62) << (shift4 - 1)[:6])[:62]
+        rounded = reg(product + half, signed(64), "rounded")
+        shift5 = reg(shift4, 6, "shift5")
+        coarse = reg(rounded >> Cat(Const(0, 3), shift5[3:]), signed(64), "coarse")
+        fine_shift = reg(shift5[:3], 3, "shift6")
+        fine = reg(coarse >> fine_shift, signed(64), "fine")
+        stages.append(self.y.eq(clamp(fine, intops.INT8_MIN, intops.INT8_MAX)))
         with m.If(self.en):
-            m.d.sync += [total.eq(clamp(self.acc + self.bias, intops.INT32_MIN, intops.INT32_MAX)),
-                         mult.eq(self.mult), shift1.eq(self.shift)]
-            m.d.sync += [product.eq(total * mult), shift2.eq(shift1)]
-            m.d.sync += self.y.eq(clamp(rounded, intops.INT8_MIN, intops.INT8_MAX))
+            m.d.sync += stages
         return m
 
 

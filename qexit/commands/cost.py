@@ -32,7 +32,6 @@ from qexit.reports import REPORTS_DIR, report_dir, write_summary
 
 HELP = "cycles, energy, latency and throughput of early exit against INT8 full depth on the layer engine"
 EXITS_DEFAULT = Path("reports") / "exits" / "exit_distribution.json"
-SYNTH_DEFAULT = Path("reports") / "synth" / "summary.json"
 
 
 def seed_arg(value: str):
@@ -48,7 +47,7 @@ def add_arguments(p):
     p.add_argument("--exits", type=Path, default=EXITS_DEFAULT, help="`qexit exits`'s exit_distribution.json")
     p.add_argument("--seed", type=seed_arg, default=0,
                    help="whose routing: a seed of the exits run (default 0, the one the exit path holds), or 'mean'")
-    add_machine_args(p, clock_mhz=None, synth=SYNTH_DEFAULT)
+    add_machine_args(p, clock_mhz=None, synth=True)
     p.add_argument("--batch", type=positive, default=16, help="images in flight in throughput mode")
     p.add_argument("--energy-table", type=Path, default=None,
                    help="a JSON energy table like hw/cost/tables/horowitz_45nm.json (default: Horowitz, ISSCC 2014, "
@@ -65,12 +64,12 @@ def add_arguments(p):
 
 def run(args) -> int:
     t0 = time.time()
-    machine = machine_from_args(args)
-    clock_source = clock_from_args(args)[1]
     table = tables.load(args.energy_table)
     im = load_intmodel(args.intmodel, load_model(args)[0].cfg if args.model else None)
     ep = exit_path.load(args.exit_path)
     ep.check_width(im.config.width)
+    mhz, clock = clock_from_args(args, im, ep)
+    machine = machine_from_args(args, clock_mhz=mhz)
     exits = cost.read_exits(args.exits)
     dist, reported = cost.load_distribution(exits, args.seed, im.config.depth)
     routes = reported.get("pareto") or []
@@ -85,7 +84,7 @@ def run(args) -> int:
     costs = cost.build(im, machine, table, dense, ep.head)
     s = cost.summary(costs, dist, args.batch, reported)
     s["pareto"] = cost.pareto(costs, routes)
-    s.update({"clock_source": clock_source, "seed": "mean" if args.seed is None else args.seed, "intmodel": report_path(args.intmodel),
+    s.update({**clock, "seed": "mean" if args.seed is None else args.seed, "intmodel": report_path(args.intmodel),
               "exit_path": str(args.exit_path), "exits": str(args.exits), "head": {"dense": args.head, "macs": macs,
                        "decision_cycles": {str(k): p.cycles for k, p in costs.decision.items()},
                        **({"da4ml_latencies": {str(k): v for k, v in dense.items()}} if macs is None else {})},

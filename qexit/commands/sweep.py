@@ -1,9 +1,9 @@
 """Sweep the cost model over a design grid: array size x weight-stream
 bandwidth x exit budget.
 
-Each machine of the grid (an L x L layer engine with an L x L-MAC exit head, weights streamed
-at B bytes/cycle after --latency cycles, clocked at its synthesized Fmax where `qexit synth`
-has one, else 100 MHz) is priced at every exit budget: the operating point the exit path
+Each machine of the grid (the L x L accelerator with its L-multiplier exit head, weights
+streamed at B bytes/cycle after --latency cycles, clocked at the Fmax synthesis measured for
+that accelerator, or at --clock-mhz as a what-if) is priced at every exit budget: the operating point the exit path
 holds, every LCT budget of `qexit exits`'s Pareto sweep, and full depth. The grid comes from
 --arrays, --bandwidths and --budgets, or from a TOML file (--grid) with the same keys and
 `latency`. Machines are tasks: one after another here, or on Dask with --workers N or
@@ -11,7 +11,9 @@ holds, every LCT budget of `qexit exits`'s Pareto sweep, and full depth. The gri
 each machine of the Pareto front (`verify run`'s checks, cycles against this cost model).
 Writes reports/sweep/: points.csv (every point), summary.json (the points, the Pareto front over
 energy, latency and top-1, the confirmations, the wall time, and energy_table: the table the
-energy is priced under, Horowitz's 45 nm ASIC figures), pareto.png and a README.
+energy is priced under, Horowitz's 45 nm ASIC figures), pareto.png and a README. A size that
+does not fit the LFE5U-85F, or was never synthesized, has no clock: its points keep cycles and
+energy, are marked (fits false or null) and stay off the Pareto front.
 The model itself is studies/sweep.py and hw/cost/.
 """
 from __future__ import annotations
@@ -25,8 +27,10 @@ from tqdm import tqdm
 
 from hw.cost import Machine, read_exits
 from model.errors import QexitError
-from qexit.commands.common import add_exit_path_args, add_machine_args, machine_from_args, report_path
-from qexit.commands.cost import EXITS_DEFAULT, SYNTH_DEFAULT
+from model.exits import exit_path
+from model.quantize import load_intmodel
+from qexit.commands.common import add_exit_path_args, add_machine_args, report_path
+from qexit.commands.cost import EXITS_DEFAULT
 from qexit.render import sweep as render
 from qexit.reports import REPORTS_DIR, report_dir, write_summary
 from sim.dist import check_workers, confirm, map_tasks
@@ -53,10 +57,10 @@ def add_arguments(p):
                    help="weight stream bandwidths, bytes/cycle")
     p.add_argument("--budgets", default="all",
                    help="'all' (every LCT budget of the exits' sweep), or comma-separated budgets")
-    add_machine_args(p, options=("latency",))        # the grid's machines share the stream's latency
+    # the grid's machines share the stream's latency; the clock is each size's synthesized Fmax
+    add_machine_args(p, options=("latency", "clock"), clock_mhz=None, synth=True)
     p.add_argument("--grid", type=Path, default=None,
                    help="a TOML file with arrays, bandwidths, budgets and latency (overrides those flags)")
-    p.add_argument("--synth", type=Path, default=SYNTH_DEFAULT, help="`qexit synth`'s summary.json, for the clocks")
     p.add_argument("--workers", type=int, default=1, help="machines priced at once: more than 1 starts a local Dask cluster")
     p.add_argument("--cluster", default=None, metavar="ADDRESS", help="a running Dask scheduler to run on")
     p.add_argument("--confirm", type=int, default=0, metavar="N",
@@ -75,13 +79,14 @@ def run(args) -> int:
         grid = sweep.load_grid(args.grid)
     else:
         budgets = "all" if args.budgets.strip() == "all" else tuple(float(b) for b in args.budgets.split(",") if b.strip())
-        grid = sweep.Grid(args.arrays, args.bandwidths, budgets, machine_from_args(args).latency)
+        grid = sweep.Grid(args.arrays, args.bandwidths, budgets, args.latency)
     exits = read_exits(args.exits)
     for f in (args.intmodel, args.exit_path):
         if not Path(f).is_file():
             raise QexitError(f"no such file: {f}; run `qexit quantize` and `qexit exits` first")
-    synth = str(args.synth) if Path(args.synth).is_file() else None
-    tasks = [(str(args.intmodel), str(args.exit_path), exits, args.seed, a, b, grid.latency, synth, grid.budgets)
+    im, ep = load_intmodel(args.intmodel), exit_path.load(args.exit_path)
+    clocks = {a: sweep.machine_clock(im, ep, a, args.clock_mhz, args.synth) for a in grid.arrays}
+    tasks = [(str(args.intmodel), str(args.exit_path), exits, args.seed, a, b, grid.latency, clocks[a], grid.budgets)
              for a, b in grid.machines()]
     points = []
     bar = tqdm(total=len(tasks), unit="machine", disable=args.quiet, desc="sweep")
@@ -111,7 +116,7 @@ def run(args) -> int:
                                         "budgets": grid.budgets if grid.budgets == "all" else list(grid.budgets),
                                         "latency": grid.latency},
                "seed": args.seed, "exits": str(args.exits), "intmodel": report_path(args.intmodel),
-               "exit_path": str(args.exit_path), "clock_source": synth or "100 MHz target", "seconds": round(wall, 1),
+               "exit_path": str(args.exit_path), "clocks": {str(a): c for a, c in clocks.items()}, "seconds": round(wall, 1),
                "seconds_confirm": round(time.time() - t0 - wall, 1),
                "workers": args.cluster or args.workers, "confirmations": confirmed, "all_points": good,
                "energy_table": sweep.energy_table(),

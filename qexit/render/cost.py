@@ -160,7 +160,7 @@ def readme(s: dict) -> str:
     return (f"# Cost of early exit on the layer engine\n\n"
             f"`qexit cost` (hw/cost/) on the layer engine at {m['rows']}x{m['cols']}, weights streamed at "
             f"{m['bandwidth_bytes_per_cycle']} B/cycle after {m['weight_latency_cycles']} cycles, clocked at "
-            f"{m['clock_mhz']} MHz ({s['clock_source']}); exit distribution: seed {s['seed']} of `{s['exits']}` (candidates on: "
+            f"{m['clock_mhz']} MHz ({clock_text(s)}); exit distribution: seed {s['seed']} of `{s['exits']}` (candidates on: "
             f"{s['distribution']['candidates']}).\n\nEnergy tables (the same counts priced under each):\n{sources}\n\n"
             "Cycles come from the layer engine's program (`hw/program.py`, checked against the RTL by "
             "`qexit verify block`) plus the exit head's decision time (`hw/rtl/head.py` `head_cycles`, checked "
@@ -190,3 +190,13 @@ def readme(s: dict) -> str:
               f"layers, so its throughput is f / E[cycles] = {a['this_engine_ips']:,.0f} img/s on one engine: it "
               f"never idles a stage, so per engine it is at least ATHEENA's (E[cycles] = Σ p_s C_s ≤ S max p_s C_s), "
               f"and equal only when every stage's p_s C_s is the same.\n" + pareto + "\n")
+
+
+def clock_text(s: dict) -> str:
+    """Where the cost's clock comes from, in words (``clock_source`` and ``synthesis``)."""
+    if s.get("clock_source") == "synth":
+        y = s["synthesis"]
+        return (f"the Fmax nextpnr-ecp5 reached for this {y['rows']}x{y['cols']} accelerator on the {y['device']}, "
+                f"speed grade 6: {y['luts']:,} LUT4, {y['ffs']:,} FF, {y['dsps']} MULT18X18D, {y['brams']} DP16KD; "
+                f"`{y['from']}`")
+    return "--clock-mhz, a what-if: no design was synthesized at this clock"

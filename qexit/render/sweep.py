@@ -9,9 +9,9 @@ from qexit.render.markdown import markdown_table
 
 matplotlib.use("Agg")
 
-ABOUT = ("Each machine of the grid (an L x L layer engine with an L x L-MAC exit head, weights streamed "
-         "at B bytes/cycle after the stream latency, clocked at its synthesized Fmax where `qexit synth` "
-         "has one, else 100 MHz) is priced at every exit budget: the operating point the exit path "
+ABOUT = ("Each machine of the grid (the L x L accelerator with its L-multiplier exit head, weights streamed "
+         "at B bytes/cycle after the stream latency, clocked at the Fmax synthesis measured for that "
+         "accelerator on the LFE5U-85F, or at --clock-mhz as a what-if) is priced at every exit budget: the operating point the exit path "
          "holds, every LCT budget of `qexit exits`'s Pareto sweep, and full depth. Cycles, latency and "
          "energy are the cost model's (`hw/cost/`), per image in latency mode; top-1 is what the exits step "
          "measured for that routing.")
@@ -25,7 +25,7 @@ def label(table: dict | None) -> str:
 def plot(points: list[dict], front: list[dict], path, table: dict | None = None) -> None:
     """Energy per image against latency, every point coloured by top-1; the front circled;
     ``table`` is the energy table the points are priced under."""
-    pts = [p for p in points if "error" not in p and p.get("top1") is not None]
+    pts = [p for p in points if "error" not in p and p.get("top1") is not None and p.get("latency_us") is not None]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     sc = ax.scatter([p["latency_us"] / 1e3 for p in pts], [p["energy_uj"] for p in pts],
                     c=[100 * p["top1"] for p in pts], cmap="viridis", s=18)
@@ -66,17 +66,24 @@ def readme(s: dict) -> str:
             + "![sweep](pareto.png)\n\n## The Pareto front (energy, latency, top-1)\n\n"
             + markdown_table(["array", "B/cycle", "MHz", "budget", "top-1", "latency (ms)",
                               f"energy (uJ, {label(table)})", "DRAM share"], rows)
-            + "\n\nEvery point is in `points.csv`." + fit_text(s.get("arrays_not_fitting", [])) + "\n"
+            + "\n\nEvery point is in `points.csv`." + fit_text(s) + "\n"
             + confirm_text(s["confirmations"]))
 
 
-def fit_text(arrays: list[int]) -> str:
-    """The README's line on the machines synthesis found do not fit the device (kept off the front)."""
-    if not arrays:
-        return ""
-    names = ", ".join(f"{a}x{a}" for a in arrays)
-    return (f" The layer engine at {names} does not fit the device (`qexit synth`): its points are priced "
-            f"at the 100 MHz target, marked `fits: false`, and kept off the front.")
+def fit_text(s: dict) -> str:
+    """The README's line on the sizes without a clock: not fitting the device, or never synthesized
+    (priced in cycles and energy only, kept off the front)."""
+    clocks = s.get("clocks", {})
+    out = [f"{a}x{a}" for a, c in clocks.items() if c.get("fits") is False]
+    never = [f"{a}x{a}" for a, c in clocks.items() if c.get("fits") is None and c.get("clock_mhz") is None]
+    text = ""
+    if out:
+        text += (f" The accelerator at {', '.join(out)} does not fit the device (`qexit synth`): it has no clock, "
+                 "so its points keep cycles and energy, are marked `fits: false` and stay off the front.")
+    if never:
+        text += (f" The accelerator at {', '.join(never)} has no synthesis result (run `qexit synth --top "
+                 "accelerator`, or give --clock-mhz): its points have no latency and stay off the front.")
+    return text
 
 
 def confirm_text(confirmed: list[dict]) -> str:

@@ -16,6 +16,7 @@ from model.quantize import load_intmodel
 from qexit.commands.common import add_exit_path_args, report_path
 from qexit.commands.verify.shared import add_machine, machine, write_report
 from qexit.reports import report_dir
+from hw import program
 from sim import accelerator, faults, run as sim_run
 
 HELP = "the accelerator's faults: each stops the run with its own error code"
@@ -33,7 +34,7 @@ def run(args) -> int:
     m = machine(args)
     im, ep = load_intmodel(args.intmodel), exit_path.load(args.exit_path)
     axiram = args.memory == "axiram"
-    build = accelerator.build_axiram(accelerator.design(im, ep, m.lanes)) if axiram else sim_run.prepare(im, ep, m).build
+    build = accelerator.build_axiram(program.accelerator(im, ep, m.lanes)) if axiram else sim_run.prepare(im, ep, m).build
     res = faults.verify_faults(im, ep, m, load_fashion_mnist("test").images[:1], build, axiram)
     for r in res.records:
         print(f"{'ok  ' if r['passed'] else 'FAIL'} {r['case']}: {r['got']} (code {r['code']}) after "

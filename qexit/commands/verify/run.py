@@ -30,6 +30,7 @@ from qexit.commands.verify.shared import (
     add_machine, add_simulator, exit_layers, machine, prose, stream_text, write_report
 )
 from qexit.reports import report_dir
+from hw import program
 from sim import dist, run as sim_run, simulator as runner
 
 HELP = "the early-exit accelerator in RTL: engine, exit heads, comparator, sequencer"
@@ -78,7 +79,7 @@ def run(args) -> int:
     spec = dist.RunSpec(str(args.intmodel), str(args.exit_path), m, layers, args.simulator,
                         None if args.data is None else str(args.data), clip)
     torch.set_num_threads(1)
-    on = [ep.layers[k] for k in sim_run.enabled(ep)]
+    on = [ep.layers[k] for k in program.enabled(ep)]
     stream = stream_text(m)
     print(f"early-exit run: {n} test image(s), {m.rows}x{m.cols}, weights streamed {stream}; heads at layers {on}; "
           f"shards of {args.shard_size} on {args.cluster or f'{args.workers} worker(s)'}", flush=True)
