@@ -29,12 +29,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
+
 
 from hw.rtl import accelerator as acc
 from hw.rtl.dense import StreamDense
 from hw.rtl.isa import Dst, LayerConfig, Op, Src, Unit, bus_bits, param_beats
 from hw.rtl.timing import tile_counts
 from hw.rtl.units import TableUnit
+from model import intops
 from model.errors import QexitError
 
 
@@ -259,12 +262,11 @@ def layer_segment(p: Plan, im, i: int, tap: bool = True) -> list[Desc]:
     prog += _linear(p, f"{b}.proj", t, d, d, (ctx_base, dw), add(f"{b}.add1", add1))
     prog += _ln(p, f"{b}.ln2", im, t)
     hw_ = p.hidden // L
-    if "table" in gelu:            # an activation kept as a table (quick_gelu): load it, then look it up
-        prog.append(_move(f"{b}.gelu table", "params", Src.PARAM, Unit.NONE, Dst.TABLE, TableUnit.ENTRIES // L, ("act_table", b)))
-        act = _to(p, f"{b}.gelu", "hid", t, hw_, kind="table", unit=Unit.TABLE)
-    else:
-        act = _to(p, f"{b}.gelu", "hid", t, hw_, kind="gelu", unit=Unit.GELU, gqb=int(gelu["qb"]),
-                  gqc=int(gelu["qc"]), m_a=int(gelu["m"]), shift=int(gelu["shift"]))
+    # the MLP activation is looked up in a 256-entry table loaded for the layer: a table the
+    # IntModel keeps (quick_gelu), or i-GELU's 256 outputs (``activation_table``), the same integers
+    # as the computed unit with no multiplier
+    prog.append(_move(f"{b}.gelu table", "params", Src.PARAM, Unit.NONE, Dst.TABLE, TableUnit.ENTRIES // L, ("act_table", b)))
+    act = _to(p, f"{b}.gelu", "hid", t, hw_, kind="table", unit=Unit.TABLE)
     prog += _linear(p, f"{b}.fc1", t, d, p.hidden, (h_base, dw), act)
     prog += _linear(p, f"{b}.fc2", t, p.hidden, d, (p.regions["hid"][0], hw_), add(f"{b}.add2", add2))
     if tap:
@@ -344,7 +346,18 @@ def engine_config(p: Plan, segments: list[list[Desc]], **extra) -> LayerConfig:
         lanes=p.lanes, scratch_words=p.scratch_words, prog_words=max(len(s) for s in segments),
         max_d=p.width, max_row=max(p.tokens, 1), max_m=max(d["m"] for d in gemms),
         max_k=max(d["k"] for d in gemms), max_n=max(d["n"] for d in gemms), max_raw_n=raw_n,
-        max_raw_words=raw_words, max_bias_n=bias_n, table=any(d.fields.get("unit") == Unit.TABLE for seg in segments for d in seg), **extra)
+        max_raw_words=raw_words, max_bias_n=bias_n, table=any(d.fields.get("unit") == Unit.TABLE for seg in segments for d in seg),
+        gelu=any(d.fields.get("unit") == Unit.GELU for seg in segments for d in seg), **extra)
+
+
+def activation_table(im, block: str) -> torch.Tensor:
+    """The 256 int8 entries (index x + 128) of layer ``block``'s MLP activation: the table the
+    IntModel keeps, saturated to int8 as the lookup does, or ``intops.gelu`` of every int8 input."""
+    prm = im.prefix(f"{block}.gelu")
+    if "table" in prm:
+        return prm["table"].clamp(intops.INT8_MIN, intops.INT8_MAX)
+    x = torch.arange(intops.INT8_MIN, intops.INT8_MAX + 1, dtype=torch.int64)
+    return intops.gelu(x, prm["qb"], prm["qc"], prm["m"], prm["shift"])
 
 
 def segment_macs(segment: list[Desc]) -> int:

@@ -70,8 +70,7 @@ def stream_words(d: program.Desc, im: IntModel, lanes: int) -> tuple[str, list[i
     if tag == "ln_params":
         return "q", layernorm_param_words(im.p(f"{args[0]}.g"), im.p(f"{args[0]}.b"), lanes, PARAM_BITS)
     if tag == "act_table":            # the 256 entries, saturated to int8 as the lookup does, lanes a word
-        table = im.p(f"{args[0]}.gelu.table").clamp(intops.INT8_MIN, intops.INT8_MAX)
-        return "q", lanes_to_words(table.reshape(-1, lanes), 8)
+        return "q", lanes_to_words(program.activation_table(im, args[0]).reshape(-1, lanes), 8)
     if tag == "token_bias":
         _, n0, n1 = args
         return "q", pack_token_bias(im.p("embed.b")[:, n0:n1], lanes)

@@ -69,8 +69,8 @@ def test_designs_cover_the_accelerator_its_units_and_the_head(exit_path_files):
     im, ep = load_intmodel(im_file), exit_path.load(path)
     got = list(synth.designs(im, [4], ("accelerator", "units", "comparator", "head"), ep, head_layer=3))
     names = [g[0] for g in got]
-    assert names == ["accelerator 4x4", "LayerNorm unit, 4 lanes", "softmax unit, 4 lanes", "GELU unit, 4 lanes",
-                     "add unit, 4 lanes", "requantizer unit, 4 lanes", "exit comparator",
+    assert names == ["accelerator 4x4", "LayerNorm unit, 4 lanes", "softmax unit, 4 lanes",
+                     "activation table unit, 4 lanes", "add unit, 4 lanes", "requantizer unit, 4 lanes", "exit comparator",
                      "exit head, layer 3, 4 lanes, 16 MACs"]
     for name, verilog, top, lanes in got:
         assert f"module {top}(" in verilog, name

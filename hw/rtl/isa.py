@@ -67,7 +67,8 @@ class LayerConfig:
     max_raw_n: int = 256
     max_bias_n: int = 768
     max_raw_words: int = 0     # the int32 buffer's words a bank (0: max_m x max_raw_n's tiles)
-    table: bool = False        # an activation-table unit (a model whose MLP activation is a table)
+    table: bool = False        # an activation-table unit (the MLP activation looked up, ``hw.program``)
+    gelu: bool = False         # the computed i-GELU unit (a program that uses Unit.GELU)
 
     def __post_init__(self):
         for name in ("lanes", "scratch_words", "prog_words"):

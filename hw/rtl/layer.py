@@ -149,7 +149,8 @@ class LayerEngine(wiring.Component):
         m.submodules.eng = eng = GemmEngine(cfg.gemm)
         m.submodules.ln = ln = LayerNormUnit(cfg.max_d, L)
         m.submodules.sm = sm = SoftmaxUnit(cfg.max_row, L)
-        m.submodules.gelu = gelu = GeluUnit(L)
+        if cfg.gelu:
+            m.submodules.gelu = gelu = GeluUnit(L)
         if cfg.table:
             m.submodules.table = table = TableUnit(L)
         m.submodules.add = add = AddUnit(L)
@@ -258,9 +259,10 @@ class LayerEngine(wiring.Component):
 
         # ------------------------------------------------------------ unit
         m.d.comb += [ln.d.eq(d.elems), ln.shift.eq(d.ln_shift), ln.eps.eq(d.ln_eps),
-                     gelu.qb.eq(d.gqb), gelu.qc.eq(d.gqc), gelu.mult.eq(d.m_a), gelu.shift.eq(d.shift),
                      add.m_a.eq(d.m_a), add.m_b.eq(d.m_b), add.shift.eq(d.shift),
                      ser8.elems.eq(d.elems)]
+        if cfg.gelu:
+            m.d.comb += [gelu.qb.eq(d.gqb), gelu.qc.eq(d.gqc), gelu.mult.eq(d.m_a), gelu.shift.eq(d.shift)]
 
         def chain(a, b, width=None):      # stream a → b (payload truncated or extended)
             payload = a.payload if width is None else a.payload[:width]
@@ -269,9 +271,10 @@ class LayerEngine(wiring.Component):
         with m.If(moving), m.Switch(d.unit):
             with m.Case(Unit.NONE):
                 chain(src, res)
-            with m.Case(Unit.GELU):
-                chain(src, gelu.inp, 8 * L)
-                chain(gelu.out, res)
+            if cfg.gelu:
+                with m.Case(Unit.GELU):
+                    chain(src, gelu.inp, 8 * L)
+                    chain(gelu.out, res)
             with m.Case(Unit.ADD):         # a = the scratch word (residual), b = the source
                 both = src.valid & rdr.out.valid & on
                 m.d.comb += [add.inp.valid.eq(both), src.ready.eq(add.inp.ready & both),

@@ -246,15 +246,16 @@ TARGET_MHZ = 100.0
 
 
 def unit_designs(cfg):
-    """(name, component) of each streaming unit of a layer engine ``cfg``, as it sits there."""
+    """(name, top, build) of each streaming unit of a layer engine ``cfg``, as it sits there
+    (``build()`` makes the component)."""
     L = cfg.lanes
-    yield f"LayerNorm unit, {L} lanes", LayerNormUnit(cfg.max_d, L)
-    yield f"softmax unit, {L} lanes", SoftmaxUnit(cfg.max_row, L)
-    yield f"GELU unit, {L} lanes", GeluUnit(L)
-    yield f"add unit, {L} lanes", AddUnit(L)
-    yield f"requantizer unit, {L} lanes", RequantUnit(L)
-    if cfg.table:
-        yield f"activation table unit, {L} lanes", TableUnit(L)
+    units = [("LayerNorm", "layernorm", lambda: LayerNormUnit(cfg.max_d, L)),
+             ("softmax", "softmax", lambda: SoftmaxUnit(cfg.max_row, L)),
+             ("GELU", "gelu", lambda: GeluUnit(L)) if cfg.gelu else None,
+             ("activation table", "table", lambda: TableUnit(L)) if cfg.table else None,
+             ("add", "add", lambda: AddUnit(L)), ("requantizer", "requantizer", lambda: RequantUnit(L))]
+    for name, key, build in filter(None, units):
+        yield f"{name} unit, {L} lanes", f"qexit_{key}_{L}", build
 
 
 def accelerator_verilog(im, ep, lanes: int) -> tuple[str, str]:
@@ -295,9 +296,8 @@ def designs(im, arrays: list[int], tops=DEFAULT_TOPS, ep=None, head_layer: int |
             top = f"qexit_layer_{lanes}x{lanes}"
             yield f"layer engine {lanes}x{lanes}", emit.to_verilog(LayerEngine(cfg), top), top, lanes
         if "units" in tops:
-            for name, unit in unit_designs(cfg):
-                top = "qexit_" + name.split(" unit")[0].lower().replace(" ", "_") + f"_{lanes}"
-                yield name, emit.to_verilog(unit, top), top, lanes
+            for name, top, build in unit_designs(cfg):
+                yield name, emit.to_verilog(build(), top), top, lanes
         if "gemm" in tops and (lanes == 8 or (i == len(arrays) - 1 and 8 not in arrays)):
             gtop = f"qexit_gemm_{lanes}x{lanes}"
             yield f"GEMM engine {lanes}x{lanes} (inside the layer engine)", emit.to_verilog(GemmEngine(cfg.gemm), gtop), gtop, lanes
