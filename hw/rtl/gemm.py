@@ -159,6 +159,19 @@ def clamp(value, lo: int, hi: int):
     return Mux(value > hi, hi, Mux(value < lo, lo, value))
 
 
+def round_shift_saturate(stage, value, shift, bits: int = 64):
+    """``sat8(round_shift(value, shift))`` (``intops.round_shift``, then int8 saturation) in four
+    pipeline stages; ``stage(value, shape, name)`` registers one, ``shift`` is aligned with
+    ``value``: the rounding half 2**(shift-1) added (0 for shift 0), the arithmetic shift by the
+    shift's multiple of 8, the shift by the rest (0..7), the saturation."""
+    half = (Const(1, bits - 2) << (shift - 1)[:6])[:bits - 2]
+    rounded = stage(value + half, signed(bits), "rounded")
+    shift_r = stage(shift, 6, "shift_r")
+    coarse = stage(rounded >> Cat(Const(0, 3), shift_r[3:]), signed(bits), "coarse")
+    fine = stage(coarse >> stage(shift_r[:3], 3, "shift_f"), signed(bits), "fine")
+    return stage(clamp(fine, intops.INT8_MIN, intops.INT8_MAX), signed(8), "rounded_y")
+
+
 class Requantizer(wiring.Component):
     """``sat8((sat32(acc + bias) * mult + 2**(shift-1)) >> shift)`` in eight pipeline stages, each
     short enough for the ECP5's fabric (one 16x16 multiply, or one carry chain, or a few LUT levels):
@@ -207,14 +220,7 @@ class Requantizer(wiring.Component):
         hi = reg(hl + (hh << 16), signed(49), "sum_hi")               # t_hi * mult
         shift3 = reg(shift2, 6, "shift3")
         product = reg(lo + (hi << 16), signed(64), "product")        # |t * mult| < 2**62
-        shift4 = reg(shift3, 6, "shift4")
-        half = (Const(1, 62) << (shift4 - 1)[:6])[:62]
-        rounded = reg(product + half, signed(64), "rounded")
-        shift5 = reg(shift4, 6, "shift5")
-        coarse = reg(rounded >> Cat(Const(0, 3), shift5[3:]), signed(64), "coarse")
-        fine_shift = reg(shift5[:3], 3, "shift6")
-        fine = reg(coarse >> fine_shift, signed(64), "fine")
-        stages.append(self.y.eq(clamp(fine, intops.INT8_MIN, intops.INT8_MAX)))
+        m.d.comb += self.y.eq(round_shift_saturate(reg, product, reg(shift3, 6, "shift4")))
         with m.If(self.en):
             m.d.sync += stages
         return m

@@ -60,11 +60,22 @@ X_BITS = (intops.EXP_MAX_SHIFT * intops.SOFTMAX_X0[1]).bit_length()     # 12: nx
 assert intops.RECIP_BITS - DIV_STEPS < (intops.SOFTMAX_QB[0] ** 2 + intops.SOFTMAX_QC[0]).bit_length()
 
 
+def tree_levels(lanes: int) -> int:
+    """Levels of the lanes' max and sum trees (one pipeline stage each)."""
+    return (lanes - 1).bit_length()
+
+
+MAX_WAIT = lambda lanes: max(tree_levels(lanes) - 1, 0)      # noqa: E731  MAX phase: cycles after LOAD
+EXP_STAGES = 11                                  # EXP: a score's read to its e written (module docstring)
+OUT_STAGES = 4                                   # OUT: a read to its probability on ``out``
+
+
 def row_cycles(length: int, lanes: int = 1) -> int:
     """Clock cycles of one row of ``length`` scores (W = ceil(length / lanes) beats) with no
     input gaps and no output stalls."""
     w = -(-length // lanes)
-    return w + (w + 3) + DIV_STEPS + (w + 2)
+    lv = tree_levels(lanes)
+    return w + MAX_WAIT(lanes) + (w + EXP_STAGES + lv) + DIV_STEPS + (w + OUT_STAGES)
 
 
 class SoftmaxUnit(wiring.Component):
@@ -98,6 +109,7 @@ class SoftmaxUnit(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         L = self.lanes
+        lv = tree_levels(L)
         words = -(-self.max_row // L)
         pos_shape = unsigned((self.max_row + L).bit_length())
         sum_bits = (self.max_row * (2 ** intops.EXP_BITS - 1)).bit_length()   # <= 31
@@ -110,14 +122,26 @@ class SoftmaxUnit(wiring.Component):
         cnt_e = Signal(pos_shape)       # ... times L: the position of the word being written
         idx = Signal(range(words + 1))  # buffer reads issued so far in this phase (EXP, OUT)
         idx_e = Signal(pos_shape)
-        row_max = Signal(signed(32))
+        row_max = Signal(signed(32), init=intops.INT32_MIN)
         total = Signal(unsigned(sum_bits))
         recip = Signal(unsigned(DIV_STEPS))
         rem = Signal(unsigned(sum_bits))
-        step = Signal(range(DIV_STEPS))
+        step = Signal(range(max(DIV_STEPS, lv + EXP_STAGES + 1)))
 
         def lane_valid(pos, c):        # lane c of the word at position pos holds a score of the row
             return pos + c < self.length
+
+        def tree(values, op, name, width, init=0):
+            """``op`` over ``values``, each level of the tree registered (``init`` after reset)."""
+            level = 0
+            while len(values) > 1:
+                nxt = []
+                for i in range(0, len(values), 2):
+                    r = Signal(width, name=f"{name}{level}_{i // 2}", init=init)
+                    m.d.sync += r.eq(op(values[i], values[i + 1]) if i + 1 < len(values) else values[i])
+                    nxt.append(r)
+                values, level = nxt, level + 1
+            return values[0]
 
         # ---- constants from the ports: exp_floor(pre, x0) and the shift amounts
         neg = self.pre < 0
@@ -128,86 +152,126 @@ class SoftmaxUnit(wiring.Component):
         m.d.comb += [x30.eq(self.x0 * intops.EXP_MAX_SHIFT),
                      d_min.eq(Mux(neg, -(x30 >> lshift) - 1, -(x30 << rshift)))]
 
-        # ---- OUT: read port (stage 1) and output register (stage 2) under one stall rule
-        issue = SimpleNamespace(valid=Signal(), ready=Signal())
-        pipe = Pipeline(m, issue, self.out, 2)
-        pos1 = pipe.stage(idx_e, pos_shape, "pos1")
-        last1 = Signal()
-        m.d.comb += last1.eq(pos1 + L >= self.length)
-        last2 = pipe.stage(last1, name="last2")
+        # ---- LOAD's running maximum: the accepted beat's lanes registered (a lane past the row
+        # is the int32 minimum), a registered tree over the lanes, then the row maximum
+        taking = Signal()
+        first = []
         for c in range(L):
-            e_out = rd.data[c][:intops.EXP_BITS]
-            shift = intops.RECIP_BITS - self.prob_bits
-            prob = (e_out * recip + (1 << (shift - 1))) >> shift
-            value = Mux(lane_valid(pos1, c), clamp(prob, 0, 2 ** self.prob_bits - 1), 0)
-            m.d.comb += self.out.payload[c].eq(pipe.stage(value, signed(self.prob_bits + 1), f"prob{c}"))
+            r = Signal(signed(32), name=f"in{c}", init=intops.INT32_MIN)
+            m.d.sync += r.eq(Mux(taking & lane_valid(cnt_e, c), self.inp.payload[c], intops.INT32_MIN))
+            first.append(r)
+        beat_max = tree(first, lambda a, b: Mux(a > b, a, b), "max", signed(32), intops.INT32_MIN)
+        m.d.sync += row_max.eq(Mux(beat_max > row_max, beat_max, row_max))
 
-        # ---- EXP pipeline: v1 (score on rd.data), v2 (nx), v3 (z, u)
-        v1, v2, v3 = Signal(), Signal(), Signal()
-        e_word = Signal(data.ArrayLayout(unsigned(32), L))
-        e_sum = 0
+        # ---- OUT: the read port, its registered data, the product, then the output register,
+        # under one stall rule
+        issue = SimpleNamespace(valid=Signal(), ready=Signal())
+        pipe = Pipeline(m, issue, self.out, OUT_STAGES)
+        pos1 = pipe.stage(idx_e, pos_shape, "pos1")
+        pos2 = pipe.stage(pos1, pos_shape, "pos2")
+        pos3 = pipe.stage(pos2, pos_shape, "pos3")
+        shift = intops.RECIP_BITS - self.prob_bits
         for c in range(L):
-            d = Signal(signed(33), name=f"d{c}")
-            dc = Signal(signed(33), name=f"dc{c}")     # max(d, d_min) >= d: fits in 33 bits
-            x = Signal(signed(64), name=f"x{c}")
-            nx2 = Signal(X_BITS, name=f"nx2_{c}")
-            m.d.comb += [d.eq(rd.data[c].as_signed() - row_max),
-                         dc.eq(Mux(d < d_min, d_min, d)),
-                         x.eq(Mux(neg, dc << lshift, dc >> rshift))]
-            r = nx2                                   # restoring division nx // x0, 5 steps
-            z_bits = []
+            e_out = pipe.stage(rd.data[c][:intops.EXP_BITS], unsigned(intops.EXP_BITS), f"e_out{c}")
+            prod = pipe.stage(e_out * recip, unsigned(intops.EXP_BITS + DIV_STEPS), f"prod{c}")
+            prob = (prod + (1 << (shift - 1))) >> shift
+            value = Mux(lane_valid(pos3, c), clamp(prob, 0, 2 ** self.prob_bits - 1), 0)
+            m.d.comb += self.out.payload[c].eq(pipe.stage(value, signed(self.prob_bits + 1), f"prob{c}"))
+        last_out = pipe.stage(pipe.stage(pipe.stage(pipe.stage(idx_e + L >= self.length, name="last1"),
+                                                    name="last2"), name="last3"), name="last4")
+
+        # ---- EXP pipeline, a stage a register (module docstring): v[i] marks a score in stage i
+        v = [Signal(name=f"v{i}") for i in range(EXP_STAGES)]
+        m.d.sync += [b.eq(a) for a, b in zip(v, v[1:])] + [v[0].eq(0)]
+        written = v[EXP_STAGES - 1]                      # e10 holds the e of a read score
+        e_word = Signal(data.ArrayLayout(unsigned(32), L))
+        masked = []
+        for c in range(L):
+            def reg(value, shape, name):
+                r = Signal(shape, name=f"{name}_{c}")
+                m.d.sync += r.eq(value)
+                return r
+            s1 = reg(rd.data[c].as_signed(), signed(32), "s1")                 # the read, registered
+            d2 = reg(s1 - row_max, signed(33), "d2")                           # [-(2**32 - 1), 0]
+            dc3 = reg(Mux(d2 < d_min, d_min, d2), signed(33), "dc3")            # max(d, d_min)
+            x4 = reg(Mux(neg, dc3 << lshift, dc3 >> rshift), signed(64), "x4")
+            nx5 = reg(Mux(x4 < -x30, x30, -x4), X_BITS, "nx5")               # [0, 30 x0]
+            r, z = nx5, []                                                      # nx // x0, 5 steps
             for i in reversed(range(5)):
                 t = self.x0 << i
-                ge = r >= t
-                z_bits.append(ge)
-                r = Mux(ge, r - t, r)
-            z3 = Signal(5, name=f"z3_{c}")
-            u3 = Signal(9, name=f"u3_{c}")            # p + qb = qb - (nx - z x0) in [1, 256]
-            e = Signal(intops.EXP_BITS, name=f"e{c}")
-            m.d.comb += [e.eq((u3 * u3 + self.qc) >> z3), e_word[c].eq(e)]
-            m.d.sync += [nx2.eq(Mux(x < -x30, x30, -x)), z3.eq(Cat(*reversed(z_bits))), u3.eq(self.qb - r)]
-            e_sum = e_sum + Mux(lane_valid(cnt_e, c), e, 0)
-
+                ge = Signal(name=f"ge{i}_{c}")
+                nr = Signal(X_BITS, name=f"r{i}_{c}")
+                m.d.comb += [ge.eq(r >= t), nr.eq(Mux(ge, r - t, r))]
+                z.append(ge)
+                r = nr
+                if i in (3, 1):                                                 # two steps a stage
+                    r = reg(r, X_BITS, f"rr{i}")
+                    z = [reg(b, 1, f"z{i}_{j}") for j, b in enumerate(z)]
+            z8 = reg(Cat(*reversed(z)), 5, "z8")
+            u8 = reg(self.qb - r, 9, "u8")                                      # p + qb in [1, 256]
+            sq9 = reg(u8 * u8, 17, "sq9")
+            z9 = reg(z8, 5, "z9")
+            e10 = reg((sq9 + self.qc) >> z9, intops.EXP_BITS, "e10")
+            m.d.comb += e_word[c].eq(e10)
+            masked.append(Mux(written & lane_valid(cnt_e, c), e10, 0))
+        # the row sum: a registered tree over the lanes (zero when nothing is written), then total
+        e_sum = tree(masked, lambda a, b: a + b, "sum", unsigned(intops.EXP_BITS + lv))
+        m.d.sync += total.eq(total + e_sum)
         m.d.comb += [rd.addr.eq(idx), rd.en.eq(pipe.advance), wr.addr.eq(cnt)]
-        m.d.sync += [v1.eq(0), v2.eq(v1), v3.eq(v2)]
 
         with m.FSM():
             with m.State("LOAD"):
-                m.d.comb += [self.inp.ready.eq(1), wr.data.eq(self.inp.payload), wr.en.eq(self.inp.valid)]
+                m.d.comb += [self.inp.ready.eq(1), taking.eq(self.inp.valid), wr.data.eq(self.inp.payload),
+                             wr.en.eq(self.inp.valid)]
                 with m.If(self.inp.valid):
-                    best = Mux(cnt == 0, self.inp.payload[0], row_max)
-                    for c in range(L):          # a chain of named maxima (each referenced twice)
-                        s = self.inp.payload[c]
-                        mx = Signal(signed(32), name=f"max{c}")
-                        m.d.comb += mx.eq(Mux(lane_valid(cnt_e, c) & (s > best), s, best))
-                        best = mx
-                    m.d.sync += [row_max.eq(best), cnt.eq(cnt + 1), cnt_e.eq(cnt_e + L)]
+                    m.d.sync += [cnt.eq(cnt + 1), cnt_e.eq(cnt_e + L)]
                     with m.If(cnt_e + L >= self.length):
-                        m.d.sync += [cnt.eq(0), cnt_e.eq(0), idx.eq(0), idx_e.eq(0), total.eq(0)]
-                        m.next = "EXP"
+                        m.d.sync += [cnt.eq(0), cnt_e.eq(0), idx.eq(0), idx_e.eq(0), total.eq(0), step.eq(0)]
+                        m.next = "MAX" if MAX_WAIT(L) else "EXP"
+            with m.State("MAX"):                                # the max tree drains into row_max
+                m.d.sync += step.eq(step + 1)
+                with m.If(step == MAX_WAIT(L) - 1):
+                    m.d.sync += step.eq(0)
+                    m.next = "EXP"
             with m.State("EXP"):
                 m.d.comb += rd.en.eq(1)
                 with m.If(idx_e < self.length):
-                    m.d.sync += [v1.eq(1), idx.eq(idx + 1), idx_e.eq(idx_e + L)]
-                m.d.comb += [wr.data.eq(e_word), wr.en.eq(v3)]
-                with m.If(v3):
-                    m.d.sync += [total.eq(total + e_sum), cnt.eq(cnt + 1), cnt_e.eq(cnt_e + L)]
+                    m.d.sync += [v[0].eq(1), idx.eq(idx + 1), idx_e.eq(idx_e + L)]
+                m.d.comb += [wr.data.eq(e_word), wr.en.eq(written)]
+                with m.If(written):
+                    m.d.sync += [cnt.eq(cnt + 1), cnt_e.eq(cnt_e + L)]
                     with m.If(cnt_e + L >= self.length):
-                        m.d.sync += [cnt.eq(0), cnt_e.eq(0), idx.eq(0), idx_e.eq(0), step.eq(0),
-                                     rem.eq(1 << (intops.RECIP_BITS - DIV_STEPS)), recip.eq(0)]
-                        m.next = "DIV"
+                        m.d.sync += [cnt.eq(0), cnt_e.eq(0), step.eq(0)]
+                        m.next = "SUM" if lv else "DIV0"
+            with m.State("SUM"):                                # the sum tree drains into total
+                m.d.sync += step.eq(step + 1)
+                with m.If(step == lv - 1):
+                    m.next = "DIV0"
+            with m.State("DIV0"):                               # total is final: start the division
+                m.d.sync += [idx.eq(0), idx_e.eq(0), step.eq(1), row_max.eq(intops.INT32_MIN),
+                             rem.eq(1 << (intops.RECIP_BITS - DIV_STEPS)), recip.eq(0)]
+                self._div_step(m, rem, total, recip, Const(1 << (intops.RECIP_BITS - DIV_STEPS), sum_bits), sum_bits)
+                m.next = "DIV"
             with m.State("DIV"):
-                shifted = Cat(Const(0, 1), rem)                 # rem * 2 < 2 * sum
-                ge = shifted >= total
-                m.d.sync += [rem.eq(Mux(ge, shifted - total, shifted)),
-                             recip.eq(Cat(ge, recip)), step.eq(step + 1)]
+                self._div_step(m, rem, total, recip, rem, sum_bits)
+                m.d.sync += step.eq(step + 1)
                 with m.If(step == DIV_STEPS - 1):
                     m.next = "OUT"
             with m.State("OUT"):
                 m.d.comb += issue.valid.eq(idx_e < self.length)
                 with m.If(issue.valid & pipe.advance):
                     m.d.sync += [idx.eq(idx + 1), idx_e.eq(idx_e + L)]
-                with m.If(self.out.valid & self.out.ready & last2):
+                with m.If(self.out.valid & self.out.ready & last_out):
                     m.d.sync += [idx.eq(0), idx_e.eq(0)]
                     m.next = "LOAD"
         return m
+
+    @staticmethod
+    def _div_step(m, rem, total, recip, current, sum_bits):
+        """One restoring step of floor(2**32 / total): rem*2 - total as one subtraction, its sign
+        the quotient bit."""
+        shifted = Cat(Const(0, 1), current)[:sum_bits + 1]             # rem * 2 < 2 * sum
+        diff = Signal(signed(sum_bits + 2), name="div_diff")
+        m.d.comb += diff.eq(shifted - total)
+        ge = diff >= 0
+        m.d.sync += [rem.eq(Mux(ge, diff[:sum_bits], shifted[:sum_bits])), recip.eq(Cat(ge, recip))]

@@ -21,7 +21,7 @@ from amaranth import Array, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.rtl.gemm import Requantizer, clamp
+from hw.rtl.gemm import Requantizer, clamp, round_shift_saturate
 from model import intops
 from model.errors import QexitError
 
@@ -91,10 +91,11 @@ class RequantUnit(ElementwiseUnit):
 class AddUnit(ElementwiseUnit):
     """Two int8 lanes → int8 lanes: ``intops.add``: ``sat8((a*m_a + b*m_b + half) >> shift)``.
 
-    Widths: a*m_a and b*m_b are 8 x 31 bits (39-bit products), their sum 40 bits; stage 1
-    multiplies, stage 2 adds the rounding half, shifts (floor) and saturates.
+    Widths: a*m_a and b*m_b are 8 x 31 bits (39-bit products), their sum 40 bits. Stage 1 forms
+    each product's two partial products (8 x 16 bits, one multiplier each), stage 2 each product,
+    stage 3 the sum, then ``round_shift_saturate`` (4 stages).
     """
-    LATENCY = 2
+    LATENCY = 7
 
     def __init__(self, lanes: int = 1):
         super().__init__(lanes, data.StructLayout({"a": signed(8), "b": signed(8)}),
@@ -104,14 +105,17 @@ class AddUnit(ElementwiseUnit):
     def elaborate(self, platform):
         m = Module()
         pipe = Pipeline(m, self.inp, self.out, self.LATENCY)
-        half = (Const(1, 62) << (self.shift - 1)[:6])[:62]
+        shift = pipe.stage(pipe.stage(pipe.stage(self.shift, 6, "shift1"), 6, "shift2"), 6, "shift3")
         for i in range(self.lanes):
             lane = self.inp.payload[i]
-            pa = pipe.stage(lane.a * self.m_a, signed(40), f"pa{i}")
-            pb = pipe.stage(lane.b * self.m_b, signed(40), f"pb{i}")
-            total = Signal(signed(64), name=f"sum{i}")
-            m.d.comb += total.eq(pa + pb + half)
-            y = pipe.stage(clamp(total >> self.shift, intops.INT8_MIN, intops.INT8_MAX), signed(8), f"y{i}")
+
+            def product(x, mult, name):
+                lo = pipe.stage(x * mult[:16], signed(25), f"{name}_lo{i}")
+                hi = pipe.stage(x * mult[16:], signed(24), f"{name}_hi{i}")
+                return pipe.stage(lo + (hi << 16), signed(40), f"{name}{i}")
+
+            total = pipe.stage(product(lane.a, self.m_a, "pa") + product(lane.b, self.m_b, "pb"), signed(41), f"sum{i}")
+            y = round_shift_saturate(lambda v, shape, name: pipe.stage(v, shape, f"{name}{i}"), total, shift)
             m.d.comb += self.out.payload[i].eq(y)
         return m
 
