@@ -6,14 +6,17 @@ beats):
 1. **LOAD** (W cycles): each beat goes into the row buffer while S = sum(x) (20 bits signed)
    and Q = sum(x**2) (27 bits) accumulate: the one-pass form of ``intops.layernorm``;
 2. **VAR** (1 cycle): n = ((D*Q - S**2) << 2*LN_SQRT_BITS) + eps, var_num < 2**38, n < 2**55;
-3. **SQRT** (28 cycles): den = isqrt(n) by the digit recurrence of ``intops.isqrt``, one root
-   bit a cycle, from bit 27 down;
+3. **SQRT** (28 cycles): den = isqrt(n) (``intops.isqrt``: the exact floor) by the remainder
+   form of the binary digit recurrence, one root bit a cycle from bit 27 down, with no
+   multiplier: with d = 4**bit, if rem >= root + d then rem -= root + d and root = root/2 + d,
+   else root = root/2 (root and d share no bit, so root + d is root | d);
 4. **DIV** (41 cycles): r = floor(2**40 / max(den, 1)) by restoring division, one quotient
    bit a cycle;
-5. **OUT** (W cycles plus 4 of latency when nothing stalls): for each stored x_i (``lanes`` at a time), with the
-   channel's g_i, b_i from the parameter buffer: c = D*x_i - S (21 bits), y = round_shift(c*r,
-   20) (|y| < 2**20), out = sat8(round_shift(g*y + b, shift)) (g*y + b < 2**49), streamed out
-   under the shared stall rule (``hw.rtl.units.Pipeline``).
+5. **OUT** (W cycles plus ``LATENCY`` when nothing stalls): for each stored x_i (``lanes`` at a
+   time), with the channel's g_i, b_i from the parameter buffer: c = D*x_i - S (21 bits), y =
+   round_shift(c*r, 20) (|y| < 2**20), out = sat8(round_shift(g*y + b, shift)) (g*y + b < 2**49),
+   streamed out under the shared stall rule (``hw.rtl.units.Pipeline``), a stage each: the
+   buffer read, c, c*r, y, g*y, g*y + b, then ``hw.rtl.gemm.round_shift_saturate`` (4 stages).
 
 Then the next row is accepted. The parameters (g int17, b int48 per channel, ``intops``'
 ``check_layernorm_params`` ranges) are written through ``p_in``, ``lanes`` channels per beat in
@@ -23,11 +26,11 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from amaranth import Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.rtl.gemm import clamp
+from hw.rtl.gemm import round_shift_saturate
 from hw.rtl.units import Pipeline, check_lanes
 from model import intops
 from model.errors import QexitError
@@ -45,7 +48,7 @@ def row_cycles(d: int, lanes: int = 1) -> int:
 
 
 class LayerNormUnit(wiring.Component):
-    LATENCY = 4       # OUT: buffer read, c*r, g*y, round + saturate
+    LATENCY = 10      # OUT: buffer read, c, c*r, y, g*y, g*y + b, round + shift + shift + saturate
 
     def __init__(self, max_d: int = 1024, lanes: int = 1):
         if not isinstance(max_d, int) or not 1 <= max_d <= intops.LN_MAX_D:
@@ -86,9 +89,11 @@ class LayerNormUnit(wiring.Component):
         cnt_e = Signal(range(max_d + L + 1))           # values loaded
         s = Signal(signed(20))
         q = Signal(unsigned(27))
-        n = Signal(unsigned(intops.ISQRT_BITS))
         root = Signal(unsigned(ROOT_BITS))
         bit = Signal(range(ROOT_BITS))
+        sq_rem = Signal(unsigned(intops.ISQRT_BITS))       # the square root's remainder
+        sq_c = Signal(unsigned(intops.ISQRT_BITS))         # the root as it forms (root at the end)
+        sq_d = Signal(unsigned(intops.ISQRT_BITS))         # 4**bit
         rem = Signal(unsigned(ROOT_BITS + 1))
         quot = Signal(unsigned(RECIP_BITS + 1))
         k = Signal(range(RECIP_BITS + 1))
@@ -98,8 +103,8 @@ class LayerNormUnit(wiring.Component):
         i = Signal(range(words + 1))                   # words issued
         i_e = Signal(range(max_d + L + 1))             # values issued
 
-        trial = Signal(unsigned(ROOT_BITS))
-        m.d.comb += trial.eq(root | (Const(1, ROOT_BITS) << bit))
+        sq_diff = Signal(signed(intops.ISQRT_BITS + 1))
+        m.d.comb += [sq_diff.eq(sq_rem - (sq_c | sq_d)), root.eq(sq_c)]
         rem2 = Signal(unsigned(ROOT_BITS + 1))
         m.d.comb += rem2.eq((rem << 1) | (k == RECIP_BITS))
 
@@ -117,13 +122,15 @@ class LayerNormUnit(wiring.Component):
             with m.State("VAR"):
                 var_num = Signal(unsigned(38))
                 m.d.comb += var_num.eq(self.d * q - s * s)
-                m.d.sync += [n.eq((var_num << (2 * intops.LN_SQRT_BITS)) + self.eps),
-                             root.eq(0), bit.eq(ROOT_BITS - 1)]
+                m.d.sync += [sq_rem.eq((var_num << (2 * intops.LN_SQRT_BITS)) + self.eps),
+                             sq_c.eq(0), sq_d.eq(1 << (2 * (ROOT_BITS - 1))), bit.eq(ROOT_BITS - 1)]
                 m.next = "SQRT"
             with m.State("SQRT"):
-                with m.If(trial * trial <= n):
-                    m.d.sync += root.eq(trial)
-                m.d.sync += bit.eq(bit - 1)
+                with m.If(sq_diff >= 0):
+                    m.d.sync += [sq_rem.eq(sq_diff), sq_c.eq((sq_c >> 1) | sq_d)]
+                with m.Else():
+                    m.d.sync += sq_c.eq(sq_c >> 1)
+                m.d.sync += [sq_d.eq(sq_d >> 2), bit.eq(bit - 1)]
                 with m.If(bit == 0):
                     m.d.sync += [rem.eq(0), quot.eq(0), k.eq(RECIP_BITS)]
                     m.next = "DIV"
@@ -148,19 +155,18 @@ class LayerNormUnit(wiring.Component):
         pipe = Pipeline(m, issue, self.out, self.LATENCY)
         m.d.comb += [row_rd.addr.eq(i), row_rd.en.eq(pipe.advance),
                      par_rd.addr.eq(i), par_rd.en.eq(pipe.advance)]
-        half = (Const(1, 52) << (self.shift - 1)[:6])[:52]
         for lane in range(L):
-            c = Signal(signed(21), name=f"c{lane}")
-            m.d.comb += c.eq(self.d * row_rd.data[lane] - s)
+            c = pipe.stage(self.d * row_rd.data[lane] - s, signed(21), f"c{lane}")
+            g = pipe.stage(pipe.stage(pipe.stage(par_rd.data[lane].g, signed(intops.GAMMA_BITS + 2), f"g1_{lane}"),
+                                      signed(intops.GAMMA_BITS + 2), f"g2_{lane}"), signed(intops.GAMMA_BITS + 2),
+                           f"g3_{lane}")
+            b = par_rd.data[lane].b
+            for stage in range(4):
+                b = pipe.stage(b, signed(intops.LN_B_BITS + 1), f"b{stage}_{lane}")
             prod = pipe.stage(c * quot, signed(62), f"cr{lane}")
-            g2 = pipe.stage(par_rd.data[lane].g, signed(intops.GAMMA_BITS + 2), f"g2_{lane}")
-            b2 = pipe.stage(par_rd.data[lane].b, signed(intops.LN_B_BITS + 1), f"b2_{lane}")
-            y = Signal(signed(21), name=f"y{lane}")
-            m.d.comb += y.eq((prod + (1 << (Y_SHIFT - 1))) >> Y_SHIFT)
-            gy = pipe.stage(g2 * y, signed(38), f"gy{lane}")
-            b3 = pipe.stage(b2, signed(intops.LN_B_BITS + 1), f"b3_{lane}")
-            total = Signal(signed(54), name=f"total{lane}")   # |g*y| < 2**37, |b| < 2**47, half <= 2**51
-            m.d.comb += total.eq(gy + b3 + half)
-            out = pipe.stage(clamp(total >> self.shift, intops.INT8_MIN, intops.INT8_MAX), signed(8), f"ln_out{lane}")
+            y = pipe.stage((prod + (1 << (Y_SHIFT - 1))) >> Y_SHIFT, signed(21), f"y{lane}")
+            gy = pipe.stage(g * y, signed(38), f"gy{lane}")
+            total = pipe.stage(gy + b, signed(50), f"total{lane}")       # |g*y| < 2**37, |b| < 2**47
+            out = round_shift_saturate(lambda v, shape, name: pipe.stage(v, shape, f"{name}{lane}"), total, self.shift)
             m.d.comb += self.out.payload[lane].eq(out)
         return m

@@ -105,7 +105,6 @@ class AddUnit(ElementwiseUnit):
     def elaborate(self, platform):
         m = Module()
         pipe = Pipeline(m, self.inp, self.out, self.LATENCY)
-        shift = pipe.stage(pipe.stage(pipe.stage(self.shift, 6, "shift1"), 6, "shift2"), 6, "shift3")
         for i in range(self.lanes):
             lane = self.inp.payload[i]
 
@@ -115,7 +114,7 @@ class AddUnit(ElementwiseUnit):
                 return pipe.stage(lo + (hi << 16), signed(40), f"{name}{i}")
 
             total = pipe.stage(product(lane.a, self.m_a, "pa") + product(lane.b, self.m_b, "pb"), signed(41), f"sum{i}")
-            y = round_shift_saturate(lambda v, shape, name: pipe.stage(v, shape, f"{name}{i}"), total, shift)
+            y = round_shift_saturate(lambda v, shape, name: pipe.stage(v, shape, f"{name}{i}"), total, self.shift)
             m.d.comb += self.out.payload[i].eq(y)
         return m
 
