@@ -188,6 +188,28 @@ def gelu_cases(rows: int, seed: int) -> list[dict]:
     return _exactly(cases, rows)
 
 
+def table_cases(rows: int, seed: int) -> list[dict]:
+    """The activation table: i-GELU's 256 outputs for real-looking constants (even cases, as
+    ``hw.program`` loads them for the shipped model) or 256 random int8 entries (odd cases),
+    loaded through ``t_in``, then looked up on inputs that cover every int8 value."""
+    g = torch.Generator().manual_seed(seed)
+    cases = []
+    every = torch.arange(intops.INT8_MIN, intops.INT8_MAX + 1)
+    for c in range(max(1, math.ceil(rows / ROWS_PER_CASE))):
+        x = _int8(g, (ROWS_PER_CASE, LANES))
+        x.view(-1)[:256] = every
+        if c % 2 == 0:
+            prm = intops.gelu_params(_log_uniform(g, 2e-3, 2.0), _log_uniform(g, 1e-3, 1.0))
+            table = intops.gelu(every, prm["qb"], prm["qc"], prm["m"], prm["shift"])
+            expected = intops.gelu(x, prm["qb"], prm["qc"], prm["m"], prm["shift"])
+        else:
+            table = _int8(g, (intops.TABLE_SIZE,))
+            expected = intops.table_lookup(x, table)
+        cases.append({"ports": {}, "loads": {"t_in": lanes_to_words(table.reshape(-1, LANES), 8)},
+                      "inputs": x, "expected": expected})
+    return _exactly(cases, rows)
+
+
 SM_MAX_ROW = 64             # the softmax unit under test holds attention rows up to 64 scores
 SM_ROWS_PER_CASE = 50       # attention rows that share one set of constants and one length
 
@@ -330,6 +352,7 @@ UNITS: dict[str, Unit] = {
     "requant": Unit("requant", lambda: units.RequantUnit(LANES), requant_cases, 32, LANES, 8),
     "add": Unit("add", lambda: units.AddUnit(LANES), add_cases, 8, LANES, 8),
     "gelu": Unit("gelu", lambda: units.GeluUnit(LANES), gelu_cases, 8, LANES, 8),
+    "table": Unit("table", lambda: units.TableUnit(LANES), table_cases, 8, LANES, 8),
     "layernorm": Unit("layernorm", lambda: layernorm.LayerNormUnit(LN_MAX_D, LANES), layernorm_cases, 8, LANES, 8),
     "softmax": Unit("softmax", lambda: softmax.SoftmaxUnit(SM_MAX_ROW, LANES), softmax_cases, 32, LANES, 8),
     "comparator": Unit("comparator", lambda: comparator.ExitComparator(COMPARATOR_MAX_LAYERS), comparator_cases,

@@ -11,7 +11,7 @@ from model.errors import QexitError
 from qexit.cli import main as cli_main
 from sim import packing as host, units as sim_units
 
-ELEMENTWISE = ("requant", "add", "gelu")
+ELEMENTWISE = ("requant", "add", "gelu", "table")
 
 
 @pytest.mark.parametrize("name", ELEMENTWISE)

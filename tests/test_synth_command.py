@@ -33,20 +33,51 @@ def test_missing_yowasp_is_one_line(monkeypatch, tmp_path):
     assert not (tmp_path / "synth").exists()
 
 
-def test_report_from_a_fitting_engine(monkeypatch, tmp_path, tiny_intmodel):
-    """The summary names the largest fitting layer engine and keeps every design's row."""
+def test_top_option():
+    assert parse("--top", "accelerator,units").top == ["accelerator", "units"]
+    assert parse().top == list(synth.DEFAULT_TOPS) and "head" not in synth.DEFAULT_TOPS
+    for bad in ("sequencer", "", "accelerator,bogus"):
+        with pytest.raises(SystemExit):
+            parse("--top", bad)
+
+
+def _fake_run(monkeypatch, tmp_path, exit_path_files, fits: dict):
+    """Run the command on fake tool results (``fits``: lanes -> (fits, Fmax, DSPs)); the summary."""
+    path, im_file, _ = exit_path_files
     top = "qexit_comparator"
     v = emit.to_verilog(ExitComparator(4), top)
-    monkeypatch.setattr(synth, "designs", lambda *a, **k: iter([("layer engine 4x4", v, top, 4),
-                                                               ("exit comparator", v, top, 0)]))
-    fake = synth.SynthResult("x", top, synth.DEVICE, 100.0, True, 100, 50, 0, 0,
-                             {"luts": 83640, "ffs": 83640, "dsps": 156, "brams": 208}, 120.5,
-                             critical_path=["Source a", "Sink b"])
-    monkeypatch.setattr(synth, "synthesize", lambda name, *a, **k: synth.SynthResult(**{**fake.summary(), "design": name}))
+    monkeypatch.setattr(synth, "designs", lambda *a, **k: iter(
+        [(f"accelerator {n}x{n}", v, f"qexit_accelerator_{n}x{n}", n) for n in fits] + [("exit comparator", v, top, 0)]))
+
+    def fake(name, *a, **k):
+        n = int(name.split("x")[-1]) if name.startswith("accelerator") else 0
+        ok, fmax, dsps = fits.get(n, (True, 150.0, 0))
+        return synth.SynthResult(name, top, synth.DEVICE, 100.0, ok, 100 * (n + 1), 50, dsps, 3,
+                                 {"luts": 83640, "ffs": 83640, "dsps": 156, "brams": 208}, fmax,
+                                 None if ok else f"ERROR: no BELs (over: dsps {dsps}/156)",
+                                 critical_path=["Source a", "Sink b"] if ok else [],
+                                 blocks={"engine.sm": {"luts": 7, "ffs": 1, "dsps": 2, "brams": 0},
+                                         "head": {"luts": 5, "ffs": 1, "dsps": 3, "brams": 0}})
+    monkeypatch.setattr(synth, "synthesize", fake)
     monkeypatch.setattr(synth, "versions", lambda: {})
-    im_file = tmp_path / "im.pt"
-    tiny_intmodel.save(im_file)
-    assert synth_cmd.run(parse("--out", str(tmp_path), "--intmodel", str(im_file))) == 0
-    s = json.loads((tmp_path / "synth" / "summary.json").read_text())
-    assert (s["rows"], s["luts"], s["fmax_mhz"], s["device"]) == (4, 100, 120.5, "LFE5U-85F") and s["meets_target"]
-    assert len(s["designs"]) == 2 and "Source a" in (tmp_path / "synth" / "README.md").read_text()
+    assert synth_cmd.run(parse("--out", str(tmp_path), "--intmodel", str(im_file), "--exit-path", str(path))) == 0
+    return json.loads((tmp_path / "synth" / "summary.json").read_text()), (tmp_path / "synth" / "README.md").read_text()
+
+
+def test_the_summary_names_the_largest_accelerator_that_fits(monkeypatch, tmp_path, exit_path_files):
+    """The command's bookkeeping on fake tool results: the accelerator list, the largest fitting
+    size at the top level, every design's row, the blocks of each accelerator in the README."""
+    s, readme = _fake_run(monkeypatch, tmp_path, exit_path_files, {4: (True, 120.5, 100), 8: (False, None, 300)})
+    assert s["accelerator"] == [
+        {"rows": 4, "cols": 4, "fits": True, "fmax_mhz": 120.5, "luts": 500, "ffs": 50, "dsps": 100, "brams": 3},
+        {"rows": 8, "cols": 8, "fits": False, "fmax_mhz": None, "luts": 900, "ffs": 50, "dsps": 300, "brams": 3}]
+    assert (s["rows"], s["luts"], s["fmax_mhz"], s["device"], s["speed_grade"]) == (4, 500, 120.5, "LFE5U-85F", 6)
+    assert s["meets_target"] and len(s["designs"]) == 3
+    assert "The largest accelerator that fits: 4x4" in readme and "| softmax unit | 7 | 1 | 2 | 0 |" in readme
+    assert "Source a" in readme
+
+
+def test_no_accelerator_that_fits_is_a_finding(monkeypatch, tmp_path, exit_path_files):
+    s, readme = _fake_run(monkeypatch, tmp_path, exit_path_files, {4: (False, None, 200), 8: (False, None, 400)})
+    assert s["rows"] is None and s["fmax_mhz"] is None and not s["meets_target"]
+    assert "No accelerator size fits the device" in readme and "4x4 needs 500 LUT4, 200 MULT18X18D" in readme

@@ -5,7 +5,10 @@ beats):
 
 1. **LOAD** (W cycles): each beat goes into the row buffer while S = sum(x) (20 bits signed)
    and Q = sum(x**2) (27 bits) accumulate: the one-pass form of ``intops.layernorm``;
-2. **VAR** (1 cycle): n = ((D*Q - S**2) << 2*LN_SQRT_BITS) + eps, var_num < 2**38, n < 2**55;
+2. **VAR** (``VAR_CYCLES`` = 5): the statistics' pipeline drains and n = ((D*Q - S**2) <<
+   2*LN_SQRT_BITS) + eps forms, var_num < 2**38, n < 2**55. The statistics run a stage a
+   register: the beat's lanes (zero when no beat is taken), the lanes' sum and sum of squares,
+   S and Q, D*Q and S**2, their difference;
 3. **SQRT** (28 cycles): den = isqrt(n) (``intops.isqrt``: the exact floor) by the remainder
    form of the binary digit recurrence, one root bit a cycle from bit 27 down, with no
    multiplier: with d = 4**bit, if rem >= root + d then rem -= root + d and root = root/2 + d,
@@ -41,10 +44,13 @@ RECIP_BITS = intops.LN_RECIP_BITS                      # 40
 Y_SHIFT = intops.LN_RECIP_BITS - intops.LN_SQRT_BITS - intops.LN_FRAC_BITS    # 20
 
 
+VAR_CYCLES = 5                                         # LOAD's last beat to the square root
+
+
 def row_cycles(d: int, lanes: int = 1) -> int:
     """Cycles from a row's first input beat to its last output beat when nothing stalls."""
     w = -(-d // lanes)
-    return w + 1 + ROOT_BITS + (RECIP_BITS + 1) + w + LayerNormUnit.LATENCY
+    return w + VAR_CYCLES + ROOT_BITS + (RECIP_BITS + 1) + w + LayerNormUnit.LATENCY
 
 
 class LayerNormUnit(wiring.Component):
@@ -108,23 +114,34 @@ class LayerNormUnit(wiring.Component):
         rem2 = Signal(unsigned(ROOT_BITS + 1))
         m.d.comb += rem2.eq((rem << 1) | (k == RECIP_BITS))
 
+        # the row statistics, a stage a register (VAR drains them)
+        taking = Signal()
+        xr = [Signal(signed(8), name=f"x{c}") for c in range(L)]
+        m.d.sync += [xr[c].eq(Mux(taking, self.inp.payload[c], 0)) for c in range(L)]
+        lane_sum, lane_sq = Signal(signed(8 + L.bit_length())), Signal(unsigned(15 + L.bit_length()))
+        m.d.sync += [lane_sum.eq(sum(xr)), lane_sq.eq(sum(x * x for x in xr)),
+                     s.eq(s + lane_sum), q.eq(q + lane_sq)]
+        dq, ss = Signal(unsigned(38)), Signal(unsigned(40))
+        var_num = Signal(unsigned(38))
+        m.d.sync += [dq.eq(self.d * q), ss.eq(s * s), var_num.eq(dq - ss)]
+        var_step = Signal(range(VAR_CYCLES))
+
         with m.FSM():
             with m.State("LOAD"):
                 x = self.inp.payload
                 m.d.comb += [self.inp.ready.eq(1), row_wr.en.eq(self.inp.valid), row_wr.addr.eq(cnt),
-                             row_wr.data.eq(x)]
+                             row_wr.data.eq(x), taking.eq(self.inp.valid)]
                 with m.If(self.inp.valid):
-                    lane_sum = sum(x[c] for c in range(L))
-                    lane_sq = sum(x[c] * x[c] for c in range(L))
-                    m.d.sync += [s.eq(s + lane_sum), q.eq(q + lane_sq), cnt.eq(cnt + 1), cnt_e.eq(cnt_e + L)]
+                    m.d.sync += [cnt.eq(cnt + 1), cnt_e.eq(cnt_e + L)]
                     with m.If(cnt_e + L >= self.d):
+                        m.d.sync += var_step.eq(0)
                         m.next = "VAR"
             with m.State("VAR"):
-                var_num = Signal(unsigned(38))
-                m.d.comb += var_num.eq(self.d * q - s * s)
-                m.d.sync += [sq_rem.eq((var_num << (2 * intops.LN_SQRT_BITS)) + self.eps),
-                             sq_c.eq(0), sq_d.eq(1 << (2 * (ROOT_BITS - 1))), bit.eq(ROOT_BITS - 1)]
-                m.next = "SQRT"
+                m.d.sync += var_step.eq(var_step + 1)
+                with m.If(var_step == VAR_CYCLES - 1):
+                    m.d.sync += [sq_rem.eq((var_num << (2 * intops.LN_SQRT_BITS)) + self.eps),
+                                 sq_c.eq(0), sq_d.eq(1 << (2 * (ROOT_BITS - 1))), bit.eq(ROOT_BITS - 1)]
+                    m.next = "SQRT"
             with m.State("SQRT"):
                 with m.If(sq_diff >= 0):
                     m.d.sync += [sq_rem.eq(sq_diff), sq_c.eq((sq_c >> 1) | sq_d)]

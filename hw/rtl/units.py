@@ -17,8 +17,8 @@ its state under back-pressure, and never drops or duplicates a beat.
 """
 from __future__ import annotations
 
-from amaranth import Array, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, stream, wiring
+from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.rtl.gemm import Requantizer, clamp, round_shift_saturate
@@ -120,12 +120,13 @@ class AddUnit(ElementwiseUnit):
 
 
 class TableUnit(wiring.Component):
-    """int8 lanes → int8 lanes through a 256-entry table (``intops.table_lookup``: an activation
-    without an integer formula, CLIP's quick_gelu), looked up per lane in one stage.
+    """int8 lanes → int8 lanes through a 256-entry table (``intops.table_lookup``: the MLP
+    activation, i-GELU's 256 outputs or CLIP's quick_gelu), looked up per lane in one stage.
 
     The table arrives on ``t_in``, ``lanes`` entries a beat in index order (256 / lanes beats a
-    layer); each beat shifts the table down by ``lanes`` entries, so after the last one entry i
-    holds value i (no write decoder). Its 256 saturated int8 values are 2,048 flip-flops.
+    layer). Each lane keeps its own copy in a memory of 256 / lanes words of ``lanes`` entries
+    (a beat is one word, written to every copy); a lookup reads word (x + 128) // lanes, the
+    stage's register, and picks entry (x + 128) % lanes of it.
     """
     LATENCY = 1
     ENTRIES = intops.TABLE_SIZE
@@ -141,17 +142,22 @@ class TableUnit(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         L = self.lanes
-        table = Array(Signal(signed(8), name=f"t{i}") for i in range(self.ENTRIES))
+        words = self.ENTRIES // L
+        sel_bits = (L - 1).bit_length()
+        load = Signal(range(words))
         m.d.comb += self.t_in.ready.eq(1)
         with m.If(self.t_in.valid):
-            for i in range(self.ENTRIES - L):
-                m.d.sync += table[i].eq(table[i + L])
-            for j in range(L):
-                m.d.sync += table[self.ENTRIES - L + j].eq(self.t_in.payload[j])
+            m.d.sync += load.eq(Mux(load == words - 1, 0, load + 1))
         pipe = Pipeline(m, self.inp, self.out, self.LATENCY)
         for i in range(L):
+            copy = memory.Memory(shape=unsigned(8 * L), depth=words, init=[])
+            m.submodules[f"copy{i}"] = copy
+            wr, rd = copy.write_port(), copy.read_port()
             index = (self.inp.payload[i] + 128)[:8]              # x + 128 in [0, 255]
-            m.d.comb += self.out.payload[i].eq(pipe.stage(table[index], signed(8), f"y{i}"))
+            m.d.comb += [wr.en.eq(self.t_in.valid), wr.addr.eq(load), wr.data.eq(self.t_in.payload.as_value()),
+                         rd.en.eq(pipe.advance), rd.addr.eq(index[sel_bits:])]
+            sel = pipe.stage(index[:sel_bits], unsigned(max(sel_bits, 1)), f"sel{i}") if sel_bits else 0
+            m.d.comb += self.out.payload[i].eq(rd.data.word_select(sel, 8) if sel_bits else rd.data)
         return m
 
 

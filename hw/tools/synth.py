@@ -241,7 +241,7 @@ def synthesize(design: str, verilog: str, top: str, freq_mhz: float = 100.0, cac
 
 
 TOPS = ("accelerator", "layer", "gemm", "units", "comparator", "head")
-DEFAULT_TOPS = ("accelerator", "units", "gemm", "comparator")
+DEFAULT_TOPS = ("accelerator", "layer", "units", "gemm", "comparator")
 TARGET_MHZ = 100.0
 
 

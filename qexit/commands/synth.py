@@ -1,7 +1,7 @@
 """Synthesize the accelerator and its blocks for a Lattice ECP5 LFE5U-85F.
 
 yosys (synth_ecp5) and nextpnr-ecp5, the YoWASP builds (`pip install -e .[synth]`), on the
-Verilog that Amaranth writes. --top picks what (comma-separated; default accelerator,units,gemm,comparator):
+Verilog that Amaranth writes. --top picks what (comma-separated; default all but head):
 
 * accelerator: the whole accelerator (sequencer, layer engine, exit head, comparator) at every
   array size in --arrays, with yosys's cells by block (array, GEMM engine, each unit, layer
@@ -111,8 +111,8 @@ def run(args) -> int:
         summary.update({"luts": best.luts, "dsps": best.dsps, "ffs": best.ffs, "brams": best.brams,
                         "fmax_mhz": best.fmax_mhz, "rows": lanes, "cols": lanes, "available": best.available,
                         "meets_target": bool(best.fmax_mhz and best.fmax_mhz >= args.freq_mhz)})
-    elif accel:
-        raise QexitError("no accelerator size in --arrays fits the LFE5U-85F; try smaller arrays (e.g. --arrays 4)")
+    elif accel:                  # a finding, not an error: the summary and README say what is over
+        summary.update({"rows": None, "cols": None, "fmax_mhz": None, "meets_target": False})
     summary["seconds"] = round(time.time() - t0, 1)
     with report_dir("synth", args.out) as folder:
         write_summary(folder, summary)
@@ -120,4 +120,7 @@ def run(args) -> int:
     if fitting:
         print(f"largest accelerator that fits: {lanes}x{lanes}, {best.luts:,} LUT4, {best.dsps} DSP, "
               f"{best.brams} BRAM, Fmax {best.fmax_mhz} MHz (target {args.freq_mhz})")
+    elif accel:
+        print("no accelerator size fits the LFE5U-85F: " + "; ".join(
+            f"{n}x{n} {r.error.split('(over: ')[-1].rstrip(')') if r.error else 'not placed'}" for r, n in accel))
     return 0

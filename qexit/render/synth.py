@@ -23,6 +23,11 @@ def readme(s: dict) -> str:
         head += (f"**The largest accelerator that fits: {s['rows']}x{s['cols']}**, {s['luts']:,} LUT4, {s['ffs']:,} FF, "
                  f"{s['dsps']} MULT18X18D, {s['brams']} DP16KD, Fmax {s['fmax_mhz']} MHz "
                  f"({'meets' if s['meets_target'] else 'misses'} the {s['target_mhz']} MHz target).\n\n")
+    elif s.get("accelerator"):
+        head += ("**No accelerator size fits the device**: " + "; ".join(
+            f"{a['rows']}x{a['cols']} needs {a['luts']:,} LUT4, {a['dsps']} MULT18X18D, {a['brams']} DP16KD"
+            for a in s["accelerator"]) + f" (the device has {av.get('dsps', 0)} MULT18X18D). Without a placement "
+            "there is no Fmax: `qexit cost` then needs --clock-mhz, a what-if.\n\n")
     blocks = ""
     for d in s["designs"]:
         if d["design"].startswith("accelerator") and d.get("blocks"):
