@@ -168,7 +168,7 @@ def memories(cfg) -> dict[str, tuple[int, int]]:
     out["scratch"] = (cfg.scratch_words, 8 * cfg.lanes)
     out["probabilities"] = (cfg.p_words, 8 * cfg.lanes)
     if cfg.table:
-        out["act_table"] = (256, 8)
+        out["act_table"] = (256, 8 * cfg.lanes)       # one copy of the 256 entries per lane
     return out
 
 

@@ -22,7 +22,7 @@ phases (cycles with no stalls; W = D / lanes):
 | SUMS | T W (the input) | S_i += x, Q_i += x**2 over the patch tokens ([CLS] clears them) |
 | FEED | W | a = sat8(round_shift(S m_a, sh_a)) into the LayerNorm; V += P Q_i - S_i**2 |
 | LN | the unit's OUT phase | y (D int8) into a register vector |
-| FC1, FC2, SCORES (MAC) | N ceil(K / macs) + 7, + 7, + 3 | row by row from the ROM: W1 y + b1 and W2 h + b2 through one ``hw.rtl.gemm.Requantizer`` (h = max(sat8(...), 0), e = sat8(...), n += e**2), d = sat32(T e) |
+| FC1, FC2, SCORES (MAC) | N ceil(K / macs) + 12, + 12, + 3 | row by row from the ROM: W1 y + b1 and W2 h + b2 through one ``hw.rtl.gemm.Requantizer`` (h = max(sat8(...), 0), e = sat8(...), n += e**2), d = sat32(T e) |
 | FC1, FC2, SCORES (da4ml) | the da4ml latency + 1 each | the adder graph on the held input vector: W1 y + b1, W2 h + b2, T e |
 | RQ1, RQ2 (da4ml) | H / lanes + 3, E / lanes + 3 | lanes channels a cycle through ``hw.rtl.gemm.Requantizer`` (per-channel M, shift from a ROM): h = max(sat8(...), 0), e = sat8(...) |
 | (SCORES, da4ml) | | d = sat32(T e); n = sum e**2 |

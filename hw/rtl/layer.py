@@ -10,7 +10,7 @@ Datapath of a MOVE descriptor: one source → at most one unit → one destinati
 
     source                unit                                     destination
     scratch (2-D reader)  none                                     scratch (2-D writer)
-    engine out            GELU (L lanes)                           scratch, transposed (one lane a beat)
+    engine out            activation table (L lanes)               scratch, transposed (one lane a beat)
     engine raw_out        add (L lanes; the scratch reader gives a) engine p_in, tb_in
     param stream          LayerNorm (L lanes, a token row a time)   LayerNorm parameters (L channels)
                                                                     host (the ``out`` port)

@@ -3,42 +3,57 @@
 ``SoftmaxUnit`` takes ``lanes`` int32 scores per ``inp`` beat and gives ``lanes`` int8
 probabilities (0..127, at scale 2**-7) per ``out`` beat, in input order. A row of T scores
 spans W = ceil(T / lanes) beats; the unused lanes of its last beat are ignored on the way in
-and zero on the way out. Each phase below handles a beat per cycle, every lane in parallel
-(the lanes' maxima, e values and sum are combined in the same cycle). Its constants are input ports that
-the host (or the layer controller) holds steady while a row is in flight: the row length
-``length`` (T, 1..max_row) and the i-exp constants ``pre``, ``x0``, ``qb``, ``qc`` (within
+and zero on the way out. Each phase below handles a beat per cycle, every lane in parallel;
+the lanes' maxima and their e values are combined by registered trees of
+``tree_levels(lanes)`` = ceil(log2(lanes)) levels (none for one lane). Its constants are input
+ports that the host (or the layer controller) holds steady while a row is in flight: the row
+length ``length`` (T, 1..max_row) and the i-exp constants ``pre``, ``x0``, ``qb``, ``qc`` (within
 ``intops.SOFTMAX_PRE``/``X0``/``QB``/``QC`` with qb > x0, as ``intops.check_softmax_params``
 accepts). Out-of-range constants or a length outside 1..max_row give unspecified results.
 
-A row goes through four phases, one after the other (the unit then takes the next row):
+A row goes through these phases, one after the other (the unit then takes the next row):
 
-* LOAD (W cycles): accept W beats, write them to the row buffer (an Amaranth ``Memory`` of
-  ceil(max_row / lanes) words of ``lanes`` 32-bit values) and keep the running row maximum (int32).
-* EXP (W + 3 cycles): read the scores back (one per cycle, synchronous read) through a
-  three-stage pipeline and write each e over its score, adding it to the row sum:
+* LOAD (W cycles): accept W beats and write them to the row buffer (an Amaranth ``Memory`` of
+  ceil(max_row / lanes) words of ``lanes`` 32-bit values). Each accepted beat's lanes are
+  registered (a lane past the row end as the int32 minimum), their maximum formed by a
+  registered tree over the lanes, and the running row maximum (int32) updated from it.
+* MAX (``MAX_WAIT(lanes)`` = max(levels - 1, 0) cycles): the max tree drains, so the row
+  maximum is final when the first score reaches EXP's subtraction.
+* EXP (W + ``EXP_STAGES`` = W + 11 cycles): read the scores back (one word per cycle) through an
+  eleven-stage pipeline, a register each, and write each e over its score:
 
-  - stage 1, the read: score s (int32);
-  - stage 2: d = s - max in [-(2**32 - 1), 0] (33 bits); d = max(d, d_min); x = d >> pre (floor)
-    or d << -pre (64 bits); nx = -max(x, x_min) = min(-x, 30 x0) in [0, 3960] (12 bits), with
-    (d_min, x_min) = ``intops.exp_floor(pre, x0)``, formed here from the ports: x_min = -30 x0,
-    d_min = x_min << pre (pre >= 0, 45 bits) or -((30 x0) >> -pre) - 1 (pre < 0);
-  - stage 3: z = nx // x0 in [0, 30] (5 bits) by a five-step restoring division whose
-    remainder is -p = nx - z x0 in [0, x0) (8 bits); u = p + qb = qb - (-p) in [1, 256] (9 bits);
-  - then e = (u**2 + qc) >> z in [0, 2**17) (``intops.EXP_BITS``), written to the buffer, and
-    sum += e (sum < max_row * 2**17 <= 2**31: 31 bits for max_row = 2**14).
+  - 1, the synchronous read; 2, the read registered: score s (int32);
+  - 3: d = s - max in [-(2**32 - 1), 0] (33 bits);
+  - 4: d = max(d, d_min), with (d_min, x_min) = ``intops.exp_floor(pre, x0)`` formed from the
+    ports: x_min = -30 x0, d_min = x_min << pre (pre >= 0) or -((30 x0) >> -pre) - 1 (pre < 0);
+  - 5: x = d >> pre (floor) or d << -pre (64 bits);
+  - 6: nx = -max(x, x_min) = min(-x, 30 x0) in [0, 3960] (12 bits);
+  - 7, 8: z = nx // x0 in [0, 30] (5 bits) by a five-step restoring division, two steps a
+    stage; its remainder is -p = nx - z x0 in [0, x0) (8 bits);
+  - 9: the last step, and u = p + qb = qb - (-p) in [1, 256] (9 bits);
+  - 10: u**2;
+  - 11: e = (u**2 + qc) >> z in [0, 2**17) (``intops.EXP_BITS``), written to the buffer.
 
+  The row sum takes each written word's e values (a lane past the row end as 0) through a
+  registered adder tree over the lanes into sum (sum < max_row * 2**17 <= 2**31: 31 bits for
+  max_row = 2**14).
+* SUM (levels cycles; none for one lane): the sum tree drains into sum.
 * DIV (``DIV_STEPS`` = 19 cycles): r = floor(2**32 / sum) by a sequential restoring division
-  (one quotient bit per cycle, remainder < sum: 31 bits, shifted 32). sum >= qb**2 + qc >=
-  2**14 + 2**13 (the row maximum's e), so 2**32 >> 19 = 2**13 < sum: the division starts from
+  (one quotient bit per cycle, remainder < sum: 31 bits, shifted 32; each step is one
+  subtraction, 2 rem - sum, whose sign is the quotient bit). sum >= qb**2 + qc >= 2**14 +
+  2**13 (the row maximum's e), so 2**32 >> 19 = 2**13 < sum: the division starts from
   remainder 2**13 and needs only the 19 low quotient bits, r <= 2**18 (19 bits).
-* OUT (W + 2 cycles without back-pressure): read each e back; p = min(127, (e * r + 2**24) >> 25)
-  (e * r <= 2**32: 36-bit product; ``intops.round_shift`` by RECIP_BITS - PROB_BITS = 25, then
-  saturated at 127; with ``prob_bits`` = b, the exit gate's 15, the shift is 32 - b and the
-  saturation 2**b - 1, on signed(b + 1) lanes), streamed with the stall rule of ``hw.rtl.units.Pipeline``: the read port and
-  the output register advance together when ``~out.valid | out.ready``.
+* OUT (W + ``OUT_STAGES`` = W + 4 cycles without back-pressure): four stages, the read, the
+  read registered (e), the product e * r (e * r <= 2**32: 36 bits), the output register with
+  p = min(127, (e * r + 2**24) >> 25) (``intops.round_shift`` by RECIP_BITS - PROB_BITS = 25,
+  then saturated at 127; with ``prob_bits`` = b, the exit gate's 15, the shift is 32 - b and
+  the saturation 2**b - 1, on signed(b + 1) lanes), streamed with the stall rule of
+  ``hw.rtl.units.Pipeline``: the read port and the stages advance together when
+  ``~out.valid | out.ready``.
 
-A row therefore takes 3W + 24 cycles when the input never waits and the output is never
-stalled (``row_cycles``). ``inp.ready`` is high only in LOAD.
+A row therefore takes W + MAX_WAIT + (W + 11 + levels) + 19 + (W + 4) cycles when the input
+never waits and the output is never stalled (``row_cycles``): 3W + 34 for one lane, 3W + 33 +
+2 levels for more. ``inp.ready`` is high only in LOAD.
 """
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Element-wise streaming units beside the array: requantizer, residual add and i-GELU.
+"""Element-wise streaming units beside the array: requantizer, residual add, the activation
+table and i-GELU.
 
 Each is a ``wiring.Component`` with an ``inp`` and an ``out`` stream (``amaranth.lib.stream``)
 carrying ``lanes`` values per beat (lane 0 in the low bits), and its constants as input
@@ -7,8 +8,11 @@ exactly the integers of its ``model.intops`` kernel, with the widths stated ther
 
 * ``RequantUnit``: int32 → int8, ``requantize(acc, m, shift)`` (scalar m, shift);
 * ``AddUnit``: two int8 → int8, ``add(a, b, m_a, m_b, shift)``;
+* ``TableUnit``: int8 → int8 through a 256-entry table loaded per layer (``table_lookup``): the
+  MLP activation of every program ``hw.program`` makes (i-GELU's 256 outputs, or quick_gelu);
 * ``GeluUnit``: int8 → int8, ``gelu(x, qb, qc, m, shift)``, computed (not tabulated):
-  ``t = min(|x|, -qb)``, ``(t + qb)**2``, ``x * (erf + qc)`` in int32, then the requantizer.
+  ``t = min(|x|, -qb)``, ``(t + qb)**2``, ``x * (erf + qc)`` in int32, then the requantizer;
+  the engine builds it only for a program that uses ``Unit.GELU``.
 
 Flow control is one rule for every pipeline here (``Pipeline``): all stages advance together
 when the output register is empty or being read (``advance = ~out.valid | out.ready``), and
@@ -166,7 +170,7 @@ class GeluUnit(ElementwiseUnit):
 
     Stage 1: t = min(|x|, -qb) in [0, 128], u = t + qb in [-4096, 0] (13 bits signed);
     stage 2: u**2 < 2**24; stage 3: erf + qc = (2 qc - u**2, u**2 or qc for x >, < or = 0),
-    x * (erf + qc) in (-2**31, 2**31); then the requantizer (3 stages).
+    x * (erf + qc) in (-2**31, 2**31); then the requantizer (``Requantizer.LATENCY`` stages).
     """
     LATENCY = 3 + Requantizer.LATENCY
 

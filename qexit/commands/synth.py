@@ -7,7 +7,7 @@ Verilog that Amaranth writes. --top picks what (comma-separated; default all but
   array size in --arrays, with yosys's cells by block (array, GEMM engine, each unit, layer
   controller, exit head, comparator, sequencer);
 * layer: the layer engine alone at each size;
-* units: each streaming unit alone (LayerNorm, softmax, GELU, add, requantizer) at each size's lanes;
+* units: each streaming unit alone (LayerNorm, softmax, the activation table, add, requantizer) at each size's lanes;
 * gemm: the GEMM engine inside the layer engine (8x8, or the largest size);
 * comparator: the exit comparator;
 * head: with --head LAYER, that layer's exit head alone, its weights in a ROM.
