@@ -112,3 +112,10 @@ def test_a_machine_that_does_not_fit_stays_off_the_front(argv, tmp_path):
                          and p["latency_us"] is None and p["energy_uj"] > 0 for p in eight)
     assert s["front"] and all(p["rows"] == 4 for p in s["front"]) and s["arrays_not_fitting"] == [8]
     assert "8x8 does not fit the device" in (tmp_path / "r" / "sweep" / "README.md").read_text()
+    # no size fits: every point keeps its cycles and energy, the front is empty, the plot says why
+    synth.write_text(json.dumps({"device": "LFE5U-85F", "accelerator": [
+        {"rows": n, "cols": n, "fits": False, "fmax_mhz": None, **row} for n in (4, 8)]}))
+    assert sweep_cmd.run(parse(*args, "--out", str(tmp_path / "none"))) == 0
+    s = json.loads((tmp_path / "none" / "sweep" / "summary.json").read_text())
+    assert s["front"] == [] and all(p["latency_us"] is None and p["cycles"] > 0 for p in s["all_points"])
+    assert (tmp_path / "none" / "sweep" / "pareto.png").stat().st_size > 5_000

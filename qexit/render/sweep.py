@@ -35,8 +35,12 @@ def plot(points: list[dict], front: list[dict], path, table: dict | None = None)
         sub = [p for p in pts if p["rows"] == a and p["budget"] == "full depth"]
         for p in sub[:1]:
             ax.annotate(f"{a}x{a}", (p["latency_us"] / 1e3, p["energy_uj"]), fontsize=8)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
+    if pts:
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+    else:
+        ax.text(0.5, 0.5, "no machine of the grid has a synthesized clock\n(none fits the device; see the README)",
+                ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel("latency per image (ms)")
     ax.set_ylabel(f"energy per image (uJ, {label(table)})")
     fig.colorbar(sc, label="top-1 (%)")
