@@ -63,12 +63,17 @@ def headline_rows(summaries: dict[str, dict]) -> list[tuple[str, str, str]]:
             rows.append((f"energy per image, {name}",
                          f"{c[f'energy_full_pj{suffix}'] / 1e6:,.1f} -> {c[f'energy_exit_pj{suffix}'] / 1e6:,.1f} uJ "
                          f"({_pct(c[f'energy_saving{suffix}'])} saved{dram})", "cost"))
-        rows.append((f"latency at {c['clock_mhz']:g} MHz / throughput (batch)",
+        what_if = " (a what-if)" if c.get("clock_source") == "user" else ""
+        rows.append((f"latency at {c['clock_mhz']:g} MHz{what_if} / throughput (batch)",
                      f"{c['latency_us']:,.0f} us / {c['throughput_ips']:,.0f} img/s", "cost"))
-    if sy:
-        rows.append((f"ECP5 {sy.get('device')}: largest layer engine",
+    if sy.get("rows"):
+        rows.append((f"ECP5 {sy.get('device')}: largest accelerator that fits",
                      f"{sy['rows']}x{sy['cols']}, {sy['luts']:,} LUT4, {sy['dsps']} DSP, {sy['brams']} BRAM, "
                      f"Fmax {sy['fmax_mhz']} MHz", "synth"))
+    elif sy.get("accelerator"):
+        rows.append((f"ECP5 {sy.get('device')}: no accelerator fits",
+                     "; ".join(f"{a['rows']}x{a['cols']} needs {a['dsps']} DSP" for a in sy["accelerator"])
+                     + f" of {sy['designs'][0]['available'].get('dsps', '?') if sy.get('designs') else '?'}", "synth"))
     for step in [n for n in summaries if n.startswith(("verify-", "hls"))]:
         s = summaries[step] or {}
         if "matched" in s and "total" in s:
