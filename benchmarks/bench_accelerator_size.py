@@ -24,7 +24,8 @@ from hw.rtl.emit import to_verilog
 from model.exits import exit_path
 from model.quantize import SHIPPED_INTMODEL, load_intmodel, random_intmodel
 from hw.program import accelerator as design
-from sim.accelerator import size, top_name
+from hw.rtl.accelerator import top_name
+from sim.accelerator import size
 
 SHIPPED_EXIT_PATH = Path("reports/exits/exit_path.pt")
 GOAL_BITS = 4 * 2 ** 20

@@ -47,13 +47,9 @@ class Built:
     lanes: int
 
 
-def top_name(lanes: int) -> str:
-    return f"qexit_accelerator_{lanes}x{lanes}"
-
-
 def build(a: acc.Accelerator, words: int) -> Built:
     """Compile the harness of ``a`` with a memory of ``words`` words (cached)."""
-    top = top_name(a.cfg.lanes) + "_harness"
+    top = acc.top_name(a.cfg.lanes) + "_harness"
     h = AcceleratorHarness(a, words)
     verilog = emit.to_verilog(h, top)
     regs = {f"REG_{r.name}": r.value for r in (acc.Reg.STATUS, acc.Reg.ERROR, acc.Reg.IMAGES_DONE, acc.Reg.CYCLES)}
@@ -136,7 +132,7 @@ def predicted_cycles(im: IntModel, ep, machine: Machine, exit_layer: int | None)
 
 def build_axiram(a: acc.Accelerator, simulator: str | None = None):
     """The accelerator alone, built for cocotb (``run_axiram``; cached)."""
-    top = top_name(a.cfg.lanes)
+    top = acc.top_name(a.cfg.lanes)
     return runner.build(emit.to_verilog(a, top), top, simulator=simulator)
 
 

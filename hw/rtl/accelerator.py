@@ -442,6 +442,11 @@ class Accelerator(wiring.Component):
         return m
 
 
+def top_name(lanes: int) -> str:
+    """The whole accelerator's top module at L x L."""
+    return f"qexit_accelerator_{lanes}x{lanes}"
+
+
 def to_verilog(acc: Accelerator, name: str) -> str:
     return emit.to_verilog(acc, name)
 

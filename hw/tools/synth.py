@@ -181,6 +181,14 @@ def cache_key(verilog: str, top: str, freq_mhz: float, seed: int, ver: dict) -> 
     return hashlib.sha256(json.dumps([verilog, top, freq_mhz, seed, DEVICE, ver]).encode()).hexdigest()[:16]
 
 
+def _stored(top: str, key: str, cache_dir: Path) -> SynthResult | None:
+    """The result stored under ``key``: in ``cache_dir``, else shipped (``SHIPPED``); None if neither."""
+    for f in (Path(cache_dir) / f"{top}-{key}.json", SHIPPED / f"{top}-{key}.json"):
+        if f.is_file():
+            return SynthResult(**json.loads(f.read_text()))
+    return None
+
+
 def synthesize(design: str, verilog: str, top: str, freq_mhz: float = 100.0, cache_dir: Path | None = CACHE_DIR,
                seed: int = 1) -> SynthResult:
     """yosys + nextpnr on ``verilog`` (top module ``top``); cached."""
@@ -189,11 +197,10 @@ def synthesize(design: str, verilog: str, top: str, freq_mhz: float = 100.0, cac
     ver = versions()
     key = cache_key(verilog, top, freq_mhz, seed, ver)
     cached = None if cache_dir is None else Path(cache_dir) / f"{top}-{key}.json"
-    for f in ([cached, SHIPPED / f"{top}-{key}.json"] if cached is not None else []):
-        if f.is_file():
-            res = SynthResult(**json.loads(f.read_text()))
-            res.design = design
-            return res
+    stored = _stored(top, key, cache_dir) if cache_dir is not None else None
+    if stored is not None:
+        stored.design = design
+        return stored
     res = SynthResult(design, top, DEVICE, freq_mhz, False, versions=ver)
     with tempfile.TemporaryDirectory(prefix="qexit-synth-") as tmp:
         tmp = Path(tmp)
@@ -260,7 +267,7 @@ def unit_designs(cfg):
 
 def accelerator_verilog(im, ep, lanes: int) -> tuple[str, str]:
     """(Verilog, top) of the whole accelerator for ``im`` and exit path ``ep`` at L x L."""
-    top = f"qexit_accelerator_{lanes}x{lanes}"
+    top = acc.top_name(lanes)
     return acc.to_verilog(program.accelerator(im, ep, lanes), top), top
 
 
@@ -317,11 +324,7 @@ def designs(im, arrays: list[int], tops=DEFAULT_TOPS, ep=None, head_layer: int |
 def shipped_result(verilog: str, top: str, freq_mhz: float = TARGET_MHZ, seed: int = 1) -> SynthResult | None:
     """The synthesis result of exactly this Verilog, from the local cache or the shipped ones;
     None when it was never synthesized (nothing is run)."""
-    key = cache_key(verilog, top, freq_mhz, seed, versions())
-    for f in (CACHE_DIR / f"{top}-{key}.json", SHIPPED / f"{top}-{key}.json"):
-        if f.is_file():
-            return SynthResult(**json.loads(f.read_text()))
-    return None
+    return _stored(top, cache_key(verilog, top, freq_mhz, seed, versions()), CACHE_DIR)
 
 
 def accelerator_rows(summary: dict) -> list[dict]:

@@ -36,7 +36,8 @@ from model.quantize import load_intmodel
 from qexit.commands.common import EXIT_PATH_DEFAULT, add_exit_path_args, add_machine_args, machine_from_args, positive
 from sim import accelerator as sim_accelerator
 from hw.program import accelerator as design
-from sim.accelerator import MAX_BATCH, build_for, size, top_name
+from hw.rtl.accelerator import top_name
+from sim.accelerator import MAX_BATCH, build_for, size
 from sim.image import load_image, memory_image, save_image
 from qexit.render import rtl as render
 from qexit.reports import report_dir, write_summary, write_text
