@@ -254,9 +254,9 @@ ISQRT_BITS = 56         # isqrt takes n < 2**56 and gives a root < 2**28, one bi
 def isqrt(n: torch.Tensor) -> torch.Tensor:
     """Exact floor(sqrt(n)) of int64 values in [0, 2**ISQRT_BITS).
 
-    The hardware runs a digit recurrence, one root bit per step from the top: the exit head sets
-    bit b of the root if (root | 2**b)**2 <= n; the LayerNorm unit (``hw/rtl/layernorm.py``) keeps
-    the remainder instead and needs no multiplier. After ISQRT_BITS/2 steps both hold the exact floor. The floor is unique, so this computes it the fast way: the
+    The hardware runs a digit recurrence, one root bit per step from the top, in the remainder
+    form that needs no multiplier (``hw.rtl.layernorm.DigitRoot``, in the LayerNorm unit and the
+    exit head); after ISQRT_BITS/2 steps it holds the exact floor. The floor is unique, so this computes it the fast way: the
     float64 root (within 2**-24 of the real one for n < 2**56) truncated, then corrected by one
     in each direction with integer squares (under ``integer_only()``, the recurrence itself).
     ``test_intops`` checks both give the same integers.

@@ -3,6 +3,10 @@ import importlib.metadata
 
 import pytest
 
+from amaranth import Elaboratable, Module, signed
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
 from hw.rtl import emit
 from hw.rtl.comparator import ExitComparator
 from hw.tools import synth
@@ -59,6 +63,41 @@ def test_the_comparator_on_an_ecp5(tmp_path, monkeypatch):
     assert r.fmax_mhz and r.fmax_mhz > 50
     again = synth.synthesize("comparator", emit.to_verilog(ExitComparator(12), top), top, 100.0, cache_dir=tmp_path)
     assert again.luts == r.luts and len([f for f in tmp_path.iterdir() if f.suffix == ".json"]) == 1  # cached
+
+
+class _Products(wiring.Component):
+    """An 8 x 8 product in an array's PE, an 8 x 8 and a 16 x 16 one outside it."""
+
+    def __init__(self):
+        super().__init__({"a": In(signed(16)), "b": In(signed(16)), "pe": Out(signed(16)), "narrow": Out(signed(16)),
+                          "wide": Out(signed(32))})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.array = array = Module()
+        pe = Module()
+        array.submodules.pe_0_0 = _Wrap(pe)
+        pe.d.sync += self.pe.eq(self.a[:8].as_signed() * self.b[:8].as_signed())
+        m.d.sync += [self.narrow.eq(self.a[8:].as_signed() * self.b[8:].as_signed()), self.wide.eq(self.a * self.b)]
+        return m
+
+
+class _Wrap(Elaboratable):
+    def __init__(self, m):
+        self.m = m
+
+    def elaborate(self, platform):
+        return self.m
+
+
+def test_narrow_multipliers_take_luts_and_the_array_keeps_its_dsps(tmp_path, monkeypatch):
+    """The real flow: an 8 x 8 product outside the array becomes a Booth adder tree in LUTs; the
+    PE's 8 x 8 and a 16 x 16 keep a MULT18X18D each."""
+    monkeypatch.setattr(synth, "SHIPPED", tmp_path / "none")
+    r = synth.synthesize("products", emit.to_verilog(_Products(), "products"), "products", 100.0, cache_dir=tmp_path)
+    assert r.fits and r.dsps == 2 and r.luts > 40
+    assert "booth" in synth.yosys_script("products") and synth.cache_key("v", "t", 100.0, 1, {}) != \
+        synth.cache_key("v", "u", 100.0, 1, {})
 
 
 def test_designs_cover_the_accelerator_its_units_and_the_head(exit_path_files):

@@ -232,6 +232,7 @@ class Accelerator(wiring.Component):
 
         # ------------------------------------------------------------ the image being run
         image = Signal(32)
+        image_addr = Signal(32)              # its byte address: IMAGES_BASE + image x IMAGE_STRIDE, kept by adding
         count = Signal(24)                   # words taken of the current fetch
         cycles = Signal(32)
         result_cls, result_layer, result_cand = Signal(16), Signal(8), Signal(8)
@@ -326,7 +327,8 @@ class Accelerator(wiring.Component):
                 with m.If(start):
                     m.d.comb += cmp.th_rewind.eq(1)
                     m.d.sync += [busy.eq(1), done.eq(0), error.eq(0), regs[Reg.IMAGES_DONE].eq(0),
-                                 regs[Reg.CYCLES].eq(0), segs.eq(0), image.eq(0)]
+                                 regs[Reg.CYCLES].eq(0), segs.eq(0), image.eq(0),
+                                 image_addr.eq(regs[Reg.IMAGES_BASE])]
                     fetch(regs[Reg.TABLE], 1, entry_beats(L))
                     m.next = "HEADER"
             with state("HEADER"):
@@ -381,7 +383,7 @@ class Accelerator(wiring.Component):
             with state("SEGMENT"):
                 m.d.sync += cur.eq(t_rd.data)
                 with m.If(t_rd.data[Flag.IMAGE]):
-                    fetch(regs[Reg.IMAGES_BASE] + image * regs[Reg.IMAGE_STRIDE], img_words, 1)
+                    fetch(image_addr, img_words, 1)
                     m.next = "LOAD_IMAGE"
                 with m.Else():
                     fetch(t_rd.data[32:64], t_rd.data[64:96], desc_beats(cfg))
@@ -436,7 +438,8 @@ class Accelerator(wiring.Component):
                 m.next = "WRITE_WAIT"
             with state("WRITE_WAIT"):
                 with m.If(~wr.busy):
-                    m.d.sync += [image.eq(image + 1), regs[Reg.IMAGES_DONE].eq(regs[Reg.IMAGES_DONE] + 1),
+                    m.d.sync += [image.eq(image + 1), image_addr.eq(image_addr + regs[Reg.IMAGE_STRIDE]),
+                                 regs[Reg.IMAGES_DONE].eq(regs[Reg.IMAGES_DONE] + 1),
                                  regs[Reg.LAST].eq(Cat(result_cls, result_layer, result_cand))]
                     m.next = "IMAGE"
         return m

