@@ -82,7 +82,7 @@ def simulate_engine(cfg: gemm.GemmConfig, case: dict,
 
 
 @pytest.mark.parametrize("rows,cols,shape", [
-    (2, 2, (3, 5, 3)), (3, 2, (5, 7, 5)), (1, 1, (1, 1, 1)), (1, 1, (2, 3, 2)),
+    (2, 2, (3, 5, 3)), (3, 2, (5, 7, 5)), (1, 1, (1, 1, 1)), (1, 1, (2, 3, 2)), (1, 1, (1, 3, 2)),
     (2, 3, (1, 5, 4)), (4, 4, (2, 9, 7)), (3, 3, (4, 3, 3)), (2, 4, (6, 2, 9)),
 ])
 def test_engine_bit_exact_and_cycle_exact_in_amaranth_sim(rows, cols, shape):

@@ -9,7 +9,7 @@ from hw.rtl.accelerator import record_beats
 from hw.rtl.comparator import ExitComparator
 from hw.rtl.dense import MAC_PIPE
 from hw.rtl.gemm import Requantizer
-from hw.rtl.head import ROOT_BITS, SOFTMAX_LANES, block_phases
+from hw.rtl.head import FEED_STAGES, ROOT_BITS, SOFTMAX_LANES, Z_STAGES, block_phases
 from hw.rtl.isa import FETCH_CYCLES, Op, Src, Unit, param_beats
 from hw.rtl.layernorm import row_cycles as ln_row_cycles
 from hw.rtl.softmax import row_cycles as softmax_row_cycles
@@ -152,10 +152,10 @@ def streamed_head_cycles(head, lanes: int, port: schedule.MemoryPort, tap_tail: 
     w = head.width // lanes
     tail = MAC_PIPE + Requantizer.LATENCY + 1
     last = take(ph["header"] + ph["ln"], 1 - tap_tail)
-    last = take(ph["fc1"], last + 1 + w + ln_row_cycles(head.width, lanes) - w)
+    last = take(ph["fc1"], last + 1 + w + FEED_STAGES + ln_row_cycles(head.width, lanes) - w)
     last = take(ph["fc2"], last + tail + 1)
     last = take(ph["scores"], last + tail + 1)
     sqrt = last + MAC_PIPE + 1
-    out = sqrt + ROOT_BITS + (INV_BITS + 1) + (head.classes + 1) \
+    out = sqrt + ROOT_BITS + (INV_BITS + 1) + (head.classes + Z_STAGES) \
         + softmax_row_cycles(head.classes, SOFTMAX_LANES) + 2 + head.classes - 1
     return out + ExitComparator.LATENCY

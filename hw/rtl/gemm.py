@@ -159,17 +159,57 @@ def clamp(value, lo: int, hi: int):
     return Mux(value > hi, hi, Mux(value < lo, lo, value))
 
 
-def round_shift_saturate(stage, value, shift, bits: int = 64):
-    """``sat8(round_shift(value, shift))`` (``intops.round_shift``, then int8 saturation) in four
-    pipeline stages; ``stage(value, shape, name)`` registers one, ``shift`` is aligned with
+def round_shift_saturate(stage, value, shift, bits: int = 64, out_bits: int = 8):
+    """``sat8(round_shift(value, shift))`` (``intops.round_shift``, then saturation to ``out_bits``)
+    in four pipeline stages; ``stage(value, shape, name)`` registers one, ``shift`` is aligned with
     ``value``: the rounding half 2**(shift-1) added (0 for shift 0), the arithmetic shift by the
-    shift's multiple of 8, the shift by the rest (0..7), the saturation."""
+    shift's multiple of 8, the shift by the rest (0..7), the saturation. ``value`` has at most
+    ``bits`` - 2 bits."""
     half = (Const(1, bits - 2) << (shift - 1)[:6])[:bits - 2]
     rounded = stage(value + half, signed(bits), "rounded")
     shift_r = stage(shift, 6, "shift_r")
     coarse = stage(rounded >> Cat(Const(0, 3), shift_r[3:]), signed(bits), "coarse")
     fine = stage(coarse >> stage(shift_r[:3], 3, "shift_f"), signed(bits), "fine")
-    return stage(clamp(fine, intops.INT8_MIN, intops.INT8_MAX), signed(8), "rounded_y")
+    return stage(clamp(fine, -2 ** (out_bits - 1), 2 ** (out_bits - 1) - 1), signed(out_bits), "rounded_y")
+
+
+ROUND_SHIFT_STAGES = 4      # round_shift_saturate's
+
+
+def pipelined_product(stage, a, b, piece: int, name: str, shape=None):
+    """``a * b`` as partial products of pieces at most ``piece`` bits wide (the low pieces unsigned,
+    a signed operand's top piece signed), in 1 + ceil(log2(products)) pipeline stages: the
+    products, then one stage per level of a pairwise adder tree. ``stage(value, shape, name)``
+    registers one; ``shape``: the result's (default: as wide as the sum makes it). With
+    ``piece`` <= 17 a product of two full pieces is one MULT18X18D, and each stage is one
+    multiply or one carry chain."""
+    def pieces(v):
+        n = -(-len(v) // piece)
+        out = [v.as_unsigned()[i * piece:(i + 1) * piece] for i in range(n)]
+        if v.shape().signed:
+            out[-1] = out[-1].as_signed()
+        return out
+    terms = [(stage(x * y, (x * y).shape(), f"{name}_pp{i}{j}"), piece * (i + j))
+             for i, x in enumerate(pieces(a)) for j, y in enumerate(pieces(b))]
+    level = 0
+    while len(terms) > 1:
+        nxt = []
+        for k in range(0, len(terms), 2):
+            pair = sorted(terms[k:k + 2], key=lambda t: t[1])
+            low, at = pair[0]
+            value = low + (pair[1][0] << (pair[1][1] - at)) if len(pair) == 2 else low
+            last = len(terms) <= 2
+            nxt.append((stage(value, shape if last and shape is not None else value.shape(), f"{name}_sum{level}_{k // 2}"),
+                        at))
+        terms, level = nxt, level + 1
+    value, at = terms[0]
+    return value << at if at else value
+
+
+def product_stages(a_bits: int, b_bits: int, piece: int) -> int:
+    """The stages ``pipelined_product`` takes for operands of these widths."""
+    n = -(-a_bits // piece) * -(-b_bits // piece)
+    return 1 + (n - 1).bit_length()
 
 
 class Requantizer(wiring.Component):
@@ -209,25 +249,17 @@ class Requantizer(wiring.Component):
         total = self.total
         stages.append(total.eq(clamp(self.acc + self.bias, intops.INT32_MIN, intops.INT32_MAX)))
         mult, shift1 = reg(self.mult, unsigned(intops.MULT_BITS), "mult1"), reg(self.shift, 6, "shift1")
-        t_lo, t_hi = total.as_unsigned()[:16], total[16:].as_signed()
-        m_lo, m_hi = mult[:16], mult[16:]
-        ll = reg(t_lo * m_lo, unsigned(32), "pp_ll")
-        lh = reg(t_lo * m_hi, unsigned(31), "pp_lh")
-        hl = reg(t_hi * m_lo, signed(33), "pp_hl")
-        hh = reg(t_hi * m_hi, signed(32), "pp_hh")
-        shift2 = reg(shift1, 6, "shift2")
-        lo = reg(ll + (lh << 16), unsigned(48), "sum_lo")             # t_lo * mult
-        hi = reg(hl + (hh << 16), signed(49), "sum_hi")               # t_hi * mult
-        shift3 = reg(shift2, 6, "shift3")
-        product = reg(lo + (hi << 16), signed(64), "product")        # |t * mult| < 2**62
-        m.d.comb += self.y.eq(round_shift_saturate(reg, product, reg(shift3, 6, "shift4")))
+        product = pipelined_product(reg, total, mult, 16, "tm", signed(64))      # |t * mult| < 2**62
+        shift4 = reg(reg(reg(shift1, 6, "shift2"), 6, "shift3"), 6, "shift4")
+        m.d.comb += self.y.eq(round_shift_saturate(reg, product, shift4))
         with m.If(self.en):
             m.d.sync += stages
         return m
 
 
-# The row unit is the requantizer plus the output-buffer write; the cycle model relies on it.
-assert Requantizer.LATENCY + 1 == timing.ROW_UNIT_LATENCY
+# The row unit is the registered partial sum, the requantizer and the output-buffer write; the cycle
+# model relies on it.
+assert 1 + Requantizer.LATENCY + 1 == timing.ROW_UNIT_LATENCY
 
 
 def _token_layout(cfg: GemmConfig) -> data.StructLayout:
@@ -455,21 +487,29 @@ class GemmEngine(wiring.Component):
         ]
 
         # ---------------------------------------------------------------- row unit
-        # The token reaches the row unit one cycle before the array's sums, to read the
-        # accumulator and the parameters (synchronous read ports).
-        tok_rd = delay(m, token, timing.BUFFER_READ_LATENCY + array.latency - 1, "tok")
-        m.d.comb += [acc_rd.addr.eq(tok_rd.m), p_rd.addr.eq(tok_rd.j), tb_rd.addr.eq(tok_rd.out)]
-        tok0 = delay(m, tok_rd, 1, "tok_sum")
-        acc_old = data.View(data.ArrayLayout(PSUM, C), acc_rd.data)
-        params = data.View(data.ArrayLayout(PARAM, C), p_rd.data)
-        tbias = data.View(data.ArrayLayout(signed(32), C), tb_rd.data)
+        # The accumulator word is read two cycles before the array's sums reach the row unit and
+        # registered (a DP16KD's output is slow unregistered); the word the row one cycle before
+        # wrote (the same m: a GEMM of one row) is forwarded instead. The new partial sum is
+        # registered before the requantizer, whose parameters are read and registered beside it.
+        tok_acc = delay(m, token, timing.BUFFER_READ_LATENCY + array.latency - 2, "tok_acc")
+        tok_rd = delay(m, tok_acc, 1, "tok")
+        tok0 = delay(m, tok_rd, 1, "tok_sum")          # the array's sums are on psum now
+        tok_prev = delay(m, tok0, 1, "tok_prev")
+        m.d.comb += [acc_rd.addr.eq(tok_acc.m), p_rd.addr.eq(tok_rd.j), tb_rd.addr.eq(tok_rd.out)]
+        acc_old = Signal(data.ArrayLayout(PSUM, C))
+        params = Signal(data.ArrayLayout(PARAM, C))
+        tbias = Signal(data.ArrayLayout(signed(32), C))
+        m.d.sync += [acc_old.eq(acc_rd.data), params.eq(p_rd.data), tbias.eq(tb_rd.data)]
+        forward = tok_prev.valid & ~tok_prev.last & (tok_prev.m == tok0.m)
         acc_new = Signal(data.ArrayLayout(PSUM, C))
+        acc_sum = Signal(data.ArrayLayout(PSUM, C))     # acc_new, a cycle later: into the requantizer
+        m.d.sync += acc_sum.eq(acc_new)
         ys, totals = [], []
         for c in range(C):
-            m.d.comb += acc_new[c].eq(Mux(tok0.first, 0, acc_old[c]) + array.psum[c])
+            m.d.comb += acc_new[c].eq(Mux(tok0.first, 0, Mux(forward, acc_sum[c], acc_old[c])) + array.psum[c])
             rq = Requantizer()
             m.submodules[f"requant_{c}"] = rq
-            m.d.comb += [rq.acc.eq(acc_new[c]), rq.bias.eq(Mux(token_bias, tbias[c], params[c].bias)),
+            m.d.comb += [rq.acc.eq(acc_sum[c]), rq.bias.eq(Mux(token_bias, tbias[c], params[c].bias)),
                          rq.mult.eq(params[c].mult), rq.shift.eq(params[c].shift)]
             ys.append(rq.y)
             totals.append(rq.total)
@@ -477,10 +517,10 @@ class GemmEngine(wiring.Component):
                      acc_wr.data.eq(acc_new)]
         # int32 mode: the Requantizer's first stage, sat32(acc + bias), goes to the raw buffer a
         # cycle later; ``done`` still follows the int8 path, so both modes take the same cycles.
-        tok_raw = delay(m, tok0, 1, "tok_raw")
+        tok_raw = delay(m, tok0, 2, "tok_raw")
         m.d.comb += [raw_wr.en.eq(tok_raw.valid & tok_raw.last & raw), raw_wr.addr.eq(raw_base + tok_raw.out),
                      raw_wr.data.eq(Cat(*totals))]
-        tok_out = delay(m, tok0, Requantizer.LATENCY, "tok_out")
+        tok_out = delay(m, tok0, Requantizer.LATENCY + 1, "tok_out")
         m.d.comb += [out_wr.en.eq(tok_out.valid & tok_out.last & ~raw), out_wr.addr.eq(tok_out.out),
                      out_wr.data.eq(Cat(*ys)),
                      final_written.eq(tok_out.valid & tok_out.final)]

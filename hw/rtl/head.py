@@ -20,7 +20,7 @@ phases (cycles with no stalls; W = D / lanes):
 |---|---|---|
 | BOOT | W, once after reset | the LayerNorm's g, b from a ROM into the unit |
 | SUMS | T W (the input) | S_i += x, Q_i += x**2 over the patch tokens ([CLS] clears them) |
-| FEED | W | a = sat8(round_shift(S m_a, sh_a)) into the LayerNorm; V += P Q_i - S_i**2 |
+| FEED | W + ``FEED_STAGES`` | a = sat8(round_shift(S m_a, sh_a)) into the LayerNorm; V += P Q_i - S_i**2, both pipelined |
 | LN | the unit's OUT phase | y (D int8) into a register vector |
 | FC1, FC2, SCORES (MAC) | N ceil(K / macs) + 12, + 12, + 3 | row by row from the ROM: W1 y + b1 and W2 h + b2 through one ``hw.rtl.gemm.Requantizer`` (h = max(sat8(...), 0), e = sat8(...), n += e**2), d = sat32(T e) |
 | FC1, FC2, SCORES (da4ml) | the da4ml latency + 1 each | the adder graph on the held input vector: W1 y + b1, W2 h + b2, T e |
@@ -28,7 +28,7 @@ phases (cycles with no stalls; W = D / lanes):
 | (SCORES, da4ml) | | d = sat32(T e); n = sum e**2 |
 | SQRT | 28 | r = isqrt(n << 16), one root bit a cycle (``hw.rtl.layernorm.DigitRoot``, no multiplier) |
 | DIV | 41 | inv = floor(2**40 / max(r, 1)), one quotient bit a cycle |
-| Z | C + 1 | z_c = sat32(round_shift(round_shift(d_c inv, 24) m_z, sh_z)), one class a cycle in two stages (one multiplier pair, not C) |
+| Z | C + ``Z_STAGES`` | z_c = sat32(round_shift(round_shift(d_c inv, 24) m_z, sh_z)), one class a cycle into a pipeline (one multiplier set, not C) |
 | SOFTMAX | the unit's row (one lane) | p = softmax(z) at 2**-15; the top two kept as p streams out |
 | GATE, GATE_SUM | 2 | margin, sav = min(V >> sav_shift, 2**16 - 1), the three products; then G = sat32(w . f + bias) |
 | OUT | C | one beat per class: {score d_c, gate G, layer, last}, the comparator's ``INP`` |
@@ -51,19 +51,28 @@ from __future__ import annotations
 import time
 
 import torch
-from amaranth import Array, Cat, ClockSignal, Const, Instance, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Cat, ClockSignal, Const, Instance, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.rtl import comparator, emit, layernorm, softmax
+from hw.rtl.systolic import delay
 from hw.rtl.dense import (MAC_PIPE, ROW_CONST, DenseRTL, MacDense, StreamDense, dense_cycles, dense_verilog,
                            head_dense_plan)
-from hw.rtl.gemm import Requantizer, clamp
+from hw.rtl.gemm import ROUND_SHIFT_STAGES, Requantizer, clamp, pipelined_product, product_stages, round_shift_saturate
 from model import intops
 from model.errors import QexitError
 from model.exits.fixed import GATE_PROB_BITS, INV_BITS, NORM_FRAC, SAV_BITS, Z1_SHIFT, FixedHead
 
 ROOT_BITS = intops.ISQRT_BITS // 2  # 28
+PIECE = 17                          # the pipelined products' pieces (hw.rtl.gemm.pipelined_product)
+S_BITS = 17                         # a channel's token sum S in the FEED pipeline: |S| <= 128 P, P < 512 patches
+# FEED: S registered, S m_a, round + shift + shift + saturate; the LayerNorm takes a FEED_STAGES after its word
+FEED_STAGES = 1 + product_stages(S_BITS, intops.MULT_BITS, PIECE) + ROUND_SHIFT_STAGES
+Z1_BITS = 32 + INV_BITS + 2 - Z1_SHIFT                           # round_shift(d inv, 24)
+# Z: d inv, its round shift, z1 m_z, round + shift + shift + saturate to int32
+Z_STAGES = product_stages(32, INV_BITS + 1, PIECE) + 1 + product_stages(Z1_BITS, intops.MULT_BITS, PIECE) \
+    + ROUND_SHIFT_STAGES
 SOFTMAX_LANES = 1                   # C scores once per image: one lane is enough
 
 
@@ -209,8 +218,8 @@ def head_cycles(head: FixedHead, tokens: int, lanes: int, dense) -> int:
     w = head.width // lanes
     ln_out = layernorm.row_cycles(head.width, lanes) - w         # the LayerNorm after its LOAD
     sm = softmax.row_cycles(head.classes, SOFTMAX_LANES)
-    return tokens * w + w + ln_out + dense_cycles(head, lanes, dense) + ROOT_BITS + (INV_BITS + 1) \
-        + (head.classes + 1) + sm + 2 + head.classes
+    return tokens * w + w + FEED_STAGES + ln_out + dense_cycles(head, lanes, dense) + ROOT_BITS + (INV_BITS + 1) \
+        + (head.classes + Z_STAGES) + sm + 2 + head.classes
 
 
 class _Banked:
@@ -259,6 +268,9 @@ class ExitHead(wiring.Component):
                  lanes: int = 8):
         if head.width % lanes:
             raise QexitError(f"the head's width {head.width} must be a multiple of lanes = {lanes}")
+        if (128 * (tokens - 1)).bit_length() + 1 > S_BITS:
+            raise QexitError(f"the exit head takes at most {2 ** (S_BITS - 8) - 1} patch tokens (its token sums are "
+                             f"{S_BITS}-bit); got {tokens - 1}")
         ks = sorted(set(ks))
         if not ks or not all(0 <= k < len(head.layers) for k in ks):
             raise QexitError(f"candidates {ks} must be indices of the head's {len(head.layers)} layers")
@@ -326,7 +338,6 @@ class ExitHead(wiring.Component):
         Dr = [Signal(signed(32), name=f"d{i}") for i in range(C)]
         Zr = [Signal(signed(32), name=f"z{i}") for i in range(C)]
         top1, top2 = Signal(unsigned(GATE_PROB_BITS)), Signal(unsigned(GATE_PROB_BITS))
-        z1 = Signal(signed(32 + INV_BITS + 2 - Z1_SHIFT))                  # round_shift(d inv, 24)
         g_w = (GATE_WEIGHT_BITS - 1 if streamed else
                max(abs(int(h.layers[k].params[n])) for k in self.ks for n in ("w_c", "w_m", "w_s")).bit_length())
         g_c, g_m, g_s = (Signal(signed(g_w + max(GATE_PROB_BITS, SAV_BITS) + 2), name=f"gate_{n}") for n in "cms")
@@ -339,7 +350,7 @@ class ExitHead(wiring.Component):
         longest = 0 if mac else max(d.latency for d in self.dense.values())
         step = Signal(range(max(ROOT_BITS, INV_BITS + 1, -(-E // L) + Requantizer.LATENCY, longest) + 1))
         tok = Signal(range(T))
-        word = Signal(range(max(W, Ws, C) + 1))
+        word = Signal(range(max(W + FEED_STAGES, Ws, C + Z_STAGES) + 1))
         m.d.comb += [port.addr.eq(word) for port in (s_rd, s_wr, q_rd, q_wr)]
 
         # ---- the LayerNorm's parameters: the candidate's W words, written with the [CLS] beats
@@ -363,6 +374,31 @@ class ExitHead(wiring.Component):
             for w_ in range(-(-len(vec) // lanes)):
                 with m.If(word == w_):
                     m.d.sync += [vec[w_ * lanes + c].eq(values[c]) for c in range(lanes) if w_ * lanes + c < len(vec)]
+
+        # ---- the FEED and Z pipelines: they run every cycle; a valid chain says when their output is taken
+        def stage(value, shape, name):
+            r = Signal(shape, name=name)
+            m.d.sync += r.eq(value)
+            return r
+        feed_issue, z_issue = Signal(), Signal()
+        s_r = [stage(s_rd.data[c], signed(S_BITS), f"s_r{c}") for c in range(L)]
+        q_r = [stage(q_rd.data[c], unsigned(q_bits), f"q_r{c}") for c in range(L)]
+        m.d.comb += ln.inp.valid.eq(delay(m, feed_issue, FEED_STAGES, "feed_valid"))
+        for c in range(L):
+            a = round_shift_saturate(stage, pipelined_product(stage, s_r[c], Value.cast(c_("m_a")), PIECE, f"sa{c}"),
+                                     Value.cast(c_("sh_a")))
+            m.d.comb += ln.inp.payload[c].eq(a)
+        v_terms = [stage(P * q_r[c] - s_r[c] * s_r[c], signed(len(V)), f"v_term{c}") for c in range(L)]
+        v_sum = stage(_tree_sum(v_terms), signed(len(V)), "v_sum")
+        with m.If(delay(m, feed_issue, 3, "v_valid")):
+            m.d.sync += V.eq(V + v_sum)
+        z1 = stage(_round_shift(pipelined_product(stage, Dr[0], inv, PIECE, "dinv"), Z1_SHIFT), signed(Z1_BITS), "z1")
+        z = round_shift_saturate(stage, pipelined_product(stage, z1, Value.cast(c_("m_z")), PIECE, "zm"),
+                                 Value.cast(c_("sh_z")), bits=Z1_BITS + intops.MULT_BITS + 3, out_bits=32)
+        shifted_v = V >> c_("sav_shift")    # V is final long before GATE: sav is a register
+        sav = stage(Mux(shifted_v > 2 ** SAV_BITS - 1, 2 ** SAV_BITS - 1, shifted_v)[:SAV_BITS], unsigned(SAV_BITS), "sav")
+        with m.If(delay(m, z_issue, Z_STAGES, "z_valid")):
+            m.d.sync += [Zr[j].eq(Zr[j + 1]) for j in range(C - 1)] + [Zr[C - 1].eq(z)]
 
         with m.FSM():
             with m.State("SUMS"):
@@ -410,15 +446,9 @@ class ExitHead(wiring.Component):
                 # the scalars: the header register's fields, held until the next candidate's header
                 for i, (name, shape) in enumerate(HEADER.items()):
                     m.d.comb += regs[name].eq(hdr.word_select(i, FIELD_BITS)[:shape.width])
-            with m.State("FEED"):
-                s_sel = [s_rd.data[c] for c in range(L)]
-                q_sel = [q_rd.data[c] for c in range(L)]
-                m.d.comb += ln.inp.valid.eq(1)
-                for c in range(L):
-                    m.d.comb += ln.inp.payload[c].eq(_sat(_round_shift(s_sel[c] * c_("m_a"), c_("sh_a")), 8))
-                with m.If(ln.inp.ready):
-                    m.d.sync += V.eq(V + _tree_sum([P * q_sel[c] - s_sel[c] * s_sel[c] for c in range(L)]))
-                    next_word(W, "LN")
+            with m.State("FEED"):     # W words into the pipelines; the LayerNorm (in its LOAD: always ready)
+                m.d.comb += feed_issue.eq(word < W)     # takes each FEED_STAGES later
+                next_word(W + FEED_STAGES, "LN")
             with m.State("LN"):
                 m.d.comb += ln.out.ready.eq(1)
                 with m.If(ln.out.valid):
@@ -441,14 +471,11 @@ class ExitHead(wiring.Component):
                 with m.If(step == INV_BITS):
                     m.d.sync += step.eq(0)
                     m.next = "Z"
-            with m.State("Z"):     # one class a cycle, in two stages: Dr rotates once round, z shifts into Zr
+            with m.State("Z"):     # one class a cycle into the pipeline (Dr rotates once round); z shifts into Zr
+                m.d.comb += z_issue.eq(word < C)       # Z_STAGES later
                 with m.If(word < C):
-                    m.d.sync += z1.eq(_round_shift(Dr[0] * inv, Z1_SHIFT))
                     m.d.sync += [Dr[j].eq(Dr[(j + 1) % C]) for j in range(C)]
-                with m.If(word >= 1):
-                    m.d.sync += [Zr[j].eq(Zr[j + 1]) for j in range(C - 1)]
-                    m.d.sync += Zr[C - 1].eq(_sat(_round_shift(z1 * c_("m_z"), c_("sh_z")), 32))
-                next_word(C + 1, "SOFTMAX_IN")
+                next_word(C + Z_STAGES, "SOFTMAX_IN")
             with m.State("SOFTMAX_IN"):
                 m.d.comb += sm.inp.valid.eq(1)
                 m.d.sync += [top1.eq(0), top2.eq(0)]
@@ -471,8 +498,6 @@ class ExitHead(wiring.Component):
                     m.d.sync += [top1.eq(t1), top2.eq(t2)]
                     next_word(Ws, "GATE")
             with m.State("GATE"):           # the gate's three products, then their sum
-                shifted_v = V >> c_("sav_shift")
-                sav = Mux(shifted_v > 2 ** SAV_BITS - 1, 2 ** SAV_BITS - 1, shifted_v)[:SAV_BITS]
                 m.d.sync += [g_c.eq(c_("w_c") * top1), g_m.eq(c_("w_m") * (top1 - top2 if C > 1 else top1)),
                              g_s.eq(c_("w_s") * sav)]
                 m.next = "GATE_SUM"

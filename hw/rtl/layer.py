@@ -53,7 +53,11 @@ from hw.rtl.units import AddUnit, GeluUnit, TableUnit
 
 
 class ScratchReader(wiring.Component):
-    """Reads a 2-D pattern from a memory read port as a stream (1 word/cycle sustained)."""
+    """Reads a 2-D pattern from a memory read port as a stream (1 word/cycle sustained). The read
+    data is registered before the FIFO (a DP16KD's output is slow unregistered), so a word is in
+    flight for two cycles and the FIFO holds ``DEPTH`` = 3: room for both and the one being taken."""
+
+    DEPTH = 3
 
     def __init__(self, addr_bits: int, width: int, pattern_bits: int | None = None):
         self.addr_bits = pattern_bits or addr_bits         # the descriptors' address width
@@ -64,19 +68,20 @@ class ScratchReader(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         width = len(self.data)
-        m.submodules.q = q = fifo.SyncFIFO(width=width, depth=2)
+        m.submodules.q = q = fifo.SyncFIFO(width=width, depth=self.DEPTH)
         o = Signal(COUNT)
         i = Signal(COUNT)
         row = Signal(self.addr_bits)
         addr = Signal(self.addr_bits)
         left = Signal()
-        pending = Signal()
+        pending, pending2 = Signal(), Signal()          # a word read, then registered
+        data_r = Signal(width)
         pat = Signal.like(self.pat)
         pop = q.r_rdy & self.out.ready
-        issue = left & (q.level + pending - pop < 2)
-        m.d.comb += [self.addr.eq(addr), q.w_en.eq(pending), q.w_data.eq(self.data),
+        issue = left & (q.level + pending + pending2 - pop < self.DEPTH)
+        m.d.comb += [self.addr.eq(addr), q.w_en.eq(pending2), q.w_data.eq(data_r),
                      self.out.valid.eq(q.r_rdy), self.out.payload.eq(q.r_data), q.r_en.eq(self.out.ready)]
-        m.d.sync += pending.eq(issue)
+        m.d.sync += [pending.eq(issue), pending2.eq(pending), data_r.eq(self.data)]
         with m.If(issue):
             with m.If(i == pat.icount - 1):
                 m.d.sync += [i.eq(0), o.eq(o + 1), row.eq(row + pat.ostride), addr.eq(row + pat.ostride)]

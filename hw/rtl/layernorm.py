@@ -33,7 +33,7 @@ from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.rtl.gemm import round_shift_saturate
+from hw.rtl.gemm import pipelined_product, product_stages, round_shift_saturate
 from hw.rtl.units import Pipeline, check_lanes
 from model import intops
 from model.errors import QexitError
@@ -76,8 +76,14 @@ def row_cycles(d: int, lanes: int = 1) -> int:
     return w + VAR_CYCLES + ROOT_BITS + (RECIP_BITS + 1) + w + LayerNormUnit.LATENCY
 
 
+PIECE = 17                                              # c*r and g*y: 17-bit pieces, one MULT18X18D a full pair
+CR_STAGES = product_stages(21, RECIP_BITS + 1, PIECE)   # c (21 bits) times r (41): 6 products, 4 stages
+GY_STAGES = product_stages(intops.GAMMA_BITS + 2, 21, PIECE)   # g times y (21): 4 products, 3 stages
+
+
 class LayerNormUnit(wiring.Component):
-    LATENCY = 10      # OUT: buffer read, c, c*r, y, g*y, g*y + b, round + shift + shift + saturate
+    # OUT: buffer read, c, c*r, y, g*y, g*y + b, round + shift + shift + saturate
+    LATENCY = 2 + CR_STAGES + 1 + GY_STAGES + 1 + 4
 
     def __init__(self, max_d: int = 1024, lanes: int = 1):
         if not isinstance(max_d, int) or not 1 <= max_d <= intops.LN_MAX_D:
@@ -189,15 +195,15 @@ class LayerNormUnit(wiring.Component):
                      par_rd.addr.eq(i), par_rd.en.eq(pipe.advance)]
         for lane in range(L):
             c = pipe.stage(self.d * row_rd.data[lane] - s, signed(21), f"c{lane}")
-            g = pipe.stage(pipe.stage(pipe.stage(par_rd.data[lane].g, signed(intops.GAMMA_BITS + 2), f"g1_{lane}"),
-                                      signed(intops.GAMMA_BITS + 2), f"g2_{lane}"), signed(intops.GAMMA_BITS + 2),
-                           f"g3_{lane}")
-            b = par_rd.data[lane].b
-            for stage in range(4):
-                b = pipe.stage(b, signed(intops.LN_B_BITS + 1), f"b{stage}_{lane}")
-            prod = pipe.stage(c * quot, signed(62), f"cr{lane}")
+            g, b = par_rd.data[lane].g, par_rd.data[lane].b
+            for k in range(CR_STAGES + 2):      # beside c, c*r and y
+                g = pipe.stage(g, signed(intops.GAMMA_BITS + 2), f"g{k}_{lane}")
+            for k in range(CR_STAGES + GY_STAGES + 2):
+                b = pipe.stage(b, signed(intops.LN_B_BITS + 1), f"b{k}_{lane}")
+            stage = lambda v, shape, name: pipe.stage(v, shape, f"{name}{lane}")      # noqa: E731
+            prod = pipelined_product(stage, c, quot, PIECE, "cr", signed(62))
             y = pipe.stage((prod + (1 << (Y_SHIFT - 1))) >> Y_SHIFT, signed(21), f"y{lane}")
-            gy = pipe.stage(g * y, signed(38), f"gy{lane}")
+            gy = pipelined_product(stage, g, y, PIECE, "gy", signed(38))
             total = pipe.stage(gy + b, signed(50), f"total{lane}")       # |g*y| < 2**37, |b| < 2**47
             out = round_shift_saturate(lambda v, shape, name: pipe.stage(v, shape, f"{name}{lane}"), total, self.shift)
             m.d.comb += self.out.payload[lane].eq(out)

@@ -6,9 +6,9 @@ from __future__ import annotations
 from model.errors import QexitError
 
 BUFFER_READ_LATENCY = 1    # Amaranth Memory read ports are synchronous
-ROW_UNIT_LATENCY = 9       # the requantizer's 8 stages (hw.rtl.gemm.Requantizer) | write
-READ_LATENCY = 2           # layer engine's scratch reader: go → first word valid (address, read, FIFO)
-SIDE_LATENCY = 3           # its softmax side channel: go → the reader's first word into the softmax unit (2), + the write
+ROW_UNIT_LATENCY = 10      # the registered partial sum | the requantizer's 8 stages (hw.rtl.gemm.Requantizer) | write
+READ_LATENCY = 3           # layer engine's scratch reader: go → first word valid (address, read, register, FIFO)
+SIDE_LATENCY = 4           # its softmax side channel: go → the reader's first word into the softmax unit (3), + the write
 MAX_K = 2 ** 17 - 1        # K * 128 * 128 must fit an int32 partial sum (no overflow before the bias)
 
 
