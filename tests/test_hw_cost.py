@@ -11,6 +11,7 @@ from hw.cost.schedule import WeightSource
 from hw.rtl.isa import Op, Src, param_beats
 from hw.rtl.dense import MacDense
 from hw.rtl.head import head_cycles
+from hw.rtl.timing import READ_LATENCY
 from model.errors import QexitError
 from model.exits import exit_path
 from model.quantize import random_intmodel
@@ -83,9 +84,9 @@ def test_an_exit_costs_its_layers_taps_and_decisions(im, ep, costs):
         + 2 * decision + costs.result.cycles
     port, n, db = costs.machine.port, len(plain[2].seg), costs.prog_beats
     more_program = port.beat((n + 1) * db - 1) - port.beat(n * db - 1)      # the tap's descriptor
-    assert tap[1].cycles == plain[2].cycles + tokens * w + 3 + 2 + more_program   # T W words, fetch, start, read
+    assert tap[1].cycles == plain[2].cycles + tokens * w + 3 + READ_LATENCY + more_program   # T W words, fetch, start, read
     full = costs.cycles(costs.route(None))
-    assert full == costs.cycles(costs.route_full()) + 2 * (tokens * w + 5 + more_program) + 2 * decision
+    assert full == costs.cycles(costs.route_full()) + 2 * (tokens * w + 3 + READ_LATENCY + more_program) + 2 * decision
     assert costs.record_cycles(costs.route(None)) == full - costs.result.cycles
 
 

@@ -84,12 +84,12 @@ def test_utilization_two_ways_on_the_vit_b32_mlp():
     s = schedule.plan(16, 16, 50, 768, 3072)
     kt, nt = 768 // 16, 3072 // 16
     # fill, a tile every period, the array's latency, the row unit (requantizer and write)
-    assert s.cycles == 16 + (kt * nt - 1) * 50 + 50 + (1 + 31 + ROW_UNIT_LATENCY - 1) == 460_856
+    assert s.cycles == 16 + (kt * nt - 1) * 50 + 50 + (1 + 31 + ROW_UNIT_LATENCY - 1) == 460_857
     assert s.load_beats == {"a": 50 * kt, "p": nt} and s.weight_beats == kt * nt * 16 == 147_456
     assert s.io_cycles == 2_400 + 50 * nt == 12_000
     macs = 50 * 768 * 3072
-    assert s.utilization == macs / (256 * 460_856)
-    assert s.utilization_with_io == macs / (256 * (460_856 + 12_000))
+    assert s.utilization == macs / (256 * 460_857)
+    assert s.utilization_with_io == macs / (256 * (460_857 + 12_000))
     assert round(s.utilization, 4) == 0.9999 and round(s.utilization_with_io, 4) == 0.9745
 
 
@@ -104,7 +104,7 @@ def test_weight_stream_stalls_on_the_vit_b32_mlp(bandwidth):
       L + bytes / bandwidth, then the last tile streams its M = 50 tokens and drains
       (1 read + 31 array + ROW_UNIT_LATENCY row unit - 1 cycles)."""
     s = schedule.plan(16, 16, 50, 768, 3072, schedule.WeightSource(bandwidth, 20))
-    ideal = 460_856
+    ideal = 460_857
     weight_bytes = (768 // 16) * (3072 // 16) * 16 * 16
     if bandwidth >= 5.12:
         expected = 20 + 16 * 16 / bandwidth - 16
