@@ -52,7 +52,7 @@ def test_the_clock_comes_from_synthesis(files):
     argv, tmp = files
     argv = argv[:-2]                                  # no --clock-mhz
     (tmp / "synth.json").write_text(json.dumps({"device": "LFE5U-85F", "accelerator": [
-        {"rows": 8, "cols": 8, "fits": True, "fmax_mhz": 87.5, "luts": 9, "ffs": 8, "dsps": 7, "brams": 6}]}))
+        {"rows": 4, "cols": 4, "fits": True, "fmax_mhz": 87.5, "luts": 9, "ffs": 8, "dsps": 7, "brams": 6}]}))
     assert cost_cmd.run(parse(*argv, "--synth", str(tmp / "synth.json"))) == 0
     s = json.loads((tmp / "rep" / "cost" / "summary.json").read_text())
     assert s["clock_mhz"] == 87.5 and s["clock_source"] == "synth" and s["synthesis"]["dsps"] == 7
@@ -61,7 +61,7 @@ def test_the_clock_comes_from_synthesis(files):
     assert cost_cmd.run(parse(*argv, "--clock-mhz", "50")) == 0
     assert json.loads((tmp / "rep" / "cost" / "summary.json").read_text())["clock_mhz"] == 50.0
     # this small model's accelerator was never synthesized: no shipped result, so no clock
-    with pytest.raises(QexitError, match="no synthesis result for the 8x8 accelerator.*--clock-mhz"):
+    with pytest.raises(QexitError, match="no synthesis result for the 4x4 accelerator.*--clock-mhz"):
         cost_cmd.run(parse(*argv))
 
 
@@ -107,7 +107,7 @@ def test_energy_is_labelled_and_priced_under_both_tables(files, exit_path_files,
     # the table's 64-bit DRAM read per 8 bytes; the same bytes under both tables
     # (a tapped layer's program has one more descriptor to fetch; each decision reads its head's block)
     ep = exit_path.load(exit_path_files[0])
-    c = cost.build(exit_path_files[2], cost.Machine(), tables.load(), {1: StreamDense(8), 3: StreamDense(8)}, ep.head)
+    c = cost.build(exit_path_files[2], cost.Machine(4), tables.load(), {1: StreamDense(4), 3: StreamDense(4)}, ep.head)
     dram_pj = 1950.0 / 8
     full = sum(p.counts["dram_bytes"] for p in c.route_full()) * dram_pj
     layers, fraction = s["distribution"]["layers"], s["distribution"]["fraction"]

@@ -47,7 +47,9 @@ def add_arguments(p):
     p.add_argument("--exits", type=Path, default=EXITS_DEFAULT, help="`qexit exits`'s exit_distribution.json")
     p.add_argument("--seed", type=seed_arg, default=0,
                    help="whose routing: a seed of the exits run (default 0, the one the exit path holds), or 'mean'")
-    add_machine_args(p, clock_mhz=None, synth=True)
+    # 4x4: the largest accelerator that fits the LFE5U-85F (reports/example/synth), so the default is priced
+    # at the clock it reaches
+    add_machine_args(p, rows=4, clock_mhz=None, synth=True)
     p.add_argument("--batch", type=positive, default=16, help="images in flight in throughput mode")
     p.add_argument("--energy-table", type=Path, default=None,
                    help="a JSON energy table like hw/cost/tables/horowitz_45nm.json (default: Horowitz, ISSCC 2014, "

@@ -51,7 +51,9 @@ def headline_rows(summaries: dict[str, dict]) -> list[tuple[str, str, str]]:
                      "exits"))
     if c:
         seed = f" (seed {c.get('seed')})" if "seed" in c else ""
-        rows.append((f"cycles per image, full depth -> early exit{seed}",
+        mach = c.get("machine") or {}
+        size = f", {mach['rows']}x{mach['cols']}" if "rows" in mach and "cols" in mach else ""
+        rows.append((f"cycles per image{size}, full depth -> early exit{seed}",
                      f"{c['cycles_full']:,.0f} -> {c['cycles_exit']:,.0f} ({_pct(c['cycle_saving'])} saved)", "cost"))
         for suffix in ("", "_fpga"):
             if f"energy_full_pj{suffix}" not in c:
@@ -63,7 +65,7 @@ def headline_rows(summaries: dict[str, dict]) -> list[tuple[str, str, str]]:
             rows.append((f"energy per image, {name}",
                          f"{c[f'energy_full_pj{suffix}'] / 1e6:,.1f} -> {c[f'energy_exit_pj{suffix}'] / 1e6:,.1f} uJ "
                          f"({_pct(c[f'energy_saving{suffix}'])} saved{dram})", "cost"))
-        what_if = " (a what-if)" if c.get("clock_source") == "user" else ""
+        what_if = {"user": " (a what-if)", "synth": " (synthesized)"}.get(c.get("clock_source"), "")
         rows.append((f"latency at {c['clock_mhz']:g} MHz{what_if} / throughput (batch)",
                      f"{c['latency_us']:,.0f} us / {c['throughput_ips']:,.0f} img/s", "cost"))
     if sy.get("rows"):
