@@ -78,7 +78,7 @@ def row_cycles(d: int, lanes: int = 1) -> int:
 
 PIECE = 17                                              # c*r and g*y: 17-bit pieces, one MULT18X18D a full pair
 CR_STAGES = product_stages(21, RECIP_BITS + 1, PIECE)   # c (21 bits) times r (41): 6 products, 4 stages
-GY_STAGES = product_stages(intops.GAMMA_BITS + 2, 21, PIECE)   # g times y (21): 4 products, 3 stages
+GY_STAGES = product_stages(intops.GAMMA_BITS + 2, 21, PIECE)   # g (17 bits) times y (21): 2 products, 2 stages
 
 
 class LayerNormUnit(wiring.Component):

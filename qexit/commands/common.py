@@ -30,8 +30,8 @@ def add_machine_args(p: argparse.ArgumentParser, *, rows: int = 8, bandwidth: fl
     ``add_machine_args(p, *, rows=8, bandwidth=8.0, latency=20, clock_mhz=100.0, synth=None,
     square=True, options=MACHINE_OPTIONS)`` adds, of ``options``:
 
-    * "rows", "cols": ``--rows R`` and ``--cols C``, the array (default ``rows`` for both; a step
-      that declares "rows" alone has C = R). ``square``: the step needs R = C (the layer
+    * "rows", "cols": ``--rows R`` and ``--cols C``, the array (default ``rows`` for R and R for C;
+      a step that declares "rows" alone has C = R). ``square``: the step needs R = C (the layer
       engine), which ``machine_from_args`` checks; False for the GEMM engine (any R x C);
     * "bandwidth": ``--bandwidth B``, the weight stream in bytes per cycle (fractions allowed);
       default ``bandwidth``; None: a source that always has the next word;
@@ -55,7 +55,7 @@ def add_machine_args(p: argparse.ArgumentParser, *, rows: int = 8, bandwidth: fl
     if "rows" in options:
         p.add_argument("--rows", type=int, default=rows, help=f"array rows R{note}")
     if "cols" in options:
-        p.add_argument("--cols", type=int, default=rows, help="array columns C")
+        p.add_argument("--cols", type=int, default=None, help=f"array columns C (default: R, {rows} when --rows is not given)")
     if "bandwidth" in options:
         p.add_argument("--bandwidth", type=float, default=bandwidth,
                        help="weight stream from external memory, bytes per cycle"
@@ -104,7 +104,8 @@ def machine_from_args(args, *, scalable: bool = False, im=None, ep=None, clock_m
     negative latency) is a one-line ``QexitError``."""
     d = _machine_defaults(args)
     rows = getattr(args, "rows", d["rows"])
-    cols = getattr(args, "cols", rows)
+    cols = getattr(args, "cols", None)
+    cols = rows if cols is None else cols
     if d["square"] and rows != cols:
         raise QexitError(f"the layer engine needs a square array (--rows {rows} --cols {cols}): a GEMM's "
                          f"output words are the next GEMM's input words")
