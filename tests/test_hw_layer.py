@@ -46,7 +46,7 @@ def test_pixels_to_logits_in_amaranth(tiny, machine):
     check_pixels_to_logits(tiny, _images(2), machine)
 
 
-@pytest.mark.parametrize("act", ["gelu", "quick_gelu"])
+@pytest.mark.parametrize("act", [pytest.param("gelu", marks=pytest.mark.slow), "quick_gelu"])   # CLIP's own: quick_gelu
 def test_a_clip_layout_runs_bit_and_cycle_exact(act):
     """CLIP's pre-LN (a LayerNorm on the embedded tokens, in place in x) and the MLP activation,
     i-GELU or quick_gelu, as a 256-entry table loaded per layer into the TableUnit (no computed

@@ -126,6 +126,7 @@ def test_frontier_is_non_dominated():
     assert [(p["e"], p["top1_test"]) for p in fr] == [(0.5, 0.7), (1, 0.8), (2, 0.85), (3, 0.9)]
 
 
+@pytest.mark.slow                  # the whole search: sensitivities, 3 points, the rescue sweep
 def test_mixed_command(tiny_trained, tmp_path, capsys):
     _, ckpt = tiny_trained
     args = ["mixed", "--checkpoint", str(ckpt), "--train-images", "300", "--gate-images", "150", "--test-images", "150",
