@@ -93,11 +93,9 @@ def head_design(ep, ks: list[int], lanes: int, macs: int | None = None):
 
 # --------------------------------------------------------------------------- the head
 
-def _round_shift(x, s):
-    """round_shift by a constant shift, or by a 6-bit shift signal (>= 1)."""
-    if isinstance(s, int):
-        return (x + (1 << (s - 1))) >> s
-    return (x + (Const(1, 64) << (s - 1)[:6])) >> s
+def _round_shift(x, s: int):
+    """round_shift by a constant shift s >= 1 (a shift signal goes through ``round_shift_saturate``)."""
+    return (x + (1 << (s - 1))) >> s
 
 
 def _shape_of(values: list[int]):

@@ -33,7 +33,7 @@ from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.rtl.gemm import pipelined_product, product_stages, round_shift_saturate
+from hw.rtl.gemm import ROUND_SHIFT_STAGES, pipelined_product, product_stages, round_shift_saturate
 from hw.rtl.units import Pipeline, check_lanes
 from model import intops
 from model.errors import QexitError
@@ -83,7 +83,7 @@ GY_STAGES = product_stages(intops.GAMMA_BITS + 2, 21, PIECE)   # g (17 bits) tim
 
 class LayerNormUnit(wiring.Component):
     # OUT: buffer read, c, c*r, y, g*y, g*y + b, round + shift + shift + saturate
-    LATENCY = 2 + CR_STAGES + 1 + GY_STAGES + 1 + 4
+    LATENCY = 2 + CR_STAGES + 1 + GY_STAGES + 1 + ROUND_SHIFT_STAGES
 
     def __init__(self, max_d: int = 1024, lanes: int = 1):
         if not isinstance(max_d, int) or not 1 <= max_d <= intops.LN_MAX_D:
@@ -196,10 +196,10 @@ class LayerNormUnit(wiring.Component):
         for lane in range(L):
             c = pipe.stage(self.d * row_rd.data[lane] - s, signed(21), f"c{lane}")
             g, b = par_rd.data[lane].g, par_rd.data[lane].b
-            for k in range(CR_STAGES + 2):      # beside c, c*r and y
-                g = pipe.stage(g, signed(intops.GAMMA_BITS + 2), f"g{k}_{lane}")
-            for k in range(CR_STAGES + GY_STAGES + 2):
-                b = pipe.stage(b, signed(intops.LN_B_BITS + 1), f"b{k}_{lane}")
+            for j in range(CR_STAGES + 2):      # beside c, c*r and y
+                g = pipe.stage(g, signed(intops.GAMMA_BITS + 2), f"g{j}_{lane}")
+            for j in range(CR_STAGES + GY_STAGES + 2):
+                b = pipe.stage(b, signed(intops.LN_B_BITS + 1), f"b{j}_{lane}")
             stage = lambda v, shape, name: pipe.stage(v, shape, f"{name}{lane}")      # noqa: E731
             prod = pipelined_product(stage, c, quot, PIECE, "cr", signed(62))
             y = pipe.stage((prod + (1 << (Y_SHIFT - 1))) >> Y_SHIFT, signed(21), f"y{lane}")

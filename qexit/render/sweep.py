@@ -39,7 +39,7 @@ def plot(points: list[dict], front: list[dict], path, table: dict | None = None)
         ax.set_xscale("log")
         ax.set_yscale("log")
     else:
-        ax.text(0.5, 0.5, "no machine of the grid has a synthesized clock\n(none fits the device; see the README)",
+        ax.text(0.5, 0.5, "no machine of the grid has a synthesized clock\n(none of its sizes fits the device; see the README)",
                 ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel("latency per image (ms)")
     ax.set_ylabel(f"energy per image (uJ, {label(table)})")
